@@ -1,0 +1,18 @@
+/* Fork/join team of cores. Implemented once per target (targets/<t>/team.c) and once for host tests
+ * (kernels_c/host/team_host.c). Kernels only use these four calls. */
+#ifndef ODL_TEAM_H
+#define ODL_TEAM_H
+typedef void (*odl_task_fn)(void *args);
+int  odl_core_id(void);                       /* 0 .. odl_num_cores()-1 */
+int  odl_num_cores(void);                     /* cores in the team */
+void odl_parallel(odl_task_fn fn, void *args);/* run fn(args) on every core of the team; returns when all are done */
+void odl_barrier(void);                       /* all cores of the running team meet here */
+
+/* Split [0, n) into odl_num_cores() balanced chunks; this core gets [*lo, *hi). */
+static inline void odl_split(int n, int *lo, int *hi) {
+  int p = odl_num_cores(), id = odl_core_id();
+  int q = n / p, r = n % p;
+  *lo = id * q + (id < r ? id : r);
+  *hi = *lo + q + (id < r ? 1 : 0);
+}
+#endif

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything odl needs on Debian 12, from package registries only. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
+qemu_ok() {
+  command -v qemu-system-riscv32 >/dev/null 2>&1 || return 1
+  local v; v=$(qemu-system-riscv32 --version | head -1 | sed -E 's/.*version ([0-9]+).*/\1/')
+  [ "${v:-0}" -ge 8 ]
+}
+if ! qemu_ok; then
+  if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/odl-backports.list >/dev/null
+  fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -t bookworm-backports qemu-system-misc >/dev/null
+fi
+qemu-system-riscv32 --version | head -1
+
+PY=${PYTHON:-python3}
+# CPU build of torch, pinned (an unpinned torch pulls a multi-GB CUDA build).
+$PY -c "import torch" 2>/dev/null || $PY -m pip install -q torch==2.13.0
+$PY -m pip install -q -e ".[test]"
+$PY -c "import torch, numpy, jinja2, serial, ziglang; print('torch', torch.__version__)"
