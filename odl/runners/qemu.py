@@ -1,0 +1,185 @@
+"""Run a firmware ELF on QEMU (rv32 `virt`), talk to it over the UART (a TCP socket) with the odl protocol.
+
+Bulk data goes around the slow emulated UART (~5 KB/s): inputs are preloaded into the arena with QEMU's
+generic loader (`-device loader,file=F,addr=A,force-raw=on`), results come back through semihosting
+(DUMP writes a file into the working directory)."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import serial
+
+from ..errors import ToolError
+from ..protocol import Link, ProtocolError
+from ..target import Target
+
+
+class RunnerError(ToolError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class QemuRunner:
+    """with QemuRunner(target, elf, cores, workdir, preload=[(offset, bytes)]) as r:
+           r.link.step(1); data = r.read_arena(off, n); r.exit()"""
+
+    def __init__(self, target: Target, elf: Path, cores: int, workdir: Path,
+                 preload: list[tuple[int, bytes]] = (), timeout: float = 60.0, boot_timeout: float = 20.0,
+                 extra_args: list[str] = ()):
+        if target.qemu is None:
+            raise RunnerError(f"target {target.name} has no QEMU configuration")
+        if not 1 <= cores <= target.harts:
+            raise RunnerError(f"cores must be 1..{target.harts}, not {cores}")
+        self.target = target
+        self.elf = Path(elf).resolve()
+        self.cores = cores
+        self.workdir = Path(workdir).resolve()
+        self.preload = list(preload)
+        self.timeout = timeout
+        self.boot_timeout = boot_timeout
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen | None = None
+        self.port = None
+        self.link: Link | None = None
+        self.hello = None
+        self.exit_status: int | None = None
+        self._stderr_path = self.workdir / "qemu.stderr"
+        self._stdout_path = self.workdir / "qemu.stdout"
+
+    # -- command line ---------------------------------------------------------------------------
+    def command(self, tcp_port: int) -> list[str]:
+        q = self.target.qemu
+        exe = shutil.which(q.binary)
+        if exe is None:
+            raise RunnerError(f"{q.binary} not found on PATH (QEMU >= 8 with zvfh is needed; see scripts/setup.sh)")
+        cmd = [exe, "-machine", q.machine, "-cpu", q.cpu, "-smp", str(self.cores), *q.extra,
+               "-semihosting-config", "enable=on,target=native",
+               "-serial", f"tcp:127.0.0.1:{tcp_port},server=on,wait=on",
+               "-kernel", str(self.elf)]
+        for i, (off, data) in enumerate(self.preload):
+            f = self.workdir / f"preload_{i}.bin"
+            f.write_bytes(bytes(data))
+            cmd += ["-device", f"loader,file={f},addr={self.target.arena_addr + off:#x},force-raw=on"]
+        return cmd + self.extra_args
+
+    def stderr_tail(self, n: int = 2000) -> str:
+        out = ""
+        for p in (self._stderr_path, self._stdout_path):
+            try:
+                t = p.read_text(errors="replace")
+            except OSError:
+                continue
+            if t.strip():
+                out += f"\n--- qemu {p.suffix[1:]} (tail) ---\n" + t[-n:]
+        return out
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> "QemuRunner":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        last_err = None
+        for _attempt in range(3):          # the free port may be taken between probe and bind: retry
+            port = _free_port()
+            cmd = self.command(port)
+            self.cmdline = cmd
+            self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                         stdout=open(self._stdout_path, "wb"), stderr=open(self._stderr_path, "wb"))
+            deadline = time.monotonic() + self.boot_timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    self.port = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.5)
+                    break
+                except (serial.SerialException, OSError) as e:
+                    last_err = e
+                    time.sleep(0.02)
+            if self.port is not None:
+                break
+            self._kill()
+            if "Address already in use" not in self.stderr_tail():
+                raise RunnerError(f"could not connect to QEMU's UART on port {port}: {last_err}"
+                                  f"{self.stderr_tail()}\ncommand: {' '.join(cmd)}")
+        if self.port is None:
+            raise RunnerError(f"could not start QEMU: {last_err}{self.stderr_tail()}")
+        self.link = Link(self.port, timeout=self.timeout)
+        try:
+            self.hello = self.link.hello(timeout=self.boot_timeout)
+        except ProtocolError as e:
+            self._kill()
+            raise RunnerError(f"no HELLO from the firmware: {e}{self.stderr_tail()}") from e
+        return self
+
+    def __enter__(self) -> "QemuRunner":
+        try:
+            return self.start()
+        except BaseException:
+            self._kill()
+            raise
+
+    def __exit__(self, et, ev, tb) -> None:
+        if et is not None:
+            self._kill()
+            if isinstance(ev, ToolError) and not getattr(ev, "_odl_qemu_tail", False):
+                tail = self.stderr_tail()
+                if tail:
+                    ev.args = (f"{ev.args[0] if ev.args else ''}{tail}",) + tuple(ev.args[1:])
+                ev._odl_qemu_tail = True
+            return None
+        if self.exit_status is None:   # the caller did not exit explicitly
+            self.exit(0)
+
+    def _kill(self) -> None:
+        if self.port is not None:
+            try:
+                self.port.close()
+            except Exception:
+                pass
+            self.port = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def exit(self, code: int = 0, wait: float = 10.0) -> int:
+        """Send EXIT(code), wait for QEMU to end; its exit status must be `code` (0 = pass)."""
+        try:
+            self.link.exit(code)
+            self.proc.wait(timeout=wait)
+        except (ProtocolError, subprocess.TimeoutExpired) as e:
+            self._kill()
+            raise RunnerError(f"QEMU did not exit cleanly: {e}{self.stderr_tail()}") from e
+        finally:
+            if self.port is not None:
+                self.port.close()
+                self.port = None
+        self.exit_status = self.proc.returncode
+        if self.exit_status != code:
+            raise RunnerError(f"QEMU exit status {self.exit_status}, expected {code}{self.stderr_tail()}")
+        return self.exit_status
+
+    # -- bulk data --------------------------------------------------------------------------------
+    def read_arena(self, offset: int, n: int) -> bytes:
+        """Read arena bytes through semihosting (DUMP to a file in workdir); much faster than the UART."""
+        name = f"dump_{uuid.uuid4().hex[:12]}.bin"
+        self.link.dump(offset, n, name)
+        f = self.workdir / name
+        try:
+            data = f.read_bytes()
+        except OSError as e:
+            raise RunnerError(f"DUMP reported success but {f} is missing: {e}{self.stderr_tail()}") from e
+        f.unlink()
+        if len(data) != n:
+            raise RunnerError(f"DUMP wrote {len(data)} bytes, expected {n}")
+        return data

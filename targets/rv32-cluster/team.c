@@ -1,0 +1,108 @@
+/* rv32-cluster fork/join team (implements odl_team.h).
+ *
+ * Hart 0 is the master; harts 1..ODL_NUM_CORES-1 are workers. Idle workers sleep in `wfi` with only
+ * mie.MSIE enabled (mstatus.MIE stays 0, so no trap is taken: wfi just returns when the CLINT software
+ * interrupt is pending). odl_parallel publishes (fn, args), bumps a generation counter and raises msip
+ * on every worker; each worker clears its own msip, runs its share and counts itself done; the last one
+ * raises msip on hart 0, which also sleeps in wfi while it waits. Nobody spins while idle.
+ *
+ * All shared state lives in .data (not .bss): workers start using it before hart 0 has zeroed .bss. */
+#include <stdint.h>
+#include "odl_team.h"
+
+#ifndef ODL_NUM_CORES
+#define ODL_NUM_CORES 8
+#endif
+#if ODL_NUM_CORES < 1 || ODL_NUM_CORES > 8
+#error "ODL_NUM_CORES must be 1..8 on rv32-cluster"
+#endif
+
+#define CLINT_MSIP ((volatile uint32_t *)0x02000000u)
+#define MIE_MSIE (1u << 3)
+
+#define SHARED __attribute__((section(".data.odl_team"), aligned(64)))
+
+static volatile odl_task_fn team_fn SHARED = (odl_task_fn)0;
+static void *volatile team_args SHARED = (void *)0;
+static volatile uint32_t team_gen SHARED = 0;          /* bumped by every odl_parallel */
+static volatile uint32_t team_done SHARED = 0;         /* workers finished with the current job */
+static volatile uint32_t bar_count SHARED = 0;         /* sense-reversing barrier */
+static volatile uint32_t bar_sense SHARED = 0;
+static uint32_t bar_local_sense[8] SHARED = {0};       /* per hart */
+
+static inline int hartid(void) {
+  int id;
+  __asm__ volatile("csrr %0, mhartid" : "=r"(id));
+  return id;
+}
+
+static inline void wfi(void) { __asm__ volatile("wfi" ::: "memory"); }
+static inline void fence(void) { __asm__ volatile("fence rw, rw" ::: "memory"); }
+
+int odl_core_id(void) { return hartid(); }
+int odl_num_cores(void) { return ODL_NUM_CORES; }
+
+void odl_barrier(void) {
+#if ODL_NUM_CORES > 1
+  int id = hartid();
+  uint32_t sense = bar_local_sense[id] ^ 1u;
+  bar_local_sense[id] = sense;
+  if (__atomic_add_fetch(&bar_count, 1u, __ATOMIC_ACQ_REL) == ODL_NUM_CORES) {
+    __atomic_store_n(&bar_count, 0u, __ATOMIC_RELAXED);
+    __atomic_store_n(&bar_sense, sense, __ATOMIC_RELEASE);
+  } else {
+    while (__atomic_load_n(&bar_sense, __ATOMIC_ACQUIRE) != sense) { }
+  }
+#endif
+}
+
+void odl_parallel(odl_task_fn fn, void *args) {
+#if ODL_NUM_CORES > 1
+  team_fn = fn;
+  team_args = args;
+  __atomic_store_n(&team_done, 0u, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&team_gen, 1u, __ATOMIC_RELEASE);
+  fence();
+  for (int h = 1; h < ODL_NUM_CORES; h++) CLINT_MSIP[h] = 1;
+  fn(args);
+  /* wait for the workers, asleep; the last one to finish raises our msip */
+  __asm__ volatile("csrs mie, %0" ::"r"(MIE_MSIE));
+  for (;;) {
+    CLINT_MSIP[0] = 0;
+    fence();
+    if (__atomic_load_n(&team_done, __ATOMIC_ACQUIRE) == ODL_NUM_CORES - 1) break;
+    wfi();
+  }
+  CLINT_MSIP[0] = 0;
+  fence();
+#else
+  fn(args);
+#endif
+}
+
+/* Entry of harts 1..7 from startup.S (never returns). */
+void odl_team_worker_main(int id) __attribute__((noreturn));
+void odl_team_worker_main(int id) {
+  if (id >= ODL_NUM_CORES) {                 /* not in the team: sleep forever, never woken */
+    for (;;) wfi();
+  }
+  __asm__ volatile("csrs mie, %0" ::"r"(MIE_MSIE));
+  uint32_t seen = 0;                         /* team_gen starts at 0 (.data): a job published before we got here is still run */
+  for (;;) {
+    CLINT_MSIP[id] = 0;                      /* clear before looking, so a later raise is never lost */
+    fence();
+    uint32_t g = __atomic_load_n(&team_gen, __ATOMIC_ACQUIRE);
+    if (g == seen) {
+      wfi();
+      continue;
+    }
+    seen = g;
+    odl_task_fn fn = team_fn;
+    void *args = team_args;
+    fn(args);
+    if (__atomic_add_fetch(&team_done, 1u, __ATOMIC_ACQ_REL) == ODL_NUM_CORES - 1) {
+      fence();
+      CLINT_MSIP[0] = 1;
+    }
+  }
+}
