@@ -1,0 +1,65 @@
+"""The `odl` command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import OdlError, ToolError
+
+
+def _cmd_validate(a) -> int:
+    from .validate import validate
+    rep = validate(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, a.lr, a.json, a.keep)
+    return 0 if rep["passed"] else 1
+
+
+def _cmd_models(a) -> int:
+    from .frontend import trace
+    from .lower import lower
+    from .models import BUILTIN
+    for name, cls in sorted(BUILTIN.items()):
+        m = cls()
+        g = trace(m, tuple(m.input_shape))
+        p = lower(g, "fp32")
+        nparam = sum(v.numel() for v in m.parameters())
+        print(f"{name:12s} input {'x'.join(map(str, m.input_shape)):12s} params {nparam:8d}  "
+              f"MACs/step fwd {p.macs_forward} bwd {p.macs_backward} total {p.macs_forward + p.macs_backward}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="odl", description="On-device learning for RISC-V multicore MCUs")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    v = sub.add_parser("validate", help="run one training step on the device and compare with PyTorch")
+    v.add_argument("model", help="built-in model name or path/to/file.py:Name")
+    v.add_argument("--target", default="rv32-cluster")
+    v.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    v.add_argument("--cores", type=int, default=8)
+    v.add_argument("--input-shape", default=None, help="NxCxHxW (default: the model's input_shape)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--lr", type=float, default=0.01, help="SGD learning rate")
+    v.add_argument("--json", default=None, help="write the report as JSON to this file")
+    v.add_argument("--keep", default=None, metavar="DIR", help="keep generated C, firmware and run files in DIR")
+    v.set_defaults(fn=_cmd_validate)
+    m = sub.add_parser("models", help="list the built-in models")
+    m.set_defaults(fn=_cmd_models)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    try:
+        return a.fn(a)
+    except OdlError as e:
+        print(f"odl: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except ToolError as e:
+        print(f"odl: {type(e).__name__}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Model import: a PyTorch nn.Module (built-in name or `file.py:Name`) -> odl forward graph via torch.fx."""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import re
+import sys
+from pathlib import Path
+
+import torch
+import torch.fx
+import torch.nn as nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from .errors import OdlError
+from .graph import Graph, Node
+from . import ops as opreg
+
+
+def load_model(spec: str) -> nn.Module:
+    """A built-in model name, or `path/to/file.py:Name` (an nn.Module subclass or a function returning one)."""
+    from .models import BUILTIN
+    if spec in BUILTIN:
+        return BUILTIN[spec]()
+    if ":" not in spec:
+        raise OdlError(f"unknown model '{spec}': not a built-in ({', '.join(sorted(BUILTIN))}) "
+                       f"and not of the form path/to/file.py:Name")
+    path, name = spec.rsplit(":", 1)
+    p = Path(path)
+    if not p.is_file():
+        raise OdlError(f"model file '{path}' does not exist")
+    modname = "odl_user_" + re.sub(r"\W", "_", p.stem)
+    sp = importlib.util.spec_from_file_location(modname, p)
+    mod = importlib.util.module_from_spec(sp)
+    sys.modules[modname] = mod
+    try:
+        sp.loader.exec_module(mod)
+    except Exception as e:  # the user's file itself is broken
+        raise OdlError(f"model file '{path}' failed to import: {type(e).__name__}: {e}") from None
+    obj = getattr(mod, name, None)
+    if obj is None:
+        raise OdlError(f"model file '{path}' has no '{name}'")
+    try:
+        model = obj()
+    except Exception as e:
+        raise OdlError(f"'{name}' in '{path}' could not be built without arguments: {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise OdlError(f"'{name}' in '{path}' gave a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise OdlError(f"bad --input-shape '{text}': expected NxCxHxW, e.g. 1x3x32x32") from None
+    if len(shape) < 2 or any(v <= 0 for v in shape):
+        raise OdlError(f"bad --input-shape '{text}': expected positive sizes like 1x3x32x32")
+    return shape
+
+
+def default_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    s = getattr(model, "input_shape", None)
+    return tuple(s) if s else None
+
+
+def _fn_name(fn) -> str:
+    mod = getattr(fn, "__module__", None) or ""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
+    mod = {"torch._C._nn": "torch.nn.functional", "torch._C._fft": "torch.fft", "_operator": "operator"}.get(mod, mod)
+    if mod == "torch.fft" and name.startswith("fft_"):
+        name = name[4:]
+    if mod.startswith("torch._C") or mod == "":
+        mod = "torch"
+    return f"{mod}.{name}"
+
+
+def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
+    """Trace with torch.fx, propagate shapes, map every node to a supported op or refuse with exit code 2."""
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as e:
+        raise OdlError(f"torch.fx could not trace the model: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    modules = dict(gm.named_modules())
+
+    # Refuse unsupported ops before running anything.
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            m = modules[n.target]
+            if type(m) not in opreg.MODULES:
+                raise OdlError(f"unsupported op {type(m).__module__}.{type(m).__name__} at graph node '{n.name}' "
+                               f"(module '{n.target}'); supported: {', '.join(opreg.supported())}")
+        elif n.op == "call_function":
+            if n.target not in opreg.FUNCTIONS:
+                raise OdlError(f"unsupported op {_fn_name(n.target)} at graph node '{n.name}'; "
+                               f"supported: {', '.join(opreg.supported())}")
+        elif n.op == "call_method":
+            if n.target not in opreg.METHODS:
+                raise OdlError(f"unsupported op Tensor.{n.target} at graph node '{n.name}'; "
+                               f"supported: {', '.join(opreg.supported())}")
+        elif n.op == "get_attr":
+            raise OdlError(f"unsupported graph node '{n.name}': direct use of tensor attribute '{n.target}'")
+
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise OdlError(f"the model's forward must take exactly one input tensor, it takes {len(placeholders)}")
+    example = torch.randn(*input_shape)
+    try:
+        ShapeProp(gm).propagate(example)
+    except Exception as e:
+        raise OdlError(f"the model does not accept input shape {'x'.join(map(str, input_shape))}: "
+                       f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+    def shape_of(n):
+        tm = n.meta.get("tensor_meta")
+        if tm is None or not hasattr(tm, "shape"):
+            raise OdlError(f"graph node '{n.name}' does not produce a single tensor")
+        return tuple(int(v) for v in tm.shape)
+
+    shapes = {placeholders[0].name: tuple(input_shape)}
+    nodes: list[Node] = []
+    params: dict[str, tuple] = {}
+    output = None
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            continue
+        if n.op == "output":
+            out = n.args[0]
+            if not isinstance(out, torch.fx.Node):
+                raise OdlError("the model must return a single tensor (the logits)")
+            output = out.name
+            continue
+        tensor_args = [a for a in n.args if isinstance(a, torch.fx.Node)]
+        in_shapes = [shapes[a.name] for a in tensor_args]
+        out_shape = shape_of(n)
+        module = None
+        if n.op == "call_module":
+            m = modules[n.target]
+            opname, conv = opreg.MODULES[type(m)]
+            attrs, rel = conv(n.name, m, in_shapes, out_shape)
+            module = n.target
+            pmap = {}
+            for role, pn in rel.items():
+                if pn is None:
+                    continue
+                full = f"{n.target}.{pn}" if n.target else pn
+                pmap[role] = full
+                params[full] = tuple(getattr(m, pn).shape)
+            target = n.target
+        elif n.op == "call_function":
+            opname, conv = opreg.FUNCTIONS[n.target]
+            attrs, _ = conv(n.name, None, in_shapes, out_shape)
+            pmap, target = {}, _fn_name(n.target)
+        else:
+            opname, conv = opreg.METHODS[n.target]
+            attrs, _ = conv(n.name, None, in_shapes, out_shape)
+            pmap, target = {}, f"Tensor.{n.target}"
+        shapes[n.name] = out_shape
+        nodes.append(Node(name=n.name, op=opname, target=target, inputs=[a.name for a in tensor_args],
+                          shape=out_shape, attrs=attrs, params=pmap, module=module))
+
+    # Every parameter the model has must be one the graph uses (we update exactly those).
+    declared = {k: tuple(v.shape) for k, v in model.named_parameters()}
+    unused = sorted(set(declared) - set(params))
+    if unused:
+        raise OdlError(f"parameters not used through a supported layer: {', '.join(unused[:5])}")
+    # keep PyTorch's parameter order
+    params = {k: params[k] for k in declared if k in params}
+    return Graph(input=placeholders[0].name, input_shape=tuple(input_shape), output=output, nodes=nodes,
+                 params=params, shapes=shapes)

@@ -1,0 +1,275 @@
+"""Lowering: forward graph -> training step as a list of kernel calls on named buffers.
+
+The training step is forward, loss, backward (parameter gradients and input gradients), update. Each op
+(odl/ops/) says how its forward and backward become kernel calls; this module keeps the bookkeeping:
+buffers for values and gradients, aliases (views share storage), gradient accumulation when a value has
+several consumers (the first contribution overwrites, later ones add), and which values need gradients.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+
+from .errors import OdlError
+from .graph import Graph, Node
+from . import ops as opreg
+
+
+@dataclass(eq=False)
+class Buffer:
+    name: str
+    nelem: int
+    dtype: str = "odl"          # 'odl' (the precision's element type), 'f32', 'i32'
+    role: str = "act"           # param, input, label, param_grad, act, grad, scratch, loss
+    persistent: bool = False    # lives for the whole step (the host reads it, or it holds state)
+    offset: int = -1            # bytes from the arena start, set by the planner
+    shape: tuple = ()
+
+    def nbytes(self, elem_bytes: int) -> int:
+        size = {"odl": elem_bytes, "f32": 4, "i32": 4}[self.dtype]
+        return self.nelem * size
+
+    @property
+    def macro(self) -> str:
+        return "B_" + "".join(c if c.isalnum() else "_" for c in self.name)
+
+
+@dataclass
+class Ptr:
+    """Pointer argument: buffer start plus `elem` elements, plus `per_sample` elements per loop iteration."""
+    buf: Buffer
+    per_sample: int = 0
+    elem: int = 0
+
+
+class CExpr(str):
+    """A field value given as a C expression (may use the loop variable `n`)."""
+
+
+@dataclass
+class Call:
+    kernel: str                 # C function, e.g. 'odl_mm_nn'
+    fields: dict                # struct field -> Ptr | int | float
+    layer: str                  # layer name for reports
+    step: str                   # 'forward', 'weight_grad', 'input_grad', 'transform', 'loss', 'update'
+    loop: int = 0               # > 0: repeat for n in [0, loop) with Ptr.per_sample offsets
+    macs: int = 0
+    group: int = 0              # consecutive calls with the same non-zero group share one loop
+
+    def buffers(self) -> list[Buffer]:
+        return [v.buf for v in self.fields.values() if isinstance(v, Ptr)]
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 0.01
+    train: str = "all"
+
+
+@dataclass
+class Program:
+    graph: Graph
+    precision: str
+    calls: list[Call]
+    buffers: list[Buffer]
+    params: dict[str, Buffer]           # PyTorch name -> parameter buffer
+    param_grads: dict[str, Buffer]
+    input: Buffer
+    labels: Buffer
+    loss: Buffer
+    logits: Buffer
+    observed_grads: dict[str, tuple[Buffer, str]]   # report name -> (gradient buffer, value it is the gradient of)
+    preload: list[Buffer]               # buffers the host writes before a step (contiguous from offset 0)
+    macs_forward: int = 0
+    macs_backward: int = 0
+    arena_bytes: int = 0
+    naive_bytes: int = 0
+
+    @property
+    def elem_bytes(self) -> int:
+        return 2 if self.precision == "fp16" else 4
+
+
+class Lowering:
+    def __init__(self, graph: Graph, precision: str, cfg: TrainConfig):
+        self.g = graph
+        self.precision = precision
+        self.cfg = cfg
+        self.calls: list[Call] = []
+        self.buffers: list[Buffer] = []
+        self.value_buf: dict[str, Buffer] = {}
+        self.grad_buf: dict[str, Buffer] = {}
+        self.grad_written: set[int] = set()
+        self.params: dict[str, Buffer] = {}
+        self.param_grads: dict[str, Buffer] = {}
+        self.trainable = self._select_trainable(cfg.train)
+        self.needs_grad = self._propagate_needs_grad()
+        self._loop = (0, 0)
+        self._groups = 0
+
+    # ---- buffers -------------------------------------------------------------------------------
+    def new_buffer(self, name, nelem, **kw) -> Buffer:
+        b = Buffer(name=name, nelem=int(nelem), **kw)
+        self.buffers.append(b)
+        return b
+
+    def value(self, name: str) -> Buffer:
+        return self.value_buf[name]
+
+    def shape(self, name: str) -> tuple:
+        return self.g.shapes[name]
+
+    def alias(self, value: str, of: str):
+        """`value` is a view of `of`: same storage, and the same gradient storage."""
+        self.value_buf[value] = self.value_buf[of]
+
+    def output(self, node: Node) -> Buffer:
+        b = self.new_buffer(node.name, math.prod(node.shape), role="act", shape=node.shape)
+        self.value_buf[node.name] = b
+        return b
+
+    def param(self, node: Node, role: str) -> Buffer:
+        return self.params[node.params[role]]
+
+    def param_grad(self, node: Node, role: str) -> Buffer | None:
+        pname = node.params.get(role)
+        return self.param_grads.get(pname) if pname else None
+
+    def scratch(self, name: str, nelem: int) -> Buffer:
+        return self.new_buffer(name, nelem, role="scratch")
+
+    def grad(self, value: str) -> Buffer:
+        """The gradient buffer of a value (as a source: it must have been written already)."""
+        root = self._grad_root(value)
+        return self.grad_buf[root]
+
+    def grad_target(self, value: str) -> tuple[Buffer, int] | None:
+        """Where a backward kernel writes its contribution to d(value), and whether it must add to it.
+        None when the value needs no gradient."""
+        if not self.needs_grad.get(value, False):
+            return None
+        root = self._grad_root(value)
+        b = self.grad_buf.get(root)
+        if b is None:
+            b = self.new_buffer("d_" + root, math.prod(self.shape(root)), role="grad", shape=self.shape(root))
+            self.grad_buf[root] = b
+        acc = 1 if id(b) in self.grad_written else 0
+        self.grad_written.add(id(b))
+        return b, acc
+
+    def _grad_root(self, value: str) -> str:
+        # views share their base's gradient storage
+        buf = self.value_buf.get(value)
+        for name, b in self.value_buf.items():
+            if b is buf:
+                return name
+        return value
+
+    # ---- calls -----------------------------------------------------------------------------------
+    def call(self, kernel: str, layer: str, step: str, macs: int = 0, **fields):
+        loop, group = self._loop
+        self.calls.append(Call(kernel=kernel, fields=fields, layer=layer, step=step, loop=loop, macs=macs,
+                               group=group))
+
+    @contextlib.contextmanager
+    def per_sample(self, n: int):
+        """Calls made inside run once per sample n (C variable `n`), in one loop, in the order made."""
+        self._groups += 1
+        self._loop = (n, self._groups)
+        try:
+            yield
+        finally:
+            self._loop = (0, 0)
+
+    # ---- what trains -------------------------------------------------------------------------------
+    def _select_trainable(self, spec: str) -> set[str]:
+        names = list(self.g.params)
+        if spec == "all":
+            return set(names)
+        raise OdlError(f"unknown --train value '{spec}' (expected 'all')")
+
+    def _propagate_needs_grad(self) -> dict[str, bool]:
+        need = {self.g.input: False}
+        for n in self.g.nodes:
+            own = any(p in self.trainable for p in n.params.values())
+            need[n.name] = own or any(need.get(i, False) for i in n.inputs)
+        return need
+
+    # ---- the whole step ----------------------------------------------------------------------------
+    def run(self) -> Program:
+        g = self.g
+        for pname, shape in g.params.items():
+            self.params[pname] = self.new_buffer(pname, math.prod(shape), role="param", persistent=True, shape=shape)
+        inp = self.new_buffer("input", math.prod(g.input_shape), role="input", persistent=True, shape=g.input_shape)
+        self.value_buf[g.input] = inp
+        batch = g.input_shape[0]
+        labels = self.new_buffer("labels", batch, dtype="i32", role="label", persistent=True, shape=(batch,))
+        preload = list(self.params.values()) + [inp, labels]
+        for pname in g.params:
+            if pname in self.trainable:
+                self.param_grads[pname] = self.new_buffer(
+                    "grad_" + pname, self.params[pname].nelem, role="param_grad", persistent=True,
+                    shape=g.params[pname])
+
+        macs_f = macs_b = 0
+        for node in g.nodes:
+            op = opreg.get(node.op)
+            n0 = len(self.calls)
+            op.forward(node, self)
+            macs_f += sum(c.macs for c in self.calls[n0:])
+
+        logits = self.value(g.output)
+        logits.persistent = True
+        loss = self.new_buffer("loss", 1, dtype="f32", role="loss", persistent=True, shape=())
+        out_shape = self.shape(g.output)
+        if len(out_shape) != 2:
+            raise OdlError(f"the model output must be [N, classes] logits for cross-entropy, got {list(out_shape)}")
+        dlogits = self.grad_target(g.output)
+        if dlogits is None:
+            raise OdlError("nothing trains: no parameter selected for training")
+        self.call("odl_softmax_xent", "loss", "loss", logits=Ptr(logits), labels=Ptr(labels),
+                  dlogits=Ptr(dlogits[0]), loss_out=Ptr(loss), n=out_shape[0], c=out_shape[1])
+
+        for node in reversed(g.nodes):
+            if not self.needs_grad.get(node.name, False):
+                continue
+            if self._grad_root(node.name) not in self.grad_buf:
+                continue  # the value does not reach the loss
+            op = opreg.get(node.op)
+            n0 = len(self.calls)
+            op.backward(node, self)
+            macs_b += sum(c.macs for c in self.calls[n0:])
+
+        for pname, gb in self.param_grads.items():
+            w = self.params[pname]
+            self.call("odl_sgd", pname, "update", w=Ptr(w), g=Ptr(gb), len=w.nelem, lr=float(self.cfg.lr))
+
+        observed = self._observed_input_grads()
+        for b, _ in observed.values():
+            b.persistent = True
+        return Program(graph=g, precision=self.precision, calls=self.calls, buffers=self.buffers,
+                       params=self.params, param_grads=self.param_grads, input=inp, labels=labels, loss=loss,
+                       logits=logits, observed_grads=observed, preload=preload,
+                       macs_forward=macs_f, macs_backward=macs_b)
+
+    def _observed_input_grads(self) -> dict[str, tuple[Buffer, str]]:
+        """Gradients of the values that layers consume, named after the first consumer (a PyTorch name)."""
+        out = {}
+        seen = set()
+        for node in self.g.nodes:
+            for v in node.inputs:
+                root = self._grad_root(v)
+                b = self.grad_buf.get(root)
+                if b is None or id(b) in seen:
+                    continue
+                seen.add(id(b))
+                name = node.report_name if node.report_name not in out else node.name
+                out[name] = (b, root)
+        return out
+
+
+def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None) -> Program:
+    if precision not in ("fp32", "fp16"):
+        raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
+    return Lowering(graph, precision, cfg or TrainConfig()).run()

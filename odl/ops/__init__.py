@@ -1,0 +1,28 @@
+"""Op registry: how each supported PyTorch construct becomes an odl op, and how each op lowers.
+
+An op module defines a class with `name`, `forward(node, L)` and `backward(node, L)` (L: odl.lower.Lowering),
+and registers the PyTorch modules, functions and tensor methods it accepts with a converter that reads their
+settings into node attributes (or refuses them with an OdlError that names the node).
+"""
+from __future__ import annotations
+
+_OPS: dict[str, object] = {}
+MODULES: dict[type, tuple[str, object]] = {}     # nn.Module class -> (op name, converter)
+FUNCTIONS: dict[object, tuple[str, object]] = {} # callable -> (op name, converter)
+METHODS: dict[str, tuple[str, object]] = {}      # tensor method name -> (op name, converter)
+
+
+def register(op):
+    _OPS[op.name] = op
+    return op
+
+
+def get(name: str):
+    return _OPS[name]
+
+
+def supported() -> list[str]:
+    return sorted(_OPS)
+
+
+from . import conv, linear, activation, shape  # noqa: E402,F401  (registration side effects)

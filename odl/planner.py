@@ -1,0 +1,88 @@
+"""Static memory planning: every buffer of the training step gets a byte offset in one arena.
+
+Buffers the host preloads (parameters, input, labels) come first, contiguous, so one blob fills them.
+Every other buffer lives from its first to its last use (persistent ones for the whole step) and is placed
+first-fit, largest first, at the lowest offset that overlaps no buffer alive at the same time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import OdlError
+from .lower import Program
+
+ALIGN = 16
+
+
+def _align(v: int) -> int:
+    return (v + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass
+class MemoryReport:
+    arena_bytes: int
+    naive_bytes: int
+    budget_bytes: int | None
+    peak_call: int
+    peak_live: list[tuple[str, int]]   # largest live buffers at the peak (name, bytes)
+
+    def text(self) -> str:
+        lines = [f"arena {self.arena_bytes} B (sum of all buffers {self.naive_bytes} B"
+                 + (f", budget {self.budget_bytes} B)" if self.budget_bytes else ")")]
+        lines.append(f"peak at call {self.peak_call}; largest live buffers there:")
+        lines += [f"  {n:40s} {b:10d} B" for n, b in self.peak_live[:8]]
+        return "\n".join(lines)
+
+
+def plan(prog: Program, budget_bytes: int | None = None) -> MemoryReport:
+    eb = prog.elem_bytes
+    ncalls = len(prog.calls)
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for i, c in enumerate(prog.calls):
+        for b in c.buffers():
+            first.setdefault(id(b), i)
+            last[id(b)] = i
+    used = [b for b in prog.buffers if id(b) in first or b.persistent or b in prog.preload]
+    preload_ids = {id(b) for b in prog.preload}
+
+    def life(b):
+        if b.persistent or id(b) in preload_ids:
+            return 0, ncalls
+        return first[id(b)], last[id(b)]
+
+    off = 0
+    for b in prog.preload:
+        b.offset = off
+        off = _align(off + b.nbytes(eb))
+    placed = [(b.offset, _align(b.nbytes(eb)), 0, ncalls, b) for b in prog.preload]
+    rest = sorted((b for b in used if id(b) not in preload_ids), key=lambda b: -b.nbytes(eb))
+    for b in rest:
+        size = _align(max(b.nbytes(eb), 1))
+        lo, hi = life(b)
+        clashes = sorted((o, s) for o, s, l0, l1, _ in placed if not (l1 < lo or hi < l0))
+        cand = 0
+        for o, s in clashes:
+            if cand + size <= o:
+                break
+            cand = max(cand, o + s)
+        b.offset = cand
+        placed.append((cand, size, lo, hi, b))
+
+    arena = max((o + s for o, s, *_ in placed), default=0)
+    naive = sum(s for _, s, *_ in placed)
+    # peak: the call where live bytes are largest
+    peak_i, peak_bytes, peak_live = 0, -1, []
+    for i in range(max(ncalls, 1)):
+        live = [(b.name, s) for o, s, l0, l1, b in placed if l0 <= i <= l1]
+        tot = sum(s for _, s in live)
+        if tot > peak_bytes:
+            peak_i, peak_bytes, peak_live = i, tot, sorted(live, key=lambda t: -t[1])
+    prog.arena_bytes = arena
+    prog.naive_bytes = naive
+    rep = MemoryReport(arena, naive, budget_bytes, peak_i, peak_live)
+    if budget_bytes is not None and arena > budget_bytes:
+        big = ", ".join(f"{n} ({s} B)" for n, s in peak_live[:5])
+        raise OdlError(f"the training step needs a {arena}-byte arena, over the target's budget of {budget_bytes} "
+                       f"bytes by {arena - budget_bytes}; largest live buffers at the peak: {big}")
+    return rep
