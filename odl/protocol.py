@@ -147,12 +147,12 @@ class Link:
 
     def request(self, type_: int, payload: bytes, expect: int, timeout: float | None = None) -> bytes:
         self.send(type_, payload)
-        t, p = self.recv(timeout, what=f"reply to {NAMES[type_]}")
+        t, p = self.recv(timeout, what=f"reply to {NAMES.get(type_, hex(type_))}")
         if t == ERROR:
             code = struct.unpack_from("<I", p)[0] if len(p) >= 4 else -1
             raise DeviceError(code, p[4:].decode("utf-8", "replace"))
         if t != expect:
-            raise ProtocolError(f"expected {NAMES[expect]} in reply to {NAMES[type_]}, got {NAMES.get(t, hex(t))}")
+            raise ProtocolError(f"expected {NAMES.get(expect, hex(expect))} in reply to {NAMES.get(type_, hex(type_))}, got {NAMES.get(t, hex(t))}")
         return p
 
     # -- commands ---------------------------------------------------------------------------------

@@ -1,0 +1,222 @@
+"""End-to-end tests of the rv32-cluster target on QEMU: firmware shell, team, protocol, preload, semihosting."""
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+
+from odl import protocol
+from odl.protocol import DeviceError, Link
+from odl.runners import QemuRunner
+from odl.target import load_target
+from odl.toolchain import CompileError, build_firmware
+
+pytestmark = [
+    pytest.mark.qemu,
+    pytest.mark.skipif(shutil.which("qemu-system-riscv32") is None, reason="qemu-system-riscv32 not installed"),
+]
+
+ARENA_BYTES = 4096
+RESULT_OFF = 1024     # model writes core_id+1 into words [RESULT_OFF/4 + core]
+
+TEAM_MODEL = r"""
+#include <stdint.h>
+#include "odl_team.h"
+unsigned char odl_arena[4096] __attribute__((section(".odl_arena"), aligned(64)));
+const uint32_t odl_arena_bytes = sizeof odl_arena;
+static void task(void *a) {
+  volatile uint32_t *w = (volatile uint32_t *)a;
+  int id = odl_core_id();
+  w[id] += (uint32_t)(id + 1);           /* += : a second step doubles it */
+  odl_barrier();                         /* everyone sees everyone's word after the barrier */
+  uint32_t s = 0;
+  for (int i = 0; i < odl_num_cores(); i++) s += w[i];
+  w[16 + id] = s;
+  odl_barrier();
+}
+float odl_model_step(void) {
+  uint32_t *w = (uint32_t *)(odl_arena + 1024);
+  odl_parallel(task, w);
+  float s = 0.0f;
+  for (int i = 0; i < odl_num_cores(); i++) s += (float)w[i];
+  return s * 0.5f;
+}
+"""
+
+# v2f16 fused multiply-add on every core: out[k] = c[k] + a[k] * b[k] (vector x vector) and
+# out2[k] = c[k] + a[k] * s (vector x scalar -> vfmacc.vf), inputs preloaded into the arena.
+FP16_MODEL = r"""
+#include <stdint.h>
+#include "odl_types.h"
+#include "odl_team.h"
+unsigned char odl_arena[4096] __attribute__((section(".odl_arena"), aligned(64)));
+const uint32_t odl_arena_bytes = sizeof odl_arena;
+#define N 64          /* pairs */
+static void task(void *unused) {
+  (void)unused;
+  const odl_v2_t *a = (const odl_v2_t *)(odl_arena + 0);
+  const odl_v2_t *b = (const odl_v2_t *)(odl_arena + 4 * N);
+  const odl_v2_t *c = (const odl_v2_t *)(odl_arena + 8 * N);
+  const odl_t s = *(const odl_t *)(odl_arena + 12 * N);
+  odl_v2_t *o1 = (odl_v2_t *)(odl_arena + 16 * N);
+  odl_v2_t *o2 = (odl_v2_t *)(odl_arena + 20 * N);
+  int lo, hi;
+  odl_split(N, &lo, &hi);
+  for (int k = lo; k < hi; k++) {
+    o1[k] = c[k] + a[k] * b[k];
+    o2[k] = c[k] + a[k] * s;
+  }
+}
+float odl_model_step(void) { odl_parallel(task, 0); return (float)((odl_t *)(odl_arena + 16 * N))[0]; }
+"""
+
+
+@pytest.fixture(scope="module")
+def target():
+    return load_target("rv32-cluster")
+
+
+@pytest.fixture(scope="module")
+def team_elfs(target, tmp_path_factory):
+    d = tmp_path_factory.mktemp("fw")
+    src = d / "team_model.c"
+    src.write_text(TEAM_MODEL)
+    return {c: build_firmware(target, "fp32", c, [src], [], d / f"team{c}", kernels=False) for c in (1, 8)}
+
+
+def test_target_json(target):
+    assert target.harts == 8 and target.simd_lanes_fp16 == 2
+    assert target.memory_budget_bytes == 1572864
+    assert target.arena_addr == 0x80200000 and target.ram_base == 0x80000000
+    assert all(p.is_file() for p in target.sources) and target.linker_script.is_file()
+
+
+def test_elf_layout(team_elfs):
+    """Reset code first at 0x80000000, arena exactly at 0x80200000 and NOLOAD (not in the image)."""
+    objdump = shutil.which("llvm-objdump")
+    if objdump is None:
+        pytest.skip("llvm-objdump not installed")
+    out = subprocess.run([objdump, "-t", "-h", str(team_elfs[8])], capture_output=True, text=True).stdout
+    assert any(line.startswith("80000000") and "_start" in line for line in out.splitlines())
+    assert any(line.startswith("80200000") and "odl_arena" in line for line in out.splitlines())
+
+
+def test_compile_error_carries_message(target, tmp_path):
+    bad = tmp_path / "bad.c"
+    bad.write_text("int f(void) { return undefined_thing; }\n")
+    with pytest.raises(CompileError, match="undefined_thing"):
+        build_firmware(target, "fp32", 1, [bad], [], tmp_path / "out", kernels=False)
+
+
+@pytest.mark.parametrize("cores", [1, 8])
+def test_team_protocol(target, team_elfs, tmp_path, cores):
+    blob = bytes(range(200)) * 2
+    with QemuRunner(target, team_elfs[cores], cores, tmp_path, preload=[(2048, blob)], timeout=20) as r:
+        h = r.hello
+        assert (h.version, h.num_cores, h.precision_bits) == (1, cores, 32)
+        assert (h.arena_addr, h.arena_bytes) == (0x80200000, ARENA_BYTES)
+        # preloaded blob is in the arena (via the UART and via semihosting)
+        assert r.link.read(2048, len(blob)) == blob
+        assert r.read_arena(2048, len(blob)) == blob
+        # WRITE / READ roundtrip, several chunks
+        data = np.random.default_rng(cores).integers(0, 256, 1000, dtype=np.uint8).tobytes()
+        r.link.write(100, data, chunk=300)
+        assert r.link.read(100, len(data), chunk=256) == data
+        # STEP: every core ran (word k == k+1) and saw the others after the barrier
+        r.link.write(RESULT_OFF, bytes(32 * 4))
+        res = r.link.step(1)
+        words = struct.unpack(f"<{cores}I", r.read_arena(RESULT_OFF, 4 * cores))
+        assert list(words) == [k + 1 for k in range(cores)]
+        total = sum(words)
+        sums = struct.unpack(f"<{cores}I", r.link.read(RESULT_OFF + 64, 4 * cores))
+        assert list(sums) == [total] * cores
+        assert res.count == 1 and res.loss == pytest.approx(total / 2)
+        assert 0 < res.instret and 0 < res.cycles
+        res2 = r.link.step(3)
+        assert res2.count == 3 and res2.loss == pytest.approx(4 * total / 2)
+        # DUMP of an empty range and errors keep the link usable
+        assert r.read_arena(0, 0) == b""
+        with pytest.raises(DeviceError) as e:
+            r.link.read(ARENA_BYTES - 4, 8)
+        assert e.value.code == protocol.ERR_RANGE
+        with pytest.raises(DeviceError) as e:
+            r.link.request(0x42, b"", protocol.ACK)
+        assert e.value.code == protocol.ERR_UNKNOWN_TYPE
+        # bad CRC -> ERROR, then the link still works
+        frame = bytearray(protocol.encode(protocol.READ, struct.pack("<II", 0, 4)))
+        frame[-1] ^= 0xFF
+        r.port.write(bytes(frame))
+        t, p = r.link.recv(timeout=10)
+        assert t == protocol.ERROR and struct.unpack_from("<I", p)[0] == protocol.ERR_CRC
+        assert b"CRC" in p[4:]
+        assert r.link.read(2048, 4) == blob[:4]
+        assert r.exit(0) == 0
+    assert r.proc.returncode == 0
+
+
+def test_exit_code_is_propagated(target, team_elfs, tmp_path):
+    with QemuRunner(target, team_elfs[1], 1, tmp_path) as r:
+        assert r.exit(3) == 3
+
+
+def test_step_counts_deterministic(target, team_elfs, tmp_path):
+    """-icount shift=0: identical cycle/instret counts from run to run."""
+    results = []
+    for i in range(2):
+        with QemuRunner(target, team_elfs[8], 8, tmp_path / str(i)) as r:
+            results.append(r.link.step(2))
+            r.exit()
+    assert results[0] == results[1]
+
+
+def test_fp16_simd_fma(target, tmp_path):
+    """A v2f16 fused multiply-add on all 8 harts gives the right values (zvfh works, VS is on everywhere)."""
+    src = tmp_path / "fp16_model.c"
+    src.write_text(FP16_MODEL)
+    elf = build_firmware(target, "fp16", 8, [src], [], tmp_path / "fw", kernels=False)
+    objdump = shutil.which("llvm-objdump")
+    if objdump:
+        dis = subprocess.run([objdump, "-d", "--mattr=+v,+zvfh,+zfh", str(elf)], capture_output=True, text=True).stdout
+        assert "vfmacc.v" in dis or "vfmadd.v" in dis, "expected RVV FP16 FMA in the fp16 build"
+    n = 2 * 64
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-2, 2, n).astype(np.float16)
+    b = rng.uniform(-2, 2, n).astype(np.float16)
+    c = rng.uniform(-2, 2, n).astype(np.float16)
+    s = np.float16(0.75)
+    blob = a.tobytes() + b.tobytes() + c.tobytes() + s.tobytes()
+    with QemuRunner(target, elf, 8, tmp_path / "run", preload=[(0, blob)]) as r:
+        assert r.hello.precision_bits == 16
+        r.link.step(1)
+        o1 = np.frombuffer(r.read_arena(8 * n, 2 * n), np.float16)
+        o2 = np.frombuffer(r.read_arena(10 * n, 2 * n), np.float16)
+        r.exit()
+    # fused: one rounding of the exact result
+    ref1 = (c.astype(np.float64) + a.astype(np.float64) * b.astype(np.float64)).astype(np.float16)
+    ref2 = (c.astype(np.float64) + a.astype(np.float64) * np.float64(s)).astype(np.float16)
+    np.testing.assert_array_equal(o1, ref1)
+    np.testing.assert_array_equal(o2, ref2)
+
+
+def test_link_timeout_is_clear():
+    class Silent:
+        def read(self, n):
+            return b""
+
+        def write(self, b):
+            return len(b)
+
+    with pytest.raises(protocol.ProtocolError, match="timeout waiting for HELLO"):
+        Link(Silent(), timeout=0.2).hello()
+
+
+def test_frame_roundtrip():
+    f = protocol.encode(protocol.WRITE, b"\x01\x02\x03")
+    assert f[:2] == b"OD" and f[2] == protocol.WRITE
+    assert protocol.decode(b"junk" + f) == (protocol.WRITE, b"\x01\x02\x03", 4 + len(f))
+    bad = f[:-1] + bytes([f[-1] ^ 1])
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(bad)
