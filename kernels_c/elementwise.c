@@ -1,0 +1,97 @@
+/* Elementwise kernels: bias add / grad, ReLU forward / backward, SGD, fill. One source for both precisions:
+ * loops step ODL_LANES (SIMD in FP16, scalar in FP32) and finish leftovers with scalar code.
+ * Each core takes a balanced contiguous share (odl_split) of the independent work. */
+#include "odl_kernels.h"
+#include "odl_simd.h"
+
+void odl_bias_add(void *args) {
+  const odl_bias_add_args_t *p = (const odl_bias_add_args_t *)args;
+  int hw = p->hw, c = p->c, lo, hi;
+  odl_split(p->n * c, &lo, &hi); /* rows (n, c) of length hw */
+  for (int row = lo; row < hi; row++) {
+    odl_t *y = p->y + (size_t)row * hw;
+    odl_t bs = p->bias[row % c];
+    odl_vec_t bv = odl_vsplat(bs);
+    int i = 0;
+    for (; i + ODL_LANES <= hw; i += ODL_LANES) odl_vstore(y + i, odl_vload(y + i) + bv);
+    for (; i < hw; i++) y[i] += bs;
+  }
+}
+
+/* db[c] = sum over n, hw: FP16 vector partial sums over at most ODL_FP16_BLOCK elements, added in FP32. */
+void odl_bias_grad(void *args) {
+  const odl_bias_grad_args_t *p = (const odl_bias_grad_args_t *)args;
+  int hw = p->hw, c = p->c, lo, hi;
+  odl_split(c, &lo, &hi);
+  for (int ch = lo; ch < hi; ch++) {
+    odl_wvec_t acc = odl_wzero();
+    float tail = 0.0f;
+    for (int n = 0; n < p->n; n++) {
+      const odl_t *d = p->dy + ((size_t)n * c + ch) * hw;
+      int i = 0;
+      while (i + ODL_LANES <= hw) {
+        int end = odl_min_i(hw - (hw - i) % ODL_LANES, i + ODL_FP16_BLOCK);
+        odl_vec_t s = odl_vzero();
+        for (; i < end; i += ODL_LANES) s += odl_vload(d + i);
+        acc = odl_wadd(acc, s);
+      }
+      for (; i < hw; i++) tail += (float)d[i];
+    }
+    float t = odl_whsum(acc) + tail;
+    p->db[ch] = p->accumulate ? (odl_t)((float)p->db[ch] + t) : (odl_t)t;
+  }
+}
+
+void odl_relu_fwd(void *args) {
+  const odl_relu_args_t *p = (const odl_relu_args_t *)args;
+  int lo, hi;
+  odl_split(p->len, &lo, &hi);
+  const odl_t *x = p->x;
+  odl_t *y = p->y;
+  int i = lo;
+  for (; i + ODL_LANES <= hi; i += ODL_LANES) odl_vstore(y + i, odl_vmax0(odl_vload(x + i)));
+  for (; i < hi; i++) y[i] = x[i] > (odl_t)0 ? x[i] : (odl_t)0;
+}
+
+void odl_relu_bwd(void *args) {
+  const odl_relu_bwd_args_t *p = (const odl_relu_bwd_args_t *)args;
+  int lo, hi;
+  odl_split(p->len, &lo, &hi);
+  const odl_t *y = p->y, *dy = p->dy;
+  odl_t *dx = p->dx;
+  int i = lo;
+  if (p->accumulate) {
+    for (; i + ODL_LANES <= hi; i += ODL_LANES)
+      odl_vstore(dx + i, odl_vload(dx + i) + odl_vand(odl_vload(dy + i), odl_vpos(odl_vload(y + i))));
+    for (; i < hi; i++) dx[i] += y[i] > (odl_t)0 ? dy[i] : (odl_t)0;
+  } else {
+    for (; i + ODL_LANES <= hi; i += ODL_LANES)
+      odl_vstore(dx + i, odl_vand(odl_vload(dy + i), odl_vpos(odl_vload(y + i))));
+    for (; i < hi; i++) dx[i] = y[i] > (odl_t)0 ? dy[i] : (odl_t)0;
+  }
+}
+
+void odl_sgd(void *args) {
+  const odl_sgd_args_t *p = (const odl_sgd_args_t *)args;
+  int lo, hi;
+  odl_split(p->len, &lo, &hi);
+  odl_t *w = p->w;
+  const odl_t *g = p->g;
+  odl_t nlr = (odl_t)(-p->lr);
+  odl_vec_t vn = odl_vsplat(nlr);
+  int i = lo;
+  for (; i + ODL_LANES <= hi; i += ODL_LANES) odl_vstore(w + i, odl_vfma(odl_vload(w + i), vn, odl_vload(g + i)));
+  for (; i < hi; i++) w[i] += nlr * g[i];
+}
+
+void odl_fill(void *args) {
+  const odl_fill_args_t *p = (const odl_fill_args_t *)args;
+  int lo, hi;
+  odl_split(p->len, &lo, &hi);
+  odl_t v = (odl_t)p->value;
+  odl_vec_t vv = odl_vsplat(v);
+  odl_t *x = p->x;
+  int i = lo;
+  for (; i + ODL_LANES <= hi; i += ODL_LANES) odl_vstore(x + i, vv);
+  for (; i < hi; i++) x[i] = v;
+}

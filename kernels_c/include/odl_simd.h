@@ -1,0 +1,56 @@
+/* Tiny SIMD abstraction shared by all kernels: one source, two precisions.
+ *   ODL_LANES == 2 (FP16): odl_vec_t = odl_v2_t, 2 x _Float16 in 32 bits (RVV at VL=2 on rv32, host SIMD elsewhere)
+ *   ODL_LANES == 1 (FP32): odl_vec_t = odl_t, the scalar path.
+ * Kernels loop with step ODL_LANES and finish leftovers with scalar code, so the same loop is the SIMD path in
+ * FP16 and the scalar path in FP32. Loads/stores only need element alignment (they go through a 2-byte aligned
+ * vector type, which clang lowers to vle16.v/vse16.v on RVV). */
+#ifndef ODL_SIMD_H
+#define ODL_SIMD_H
+#include "odl_types.h"
+
+#define ODL_INLINE static inline __attribute__((always_inline))
+
+/* FP16 long reductions: vector partial sums over at most this many elements, then added into FP32. */
+#define ODL_FP16_BLOCK 64
+
+#if ODL_LANES == 2
+typedef odl_v2_t odl_vec_t;
+typedef odl_t odl_vec_u_t __attribute__((vector_size(2 * sizeof(odl_t)), aligned(sizeof(odl_t))));
+typedef int16_t odl_vmask_t __attribute__((vector_size(2 * sizeof(odl_t))));
+ODL_INLINE odl_vec_t odl_vload(const odl_t *p) { return *(const odl_vec_u_t *)p; }
+ODL_INLINE void odl_vstore(odl_t *p, odl_vec_t v) { *(odl_vec_u_t *)p = v; }
+ODL_INLINE odl_vec_t odl_vsplat(odl_t s) { return (odl_vec_t){s, s}; }
+ODL_INLINE odl_vec_t odl_vzero(void) { return (odl_vec_t){0, 0}; }
+/* acc + a*b, contracted into one fused multiply-add (-ffp-contract=fast): vfmacc.vv / vfmacc.vf */
+ODL_INLINE odl_vec_t odl_vfma(odl_vec_t acc, odl_vec_t a, odl_vec_t b) { return acc + a * b; }
+ODL_INLINE float odl_vhsum(odl_vec_t v) { return (float)v[0] + (float)v[1]; }
+/* FP32 vector partner of odl_vec_t for blocked long reductions: acc (FP32 x lanes) += widen(v) */
+typedef float odl_wvec_t __attribute__((vector_size(2 * sizeof(float))));
+ODL_INLINE odl_wvec_t odl_wzero(void) { return (odl_wvec_t){0.0f, 0.0f}; }
+ODL_INLINE odl_wvec_t odl_wadd(odl_wvec_t acc, odl_vec_t v) { return acc + __builtin_convertvector(v, odl_wvec_t); }
+ODL_INLINE float odl_whsum(odl_wvec_t w) { return w[0] + w[1]; }
+ODL_INLINE odl_vec_t odl_vmax0(odl_vec_t v) { return __builtin_elementwise_max(v, odl_vzero()); }
+/* m ? v : 0 per lane, m from odl_vpos(y) */
+ODL_INLINE odl_vmask_t odl_vpos(odl_vec_t y) { return (odl_vmask_t)(y > odl_vzero()); }
+ODL_INLINE odl_vec_t odl_vand(odl_vec_t v, odl_vmask_t m) { return (odl_vec_t)((odl_vmask_t)v & m); }
+#else
+typedef odl_t odl_vec_t;
+typedef int odl_vmask_t;
+ODL_INLINE odl_vec_t odl_vload(const odl_t *p) { return *p; }
+ODL_INLINE void odl_vstore(odl_t *p, odl_vec_t v) { *p = v; }
+ODL_INLINE odl_vec_t odl_vsplat(odl_t s) { return s; }
+ODL_INLINE odl_vec_t odl_vzero(void) { return (odl_t)0; }
+ODL_INLINE odl_vec_t odl_vfma(odl_vec_t acc, odl_vec_t a, odl_vec_t b) { return acc + a * b; }
+ODL_INLINE float odl_vhsum(odl_vec_t v) { return (float)v; }
+typedef float odl_wvec_t;
+ODL_INLINE odl_wvec_t odl_wzero(void) { return 0.0f; }
+ODL_INLINE odl_wvec_t odl_wadd(odl_wvec_t acc, odl_vec_t v) { return acc + v; }
+ODL_INLINE float odl_whsum(odl_wvec_t w) { return w; }
+ODL_INLINE odl_vec_t odl_vmax0(odl_vec_t v) { return v > (odl_t)0 ? v : (odl_t)0; }
+ODL_INLINE odl_vmask_t odl_vpos(odl_vec_t y) { return y > (odl_t)0; }
+ODL_INLINE odl_vec_t odl_vand(odl_vec_t v, odl_vmask_t m) { return m ? v : (odl_t)0; }
+#endif
+
+ODL_INLINE int odl_min_i(int a, int b) { return a < b ? a : b; }
+ODL_INLINE int odl_max_i(int a, int b) { return a > b ? a : b; }
+#endif
