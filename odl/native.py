@@ -1,0 +1,293 @@
+"""Host build of the kernel library (kernels_c/) as a shared library per precision, with numpy wrappers.
+
+    lib = native.load("fp16")          # or "fp32"
+    c = lib.mm_nn(a, b, cores=8)       # numpy in, numpy out
+
+The library is compiled from kernels_c/*.c plus kernels_c/host/team_host.c (a sequential simulation of the
+core team: odl_parallel runs the task once per core id), so the per-core splits of the kernels are exercised
+exactly as on the target. Compiler: $ODL_HOST_CC (split on spaces) or `python -m ziglang cc`, native target.
+Builds are cached by a hash of sources, flags and compiler in $ODL_NATIVE_CACHE or <tmp>/odl-native-<uid>.
+FP16 arrays cross the boundary as raw binary16 buffers (numpy float16 == _Float16).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels_c"
+PRECISIONS = {"fp16": np.float16, "fp32": np.float32}
+_FLAGS = ["-O2", "-fPIC", "-shared", "-ffp-contract=fast", "-fno-math-errno"]
+_FP16_FLAGS = ["-DODL_FP16=1"]
+# clang: round every FP16 operation to FP16 (as the target does) instead of keeping FP32 excess precision
+_CLANG_FP16_FLAGS = ["-Xclang", "-ffloat16-excess-precision=none"]
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int
+_F = ctypes.c_float
+
+
+class MmArgs(ctypes.Structure):
+    _fields_ = [("a", _P), ("b", _P), ("c", _P), ("m", _I), ("n", _I), ("k", _I), ("accumulate", _I)]
+
+
+class Im2colArgs(ctypes.Structure):
+    _fields_ = [("x", _P), ("col", _P)] + [(f, _I) for f in
+                                           ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo")]
+
+
+class Col2imArgs(ctypes.Structure):
+    _fields_ = [("col", _P), ("dx", _P)] + [(f, _I) for f in
+                                            ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo",
+                                             "accumulate")]
+
+
+class BiasAddArgs(ctypes.Structure):
+    _fields_ = [("y", _P), ("bias", _P), ("n", _I), ("c", _I), ("hw", _I)]
+
+
+class BiasGradArgs(ctypes.Structure):
+    _fields_ = [("dy", _P), ("db", _P), ("n", _I), ("c", _I), ("hw", _I), ("accumulate", _I)]
+
+
+class ReluArgs(ctypes.Structure):
+    _fields_ = [("x", _P), ("y", _P), ("len", _I)]
+
+
+class ReluBwdArgs(ctypes.Structure):
+    _fields_ = [("y", _P), ("dy", _P), ("dx", _P), ("len", _I), ("accumulate", _I)]
+
+
+class SoftmaxXentArgs(ctypes.Structure):
+    _fields_ = [("logits", _P), ("labels", _P), ("dlogits", _P), ("loss_out", _P), ("n", _I), ("c", _I)]
+
+
+class SgdArgs(ctypes.Structure):
+    _fields_ = [("w", _P), ("g", _P), ("len", _I), ("lr", _F)]
+
+
+class FillArgs(ctypes.Structure):
+    _fields_ = [("x", _P), ("len", _I), ("value", _F)]
+
+
+def _compiler() -> list[str]:
+    cc = os.environ.get("ODL_HOST_CC")
+    return shlex.split(cc) if cc else [sys.executable, "-m", "ziglang", "cc"]
+
+
+def _sources() -> list[Path]:
+    return sorted(KERNELS_DIR.glob("*.c")) + [KERNELS_DIR / "host" / "team_host.c"]
+
+
+def _cache_dir() -> Path:
+    d = os.environ.get("ODL_NATIVE_CACHE")
+    if d:
+        return Path(d)
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"odl-native-{uid}"
+
+
+def build(precision: str) -> Path:
+    """Compile (or reuse from the cache) the host shared library for one precision; returns its path."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
+    cc = _compiler()
+    flags = _FLAGS + [f"-I{KERNELS_DIR / 'include'}"]
+    if precision == "fp16":
+        is_clang = "ziglang" in cc or any("clang" in Path(c).name for c in cc)
+        flags += _FP16_FLAGS + (_CLANG_FP16_FLAGS if is_clang else [])
+    h = hashlib.sha256()
+    h.update(repr((cc, flags)).encode())
+    for src in _sources() + sorted((KERNELS_DIR / "include").glob("*.h")):
+        h.update(src.name.encode())
+        h.update(src.read_bytes())
+    out_dir = _cache_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"libodl_kernels_{precision}_{h.hexdigest()[:16]}.so"
+    if out.exists():
+        return out
+    tmp = out.with_suffix(f".{os.getpid()}.tmp.so")
+    cmd = cc + flags + [str(s) for s in _sources()] + ["-o", str(tmp)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"building the native kernel library failed:\n{shlex.join(cmd)}\n{res.stderr}")
+    os.replace(tmp, out)
+    return out
+
+
+class Kernels:
+    """ctypes view of one precision's kernel library with numpy-in / numpy-out helpers."""
+
+    def __init__(self, precision: str):
+        self.precision = precision
+        self.dtype = PRECISIONS[precision]
+        self.path = build(precision)
+        self.lib = ctypes.CDLL(str(self.path))
+        self.lib.odl_host_set_cores.argtypes = [_I]
+        self.lib.odl_parallel.argtypes = [_P, _P]
+        for fn in ("odl_expf", "odl_logf"):
+            getattr(self.lib, fn).argtypes = [_F]
+            getattr(self.lib, fn).restype = _F
+
+    # -- plumbing --
+    def _arr(self, x, shape=None) -> np.ndarray:
+        a = np.ascontiguousarray(np.asarray(x, dtype=self.dtype))
+        if shape is not None:
+            a = a.reshape(shape)
+        return a
+
+    @staticmethod
+    def _ptr(a: np.ndarray) -> int:
+        return a.ctypes.data
+
+    def run(self, kernel: str, args: ctypes.Structure, cores: int = 1) -> None:
+        """odl_parallel(odl_<kernel>, &args) on a team of `cores` simulated cores."""
+        self.lib.odl_host_set_cores(int(cores))
+        fn = ctypes.cast(getattr(self.lib, f"odl_{kernel}"), _P)
+        self.lib.odl_parallel(fn, ctypes.cast(ctypes.byref(args), _P))
+
+    def _out(self, out, shape, accumulate):
+        if out is None:
+            if accumulate:
+                raise ValueError("accumulate=True needs an output array")
+            return np.empty(shape, dtype=self.dtype)
+        if out.dtype != self.dtype or not out.flags.c_contiguous or out.shape != tuple(shape):
+            raise ValueError(f"out must be a C-contiguous {self.dtype.__name__} array of shape {tuple(shape)}")
+        return out
+
+    # -- matmul --
+    def _mm(self, kind, a, b, out, accumulate, cores):
+        a, b = self._arr(a), self._arr(b)
+        if kind == "nn":
+            (m, k), (k2, n) = a.shape, b.shape
+        elif kind == "nt":
+            (m, k), (n, k2) = a.shape, b.shape
+        else:
+            (k, m), (k2, n) = a.shape, b.shape
+        if k != k2:
+            raise ValueError(f"mm_{kind}: inner sizes differ ({a.shape} vs {b.shape})")
+        c = self._out(out, (m, n), accumulate)
+        self.run(f"mm_{kind}", MmArgs(self._ptr(a), self._ptr(b), self._ptr(c), m, n, k, int(accumulate)), cores)
+        return c
+
+    def mm_nn(self, a, b, out=None, accumulate=False, cores=1):
+        """C[M,N] (+)= A[M,K] @ B[K,N]"""
+        return self._mm("nn", a, b, out, accumulate, cores)
+
+    def mm_nt(self, a, b, out=None, accumulate=False, cores=1):
+        """C[M,N] (+)= A[M,K] @ B[N,K]^T"""
+        return self._mm("nt", a, b, out, accumulate, cores)
+
+    def mm_tn(self, a, b, out=None, accumulate=False, cores=1):
+        """C[M,N] (+)= A[K,M]^T @ B[K,N]"""
+        return self._mm("tn", a, b, out, accumulate, cores)
+
+    # -- conv shape transforms --
+    @staticmethod
+    def conv_out_size(h, w, kh, kw, stride=(1, 1), padding=(0, 0, 0, 0)):
+        """(HO, WO) for padding (top, left, bottom, right)."""
+        pt, pl, pb, pr = padding
+        return (h + pt + pb - kh) // stride[0] + 1, (w + pl + pr - kw) // stride[1] + 1
+
+    def im2col(self, x, kernel, stride=(1, 1), padding=(0, 0, 0, 0), cores=1):
+        """x [C,H,W] -> col [C*KH*KW, HO*WO]; padding = (top, left, bottom, right) or (top, left)."""
+        x = self._arr(x)
+        c, h, w = x.shape
+        kh, kw = kernel
+        pad = tuple(padding) if len(padding) == 4 else (padding[0], padding[1], padding[0], padding[1])
+        ho, wo = self.conv_out_size(h, w, kh, kw, stride, pad)
+        col = np.empty((c * kh * kw, ho * wo), dtype=self.dtype)
+        self.run("im2col", Im2colArgs(self._ptr(x), self._ptr(col), c, h, w, kh, kw, stride[0], stride[1],
+                                      pad[0], pad[1], ho, wo), cores)
+        return col
+
+    def col2im(self, col, shape, kernel, stride=(1, 1), padding=(0, 0, 0, 0), out=None, accumulate=False,
+               cores=1):
+        """Adjoint of im2col: col [C*KH*KW, HO*WO] -> dx [C,H,W] (shape = (C,H,W))."""
+        c, h, w = shape
+        kh, kw = kernel
+        pad = tuple(padding) if len(padding) == 4 else (padding[0], padding[1], padding[0], padding[1])
+        ho, wo = self.conv_out_size(h, w, kh, kw, stride, pad)
+        col = self._arr(col, (c * kh * kw, ho * wo))
+        dx = self._out(out, (c, h, w), accumulate)
+        self.run("col2im", Col2imArgs(self._ptr(col), self._ptr(dx), c, h, w, kh, kw, stride[0], stride[1],
+                                      pad[0], pad[1], ho, wo, int(accumulate)), cores)
+        return dx
+
+    # -- elementwise --
+    def bias_add(self, y, bias, cores=1):
+        """y [N,C,...] += bias[C], in place on a copy; returns it."""
+        y = self._arr(y).copy()
+        n, c = y.shape[0], y.shape[1]
+        hw = int(np.prod(y.shape[2:], dtype=np.int64)) if y.ndim > 2 else 1
+        bias = self._arr(bias, (c,))
+        self.run("bias_add", BiasAddArgs(self._ptr(y), self._ptr(bias), n, c, hw), cores)
+        return y
+
+    def bias_grad(self, dy, out=None, accumulate=False, cores=1):
+        """db[C] (+)= dy [N,C,...] summed over all axes but 1."""
+        dy = self._arr(dy)
+        n, c = dy.shape[0], dy.shape[1]
+        hw = int(np.prod(dy.shape[2:], dtype=np.int64)) if dy.ndim > 2 else 1
+        db = self._out(out, (c,), accumulate)
+        self.run("bias_grad", BiasGradArgs(self._ptr(dy), self._ptr(db), n, c, hw, int(accumulate)), cores)
+        return db
+
+    def relu_fwd(self, x, cores=1):
+        x = self._arr(x)
+        y = np.empty_like(x)
+        self.run("relu_fwd", ReluArgs(self._ptr(x), self._ptr(y), x.size), cores)
+        return y
+
+    def relu_bwd(self, y, dy, out=None, accumulate=False, cores=1):
+        y, dy = self._arr(y), self._arr(dy)
+        dx = self._out(out, y.shape, accumulate)
+        self.run("relu_bwd", ReluBwdArgs(self._ptr(y), self._ptr(dy), self._ptr(dx), y.size, int(accumulate)),
+                 cores)
+        return dx
+
+    def softmax_xent(self, logits, labels, cores=1):
+        """Returns (loss: float, dlogits [N,C])."""
+        z = self._arr(logits)
+        n, c = z.shape
+        lab = np.ascontiguousarray(np.asarray(labels, dtype=np.int32).reshape(n))
+        dz = np.empty_like(z)
+        loss = np.zeros(1, dtype=np.float32)
+        self.run("softmax_xent", SoftmaxXentArgs(self._ptr(z), self._ptr(lab), self._ptr(dz), self._ptr(loss),
+                                                 n, c), cores)
+        return float(loss[0]), dz
+
+    def sgd(self, w, g, lr, cores=1):
+        """Returns w - lr * g (w is copied)."""
+        w = self._arr(w).copy()
+        g = self._arr(g, w.shape)
+        self.run("sgd", SgdArgs(self._ptr(w), self._ptr(g), w.size, float(lr)), cores)
+        return w
+
+    def fill(self, shape, value, cores=1):
+        x = np.full(shape, np.nan, dtype=self.dtype)
+        self.run("fill", FillArgs(self._ptr(x), x.size, float(value)), cores)
+        return x
+
+    def expf(self, x: float) -> float:
+        return self.lib.odl_expf(float(x))
+
+    def logf(self, x: float) -> float:
+        return self.lib.odl_logf(float(x))
+
+
+_LOADED: dict[str, Kernels] = {}
+
+
+def load(precision: str = "fp32") -> Kernels:
+    """The kernel library for 'fp16' or 'fp32', built once per process (and cached on disk)."""
+    if precision not in _LOADED:
+        _LOADED[precision] = Kernels(precision)
+    return _LOADED[precision]
