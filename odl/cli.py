@@ -59,6 +59,11 @@ def main(argv=None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception:  # a bug in odl, not the user's fault: show it, but never as "tolerance failed" (1)
+        import traceback
+        traceback.print_exc()
+        print("odl: internal error (please report it with the traceback above)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

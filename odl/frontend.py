@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 import torch.fx
 import torch.nn as nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import OdlError
 from .graph import Graph, Node
@@ -75,6 +74,27 @@ def _fn_name(fn) -> str:
     return f"{mod}.{name}"
 
 
+class _ShapeRecorder(torch.fx.Interpreter):
+    def run_node(self, n):
+        try:
+            out = super().run_node(n)
+        except Exception as e:
+            shape = "x".join(map(str, self.input_shape))
+            raise OdlError(f"the model does not accept input shape {shape}: graph node '{n.name}' "
+                           f"({n.target if isinstance(n.target, str) else _fn_name(n.target)}) failed: "
+                           f"{str(e).splitlines()[0]}") from None
+        n.meta["odl_shape"] = tuple(int(v) for v in out.shape) if isinstance(out, torch.Tensor) else None
+        return out
+
+
+def _propagate_shapes(gm, input_shape):
+    rec = _ShapeRecorder(gm)
+    rec.extra_traceback = False  # keep our one-line message as it is
+    rec.input_shape = input_shape
+    with torch.no_grad():
+        rec.run(torch.randn(*input_shape))
+
+
 def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
     """Trace with torch.fx, propagate shapes, map every node to a supported op or refuse with exit code 2."""
     try:
@@ -104,18 +124,13 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise OdlError(f"the model's forward must take exactly one input tensor, it takes {len(placeholders)}")
-    example = torch.randn(*input_shape)
-    try:
-        ShapeProp(gm).propagate(example)
-    except Exception as e:
-        raise OdlError(f"the model does not accept input shape {'x'.join(map(str, input_shape))}: "
-                       f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+    _propagate_shapes(gm, input_shape)
 
     def shape_of(n):
-        tm = n.meta.get("tensor_meta")
-        if tm is None or not hasattr(tm, "shape"):
+        out = n.meta.get("odl_shape")
+        if out is None:
             raise OdlError(f"graph node '{n.name}' does not produce a single tensor")
-        return tuple(int(v) for v in tm.shape)
+        return out
 
     shapes = {placeholders[0].name: tuple(input_shape)}
     nodes: list[Node] = []

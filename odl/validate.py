@@ -13,6 +13,7 @@ import torch
 
 from .compare import TOLERANCE, metrics, within
 from .errors import OdlError
+from .graph import Graph
 from .frontend import default_input_shape, load_model, parse_shape, trace
 from .lower import Program, TrainConfig, lower
 from .planner import plan
@@ -27,6 +28,7 @@ class Prepared:
     """Everything the device and the reference share: model (with the exact initial weights), input, labels."""
     name: str
     model: torch.nn.Module
+    graph: Graph
     x: torch.Tensor
     labels: torch.Tensor
 
@@ -37,10 +39,10 @@ def prepare(model_spec: str, input_shape: str | None, seed: int, precision: str)
     shape = parse_shape(input_shape) if input_shape else default_input_shape(model)
     if shape is None:
         raise OdlError(f"model '{model_spec}' has no default input shape: give --input-shape NxCxHxW")
+    graph = trace(model, shape)  # refuses unsupported models and shapes before anything runs
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(*shape, generator=gen)
-    with torch.no_grad():
-        classes = model(x).shape[-1] if len(shape) else 1
+    classes = graph.shapes[graph.output][-1]
     labels = torch.randint(0, int(classes), (shape[0],), generator=gen)
     if precision == "fp16":
         # device and reference start from the same values: round to what FP16 can hold
@@ -49,7 +51,7 @@ def prepare(model_spec: str, input_shape: str | None, seed: int, precision: str)
                 p.copy_(p.half().float())
         x = x.half().float()
     name = model_spec if ":" not in model_spec else model_spec.rsplit(":", 1)[1]
-    return Prepared(name, model, x, labels)
+    return Prepared(name, model, graph, x, labels)
 
 
 def np_dtype(buf, precision) -> type:
@@ -109,7 +111,7 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     if precision not in TOLERANCE:
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
     prep = prepare(model_spec, input_shape, seed, precision)
-    graph = trace(prep.model, tuple(prep.x.shape))
+    graph = prep.graph
     prog = lower(graph, precision, TrainConfig(lr=lr))
     mem = plan(prog, target.memory_budget_bytes)
 

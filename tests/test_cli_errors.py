@@ -1,0 +1,44 @@
+"""Bad input is refused before anything is generated: exit code 2, one line naming the op/node/shape."""
+import subprocess
+import sys
+
+from conftest import MODELS
+
+SPINE = MODELS / "spine_model.py"
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "odl.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_unsupported_op_refused(tmp_path):
+    p = run("validate", f"{SPINE}:FFTNet", "--input-shape", "1x3x7x7", "--keep", str(tmp_path / "out"))
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert "torch.fft.fft2" in lines[0] and "'fft_fft2'" in lines[0]
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "out").exists()  # nothing generated
+
+
+def test_unknown_model():
+    p = run("validate", "no_such_model")
+    assert p.returncode == 2 and "unknown model 'no_such_model'" in p.stderr
+
+
+def test_missing_class():
+    p = run("validate", f"{SPINE}:Nope", "--input-shape", "1x3x8x8")
+    assert p.returncode == 2 and "has no 'Nope'" in p.stderr
+
+
+def test_bad_shape():
+    p = run("validate", f"{SPINE}:SpineNet", "--input-shape", "1x3xQx8")
+    assert p.returncode == 2 and "bad --input-shape" in p.stderr
+    p = run("validate", f"{SPINE}:SpineNet", "--input-shape", "1x5x8x8")
+    assert p.returncode == 2 and "does not accept input shape 1x5x8x8" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_unsupported_layer_setting():
+    p = run("validate", f"{MODELS / 'bad_models.py'}:Dilated", "--input-shape", "1x3x8x8")
+    assert p.returncode == 2 and "dilation" in p.stderr and "'c'" in p.stderr
