@@ -116,8 +116,14 @@ class Link:
         while len(out) < n:
             if time.monotonic() > deadline:
                 raise ProtocolError(f"timeout waiting for {what} ({len(out)}/{n} bytes"
-                                    + (f"; device said: {bytes(self.garbage[-300:])!r}" if self.garbage else "") + ")")
-            chunk = self.port.read(n - len(out))
+                                    + (f"; device said: {bytes(self.garbage[-300:]).decode('utf-8', 'replace')!r}"
+                                       if self.garbage else "") + ")")
+            try:
+                chunk = self.port.read(n - len(out))
+            except Exception as e:  # pyserial SerialException / OSError: the device or emulator went away
+                said = bytes(self.garbage[-300:]) + bytes(out)
+                raise ProtocolError(f"connection lost while waiting for {what}: {e}"
+                                    + (f"; device said: {said.decode('utf-8', 'replace')!r}" if said else "")) from e
             if chunk:
                 out += chunk
         return bytes(out)

@@ -220,3 +220,16 @@ def test_frame_roundtrip():
     bad = f[:-1] + bytes([f[-1] ^ 1])
     with pytest.raises(protocol.ProtocolError):
         protocol.decode(bad)
+
+
+def test_trap_is_reported(target, tmp_path):
+    """An illegal instruction in the model ends the run quickly with the trap cause in the error."""
+    src = tmp_path / "trap_model.c"
+    src.write_text('#include <stdint.h>\n'
+                   'unsigned char odl_arena[64] __attribute__((section(".odl_arena"), aligned(64)));\n'
+                   'const uint32_t odl_arena_bytes = sizeof odl_arena;\n'
+                   'float odl_model_step(void) { __asm__ volatile(".word 0"); return 0; }\n')
+    elf = build_firmware(target, "fp32", 8, [src], [], tmp_path / "fw", kernels=False)
+    with pytest.raises(protocol.ProtocolError, match="mcause=00000002"):
+        with QemuRunner(target, elf, 8, tmp_path / "run", timeout=20) as r:
+            r.link.step(1)

@@ -128,9 +128,12 @@ class QemuRunner:
 
     def __exit__(self, et, ev, tb) -> None:
         if et is not None:
+            status = self.proc.poll() if self.proc is not None else None
             self._kill()
             if isinstance(ev, ToolError) and not getattr(ev, "_odl_qemu_tail", False):
                 tail = self.stderr_tail()
+                if status is not None:
+                    tail = f"\n(QEMU had already exited with status {status})" + tail
                 if tail:
                     ev.args = (f"{ev.args[0] if ev.args else ''}{tail}",) + tuple(ev.args[1:])
                 ev._odl_qemu_tail = True

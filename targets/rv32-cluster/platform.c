@@ -75,7 +75,7 @@ static void puthex(uint32_t v) {
 
 void odl_trap_handler(uint32_t mcause, uint32_t mepc, uint32_t mtval) {
   /* Only hart 0 owns the UART for the protocol; a trap is fatal anyway, so say what happened. */
-  uart_puts("\nODL TRAP hart=");
+  uart_puts("\n*** odl trap (fatal): hart="); /* no "OD": that is the frame magic */
   puthex((uint32_t)odl_hart_id());
   uart_puts(" mcause=");
   puthex(mcause);

@@ -29,6 +29,7 @@ static volatile uint32_t team_done SHARED = 0;         /* workers finished with 
 static volatile uint32_t bar_count SHARED = 0;         /* sense-reversing barrier */
 static volatile uint32_t bar_sense SHARED = 0;
 static uint32_t bar_local_sense[8] SHARED = {0};       /* per hart */
+static volatile uint32_t team_active SHARED = 0;       /* inside odl_parallel (barriers outside are no-ops) */
 
 static inline int hartid(void) {
   int id;
@@ -47,6 +48,7 @@ int odl_num_cores(void) { return ODL_NUM_CORES; }
  * (up to 0.1 s of virtual time = 100 M instructions) before the others get to run. */
 void odl_barrier(void) {
 #if ODL_NUM_CORES > 1
+  if (!team_active) return;              /* called outside a parallel region: only one core runs */
   int id = hartid();
   uint32_t sense = bar_local_sense[id] ^ 1u;
   bar_local_sense[id] = sense;
@@ -72,6 +74,7 @@ void odl_parallel(odl_task_fn fn, void *args) {
   __asm__ volatile("csrs mie, %0" ::"r"(MIE_MSIE));   /* hart 0 sleeps in barriers and in the join */
   team_fn = fn;
   team_args = args;
+  team_active = 1;
   __atomic_store_n(&team_done, 0u, __ATOMIC_RELAXED);
   __atomic_add_fetch(&team_gen, 1u, __ATOMIC_RELEASE);
   fence();
@@ -85,6 +88,7 @@ void odl_parallel(odl_task_fn fn, void *args) {
     wfi();
   }
   CLINT_MSIP[0] = 0;
+  team_active = 0;
   fence();
 #else
   fn(args);
