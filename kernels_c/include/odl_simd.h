@@ -16,7 +16,7 @@
 #if ODL_LANES == 2
 typedef odl_v2_t odl_vec_t;
 typedef odl_t odl_vec_u_t __attribute__((vector_size(2 * sizeof(odl_t)), aligned(sizeof(odl_t))));
-typedef int16_t odl_vmask_t __attribute__((vector_size(2 * sizeof(odl_t))));
+typedef odl_v2_t odl_vmask_t; /* 0.0 / 1.0 per lane */
 ODL_INLINE odl_vec_t odl_vload(const odl_t *p) { return *(const odl_vec_u_t *)p; }
 ODL_INLINE void odl_vstore(odl_t *p, odl_vec_t v) { *(odl_vec_u_t *)p = v; }
 ODL_INLINE odl_vec_t odl_vsplat(odl_t s) { return (odl_vec_t){s, s}; }
@@ -30,9 +30,15 @@ ODL_INLINE odl_wvec_t odl_wzero(void) { return (odl_wvec_t){0.0f, 0.0f}; }
 ODL_INLINE odl_wvec_t odl_wadd(odl_wvec_t acc, odl_vec_t v) { return acc + __builtin_convertvector(v, odl_wvec_t); }
 ODL_INLINE float odl_whsum(odl_wvec_t w) { return w[0] + w[1]; }
 ODL_INLINE odl_vec_t odl_vmax0(odl_vec_t v) { return __builtin_elementwise_max(v, odl_vzero()); }
-/* m ? v : 0 per lane, m from odl_vpos(y) */
-ODL_INLINE odl_vmask_t odl_vpos(odl_vec_t y) { return (odl_vmask_t)(y > odl_vzero()); }
-ODL_INLINE odl_vec_t odl_vand(odl_vec_t v, odl_vmask_t m) { return (odl_vec_t)((odl_vmask_t)v & m); }
+/* per-lane mask (1 where y > 0, else 0) as FP16 values: y * 65504 * 65504 saturates every positive FP16
+ * (denormals included) to >= 1; clamping to [0, 1] keeps everything in e16 arithmetic (no int/float vtype
+ * switches). odl_vand(v, m) = m ? v : 0. */
+ODL_INLINE odl_vmask_t odl_vpos(odl_vec_t y) {
+  odl_vec_t big = odl_vsplat((odl_t)65504.0f);
+  odl_vec_t t = (y * big) * big;
+  return (odl_vmask_t)__builtin_elementwise_max(__builtin_elementwise_min(t, odl_vsplat((odl_t)1.0f)), odl_vzero());
+}
+ODL_INLINE odl_vec_t odl_vand(odl_vec_t v, odl_vmask_t m) { return v * (odl_vec_t)m; }
 #else
 typedef odl_t odl_vec_t;
 typedef int odl_vmask_t;
