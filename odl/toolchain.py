@@ -84,6 +84,23 @@ def compile_flags(target: Target, precision: str, cores: int, include_dirs: list
     return flags
 
 
+def is_zig(cc: list[str]) -> bool:
+    return any(Path(c).name in ("zig", "ziglang") or c == "ziglang" for c in cc)
+
+
+def link_flags(target: Target, cc: list[str]) -> list[str]:
+    """Link flags. With zig, -nostdlib is dropped at link time: for a freestanding target zig then links
+    its compiler_rt (soft double, 64-bit division, ...; built once into zig's global cache, ~8 s) and no
+    libc. Other drivers keep -nostdlib; give them a runtime library through ODL_LDFLAGS if needed
+    (e.g. ODL_LDFLAGS="--rtlib=compiler-rt" or "-lgcc")."""
+    flags = list(target.cflags)
+    if is_zig(cc):
+        flags = [f for f in flags if f != "-nostdlib"]
+    flags += ["-T", str(target.linker_script), "-static", "-Wl,--gc-sections"]
+    flags += shlex.split(os.environ.get("ODL_LDFLAGS", ""))
+    return flags
+
+
 def _run(cmd: list[str], what: str) -> None:
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -120,7 +137,7 @@ def build_firmware(target: Target, precision: str, cores: int, sources: list[Pat
     with ThreadPoolExecutor(max_workers=max(2, min(len(jobs), (os.cpu_count() or 2) * 2))) as ex:
         objs = list(ex.map(one, jobs))
     elf = out_dir / f"{name}.elf"
-    link = cc + list(target.cflags) + ["-T", str(target.linker_script), "-static", "-Wl,--gc-sections"] + [str(o) for o in objs] + ["-o", str(elf)]
+    link = cc + link_flags(target, cc) + [str(o) for o in objs] + ["-o", str(elf)]
     _run(link, "linking")
     build_firmware.last_seconds = time.perf_counter() - t0
     return elf

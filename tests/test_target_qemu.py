@@ -233,3 +233,21 @@ def test_trap_is_reported(target, tmp_path):
     with pytest.raises(protocol.ProtocolError, match="mcause=00000002"):
         with QemuRunner(target, elf, 8, tmp_path / "run", timeout=20) as r:
             r.link.step(1)
+
+
+def test_compiler_rt_helpers(target, tmp_path):
+    """Soft double and 64-bit division come from the compiler's runtime library (zig's compiler_rt)."""
+    src = tmp_path / "rt_model.c"
+    src.write_text('#include <stdint.h>\n'
+                   'unsigned char odl_arena[64] __attribute__((section(".odl_arena"), aligned(64)));\n'
+                   'const uint32_t odl_arena_bytes = sizeof odl_arena;\n'
+                   'float odl_model_step(void) {\n'
+                   '  volatile double d = odl_arena[0]; volatile uint64_t u = 1000000000000ull + odl_arena[1];\n'
+                   '  u = u / (odl_arena[2] + 1ull);\n'
+                   '  return (float)(d * 1.5 + (double)(u % 1000));\n'
+                   '}\n')
+    elf = build_firmware(target, "fp32", 1, [src], [], tmp_path / "fw", kernels=False)
+    with QemuRunner(target, elf, 1, tmp_path / "run", preload=[(0, bytes([4, 7, 2]))]) as r:
+        res = r.link.step(1)
+        r.exit()
+    assert res.loss == pytest.approx(4 * 1.5 + (1000000000007 // 3) % 1000)
