@@ -47,5 +47,5 @@ def reference_step(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, lr: 
     vgrads = {k: v.grad.detach().float().clone() for k, v in values.items() if v.grad is not None}
     with torch.no_grad():
         updated = {k: (p - lr * p.grad).float().clone() for k, p in params.items() if p.grad is not None}
-    return Reference(loss=float(loss), logits=logits.detach().float(), param_grads=pgrads, value_grads=vgrads,
+    return Reference(loss=float(loss.detach()), logits=logits.detach().float(), param_grads=pgrads, value_grads=vgrads,
                      updated=updated)
