@@ -251,3 +251,13 @@ def test_compiler_rt_helpers(target, tmp_path):
         res = r.link.step(1)
         r.exit()
     assert res.loss == pytest.approx(4 * 1.5 + (1000000000007 // 3) % 1000)
+
+
+def test_find_cc_env(monkeypatch):
+    from odl.errors import ToolError
+    from odl.toolchain import find_cc
+    monkeypatch.setenv("ODL_CC", "/nonexistent/odl-cc --flag")
+    with pytest.raises(ToolError, match="ODL_CC"):
+        find_cc()
+    monkeypatch.delenv("ODL_CC")
+    assert find_cc()[-2:] == ["ziglang", "cc"]
