@@ -261,3 +261,45 @@ def test_find_cc_env(monkeypatch):
         find_cc()
     monkeypatch.delenv("ODL_CC")
     assert find_cc()[-2:] == ["ziglang", "cc"]
+
+
+PROFILE_MODEL = r"""
+#include <stdint.h>
+#include "odl_team.h"
+#include "odl_profile.h"
+unsigned char odl_arena[4096] __attribute__((section(".odl_arena"), aligned(64)));
+const uint32_t odl_arena_bytes = sizeof odl_arena;
+static void task(void *a) {
+  volatile uint32_t *w = (volatile uint32_t *)a;
+  int id = odl_core_id();
+  for (int i = 0; i < 1000 * (id + 1); i++) w[id] += 1;
+}
+float odl_model_step(void) {
+  odl_parallel_profiled(task, odl_arena, (uint64_t *)(odl_arena + 1024));
+  return 0.0f;
+}
+"""
+
+
+def test_parallel_profiled_exact_per_core_counts(target, tmp_path):
+    """odl_parallel_profiled: every core ran its share, and the per-core instruction counts are exact
+    (linear in the work) and identical from run to run."""
+    src = tmp_path / "prof_model.c"
+    src.write_text(PROFILE_MODEL)
+    elf = build_firmware(target, "fp32", 8, [src], [], tmp_path / "fw", kernels=False)
+    runs = []
+    for i in range(2):
+        with QemuRunner(target, elf, 8, tmp_path / f"run{i}") as r:
+            r.link.step(1)
+            words = struct.unpack("<8I", r.link.read(0, 32))
+            counts = struct.unpack("<8Q", r.link.read(1024, 64))
+            r.exit()
+        assert list(words) == [1000 * (k + 1) for k in range(8)]
+        runs.append(counts)
+    assert runs[0] == runs[1]
+    c = runs[0]
+    per_1000 = c[2] - c[1]                       # instructions of 1000 loop iterations
+    assert per_1000 >= 3000
+    overhead = [c[k] - per_1000 * (k + 1) for k in range(8)]
+    assert all(0 <= o < 64 for o in overhead), c  # only the constant measurement overhead remains
+    assert len(set(overhead[1:])) == 1, c          # identical for every worker

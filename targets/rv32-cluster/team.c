@@ -9,6 +9,7 @@
  * All shared state lives in .data (not .bss): workers start using it before hart 0 has zeroed .bss. */
 #include <stdint.h>
 #include "odl_team.h"
+#include "odl_profile.h"
 
 #ifndef ODL_NUM_CORES
 #define ODL_NUM_CORES 8
@@ -30,6 +31,18 @@ static volatile uint32_t bar_count SHARED = 0;         /* sense-reversing barrie
 static volatile uint32_t bar_sense SHARED = 0;
 static uint32_t bar_local_sense[8] SHARED = {0};       /* per hart */
 static volatile uint32_t team_active SHARED = 0;       /* inside odl_parallel (barriers outside are no-ops) */
+static volatile int32_t team_only SHARED = -1;         /* >= 1: only that worker runs the job (profiling) */
+static volatile uint64_t team_instret SHARED = 0;      /* profiling: the lone worker's count */
+
+static inline uint64_t rd_instret(void) {
+  uint32_t h0, l, h1;
+  do {
+    __asm__ volatile("csrr %0, minstreth" : "=r"(h0));
+    __asm__ volatile("csrr %0, minstret" : "=r"(l));
+    __asm__ volatile("csrr %0, minstreth" : "=r"(h1));
+  } while (h0 != h1);
+  return ((uint64_t)h1 << 32) | l;
+}
 
 static inline int hartid(void) {
   int id;
@@ -95,6 +108,41 @@ void odl_parallel(odl_task_fn fn, void *args) {
 #endif
 }
 
+/* Profiling fork: every core runs its share alone, one after the other (core 0 first), while the others
+ * sleep in wfi, so the hart's minstret delta is exactly its own instructions even where the emulator has
+ * one counter for all harts (QEMU -icount). fn must not call odl_barrier (it would wait forever). */
+void odl_parallel_profiled(odl_task_fn fn, void *args, uint64_t *core_instret) {
+  team_active = 0;                           /* no barriers in a serialized run */
+  uint64_t t0 = rd_instret();
+  fn(args);
+  uint64_t t1 = rd_instret();
+  core_instret[0] = t1 - t0;
+#if ODL_NUM_CORES > 1
+  __asm__ volatile("csrs mie, %0" ::"r"(MIE_MSIE));
+  team_fn = fn;
+  team_args = args;
+  for (int k = 1; k < ODL_NUM_CORES; k++) {
+    team_only = k;
+    __atomic_store_n(&team_done, 0u, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&team_gen, 1u, __ATOMIC_RELEASE);
+    CLINT_MSIP[0] = 0;
+    fence();
+    /* raise the worker's msip and go to sleep right away, so we do not run while it counts */
+    __asm__ volatile("sw %1, 0(%0)\n\twfi" ::"r"(&CLINT_MSIP[k]), "r"(1) : "memory");
+    for (;;) {
+      CLINT_MSIP[0] = 0;
+      fence();
+      if (__atomic_load_n(&team_done, __ATOMIC_ACQUIRE) == 1u) break;
+      wfi();
+    }
+    core_instret[k] = team_instret;
+  }
+  team_only = -1;
+  CLINT_MSIP[0] = 0;
+  fence();
+#endif
+}
+
 /* Entry of harts 1..7 from startup.S (never returns). */
 void odl_team_worker_main(int id) __attribute__((noreturn));
 void odl_team_worker_main(int id) {
@@ -114,6 +162,18 @@ void odl_team_worker_main(int id) {
     seen = g;
     odl_task_fn fn = team_fn;
     void *args = team_args;
+    int32_t only = team_only;
+    if (only >= 0) {                         /* profiling job: one worker at a time, everyone else asleep */
+      if (only != id) continue;
+      uint64_t t0 = rd_instret();
+      fn(args);
+      uint64_t t1 = rd_instret();
+      team_instret = t1 - t0;
+      fence();
+      __atomic_store_n(&team_done, 1u, __ATOMIC_RELEASE);
+      CLINT_MSIP[0] = 1;
+      continue;
+    }
     fn(args);
     if (__atomic_add_fetch(&team_done, 1u, __ATOMIC_ACQ_REL) == ODL_NUM_CORES - 1) {
       fence();
