@@ -6,18 +6,11 @@ from pathlib import Path
 import jinja2
 
 from . import __version__
+from . import kernels
 from .lower import CExpr, Program, Ptr
 from .resources import resource_dir
 
-# kernel -> its argument struct (kernels_c/include/odl_kernels.h)
-ARGS_TYPE = {
-    "odl_mm_nn": "odl_mm_args_t", "odl_mm_nt": "odl_mm_args_t", "odl_mm_tn": "odl_mm_args_t",
-    "odl_im2col": "odl_im2col_args_t", "odl_col2im": "odl_col2im_args_t",
-    "odl_bias_add": "odl_bias_add_args_t", "odl_bias_grad": "odl_bias_grad_args_t",
-    "odl_relu_fwd": "odl_relu_args_t", "odl_relu_bwd": "odl_relu_bwd_args_t",
-    "odl_softmax_xent": "odl_softmax_xent_args_t", "odl_sgd": "odl_sgd_args_t", "odl_fill": "odl_fill_args_t",
-}
-_PTR = {"odl": "T", "f32": "F32", "i32": "I32"}
+_PTR = {"odl": "T", "f32": "F32", "i32": "I32", "u8": "U8"}
 
 
 def _c_value(v) -> str:
@@ -29,6 +22,8 @@ def _c_value(v) -> str:
         if v.per_sample:
             extra.append(f"n * {v.per_sample}")
         return base + "".join(f" + {e}" for e in extra)
+    if v is None:
+        return "0"
     if isinstance(v, CExpr):
         return f"({v})"
     if isinstance(v, bool):
@@ -50,7 +45,7 @@ def render(prog: Program, model_name: str, cores: int, out_dir: Path) -> list[Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks = []
     for i, c in enumerate(prog.calls):
-        rc = dict(index=i, layer=c.layer, step=c.step, kernel=c.kernel, args_type=ARGS_TYPE[c.kernel],
+        rc = dict(index=i, layer=c.layer, step=c.step, kernel=c.kernel, args_type=kernels.get(c.kernel).args_type,
                   fields=[(k, _c_value(v)) for k, v in c.fields.items()])
         if c.loop and blocks and blocks[-1]["group"] == c.group:
             blocks[-1]["calls"].append(rc)
@@ -58,7 +53,7 @@ def render(prog: Program, model_name: str, cores: int, out_dir: Path) -> list[Pa
             blocks.append(dict(loop=c.loop, group=c.group if c.loop else -1, indent="  " if c.loop else "",
                                calls=[rc]))
     live = [b for b in prog.buffers if b.offset >= 0]
-    ctx = dict(version=__version__, model=model_name, precision=prog.precision, cores=cores,
+    ctx = dict(version=__version__, prologue=prog.prologue, model=model_name, precision=prog.precision, cores=cores,
                batch=prog.graph.input_shape[0], calls=prog.calls, blocks=blocks,
                buffers=sorted(live, key=lambda b: b.offset), arena_bytes=prog.arena_bytes,
                macs_forward=prog.macs_forward, macs_backward=prog.macs_backward, loss_macro=prog.loss.macro)

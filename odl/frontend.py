@@ -153,6 +153,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
             m = modules[n.target]
             opname, conv = opreg.MODULES[type(m)]
             attrs, rel = conv(n.name, m, in_shapes, out_shape)
+            opname = attrs.pop("_op", opname)
             module = n.target
             pmap = {}
             for role, pn in rel.items():
@@ -164,11 +165,11 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
             target = n.target
         elif n.op == "call_function":
             opname, conv = opreg.FUNCTIONS[n.target]
-            attrs, _ = conv(n.name, None, in_shapes, out_shape)
+            attrs, _ = conv(n.name, n, in_shapes, out_shape)  # function converters read the fx node's args
             pmap, target = {}, _fn_name(n.target)
         else:
             opname, conv = opreg.METHODS[n.target]
-            attrs, _ = conv(n.name, None, in_shapes, out_shape)
+            attrs, _ = conv(n.name, n, in_shapes, out_shape)
             pmap, target = {}, f"Tensor.{n.target}"
         shapes[n.name] = out_shape
         nodes.append(Node(name=n.name, op=opname, target=target, inputs=[a.name for a in tensor_args],

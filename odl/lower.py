@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from dataclasses import dataclass, field
 
 from .errors import OdlError
@@ -20,14 +21,16 @@ from . import ops as opreg
 class Buffer:
     name: str
     nelem: int
-    dtype: str = "odl"          # 'odl' (the precision's element type), 'f32', 'i32'
+    dtype: str = "odl"          # 'odl' (the precision's element type), 'f32', 'i32', 'u8'
     role: str = "act"           # param, input, label, param_grad, act, grad, scratch, loss
     persistent: bool = False    # lives for the whole step (the host reads it, or it holds state)
     offset: int = -1            # bytes from the arena start, set by the planner
     shape: tuple = ()
+    init: tuple | None = None   # preloaded by the host: ('param', name) | ('state', name) | ('input',) |
+                                # ('labels',) | ('zeros',)
 
     def nbytes(self, elem_bytes: int) -> int:
-        size = {"odl": elem_bytes, "f32": 4, "i32": 4}[self.dtype]
+        size = {"odl": elem_bytes, "f32": 4, "i32": 4, "u8": 1}[self.dtype]
         return self.nelem * size
 
     @property
@@ -64,7 +67,15 @@ class Call:
 @dataclass
 class TrainConfig:
     lr: float = 0.01
-    train: str = "all"
+    train: str = "all"            # 'all' | 'last:K' (last K layers with parameters) | a regex on parameter names
+    bn: str = "train"             # 'train': batch statistics; 'frozen': running statistics (eval mode)
+    loss: str = "xent"            # 'xent' (softmax cross-entropy, mean) | 'mse' (mean)
+    optimizer: str = "sgd"        # 'sgd' | 'adam'
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+    seed: int = 0                 # dropout masks
 
 
 @dataclass
@@ -81,6 +92,11 @@ class Program:
     logits: Buffer
     observed_grads: dict[str, tuple[Buffer, str]]   # report name -> (gradient buffer, value it is the gradient of)
     preload: list[Buffer]               # buffers the host writes before a step (contiguous from offset 0)
+    state: dict[str, Buffer] = field(default_factory=dict)   # PyTorch buffer name (running stats) -> buffer
+    prologue: list[str] = field(default_factory=list)        # C statements run at the start of each step
+    dropout: dict[str, dict] = field(default_factory=dict)   # node name -> {'p', 'seed'} (host reproduces masks)
+    trainable: list[str] = field(default_factory=list)
+    config: TrainConfig | None = None
     macs_forward: int = 0
     macs_backward: int = 0
     arena_bytes: int = 0
@@ -105,6 +121,7 @@ class Lowering:
         self.param_grads: dict[str, Buffer] = {}
         self.trainable = self._select_trainable(cfg.train)
         self.needs_grad = self._propagate_needs_grad()
+        self.saved: dict[str, object] = {}   # per-node values the forward keeps for the backward
         self._loop = (0, 0)
         self._groups = 0
 
@@ -187,7 +204,23 @@ class Lowering:
         names = list(self.g.params)
         if spec == "all":
             return set(names)
-        raise OdlError(f"unknown --train value '{spec}' (expected 'all')")
+        if spec.startswith("last:"):
+            try:
+                k = int(spec[5:])
+            except ValueError:
+                raise OdlError(f"bad --train '{spec}': expected last:K with K an integer") from None
+            layers = [n for n in self.g.nodes if n.params]
+            if not 1 <= k <= len(layers):
+                raise OdlError(f"bad --train '{spec}': the model has {len(layers)} layers with parameters")
+            return {p for n in layers[-k:] for p in n.params.values()}
+        try:
+            rx = re.compile(spec)
+        except re.error as e:
+            raise OdlError(f"bad --train regex '{spec}': {e}") from None
+        chosen = {p for p in names if rx.search(p)}
+        if not chosen:
+            raise OdlError(f"--train '{spec}' matches no parameter (parameters: {', '.join(names[:6])}...)")
+        return chosen
 
     def _propagate_needs_grad(self) -> dict[str, bool]:
         need = {self.g.input: False}
@@ -197,15 +230,45 @@ class Lowering:
         return need
 
     # ---- the whole step ----------------------------------------------------------------------------
+    def state_buffer(self, name: str, nelem: int, init: tuple, dtype: str = "f32", shape=()) -> Buffer:
+        """Device state that persists across steps (running statistics, optimizer moments); host-initialised."""
+        b = self.new_buffer(name, nelem, dtype=dtype, role="state", persistent=True, shape=shape, init=init)
+        self.preload.append(b)
+        return b
+
+    def state(self, torch_name: str, nelem: int) -> Buffer:
+        """A PyTorch buffer (e.g. 'bn1.running_mean') kept on the device, FP32."""
+        if torch_name not in self.state_bufs:
+            b = self.state_buffer("state_" + torch_name, nelem, ("state", torch_name), shape=(nelem,))
+            self.state_bufs[torch_name] = b
+        return self.state_bufs[torch_name]
+
     def run(self) -> Program:
-        g = self.g
+        g, cfg = self.g, self.cfg
+        self.preload: list[Buffer] = []
+        self.state_bufs: dict[str, Buffer] = {}
+        self.prologue: list[str] = []
+        self.dropout: dict[str, dict] = {}
         for pname, shape in g.params.items():
-            self.params[pname] = self.new_buffer(pname, math.prod(shape), role="param", persistent=True, shape=shape)
-        inp = self.new_buffer("input", math.prod(g.input_shape), role="input", persistent=True, shape=g.input_shape)
+            self.params[pname] = self.new_buffer(pname, math.prod(shape), role="param", persistent=True, shape=shape,
+                                                 init=("param", pname))
+        self.preload += list(self.params.values())
+        inp = self.new_buffer("input", math.prod(g.input_shape), role="input", persistent=True, shape=g.input_shape,
+                              init=("input",))
         self.value_buf[g.input] = inp
+        out_shape = self.shape(g.output)
         batch = g.input_shape[0]
-        labels = self.new_buffer("labels", batch, dtype="i32", role="label", persistent=True, shape=(batch,))
-        preload = list(self.params.values()) + [inp, labels]
+        if cfg.loss == "xent":
+            if len(out_shape) != 2:
+                raise OdlError(f"cross-entropy needs [N, classes] logits from the model, got {list(out_shape)}")
+            labels = self.new_buffer("labels", batch, dtype="i32", role="label", persistent=True, shape=(batch,),
+                                     init=("labels",))
+        elif cfg.loss == "mse":
+            labels = self.new_buffer("targets", math.prod(out_shape), role="label", persistent=True,
+                                     shape=out_shape, init=("labels",))
+        else:
+            raise OdlError(f"unknown loss '{cfg.loss}' (expected xent or mse)")
+        self.preload += [inp, labels]
         for pname in g.params:
             if pname in self.trainable:
                 self.param_grads[pname] = self.new_buffer(
@@ -222,14 +285,15 @@ class Lowering:
         logits = self.value(g.output)
         logits.persistent = True
         loss = self.new_buffer("loss", 1, dtype="f32", role="loss", persistent=True, shape=())
-        out_shape = self.shape(g.output)
-        if len(out_shape) != 2:
-            raise OdlError(f"the model output must be [N, classes] logits for cross-entropy, got {list(out_shape)}")
         dlogits = self.grad_target(g.output)
         if dlogits is None:
-            raise OdlError("nothing trains: no parameter selected for training")
-        self.call("odl_softmax_xent", "loss", "loss", logits=Ptr(logits), labels=Ptr(labels),
-                  dlogits=Ptr(dlogits[0]), loss_out=Ptr(loss), n=out_shape[0], c=out_shape[1])
+            raise OdlError(f"nothing trains: --train '{cfg.train}' selects no parameter that reaches the loss")
+        if cfg.loss == "xent":
+            self.call("odl_softmax_xent", "loss", "loss", logits=Ptr(logits), labels=Ptr(labels),
+                      dlogits=Ptr(dlogits[0]), loss_out=Ptr(loss), n=out_shape[0], c=out_shape[1])
+        else:
+            self.call("odl_mse", "loss", "loss", pred=Ptr(logits), target=Ptr(labels), dpred=Ptr(dlogits[0]),
+                      loss_out=Ptr(loss), len=math.prod(out_shape))
 
         for node in reversed(g.nodes):
             if not self.needs_grad.get(node.name, False):
@@ -241,17 +305,45 @@ class Lowering:
             op.backward(node, self)
             macs_b += sum(c.macs for c in self.calls[n0:])
 
-        for pname, gb in self.param_grads.items():
-            w = self.params[pname]
-            self.call("odl_sgd", pname, "update", w=Ptr(w), g=Ptr(gb), len=w.nelem, lr=float(self.cfg.lr))
+        self._update()
 
         observed = self._observed_input_grads()
         for b, _ in observed.values():
             b.persistent = True
         return Program(graph=g, precision=self.precision, calls=self.calls, buffers=self.buffers,
                        params=self.params, param_grads=self.param_grads, input=inp, labels=labels, loss=loss,
-                       logits=logits, observed_grads=observed, preload=preload,
-                       macs_forward=macs_f, macs_backward=macs_b)
+                       logits=logits, observed_grads=observed, preload=self.preload,
+                       macs_forward=macs_f, macs_backward=macs_b, state=self.state_bufs, prologue=self.prologue,
+                       dropout=self.dropout, trainable=[p for p in g.params if p in self.trainable], config=cfg)
+
+    def _update(self):
+        cfg = self.cfg
+        if cfg.optimizer == "sgd":
+            for pname, gb in self.param_grads.items():
+                w = self.params[pname]
+                if cfg.momentum == 0 and cfg.weight_decay == 0:
+                    self.call("odl_sgd", pname, "update", w=Ptr(w), g=Ptr(gb), len=w.nelem, lr=float(cfg.lr))
+                    continue
+                buf = None
+                if cfg.momentum:
+                    buf = Ptr(self.state_buffer("momentum_" + pname, w.nelem, ("zeros",), shape=w.shape))
+                self.call("odl_sgd_momentum", pname, "update", w=Ptr(w), g=Ptr(gb), buf=buf, len=w.nelem,
+                          lr=float(cfg.lr), momentum=float(cfg.momentum), wd=float(cfg.weight_decay),
+                          first=CExpr("odl_step_index == 0"))
+        elif cfg.optimizer == "adam":
+            b1, b2 = (float(v) for v in cfg.betas)
+            # bias corrections 1 - beta^t for this step t = odl_step_index + 1
+            self.prologue += [f"static float odl_b1t = 1.0f, odl_b2t = 1.0f;",
+                              f"odl_b1t *= {b1:.9g}f; odl_b2t *= {b2:.9g}f;"]
+            for pname, gb in self.param_grads.items():
+                w = self.params[pname]
+                m = self.state_buffer("adam_m_" + pname, w.nelem, ("zeros",), shape=w.shape)
+                v = self.state_buffer("adam_v_" + pname, w.nelem, ("zeros",), shape=w.shape)
+                self.call("odl_adam", pname, "update", w=Ptr(w), g=Ptr(gb), m=Ptr(m), v=Ptr(v), len=w.nelem,
+                          lr=float(cfg.lr), b1=b1, b2=b2, eps=float(cfg.eps), wd=float(cfg.weight_decay),
+                          bc1=CExpr("1.0f - odl_b1t"), bc2=CExpr("1.0f - odl_b2t"))
+        else:
+            raise OdlError(f"unknown optimizer '{cfg.optimizer}' (expected sgd or adam)")
 
     def _observed_input_grads(self) -> dict[str, tuple[Buffer, str]]:
         """Gradients of the values that layers consume, named after the first consumer (a PyTorch name)."""

@@ -1,5 +1,6 @@
-"""PyTorch reference for one training step: loss, logits, parameter gradients, gradients of every graph value,
-updated parameters. Runs the traced graph so values carry the same names as in odl's graph."""
+"""PyTorch reference for K training steps: per step the loss, logits, parameter gradients, gradients of every
+graph value, and after the update the parameters and buffers (running statistics). Runs the traced graph so
+values carry the same names as in odl's graph; dropout uses the device's reproducible masks."""
 from __future__ import annotations
 
 import copy
@@ -10,6 +11,9 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .lower import TrainConfig
+from .ops import dropout as dropout_op
+
 
 @dataclass
 class Reference:
@@ -17,35 +21,65 @@ class Reference:
     logits: torch.Tensor
     param_grads: dict[str, torch.Tensor]
     value_grads: dict[str, torch.Tensor]
-    updated: dict[str, torch.Tensor]
+    updated: dict[str, torch.Tensor]      # parameters after the update
+    buffers: dict[str, torch.Tensor]      # running statistics after the step
 
 
 class _Recorder(torch.fx.Interpreter):
-    def __init__(self, gm, values):
+    def __init__(self, gm, values, dropout, step):
         super().__init__(gm)
-        self.values = values
+        self.values, self.dropout, self.step = values, dropout, step
 
     def run_node(self, n):
-        out = super().run_node(n)
+        spec = self.dropout.get(n.name)
+        if spec is not None:
+            x = self.env[n.args[0]]
+            keep = dropout_op.mask(spec["p"], dropout_op.step_seed(spec["seed"], self.step), x.numel())
+            out = x * torch.from_numpy(keep).reshape(x.shape).to(x.dtype) * (1.0 / (1.0 - spec["p"]))
+        else:
+            out = super().run_node(n)
         if isinstance(out, torch.Tensor) and out.requires_grad:
             out.retain_grad()
             self.values[n.name] = out
         return out
 
 
-def reference_step(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, lr: float,
-                   dtype: torch.dtype = torch.float32) -> Reference:
+def _optimizer(params, cfg: TrainConfig):
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
+                    trainable: list[str], dropout: dict[str, dict] | None = None,
+                    dtype: torch.dtype = torch.float32) -> list[Reference]:
     m = copy.deepcopy(model).to(dtype)
     m.train()
+    if cfg.bn == "frozen":
+        for mod in m.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.eval()
     gm = torch.fx.symbolic_trace(m)
-    values: dict[str, torch.Tensor] = {}
-    logits = _Recorder(gm, values).run(x.to(dtype))
-    loss = F.cross_entropy(logits, labels.long())
-    loss.backward()
     params = dict(gm.named_parameters())
-    pgrads = {k: p.grad.detach().float().clone() for k, p in params.items() if p.grad is not None}
-    vgrads = {k: v.grad.detach().float().clone() for k, v in values.items() if v.grad is not None}
-    with torch.no_grad():
-        updated = {k: (p - lr * p.grad).float().clone() for k, p in params.items() if p.grad is not None}
-    return Reference(loss=float(loss.detach()), logits=logits.detach().float(), param_grads=pgrads, value_grads=vgrads,
-                     updated=updated)
+    for k, p in params.items():
+        p.requires_grad_(k in trainable)
+    opt = _optimizer([params[k] for k in trainable], cfg)
+    out = []
+    for step, (x, target) in enumerate(batches):
+        opt.zero_grad(set_to_none=True)
+        values: dict[str, torch.Tensor] = {}
+        logits = _Recorder(gm, values, dropout or {}, step).run(x.to(dtype))
+        if cfg.loss == "mse":
+            loss = F.mse_loss(logits, target.to(dtype))
+        else:
+            loss = F.cross_entropy(logits, target.long())
+        loss.backward()
+        pgrads = {k: p.grad.detach().float().clone() for k, p in params.items() if p.grad is not None}
+        vgrads = {k: v.grad.detach().float().clone() for k, v in values.items() if v.grad is not None}
+        opt.step()
+        updated = {k: p.detach().float().clone() for k, p in params.items() if k in trainable}
+        bufs = {k: b.detach().float().clone() for k, b in gm.named_buffers() if b.is_floating_point()}
+        out.append(Reference(loss=float(loss.detach()), logits=logits.detach().float(), param_grads=pgrads,
+                             value_grads=vgrads, updated=updated, buffers=bufs))
+    return out

@@ -17,41 +17,56 @@ from .graph import Graph
 from .frontend import default_input_shape, load_model, parse_shape, trace
 from .lower import Program, TrainConfig, lower
 from .planner import plan
-from .reference import reference_step
+from .reference import reference_steps
 from .target import load_target
 
-NP_DTYPE = {"odl16": np.float16, "odl32": np.float32, "f32": np.float32, "i32": np.int32}
+NP_DTYPE = {"f32": np.float32, "i32": np.int32, "u8": np.uint8}
 
 
 @dataclass
 class Prepared:
-    """Everything the device and the reference share: model (with the exact initial weights), input, labels."""
+    """Everything the device and the reference share: model (with the exact initial weights), the graph, and one
+    (input, target) batch per step."""
     name: str
     model: torch.nn.Module
     graph: Graph
-    x: torch.Tensor
-    labels: torch.Tensor
+    batches: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.batches[0][0]
 
 
-def prepare(model_spec: str, input_shape: str | None, seed: int, precision: str) -> Prepared:
+def prepare(model_spec: str, input_shape: str | None, seed: int, precision: str, steps: int = 1,
+            loss: str = "xent") -> Prepared:
     torch.manual_seed(seed)
     model = load_model(model_spec)
     shape = parse_shape(input_shape) if input_shape else default_input_shape(model)
     if shape is None:
         raise OdlError(f"model '{model_spec}' has no default input shape: give --input-shape NxCxHxW")
     graph = trace(model, shape)  # refuses unsupported models and shapes before anything runs
+    if steps < 1:
+        raise OdlError(f"--steps must be >= 1, not {steps}")
     gen = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(*shape, generator=gen)
-    classes = graph.shapes[graph.output][-1]
-    labels = torch.randint(0, int(classes), (shape[0],), generator=gen)
+    out_shape = graph.shapes[graph.output]
+    batches = []
+    for _ in range(steps):
+        x = torch.randn(*shape, generator=gen)
+        if loss == "mse":
+            t = torch.randn(*out_shape, generator=gen)
+        else:
+            t = torch.randint(0, int(out_shape[-1]), (shape[0],), generator=gen)
+        if precision == "fp16":
+            x = x.half().float()
+            t = t.half().float() if loss == "mse" else t
+        batches.append((x, t))
     if precision == "fp16":
         # device and reference start from the same values: round to what FP16 can hold
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(p.half().float())
-        x = x.half().float()
     name = model_spec if ":" not in model_spec else model_spec.rsplit(":", 1)[1]
-    return Prepared(name, model, graph, x, labels)
+    return Prepared(name, model, graph, batches)
 
 
 def np_dtype(buf, precision) -> type:
@@ -60,18 +75,30 @@ def np_dtype(buf, precision) -> type:
     return NP_DTYPE[buf.dtype]
 
 
+def host_array(prog: Program, prep: Prepared, buf, step: int = 0) -> np.ndarray:
+    """The value the host loads into a preloaded buffer."""
+    kind = buf.init[0]
+    if kind == "param":
+        arr = dict(prep.model.named_parameters())[buf.init[1]].detach().numpy()
+    elif kind == "state":
+        arr = dict(prep.model.named_buffers())[buf.init[1]].detach().numpy()
+    elif kind == "input":
+        arr = prep.batches[step][0].numpy()
+    elif kind == "labels":
+        arr = prep.batches[step][1].numpy()
+    elif kind == "zeros":
+        arr = np.zeros(buf.nelem)
+    else:
+        raise ValueError(f"buffer {buf.name}: unknown init {buf.init}")
+    return np.ascontiguousarray(arr, dtype=np_dtype(buf, prog.precision)).ravel()
+
+
 def preload_blob(prog: Program, prep: Prepared) -> bytes:
-    state = {k: v.detach() for k, v in prep.model.named_parameters()}
     end = max(b.offset + b.nbytes(prog.elem_bytes) for b in prog.preload)
     blob = bytearray(end)
     for b in prog.preload:
-        if b is prog.input:
-            arr = prep.x.numpy()
-        elif b is prog.labels:
-            arr = prep.labels.numpy()
-        else:
-            arr = state[b.name].numpy()
-        data = np.ascontiguousarray(arr, dtype=np_dtype(b, prog.precision)).tobytes()
+        data = host_array(prog, prep, b).tobytes()
+        assert len(data) == b.nbytes(prog.elem_bytes), b.name
         blob[b.offset:b.offset + len(data)] = data
     return bytes(blob)
 
@@ -88,31 +115,44 @@ def build(prog: Program, model_name: str, target, cores: int, out_dir: Path) -> 
     return build_firmware(target, prog.precision, cores, srcs, [out_dir / "gen"], out_dir / "build")
 
 
-def run_qemu(target, elf: Path, prog: Program, cores: int, blob: bytes, workdir: Path):
+def run_qemu(target, elf: Path, prog: Program, prep: Prepared, cores: int, workdir: Path):
+    """Run every step on QEMU. Returns the step results, the arena after step 1 and the arena after the last step.
+    Step 1's data is preloaded; later steps' inputs and targets travel over the protocol (WRITE)."""
     from .runners.qemu import QemuRunner
-    with QemuRunner(target, elf, cores, workdir, preload=[(0, blob)]) as r:
+    steps = len(prep.batches)
+    with QemuRunner(target, elf, cores, workdir, preload=[(0, preload_blob(prog, prep))],
+                    timeout=600.0) as r:
         hello = r.hello
         bits = 16 if prog.precision == "fp16" else 32
         if hello.precision_bits != bits or hello.num_cores != cores or hello.arena_bytes != prog.arena_bytes:
             raise OdlError(f"device says {hello}, expected {bits}-bit, {cores} cores, {prog.arena_bytes}-byte arena")
-        res = r.link.step(1)
-        arena = r.read_arena(0, prog.arena_bytes)
+        results = [r.link.step(1)]
+        first = r.read_arena(0, prog.arena_bytes)
+        last = first
+        for k in range(1, steps):
+            for b in (prog.input, prog.labels):
+                r.link.write(b.offset, host_array(prog, prep, b, k).tobytes())
+            results.append(r.link.step(1))
+        if steps > 1:
+            last = r.read_arena(0, prog.arena_bytes)
         r.exit(0)
-    return res, arena
+    return results, first, last
 
 
 def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp32", cores: int = 8,
              input_shape: str | None = None, seed: int = 0, lr: float = 0.01, json_path: str | None = None,
-             keep_dir: str | None = None, log=print) -> dict:
+             keep_dir: str | None = None, log=print, steps: int = 1, cfg: TrainConfig | None = None) -> dict:
     t0 = time.perf_counter()
+    cfg = cfg or TrainConfig()
+    cfg.lr, cfg.seed = lr, seed
     target = load_target(target_name)
     if not 1 <= cores <= target.harts:
         raise OdlError(f"--cores {cores}: target {target.name} has {target.harts} harts")
     if precision not in TOLERANCE:
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
-    prep = prepare(model_spec, input_shape, seed, precision)
+    prep = prepare(model_spec, input_shape, seed, precision, steps, cfg.loss)
     graph = prep.graph
-    prog = lower(graph, precision, TrainConfig(lr=lr))
+    prog = lower(graph, precision, cfg)
     mem = plan(prog, target.memory_budget_bytes)
 
     work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="odl_"))
@@ -121,55 +161,73 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         t_build = time.perf_counter()
         elf = build(prog, prep.name, target, cores, work)
         t_run = time.perf_counter()
-        res, arena = run_qemu(target, elf, prog, cores, preload_blob(prog, prep), work / "run")
+        results, arena, arena_last = run_qemu(target, elf, prog, prep, cores, work / "run")
         t_end = time.perf_counter()
     finally:
         if not keep_dir:
             shutil.rmtree(work, ignore_errors=True)
 
-    ref = reference_step(prep.model, prep.x, prep.labels, lr)
-    ref16 = reference_step(prep.model, prep.x, prep.labels, lr, torch.float16) if precision == "fp16" else None
+    refs = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout)
+    refs16 = (reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, torch.float16)
+              if precision == "fp16" else None)
+    ref, ref16 = refs[0], (refs16[0] if refs16 else None)
 
     rows = []
 
-    def add(name, kind, dev, refv, r16=None):
-        m = metrics(dev, refv)
+    def add(name, kind, buf, refv, r16=None, mem=arena):
+        dev = read_tensor(mem, buf, refv.shape, precision)
+        m = metrics(dev, refv.numpy())
         row = {"name": name, "kind": kind, "shape": list(refv.shape), **m,
                "tol": TOLERANCE[precision], "passed": within(m, precision)}
         if r16 is not None:
-            row["torch_fp16_rel_l2"] = metrics(r16, refv)["rel_l2"]
+            row["torch_fp16_rel_l2"] = metrics(r16.numpy(), refv.numpy())["rel_l2"]
         rows.append(row)
 
-    out_name = graph.node(graph.output).report_name
-    add(out_name, "output", read_tensor(arena, prog.logits, ref.logits.shape, precision), ref.logits.numpy(),
-        ref16.logits.numpy() if ref16 else None)
+    def r16get(d, k):
+        return d[k] if ref16 is not None else None
+
+    add(graph.node(graph.output).report_name, "output", prog.logits, ref.logits, ref16.logits if ref16 else None)
     for pname, gb in prog.param_grads.items():
-        add(pname, "param_grad", read_tensor(arena, gb, ref.param_grads[pname].shape, precision),
-            ref.param_grads[pname].numpy(), ref16.param_grads[pname].numpy() if ref16 else None)
+        add(pname, "param_grad", gb, ref.param_grads[pname], r16get(ref16.param_grads if ref16 else {}, pname))
     for name, (gb, value) in prog.observed_grads.items():
-        r = ref.value_grads[value]
-        add(name, "input_grad", read_tensor(arena, gb, r.shape, precision), r.numpy(),
-            ref16.value_grads[value].numpy() if ref16 else None)
-    for pname, pb in prog.params.items():
-        if pname in prog.param_grads:
-            add(pname, "param_updated", read_tensor(arena, pb, ref.updated[pname].shape, precision),
-                ref.updated[pname].numpy(), ref16.updated[pname].numpy() if ref16 else None)
+        add(name, "input_grad", gb, ref.value_grads[value], r16get(ref16.value_grads if ref16 else {}, value))
+    for pname in prog.param_grads:
+        add(pname, "param_updated", prog.params[pname], ref.updated[pname],
+            r16get(ref16.updated if ref16 else {}, pname))
+    for sname, sb in prog.state.items():
+        add(sname, "state_updated", sb, ref.buffers[sname], r16get(ref16.buffers if ref16 else {}, sname))
+    if steps > 1:
+        last, last16 = refs[-1], (refs16[-1] if refs16 else None)
+        for pname in prog.param_grads:
+            add(pname, "param_final", prog.params[pname], last.updated[pname],
+                last16.updated[pname] if last16 else None, mem=arena_last)
 
     loss_dev = float(np.frombuffer(arena, np.float32, 1, prog.loss.offset)[0])
-    loss_rel = abs(loss_dev - ref.loss) / max(abs(ref.loss), 1e-12)
-    loss_ok = loss_rel <= TOLERANCE[precision]["rel_l2"] and abs(res.loss - loss_dev) <= 1e-6 * max(1, abs(loss_dev))
+    tol = TOLERANCE[precision]["rel_l2"]
+    step_rows = []
+    for k, (res, rk) in enumerate(zip(results, refs)):
+        rel = abs(res.loss - rk.loss) / max(abs(rk.loss), 1e-12)
+        step_rows.append({"step": k + 1, "device": res.loss, "reference": rk.loss, "rel_err": rel,
+                          "torch_fp16": refs16[k].loss if refs16 else None, "passed": rel <= tol,
+                          "cycles": res.cycles, "instret": res.instret})
+    loss_rel = step_rows[0]["rel_err"]
+    loss_ok = all(r["passed"] for r in step_rows) and abs(results[0].loss - loss_dev) <= 1e-6 * max(1, abs(loss_dev))
     passed = loss_ok and all(r["passed"] for r in rows)
     report = {
         "model": prep.name, "target": target.name, "runner": "qemu", "precision": precision, "cores": cores,
         "input_shape": list(prep.x.shape), "seed": seed, "lr": lr, "passed": passed,
+        "config": {"train": cfg.train, "bn": cfg.bn, "loss": cfg.loss, "optimizer": cfg.optimizer,
+                   "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps},
+        "trainable": prog.trainable,
         "loss": {"device": loss_dev, "reference": ref.loss, "rel_err": loss_rel,
                  "torch_fp16": ref16.loss if ref16 else None, "passed": loss_ok},
+        "steps": step_rows,
         "tensors": rows,
         "macs": {"forward": prog.macs_forward, "backward": prog.macs_backward,
                  "total": prog.macs_forward + prog.macs_backward},
         "memory": {"arena_bytes": mem.arena_bytes, "budget_bytes": target.memory_budget_bytes,
                    "naive_bytes": mem.naive_bytes},
-        "device": {"cycles": res.cycles, "instret": res.instret},
+        "device": {"cycles": results[0].cycles, "instret": results[0].instret},
         "timing_s": {"build": round(t_run - t_build, 3), "run": round(t_end - t_run, 3)},
         "wall_s": round(time.perf_counter() - t0, 3),
     }
@@ -188,6 +246,9 @@ def format_report(rep: dict) -> str:
     hdr = f"{'tensor':32s} {'kind':14s} {'shape':16s} {'rel_l2':>9s} {'max_abs':>9s} {'cosine':>9s}"
     if fp16:
         hdr += f" {'torch16':>9s}"
+    if len(rep.get("steps", [])) > 1:
+        lines.append("  ".join(f"step {r['step']}: {r['device']:.5f}/{r['reference']:.5f}"
+                               + ("" if r["passed"] else " FAIL") for r in rep["steps"]))
     lines.append(hdr)
     for r in rep["tensors"]:
         s = (f"{r['name'][:32]:32s} {r['kind']:14s} {'x'.join(map(str, r['shape'])):16s} {r['rel_l2']:9.2e} "

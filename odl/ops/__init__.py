@@ -1,8 +1,10 @@
 """Op registry: how each supported PyTorch construct becomes an odl op, and how each op lowers.
 
 An op module defines a class with `name`, `forward(node, L)` and `backward(node, L)` (L: odl.lower.Lowering),
-and registers the PyTorch modules, functions and tensor methods it accepts with a converter that reads their
-settings into node attributes (or refuses them with an OdlError that names the node).
+and registers the PyTorch modules, functions and tensor methods it accepts with a converter
+`convert(node_name, mod_or_fx_node, in_shapes, out_shape) -> (attrs, params)` that reads their settings into node
+attributes (or refuses them with an OdlError that names the node). Module converters get the nn.Module, function
+and method converters the torch.fx node (for its arguments). attrs['_op'] may redirect to another op.
 """
 from __future__ import annotations
 
@@ -25,4 +27,4 @@ def supported() -> list[str]:
     return sorted(_OPS)
 
 
-from . import conv, linear, activation, shape  # noqa: E402,F401  (registration side effects)
+from . import conv, linear, activation, shape, batchnorm, arith, pool, dropout  # noqa: E402,F401  (registration side effects)

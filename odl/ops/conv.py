@@ -14,8 +14,10 @@ def _pair(v):
 
 def convert_module(node_name, mod: nn.Conv2d, in_shapes, out_shape):
     where = f"graph node '{node_name}' (Conv2d)"
-    if mod.groups != 1:
-        raise OdlError(f"{where}: groups={mod.groups} is not supported (groups=1 only)")
+    depthwise = mod.groups == mod.in_channels == mod.out_channels and mod.groups > 1
+    if mod.groups != 1 and not depthwise:
+        raise OdlError(f"{where}: groups={mod.groups} is not supported (groups=1, or depthwise: "
+                       f"groups = in_channels = out_channels)")
     if _pair(mod.dilation) != (1, 1):
         raise OdlError(f"{where}: dilation={mod.dilation} is not supported")
     if mod.padding_mode != "zeros":
@@ -29,7 +31,11 @@ def convert_module(node_name, mod: nn.Conv2d, in_shapes, out_shape):
             pt, pl = (kh - 1) // 2, (kw - 1) // 2
     else:
         pt, pl = _pair(mod.padding)
-    return dict(kh=kh, kw=kw, sh=sh, sw=sw, pt=pt, pl=pl), {"weight": "weight", "bias": "bias" if mod.bias is not None else None}
+    attrs = dict(kh=kh, kw=kw, sh=sh, sw=sw, pt=pt, pl=pl)
+    if depthwise:
+        attrs["_op"] = "dwconv2d"
+    return (attrs,
+            {"weight": "weight", "bias": "bias" if mod.bias is not None else None})
 
 
 class Conv2d:
@@ -44,15 +50,24 @@ class Conv2d:
         geom = dict(c=c, h=h, w=w, kh=a["kh"], kw=a["kw"], sh=a["sh"], sw=a["sw"], pt=a["pt"], pl=a["pl"], ho=ho, wo=wo)
         return x, n, c * h * w, cout, c * a["kh"] * a["kw"], ho * wo, geom
 
+    @staticmethod
+    def pointwise(node) -> bool:
+        """1x1, stride 1, no padding: the input already is its im2col matrix ([C, H*W] per sample)."""
+        a = node.attrs
+        return (a["kh"], a["kw"], a["sh"], a["sw"], a["pt"], a["pl"]) == (1, 1, 1, 1, 0, 0)
+
     def forward(self, node, L):
         x, n, xs, cout, k, hw, geom = self.dims(node, L)
         y = L.output(node)
         w = L.param(node, "weight")
-        col = L.scratch(node.name + "_col", k * hw)
+        pw = self.pointwise(node)
+        col = None if pw else L.scratch(node.name + "_col", k * hw)
         with L.per_sample(n):
-            L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs), col=Ptr(col), **geom)
+            if not pw:
+                L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs), col=Ptr(col), **geom)
             L.call("odl_mm_nn", node.report_name, "forward", macs=cout * k * hw,
-                   a=Ptr(w), b=Ptr(col), c=Ptr(y, cout * hw), m=cout, n=hw, k=k, accumulate=0)
+                   a=Ptr(w), b=Ptr(L.value(x), xs) if pw else Ptr(col), c=Ptr(y, cout * hw), m=cout, n=hw, k=k,
+                   accumulate=0)
         if "bias" in node.params:
             L.call("odl_bias_add", node.report_name, "forward", y=Ptr(y), bias=Ptr(L.param(node, "bias")),
                    n=n, c=cout, hw=hw)
@@ -61,12 +76,16 @@ class Conv2d:
         x, n, xs, cout, k, hw, geom = self.dims(node, L)
         dy = L.grad(node.name)
         dw = L.param_grad(node, "weight")
+        pw = self.pointwise(node)
         if dw is not None:
-            col = L.scratch(node.name + "_col_wg", k * hw)
+            col = None if pw else L.scratch(node.name + "_col_wg", k * hw)
             with L.per_sample(n):
-                L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs), col=Ptr(col), **geom)
+                if not pw:
+                    L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs), col=Ptr(col),
+                           **geom)
                 L.call("odl_mm_nt", node.report_name, "weight_grad", macs=cout * k * hw,
-                       a=Ptr(dy, cout * hw), b=Ptr(col), c=Ptr(dw), m=cout, n=k, k=hw, accumulate=CExpr("n > 0"))
+                       a=Ptr(dy, cout * hw), b=Ptr(L.value(x), xs) if pw else Ptr(col), c=Ptr(dw), m=cout, n=k,
+                       k=hw, accumulate=CExpr("n > 0"))
         db = L.param_grad(node, "bias")
         if db is not None:
             L.call("odl_bias_grad", node.report_name, "weight_grad", dy=Ptr(dy), db=Ptr(db), n=n, c=cout, hw=hw,
@@ -74,14 +93,62 @@ class Conv2d:
         tgt = L.grad_target(x)
         if tgt is not None:
             dx, acc = tgt
-            dcol = L.scratch(node.name + "_dcol", k * hw)
+            dcol = None if pw else L.scratch(node.name + "_dcol", k * hw)
             with L.per_sample(n):
                 L.call("odl_mm_tn", node.report_name, "input_grad", macs=cout * k * hw,
-                       a=Ptr(L.param(node, "weight")), b=Ptr(dy, cout * hw), c=Ptr(dcol), m=k, n=hw, k=cout,
-                       accumulate=0)
-                L.call("odl_col2im", node.report_name, "transform", col=Ptr(dcol), dx=Ptr(dx, xs), accumulate=acc,
-                       **geom)
+                       a=Ptr(L.param(node, "weight")), b=Ptr(dy, cout * hw),
+                       c=Ptr(dx, xs) if pw else Ptr(dcol), m=k, n=hw, k=cout, accumulate=acc if pw else 0)
+                if not pw:
+                    L.call("odl_col2im", node.report_name, "transform", col=Ptr(dcol), dx=Ptr(dx, xs),
+                           accumulate=acc, **geom)
+
+
+class DepthwiseConv2d:
+    """groups = channels: direct kernels, one filter per channel."""
+    name = "dwconv2d"
+
+    @staticmethod
+    def dims(node, L):
+        x = node.inputs[0]
+        n, c, h, w = L.shape(x)
+        _, _, ho, wo = node.shape
+        a = node.attrs
+        geom = dict(c=c, h=h, w_=w, kh=a["kh"], kw=a["kw"], sh=a["sh"], sw=a["sw"], pt=a["pt"], pl=a["pl"], ho=ho,
+                    wo=wo)
+        return x, n, c * h * w, c * ho * wo, c * a["kh"] * a["kw"] * ho * wo, geom
+
+    def forward(self, node, L):
+        x, n, xs, ys, macs, geom = self.dims(node, L)
+        y = L.output(node)
+        with L.per_sample(n):
+            L.call("odl_dwconv_fwd", node.report_name, "forward", macs=macs, x=Ptr(L.value(x), xs),
+                   w=Ptr(L.param(node, "weight")), y=Ptr(y, ys), **geom)
+        if "bias" in node.params:
+            L.call("odl_bias_add", node.report_name, "forward", y=Ptr(y), bias=Ptr(L.param(node, "bias")),
+                   n=n, c=geom["c"], hw=geom["ho"] * geom["wo"])
+
+    def backward(self, node, L):
+        x, n, xs, ys, macs, geom = self.dims(node, L)
+        dy = L.grad(node.name)
+        dw = L.param_grad(node, "weight")
+        if dw is not None:
+            with L.per_sample(n):
+                L.call("odl_dwconv_wgrad", node.report_name, "weight_grad", macs=macs, x=Ptr(L.value(x), xs),
+                       dy=Ptr(dy, ys), dw=Ptr(dw), accumulate=CExpr("n > 0"), **geom)
+        db = L.param_grad(node, "bias")
+        if db is not None:
+            L.call("odl_bias_grad", node.report_name, "weight_grad", dy=Ptr(dy), db=Ptr(db), n=n, c=geom["c"],
+                   hw=geom["ho"] * geom["wo"], accumulate=0)
+        tgt = L.grad_target(x)
+        if tgt is not None:
+            dx, acc = tgt
+            with L.per_sample(n):
+                L.call("odl_dwconv_igrad", node.report_name, "input_grad", macs=macs, dy=Ptr(dy, ys),
+                       w=Ptr(L.param(node, "weight")), dx=Ptr(dx, xs), accumulate=acc, **geom)
 
 
 register(Conv2d())
+register(DepthwiseConv2d())
+
+
 MODULES[nn.Conv2d] = ("conv2d", convert_module)

@@ -1,0 +1,103 @@
+"""Registry of the C kernels: what each computes (op, direction), which precisions and layouts it serves, what it
+requires of its shapes, and a cost hint (instructions on the busiest core). Lowering asks this registry for
+kernels by (op, direction) and picks the cheapest applicable one; codegen takes the argument struct from here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .errors import OdlError
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str                       # C function (a task for odl_parallel)
+    args_type: str                  # its argument struct in kernels_c/include/odl_kernels.h
+    op: str                         # what it computes: 'matmul', 'im2col', 'bn', ...
+    direction: str                  # 'forward', 'weight_grad', 'input_grad', 'transform', 'loss', 'update'
+    layout: str = "NCHW"            # operand layout / form ('nn', 'nt', 'tn' for matmuls)
+    precisions: tuple = ("fp32", "fp16")
+    source: str = ""                # kernels_c/<source>
+    applies: Callable[[dict], bool] = field(default=lambda f: True, compare=False)
+    cost: Callable[[dict, int, int], float] = field(default=lambda f, cores, lanes: 0.0, compare=False)
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def _mm_cost(f, cores, lanes):
+    # register-blocked 4x4 tile of vectors: ~1 instruction per `lanes` MACs on the busiest core
+    m, n, k = f["m"], f["n"], f["k"]
+    rows = _ceil(m, cores) if m >= cores else m
+    cols = n if m >= cores else _ceil(n, cores)
+    return rows * _ceil(cols, lanes) * k * 1.05 + rows * cols * 2
+
+
+def _elem_cost(per):
+    return lambda f, cores, lanes: _ceil(f.get("len", 0), cores * lanes) * per
+
+
+REGISTRY: dict[str, Kernel] = {}
+
+
+def _k(**kw):
+    k = Kernel(**kw)
+    REGISTRY[k.name] = k
+
+
+_MM = "odl_mm_args_t"
+_k(name="odl_mm_nn", args_type=_MM, op="matmul", direction="any", layout="nn", source="matmul.c", cost=_mm_cost)
+_k(name="odl_mm_nt", args_type=_MM, op="matmul", direction="any", layout="nt", source="matmul.c", cost=_mm_cost)
+_k(name="odl_mm_tn", args_type=_MM, op="matmul", direction="any", layout="tn", source="matmul.c", cost=_mm_cost)
+_k(name="odl_im2col", args_type="odl_im2col_args_t", op="im2col", direction="transform", source="conv_transform.c",
+   cost=lambda f, c, l: _ceil(f["c"] * f["kh"] * f["kw"] * f["ho"] * f["wo"], c) * 3)
+_k(name="odl_col2im", args_type="odl_col2im_args_t", op="col2im", direction="transform", source="conv_transform.c",
+   cost=lambda f, c, l: _ceil(f["c"] * f["kh"] * f["kw"] * f["ho"] * f["wo"], c) * 4)
+_k(name="odl_bias_add", args_type="odl_bias_add_args_t", op="bias_add", direction="forward", source="elementwise.c")
+_k(name="odl_bias_grad", args_type="odl_bias_grad_args_t", op="bias_grad", direction="weight_grad",
+   source="elementwise.c")
+_k(name="odl_relu_fwd", args_type="odl_relu_args_t", op="relu", direction="forward", source="elementwise.c",
+   cost=_elem_cost(4))
+_k(name="odl_relu_bwd", args_type="odl_relu_bwd_args_t", op="relu", direction="input_grad", source="elementwise.c",
+   cost=_elem_cost(7))
+_k(name="odl_relu6_fwd", args_type="odl_relu_args_t", op="relu6", direction="forward", cost=_elem_cost(5))
+_k(name="odl_relu6_bwd", args_type="odl_relu_bwd_args_t", op="relu6", direction="input_grad", cost=_elem_cost(8))
+_k(name="odl_softmax_xent", args_type="odl_softmax_xent_args_t", op="softmax_xent", direction="loss",
+   source="softmax_xent.c")
+_k(name="odl_mse", args_type="odl_mse_args_t", op="mse", direction="loss")
+_k(name="odl_sgd", args_type="odl_sgd_args_t", op="sgd", direction="update", source="elementwise.c")
+_k(name="odl_sgd_momentum", args_type="odl_sgd_momentum_args_t", op="sgd_momentum", direction="update")
+_k(name="odl_adam", args_type="odl_adam_args_t", op="adam", direction="update")
+_k(name="odl_fill", args_type="odl_fill_args_t", op="fill", direction="transform", source="elementwise.c")
+_k(name="odl_bn_fwd", args_type="odl_bn_fwd_args_t", op="batchnorm", direction="forward")
+_k(name="odl_bn_bwd", args_type="odl_bn_bwd_args_t", op="batchnorm", direction="input_grad")
+_k(name="odl_add", args_type="odl_add_args_t", op="add", direction="forward")
+_k(name="odl_copy", args_type="odl_copy_args_t", op="copy", direction="input_grad")
+_k(name="odl_maxpool_fwd", args_type="odl_maxpool_fwd_args_t", op="maxpool", direction="forward")
+_k(name="odl_maxpool_bwd", args_type="odl_maxpool_bwd_args_t", op="maxpool", direction="input_grad")
+_k(name="odl_avgpool_fwd", args_type="odl_avgpool_fwd_args_t", op="avgpool", direction="forward")
+_k(name="odl_avgpool_bwd", args_type="odl_avgpool_bwd_args_t", op="avgpool", direction="input_grad")
+_k(name="odl_dropout_fwd", args_type="odl_dropout_fwd_args_t", op="dropout", direction="forward")
+_k(name="odl_dropout_bwd", args_type="odl_dropout_bwd_args_t", op="dropout", direction="input_grad")
+_k(name="odl_dwconv_fwd", args_type="odl_dwconv_fwd_args_t", op="dwconv2d", direction="forward")
+_k(name="odl_dwconv_wgrad", args_type="odl_dwconv_wgrad_args_t", op="dwconv2d", direction="weight_grad")
+_k(name="odl_dwconv_igrad", args_type="odl_dwconv_igrad_args_t", op="dwconv2d", direction="input_grad")
+
+
+def get(name: str) -> Kernel:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise OdlError(f"no kernel named {name}") from None
+
+
+def candidates(op: str, direction: str, precision: str, fields: dict) -> list[Kernel]:
+    return [k for k in REGISTRY.values() if k.op == op and k.direction in (direction, "any")
+            and precision in k.precisions and k.applies(fields)]
+
+
+def estimate(name: str, fields: dict, cores: int, lanes: int) -> float:
+    return float(get(name).cost(fields, cores, lanes))
