@@ -77,36 +77,37 @@ ODL_INLINE void mm_col_s(const odl_t *a, int rs, int ks, const odl_t *b, int ldb
   for (int r = 0; r < R; r++) c[r * ldc] = accumulate ? c[r * ldc] + s[r] : s[r];
 }
 
-ODL_INLINE void mm_rows_v(const odl_t *a, int rs, int ks, const odl_t *b, int n, odl_t *c, int K,
+ODL_INLINE void mm_rows_v(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int K,
                           int j0, int j1, int R, int accumulate) {
   int j = j0;
   for (; j + MM_V * ODL_LANES <= j1; j += MM_V * ODL_LANES)
-    mm_tile_v(a, rs, ks, b + j, n, c + j, n, K, R, MM_V, accumulate);
+    mm_tile_v(a, rs, ks, b + j, ldb, c + j, ldc, K, R, MM_V, accumulate);
   for (; j + ODL_LANES <= j1; j += ODL_LANES)
-    mm_tile_v(a, rs, ks, b + j, n, c + j, n, K, R, 1, accumulate);
-  if (ODL_LANES > 1 && j < j1) mm_col_s(a, rs, ks, b + j, n, c + j, n, K, R, accumulate);
+    mm_tile_v(a, rs, ks, b + j, ldb, c + j, ldc, K, R, 1, accumulate);
+  if (ODL_LANES > 1 && j < j1) mm_col_s(a, rs, ks, b + j, ldb, c + j, ldc, K, R, accumulate);
 }
 
 ODL_INLINE void mm_v_driver(const odl_mm_args_t *p, int rs, int ks) {
   int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
+  int ldb = p->ldb ? p->ldb : n, ldc = p->ldc ? p->ldc : n;
   int i0, i1, j0, j1;
   mm_split(m, n, ODL_LANES, MM_V * ODL_LANES, &i0, &i1, &j0, &j1);
   if (j0 >= j1) return;
   int i = i0;
   for (; i + MM_R <= i1; i += MM_R)
-    mm_rows_v(p->a + i * rs, rs, ks, p->b, n, p->c + i * n, K, j0, j1, MM_R, acc);
+    mm_rows_v(p->a + i * rs, rs, ks, p->b, ldb, p->c + i * ldc, ldc, K, j0, j1, MM_R, acc);
   for (; i < i1; i++)
-    mm_rows_v(p->a + i * rs, rs, ks, p->b, n, p->c + i * n, K, j0, j1, 1, acc);
+    mm_rows_v(p->a + i * rs, rs, ks, p->b, ldb, p->c + i * ldc, ldc, K, j0, j1, 1, acc);
 }
 
 void odl_mm_nn(void *args) {
   const odl_mm_args_t *p = (const odl_mm_args_t *)args;
-  mm_v_driver(p, p->k, 1);
+  mm_v_driver(p, p->lda ? p->lda : p->k, 1);
 }
 
 void odl_mm_tn(void *args) {
   const odl_mm_args_t *p = (const odl_mm_args_t *)args;
-  mm_v_driver(p, 1, p->m);
+  mm_v_driver(p, 1, p->lda ? p->lda : p->m);
 }
 
 /* ---------------- nt ---------------- */
@@ -116,14 +117,14 @@ void odl_mm_tn(void *args) {
 #define NT_BLOCK 0x40000000
 #endif
 
-ODL_INLINE void mm_tile_nt(const odl_t *a, const odl_t *b, odl_t *c, int ldc, int K, int R, int C,
-                           int accumulate) {
+ODL_INLINE void mm_tile_nt(const odl_t *a, int lda, const odl_t *b, int ldb, odl_t *c, int ldc, int K, int R,
+                           int C, int accumulate) {
   odl_wvec_t f[MM_R][MM_R];
   for (int r = 0; r < R; r++)
     for (int q = 0; q < C; q++) f[r][q] = odl_wzero();
   const odl_t *pa[MM_R], *pb[MM_R]; /* entries >= R (>= C) are unused */
-  for (int r = 0; r < MM_R; r++) pa[r] = a + (r < R ? r : 0) * K;
-  for (int q = 0; q < MM_R; q++) pb[q] = b + (q < C ? q : 0) * K;
+  for (int r = 0; r < MM_R; r++) pa[r] = a + (r < R ? r : 0) * lda;
+  for (int q = 0; q < MM_R; q++) pb[q] = b + (q < C ? q : 0) * ldb;
   int nvec = K / ODL_LANES; /* whole vectors along K */
   while (nvec > 0) {
     int nb = odl_min_i(nvec, NT_BLOCK / ODL_LANES);
@@ -161,20 +162,22 @@ ODL_INLINE void mm_tile_nt(const odl_t *a, const odl_t *b, odl_t *c, int ldc, in
     }
 }
 
-ODL_INLINE void mm_nt_rows(const odl_t *a, const odl_t *b, odl_t *c, int n, int K, int j0, int j1, int R,
-                           int acc) {
+ODL_INLINE void mm_nt_rows(const odl_t *a, int lda, const odl_t *b, int ldb, odl_t *c, int ldc, int K, int j0,
+                           int j1, int R, int acc) {
   int j = j0;
-  for (; j + MM_R <= j1; j += MM_R) mm_tile_nt(a, b + j * K, c + j, n, K, R, MM_R, acc);
-  for (; j < j1; j++) mm_tile_nt(a, b + j * K, c + j, n, K, R, 1, acc);
+  for (; j + MM_R <= j1; j += MM_R) mm_tile_nt(a, lda, b + j * ldb, ldb, c + j, ldc, K, R, MM_R, acc);
+  for (; j < j1; j++) mm_tile_nt(a, lda, b + j * ldb, ldb, c + j, ldc, K, R, 1, acc);
 }
 
 void odl_mm_nt(void *args) {
   const odl_mm_args_t *p = (const odl_mm_args_t *)args;
   int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
+  int lda = p->lda ? p->lda : K, ldb = p->ldb ? p->ldb : K, ldc = p->ldc ? p->ldc : n;
   int i0, i1, j0, j1;
   mm_split(m, n, 1, MM_R, &i0, &i1, &j0, &j1);
   if (j0 >= j1) return;
   int i = i0;
-  for (; i + MM_R <= i1; i += MM_R) mm_nt_rows(p->a + i * K, p->b, p->c + i * n, n, K, j0, j1, MM_R, acc);
-  for (; i < i1; i++) mm_nt_rows(p->a + i * K, p->b, p->c + i * n, n, K, j0, j1, 1, acc);
+  for (; i + MM_R <= i1; i += MM_R)
+    mm_nt_rows(p->a + i * lda, lda, p->b, ldb, p->c + i * ldc, ldc, K, j0, j1, MM_R, acc);
+  for (; i < i1; i++) mm_nt_rows(p->a + i * lda, lda, p->b, ldb, p->c + i * ldc, ldc, K, j0, j1, 1, acc);
 }

@@ -182,5 +182,8 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
         raise OdlError(f"parameters not used through a supported layer: {', '.join(unused[:5])}")
     # keep PyTorch's parameter order
     params = {k: params[k] for k in declared if k in params}
-    return Graph(input=placeholders[0].name, input_shape=tuple(input_shape), output=output, nodes=nodes,
-                 params=params, shapes=shapes)
+    graph = Graph(input=placeholders[0].name, input_shape=tuple(input_shape), output=output, nodes=nodes,
+                  params=params, shapes=shapes)
+    from .ops.pad import fold
+    fold(graph)
+    return graph

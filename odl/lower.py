@@ -76,6 +76,7 @@ class TrainConfig:
     betas: tuple = (0.9, 0.999)
     eps: float = 1e-8
     seed: int = 0                 # dropout masks
+    im2col_bytes: int = 64 * 1024 # largest im2col scratch block (convolutions are chunked by output rows)
 
 
 @dataclass
@@ -126,6 +127,10 @@ class Lowering:
         self._groups = 0
 
     # ---- buffers -------------------------------------------------------------------------------
+    @property
+    def elem_bytes(self) -> int:
+        return 2 if self.precision == "fp16" else 4
+
     def new_buffer(self, name, nelem, **kw) -> Buffer:
         b = Buffer(name=name, nelem=int(nelem), **kw)
         self.buffers.append(b)

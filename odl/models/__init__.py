@@ -1,6 +1,10 @@
 """Built-in models: ordinary nn.Modules a user can also train in PyTorch."""
+from .dscnn import DSCNN
+from .resnet8 import ResNet8
 from .tiny import TinyCNN
 
 BUILTIN = {
+    "resnet8": ResNet8,
+    "dscnn": DSCNN,
     "tinycnn": TinyCNN,
 }

@@ -27,4 +27,4 @@ def supported() -> list[str]:
     return sorted(_OPS)
 
 
-from . import conv, linear, activation, shape, batchnorm, arith, pool, dropout  # noqa: E402,F401  (registration side effects)
+from . import conv, linear, activation, shape, batchnorm, arith, pool, dropout, pad  # noqa: E402,F401  (registration side effects)

@@ -43,7 +43,7 @@ class BatchNorm2d:
             base = node.module + "." if node.module else ""
             rm = L.state(base + "running_mean", c)
             rv = L.state(base + "running_var", c)
-        L.call("odl_bn_fwd", node.report_name, "forward", macs=2 * n * c * hw,
+        L.call("odl_bn_fwd", node.report_name, "forward",
                x=Ptr(L.value(node.inputs[0])), y=Ptr(y),
                gamma=Ptr(L.param(node, "weight")) if "weight" in node.params else None,
                beta=Ptr(L.param(node, "bias")) if "bias" in node.params else None,
@@ -61,7 +61,7 @@ class BatchNorm2d:
             return
         dx, acc = tgt if tgt else (None, 0)
         L.call("odl_bn_bwd", node.report_name, "input_grad" if dx is not None else "weight_grad",
-               macs=3 * n * c * hw, x=Ptr(L.value(node.inputs[0])), dy=Ptr(L.grad(node.name)),
+               x=Ptr(L.value(node.inputs[0])), dy=Ptr(L.grad(node.name)),
                dx=Ptr(dx) if dx is not None else None,
                gamma=Ptr(L.param(node, "weight")) if "weight" in node.params else None,
                mean=Ptr(mean), rstd=Ptr(rstd), dgamma=Ptr(dg) if dg else None, dbeta=Ptr(db) if db else None,

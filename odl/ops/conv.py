@@ -39,6 +39,9 @@ def convert_module(node_name, mod: nn.Conv2d, in_shapes, out_shape):
 
 
 class Conv2d:
+    """groups = 1. Pointwise (1x1, stride 1, no padding): the input is its own im2col matrix. Otherwise im2col
+    in chunks of whole output rows, so the im2col scratch stays under TrainConfig.im2col_bytes whatever the
+    layer size: each chunk is [K, rows*WO] and the matmuls address their slice of Y / dY with a row stride."""
     name = "conv2d"
 
     @staticmethod
@@ -52,22 +55,37 @@ class Conv2d:
 
     @staticmethod
     def pointwise(node) -> bool:
-        """1x1, stride 1, no padding: the input already is its im2col matrix ([C, H*W] per sample)."""
         a = node.attrs
         return (a["kh"], a["kw"], a["sh"], a["sw"], a["pt"], a["pl"]) == (1, 1, 1, 1, 0, 0)
+
+    @staticmethod
+    def chunks(node, L, k, geom):
+        """Output-row ranges [r0, r1) whose im2col block fits the scratch limit, and the geometry of each."""
+        ho, wo = geom["ho"], geom["wo"]
+        rows = max(1, min(ho, L.cfg.im2col_bytes // max(1, k * wo * L.elem_bytes)))
+        out = []
+        for r0 in range(0, ho, rows):
+            r1 = min(ho, r0 + rows)
+            out.append((r0, r1, dict(geom, ho=r1 - r0, pt=geom["pt"] - r0 * geom["sh"])))
+        return out, rows
 
     def forward(self, node, L):
         x, n, xs, cout, k, hw, geom = self.dims(node, L)
         y = L.output(node)
         w = L.param(node, "weight")
-        pw = self.pointwise(node)
-        col = None if pw else L.scratch(node.name + "_col", k * hw)
+        wo = geom["wo"]
         with L.per_sample(n):
-            if not pw:
-                L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs), col=Ptr(col), **geom)
-            L.call("odl_mm_nn", node.report_name, "forward", macs=cout * k * hw,
-                   a=Ptr(w), b=Ptr(L.value(x), xs) if pw else Ptr(col), c=Ptr(y, cout * hw), m=cout, n=hw, k=k,
-                   accumulate=0)
+            if self.pointwise(node):
+                L.call("odl_mm_nn", node.report_name, "forward", macs=cout * k * hw,
+                       a=Ptr(w), b=Ptr(L.value(x), xs), c=Ptr(y, cout * hw), m=cout, n=hw, k=k, accumulate=0)
+            else:
+                chunks, rows = self.chunks(node, L, k, geom)
+                col = L.scratch(node.name + "_col", k * rows * wo)
+                for r0, r1, g in chunks:
+                    L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs), col=Ptr(col), **g)
+                    L.call("odl_mm_nn", node.report_name, "forward", macs=cout * k * (r1 - r0) * wo,
+                           a=Ptr(w), b=Ptr(col), c=Ptr(y, cout * hw, r0 * wo), m=cout, n=(r1 - r0) * wo, k=k,
+                           accumulate=0, ldc=hw)
         if "bias" in node.params:
             L.call("odl_bias_add", node.report_name, "forward", y=Ptr(y), bias=Ptr(L.param(node, "bias")),
                    n=n, c=cout, hw=hw)
@@ -76,16 +94,19 @@ class Conv2d:
         x, n, xs, cout, k, hw, geom = self.dims(node, L)
         dy = L.grad(node.name)
         dw = L.param_grad(node, "weight")
+        wo = geom["wo"]
         pw = self.pointwise(node)
+        chunks, rows = ([(0, geom["ho"], geom)], geom["ho"]) if pw else self.chunks(node, L, k, geom)
         if dw is not None:
-            col = None if pw else L.scratch(node.name + "_col_wg", k * hw)
+            col = None if pw else L.scratch(node.name + "_col_wg", k * rows * wo)
             with L.per_sample(n):
-                if not pw:
-                    L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs), col=Ptr(col),
-                           **geom)
-                L.call("odl_mm_nt", node.report_name, "weight_grad", macs=cout * k * hw,
-                       a=Ptr(dy, cout * hw), b=Ptr(L.value(x), xs) if pw else Ptr(col), c=Ptr(dw), m=cout, n=k,
-                       k=hw, accumulate=CExpr("n > 0"))
+                for i, (r0, r1, g) in enumerate(chunks):
+                    if not pw:
+                        L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs), col=Ptr(col),
+                               **g)
+                    L.call("odl_mm_nt", node.report_name, "weight_grad", macs=cout * k * (r1 - r0) * wo,
+                           a=Ptr(dy, cout * hw, r0 * wo), b=Ptr(L.value(x), xs) if pw else Ptr(col), c=Ptr(dw),
+                           m=cout, n=k, k=(r1 - r0) * wo, accumulate=CExpr("n > 0") if i == 0 else 1, lda=hw)
         db = L.param_grad(node, "bias")
         if db is not None:
             L.call("odl_bias_grad", node.report_name, "weight_grad", dy=Ptr(dy), db=Ptr(db), n=n, c=cout, hw=hw,
@@ -93,14 +114,16 @@ class Conv2d:
         tgt = L.grad_target(x)
         if tgt is not None:
             dx, acc = tgt
-            dcol = None if pw else L.scratch(node.name + "_dcol", k * hw)
+            dcol = None if pw else L.scratch(node.name + "_dcol", k * rows * wo)
             with L.per_sample(n):
-                L.call("odl_mm_tn", node.report_name, "input_grad", macs=cout * k * hw,
-                       a=Ptr(L.param(node, "weight")), b=Ptr(dy, cout * hw),
-                       c=Ptr(dx, xs) if pw else Ptr(dcol), m=k, n=hw, k=cout, accumulate=acc if pw else 0)
-                if not pw:
-                    L.call("odl_col2im", node.report_name, "transform", col=Ptr(dcol), dx=Ptr(dx, xs),
-                           accumulate=acc, **geom)
+                for i, (r0, r1, g) in enumerate(chunks):
+                    L.call("odl_mm_tn", node.report_name, "input_grad", macs=cout * k * (r1 - r0) * wo,
+                           a=Ptr(L.param(node, "weight")), b=Ptr(dy, cout * hw, r0 * wo),
+                           c=Ptr(dx, xs) if pw else Ptr(dcol), m=k, n=(r1 - r0) * wo, k=cout,
+                           accumulate=acc if pw else 0, ldb=hw)
+                    if not pw:
+                        L.call("odl_col2im", node.report_name, "transform", col=Ptr(dcol), dx=Ptr(dx, xs),
+                               accumulate=acc if i == 0 else 1, **g)
 
 
 class DepthwiseConv2d:
