@@ -35,7 +35,8 @@ _F = ctypes.c_float
 
 
 class MmArgs(ctypes.Structure):
-    _fields_ = [("a", _P), ("b", _P), ("c", _P), ("m", _I), ("n", _I), ("k", _I), ("accumulate", _I)]
+    _fields_ = [("a", _P), ("b", _P), ("c", _P), ("m", _I), ("n", _I), ("k", _I), ("accumulate", _I),
+                ("lda", _I), ("ldb", _I), ("ldc", _I)]
 
 
 class Im2colArgs(ctypes.Structure):
@@ -75,6 +76,86 @@ class SgdArgs(ctypes.Structure):
 
 class FillArgs(ctypes.Structure):
     _fields_ = [("x", _P), ("len", _I), ("value", _F)]
+
+
+_U32 = ctypes.c_uint32
+
+
+class BnFwdArgs(ctypes.Structure):
+    _fields_ = [("x", _P), ("y", _P), ("gamma", _P), ("beta", _P), ("mean", _P), ("rstd", _P),
+                ("running_mean", _P), ("running_var", _P), ("n", _I), ("c", _I), ("hw", _I), ("eps", _F),
+                ("momentum", _F), ("training", _I)]
+
+
+class BnBwdArgs(ctypes.Structure):
+    _fields_ = [("x", _P), ("dy", _P), ("dx", _P), ("gamma", _P), ("mean", _P), ("rstd", _P), ("dgamma", _P),
+                ("dbeta", _P), ("n", _I), ("c", _I), ("hw", _I), ("training", _I), ("accumulate", _I)]
+
+
+class AddArgs(ctypes.Structure):
+    _fields_ = [("a", _P), ("b", _P), ("y", _P), ("len", _I)]
+
+
+class CopyArgs(ctypes.Structure):
+    _fields_ = [("src", _P), ("dst", _P), ("len", _I), ("accumulate", _I)]
+
+
+_POOL_GEOM = ("n", "c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo")
+
+
+class MaxpoolFwdArgs(ctypes.Structure):
+    _fields_ = [("x", _P), ("y", _P), ("argmax", _P)] + [(f, _I) for f in _POOL_GEOM]
+
+
+class MaxpoolBwdArgs(ctypes.Structure):
+    _fields_ = [("dy", _P), ("argmax", _P), ("dx", _P)] + [(f, _I) for f in
+                                                           ("n", "c", "h", "w", "ho", "wo", "accumulate")]
+
+
+class AvgpoolFwdArgs(ctypes.Structure):
+    _fields_ = [("x", _P), ("y", _P)] + [(f, _I) for f in _POOL_GEOM + ("count_include_pad",)]
+
+
+class AvgpoolBwdArgs(ctypes.Structure):
+    _fields_ = [("dy", _P), ("dx", _P)] + [(f, _I) for f in _POOL_GEOM + ("count_include_pad", "accumulate")]
+
+
+class DropoutFwdArgs(ctypes.Structure):
+    _fields_ = [("x", _P), ("y", _P), ("mask", _P), ("len", _I), ("seed", _U32), ("threshold", _U32),
+                ("scale", _F)]
+
+
+class DropoutBwdArgs(ctypes.Structure):
+    _fields_ = [("dy", _P), ("mask", _P), ("dx", _P), ("len", _I), ("scale", _F), ("accumulate", _I)]
+
+
+class MseArgs(ctypes.Structure):
+    _fields_ = [("pred", _P), ("target", _P), ("dpred", _P), ("loss_out", _P), ("len", _I)]
+
+
+class SgdMomentumArgs(ctypes.Structure):
+    _fields_ = [("w", _P), ("g", _P), ("buf", _P), ("len", _I), ("lr", _F), ("momentum", _F), ("wd", _F),
+                ("first", _I)]
+
+
+class AdamArgs(ctypes.Structure):
+    _fields_ = [("w", _P), ("g", _P), ("m", _P), ("v", _P), ("len", _I)] + [
+        (f, _F) for f in ("lr", "b1", "b2", "eps", "wd", "bc1", "bc2")]
+
+
+_DW_GEOM = ("c", "h", "w_", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo")
+
+
+class DwconvFwdArgs(ctypes.Structure):
+    _fields_ = [("x", _P), ("w", _P), ("y", _P)] + [(f, _I) for f in _DW_GEOM]
+
+
+class DwconvWgradArgs(ctypes.Structure):
+    _fields_ = [("x", _P), ("dy", _P), ("dw", _P)] + [(f, _I) for f in _DW_GEOM + ("accumulate",)]
+
+
+class DwconvIgradArgs(ctypes.Structure):
+    _fields_ = [("dy", _P), ("w", _P), ("dx", _P)] + [(f, _I) for f in _DW_GEOM + ("accumulate",)]
 
 
 def _compiler() -> list[str]:
@@ -132,7 +213,9 @@ class Kernels:
         self.lib = ctypes.CDLL(str(self.path))
         self.lib.odl_host_set_cores.argtypes = [_I]
         self.lib.odl_parallel.argtypes = [_P, _P]
-        for fn in ("odl_expf", "odl_logf"):
+        self.lib.odl_dropout_hash.argtypes = [_U32, _U32]
+        self.lib.odl_dropout_hash.restype = _U32
+        for fn in ("odl_expf", "odl_logf", "odl_sqrtf"):
             getattr(self.lib, fn).argtypes = [_F]
             getattr(self.lib, fn).restype = _F
 
@@ -281,6 +364,217 @@ class Kernels:
 
     def logf(self, x: float) -> float:
         return self.lib.odl_logf(float(x))
+
+    # -- ops for ResNet8 / DS-CNN --
+    @staticmethod
+    def _opt(a):
+        """pointer of an optional array (None -> NULL)"""
+        return None if a is None else a.ctypes.data
+
+    def _f32(self, a, shape):
+        return np.ascontiguousarray(np.asarray(a, dtype=np.float32).reshape(shape)).copy()
+
+    def bn_fwd(self, x, gamma=None, beta=None, running_mean=None, running_var=None, training=True, eps=1e-5,
+               momentum=0.1, cores=1):
+        """x [N,C,...]. Returns (y, mean, rstd, running_mean', running_var') (FP32 stats; running_* are updated
+        copies, None when not given)."""
+        x = self._arr(x)
+        n, c = x.shape[0], x.shape[1]
+        hw = int(np.prod(x.shape[2:], dtype=np.int64)) if x.ndim > 2 else 1
+        g = None if gamma is None else self._arr(gamma, (c,))
+        b = None if beta is None else self._arr(beta, (c,))
+        rm = None if running_mean is None else self._f32(running_mean, (c,))
+        rv = None if running_var is None else self._f32(running_var, (c,))
+        y = np.empty_like(x)
+        mean = np.zeros(c, np.float32)
+        rstd = np.zeros(c, np.float32)
+        self.run("bn_fwd", BnFwdArgs(self._ptr(x), self._ptr(y), self._opt(g), self._opt(b), self._ptr(mean),
+                                     self._ptr(rstd), self._opt(rm), self._opt(rv), n, c, hw, float(eps),
+                                     float(momentum), int(training)), cores)
+        return y, mean, rstd, rm, rv
+
+    def bn_bwd(self, x, dy, mean, rstd, gamma=None, training=True, want_dx=True, want_dgamma=True,
+               want_dbeta=True, out=None, accumulate=False, cores=1):
+        """Returns (dx, dgamma, dbeta) (None where not wanted)."""
+        x, dy = self._arr(x), self._arr(dy)
+        n, c = x.shape[0], x.shape[1]
+        hw = int(np.prod(x.shape[2:], dtype=np.int64)) if x.ndim > 2 else 1
+        g = None if gamma is None else self._arr(gamma, (c,))
+        mean, rstd = self._f32(mean, (c,)), self._f32(rstd, (c,))
+        dx = self._out(out, x.shape, accumulate) if want_dx else None
+        dg = np.full(c, np.nan, self.dtype) if want_dgamma else None
+        db = np.full(c, np.nan, self.dtype) if want_dbeta else None
+        self.run("bn_bwd", BnBwdArgs(self._ptr(x), self._ptr(dy), self._opt(dx), self._opt(g), self._ptr(mean),
+                                     self._ptr(rstd), self._opt(dg), self._opt(db), n, c, hw, int(training),
+                                     int(accumulate)), cores)
+        return dx, dg, db
+
+    def relu6_fwd(self, x, cores=1):
+        x = self._arr(x)
+        y = np.empty_like(x)
+        self.run("relu6_fwd", ReluArgs(self._ptr(x), self._ptr(y), x.size), cores)
+        return y
+
+    def relu6_bwd(self, y, dy, out=None, accumulate=False, cores=1):
+        y, dy = self._arr(y), self._arr(dy)
+        dx = self._out(out, y.shape, accumulate)
+        self.run("relu6_bwd", ReluBwdArgs(self._ptr(y), self._ptr(dy), self._ptr(dx), y.size, int(accumulate)),
+                 cores)
+        return dx
+
+    def add(self, a, b, cores=1):
+        a = self._arr(a)
+        b = self._arr(b, a.shape)
+        y = np.empty_like(a)
+        self.run("add", AddArgs(self._ptr(a), self._ptr(b), self._ptr(y), a.size), cores)
+        return y
+
+    def copy(self, src, out=None, accumulate=False, cores=1):
+        src = self._arr(src)
+        dst = self._out(out, src.shape, accumulate)
+        self.run("copy", CopyArgs(self._ptr(src), self._ptr(dst), src.size, int(accumulate)), cores)
+        return dst
+
+    @staticmethod
+    def _pool_geom(x, kernel, stride, padding):
+        n, c, h, w = x.shape
+        kh, kw = kernel
+        sh, sw = stride
+        pad = tuple(padding) if len(padding) == 4 else (padding[0], padding[1], padding[0], padding[1])
+        ho, wo = Kernels.conv_out_size(h, w, kh, kw, stride, pad)
+        return (n, c, h, w, kh, kw, sh, sw, pad[0], pad[1], ho, wo)
+
+    def maxpool_fwd(self, x, kernel, stride, padding=(0, 0), cores=1):
+        """x [N,C,H,W] -> (y [N,C,HO,WO], argmax int32 [N,C,HO,WO] as ih*W+iw)."""
+        x = self._arr(x)
+        geom = self._pool_geom(x, kernel, stride, padding)
+        shape = geom[:2] + geom[-2:]
+        y = np.empty(shape, self.dtype)
+        am = np.empty(shape, np.int32)
+        self.run("maxpool_fwd", MaxpoolFwdArgs(self._ptr(x), self._ptr(y), self._ptr(am), *geom), cores)
+        return y, am
+
+    def maxpool_bwd(self, dy, argmax, shape, out=None, accumulate=False, cores=1):
+        """dx [shape = N,C,H,W] (+)= scatter of dy [N,C,HO,WO] to argmax."""
+        dy = self._arr(dy)
+        am = np.ascontiguousarray(np.asarray(argmax, dtype=np.int32).reshape(dy.shape))
+        n, c, h, w = shape
+        dx = self._out(out, tuple(shape), accumulate)
+        self.run("maxpool_bwd", MaxpoolBwdArgs(self._ptr(dy), self._ptr(am), self._ptr(dx), n, c, h, w,
+                                               dy.shape[2], dy.shape[3], int(accumulate)), cores)
+        return dx
+
+    def avgpool_fwd(self, x, kernel, stride, padding=(0, 0), count_include_pad=True, cores=1):
+        x = self._arr(x)
+        geom = self._pool_geom(x, kernel, stride, padding)
+        y = np.empty(geom[:2] + geom[-2:], self.dtype)
+        self.run("avgpool_fwd", AvgpoolFwdArgs(self._ptr(x), self._ptr(y), *geom, int(count_include_pad)), cores)
+        return y
+
+    def avgpool_bwd(self, dy, shape, kernel, stride, padding=(0, 0), count_include_pad=True, out=None,
+                    accumulate=False, cores=1):
+        geom = self._pool_geom(np.empty(shape, np.int8), kernel, stride, padding)
+        dy = self._arr(dy, geom[:2] + geom[-2:])
+        dx = self._out(out, tuple(shape), accumulate)
+        self.run("avgpool_bwd", AvgpoolBwdArgs(self._ptr(dy), self._ptr(dx), *geom, int(count_include_pad),
+                                               int(accumulate)), cores)
+        return dx
+
+    @staticmethod
+    def dropout_threshold(p: float) -> int:
+        return int(p * 4294967296.0) & 0xFFFFFFFF
+
+    def dropout_fwd(self, x, p, seed, cores=1):
+        """Returns (y, mask uint8)."""
+        x = self._arr(x)
+        y = np.empty_like(x)
+        mask = np.empty(x.shape, np.uint8)
+        self.run("dropout_fwd", DropoutFwdArgs(self._ptr(x), self._ptr(y), self._ptr(mask), x.size,
+                                               int(seed) & 0xFFFFFFFF, self.dropout_threshold(p),
+                                               1.0 / (1.0 - p)), cores)
+        return y, mask
+
+    def dropout_bwd(self, dy, mask, p, out=None, accumulate=False, cores=1):
+        dy = self._arr(dy)
+        mask = np.ascontiguousarray(np.asarray(mask, dtype=np.uint8).reshape(dy.shape))
+        dx = self._out(out, dy.shape, accumulate)
+        self.run("dropout_bwd", DropoutBwdArgs(self._ptr(dy), self._ptr(mask), self._ptr(dx), dy.size,
+                                               1.0 / (1.0 - p), int(accumulate)), cores)
+        return dx
+
+    def dropout_hash(self, seed: int, i: int) -> int:
+        return int(self.lib.odl_dropout_hash(seed & 0xFFFFFFFF, i & 0xFFFFFFFF))
+
+    def mse(self, pred, target, cores=1):
+        """Returns (loss: float, dpred)."""
+        a = self._arr(pred)
+        b = self._arr(target, a.shape)
+        d = np.empty_like(a)
+        loss = np.zeros(1, np.float32)
+        self.run("mse", MseArgs(self._ptr(a), self._ptr(b), self._ptr(d), self._ptr(loss), a.size), cores)
+        return float(loss[0]), d
+
+    def sgd_momentum(self, w, g, buf, lr, momentum=0.0, wd=0.0, first=False, cores=1):
+        """Returns (w', buf') (copies; buf may be None when momentum == 0)."""
+        w = self._arr(w).copy()
+        g = self._arr(g, w.shape)
+        buf = None if buf is None else self._f32(buf, w.shape)
+        self.run("sgd_momentum", SgdMomentumArgs(self._ptr(w), self._ptr(g), self._opt(buf), w.size, float(lr),
+                                                 float(momentum), float(wd), int(first)), cores)
+        return w, buf
+
+    def adam(self, w, g, m, v, lr, b1, b2, eps, wd, step, cores=1):
+        """One Adam step number `step` (1-based). Returns (w', m', v') (copies)."""
+        w = self._arr(w).copy()
+        g = self._arr(g, w.shape)
+        m, v = self._f32(m, w.shape), self._f32(v, w.shape)
+        self.run("adam", AdamArgs(self._ptr(w), self._ptr(g), self._ptr(m), self._ptr(v), w.size, float(lr),
+                                  float(b1), float(b2), float(eps), float(wd), 1.0 - b1 ** step,
+                                  1.0 - b2 ** step), cores)
+        return w, m, v
+
+    def sqrtf(self, x: float) -> float:
+        return self.lib.odl_sqrtf(float(x))
+
+    def _dw_geom(self, shape, kernel, stride, padding):
+        c, h, w = shape
+        kh, kw = kernel
+        pad = tuple(padding) if len(padding) == 4 else (padding[0], padding[1], padding[0], padding[1])
+        ho, wo = self.conv_out_size(h, w, kh, kw, stride, pad)
+        return (c, h, w, kh, kw, stride[0], stride[1], pad[0], pad[1], ho, wo)
+
+    def dwconv_fwd(self, x, w, stride=(1, 1), padding=(0, 0), cores=1):
+        """Depthwise conv, one sample: x [C,H,W], w [C,KH,KW] (or [C,1,KH,KW]) -> y [C,HO,WO]."""
+        x = self._arr(x)
+        c = x.shape[0]
+        w = self._arr(w)
+        w = w.reshape(c, w.shape[-2], w.shape[-1])
+        geom = self._dw_geom(x.shape, w.shape[1:], stride, padding)
+        y = np.empty((c, geom[-2], geom[-1]), self.dtype)
+        self.run("dwconv_fwd", DwconvFwdArgs(self._ptr(x), self._ptr(w), self._ptr(y), *geom), cores)
+        return y
+
+    def dwconv_wgrad(self, x, dy, kernel, stride=(1, 1), padding=(0, 0), out=None, accumulate=False, cores=1):
+        """dw [C,KH,KW] (+)= weight gradient from x [C,H,W] and dy [C,HO,WO]."""
+        x = self._arr(x)
+        geom = self._dw_geom(x.shape, kernel, stride, padding)
+        dy = self._arr(dy, (x.shape[0], geom[-2], geom[-1]))
+        dw = self._out(out, (x.shape[0],) + tuple(kernel), accumulate)
+        self.run("dwconv_wgrad", DwconvWgradArgs(self._ptr(x), self._ptr(dy), self._ptr(dw), *geom,
+                                                 int(accumulate)), cores)
+        return dw
+
+    def dwconv_igrad(self, dy, w, shape, stride=(1, 1), padding=(0, 0), out=None, accumulate=False, cores=1):
+        """dx [shape = C,H,W] (+)= input gradient from dy [C,HO,WO] and w [C,KH,KW]."""
+        c = shape[0]
+        w = self._arr(w)
+        w = w.reshape(c, w.shape[-2], w.shape[-1])
+        geom = self._dw_geom(shape, w.shape[1:], stride, padding)
+        dy = self._arr(dy, (c, geom[-2], geom[-1]))
+        dx = self._out(out, tuple(shape), accumulate)
+        self.run("dwconv_igrad", DwconvIgradArgs(self._ptr(dy), self._ptr(w), self._ptr(dx), *geom,
+                                                 int(accumulate)), cores)
+        return dx
 
 
 _LOADED: dict[str, Kernels] = {}

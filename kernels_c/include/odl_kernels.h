@@ -11,7 +11,9 @@
  * nn: C[M,N] (+)= A[M,K]   . B[K,N]      (conv forward W.col, linear input grad dY.W)
  * nt: C[M,N] (+)= A[M,K]   . B[N,K]^T    (conv weight grad dY.col^T, linear forward X.W^T)
  * tn: C[M,N] (+)= A[K,M]^T . B[K,N]      (conv input grad W^T.dY, linear weight grad dY^T.X) */
-typedef struct { const odl_t *a, *b; odl_t *c; int m, n, k; int accumulate; } odl_mm_args_t;
+typedef struct { const odl_t *a, *b; odl_t *c; int m, n, k; int accumulate;
+                 int lda, ldb, ldc; /* row strides in elements of A, B, C as stored; 0 = dense (K or M, N or K, N) */
+} odl_mm_args_t;
 void odl_mm_nn(void *args);
 void odl_mm_nt(void *args);
 void odl_mm_tn(void *args);
@@ -55,4 +57,85 @@ void odl_fill(void *args);
 /* FP32 math without libc (exp, log), used by softmax and friends. */
 float odl_expf(float x);
 float odl_logf(float x);
+
+/* ==== ops for ResNet8 / DS-CNN and friends (x is [N, C, HW] unless said otherwise) ==== */
+
+/* ---- BatchNorm2d. Statistics over N*HW per channel, FP32 accumulation.
+ * training=1: mean/var of the batch (biased var for normalisation), writes mean[c] and rstd[c] = 1/sqrt(var+eps),
+ *   and if running_mean/var are non-NULL updates them: r = (1-momentum)*r + momentum*stat, with the UNBIASED
+ *   variance (var * M/(M-1), M = N*HW; M == 1 -> use the biased one) for running_var, as PyTorch does.
+ * training=0: mean = running_mean, rstd = 1/sqrt(running_var + eps) (also written to mean/rstd for the backward).
+ * y = gamma[c] * (x - mean[c]) * rstd[c] + beta[c]; gamma/beta may be NULL (1 and 0). y may alias x? no. */
+typedef struct { const odl_t *x; odl_t *y; const odl_t *gamma, *beta; float *mean, *rstd;
+                 float *running_mean, *running_var; int n, c, hw; float eps, momentum; int training; } odl_bn_fwd_args_t;
+void odl_bn_fwd(void *args);
+/* xhat = (x - mean) * rstd. dbeta (+)= sum dy; dgamma (+)= sum dy*xhat (each may be NULL: frozen);
+ * dx (may be NULL) (+)= training ? gamma*rstd/M * (M*dy - sum(dy) - xhat*sum(dy*xhat)) : gamma*rstd*dy.
+ * The sums are always computed in FP32 internally (needed for dx even when dgamma/dbeta are NULL).
+ * accumulate applies to dx only; dgamma/dbeta are overwritten. */
+typedef struct { const odl_t *x; const odl_t *dy; odl_t *dx; const odl_t *gamma; const float *mean, *rstd;
+                 odl_t *dgamma, *dbeta; int n, c, hw; int training; int accumulate; } odl_bn_bwd_args_t;
+void odl_bn_bwd(void *args);
+
+/* ---- ReLU6: y = min(max(x, 0), 6); dx (+)= dy * (0 < y < 6). Same argument structs as ReLU. */
+void odl_relu6_fwd(void *args);
+void odl_relu6_bwd(void *args);
+
+/* ---- elementwise add y = a + b (y may alias a or b), and copy/accumulate dst (+)= src ---- */
+typedef struct { const odl_t *a, *b; odl_t *y; int len; } odl_add_args_t;
+void odl_add(void *args);
+typedef struct { const odl_t *src; odl_t *dst; int len; int accumulate; } odl_copy_args_t;
+void odl_copy(void *args);
+
+/* ---- pooling over one batch: x [N, C, H, W] -> y [N, C, HO, WO]; window KH x KW, stride SH/SW, zero-size
+ * padding PT/PL on top/left (bottom/right implied by HO/WO), ceil_mode off.
+ * max: padding never wins (acts as -inf); argmax[n,c,oh,ow] = index ih*W+iw of the first maximum (int32).
+ * avg: count_include_pad=1 divides by KH*KW, 0 divides by the number of in-image pixels of the window.
+ * Global average pooling = avg with KH=H, KW=W, stride 1, no padding. */
+typedef struct { const odl_t *x; odl_t *y; int32_t *argmax; int n, c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; } odl_maxpool_fwd_args_t;
+void odl_maxpool_fwd(void *args);
+typedef struct { const odl_t *dy; const int32_t *argmax; odl_t *dx; int n, c, h, w, ho, wo; int accumulate; } odl_maxpool_bwd_args_t;
+void odl_maxpool_bwd(void *args);   /* dx (+)= scatter of dy to the argmax positions (split over n*c planes) */
+typedef struct { const odl_t *x; odl_t *y; int n, c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; int count_include_pad; } odl_avgpool_fwd_args_t;
+void odl_avgpool_fwd(void *args);
+typedef struct { const odl_t *dy; odl_t *dx; int n, c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; int count_include_pad; int accumulate; } odl_avgpool_bwd_args_t;
+void odl_avgpool_bwd(void *args);
+
+/* ---- dropout (training): keep element i iff odl_dropout_hash(seed, i) >= threshold, where
+ * threshold = (uint32_t)(p * 4294967296.0) (p in [0, 1)); kept elements are scaled by scale = 1/(1-p).
+ * mask[i] = 1 or 0 (uint8). The hash is a pure function so the host can reproduce the mask:
+ *   odl_dropout_hash(seed, i): h = seed ^ (i * 0x9E3779B9u); h ^= h >> 16; h *= 0x85EBCA6Bu; h ^= h >> 13;
+ *   h *= 0xC2B2AE35u; h ^= h >> 16; return h;   (all uint32 arithmetic) */
+typedef struct { const odl_t *x; odl_t *y; uint8_t *mask; int len; uint32_t seed; uint32_t threshold; float scale; } odl_dropout_fwd_args_t;
+void odl_dropout_fwd(void *args);
+typedef struct { const odl_t *dy; const uint8_t *mask; odl_t *dx; int len; float scale; int accumulate; } odl_dropout_bwd_args_t;
+void odl_dropout_bwd(void *args);   /* dx (+)= dy * mask * scale */
+uint32_t odl_dropout_hash(uint32_t seed, uint32_t i);
+
+/* ---- MSE loss, mean over all len elements: loss = mean((pred-target)^2) (FP32), dpred = 2*(pred-target)/len ---- */
+typedef struct { const odl_t *pred; const odl_t *target; odl_t *dpred; float *loss_out; int len; } odl_mse_args_t;
+void odl_mse(void *args);
+
+/* ---- optimizers (state in FP32) ----
+ * SGD as torch.optim.SGD (dampening 0, not nesterov): g' = g + wd*w; buf = first ? g' : momentum*buf + g';
+ * w -= lr * (momentum != 0 ? buf : g'). buf may be NULL when momentum == 0. */
+typedef struct { odl_t *w; const odl_t *g; float *buf; int len; float lr, momentum, wd; int first; } odl_sgd_momentum_args_t;
+void odl_sgd_momentum(void *args);
+/* Adam as torch.optim.Adam (L2 weight decay added to the gradient, not AdamW):
+ * g' = g + wd*w; m = b1*m + (1-b1)*g'; v = b2*v + (1-b2)*g'^2;
+ * w -= lr * (m / bc1) / (sqrt(v / bc2) + eps), with bc1 = 1 - b1^t, bc2 = 1 - b2^t given by the caller. */
+typedef struct { odl_t *w; const odl_t *g; float *m, *v; int len; float lr, b1, b2, eps, wd, bc1, bc2; } odl_adam_args_t;
+void odl_adam(void *args);
+float odl_sqrtf(float x);
+
+/* ---- depthwise Conv2d (groups = C, one filter per channel), one sample: x [C,H,W], w [C,KH,KW], y [C,HO,WO].
+ * Direct kernels (no im2col), work split over (channel, output row) so C < cores still balances. */
+typedef struct { const odl_t *x; const odl_t *w; odl_t *y; int c, h, w_, kh, kw, sh, sw, pt, pl, ho, wo; } odl_dwconv_fwd_args_t;
+void odl_dwconv_fwd(void *args);
+/* dw[c] (+)= sum over positions of dy * x-window (FP32 partial sums); split over channels. */
+typedef struct { const odl_t *x; const odl_t *dy; odl_t *dw; int c, h, w_, kh, kw, sh, sw, pt, pl, ho, wo; int accumulate; } odl_dwconv_wgrad_args_t;
+void odl_dwconv_wgrad(void *args);
+/* dx (+)= transposed depthwise conv of dy with w; split over (channel, input row). */
+typedef struct { const odl_t *dy; const odl_t *w; odl_t *dx; int c, h, w_, kh, kw, sh, sw, pt, pl, ho, wo; int accumulate; } odl_dwconv_igrad_args_t;
+void odl_dwconv_igrad(void *args);
 #endif
