@@ -1,5 +1,5 @@
-/* Elementwise kernels: bias add / grad, ReLU forward / backward, SGD, fill. One source for both precisions:
- * loops step ODL_LANES (SIMD in FP16, scalar in FP32) and finish leftovers with scalar code.
+/* Elementwise kernels: bias add / grad, ReLU and ReLU6 forward / backward, add, copy, dropout, SGD, fill.
+ * One source for both precisions: loops step ODL_LANES (SIMD in FP16, scalar in FP32), scalar leftovers.
  * Each core takes a balanced contiguous share (odl_split) of the independent work. */
 #include "odl_kernels.h"
 #include "odl_simd.h"
@@ -94,4 +94,109 @@ void odl_fill(void *args) {
   int i = lo;
   for (; i + ODL_LANES <= hi; i += ODL_LANES) odl_vstore(x + i, vv);
   for (; i < hi; i++) x[i] = v;
+}
+
+/* ---- ReLU6 ---- */
+void odl_relu6_fwd(void *args) {
+  const odl_relu_args_t *p = (const odl_relu_args_t *)args;
+  int lo, hi;
+  odl_split(p->len, &lo, &hi);
+  const odl_t *x = p->x;
+  odl_t *y = p->y;
+  odl_t six = (odl_t)6.0f;
+  odl_vec_t v6 = odl_vsplat(six);
+  int i = lo;
+  for (; i + ODL_LANES <= hi; i += ODL_LANES)
+    odl_vstore(y + i, __builtin_elementwise_min(odl_vmax0(odl_vload(x + i)), v6));
+  for (; i < hi; i++) y[i] = x[i] > (odl_t)0 ? (x[i] < six ? x[i] : six) : (odl_t)0;
+}
+
+/* dx (+)= dy * (0 < y < 6): the product of two 0/1 masks, pos(y) and pos(6 - y) */
+void odl_relu6_bwd(void *args) {
+  const odl_relu_bwd_args_t *p = (const odl_relu_bwd_args_t *)args;
+  int lo, hi;
+  odl_split(p->len, &lo, &hi);
+  const odl_t *y = p->y, *dy = p->dy;
+  odl_t *dx = p->dx;
+  odl_t six = (odl_t)6.0f;
+  odl_vec_t v6 = odl_vsplat(six);
+  int i = lo;
+  if (p->accumulate) {
+    for (; i + ODL_LANES <= hi; i += ODL_LANES) {
+      odl_vec_t yv = odl_vload(y + i);
+      odl_vstore(dx + i, odl_vload(dx + i) + odl_vand(odl_vand(odl_vload(dy + i), odl_vpos(yv)), odl_vpos(v6 - yv)));
+    }
+  } else {
+    for (; i + ODL_LANES <= hi; i += ODL_LANES) {
+      odl_vec_t yv = odl_vload(y + i);
+      odl_vstore(dx + i, odl_vand(odl_vand(odl_vload(dy + i), odl_vpos(yv)), odl_vpos(v6 - yv)));
+    }
+  }
+  for (; i < hi; i++) {
+    odl_t g = (y[i] > (odl_t)0 && y[i] < six) ? dy[i] : (odl_t)0;
+    dx[i] = p->accumulate ? dx[i] + g : g;
+  }
+}
+
+/* ---- add, copy ---- */
+void odl_add(void *args) {
+  const odl_add_args_t *p = (const odl_add_args_t *)args;
+  int lo, hi;
+  odl_split(p->len, &lo, &hi);
+  const odl_t *a = p->a, *b = p->b;
+  odl_t *y = p->y;
+  int i = lo;
+  for (; i + ODL_LANES <= hi; i += ODL_LANES) odl_vstore(y + i, odl_vload(a + i) + odl_vload(b + i));
+  for (; i < hi; i++) y[i] = a[i] + b[i];
+}
+
+void odl_copy(void *args) {
+  const odl_copy_args_t *p = (const odl_copy_args_t *)args;
+  int lo, hi;
+  odl_split(p->len, &lo, &hi);
+  const odl_t *s = p->src;
+  odl_t *d = p->dst;
+  int i = lo;
+  if (p->accumulate) {
+    for (; i + ODL_LANES <= hi; i += ODL_LANES) odl_vstore(d + i, odl_vload(d + i) + odl_vload(s + i));
+    for (; i < hi; i++) d[i] += s[i];
+  } else {
+    for (; i + ODL_LANES <= hi; i += ODL_LANES) odl_vstore(d + i, odl_vload(s + i));
+    for (; i < hi; i++) d[i] = s[i];
+  }
+}
+
+/* ---- dropout: the mask is a pure function of (seed, index), so the split cannot change it ---- */
+uint32_t odl_dropout_hash(uint32_t seed, uint32_t i) {
+  uint32_t h = seed ^ (i * 0x9E3779B9u);
+  h ^= h >> 16;
+  h *= 0x85EBCA6Bu;
+  h ^= h >> 13;
+  h *= 0xC2B2AE35u;
+  h ^= h >> 16;
+  return h;
+}
+
+/* kept values are scaled in FP32 and rounded once (scale = 1/(1-p) is not exact in FP16) */
+void odl_dropout_fwd(void *args) {
+  const odl_dropout_fwd_args_t *p = (const odl_dropout_fwd_args_t *)args;
+  int lo, hi;
+  odl_split(p->len, &lo, &hi);
+  for (int i = lo; i < hi; i++) {
+    int keep = odl_dropout_hash(p->seed, (uint32_t)i) >= p->threshold;
+    p->mask[i] = (uint8_t)keep;
+    p->y[i] = keep ? (odl_t)((float)p->x[i] * p->scale) : (odl_t)0;
+  }
+}
+
+void odl_dropout_bwd(void *args) {
+  const odl_dropout_bwd_args_t *p = (const odl_dropout_bwd_args_t *)args;
+  int lo, hi;
+  odl_split(p->len, &lo, &hi);
+  const odl_t *dy = p->dy;
+  odl_t *dx = p->dx;
+  for (int i = lo; i < hi; i++) {
+    odl_t g = p->mask[i] ? (odl_t)((float)dy[i] * p->scale) : (odl_t)0;
+    dx[i] = p->accumulate ? dx[i] + g : g;
+  }
 }

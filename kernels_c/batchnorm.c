@@ -1,0 +1,181 @@
+/* BatchNorm2d forward / backward, x is [N, C, HW], statistics per channel over M = N*HW elements.
+ *
+ * Training: a core owns whole channels (odl_split over C): it reduces the channel's N planes and then writes
+ * them, so no partial sums cross cores and no barrier is needed. Reductions accumulate in FP32: in FP16 every
+ * vector add / multiply-add widens into FP32 lanes (vfwadd.wv / vfwmacc.vv, no extra instruction).
+ * The variance is two-pass: mean first, then sum((x - mh)^2) with mh = mean rounded to odl_t (exact FP16
+ * differences near the mean), corrected by (mean - mh)^2. The backward sums use the same centring.
+ * Eval: normalisation is elementwise, split over the N*C planes (balanced when C < cores); only the dgamma /
+ * dbeta sums of the backward go by channel. */
+#include "odl_kernels.h"
+#include "odl_simd.h"
+
+/* sum over the channel's N planes of x (FP32) */
+ODL_INLINE float chan_sum(const odl_t *x, int n, int c, int hw) {
+  odl_wvec_t acc = odl_wzero();
+  float tail = 0.0f;
+  for (int s = 0; s < n; s++) {
+    const odl_t *p = x + (size_t)s * c * hw;
+    int i = 0;
+    for (; i + ODL_LANES <= hw; i += ODL_LANES) acc = odl_wadd(acc, odl_vload(p + i));
+    for (; i < hw; i++) tail += (float)p[i];
+  }
+  return odl_whsum(acc) + tail;
+}
+
+/* sum of (x - mh)^2 */
+ODL_INLINE float chan_sq(const odl_t *x, odl_t mh, int n, int c, int hw) {
+  odl_wvec_t acc = odl_wzero();
+  odl_vec_t mv = odl_vsplat(mh);
+  float tail = 0.0f;
+  for (int s = 0; s < n; s++) {
+    const odl_t *p = x + (size_t)s * c * hw;
+    int i = 0;
+    for (; i + ODL_LANES <= hw; i += ODL_LANES) {
+      odl_vec_t t = odl_vload(p + i) - mv;
+      acc = odl_wfma(acc, t, t);
+    }
+    for (; i < hw; i++) {
+      float t = (float)(odl_t)(p[i] - mh);
+      tail += t * t;
+    }
+  }
+  return odl_whsum(acc) + tail;
+}
+
+/* y = x * a + b over the channel's N planes (or one plane with n = 1) */
+ODL_INLINE void chan_affine(const odl_t *x, odl_t *y, float a, float b, int n, int c, int hw) {
+  odl_t ah = (odl_t)a, bh = (odl_t)b;
+  odl_vec_t av = odl_vsplat(ah), bv = odl_vsplat(bh);
+  for (int s = 0; s < n; s++) {
+    const odl_t *p = x + (size_t)s * c * hw;
+    odl_t *q = y + (size_t)s * c * hw;
+    int i = 0;
+    for (; i + ODL_LANES <= hw; i += ODL_LANES) odl_vstore(q + i, odl_vfma(bv, odl_vload(p + i), av));
+    for (; i < hw; i++) q[i] = p[i] * ah + bh;
+  }
+}
+
+void odl_bn_fwd(void *args) {
+  const odl_bn_fwd_args_t *p = (const odl_bn_fwd_args_t *)args;
+  int n = p->n, c = p->c, hw = p->hw, lo, hi;
+  if (!p->training) {
+    odl_split(c, &lo, &hi);
+    for (int ch = lo; ch < hi; ch++) {
+      p->mean[ch] = p->running_mean[ch];
+      p->rstd[ch] = 1.0f / __builtin_elementwise_sqrt(p->running_var[ch] + p->eps);
+    }
+    odl_split(n * c, &lo, &hi);
+    for (int u = lo; u < hi; u++) {
+      int ch = u % c;
+      float rstd = 1.0f / __builtin_elementwise_sqrt(p->running_var[ch] + p->eps);
+      float g = p->gamma ? (float)p->gamma[ch] : 1.0f, be = p->beta ? (float)p->beta[ch] : 0.0f;
+      float a = g * rstd;
+      chan_affine(p->x + (size_t)u * hw, p->y + (size_t)u * hw, a, be - p->running_mean[ch] * a, 1, c, hw);
+    }
+    return;
+  }
+  float m = (float)n * (float)hw, inv_m = 1.0f / m;
+  odl_split(c, &lo, &hi);
+  for (int ch = lo; ch < hi; ch++) {
+    const odl_t *x = p->x + (size_t)ch * hw;
+    float mean = chan_sum(x, n, c, hw) * inv_m;
+    odl_t mh = (odl_t)mean;
+    float d = mean - (float)mh;
+    float var = chan_sq(x, mh, n, c, hw) * inv_m - d * d;
+    if (var < 0.0f) var = 0.0f;
+    float rstd = 1.0f / __builtin_elementwise_sqrt(var + p->eps);
+    p->mean[ch] = mean;
+    p->rstd[ch] = rstd;
+    if (p->running_mean) p->running_mean[ch] = (1.0f - p->momentum) * p->running_mean[ch] + p->momentum * mean;
+    if (p->running_var) {
+      float uv = m > 1.0f ? var * m / (m - 1.0f) : var;
+      p->running_var[ch] = (1.0f - p->momentum) * p->running_var[ch] + p->momentum * uv;
+    }
+    float g = p->gamma ? (float)p->gamma[ch] : 1.0f, be = p->beta ? (float)p->beta[ch] : 0.0f;
+    float a = g * rstd;
+    chan_affine(x, p->y + (size_t)ch * hw, a, be - mean * a, n, c, hw);
+  }
+}
+
+/* sdy = sum dy, sdt = sum dy * (x - mh), over the channel */
+ODL_INLINE void chan_bwd_sums(const odl_t *x, const odl_t *dy, odl_t mh, int n, int c, int hw, float *sdy,
+                              float *sdt) {
+  odl_wvec_t a1 = odl_wzero(), a2 = odl_wzero();
+  odl_vec_t mv = odl_vsplat(mh);
+  float t1 = 0.0f, t2 = 0.0f;
+  for (int s = 0; s < n; s++) {
+    const odl_t *px = x + (size_t)s * c * hw, *pd = dy + (size_t)s * c * hw;
+    int i = 0;
+    for (; i + ODL_LANES <= hw; i += ODL_LANES) {
+      odl_vec_t g = odl_vload(pd + i);
+      a1 = odl_wadd(a1, g);
+      a2 = odl_wfma(a2, g, odl_vload(px + i) - mv);
+    }
+    for (; i < hw; i++) {
+      t1 += (float)pd[i];
+      t2 += (float)pd[i] * (float)(odl_t)(px[i] - mh);
+    }
+  }
+  *sdy = odl_whsum(a1) + t1;
+  *sdt = odl_whsum(a2) + t2;
+}
+
+/* dx (+)= k1 * (dy - ((x - mh) * kb + ka)) over the channel's N planes (or one plane with n = 1). The
+ * cancellation happens at the scale of dy, before the (possibly large) factor k1 = gamma * rstd. */
+ODL_INLINE void chan_dx(const odl_t *x, const odl_t *dy, odl_t *dx, odl_t mh, float k1, float kb, float ka, int n,
+                        int c, int hw, int accumulate) {
+  odl_t h1 = (odl_t)k1, hb = (odl_t)kb, ha = (odl_t)ka;
+  odl_vec_t v1 = odl_vsplat(h1), vb = odl_vsplat(hb), va = odl_vsplat(ha), mv = odl_vsplat(mh);
+  for (int s = 0; s < n; s++) {
+    size_t off = (size_t)s * c * hw;
+    const odl_t *px = x + off, *pd = dy + off;
+    odl_t *q = dx + off;
+    int i = 0;
+    if (accumulate) {
+      for (; i + ODL_LANES <= hw; i += ODL_LANES) {
+        odl_vec_t r = odl_vload(pd + i) - odl_vfma(va, odl_vload(px + i) - mv, vb);
+        odl_vstore(q + i, odl_vfma(odl_vload(q + i), r, v1));
+      }
+      for (; i < hw; i++) q[i] = q[i] + (pd[i] - ((odl_t)(px[i] - mh) * hb + ha)) * h1;
+    } else {
+      for (; i + ODL_LANES <= hw; i += ODL_LANES)
+        odl_vstore(q + i, (odl_vload(pd + i) - odl_vfma(va, odl_vload(px + i) - mv, vb)) * v1);
+      for (; i < hw; i++) q[i] = (pd[i] - ((odl_t)(px[i] - mh) * hb + ha)) * h1;
+    }
+  }
+}
+
+void odl_bn_bwd(void *args) {
+  const odl_bn_bwd_args_t *p = (const odl_bn_bwd_args_t *)args;
+  int n = p->n, c = p->c, hw = p->hw, lo, hi;
+  float m = (float)n * (float)hw, inv_m = 1.0f / m;
+  if (p->training || p->dgamma || p->dbeta) {
+    odl_split(c, &lo, &hi);
+    for (int ch = lo; ch < hi; ch++) {
+      const odl_t *x = p->x + (size_t)ch * hw, *dy = p->dy + (size_t)ch * hw;
+      float mean = p->mean[ch], rstd = p->rstd[ch];
+      odl_t mh = (odl_t)mean;
+      float d = mean - (float)mh, sdy, sdt;
+      chan_bwd_sums(x, dy, mh, n, c, hw, &sdy, &sdt);
+      float sdxh = rstd * (sdt - d * sdy); /* sum dy * xhat */
+      if (p->dgamma) p->dgamma[ch] = (odl_t)sdxh;
+      if (p->dbeta) p->dbeta[ch] = (odl_t)sdy;
+      if (p->training && p->dx) {
+        /* dx = g*rstd*(dy - sdy/M - xhat*sdxh/M), xhat = ((x - mh) - d) * rstd */
+        float g = p->gamma ? (float)p->gamma[ch] : 1.0f;
+        float kb = rstd * sdxh * inv_m, ka = sdy * inv_m - d * kb;
+        chan_dx(x, dy, p->dx + (size_t)ch * hw, mh, g * rstd, kb, ka, n, c, hw, p->accumulate);
+      }
+    }
+  }
+  if (!p->training && p->dx) {
+    odl_split(n * c, &lo, &hi);
+    for (int u = lo; u < hi; u++) {
+      int ch = u % c;
+      float k1 = (p->gamma ? (float)p->gamma[ch] : 1.0f) * p->rstd[ch];
+      size_t off = (size_t)u * hw;
+      chan_dx(p->x + off, p->dy + off, p->dx + off, (odl_t)0, k1, 0.0f, 0.0f, 1, c, hw, p->accumulate);
+    }
+  }
+}
