@@ -109,7 +109,8 @@ class Program:
 
 
 class Lowering:
-    def __init__(self, graph: Graph, precision: str, cfg: TrainConfig):
+    def __init__(self, graph: Graph, precision: str, cfg: TrainConfig, observe: bool = True):
+        self.observe = observe
         self.g = graph
         self.precision = precision
         self.cfg = cfg
@@ -312,7 +313,9 @@ class Lowering:
 
         self._update()
 
-        observed = self._observed_input_grads()
+        # Validation reads every layer's input gradient after the step, so they must outlive it: extra memory
+        # that only the instrumented (validation) build pays; the deployable step does not keep them.
+        observed = self._observed_input_grads() if self.observe else {}
         for b, _ in observed.values():
             b.persistent = True
         return Program(graph=g, precision=self.precision, calls=self.calls, buffers=self.buffers,
@@ -366,7 +369,9 @@ class Lowering:
         return out
 
 
-def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None) -> Program:
+def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe: bool = False) -> Program:
+    """The training step as kernel calls. observe=True keeps every layer input gradient until the end of the
+    step so the host can read it (validation); observe=False is the deployable step."""
     if precision not in ("fp32", "fp16"):
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
-    return Lowering(graph, precision, cfg or TrainConfig()).run()
+    return Lowering(graph, precision, cfg or TrainConfig(), observe).run()
