@@ -11,7 +11,7 @@
  * (FP16) is computed as a pair whose second lane is ignored.
  * The input gradient with stride 1 is the same correlation of dy with the flipped filter and padding
  * (2 - pt, 2 - pl), so it uses the same code. The weight gradient walks the columns the same way with 9
- * accumulators, FP32 lanes (widening vfwmacc.vv in FP16).
+ * accumulators: odl_t vectors over blocks of <= 30 rows (vfmacc.vv), then added into FP32 lanes (vfwadd.wv).
  * Anything else (other kernel sizes, strides) takes direct scalar loops.
  *
  * Splits: forward over (channel, output row), input gradient over (channel, input row): a core's range is cut
@@ -56,14 +56,15 @@ ODL_INLINE taps3_t zero3(void) {
 /* ---------------- forward-type correlation, 3x3 stride 1 ---------------- */
 typedef struct { odl_t k[9]; } k9_t;
 
-ODL_INLINE odl_vec_t row_fma(odl_vec_t s, taps3_t a, const odl_t *k, const int m0, const int m1, const int m2) {
-  if (m0 != TZ) s = odl_vfma(s, a.t0, odl_vsplat(k[0]));
-  if (m1 != TZ) s = odl_vfma(s, a.t1, odl_vsplat(k[1]));
-  if (m2 != TZ) s = odl_vfma(s, a.t2, odl_vsplat(k[2]));
+ODL_INLINE odl_vec_t row_fma(odl_vec_t s, taps3_t a, odl_t k0, odl_t k1, odl_t k2, const int m0, const int m1,
+                             const int m2) {
+  if (m0 != TZ) s = odl_vfma(s, a.t0, odl_vsplat(k0));
+  if (m1 != TZ) s = odl_vfma(s, a.t1, odl_vsplat(k1));
+  if (m2 != TZ) s = odl_vfma(s, a.t2, odl_vsplat(k2));
   return s;
 }
 
-ODL_INLINE void out3(odl_t *yp, taps3_t a, taps3_t b, taps3_t c, const odl_t *k, const int m0, const int m1,
+ODL_INLINE void out3(odl_t *yp, taps3_t a, taps3_t b, taps3_t c, k9_t k, const int m0, const int m1,
                      const int m2, const int junk, const int acc) {
   odl_vec_t s = odl_vzero();
   if (acc) {
@@ -73,9 +74,9 @@ ODL_INLINE void out3(odl_t *yp, taps3_t a, taps3_t b, taps3_t c, const odl_t *k,
     s = odl_vload(yp);
 #endif
   }
-  s = row_fma(s, a, k, m0, m1, m2);
-  s = row_fma(s, b, k + 3, m0, m1, m2);
-  s = row_fma(s, c, k + 6, m0, m1, m2);
+  s = row_fma(s, a, k.k[0], k.k[1], k.k[2], m0, m1, m2);
+  s = row_fma(s, b, k.k[3], k.k[4], k.k[5], m0, m1, m2);
+  s = row_fma(s, c, k.k[6], k.k[7], k.k[8], m0, m1, m2);
 #if ODL_LANES == 2
   if (junk) { yp[0] = s[0]; return; }
 #endif
@@ -83,8 +84,9 @@ ODL_INLINE void out3(odl_t *yp, taps3_t a, taps3_t b, taps3_t c, const odl_t *k,
 }
 
 /* One column (outputs ow .. ow+LANES-1) of output rows [oh0, oh1) of y[., ldy] = x[h][w] (*) k, pads pt, pl. */
-ODL_INLINE void corr3_col(const odl_t *x, odl_t *y, int ldy, const odl_t *k, int h, int w, int pt, int o, int oh0,
+ODL_INLINE void corr3_col(const odl_t *x, odl_t *y, int ldy, const odl_t *kp, int h, int w, int pt, int o, int oh0,
                           int oh1, const int m0, const int m1, const int m2, const int junk, const int acc) {
+  k9_t k = *(const k9_t *)kp; /* a private copy: the stores to y cannot alias it, so it stays in registers */
   taps3_t A, B, C;
   int r = oh0 - pt;
   A = (r >= 0 && r < h) ? load3(x + (size_t)r * w, o, w, m0, m1, m2) : zero3();
@@ -249,11 +251,13 @@ void odl_dwconv_igrad(void *args) {
 
 /* ---------------- weight gradient ---------------- */
 typedef struct { odl_wvec_t a[9]; } acc9_t;
+typedef struct { odl_vec_t a[9]; } hacc9_t;
+#define WG_BLOCK 30 /* rows per FP16 block: a lane sums <= 30 products before going into FP32 */
 
-ODL_INLINE void wg_row(acc9_t *acc, int i, odl_vec_t d, taps3_t t, const int m0, const int m1, const int m2) {
-  if (m0 != TZ) acc->a[i * 3 + 0] = odl_wfma(acc->a[i * 3 + 0], d, t.t0);
-  if (m1 != TZ) acc->a[i * 3 + 1] = odl_wfma(acc->a[i * 3 + 1], d, t.t1);
-  if (m2 != TZ) acc->a[i * 3 + 2] = odl_wfma(acc->a[i * 3 + 2], d, t.t2);
+ODL_INLINE void wg_row(hacc9_t *acc, int i, odl_vec_t d, taps3_t t, const int m0, const int m1, const int m2) {
+  if (m0 != TZ) acc->a[i * 3 + 0] = odl_vfma(acc->a[i * 3 + 0], d, t.t0);
+  if (m1 != TZ) acc->a[i * 3 + 1] = odl_vfma(acc->a[i * 3 + 1], d, t.t1);
+  if (m2 != TZ) acc->a[i * 3 + 2] = odl_vfma(acc->a[i * 3 + 2], d, t.t2);
 }
 
 ODL_INLINE odl_vec_t dy_load(const odl_t *p, const int junk) {
@@ -264,7 +268,7 @@ ODL_INLINE odl_vec_t dy_load(const odl_t *p, const int junk) {
   return odl_vload(p);
 }
 
-ODL_INLINE void wg_out(acc9_t *acc, const odl_t *dp, taps3_t a, taps3_t b, taps3_t c, const int m0, const int m1,
+ODL_INLINE void wg_out(hacc9_t *acc, const odl_t *dp, taps3_t a, taps3_t b, taps3_t c, const int m0, const int m1,
                        const int m2, const int junk) {
   odl_vec_t d = dy_load(dp, junk);
   wg_row(acc, 0, d, a, m0, m1, m2);
@@ -283,32 +287,36 @@ ODL_INLINE void wg_col(acc9_t *acc, const odl_t *x, const odl_t *dy, int wo, int
   int mid = odl_max_i(odl_min_i(ho, h + pt - 2), 0);
   int oh = 0;
   const odl_t *dp = dy;
-  if (mid > 0) {
-    const odl_t *rp = x + (size_t)(2 - pt) * w;
-    for (; oh + 3 <= mid; oh += 3) {
+  const odl_t *rp = x + (size_t)(2 - pt) * w;
+  while (oh < ho) {
+    int bend = odl_min_i(ho, oh + WG_BLOCK), bmid = odl_min_i(mid, bend);
+    hacc9_t hs;
+    for (int t = 0; t < 9; t++) hs.a[t] = odl_vzero();
+    for (; oh + 3 <= bmid; oh += 3) {
       C = load3(rp, o, w, m0, m1, m2);
-      wg_out(acc, dp, A, B, C, m0, m1, m2, junk);
+      wg_out(&hs, dp, A, B, C, m0, m1, m2, junk);
       A = load3(rp + w, o, w, m0, m1, m2);
-      wg_out(acc, dp + wo, B, C, A, m0, m1, m2, junk);
+      wg_out(&hs, dp + wo, B, C, A, m0, m1, m2, junk);
       B = load3(rp + 2 * w, o, w, m0, m1, m2);
-      wg_out(acc, dp + 2 * wo, C, A, B, m0, m1, m2, junk);
+      wg_out(&hs, dp + 2 * wo, C, A, B, m0, m1, m2, junk);
       rp += 3 * w;
       dp += 3 * wo;
     }
-    for (; oh < mid; oh++) {
+    for (; oh < bmid; oh++) {
       C = load3(rp, o, w, m0, m1, m2);
-      wg_out(acc, dp, A, B, C, m0, m1, m2, junk);
+      wg_out(&hs, dp, A, B, C, m0, m1, m2, junk);
       A = B;
       B = C;
       rp += w;
       dp += wo;
     }
-  }
-  for (; oh < ho; oh++) {
-    wg_out(acc, dp, A, B, zero3(), m0, m1, m2, junk);
-    A = B;
-    B = zero3();
-    dp += wo;
+    for (; oh < bend; oh++) {
+      wg_out(&hs, dp, A, B, zero3(), m0, m1, m2, junk);
+      A = B;
+      B = zero3();
+      dp += wo;
+    }
+    for (int t = 0; t < 9; t++) acc->a[t] = odl_wadd(acc->a[t], hs.a[t]);
   }
 }
 
