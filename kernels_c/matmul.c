@@ -4,10 +4,11 @@
  *   (R, V <= 4) of accumulators; per k: R scalar loads of A (splatted into vfmacc.vf), V vector loads of B,
  *   R*V fused multiply-adds. Leftover rows use R=1, leftover vectors V=1, an odd last column (FP16) a scalar
  *   loop. The element of A for row r at step k is a[r*rs + k*ks]: nn has (rs, ks) = (K, 1), tn (1, M).
- *   These accumulate in odl_t (K is a few hundred at most in these forms).
- * nt: vectors run along K (rows of A and B are contiguous): a tile of R rows x C columns of dot products
- *   (vfmacc.vv). FP16 partial sums cover at most ODL_FP16_BLOCK elements, then are added into FP32
- *   accumulators, so long reductions (conv weight gradients, K = H*W) stay accurate.
+ * nt: vectors run along K (rows of A and B are contiguous): a tile of R rows x C columns of dot products.
+ * FP16 accumulates in FP32 lanes with widening fused multiply-adds (vfwmacc.vf / vfwmacc.vv: still one
+ * instruction per 2 MACs), and each output is rounded to FP16 once, as PyTorch's FP16 matmuls do: long
+ * reductions (conv weight gradients over H*W) stay accurate, and forward activations near zero keep their
+ * sign, so the ReLU masks of the backward pass agree with the FP32 reference.
  *
  * Parallel split: whole rows of C (M) or column ranges of C (N, in units of ODL_LANES), whichever gives the
  * smaller padded tile area on the busiest core. Outputs never overlap between cores. */
@@ -41,16 +42,16 @@ ODL_INLINE void mm_split(int m, int n, int unit, int tile_cols, int *i0, int *i1
 /* ---------------- nn / tn ---------------- */
 ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc,
                           int K, int R, int V, int accumulate) {
-  odl_vec_t s[MM_R][MM_V];
+  odl_wvec_t s[MM_R][MM_V];
   for (int r = 0; r < R; r++)
-    for (int v = 0; v < V; v++) s[r][v] = odl_vzero();
+    for (int v = 0; v < V; v++) s[r][v] = odl_wzero();
   const odl_t *pa = a, *pb = b;
   for (int k = 0; k < K; k++) {
     odl_vec_t bv[MM_V];
     for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
     for (int r = 0; r < R; r++) {
       odl_vec_t av = odl_vsplat(pa[r * rs]);
-      for (int v = 0; v < V; v++) s[r][v] = odl_vfma(s[r][v], av, bv[v]);
+      for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av, bv[v]);
     }
     pa += ks;
     pb += ldb;
@@ -58,23 +59,23 @@ ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ld
   for (int r = 0; r < R; r++)
     for (int v = 0; v < V; v++) {
       odl_t *pc = c + r * ldc + v * ODL_LANES;
-      odl_vstore(pc, accumulate ? odl_vload(pc) + s[r][v] : s[r][v]);
+      odl_vstore(pc, odl_narrow(accumulate ? odl_widen(odl_vload(pc)) + s[r][v] : s[r][v]));
     }
 }
 
 /* one scalar column (the odd last column of the FP16 path) */
 ODL_INLINE void mm_col_s(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc,
                          int K, int R, int accumulate) {
-  odl_t s[MM_R];
+  float s[MM_R];
   for (int r = 0; r < R; r++) s[r] = 0;
   const odl_t *pa = a, *pb = b;
   for (int k = 0; k < K; k++) {
-    odl_t bk = *pb;
-    for (int r = 0; r < R; r++) s[r] += pa[r * rs] * bk;
+    float bk = (float)*pb;
+    for (int r = 0; r < R; r++) s[r] += (float)pa[r * rs] * bk;
     pa += ks;
     pb += ldb;
   }
-  for (int r = 0; r < R; r++) c[r * ldc] = accumulate ? c[r * ldc] + s[r] : s[r];
+  for (int r = 0; r < R; r++) c[r * ldc] = (odl_t)(accumulate ? (float)c[r * ldc] + s[r] : s[r]);
 }
 
 ODL_INLINE void mm_rows_v(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int K,
@@ -111,30 +112,16 @@ void odl_mm_tn(void *args) {
 }
 
 /* ---------------- nt ---------------- */
-#if ODL_LANES > 1
-#define NT_BLOCK ODL_FP16_BLOCK
-#else
-#define NT_BLOCK 0x40000000
-#endif
-
 ODL_INLINE void mm_tile_nt(const odl_t *a, int lda, const odl_t *b, int ldb, odl_t *c, int ldc, int K, int R,
                            int C, int accumulate) {
   odl_wvec_t f[MM_R][MM_R];
   for (int r = 0; r < R; r++)
     for (int q = 0; q < C; q++) f[r][q] = odl_wzero();
-  const odl_t *pa[MM_R], *pb[MM_R]; /* entries >= R (>= C) are unused */
-  for (int r = 0; r < MM_R; r++) pa[r] = a + (r < R ? r : 0) * lda;
-  for (int q = 0; q < MM_R; q++) pb[q] = b + (q < C ? q : 0) * ldb;
+  const odl_t *a0 = a, *a1 = a + (R > 1 ? lda : 0), *a2 = a + (R > 2 ? 2 * lda : 0), *a3 = a + (R > 3 ? 3 * lda : 0);
+  const odl_t *b0 = b, *b1 = b + (C > 1 ? ldb : 0), *b2 = b + (C > 2 ? 2 * ldb : 0), *b3 = b + (C > 3 ? 3 * ldb : 0);
   int nvec = K / ODL_LANES; /* whole vectors along K */
-  while (nvec > 0) {
-    int nb = odl_min_i(nvec, NT_BLOCK / ODL_LANES);
-    nvec -= nb;
-    odl_vec_t s[MM_R][MM_R];
-    for (int r = 0; r < R; r++)
-      for (int q = 0; q < C; q++) s[r][q] = odl_vzero();
-    const odl_t *a0 = pa[0], *a1 = pa[1], *a2 = pa[2], *a3 = pa[3];
-    const odl_t *b0 = pb[0], *b1 = pb[1], *b2 = pb[2], *b3 = pb[3];
-    const odl_t *aend = a0 + nb * ODL_LANES;
+  if (nvec > 0) {
+    const odl_t *aend = a0 + nvec * ODL_LANES;
     do {
       odl_vec_t va[MM_R], vb[MM_R];
       va[0] = odl_vload(a0); a0 += ODL_LANES;
@@ -146,13 +133,10 @@ ODL_INLINE void mm_tile_nt(const odl_t *a, int lda, const odl_t *b, int ldb, odl
       if (C > 2) { vb[2] = odl_vload(b2); b2 += ODL_LANES; }
       if (C > 3) { vb[3] = odl_vload(b3); b3 += ODL_LANES; }
       for (int r = 0; r < R; r++)
-        for (int q = 0; q < C; q++) s[r][q] = odl_vfma(s[r][q], va[r], vb[q]);
+        for (int q = 0; q < C; q++) f[r][q] = odl_wfma(f[r][q], va[r], vb[q]);
     } while (a0 != aend);
-    pa[0] = a0; pa[1] = a1; pa[2] = a2; pa[3] = a3;
-    pb[0] = b0; pb[1] = b1; pb[2] = b2; pb[3] = b3;
-    for (int r = 0; r < R; r++)
-      for (int q = 0; q < C; q++) f[r][q] = odl_wadd(f[r][q], s[r][q]);
   }
+  const odl_t *pa[MM_R] = {a0, a1, a2, a3}, *pb[MM_R] = {b0, b1, b2, b3};
   for (int r = 0; r < R; r++)
     for (int q = 0; q < C; q++) {
       float t = odl_whsum(f[r][q]);

@@ -33,6 +33,8 @@ ODL_INLINE float odl_whsum(odl_wvec_t w) { return w[0] + w[1]; }
 ODL_INLINE odl_wvec_t odl_wfma(odl_wvec_t acc, odl_vec_t a, odl_vec_t b) {
   return acc + __builtin_convertvector(a, odl_wvec_t) * __builtin_convertvector(b, odl_wvec_t);
 }
+ODL_INLINE odl_wvec_t odl_widen(odl_vec_t v) { return __builtin_convertvector(v, odl_wvec_t); }
+ODL_INLINE odl_vec_t odl_narrow(odl_wvec_t w) { return __builtin_convertvector(w, odl_vec_t); }
 ODL_INLINE odl_vec_t odl_vmax0(odl_vec_t v) { return __builtin_elementwise_max(v, odl_vzero()); }
 /* per-lane mask (1 where y > 0, else 0) as FP16 values: y * 65504 * 65504 saturates every positive FP16
  * (denormals included) to >= 1; clamping to [0, 1] keeps everything in e16 arithmetic (no int/float vtype
@@ -57,6 +59,8 @@ ODL_INLINE odl_wvec_t odl_wzero(void) { return 0.0f; }
 ODL_INLINE odl_wvec_t odl_wadd(odl_wvec_t acc, odl_vec_t v) { return acc + v; }
 ODL_INLINE float odl_whsum(odl_wvec_t w) { return w; }
 ODL_INLINE odl_wvec_t odl_wfma(odl_wvec_t acc, odl_vec_t a, odl_vec_t b) { return acc + a * b; }
+ODL_INLINE odl_wvec_t odl_widen(odl_vec_t v) { return v; }
+ODL_INLINE odl_vec_t odl_narrow(odl_wvec_t w) { return w; }
 ODL_INLINE odl_vec_t odl_vmax0(odl_vec_t v) { return v > (odl_t)0 ? v : (odl_t)0; }
 ODL_INLINE odl_vmask_t odl_vpos(odl_vec_t y) { return y > (odl_t)0; }
 ODL_INLINE odl_vec_t odl_vand(odl_vec_t v, odl_vmask_t m) { return m ? v : (odl_t)0; }
