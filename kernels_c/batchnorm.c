@@ -121,12 +121,14 @@ ODL_INLINE void chan_bwd_sums(const odl_t *x, const odl_t *dy, odl_t mh, int n, 
   *sdt = odl_whsum(a2) + t2;
 }
 
-/* dx (+)= k1 * (dy - ((x - mh) * kb + ka)) over the channel's N planes (or one plane with n = 1). The
- * cancellation happens at the scale of dy, before the (possibly large) factor k1 = gamma * rstd. */
-ODL_INLINE void chan_dx(const odl_t *x, const odl_t *dy, odl_t *dx, odl_t mh, float k1, float kb, float ka, int n,
+/* dx (+)= k1 * (dy - ((x - mean) * kb + ka)) over the channel's N planes (or one plane with n = 1), computed in
+ * FP32 lanes (widened loads, one rounding at the store): in FP16 arithmetic the rounded ka / kb / (x - mean) put a
+ * systematic bias on every element, which shows up as a non-zero mean of dx (e.g. in the bias gradient of the
+ * convolution before, which must be ~0). The cancellation happens at the scale of dy, before the factor
+ * k1 = gamma * rstd. */
+ODL_INLINE void chan_dx(const odl_t *x, const odl_t *dy, odl_t *dx, float mean, float k1, float kb, float ka, int n,
                         int c, int hw, int accumulate) {
-  odl_t h1 = (odl_t)k1, hb = (odl_t)kb, ha = (odl_t)ka;
-  odl_vec_t v1 = odl_vsplat(h1), vb = odl_vsplat(hb), va = odl_vsplat(ha), mv = odl_vsplat(mh);
+  odl_wvec_t w1 = odl_wsplat(k1), wb = odl_wsplat(kb), wa = odl_wsplat(ka), wm = odl_wsplat(mean);
   for (int s = 0; s < n; s++) {
     size_t off = (size_t)s * c * hw;
     const odl_t *px = x + off, *pd = dy + off;
@@ -134,14 +136,16 @@ ODL_INLINE void chan_dx(const odl_t *x, const odl_t *dy, odl_t *dx, odl_t mh, fl
     int i = 0;
     if (accumulate) {
       for (; i + ODL_LANES <= hw; i += ODL_LANES) {
-        odl_vec_t r = odl_vload(pd + i) - odl_vfma(va, odl_vload(px + i) - mv, vb);
-        odl_vstore(q + i, odl_vfma(odl_vload(q + i), r, v1));
+        odl_wvec_t r = odl_widen(odl_vload(pd + i)) - ((odl_widen(odl_vload(px + i)) - wm) * wb + wa);
+        odl_vstore(q + i, odl_narrow(odl_widen(odl_vload(q + i)) + r * w1));
       }
-      for (; i < hw; i++) q[i] = q[i] + (pd[i] - ((odl_t)(px[i] - mh) * hb + ha)) * h1;
+      for (; i < hw; i++) q[i] = (odl_t)((float)q[i] + ((float)pd[i] - (((float)px[i] - mean) * kb + ka)) * k1);
     } else {
-      for (; i + ODL_LANES <= hw; i += ODL_LANES)
-        odl_vstore(q + i, (odl_vload(pd + i) - odl_vfma(va, odl_vload(px + i) - mv, vb)) * v1);
-      for (; i < hw; i++) q[i] = (pd[i] - ((odl_t)(px[i] - mh) * hb + ha)) * h1;
+      for (; i + ODL_LANES <= hw; i += ODL_LANES) {
+        odl_wvec_t r = odl_widen(odl_vload(pd + i)) - ((odl_widen(odl_vload(px + i)) - wm) * wb + wa);
+        odl_vstore(q + i, odl_narrow(r * w1));
+      }
+      for (; i < hw; i++) q[i] = (odl_t)(((float)pd[i] - (((float)px[i] - mean) * kb + ka)) * k1);
     }
   }
 }
@@ -164,8 +168,8 @@ void odl_bn_bwd(void *args) {
       if (p->training && p->dx) {
         /* dx = g*rstd*(dy - sdy/M - xhat*sdxh/M), xhat = ((x - mh) - d) * rstd */
         float g = p->gamma ? (float)p->gamma[ch] : 1.0f;
-        float kb = rstd * sdxh * inv_m, ka = sdy * inv_m - d * kb;
-        chan_dx(x, dy, p->dx + (size_t)ch * hw, mh, g * rstd, kb, ka, n, c, hw, p->accumulate);
+        float kb = rstd * sdxh * inv_m, ka = sdy * inv_m;
+        chan_dx(x, dy, p->dx + (size_t)ch * hw, mean, g * rstd, kb, ka, n, c, hw, p->accumulate);
       }
     }
   }
@@ -175,7 +179,7 @@ void odl_bn_bwd(void *args) {
       int ch = u % c;
       float k1 = (p->gamma ? (float)p->gamma[ch] : 1.0f) * p->rstd[ch];
       size_t off = (size_t)u * hw;
-      chan_dx(p->x + off, p->dy + off, p->dx + off, (odl_t)0, k1, 0.0f, 0.0f, 1, c, hw, p->accumulate);
+      chan_dx(p->x + off, p->dy + off, p->dx + off, 0.0f, k1, 0.0f, 0.0f, 1, c, hw, p->accumulate);
     }
   }
 }

@@ -29,12 +29,9 @@ void odl_bias_grad(void *args) {
     for (int n = 0; n < p->n; n++) {
       const odl_t *d = p->dy + ((size_t)n * c + ch) * hw;
       int i = 0;
-      while (i + ODL_LANES <= hw) {
-        int end = odl_min_i(hw - (hw - i) % ODL_LANES, i + ODL_FP16_BLOCK);
-        odl_vec_t s = odl_vzero();
-        for (; i < end; i += ODL_LANES) s += odl_vload(d + i);
-        acc = odl_wadd(acc, s);
-      }
+      /* every element is added into FP32 lanes (vfwadd.wv: same count as an FP16 add), so a gradient that
+       * cancels to ~0 (a conv bias before batch norm) is not buried in FP16 rounding of partial sums */
+      for (; i + ODL_LANES <= hw; i += ODL_LANES) acc = odl_wadd(acc, odl_vload(d + i));
       for (; i < hw; i++) tail += (float)d[i];
     }
     float t = odl_whsum(acc) + tail;

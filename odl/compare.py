@@ -61,8 +61,7 @@ def judge(items, precision: str) -> list[dict]:
         if floor:
             row["floor"] = True
         if r16 is not None:
-            m16 = metrics(r16, ref)
             row["torch_fp16_rel_l2"] = (float(np.linalg.norm(np.asarray(r16, np.float64) - r) / floor_norm)
-                                        if floor else m16["rel_l2"])
+                                        if floor else metrics(r16, ref)["rel_l2"])
         rows.append(row)
     return rows

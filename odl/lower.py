@@ -98,6 +98,7 @@ class Program:
     dropout: dict[str, dict] = field(default_factory=dict)   # node name -> {'p', 'seed'} (host reproduces masks)
     trainable: list[str] = field(default_factory=list)
     config: TrainConfig | None = None
+    activations: dict[str, tuple[Buffer, str]] = field(default_factory=dict)  # report name -> (buffer, value)
     macs_forward: int = 0
     macs_backward: int = 0
     arena_bytes: int = 0
@@ -316,13 +317,19 @@ class Lowering:
         # Validation reads every layer's input gradient after the step, so they must outlive it: extra memory
         # that only the instrumented (validation) build pays; the deployable step does not keep them.
         observed = self._observed_input_grads() if self.observe else {}
-        for b, _ in observed.values():
+        activations = {}
+        if self.observe:
+            for node in g.nodes:
+                b = self.value_buf.get(node.name)
+                if b is not None and b.role == "act" and self._grad_root(node.name) == node.name:
+                    activations[node.report_name if node.report_name not in activations else node.name] = (b, node.name)
+        for b, _ in list(observed.values()) + list(activations.values()):
             b.persistent = True
         return Program(graph=g, precision=self.precision, calls=self.calls, buffers=self.buffers,
                        params=self.params, param_grads=self.param_grads, input=inp, labels=labels, loss=loss,
                        logits=logits, observed_grads=observed, preload=self.preload,
                        macs_forward=macs_f, macs_backward=macs_b, state=self.state_bufs, prologue=self.prologue,
-                       dropout=self.dropout, trainable=[p for p in g.params if p in self.trainable], config=cfg)
+                       dropout=self.dropout, activations=activations, trainable=[p for p in g.params if p in self.trainable], config=cfg)
 
     def _update(self):
         cfg = self.cfg

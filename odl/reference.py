@@ -21,25 +21,34 @@ class Reference:
     logits: torch.Tensor
     param_grads: dict[str, torch.Tensor]
     value_grads: dict[str, torch.Tensor]
+    values: dict[str, torch.Tensor]       # forward value of every graph node
     updated: dict[str, torch.Tensor]      # parameters after the update
     buffers: dict[str, torch.Tensor]      # running statistics after the step
 
 
 class _Recorder(torch.fx.Interpreter):
-    def __init__(self, gm, values, dropout, step):
+    def __init__(self, gm, values, dropout, step, masks=None):
         super().__init__(gm)
-        self.values, self.dropout, self.step = values, dropout, step
+        self.values, self.dropout, self.step, self.masks = values, dropout, step, masks or {}
 
     def run_node(self, n):
         spec = self.dropout.get(n.name)
-        if spec is not None:
+        mask = self.masks.get(n.name)
+        if mask is not None:
+            # ReLU / ReLU6 taking the device's decisions: the gradient passes exactly where the device's passed
+            x = self.env[n.args[0]]
+            y = super().run_node(n)
+            m = torch.from_numpy(mask).reshape(x.shape)
+            out = torch.where(m, x, y.detach())
+        elif spec is not None:
             x = self.env[n.args[0]]
             keep = dropout_op.mask(spec["p"], dropout_op.step_seed(spec["seed"], self.step), x.numel())
             out = x * torch.from_numpy(keep).reshape(x.shape).to(x.dtype) * (1.0 / (1.0 - spec["p"]))
         else:
             out = super().run_node(n)
-        if isinstance(out, torch.Tensor) and out.requires_grad:
-            out.retain_grad()
+        if isinstance(out, torch.Tensor):
+            if out.requires_grad:
+                out.retain_grad()
             self.values[n.name] = out
         return out
 
@@ -53,7 +62,9 @@ def _optimizer(params, cfg: TrainConfig):
 
 def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
                     trainable: list[str], dropout: dict[str, dict] | None = None,
-                    dtype: torch.dtype = torch.float32) -> list[Reference]:
+                    dtype: torch.dtype = torch.float32, masks: dict | None = None) -> list[Reference]:
+    """K steps of the model in PyTorch. `masks` (first step only): node name -> boolean array telling where a
+    ReLU/ReLU6 passes its gradient, to align the reference with decisions the device took."""
     m = copy.deepcopy(model).to(dtype)
     m.train()
     if cfg.bn == "frozen":
@@ -69,7 +80,7 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
     for step, (x, target) in enumerate(batches):
         opt.zero_grad(set_to_none=True)
         values: dict[str, torch.Tensor] = {}
-        logits = _Recorder(gm, values, dropout or {}, step).run(x.to(dtype))
+        logits = _Recorder(gm, values, dropout or {}, step, masks if step == 0 else None).run(x.to(dtype))
         if cfg.loss == "mse":
             loss = F.mse_loss(logits, target.to(dtype))
         else:
@@ -80,6 +91,7 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
         opt.step()
         updated = {k: p.detach().float().clone() for k, p in params.items() if k in trainable}
         bufs = {k: b.detach().float().clone() for k, b in gm.named_buffers() if b.is_floating_point()}
+        vals = {k: v.detach().float().clone() for k, v in values.items()}
         out.append(Reference(loss=float(loss.detach()), logits=logits.detach().float(), param_grads=pgrads,
-                             value_grads=vgrads, updated=updated, buffers=bufs))
+                             value_grads=vgrads, values=vals, updated=updated, buffers=bufs))
     return out

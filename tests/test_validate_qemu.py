@@ -9,7 +9,7 @@ import pytest
 from conftest import MODELS, needs_qemu
 
 SPINE = MODELS / "spine_model.py"
-KINDS = {"output", "param_grad", "input_grad", "param_updated"}
+KINDS = {"output", "activation", "param_grad", "input_grad", "param_updated"}
 
 
 @needs_qemu

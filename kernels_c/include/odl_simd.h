@@ -27,6 +27,7 @@ ODL_INLINE float odl_vhsum(odl_vec_t v) { return (float)v[0] + (float)v[1]; }
 /* FP32 vector partner of odl_vec_t for blocked long reductions: acc (FP32 x lanes) += widen(v) */
 typedef float odl_wvec_t __attribute__((vector_size(2 * sizeof(float))));
 ODL_INLINE odl_wvec_t odl_wzero(void) { return (odl_wvec_t){0.0f, 0.0f}; }
+ODL_INLINE odl_wvec_t odl_wsplat(float s) { return (odl_wvec_t){s, s}; }
 ODL_INLINE odl_wvec_t odl_wadd(odl_wvec_t acc, odl_vec_t v) { return acc + __builtin_convertvector(v, odl_wvec_t); }
 ODL_INLINE float odl_whsum(odl_wvec_t w) { return w[0] + w[1]; }
 /* acc (FP32 x lanes) += widen(a) * widen(b): one widening FMA (vfwmacc.vv) in the e16 vtype */
@@ -56,6 +57,7 @@ ODL_INLINE odl_vec_t odl_vfma(odl_vec_t acc, odl_vec_t a, odl_vec_t b) { return 
 ODL_INLINE float odl_vhsum(odl_vec_t v) { return (float)v; }
 typedef float odl_wvec_t;
 ODL_INLINE odl_wvec_t odl_wzero(void) { return 0.0f; }
+ODL_INLINE odl_wvec_t odl_wsplat(float s) { return s; }
 ODL_INLINE odl_wvec_t odl_wadd(odl_wvec_t acc, odl_vec_t v) { return acc + v; }
 ODL_INLINE float odl_whsum(odl_wvec_t w) { return w; }
 ODL_INLINE odl_wvec_t odl_wfma(odl_wvec_t acc, odl_vec_t a, odl_vec_t b) { return acc + a * b; }
