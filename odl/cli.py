@@ -7,9 +7,28 @@ import sys
 from .errors import OdlError, ToolError
 
 
+def train_config(a):
+    from .lower import TrainConfig
+    return TrainConfig(lr=a.lr, train=a.train, bn=a.bn, loss=a.loss, optimizer=a.optimizer, momentum=a.momentum,
+                       weight_decay=a.weight_decay, seed=a.seed)
+
+
+def add_train_args(p):
+    p.add_argument("--train", default="all", metavar="all|last:K|REGEX",
+                   help="what trains: all, the last K layers with parameters, or parameters matching REGEX")
+    p.add_argument("--bn", default="train", choices=["train", "frozen"],
+                   help="batch norm: batch statistics (train) or running statistics (frozen)")
+    p.add_argument("--loss", default="xent", choices=["xent", "mse"])
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate")
+    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+
+
 def _cmd_validate(a) -> int:
     from .validate import validate
-    rep = validate(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, a.lr, a.json, a.keep)
+    rep = validate(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, a.lr, a.json, a.keep,
+                   steps=a.steps, cfg=train_config(a))
     return 0 if rep["passed"] else 1
 
 
@@ -37,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--cores", type=int, default=8)
     v.add_argument("--input-shape", default=None, help="NxCxHxW (default: the model's input_shape)")
     v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--lr", type=float, default=0.01, help="SGD learning rate")
+    v.add_argument("--steps", type=int, default=1, help="optimizer steps on K different batches")
+    add_train_args(v)
     v.add_argument("--json", default=None, help="write the report as JSON to this file")
     v.add_argument("--keep", default=None, metavar="DIR", help="keep generated C, firmware and run files in DIR")
     v.set_defaults(fn=_cmd_validate)

@@ -7,7 +7,7 @@ import jinja2
 
 from . import __version__
 from . import kernels
-from .lower import CExpr, Program, Ptr
+from .lower import MAX_CORES, CExpr, Program, Ptr
 from .resources import resource_dir
 
 _PTR = {"odl": "T", "f32": "F32", "i32": "I32", "u8": "U8"}
@@ -56,7 +56,8 @@ def render(prog: Program, model_name: str, cores: int, out_dir: Path) -> list[Pa
     ctx = dict(version=__version__, prologue=prog.prologue, model=model_name, precision=prog.precision, cores=cores,
                batch=prog.graph.input_shape[0], calls=prog.calls, blocks=blocks,
                buffers=sorted(live, key=lambda b: b.offset), arena_bytes=prog.arena_bytes,
-               macs_forward=prog.macs_forward, macs_backward=prog.macs_backward, loss_macro=prog.loss.macro)
+               macs_forward=prog.macs_forward, macs_backward=prog.macs_backward, loss_macro=prog.loss.macro,
+               profile_macro=prog.profile.macro if prog.profile else None, max_cores=MAX_CORES)
     env = _env()
     (out_dir / "model.c").write_text(env.get_template("model.c.j2").render(**ctx))
     (out_dir / "odl_model.h").write_text(env.get_template("odl_model.h.j2").render(**ctx))

@@ -46,6 +46,9 @@ class Ptr:
     elem: int = 0
 
 
+MAX_CORES = 8   # profile buffer columns per call
+
+
 class CExpr(str):
     """A field value given as a C expression (may use the loop variable `n`)."""
 
@@ -99,6 +102,7 @@ class Program:
     trainable: list[str] = field(default_factory=list)
     config: TrainConfig | None = None
     activations: dict[str, tuple[Buffer, str]] = field(default_factory=dict)  # report name -> (buffer, value)
+    profile: Buffer | None = None   # profiling build: uint32 [calls, MAX_CORES] exact per-core instruction counts
     macs_forward: int = 0
     macs_backward: int = 0
     arena_bytes: int = 0
@@ -110,8 +114,9 @@ class Program:
 
 
 class Lowering:
-    def __init__(self, graph: Graph, precision: str, cfg: TrainConfig, observe: bool = True):
+    def __init__(self, graph: Graph, precision: str, cfg: TrainConfig, observe: bool = True, profile: bool = False):
         self.observe = observe
+        self.profile = profile
         self.g = graph
         self.precision = precision
         self.cfg = cfg
@@ -325,11 +330,15 @@ class Lowering:
                     activations[node.report_name if node.report_name not in activations else node.name] = (b, node.name)
         for b, _ in list(observed.values()) + list(activations.values()):
             b.persistent = True
+        prof = None
+        if self.profile:  # per call, per core (up to MAX_CORES) instruction counts, summed over loop iterations
+            prof = self.new_buffer("profile_counts", len(self.calls) * MAX_CORES, dtype="i32", role="profile",
+                                   persistent=True, shape=(len(self.calls), MAX_CORES))
         return Program(graph=g, precision=self.precision, calls=self.calls, buffers=self.buffers,
                        params=self.params, param_grads=self.param_grads, input=inp, labels=labels, loss=loss,
                        logits=logits, observed_grads=observed, preload=self.preload,
                        macs_forward=macs_f, macs_backward=macs_b, state=self.state_bufs, prologue=self.prologue,
-                       dropout=self.dropout, activations=activations, trainable=[p for p in g.params if p in self.trainable], config=cfg)
+                       dropout=self.dropout, activations=activations, profile=prof, trainable=[p for p in g.params if p in self.trainable], config=cfg)
 
     def _update(self):
         cfg = self.cfg
@@ -376,9 +385,11 @@ class Lowering:
         return out
 
 
-def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe: bool = False) -> Program:
+def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe: bool = False,
+          profile: bool = False) -> Program:
     """The training step as kernel calls. observe=True keeps every layer input gradient until the end of the
-    step so the host can read it (validation); observe=False is the deployable step."""
+    step so the host can read it (validation); observe=False is the deployable step. profile=True adds a
+    buffer where a profiling build (-DODL_PROFILE) records each call's exact per-core instruction counts."""
     if precision not in ("fp32", "fp16"):
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
-    return Lowering(graph, precision, cfg or TrainConfig(), observe).run()
+    return Lowering(graph, precision, cfg or TrainConfig(), observe, profile).run()

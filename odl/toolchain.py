@@ -109,16 +109,17 @@ def _run(cmd: list[str], what: str) -> None:
 
 
 def build_firmware(target: Target, precision: str, cores: int, sources: list[Path], include_dirs: list[Path],
-                   out_dir: Path, *, kernels: bool = True, name: str = "firmware") -> Path:
+                   out_dir: Path, *, kernels: bool = True, name: str = "firmware",
+                   defines: list[str] = ()) -> Path:
     """Compile and link the firmware ELF into out_dir; returns its path. Raises CompileError on failure.
 
     sources: the generated model (and any extra C files); compiled together with the target runtime,
-    targets/common and, unless kernels=False, every kernels_c/*.c."""
+    targets/common and, unless kernels=False, every kernels_c/*.c. defines: extra -D macros (e.g. ODL_PROFILE)."""
     out_dir = Path(out_dir)
     obj_dir = out_dir / "obj"
     obj_dir.mkdir(parents=True, exist_ok=True)
     cc = find_cc()
-    flags = compile_flags(target, precision, cores, include_dirs)
+    flags = compile_flags(target, precision, cores, include_dirs) + [f"-D{d}" for d in defines]
     all_srcs = firmware_sources(target, kernels) + [Path(s) for s in sources]
     seen: dict[str, int] = {}
     jobs = []
