@@ -32,6 +32,14 @@ def _cmd_validate(a) -> int:
     return 0 if rep["passed"] else 1
 
 
+def _cmd_compile(a) -> int:
+    from .compile import compile_project, parse_bytes
+    budget = parse_bytes(a.budget) if a.budget is not None else None
+    compile_project(a.model, a.output, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a),
+                    budget=budget, force=a.force)
+    return 0
+
+
 def _cmd_models(a) -> int:
     from .frontend import trace
     from .lower import lower
@@ -61,6 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", default=None, help="write the report as JSON to this file")
     v.add_argument("--keep", default=None, metavar="DIR", help="keep generated C, firmware and run files in DIR")
     v.set_defaults(fn=_cmd_validate)
+    c = sub.add_parser("compile", help="write the training step as a standalone C project (Makefile, QEMU script)")
+    c.add_argument("model", help="built-in model name or path/to/file.py:Name")
+    c.add_argument("--target", default="rv32-cluster")
+    c.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    c.add_argument("--cores", type=int, default=8)
+    c.add_argument("--input-shape", default=None, help="NxCxHxW (default: the model's input_shape)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batch in weights.bin")
+    add_train_args(c)
+    c.add_argument("--budget", default=None, metavar="BYTES",
+                   help="memory budget instead of the target's (e.g. 262144, 512K, 2M)")
+    c.add_argument("-o", "--output", required=True, metavar="DIR", help="project directory to create")
+    c.add_argument("--force", action="store_true", help="replace DIR if it exists and is not empty")
+    c.set_defaults(fn=_cmd_compile)
     m = sub.add_parser("models", help="list the built-in models")
     m.set_defaults(fn=_cmd_models)
     return ap

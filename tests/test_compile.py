@@ -1,0 +1,111 @@
+"""`odl compile`: a standalone C project that builds with make + the cross compiler alone and runs on QEMU."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, needs_qemu
+from odl.cli import main
+from odl.compile import parse_bytes
+
+EXPECTED = ["Makefile", "README.md", "run-qemu.sh", "weights.bin", "layout.json", "src/model.c", "src/odl_model.h",
+            "kernels/matmul.c", "kernels/include/odl_kernels.h", "kernels/include/odl_types.h",
+            "target/startup.S", "target/team.c", "target/link.ld", "target/odl_profile.h", "target/platform.h",
+            "common/main.c", "common/protocol.c", "common/protocol.h"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compile") / "tinycnn"
+    assert main(["compile", "tinycnn", "--precision", "fp16", "--seed", "3", "-o", str(out)]) == 0
+    return out
+
+
+def test_files_and_layout(project):
+    for f in EXPECTED:
+        assert (project / f).is_file(), f
+    assert os.access(project / "run-qemu.sh", os.X_OK)
+    assert not [p for p in project.parent.iterdir() if p.name.startswith(".")]   # no temp dirs left behind
+    lay = json.loads((project / "layout.json").read_text())
+    assert lay["precision"] == "fp16" and lay["model"] == "tinycnn"
+    weights = (project / "weights.bin").read_bytes()
+    assert lay["weights_bytes"] == len(weights)
+    pre = [b for b in lay["buffers"] if b["preloaded"]]
+    assert {b["role"] for b in pre} >= {"param", "input", "label"}
+    assert max(b["offset"] + b["bytes"] for b in pre) == len(weights)
+    for b in lay["buffers"]:
+        assert b["offset"] + b["bytes"] <= lay["arena_bytes"]
+        assert {"name", "role", "dtype", "shape", "offset", "bytes"} <= set(b)
+    mk = (project / "Makefile").read_text()
+    assert "ODL_FP16=1" in mk and "target/link.ld" in mk and str(ROOT) not in mk   # self-contained
+
+
+@needs_qemu
+def test_make_and_run(project, tmp_path):
+    """Build with make + zig cc only (no odl Python in the build), run one STEP with weights.bin preloaded and
+    compare the loss with PyTorch's."""
+    import torch
+    from odl.lower import TrainConfig
+    from odl.reference import reference_steps
+    from odl.runners.qemu import QemuRunner
+    from odl.target import load_target
+    from odl.validate import prepare
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ODL_CC", "ODL_LDFLAGS")}
+    p = subprocess.run(["make", "-j8", "-C", str(project), f"CC={sys.executable} -m ziglang cc"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    elf = project / "firmware.elf"
+    assert elf.is_file()
+
+    lay = json.loads((project / "layout.json").read_text())
+    weights = (project / "weights.bin").read_bytes()
+    with QemuRunner(load_target("rv32-cluster"), elf, 8, tmp_path / "run", preload=[(0, weights)]) as r:
+        assert r.hello.precision_bits == 16 and r.hello.arena_bytes == lay["arena_bytes"]
+        res = r.link.step(1)
+        loss_buf = next(b for b in lay["buffers"] if b["name"] == lay["loss"])
+        assert r.link.read(loss_buf["offset"], 4) == __import__("struct").pack("<f", res.loss)
+        r.exit(0)
+
+    prep = prepare("tinycnn", None, 3, "fp16")
+    cfg = TrainConfig(seed=3)
+    trainable = lay["trainable"]
+    ref = reference_steps(prep.model, prep.batches, cfg, trainable)[0].loss
+    assert abs(res.loss - ref) <= 3e-2 * abs(ref), (res.loss, ref)
+    assert torch.isfinite(torch.tensor(res.loss))
+
+
+def test_over_budget(tmp_path, capsys):
+    out = tmp_path / "small"
+    assert main(["compile", "tinycnn", "--precision", "fp16", "--budget", "4K", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "budget of 4096 bytes" in err and "largest live buffers" in err and "fc.weight" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_nonempty_dir_refused(tmp_path, capsys):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["compile", "tinycnn", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not empty" in err and len(err.splitlines()) == 1
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert main(["compile", "tinycnn", "--force", "-o", str(out)]) == 0
+    assert (out / "Makefile").is_file() and not (out / "keep.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
+
+
+def test_parse_bytes():
+    assert parse_bytes("4096") == 4096
+    assert parse_bytes("512K") == 512 * 1024
+    assert parse_bytes("2M") == 2 << 20
+    assert parse_bytes("1.5MiB") == 1572864
+    assert parse_bytes("64kb") == 65536
+    with pytest.raises(Exception):
+        parse_bytes("lots")
