@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from .errors import OdlError
 from .graph import Graph, Node
-from . import ops as opreg
 
 
 @dataclass(eq=False)
@@ -393,3 +392,6 @@ def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe:
     if precision not in ("fp32", "fp16"):
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
     return Lowering(graph, precision, cfg or TrainConfig(), observe, profile).run()
+
+
+from . import ops as opreg  # noqa: E402  (the ops import Ptr/CExpr from this module)

@@ -1,0 +1,48 @@
+"""The MLPerf Tiny models on the 8-hart target: ResNet8 and DS-CNN training steps validated tensor by tensor."""
+import pytest
+
+from conftest import needs_qemu
+from odl.lower import TrainConfig
+from odl.validate import validate
+
+
+def check(rep):
+    bad = [(t["name"], t["kind"], t["rel_l2"], t["cosine"]) for t in rep["tensors"] if not t["passed"]]
+    assert rep["passed"], (bad, rep["loss"], rep["steps"])
+
+
+@needs_qemu
+@pytest.mark.parametrize("model", ["resnet8", "dscnn"])
+def test_fp16_full_update(model):
+    rep = validate(model, precision="fp16", cores=8, log=lambda s: None)
+    check(rep)
+    assert rep["memory"]["arena_bytes"] <= rep["memory"]["budget_bytes"] == 1572864
+    n = {"resnet8": 78186, "dscnn": 23756}[model]
+    assert sum(t["shape"] and __import__("math").prod(t["shape"]) for t in rep["tensors"]
+               if t["kind"] == "param_grad") == n
+
+
+@needs_qemu
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["resnet8", "dscnn"])
+def test_fp32_full_update(model):
+    check(validate(model, precision="fp32", cores=8, log=lambda s: None))
+
+
+@needs_qemu
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_resnet8_sparse_update_frozen_bn(precision):
+    rep = validate("resnet8", precision=precision, cores=8, cfg=TrainConfig(train="last:3", bn="frozen"),
+                   log=lambda s: None)
+    check(rep)
+    assert all(p.startswith(("layer3.conv2", "layer3.bn2", "layer3.shortcut", "fc")) for p in rep["trainable"])
+
+
+@needs_qemu
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["resnet8", "dscnn"])
+def test_five_steps(model):
+    rep = validate(model, precision="fp16", cores=8, steps=5, cfg=TrainConfig(momentum=0.9), log=lambda s: None)
+    check(rep)
+    assert len(rep["steps"]) == 5

@@ -1,0 +1,68 @@
+"""Every supported op, on QEMU, on 1 and 8 harts, fp32 and fp16: user model files that combine them, validated
+tensor by tensor against PyTorch (odl.validate), with batches above 1 and awkward shapes."""
+import pytest
+
+from conftest import MODELS, needs_qemu
+from odl.lower import TrainConfig
+from odl.validate import validate
+
+OPS = MODELS / "ops_models.py"
+CASES = {
+    "ConvBNStack": "3x3x7x7",          # conv/BN/ReLU, even-kernel 'same' padding, stride 2 without padding
+    "DepthwiseSeparable": "2x2x9x11",  # depthwise s1/s2, pointwise, ReLU6, global average pool
+    "ResidualPool": "4x3x13x13",       # residual add, strided 1x1 projection, max/avg pooling, a value used twice
+    "MLP": "3x23",                     # linear layers, dropout (device PRNG, mask reproduced on the host)
+    "tiny_spatial": "3x4x3x3",         # 1x1 spatial, bias-free linear, a factory function
+}
+
+
+def check(rep):
+    bad = [(t["name"], t["kind"], t["rel_l2"], t["cosine"]) for t in rep["tensors"] if not t["passed"]]
+    assert rep["passed"], (bad, rep["loss"], rep["steps"])
+    assert len(rep["tensors"]) > 0
+
+
+@needs_qemu
+@pytest.mark.parametrize("cores", [1, 8])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("model", sorted(CASES))
+def test_op_models(model, precision, cores):
+    rep = validate(f"{OPS}:{model}", precision=precision, cores=cores, input_shape=CASES[model], seed=5,
+                   log=lambda s: None)
+    check(rep)
+    kinds = {t["kind"] for t in rep["tensors"]}
+    assert {"output", "param_grad", "param_updated"} <= kinds
+
+
+@needs_qemu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_frozen_batchnorm(precision):
+    rep = validate(f"{OPS}:ConvBNStack", precision=precision, cores=3, input_shape="3x3x7x7",
+                   cfg=TrainConfig(bn="frozen"), log=lambda s: None)
+    check(rep)
+    # frozen BN keeps its running statistics
+    for t in rep["tensors"]:
+        assert t["kind"] != "state_updated" or t["max_abs"] < 1e-3
+
+
+@needs_qemu
+def test_mse_adam_weight_decay_three_steps():
+    rep = validate(f"{OPS}:MLP", precision="fp16", cores=8, input_shape="3x23", steps=3,
+                   cfg=TrainConfig(loss="mse", optimizer="adam", weight_decay=0.01), log=lambda s: None)
+    check(rep)
+    assert len(rep["steps"]) == 3 and all(s["passed"] for s in rep["steps"])
+    assert any(t["kind"] == "param_final" for t in rep["tensors"])
+
+
+@needs_qemu
+def test_sgd_momentum_sparse_update_steps():
+    """Momentum state stays on the device between steps; frozen layers get no gradient and do not change."""
+    rep = validate(f"{OPS}:ResidualPool", precision="fp32", cores=8, input_shape="4x3x13x13", steps=3,
+                   cfg=TrainConfig(momentum=0.9, weight_decay=1e-3, train=r"b1|bn|fc"), log=lambda s: None)
+    check(rep)
+    assert set(rep["trainable"]) == {"b1.weight", "b1.bias", "bn.weight", "bn.bias", "fc.weight", "fc.bias"}
+    grads = {t["name"] for t in rep["tensors"] if t["kind"] == "param_grad"}
+    assert grads == set(rep["trainable"])
+    # input gradients stop where nothing earlier trains: nothing before b1's input is differentiated
+    names = {t["name"] for t in rep["tensors"] if t["kind"] == "input_grad"}
+    assert "c0" not in names and "a1" not in names
