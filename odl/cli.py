@@ -54,6 +54,22 @@ def _cmd_models(a) -> int:
     return 0
 
 
+def _cmd_profile(a) -> int:
+    from .profile import have_matplotlib, profile
+    if a.png and not have_matplotlib():
+        print("odl: error: --png needs matplotlib, which is not installed (pip install matplotlib); "
+              "run without --png or install it", file=sys.stderr)
+        return 2
+    profile(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a), a.json, a.png, a.keep)
+    return 0
+
+
+def _cmd_bench(a) -> int:
+    from .bench import bench
+    bench(json_path=a.json, md_path=a.out, keep_dir=a.keep)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="odl", description="On-device learning for RISC-V multicore MCUs")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -82,6 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="project directory to create")
     c.add_argument("--force", action="store_true", help="replace DIR if it exists and is not empty")
     c.set_defaults(fn=_cmd_compile)
+    pr = sub.add_parser("profile", help="one training step with exact per-core cycle counts, per layer and step")
+    pr.add_argument("model", help="built-in model name or path/to/file.py:Name")
+    pr.add_argument("--target", default="rv32-cluster")
+    pr.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    pr.add_argument("--cores", type=int, default=8)
+    pr.add_argument("--input-shape", default=None, help="NxCxHxW (default: the model's input_shape)")
+    pr.add_argument("--seed", type=int, default=0)
+    add_train_args(pr)
+    pr.add_argument("--json", default=None, help="write the profile as JSON to this file")
+    pr.add_argument("--png", default=None, help="write a stacked bar chart (cycles per layer by step); needs matplotlib")
+    pr.add_argument("--keep", default=None, metavar="DIR", help="keep generated C, firmware and run files in DIR")
+    pr.set_defaults(fn=_cmd_profile)
+    b = sub.add_parser("bench", help="ResNet8/DS-CNN x fp32/fp16 x 1/8 harts, FP16/FP32 Conv2D, speedup, wall time")
+    b.add_argument("--json", default=None, help="write the results as JSON to this file")
+    b.add_argument("--out", default=None, metavar="FILE.md", help="write the table as Markdown to this file")
+    b.add_argument("--keep", default=None, metavar="DIR", help="keep the build and run files in DIR")
+    b.set_defaults(fn=_cmd_bench)
     m = sub.add_parser("models", help="list the built-in models")
     m.set_defaults(fn=_cmd_models)
     return ap

@@ -1,0 +1,127 @@
+"""odl profile on QEMU: exact, deterministic per-core counts; totals consistent; JSON report; CLI."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import MODELS, needs_qemu
+
+pytestmark = needs_qemu
+
+
+def _run(model, cores, precision="fp16"):
+    from odl.profile import profile
+    return profile(model, precision=precision, cores=cores, log=None)
+
+
+def _check_consistent(rep, spec="tinycnn", shape=None):
+    from odl.lower import lower
+    from odl.validate import prepare
+    layer_sum = sum(sum(L["steps"].values()) for L in rep["layers"])
+    assert layer_sum == rep["compute_cycles"]
+    assert layer_sum + rep["sync_cycles"] == rep["cycles"]
+    assert sum(L["sync"] for L in rep["layers"]) == rep["sync_cycles"]
+    assert rep["sync_cycles"] == rep["sync_per_call"] * sum(max(1, c["loop"]) for c in rep["per_call"])
+    crit = sum(max(c["cores"]) for c in rep["per_call"])
+    assert crit == rep["compute_cycles"]
+    prog = lower(prepare(spec, shape, 0, rep["precision"]).graph, rep["precision"])
+    assert rep["macs"] == prog.macs_forward + prog.macs_backward
+    assert sum(L["macs"] for L in rep["layers"]) == rep["macs"]
+    assert rep["mac_per_cycle"] == pytest.approx(rep["macs"] / rep["cycles"])
+    for L in rep["layers"]:
+        assert set(L["kernels"]) == set(L["steps"])
+        assert 0.0 <= L["imbalance"]
+    assert all(c > 0 for c in (rep["cycles"], rep["sync_per_call"]))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return {c: [_run("tinycnn", c), _run("tinycnn", c)] for c in (1, 8)}
+
+
+def test_deterministic(tiny):
+    for c, (a, b) in tiny.items():
+        assert [x["cores"] for x in a["per_call"]] == [x["cores"] for x in b["per_call"]], c
+        assert a["cycles"] == b["cycles"]
+
+
+def test_totals_and_fields(tiny):
+    for c, (a, _) in tiny.items():
+        for k in ("cycles", "macs", "mac_per_cycle", "cores", "precision", "model", "target", "sync_cycles", "layers"):
+            assert k in a
+        assert a["cores"] == c and a["model"] == "tinycnn" and a["precision"] == "fp16"
+        for L in a["layers"]:
+            assert {"name", "op", "macs", "steps", "kernels", "imbalance"} <= set(L)
+        ops = {L["op"] for L in a["layers"]}
+        assert {"conv2d", "linear"} <= ops
+        assert all(len(x["cores"]) == c for x in a["per_call"])
+        _check_consistent(a)
+
+
+def test_eight_cores_faster(tiny):
+    one, eight = tiny[1][0], tiny[8][0]
+    assert eight["cycles"] < one["cycles"]
+    assert eight["compute_cycles"] * 2 < one["compute_cycles"]
+    assert tiny[1][0]["sync_per_call"] < tiny[8][0]["sync_per_call"]
+
+
+def test_sync_calibration_deterministic():
+    from odl import profile as P
+    from odl.target import load_target
+    t = load_target("rv32-cluster")
+    P._SYNC_CACHE.clear()
+    a = P.measure_sync(t, 8)
+    P._SYNC_CACHE.clear()
+    b = P.measure_sync(t, 8)
+    assert a == b and 20 < a["per_call"] < 1000
+
+
+def test_user_model_cli_json(tmp_path):
+    from odl.cli import main
+    out = tmp_path / "p.json"
+    spec = f"{MODELS / 'spine_model.py'}:SpineNet"
+    assert main(["profile", spec, "--precision", "fp32", "--cores", "3", "--input-shape", "2x3x8x8",
+                 "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["model"] == "SpineNet" and rep["cores"] == 3 and rep["precision"] == "fp32"
+    names = [L["name"] for L in rep["layers"]]
+    assert {"c1", "c2", "fc"} <= set(names)
+    _check_consistent(rep, spec, "2x3x8x8")
+
+
+def test_png_without_matplotlib(tmp_path, capsys):
+    from odl.cli import main
+    from odl.profile import have_matplotlib
+    if have_matplotlib():
+        pytest.skip("matplotlib installed: covered by test_png")
+    assert main(["profile", "tinycnn", "--png", str(tmp_path / "p.png")]) == 2
+    assert "matplotlib" in capsys.readouterr().err
+
+
+def test_png(tmp_path):
+    from odl.profile import have_matplotlib, plot_png
+    if not have_matplotlib():
+        pytest.skip("matplotlib not installed")
+    rep = {"model": "m", "precision": "fp16", "cores": 8, "cycles": 10, "mac_per_cycle": 1.0,
+           "layers": [{"name": "a", "steps": {"forward": 3, "weight_grad": 2}, "sync": 1},
+                      {"name": "b", "steps": {"forward": 4}, "sync": 0}]}
+    plot_png(rep, str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_analyse_imbalance():
+    """Aggregation on synthetic counts: max over cores, imbalance max/mean-1 weighted by cycles, loops pay sync."""
+    from types import SimpleNamespace as NS
+    from odl.profile import analyse
+    g = NS(nodes=[NS(report_name="c", op="conv2d", params={"w": "c.weight"}, name="c")])
+    calls = [NS(kernel="k1", layer="c", step="forward", macs=100, loop=0),
+             NS(kernel="k2", layer="c", step="forward", macs=0, loop=2),
+             NS(kernel="odl_sgd", layer="c.weight", step="update", macs=0, loop=0)]
+    prog = NS(graph=g, calls=calls, macs_forward=100, macs_backward=0)
+    counts = np.array([[10, 30, 0, 0, 0, 0, 0, 0], [20, 20, 0, 0, 0, 0, 0, 0], [5, 5, 0, 0, 0, 0, 0, 0]], np.uint32)
+    r = analyse(prog, counts, 2, 7)
+    assert r["compute_cycles"] == 30 + 20 + 5
+    assert r["sync_cycles"] == 7 * 4
+    L = r["layers"][0]
+    assert L["steps"] == {"forward": 50, "update": 5}
+    assert L["step_detail"]["forward"]["imbalance"] == pytest.approx((0.5 * 30 + 0 * 20) / 50)
