@@ -1,0 +1,157 @@
+"""`odl bench`: the project's headline numbers in one table, next to PULP-TrainLib's and the goals.
+
+* ResNet8 and DS-CNN x fp32/fp16 x 1/8 harts: cycles of one training step and MAC/cycle (odl profile's cost model:
+  exact per-core counts, critical path per call plus the measured fork/join, see odl/profile.py).
+* FP16/FP32 cycle ratio on one Conv2D training step: Conv2d(16, 32, 3, padding=1) on a 1x16x16x16 input (8 harts),
+  counting that conv layer only: forward + weight gradient + input gradient + its im2col/col2im transforms and the
+  fork/join of those calls (not the optimizer update). A BatchNorm2d(16) in front makes the conv's input gradient
+  part of the step (the first layer with parameters needs none); flatten + linear behind it give the loss.
+* 8-vs-1 hart speedup of ResNet8 FP16 (ratio of step cycles).
+* Wall time of one emulated, non-profiled ResNet8 FP16 8-hart training step on QEMU: the STEP command round trip
+  only (build, boot and preload excluded).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+PULP = {"resnet8": 3.11, "dscnn": 0.81, "conv_ratio": 1.72}
+GOALS = {"resnet8": 6.0, "dscnn": 2.5, "conv_ratio": 1.8, "speedup": 7.0, "wall_s": 10.0}
+GRID = [(m, p, c) for m in ("resnet8", "dscnn") for p in ("fp32", "fp16") for c in (1, 8)]
+CONV_STEPS = ("forward", "weight_grad", "input_grad", "transform")
+
+
+def conv_model():
+    import torch.nn as nn
+
+    class ConvStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm2d(16)
+            self.conv = nn.Conv2d(16, 32, 3, padding=1)
+            self.fc = nn.Linear(32 * 16 * 16, 10)
+
+        def forward(self, x):
+            return self.fc(self.conv(self.bn(x)).flatten(1))
+
+    return ConvStep()
+
+
+def conv_cycles(rep: dict, layer: str = "conv") -> int:
+    L = next(L for L in rep["layers"] if L["name"] == layer)
+    return sum(L["steps"].get(s, 0) + L["step_detail"][s]["sync"] for s in CONV_STEPS if s in L["steps"])
+
+
+def wall_step(target, work: Path, model: str = "resnet8", precision: str = "fp16", cores: int = 8) -> dict:
+    """Seconds of one STEP round trip of the deployable (non-profiled) step on QEMU."""
+    from .lower import TrainConfig, lower
+    from .planner import plan
+    from .runners.qemu import QemuRunner
+    from .validate import build, preload_blob, prepare
+    prep = prepare(model, None, 0, precision)
+    prog = lower(prep.graph, precision, TrainConfig(), observe=False)
+    plan(prog)
+    elf = build(prog, prep.name, target, cores, work)
+    with QemuRunner(target, elf, cores, work / "run", preload=[(0, preload_blob(prog, prep))], timeout=600.0) as r:
+        t0 = time.perf_counter()
+        res = r.link.step(1)
+        dt = time.perf_counter() - t0
+        r.exit(0)
+    return {"seconds": dt, "loss": res.loss, "instret_all_harts": res.instret}
+
+
+def bench(json_path: str | None = None, md_path: str | None = None, keep_dir: str | None = None, log=print,
+          jobs: int = 2) -> dict:
+    from .profile import measure_sync, prepare_module, profile_prepared
+    from .target import load_target
+    from .validate import prepare
+    t_start = time.perf_counter()
+    target = load_target("rv32-cluster")
+    work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="odl_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        syncs = {c: measure_sync(target, c, work / f"sync{c}") for c in (1, 8)}
+
+        # inputs and initial weights are made here, one after the other (torch's global seed is not thread-safe);
+        # the builds and QEMU runs then go in parallel
+        preps = {k: prepare(k[0], None, 0, k[1]) for k in GRID}
+        preps.update({("conv", p, 8): prepare_module(conv_model(), "conv2d", (1, 16, 16, 16), 0, p)
+                      for p in ("fp32", "fp16")})
+
+        def run(key):
+            m, p, c = key
+            return key, profile_prepared(preps[key], target, p, c, work=work / f"{m}_{p}_{c}", sync=syncs[c])
+
+        with ThreadPoolExecutor(max_workers=jobs) as ex:
+            reps = dict(ex.map(run, list(preps)))
+        wall = wall_step(target, work / "wall")
+    finally:
+        if not keep_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+    rows = []
+    for m, p, c in GRID:
+        r = reps[(m, p, c)]
+        ref = PULP[m] if (p, c) == ("fp16", 8) else None
+        goal = GOALS[m] if (p, c) == ("fp16", 8) else None
+        rows.append({"name": f"{m} {p} {c} hart{'s' if c > 1 else ''}", "cycles": r["cycles"],
+                     "value": r["mac_per_cycle"], "unit": "MAC/cycle", "pulp": ref, "goal": goal,
+                     "met": None if goal is None else r["mac_per_cycle"] >= goal})
+    c32, c16 = conv_cycles(reps[("conv", "fp32", 8)]), conv_cycles(reps[("conv", "fp16", 8)])
+    ratio = c32 / c16
+    rows.append({"name": "Conv2D step FP16/FP32 (8 harts)", "cycles": c16, "cycles_fp32": c32, "value": ratio,
+                 "unit": "x", "pulp": PULP["conv_ratio"], "goal": GOALS["conv_ratio"], "met": ratio >= GOALS["conv_ratio"]})
+    sp = reps[("resnet8", "fp16", 1)]["cycles"] / reps[("resnet8", "fp16", 8)]["cycles"]
+    rows.append({"name": "resnet8 fp16 8-vs-1 harts", "cycles": None, "value": sp, "unit": "x", "pulp": None,
+                 "goal": GOALS["speedup"], "met": sp >= GOALS["speedup"]})
+    rows.append({"name": "resnet8 fp16 8 harts wall (QEMU)", "cycles": None, "value": wall["seconds"], "unit": "s",
+                 "pulp": None, "goal": GOALS["wall_s"], "met": wall["seconds"] <= GOALS["wall_s"], "le": True})
+    result = {"rows": rows, "sync": syncs, "wall": wall,
+              "top_kernels": {f"{m} fp16 8": reps[(m, "fp16", 8)]["kernels_summary"][:6] for m in ("resnet8", "dscnn")},
+              "bench_seconds": round(time.perf_counter() - t_start, 1)}
+    table = format_table(rows)
+    extra = []
+    for m in ("resnet8", "dscnn"):
+        ks = result["top_kernels"][f"{m} fp16 8"]
+        extra.append(f"{m} fp16 8 harts, top kernels: " + ", ".join(
+            f"{k['kernel'].removeprefix('odl_')} {100 * k['share']:.1f}%" for k in ks))
+    extra.append(f"sync per parallel call: {syncs[1]['per_call']} cycles (1 hart), {syncs[8]['per_call']} cycles "
+                 f"(8 harts); conv2d fp32 {c32} cycles, fp16 {c16} cycles; bench took {result['bench_seconds']} s")
+    text = table + "\n\n" + "\n".join(extra)
+    log(text)
+    if md_path:
+        Path(md_path).write_text("# odl bench\n\n" + table + "\n\n" + "\n".join(f"- {e}" for e in extra) + "\n")
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def format_table(rows: list[dict]) -> str:
+    def val(r):
+        if r["unit"] == "MAC/cycle":
+            return f"{r['value']:.2f} MAC/cycle"
+        if r["unit"] == "x":
+            return f"{r['value']:.2f}x"
+        return f"{r['value']:.2f} s"
+
+    def ref(r):
+        if r["pulp"] is None:
+            return "-"
+        return f"{r['pulp']:.2f}" + ("x" if r["unit"] == "x" else " MAC/cycle")
+
+    def goal(r):
+        if r["goal"] is None:
+            return "-"
+        op = "<=" if r.get("le") else ">="
+        return f"{op} {r['goal']:g}" + {"x": "x", "s": " s", "MAC/cycle": ""}[r["unit"]]
+
+    out = ["| measurement | cycles | odl | PULP-TrainLib | goal | met |", "|---|---:|---:|---:|---:|:---:|"]
+    for r in rows:
+        met = "-" if r["met"] is None else ("yes" if r["met"] else "no")
+        out.append(f"| {r['name']} | {r['cycles'] if r['cycles'] is not None else '-'} | {val(r)} | {ref(r)} | "
+                   f"{goal(r)} | {met} |")
+    return "\n".join(out)
