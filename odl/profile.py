@@ -387,7 +387,7 @@ def plot_png(rep: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     layers = rep["layers"]
     names = [L["name"] for L in layers]
-    fig, ax = plt.subplots(figsize=(10, 0.32 * len(layers) + 1.5))
+    fig, ax = plt.subplots(figsize=(11, 0.32 * len(layers) + 1.8))
     left = np.zeros(len(layers))
     for s in STEPS + ("sync",):
         vals = np.array([L["sync"] if s == "sync" else L["steps"].get(s, 0) for L in layers], dtype=float)
@@ -399,7 +399,7 @@ def plot_png(rep: dict, path: str) -> None:
     ax.set_xlabel("cycles (critical path)")
     ax.set_title(f"{rep['model']} {rep['precision']} {rep['cores']} cores: {rep['cycles']} cycles, "
                  f"{rep['mac_per_cycle']:.2f} MAC/cycle")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
