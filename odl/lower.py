@@ -79,6 +79,7 @@ class TrainConfig:
     eps: float = 1e-8
     seed: int = 0                 # dropout masks
     im2col_bytes: int = 64 * 1024 # largest im2col scratch block (convolutions are chunked by output rows)
+    inplace: bool = True          # ReLU / add outputs and elementwise backward gradients overwrite dead inputs
 
 
 @dataclass
@@ -129,6 +130,7 @@ class Lowering:
         self.trainable = self._select_trainable(cfg.train)
         self.needs_grad = self._propagate_needs_grad()
         self.saved: dict[str, object] = {}   # per-node values the forward keeps for the backward
+        self.view_of: dict[str, str] = {}    # view value -> the value whose storage and gradient it shares
         self._loop = (0, 0)
         self._groups = 0
 
@@ -151,6 +153,55 @@ class Lowering:
     def alias(self, value: str, of: str):
         """`value` is a view of `of`: same storage, and the same gradient storage."""
         self.value_buf[value] = self.value_buf[of]
+        self.view_of[value] = self._grad_root(of)
+
+    # ---- in-place ------------------------------------------------------------------------------------
+    def _storage_group(self, value: str) -> list[str]:
+        b = self.value_buf.get(value)
+        return [n for n, v in self.value_buf.items() if v is b]
+
+    def can_overwrite(self, value: str, node: Node) -> bool:
+        """May `node` write its output over `value`'s storage? Only if `node` is the last reader: every value
+        sharing that storage is consumed by `node` alone, none is the model input or output, and no backward
+        needs it (ReLU/ReLU6 backwards read their own output, so a ReLU's output is never overwritten)."""
+        if not self.cfg.inplace:
+            return False
+        for v in self._storage_group(value):
+            if v in (self.g.input, self.g.output):
+                return False
+            if any(c is not node for c in self.g.consumers(v)):
+                return False
+            prod = next((n for n in self.g.nodes if n.name == v), None)
+            if prod is not None and prod.op in ("relu", "relu6"):
+                return False
+        return self.value_buf[value].role == "act"
+
+    def output_inplace(self, node: Node, over: str) -> Buffer:
+        """The node's output, written over `over` when legal (see can_overwrite), else a new buffer."""
+        if self.can_overwrite(over, node):
+            b = self.value_buf[over]
+            self.value_buf[node.name] = b
+            return b
+        return self.output(node)
+
+    def grad_inplace(self, value: str, node: Node) -> tuple[Buffer, int] | None:
+        """grad_target(value) for an elementwise backward of `node` that may write d(value) over d(node's
+        output): shares that buffer when `node` is the only consumer of `value` (and of its views) and nothing
+        has contributed to d(value) yet. Returns None when no gradient is needed."""
+        if not self.needs_grad.get(value, False):
+            return None
+        if self.can_share_grad(value, node):
+            b = self.grad_buf[self._grad_root(node.name)]
+            self.grad_buf[self._grad_root(value)] = b
+            return b, 0
+        return self.grad_target(value)
+
+    def can_share_grad(self, value: str, node: Node) -> bool:
+        if not (self.cfg.inplace and self.needs_grad.get(value, False)):
+            return False
+        root = self._grad_root(value)
+        views = [v for v in self.value_buf if self._grad_root(v) == root] or [value]
+        return root not in self.grad_buf and all(c is node for v in views for c in self.g.consumers(v))
 
     def output(self, node: Node) -> Buffer:
         b = self.new_buffer(node.name, math.prod(node.shape), role="act", shape=node.shape)
@@ -187,12 +238,8 @@ class Lowering:
         return b, acc
 
     def _grad_root(self, value: str) -> str:
-        # views share their base's gradient storage
-        buf = self.value_buf.get(value)
-        for name, b in self.value_buf.items():
-            if b is buf:
-                return name
-        return value
+        # views share their base's gradient storage (in-place outputs share storage, not gradients)
+        return self.view_of.get(value, value)
 
     # ---- calls -----------------------------------------------------------------------------------
     def call(self, kernel: str, layer: str, step: str, macs: int = 0, **fields):
@@ -323,10 +370,13 @@ class Lowering:
         observed = self._observed_input_grads() if self.observe else {}
         activations = {}
         if self.observe:
+            last = {}  # buffer -> the last forward value written into it (in-place outputs overwrite inputs)
             for node in g.nodes:
                 b = self.value_buf.get(node.name)
-                if b is not None and b.role == "act" and self._grad_root(node.name) == node.name:
-                    activations[node.report_name if node.report_name not in activations else node.name] = (b, node.name)
+                if b is not None and b.role == "act" and node.name not in self.view_of:
+                    last[id(b)] = (b, node)
+            for b, node in last.values():
+                activations[node.report_name if node.report_name not in activations else node.name] = (b, node.name)
         for b, _ in list(observed.values()) + list(activations.values()):
             b.persistent = True
         prof = None

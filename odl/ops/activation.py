@@ -26,12 +26,12 @@ class _Clamp:
     fwd = bwd = ""
 
     def forward(self, node, L):
-        y = L.output(node)
+        y = L.output_inplace(node, node.inputs[0])
         L.call(self.fwd, node.report_name, "forward", x=Ptr(L.value(node.inputs[0])), y=Ptr(y),
                len=math.prod(node.shape))
 
     def backward(self, node, L):
-        tgt = L.grad_target(node.inputs[0])
+        tgt = L.grad_inplace(node.inputs[0], node)
         if tgt is None:
             return
         dx, acc = tgt

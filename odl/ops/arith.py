@@ -23,19 +23,29 @@ class Add:
     name = "add"
 
     def forward(self, node, L):
-        y = L.output(node)
         a, b = node.inputs
+        over = next((v for v in (a, b) if a != b and L.can_overwrite(v, node)), None)
+        y = L.output_inplace(node, over) if over else L.output(node)
         L.call("odl_add", node.report_name, "forward", a=Ptr(L.value(a)), b=Ptr(L.value(b)), y=Ptr(y),
                len=math.prod(node.shape))
 
     def backward(self, node, L):
+        # copies first (they read d(y)); then at most one input takes d(y)'s buffer as its own gradient
+        share = None
         for v in node.inputs:
+            if node.inputs.count(v) == 1 and share is None and L.can_share_grad(v, node):
+                share = v
+        for v in node.inputs:
+            if v == share:
+                continue
             tgt = L.grad_target(v)
             if tgt is None:
                 continue
             dx, acc = tgt
             L.call("odl_copy", node.report_name, "input_grad", src=Ptr(L.grad(node.name)), dst=Ptr(dx),
                    len=math.prod(node.shape), accumulate=acc)
+        if share is not None:
+            L.grad_inplace(share, node)
 
 
 register(Add())

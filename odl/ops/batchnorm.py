@@ -55,7 +55,7 @@ class BatchNorm2d:
     def backward(self, node, L):
         n, c, hw = self._dims(node, L)
         mean, rstd = L.saved[node.name]
-        tgt = L.grad_target(node.inputs[0])
+        tgt = L.grad_inplace(node.inputs[0], node)
         dg, db = L.param_grad(node, "weight"), L.param_grad(node, "bias")
         if tgt is None and dg is None and db is None:
             return
