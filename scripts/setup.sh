@@ -21,5 +21,5 @@ qemu-system-riscv32 --version | head -1
 PY=${PYTHON:-python3}
 # CPU build of torch, pinned (an unpinned torch pulls a multi-GB CUDA build).
 $PY -c "import torch" 2>/dev/null || $PY -m pip install -q torch==2.13.0
-$PY -m pip install -q -e ".[test]"
-$PY -c "import torch, numpy, jinja2, serial, ziglang; print('torch', torch.__version__)"
+$PY -m pip install -q -e ".[test,chart]"
+$PY -c "import torch, numpy, jinja2, serial, ziglang, matplotlib; print('torch', torch.__version__)"
