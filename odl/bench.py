@@ -66,7 +66,8 @@ def wall_step(target, work: Path, model: str = "resnet8", precision: str = "fp16
 
 def bench(json_path: str | None = None, md_path: str | None = None, keep_dir: str | None = None, log=print,
           jobs: int = 2) -> dict:
-    from .profile import measure_sync, prepare_module, profile_prepared
+    from .profile import measure_sync, profile_prepared
+    from .validate import prepare_module
     from .target import load_target
     from .validate import prepare
     t_start = time.perf_counter()

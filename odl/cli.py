@@ -13,6 +13,14 @@ def train_config(a):
                        weight_decay=a.weight_decay, seed=a.seed)
 
 
+def add_model_args(p):
+    p.add_argument("model", help="built-in model name or path/to/file.py:Name")
+    p.add_argument("--target", default="rv32-cluster")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    p.add_argument("--cores", type=int, default=8)
+    p.add_argument("--input-shape", default=None, help="NxCxHxW (default: the model's input_shape)")
+
+
 def add_train_args(p):
     p.add_argument("--train", default="all", metavar="all|last:K|REGEX",
                    help="what trains: all, the last K layers with parameters, or parameters matching REGEX")
@@ -74,11 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="odl", description="On-device learning for RISC-V multicore MCUs")
     sub = ap.add_subparsers(dest="cmd", required=True)
     v = sub.add_parser("validate", help="run one training step on the device and compare with PyTorch")
-    v.add_argument("model", help="built-in model name or path/to/file.py:Name")
-    v.add_argument("--target", default="rv32-cluster")
-    v.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
-    v.add_argument("--cores", type=int, default=8)
-    v.add_argument("--input-shape", default=None, help="NxCxHxW (default: the model's input_shape)")
+    add_model_args(v)
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--steps", type=int, default=1, help="optimizer steps on K different batches")
     add_train_args(v)
@@ -86,11 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--keep", default=None, metavar="DIR", help="keep generated C, firmware and run files in DIR")
     v.set_defaults(fn=_cmd_validate)
     c = sub.add_parser("compile", help="write the training step as a standalone C project (Makefile, QEMU script)")
-    c.add_argument("model", help="built-in model name or path/to/file.py:Name")
-    c.add_argument("--target", default="rv32-cluster")
-    c.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
-    c.add_argument("--cores", type=int, default=8)
-    c.add_argument("--input-shape", default=None, help="NxCxHxW (default: the model's input_shape)")
+    add_model_args(c)
     c.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batch in weights.bin")
     add_train_args(c)
     c.add_argument("--budget", default=None, metavar="BYTES",
@@ -99,11 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="replace DIR if it exists and is not empty")
     c.set_defaults(fn=_cmd_compile)
     pr = sub.add_parser("profile", help="one training step with exact per-core cycle counts, per layer and step")
-    pr.add_argument("model", help="built-in model name or path/to/file.py:Name")
-    pr.add_argument("--target", default="rv32-cluster")
-    pr.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
-    pr.add_argument("--cores", type=int, default=8)
-    pr.add_argument("--input-shape", default=None, help="NxCxHxW (default: the model's input_shape)")
+    add_model_args(pr)
     pr.add_argument("--seed", type=int, default=0)
     add_train_args(pr)
     pr.add_argument("--json", default=None, help="write the profile as JSON to this file")

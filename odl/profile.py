@@ -157,29 +157,6 @@ def measure_sync(target, cores: int, work: Path | None = None) -> dict:
     return res
 
 
-def prepare_module(model, name: str, shape: tuple, seed: int, precision: str, loss: str = "xent"):
-    """Like odl.validate.prepare, for an nn.Module object instead of a model spec."""
-    import torch
-    from .frontend import trace
-    from .validate import Prepared as VPrepared
-    torch.manual_seed(seed)
-    graph = trace(model, tuple(shape))
-    gen = torch.Generator().manual_seed(seed + 1)
-    out_shape = graph.shapes[graph.output]
-    x = torch.randn(*shape, generator=gen)
-    if loss == "mse":
-        t = torch.randn(*out_shape, generator=gen)
-    else:
-        t = torch.randint(0, int(out_shape[-1]), (shape[0],), generator=gen)
-    if precision == "fp16":
-        x = x.half().float()
-        t = t.half().float() if loss == "mse" else t
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(p.half().float())
-    return VPrepared(name, model, graph, [(x, t)])
-
-
 def _layer_of(prog) -> tuple[dict, list]:
     """Call layer name -> (report layer name, op); and the layer order (graph order, loss last)."""
     g = prog.graph

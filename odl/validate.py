@@ -39,11 +39,20 @@ class Prepared:
 
 def prepare(model_spec: str, input_shape: str | None, seed: int, precision: str, steps: int = 1,
             loss: str = "xent") -> Prepared:
+    """Build the model (weights seeded by `seed`) and `steps` random batches for it."""
     torch.manual_seed(seed)
     model = load_model(model_spec)
     shape = parse_shape(input_shape) if input_shape else default_input_shape(model)
     if shape is None:
         raise OdlError(f"model '{model_spec}' has no default input shape: give --input-shape NxCxHxW")
+    name = model_spec if ":" not in model_spec else model_spec.rsplit(":", 1)[1]
+    return prepare_module(model, name, tuple(shape), seed, precision, steps, loss)
+
+
+def prepare_module(model: torch.nn.Module, name: str, shape: tuple, seed: int, precision: str, steps: int = 1,
+                   loss: str = "xent") -> Prepared:
+    """Trace an nn.Module and draw `steps` (input, target) batches; in FP16 the weights and inputs are rounded to
+    FP16 values so the device and the FP32 reference start from the same numbers."""
     graph = trace(model, shape)  # refuses unsupported models and shapes before anything runs
     if steps < 1:
         raise OdlError(f"--steps must be >= 1, not {steps}")
@@ -61,11 +70,9 @@ def prepare(model_spec: str, input_shape: str | None, seed: int, precision: str,
             t = t.half().float() if loss == "mse" else t
         batches.append((x, t))
     if precision == "fp16":
-        # device and reference start from the same values: round to what FP16 can hold
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(p.half().float())
-    name = model_spec if ":" not in model_spec else model_spec.rsplit(":", 1)[1]
     return Prepared(name, model, graph, batches)
 
 
