@@ -29,7 +29,8 @@ def test_spine_validates(tmp_path, precision, cores):
     for w in ("c1.weight", "c1.bias", "c2.weight", "c2.bias", "fc.weight", "fc.bias"):
         assert (w, "param_grad") in names and (w, "param_updated") in names
     assert {t["kind"] for t in rep["tensors"]} == KINDS
-    assert sum(t["kind"] == "input_grad" for t in rep["tensors"]) >= 3
+    # d(c1 out) and d(c2 out); the ReLU input gradients are computed in place over their output gradients
+    assert sum(t["kind"] == "input_grad" for t in rep["tensors"]) >= 2
     tol = 1e-4 if precision == "fp32" else 3e-2
     for t in rep["tensors"]:
         assert t["passed"] and t["rel_l2"] <= tol, t
