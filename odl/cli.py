@@ -78,6 +78,12 @@ def _cmd_bench(a) -> int:
     return 0
 
 
+def _cmd_tune(a) -> int:
+    from .tune import tune
+    tune(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="odl", description="On-device learning for RISC-V multicore MCUs")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -111,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, metavar="FILE.md", help="write the table as Markdown to this file")
     b.add_argument("--keep", default=None, metavar="DIR", help="keep the build and run files in DIR")
     b.set_defaults(fn=_cmd_bench)
+    t = sub.add_parser("tune", help="measure the variants of every kernel choice of a model on the target and "
+                                    "cache the costs (validate/profile/compile then pick the fastest)")
+    add_model_args(t)
+    t.add_argument("--seed", type=int, default=0)
+    add_train_args(t)
+    t.set_defaults(fn=_cmd_tune)
     m = sub.add_parser("models", help="list the built-in models")
     m.set_defaults(fn=_cmd_models)
     return ap

@@ -154,7 +154,9 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
     budget_bytes = target.memory_budget_bytes if budget is None else parse_bytes(budget)
 
     prep = prepare(model_spec, input_shape, seed, precision, 1, cfg.loss)
-    prog = lower(prep.graph, precision, cfg)            # the deployable step (observe=False)
+    from .tune import load_costs
+    prog = lower(prep.graph, precision, cfg, costs=load_costs(target.name, precision, cores),
+                 cores=cores)                           # the deployable step (observe=False)
     mem = plan(prog)
     mem.budget_bytes = budget_bytes
     log(f"odl compile {prep.name}: {target.name}, {precision}, {cores} cores, "

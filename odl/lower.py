@@ -61,6 +61,7 @@ class Call:
     loop: int = 0               # > 0: repeat for n in [0, loop) with Ptr.per_sample offsets
     macs: int = 0
     group: int = 0              # consecutive calls with the same non-zero group share one loop
+    variant: str = ""           # 'decision key=variant' when the call belongs to a measured choice
 
     def buffers(self) -> list[Buffer]:
         return [v.buf for v in self.fields.values() if isinstance(v, Ptr)]
@@ -103,6 +104,7 @@ class Program:
     config: TrainConfig | None = None
     activations: dict[str, tuple[Buffer, str]] = field(default_factory=dict)  # report name -> (buffer, value)
     profile: Buffer | None = None   # profiling build: uint32 [calls, MAX_CORES] exact per-core instruction counts
+    decisions: list[dict] = field(default_factory=list)   # choices between variants: which, why, costs
     macs_forward: int = 0
     macs_backward: int = 0
     arena_bytes: int = 0
@@ -114,9 +116,15 @@ class Program:
 
 
 class Lowering:
-    def __init__(self, graph: Graph, precision: str, cfg: TrainConfig, observe: bool = True, profile: bool = False):
+    def __init__(self, graph: Graph, precision: str, cfg: TrainConfig, observe: bool = True, profile: bool = False,
+                 costs: dict | None = None, tuning: bool = False, cores: int = 8):
         self.observe = observe
         self.profile = profile
+        self.costs = costs or {}        # decision key -> {variant: measured cycles} (odl tune)
+        self.tuning = tuning
+        self.est_cores = cores          # for cost hints when nothing is measured
+        self.decisions: list[dict] = []
+        self._variant = ""
         self.g = graph
         self.precision = precision
         self.cfg = cfg
@@ -245,7 +253,47 @@ class Lowering:
     def call(self, kernel: str, layer: str, step: str, macs: int = 0, **fields):
         loop, group = self._loop
         self.calls.append(Call(kernel=kernel, fields=fields, layer=layer, step=step, loop=loop, macs=macs,
-                               group=group))
+                               group=group, variant=self._variant))
+
+    # ---- choices between equivalent implementations ----------------------------------------------------
+    def choose(self, layer: str, decision: str, signature: dict, variants: dict):
+        """Emit one of several equivalent ways to compute the same thing (variants: name -> function that makes
+        the calls; it must only read/write buffers resolved beforehand). The pick is the variant with the lowest
+        measured cost for this (decision, signature) on the target (odl tune caches them), else the lowest cost
+        hint of the kernel registry. In tuning mode every variant is emitted, tagged, so one profiled run
+        measures them all (the step's numbers are then meaningless; only its counts are used)."""
+        key = f"{decision}|" + ",".join(f"{k}={v}" for k, v in sorted(signature.items()))
+        if self.tuning:
+            for name, emit in variants.items():
+                self._variant = f"{key}={name}"
+                emit()
+            self._variant = ""
+            return
+        measured = self.costs.get(key, {})
+        emitted = {}
+        for name, emit in variants.items():
+            saved, self.calls = self.calls, []
+            emit()
+            emitted[name], self.calls = self.calls, saved
+        if all(n in measured for n in variants):
+            costs, basis = {n: float(measured[n]) for n in variants}, "measured"
+        else:
+            costs, basis = {n: self._estimate(c) for n, c in emitted.items()}, "estimated"
+        best = min(variants, key=lambda n: costs[n])
+        for c in emitted[best]:
+            c.variant = f"{key}={best}"
+        self.calls += emitted[best]
+        self.decisions.append({"layer": layer, "decision": key, "variant": best, "basis": basis,
+                               "costs": costs})
+
+    def _estimate(self, calls: list) -> float:
+        from . import kernels
+        lanes = 2 if self.precision == "fp16" else 1
+        total = 0.0
+        for c in calls:
+            f = {k: v for k, v in c.fields.items() if isinstance(v, int)}
+            total += kernels.estimate(c.kernel, f, self.est_cores, lanes) * max(1, c.loop)
+        return total
 
     @contextlib.contextmanager
     def per_sample(self, n: int):
@@ -387,7 +435,8 @@ class Lowering:
                        params=self.params, param_grads=self.param_grads, input=inp, labels=labels, loss=loss,
                        logits=logits, observed_grads=observed, preload=self.preload,
                        macs_forward=macs_f, macs_backward=macs_b, state=self.state_bufs, prologue=self.prologue,
-                       dropout=self.dropout, activations=activations, profile=prof, trainable=[p for p in g.params if p in self.trainable], config=cfg)
+                       dropout=self.dropout, activations=activations, profile=prof, decisions=self.decisions,
+                       trainable=[p for p in g.params if p in self.trainable], config=cfg)
 
     def _update(self):
         cfg = self.cfg
@@ -435,13 +484,15 @@ class Lowering:
 
 
 def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe: bool = False,
-          profile: bool = False) -> Program:
+          profile: bool = False, costs: dict | None = None, tuning: bool = False, cores: int = 8) -> Program:
     """The training step as kernel calls. observe=True keeps every layer input gradient until the end of the
     step so the host can read it (validation); observe=False is the deployable step. profile=True adds a
-    buffer where a profiling build (-DODL_PROFILE) records each call's exact per-core instruction counts."""
+    buffer where a profiling build (-DODL_PROFILE) records each call's exact per-core instruction counts.
+    costs: measured variant costs for this target/precision/cores (odl.tune.load_costs); tuning=True emits every
+    variant of every choice so that one profiled run measures them (odl tune)."""
     if precision not in ("fp32", "fp16"):
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
-    return Lowering(graph, precision, cfg or TrainConfig(), observe, profile).run()
+    return Lowering(graph, precision, cfg or TrainConfig(), observe, profile, costs, tuning, cores).run()
 
 
 from . import ops as opreg  # noqa: E402  (the ops import Ptr/CExpr from this module)

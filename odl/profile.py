@@ -247,7 +247,7 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
 
 
 def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: Path | None = None,
-                     sync: dict | None = None) -> dict:
+                     sync: dict | None = None, tuning: bool = False) -> dict:
     """Lower, build with ODL_PROFILE, run one step on QEMU, read the counts; returns the report dict."""
     from .codegen import render
     from .lower import MAX_CORES, TrainConfig, lower
@@ -267,7 +267,9 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
     try:
         t0 = time.perf_counter()
         sync = sync or measure_sync(target, cores, work / "sync")
-        prog = lower(prep.graph, precision, cfg, profile=True)
+        from .tune import load_costs
+        prog = lower(prep.graph, precision, cfg, profile=True, tuning=tuning, cores=cores,
+                     costs=load_costs(target.name, precision, cores))
         plan(prog)
         srcs = render(prog, prep.name, cores, work / "gen")
         elf = build_firmware(target, precision, cores, srcs, [work / "gen"], work / "build", defines=["ODL_PROFILE"])
@@ -287,8 +289,9 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
                 "input_shape": list(prep.batches[0][0].shape), "loss": res.loss,
                 "sync": sync, "sync_per_call": sync["per_call"],
                 "per_call": [{"index": i, "layer": c.layer, "step": c.step, "kernel": c.kernel, "macs": c.macs,
-                              "loop": c.loop, "cores": counts[i, :cores].astype(int).tolist()}
+                              "loop": c.loop, "variant": c.variant, "cores": counts[i, :cores].astype(int).tolist()}
                              for i, c in enumerate(prog.calls)],
+                "decisions": prog.decisions,
                 "timing_s": {"build": round(t_run - t0, 3), "run": round(t_end - t_run, 3)}})
     return rep
 

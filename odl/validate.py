@@ -161,8 +161,10 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     graph = prep.graph
     # The deployable step must fit the target's budget; the validation build additionally keeps every layer
     # input gradient alive for read-back (reported separately, not held against the budget).
-    mem = plan(lower(graph, precision, cfg), target.memory_budget_bytes)
-    prog = lower(graph, precision, cfg, observe=True)
+    from .tune import load_costs
+    costs = load_costs(target.name, precision, cores)
+    mem = plan(lower(graph, precision, cfg, costs=costs, cores=cores), target.memory_budget_bytes)
+    prog = lower(graph, precision, cfg, observe=True, costs=costs, cores=cores)
     mem_val = plan(prog)
 
     work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="odl_"))
