@@ -16,33 +16,69 @@ ODL_INLINE void ow_range(int j, int w, int sw, int pl, int wo, int *lo, int *hi)
   *hi = odl_max_i(*lo, odl_min_i(h, wo));
 }
 
+/* Contiguous copy of n elements. FP16: 32-bit words (2 elements per lw/sw, immediate offsets, 4 words per
+ * iteration) when source and destination have the same alignment modulo 4 bytes, else unrolled half-word
+ * copies. FP32: unrolled word copies. */
+typedef uint32_t odl_w32_t __attribute__((may_alias, aligned(4)));
+ODL_INLINE void copy_elems(odl_t *d, const odl_t *src, int n) {
+  if (sizeof(odl_t) == 2 && ((((uintptr_t)d ^ (uintptr_t)src) & 3) == 0)) {
+    if (n && ((uintptr_t)d & 2)) { *d++ = *src++; n--; }
+    odl_w32_t *dw = (odl_w32_t *)d;
+    const odl_w32_t *sw = (const odl_w32_t *)src;
+    int nw = n >> 1;
+    for (; nw >= 4; nw -= 4, dw += 4, sw += 4) {
+      uint32_t x0 = sw[0], x1 = sw[1], x2 = sw[2], x3 = sw[3];
+      dw[0] = x0; dw[1] = x1; dw[2] = x2; dw[3] = x3;
+    }
+    for (; nw > 0; nw--) *dw++ = *sw++;
+    if (n & 1) *(odl_t *)dw = *(const odl_t *)sw;
+    return;
+  }
+  for (; n >= 4; n -= 4, d += 4, src += 4) {
+    odl_t x0 = src[0], x1 = src[1], x2 = src[2], x3 = src[3];
+    d[0] = x0; d[1] = x1; d[2] = x2; d[3] = x3;
+  }
+  for (; n > 0; n--) *d++ = *src++;
+}
+
+ODL_INLINE void zero_elems(odl_t *d, int n) {
+  for (; n > 0; n--) *d++ = 0;
+}
+
 void odl_im2col(void *args) {
   const odl_im2col_args_t *p = (const odl_im2col_args_t *)args;
   int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, w = p->w, sw = p->sw;
   int lo, hi;
   odl_split(p->c * kh * kw * ho, &lo, &hi);
-  for (int u = lo; u < hi; u++) {
-    int row = u / ho, oh = u - row * ho;
-    int j = row % kw, ci = row / kw, i = ci % kh, c = ci / kh;
-    odl_t *dst = p->col + (size_t)row * ho * wo + (size_t)oh * wo;
+  if (lo >= hi) return;
+  /* unit u = (row, oh), row = (c*kh + i)*kw + j: decomposed once, then stepped */
+  int row = lo / ho, oh = lo - row * ho;
+  int j = row % kw, ci = row / kw, i = ci % kh, c = ci / kh;
+  int a = 0, b = 0;
+  ow_range(j, w, sw, p->pl, wo, &a, &b);
+  odl_t *dst = p->col + (size_t)row * ho * wo + (size_t)oh * wo;
+  for (int u = lo; u < hi; u++, dst += wo) {
     int ih = oh * p->sh - p->pt + i;
-    int a = 0, b = 0;
-    if (ih >= 0 && ih < h) ow_range(j, w, sw, p->pl, wo, &a, &b);
-    int ow = 0;
-    for (; ow < a; ow++) dst[ow] = 0;
-    if (a < b) {
+    if (ih >= 0 && ih < h && a < b) {
+      zero_elems(dst, a);
       const odl_t *src = p->x + ((size_t)c * h + ih) * w + (a * sw - p->pl + j);
       if (sw == 1) {
-        int n = b - a, t = 0;
-        odl_t *d = dst + a;
-        for (; t + ODL_LANES <= n; t += ODL_LANES) odl_vstore(d + t, odl_vload(src + t));
-        for (; t < n; t++) d[t] = src[t];
+        copy_elems(dst + a, src, b - a);
       } else {
         for (int t = a; t < b; t++, src += sw) dst[t] = *src;
       }
-      ow = b;
+      zero_elems(dst + b, wo - b);
+    } else {
+      zero_elems(dst, wo);
     }
-    for (; ow < wo; ow++) dst[ow] = 0;
+    if (++oh == ho) {
+      oh = 0;
+      if (++j == kw) {
+        j = 0;
+        if (++i == kh) { i = 0; c++; }
+      }
+      ow_range(j, w, sw, p->pl, wo, &a, &b);
+    }
   }
 }
 
@@ -77,5 +113,23 @@ void odl_col2im(void *args) {
         }
       }
     }
+  }
+}
+
+/* dst[j*ldo + i] = src[i*ldi + j] for i < rows, j < cols: each core writes whole rows of dst. */
+void odl_transpose(void *args) {
+  const odl_transpose_args_t *p = (const odl_transpose_args_t *)args;
+  int rows = p->rows, ldi = p->ldi ? p->ldi : p->cols, ldo = p->ldo ? p->ldo : rows;
+  int lo, hi;
+  odl_split(p->cols, &lo, &hi);
+  for (int j = lo; j < hi; j++) {
+    const odl_t *s = p->src + j;
+    odl_t *d = p->dst + (size_t)j * ldo;
+    int i = 0;
+    for (; i + 4 <= rows; i += 4, s += 4 * ldi) {
+      odl_t x0 = s[0], x1 = s[ldi], x2 = s[2 * ldi], x3 = s[3 * ldi];
+      d[i] = x0; d[i + 1] = x1; d[i + 2] = x2; d[i + 3] = x3;
+    }
+    for (; i < rows; i++, s += ldi) d[i] = *s;
   }
 }

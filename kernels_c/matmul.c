@@ -15,52 +15,119 @@
 #include "odl_kernels.h"
 #include "odl_simd.h"
 
+ODL_INLINE int pad_to(int x, int b) { return (x + b - 1) / b * b; }
+#define MM_NT 4 /* nt tile: 4 x 4 dot products */
+
+/* Register tile of the nn / tn forms: MM_R rows x MM_V vectors of accumulators. FP16: 8 x 3 = 24 FP32-lane
+ * accumulators + 3 B vectors (27 of the 32 vector registers); per k: 8 flh + 3 vle16 + 3 address adds + 24
+ * vfwmacc.vf + loop = ~40 instructions for 48 MACs. FP32 (scalar registers): 4 x 4. */
+#if ODL_LANES == 2
+#define MM_R 8
+#define MM_V 3
+#else
 #define MM_R 4
 #define MM_V 4
+#endif
 
-ODL_INLINE int pad_to(int x, int b) { return (x + b - 1) / b * b; }
+/* clang folds the FP16->FP32 extends into widening FMAs only for webs of up to 18 connected nodes; a tile
+ * shares each B vector between all its rows, so every 4 rows the B vectors pass through an empty asm (no
+ * instruction): each group of 4 rows is then its own web and stays vfwmacc.vf (else: vfwcvt + spills). */
+#if defined(__riscv_vector) && ODL_LANES == 2
+typedef short mm_fence_t __attribute__((vector_size(4))); /* "vr" asm operands of FP16 vector type crash clang */
+#define MM_FENCE(x) do { mm_fence_t t_ = (mm_fence_t)(x); __asm__("" : "+vr"(t_)); (x) = (odl_vec_t)t_; } while (0)
+#else
+#define MM_FENCE(x) (void)0
+#endif
 
-/* This core's block of C: rows [*i0, *i1), columns [*j0, *j1). */
-ODL_INLINE void mm_split(int m, int n, int unit, int tile_cols, int *i0, int *i1, int *j0, int *j1) {
-  int p = odl_num_cores();
-  int rm = (m + p - 1) / p;
-  long cost_r = (long)pad_to(rm, MM_R) * pad_to(n, tile_cols);
-  int nu = (n + unit - 1) / unit;
-  int cn = (nu + p - 1) / p * unit;
-  long cost_c = (long)pad_to(m, MM_R) * pad_to(cn, tile_cols);
-  if (cost_c < cost_r) {
-    int lo, hi;
-    odl_split(nu, &lo, &hi);
-    *i0 = 0; *i1 = m;
-    *j0 = odl_min_i(lo * unit, n); *j1 = odl_min_i(hi * unit, n);
+#define MM_UNROLL _Pragma("clang loop unroll(full)")
+
+/* C element (i, j) of a tile lives at c[i*ldc + j*cjs] (cjs = 1: row-major C; ldc = 1: C stored transposed). */
+ODL_INLINE void mm_store(odl_t *pc, int cjs, odl_wvec_t s, int accumulate) {
+  if (cjs == 1) {
+    odl_vstore(pc, odl_narrow(accumulate ? odl_widen(odl_vload(pc)) + s : s));
   } else {
-    odl_split(m, i0, i1);
-    *j0 = 0; *j1 = n;
+#if ODL_LANES == 2
+    odl_vec_t v = odl_narrow(s);
+    if (accumulate) {
+      pc[0] = (odl_t)((float)pc[0] + s[0]);
+      pc[cjs] = (odl_t)((float)pc[cjs] + s[1]);
+    } else {
+      pc[0] = v[0];
+      pc[cjs] = v[1];
+    }
+#else
+    *pc = accumulate ? (odl_t)((float)*pc + s) : (odl_t)s;
+#endif
   }
 }
 
-/* ---------------- nn / tn ---------------- */
-ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc,
-                          int K, int R, int V, int accumulate) {
+/* One R x V tile over all of K. a(r, k) = a[r*rs + k*ks]. ptrmode = 0: rs == 1 (tn: the R scalars of a step
+ * are contiguous, loaded with immediate offsets from one pointer); ptrmode = 1: ks == 1 (nn: one pointer per
+ * row, k unrolled by 2 so each row pointer moves once per 2 steps). The first k is peeled (a widening
+ * multiply initialises the accumulators) so the loop body stays in one vtype. */
+ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
+                          int K, int R, int V, int ptrmode, int accumulate) {
   odl_wvec_t s[MM_R][MM_V];
-  for (int r = 0; r < R; r++)
-    for (int v = 0; v < V; v++) s[r][v] = odl_wzero();
-  const odl_t *pa = a, *pb = b;
-  for (int k = 0; k < K; k++) {
-    odl_vec_t bv[MM_V];
-    for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
-    for (int r = 0; r < R; r++) {
-      odl_vec_t av = odl_vsplat(pa[r * rs]);
-      for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av, bv[v]);
+  odl_vec_t bv[MM_V];
+  const odl_t *pb = b;
+  MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
+  pb += ldb;
+  if (!ptrmode) {
+    const odl_t *pa = a;
+    MM_UNROLL for (int r = 0; r < R; r++) {
+      if (r && r % 4 == 0) MM_UNROLL for (int v = 0; v < V; v++) MM_FENCE(bv[v]);
+      odl_vec_t av = odl_vsplat(pa[r]);
+      MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wmul(av, bv[v]);
     }
     pa += ks;
-    pb += ldb;
-  }
-  for (int r = 0; r < R; r++)
-    for (int v = 0; v < V; v++) {
-      odl_t *pc = c + r * ldc + v * ODL_LANES;
-      odl_vstore(pc, odl_narrow(accumulate ? odl_widen(odl_vload(pc)) + s[r][v] : s[r][v]));
+    for (int k = 1; k < K; k++) {
+      MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
+      MM_UNROLL for (int r = 0; r < R; r++) {
+        if (r && r % 4 == 0) MM_UNROLL for (int v = 0; v < V; v++) MM_FENCE(bv[v]);
+        odl_vec_t av = odl_vsplat(pa[r]);
+        MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av, bv[v]);
+      }
+      pa += ks;
+      pb += ldb;
     }
+  } else {
+    const odl_t *ap[MM_R];
+    MM_UNROLL for (int r = 0; r < R; r++) ap[r] = a + r * rs;
+    MM_UNROLL for (int r = 0; r < R; r++) {
+      if (r && r % 4 == 0) MM_UNROLL for (int v = 0; v < V; v++) MM_FENCE(bv[v]);
+      odl_vec_t av = odl_vsplat(ap[r][0]);
+      MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wmul(av, bv[v]);
+      ap[r] += 1;
+    }
+    int k = 1;
+    for (; k + 2 <= K; k += 2) {
+      MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
+      MM_UNROLL for (int r = 0; r < R; r++) {
+        if (r && r % 4 == 0) MM_UNROLL for (int v = 0; v < V; v++) MM_FENCE(bv[v]);
+        odl_vec_t av = odl_vsplat(ap[r][0]);
+        MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av, bv[v]);
+      }
+      pb += ldb;
+      MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
+      MM_UNROLL for (int r = 0; r < R; r++) {
+        if (r && r % 4 == 0) MM_UNROLL for (int v = 0; v < V; v++) MM_FENCE(bv[v]);
+        odl_vec_t av = odl_vsplat(ap[r][1]);
+        MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av, bv[v]);
+        ap[r] += 2;
+      }
+      pb += ldb;
+    }
+    if (k < K) {
+      MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
+      MM_UNROLL for (int r = 0; r < R; r++) {
+        if (r && r % 4 == 0) MM_UNROLL for (int v = 0; v < V; v++) MM_FENCE(bv[v]);
+        odl_vec_t av = odl_vsplat(ap[r][0]);
+        MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av, bv[v]);
+      }
+    }
+  }
+  MM_UNROLL for (int r = 0; r < R; r++)
+    MM_UNROLL for (int v = 0; v < V; v++) mm_store(c + r * ldc + v * ODL_LANES * cjs, cjs, s[r][v], accumulate);
 }
 
 /* one scalar column (the odd last column of the FP16 path) */
@@ -78,43 +145,137 @@ ODL_INLINE void mm_col_s(const odl_t *a, int rs, int ks, const odl_t *b, int ldb
   for (int r = 0; r < R; r++) c[r * ldc] = (odl_t)(accumulate ? (float)c[r * ldc] + s[r] : s[r]);
 }
 
-ODL_INLINE void mm_rows_v(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int K,
-                          int j0, int j1, int R, int accumulate) {
+ODL_INLINE void mm_rows_v(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
+                          int K, int j0, int j1, int R, int pm, int accumulate) {
   int j = j0;
   for (; j + MM_V * ODL_LANES <= j1; j += MM_V * ODL_LANES)
-    mm_tile_v(a, rs, ks, b + j, ldb, c + j, ldc, K, R, MM_V, accumulate);
-  for (; j + ODL_LANES <= j1; j += ODL_LANES)
-    mm_tile_v(a, rs, ks, b + j, ldb, c + j, ldc, K, R, 1, accumulate);
-  if (ODL_LANES > 1 && j < j1) mm_col_s(a, rs, ks, b + j, ldb, c + j, ldc, K, R, accumulate);
+    mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, MM_V, pm, accumulate);
+  if (j + 2 * ODL_LANES <= j1) {
+    mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 2, pm, accumulate);
+    j += 2 * ODL_LANES;
+  }
+  if (j + ODL_LANES <= j1) {
+    mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 1, pm, accumulate);
+    j += ODL_LANES;
+  }
+  if (ODL_LANES > 1 && j < j1) mm_col_s(a, rs, ks, b + j, ldb, c + j * cjs, ldc, K, R, accumulate);
 }
 
-ODL_INLINE void mm_v_driver(const odl_mm_args_t *p, int rs, int ks) {
-  int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
-  int ldb = p->ldb ? p->ldb : n, ldc = p->ldc ? p->ldc : n;
-  int i0, i1, j0, j1;
-  mm_split(m, n, ODL_LANES, MM_V * ODL_LANES, &i0, &i1, &j0, &j1);
-  if (j0 >= j1) return;
+ODL_INLINE void mm_block(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
+                         int K, int i0, int i1, int j0, int j1, int pm, int acc) {
   int i = i0;
   for (; i + MM_R <= i1; i += MM_R)
-    mm_rows_v(p->a + i * rs, rs, ks, p->b, ldb, p->c + i * ldc, ldc, K, j0, j1, MM_R, acc);
-  for (; i < i1; i++)
-    mm_rows_v(p->a + i * rs, rs, ks, p->b, ldb, p->c + i * ldc, ldc, K, j0, j1, 1, acc);
+    mm_rows_v(a + i * rs, rs, ks, b, ldb, c + i * ldc, ldc, cjs, K, j0, j1, MM_R, pm, acc);
+#if MM_R > 4
+  if (i + 4 <= i1) {
+    mm_rows_v(a + i * rs, rs, ks, b, ldb, c + i * ldc, ldc, cjs, K, j0, j1, 4, pm, acc);
+    i += 4;
+  }
+#endif
+  if (i + 2 <= i1) {
+    mm_rows_v(a + i * rs, rs, ks, b, ldb, c + i * ldc, ldc, cjs, K, j0, j1, 2, pm, acc);
+    i += 2;
+  }
+  if (i < i1) mm_rows_v(a + i * rs, rs, ks, b, ldb, c + i * ldc, ldc, cjs, K, j0, j1, 1, pm, acc);
+}
+
+/* Estimated instructions of one core's rows x cols block (the tiling of mm_block/mm_rows_v). */
+static long mm_tile_est(int R, int V, int K) { return (long)(R + 2 * V + R * V + 2) * K + 3 * R * V + 12; }
+static long mm_block_est(int rows, int cols, int K) {
+  int cv = cols / ODL_LANES, odd = cols % ODL_LANES;
+  int vt[3] = {cv / MM_V, (cv % MM_V) / 2, (cv % MM_V) % 2};
+  int vs[3] = {MM_V, 2, 1};
+  int rt[4], rsz[4] = {MM_R, 4, 2, 1};
+  rt[0] = rows / MM_R;
+  int rem = rows % MM_R;
+  rt[1] = MM_R > 4 ? rem / 4 : 0;
+  rem -= rt[1] * 4;
+  rt[2] = rem / 2;
+  rt[3] = rem % 2;
+  long t = 0;
+  for (int x = 0; x < 4; x++) {
+    if (!rt[x]) continue;
+    long per = 0;
+    for (int y = 0; y < 3; y++) per += vt[y] * mm_tile_est(rsz[x], vs[y], K);
+    if (odd) per += (long)(2 + 2 * rsz[x]) * K;
+    t += rt[x] * per;
+  }
+  return t;
+}
+
+/* This core's block of C, rows [*i0, *i1) and columns [*j0, *j1): the grid of pr x pc core blocks (pr * pc =
+ * cores; columns in units of ODL_LANES or of a whole tile) whose busiest block is estimated cheapest. */
+static void mm_split_grid(int m, int n, int K, int tile_cols, int *i0, int *i1, int *j0, int *j1) {
+  int p = odl_num_cores(), id = odl_core_id();
+  long best = -1;
+  int bpr = p, bunit = ODL_LANES;
+  for (int pr = 1; pr <= p; pr++) {
+    if (p % pr) continue;
+    int pc = p / pr;
+    for (int ui = 0; ui < 2; ui++) {
+      int unit = ui ? tile_cols : ODL_LANES;
+      if (ui && (pc == 1 || tile_cols == ODL_LANES)) continue;
+      int nu = (n + unit - 1) / unit;
+      int rows = (m + pr - 1) / pr, cols = odl_min_i((nu + pc - 1) / pc * unit, n);
+      long e = mm_block_est(rows, cols, K);
+      if (best < 0 || e < best) { best = e; bpr = pr; bunit = unit; }
+    }
+  }
+  int pc = p / bpr, ri = id / pc, ci = id % pc, q, r;
+  q = m / bpr; r = m % bpr;
+  *i0 = ri * q + (ri < r ? ri : r);
+  *i1 = *i0 + q + (ri < r ? 1 : 0);
+  int nu = (n + bunit - 1) / bunit;
+  q = nu / pc; r = nu % pc;
+  int lo = ci * q + (ci < r ? ci : r), hi = lo + q + (ci < r ? 1 : 0);
+  *j0 = odl_min_i(lo * bunit, n);
+  *j1 = odl_min_i(hi * bunit, n);
+}
+
+ODL_INLINE void mm_v_driver(const odl_mm_args_t *p, int rs, int ks, int pm) {
+  int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
+  int ldb = p->ldb ? p->ldb : n;
+  int ldc = p->ct ? 1 : (p->ldc ? p->ldc : n), cjs = p->ct ? (p->ldc ? p->ldc : m) : 1;
+  int i0, i1, j0, j1;
+  mm_split_grid(m, n, K, MM_V * ODL_LANES, &i0, &i1, &j0, &j1);
+  if (j0 >= j1 || i0 >= i1) return;
+  mm_block(p->a, rs, ks, p->b, ldb, p->c, ldc, cjs, K, i0, i1, j0, j1, pm, acc);
 }
 
 void odl_mm_nn(void *args) {
   const odl_mm_args_t *p = (const odl_mm_args_t *)args;
-  mm_v_driver(p, p->lda ? p->lda : p->k, 1);
+  mm_v_driver(p, p->lda ? p->lda : p->k, 1, 1);
 }
 
 void odl_mm_tn(void *args) {
   const odl_mm_args_t *p = (const odl_mm_args_t *)args;
-  mm_v_driver(p, 1, p->lda ? p->lda : p->m);
+  mm_v_driver(p, 1, p->lda ? p->lda : p->m, 0);
 }
 
 /* ---------------- nt ---------------- */
+/* nt: whole rows of C (M) or column ranges of C (N), whichever gives the smaller padded tile area on the
+ * busiest core. */
+ODL_INLINE void mm_split(int m, int n, int unit, int tile_cols, int *i0, int *i1, int *j0, int *j1) {
+  int p = odl_num_cores();
+  int rm = (m + p - 1) / p;
+  long cost_r = (long)pad_to(rm, MM_NT) * pad_to(n, tile_cols);
+  int nu = (n + unit - 1) / unit;
+  int cn = (nu + p - 1) / p * unit;
+  long cost_c = (long)pad_to(m, MM_NT) * pad_to(cn, tile_cols);
+  if (cost_c < cost_r) {
+    int lo, hi;
+    odl_split(nu, &lo, &hi);
+    *i0 = 0; *i1 = m;
+    *j0 = odl_min_i(lo * unit, n); *j1 = odl_min_i(hi * unit, n);
+  } else {
+    odl_split(m, i0, i1);
+    *j0 = 0; *j1 = n;
+  }
+}
+
 ODL_INLINE void mm_tile_nt(const odl_t *a, int lda, const odl_t *b, int ldb, odl_t *c, int ldc, int K, int R,
                            int C, int accumulate) {
-  odl_wvec_t f[MM_R][MM_R];
+  odl_wvec_t f[MM_NT][MM_NT];
   for (int r = 0; r < R; r++)
     for (int q = 0; q < C; q++) f[r][q] = odl_wzero();
   const odl_t *a0 = a, *a1 = a + (R > 1 ? lda : 0), *a2 = a + (R > 2 ? 2 * lda : 0), *a3 = a + (R > 3 ? 3 * lda : 0);
@@ -123,7 +284,7 @@ ODL_INLINE void mm_tile_nt(const odl_t *a, int lda, const odl_t *b, int ldb, odl
   if (nvec > 0) {
     const odl_t *aend = a0 + nvec * ODL_LANES;
     do {
-      odl_vec_t va[MM_R], vb[MM_R];
+      odl_vec_t va[MM_NT], vb[MM_NT];
       va[0] = odl_vload(a0); a0 += ODL_LANES;
       if (R > 1) { va[1] = odl_vload(a1); a1 += ODL_LANES; }
       if (R > 2) { va[2] = odl_vload(a2); a2 += ODL_LANES; }
@@ -136,7 +297,7 @@ ODL_INLINE void mm_tile_nt(const odl_t *a, int lda, const odl_t *b, int ldb, odl
         for (int q = 0; q < C; q++) f[r][q] = odl_wfma(f[r][q], va[r], vb[q]);
     } while (a0 != aend);
   }
-  const odl_t *pa[MM_R] = {a0, a1, a2, a3}, *pb[MM_R] = {b0, b1, b2, b3};
+  const odl_t *pa[MM_NT] = {a0, a1, a2, a3}, *pb[MM_NT] = {b0, b1, b2, b3};
   for (int r = 0; r < R; r++)
     for (int q = 0; q < C; q++) {
       float t = odl_whsum(f[r][q]);
@@ -149,7 +310,7 @@ ODL_INLINE void mm_tile_nt(const odl_t *a, int lda, const odl_t *b, int ldb, odl
 ODL_INLINE void mm_nt_rows(const odl_t *a, int lda, const odl_t *b, int ldb, odl_t *c, int ldc, int K, int j0,
                            int j1, int R, int acc) {
   int j = j0;
-  for (; j + MM_R <= j1; j += MM_R) mm_tile_nt(a, lda, b + j * ldb, ldb, c + j, ldc, K, R, MM_R, acc);
+  for (; j + MM_NT <= j1; j += MM_NT) mm_tile_nt(a, lda, b + j * ldb, ldb, c + j, ldc, K, R, MM_NT, acc);
   for (; j < j1; j++) mm_tile_nt(a, lda, b + j * ldb, ldb, c + j, ldc, K, R, 1, acc);
 }
 
@@ -158,10 +319,10 @@ void odl_mm_nt(void *args) {
   int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
   int lda = p->lda ? p->lda : K, ldb = p->ldb ? p->ldb : K, ldc = p->ldc ? p->ldc : n;
   int i0, i1, j0, j1;
-  mm_split(m, n, 1, MM_R, &i0, &i1, &j0, &j1);
+  mm_split(m, n, 1, MM_NT, &i0, &i1, &j0, &j1);
   if (j0 >= j1) return;
   int i = i0;
-  for (; i + MM_R <= i1; i += MM_R)
-    mm_nt_rows(p->a + i * lda, lda, p->b, ldb, p->c + i * ldc, ldc, K, j0, j1, MM_R, acc);
+  for (; i + MM_NT <= i1; i += MM_NT)
+    mm_nt_rows(p->a + i * lda, lda, p->b, ldb, p->c + i * ldc, ldc, K, j0, j1, MM_NT, acc);
   for (; i < i1; i++) mm_nt_rows(p->a + i * lda, lda, p->b, ldb, p->c + i * ldc, ldc, K, j0, j1, 1, acc);
 }

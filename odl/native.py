@@ -36,7 +36,7 @@ _F = ctypes.c_float
 
 class MmArgs(ctypes.Structure):
     _fields_ = [("a", _P), ("b", _P), ("c", _P), ("m", _I), ("n", _I), ("k", _I), ("accumulate", _I),
-                ("lda", _I), ("ldb", _I), ("ldc", _I)]
+                ("lda", _I), ("ldb", _I), ("ldc", _I), ("ct", _I)]
 
 
 class Im2colArgs(ctypes.Structure):
@@ -48,6 +48,10 @@ class Col2imArgs(ctypes.Structure):
     _fields_ = [("col", _P), ("dx", _P)] + [(f, _I) for f in
                                             ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo",
                                              "accumulate")]
+
+
+class TransposeArgs(ctypes.Structure):
+    _fields_ = [("src", _P), ("dst", _P), ("rows", _I), ("cols", _I), ("ldi", _I), ("ldo", _I)]
 
 
 class BiasAddArgs(ctypes.Structure):
@@ -305,6 +309,23 @@ class Kernels:
         return dx
 
     # -- elementwise --
+    def transpose(self, x, cores=1):
+        """x [R, C] -> x^T [C, R]"""
+        x = self._arr(x)
+        r, c = x.shape
+        out = np.empty((c, r), dtype=self.dtype)
+        self.run("transpose", TransposeArgs(self._ptr(x), self._ptr(out), r, c, 0, 0), cores)
+        return out
+
+    def mm_nn_ct(self, a, b, out=None, accumulate=False, cores=1):
+        """C^T[N,M] (+)= (A[M,K] @ B[K,N])^T: mm_nn storing C transposed"""
+        a, b = self._arr(a), self._arr(b)
+        (m, k), (k2, n) = a.shape, b.shape
+        c = self._out(out, (n, m), accumulate)
+        self.run("mm_nn", MmArgs(self._ptr(a), self._ptr(b), self._ptr(c), m, n, k, int(accumulate), 0, 0, 0, 1),
+                 cores)
+        return c
+
     def bias_add(self, y, bias, cores=1):
         """y [N,C,...] += bias[C], in place on a copy; returns it."""
         y = self._arr(y).copy()

@@ -13,6 +13,7 @@
  * tn: C[M,N] (+)= A[K,M]^T . B[K,N]      (conv input grad W^T.dY, linear weight grad dY^T.X) */
 typedef struct { const odl_t *a, *b; odl_t *c; int m, n, k; int accumulate;
                  int lda, ldb, ldc; /* row strides in elements of A, B, C as stored; 0 = dense (K or M, N or K, N) */
+                 int ct; /* nn / tn only: 1 = C is stored transposed, C^T[N,M] with row stride ldc (0 = M) */
 } odl_mm_args_t;
 void odl_mm_nn(void *args);
 void odl_mm_nt(void *args);
@@ -27,6 +28,10 @@ void odl_im2col(void *args);
 /* col2im: the adjoint of im2col. dx[C,H,W] (+)= sum of the col entries that im2col took from each pixel. */
 typedef struct { const odl_t *col; odl_t *dx; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; int accumulate; } odl_col2im_args_t;
 void odl_col2im(void *args);
+/* transpose: dst[j*ldo + i] = src[i*ldi + j], src is [rows, cols] (row stride ldi, 0 = cols), dst [cols, rows]
+ * (row stride ldo, 0 = rows) */
+typedef struct { const odl_t *src; odl_t *dst; int rows, cols, ldi, ldo; } odl_transpose_args_t;
+void odl_transpose(void *args);
 
 /* ---- bias: y is [N, C, HW] (HW = 1 for linear layers) ---- */
 typedef struct { odl_t *y; const odl_t *bias; int n, c, hw; } odl_bias_add_args_t;

@@ -34,6 +34,10 @@ ODL_INLINE float odl_whsum(odl_wvec_t w) { return w[0] + w[1]; }
 ODL_INLINE odl_wvec_t odl_wfma(odl_wvec_t acc, odl_vec_t a, odl_vec_t b) {
   return acc + __builtin_convertvector(a, odl_wvec_t) * __builtin_convertvector(b, odl_wvec_t);
 }
+/* widen(a) * widen(b): one widening multiply (vfwmul.vf / .vv) */
+ODL_INLINE odl_wvec_t odl_wmul(odl_vec_t a, odl_vec_t b) {
+  return __builtin_convertvector(a, odl_wvec_t) * __builtin_convertvector(b, odl_wvec_t);
+}
 ODL_INLINE odl_wvec_t odl_widen(odl_vec_t v) { return __builtin_convertvector(v, odl_wvec_t); }
 ODL_INLINE odl_vec_t odl_narrow(odl_wvec_t w) { return __builtin_convertvector(w, odl_vec_t); }
 ODL_INLINE odl_vec_t odl_vmax0(odl_vec_t v) { return __builtin_elementwise_max(v, odl_vzero()); }
@@ -61,6 +65,7 @@ ODL_INLINE odl_wvec_t odl_wsplat(float s) { return s; }
 ODL_INLINE odl_wvec_t odl_wadd(odl_wvec_t acc, odl_vec_t v) { return acc + v; }
 ODL_INLINE float odl_whsum(odl_wvec_t w) { return w; }
 ODL_INLINE odl_wvec_t odl_wfma(odl_wvec_t acc, odl_vec_t a, odl_vec_t b) { return acc + a * b; }
+ODL_INLINE odl_wvec_t odl_wmul(odl_vec_t a, odl_vec_t b) { return a * b; }
 ODL_INLINE odl_wvec_t odl_widen(odl_vec_t v) { return v; }
 ODL_INLINE odl_vec_t odl_narrow(odl_wvec_t w) { return w; }
 ODL_INLINE odl_vec_t odl_vmax0(odl_vec_t v) { return v > (odl_t)0 ? v : (odl_t)0; }

@@ -98,15 +98,22 @@ class Conv2d:
         pw = self.pointwise(node)
         chunks, rows = ([(0, geom["ho"], geom)], geom["ho"]) if pw else self.chunks(node, L, k, geom)
         if dw is not None:
+            # dW[cout, K] = dY.col^T as outer products over the pixels: dW^T = col.dY^T (mm_nn storing C
+            # transposed), dY^T being a [pixels, cout] copy of the chunk (K/cout times smaller than col)
             col = None if pw else L.scratch(node.name + "_col_wg", k * rows * wo)
+            dyt = L.scratch(node.name + "_dyt", cout * rows * wo)
             with L.per_sample(n):
                 for i, (r0, r1, g) in enumerate(chunks):
                     if not pw:
                         L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs), col=Ptr(col),
                                **g)
-                    L.call("odl_mm_nt", node.report_name, "weight_grad", macs=cout * k * (r1 - r0) * wo,
-                           a=Ptr(dy, cout * hw, r0 * wo), b=Ptr(L.value(x), xs) if pw else Ptr(col), c=Ptr(dw),
-                           m=cout, n=k, k=(r1 - r0) * wo, accumulate=CExpr("n > 0") if i == 0 else 1, lda=hw)
+                    p = (r1 - r0) * wo
+                    L.call("odl_transpose", node.report_name, "transform", src=Ptr(dy, cout * hw, r0 * wo),
+                           dst=Ptr(dyt), rows=cout, cols=p, ldi=hw, ldo=cout)
+                    L.call("odl_mm_nn", node.report_name, "weight_grad", macs=cout * k * p,
+                           a=Ptr(L.value(x), xs) if pw else Ptr(col), b=Ptr(dyt), c=Ptr(dw),
+                           m=k, n=cout, k=p, accumulate=CExpr("n > 0") if i == 0 else 1, lda=hw if pw else p,
+                           ct=1, ldc=k)
         db = L.param_grad(node, "bias")
         if db is not None:
             L.call("odl_bias_grad", node.report_name, "weight_grad", dy=Ptr(dy), db=Ptr(db), n=n, c=cout, hw=hw,
