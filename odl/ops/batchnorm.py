@@ -55,7 +55,10 @@ class BatchNorm2d:
     def backward(self, node, L):
         n, c, hw = self._dims(node, L)
         mean, rstd = L.saved[node.name]
-        tgt = L.grad_inplace(node.inputs[0], node)
+        # In training mode each core reduces and then rewrites whole channels, so dx may overwrite dy; frozen BN
+        # splits its dx pass over planes, differently from the dgamma/dbeta pass, so it needs its own buffer.
+        tgt = (L.grad_inplace(node.inputs[0], node) if self.training(node, L)
+               else L.grad_target(node.inputs[0]))
         dg, db = L.param_grad(node, "weight"), L.param_grad(node, "bias")
         if tgt is None and dg is None and db is None:
             return
