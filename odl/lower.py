@@ -48,6 +48,19 @@ class Ptr:
 MAX_CORES = 8   # profile buffer columns per call
 
 
+def _forced_variants() -> dict:
+    """ODL_VARIANTS="conv2d.forward=nn,conv2d.weight_grad=dot" forces choices (tests, experiments)."""
+    import os
+    spec = os.environ.get("ODL_VARIANTS", "")
+    out = {}
+    for item in filter(None, (t.strip() for t in spec.split(","))):
+        if "=" not in item:
+            raise OdlError(f"ODL_VARIANTS: '{item}' is not decision=variant")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
 class CExpr(str):
     """A field value given as a C expression (may use the loop variable `n`)."""
 
@@ -269,6 +282,9 @@ class Lowering:
                 emit()
             self._variant = ""
             return
+        forced = _forced_variants().get(decision)
+        if forced is not None and forced not in variants:
+            raise OdlError(f"ODL_VARIANTS: '{decision}' has no variant '{forced}' (variants: {', '.join(variants)})")
         measured = self.costs.get(key, {})
         emitted = {}
         for name, emit in variants.items():
@@ -280,6 +296,8 @@ class Lowering:
         else:
             costs, basis = {n: self._estimate(c) for n, c in emitted.items()}, "estimated"
         best = min(variants, key=lambda n: costs[n])
+        if forced is not None:
+            best, basis = forced, "forced"
         for c in emitted[best]:
             c.variant = f"{key}={best}"
         self.calls += emitted[best]

@@ -5,7 +5,9 @@ variant or operand orientation computes a convolution's weight gradient). `odl t
 tuning mode — every variant of every choice emitted, tagged — builds it with the exact per-core profiler, runs one
 step on the emulator and records, per choice and variant, the critical-path cycles plus fork/join cost. The
 results are cached per target in $ODL_CACHE_DIR (default ~/.cache/odl)/costs-<target>.json, keyed by precision,
-core count, the choice and its shape signature, so they serve every model with the same layer shapes.
+core count, the choice and its shape signature, so they serve every model with the same layer shapes. The target
+also ships a table measured the same way for the built-in models (targets/<target>/tuned_costs.json, made by
+`ODL_CACHE_DIR=DIR odl tune ...` and copied there); the user's cache overrides it.
 `odl validate/profile/compile` load the cache and pick the measured-fastest variant; choices never measured fall
 back to the kernel registry's cost hints (the profile report says which basis each choice used).
 """
@@ -28,15 +30,24 @@ def _prefix(precision: str, cores: int) -> str:
     return f"{precision}/{cores}/"
 
 
+def shipped_path(target_name: str) -> Path:
+    """Costs measured by the odl developers for the built-in models, shipped with the target."""
+    from .resources import resource_dir
+    return resource_dir("targets") / target_name / "tuned_costs.json"
+
+
 def load_costs(target_name: str, precision: str, cores: int) -> dict:
-    """{choice key: {variant: cycles}} measured on this target for this precision and core count."""
-    p = cache_path(target_name)
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
+    """{choice key: {variant: cycles}} measured on this target for this precision and core count: the table
+    shipped with the target, overridden by the user's own `odl tune` cache."""
     pre = _prefix(precision, cores)
-    return {k[len(pre):]: v for k, v in data.get("costs", {}).items() if k.startswith(pre)}
+    out = {}
+    for p in (shipped_path(target_name), cache_path(target_name)):
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        out.update({k[len(pre):]: v for k, v in data.get("costs", {}).items() if k.startswith(pre)})
+    return out
 
 
 def save_costs(target_name: str, precision: str, cores: int, costs: dict) -> Path:

@@ -66,3 +66,14 @@ def test_sgd_momentum_sparse_update_steps():
     # input gradients stop where nothing earlier trains: nothing before b1's input is differentiated
     names = {t["name"] for t in rep["tensors"] if t["kind"] == "input_grad"}
     assert "c0" not in names and "a1" not in names
+
+
+@needs_qemu
+@pytest.mark.parametrize("variants", ["conv2d.forward=nn,conv2d.weight_grad=dot",
+                                      "conv2d.forward=tn,conv2d.weight_grad=outer"])
+def test_conv_variants(monkeypatch, variants):
+    """Every implementation the lowering can choose between is itself validated (ODL_VARIANTS forces it)."""
+    monkeypatch.setenv("ODL_VARIANTS", variants)
+    for precision in ("fp32", "fp16"):
+        check(validate(f"{OPS}:ResidualPool", precision=precision, cores=3, input_shape="4x3x13x13", seed=2,
+                       log=lambda s: None))

@@ -74,18 +74,31 @@ class Conv2d:
         y = L.output(node)
         w = L.param(node, "weight")
         wo = geom["wo"]
-        with L.per_sample(n):
-            if self.pointwise(node):
-                L.call("odl_mm_nn", node.report_name, "forward", macs=cout * k * hw,
-                       a=Ptr(w), b=Ptr(L.value(x), xs), c=Ptr(y, cout * hw), m=cout, n=hw, k=k, accumulate=0)
-            else:
-                chunks, rows = self.chunks(node, L, k, geom)
-                col = L.scratch(node.name + "_col", k * rows * wo)
+        pw = self.pointwise(node)
+        chunks, rows = ([(0, geom["ho"], geom)], geom["ho"]) if pw else self.chunks(node, L, k, geom)
+        col = None if pw else L.scratch(node.name + "_col", k * rows * wo)
+
+        def emit(form):
+            # nn: Y = W.col with W [cout, K]; tn: the same product from W^T [K, cout] (transposed once per step),
+            # whose rows feed the matmul's scalar loads with immediate offsets
+            a = Ptr(w)
+            if form == "tn":
+                wt = L.scratch(node.name + "_wt", k * cout)
+                L.call("odl_transpose", node.report_name, "transform", src=Ptr(w), dst=Ptr(wt), rows=cout, cols=k,
+                       ldi=k, ldo=cout)
+                a = Ptr(wt)
+            with L.per_sample(n):
                 for r0, r1, g in chunks:
-                    L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs), col=Ptr(col), **g)
-                    L.call("odl_mm_nn", node.report_name, "forward", macs=cout * k * (r1 - r0) * wo,
-                           a=Ptr(w), b=Ptr(col), c=Ptr(y, cout * hw, r0 * wo), m=cout, n=(r1 - r0) * wo, k=k,
-                           accumulate=0, ldc=hw)
+                    if not pw:
+                        L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs), col=Ptr(col),
+                               **g)
+                    L.call(f"odl_mm_{form}", node.report_name, "forward", macs=cout * k * (r1 - r0) * wo,
+                           a=a, b=Ptr(L.value(x), xs) if pw else Ptr(col), c=Ptr(y, cout * hw, r0 * wo), m=cout,
+                           n=(r1 - r0) * wo, k=k, accumulate=0, ldc=hw)
+
+        L.choose(node.report_name, "conv2d.forward",
+                 dict(n=n, cout=cout, k=k, hw=hw, rows=rows, wo=wo, pw=int(pw)),
+                 {"nn": lambda: emit("nn"), "tn": lambda: emit("tn")})
         if "bias" in node.params:
             L.call("odl_bias_add", node.report_name, "forward", y=Ptr(y), bias=Ptr(L.param(node, "bias")),
                    n=n, c=cout, hw=hw)
@@ -98,22 +111,35 @@ class Conv2d:
         pw = self.pointwise(node)
         chunks, rows = ([(0, geom["ho"], geom)], geom["ho"]) if pw else self.chunks(node, L, k, geom)
         if dw is not None:
-            # dW[cout, K] = dY.col^T as outer products over the pixels: dW^T = col.dY^T (mm_nn storing C
-            # transposed), dY^T being a [pixels, cout] copy of the chunk (K/cout times smaller than col)
             col = None if pw else L.scratch(node.name + "_col_wg", k * rows * wo)
             dyt = L.scratch(node.name + "_dyt", cout * rows * wo)
-            with L.per_sample(n):
-                for i, (r0, r1, g) in enumerate(chunks):
-                    if not pw:
-                        L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs), col=Ptr(col),
-                               **g)
-                    p = (r1 - r0) * wo
-                    L.call("odl_transpose", node.report_name, "transform", src=Ptr(dy, cout * hw, r0 * wo),
-                           dst=Ptr(dyt), rows=cout, cols=p, ldi=hw, ldo=cout)
-                    L.call("odl_mm_nn", node.report_name, "weight_grad", macs=cout * k * p,
-                           a=Ptr(L.value(x), xs) if pw else Ptr(col), b=Ptr(dyt), c=Ptr(dw),
-                           m=k, n=cout, k=p, accumulate=CExpr("n > 0") if i == 0 else 1, lda=hw if pw else p,
-                           ct=1, ldc=k)
+
+            def emit_wg(how):
+                with L.per_sample(n):
+                    for i, (r0, r1, g) in enumerate(chunks):
+                        if not pw:
+                            L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs),
+                                   col=Ptr(col), **g)
+                        p = (r1 - r0) * wo
+                        acc = CExpr("n > 0") if i == 0 else 1
+                        src = Ptr(L.value(x), xs) if pw else Ptr(col)
+                        if how == "dot":
+                            # dW = dY.col^T: dot products along the pixels
+                            L.call("odl_mm_nt", node.report_name, "weight_grad", macs=cout * k * p,
+                                   a=Ptr(dy, cout * hw, r0 * wo), b=src, c=Ptr(dw), m=cout, n=k, k=p,
+                                   accumulate=acc, lda=hw, ldb=hw if pw else p)
+                        else:
+                            # dW^T = col.dY^T as outer products over the pixels (mm_nn storing C transposed),
+                            # dY^T being a [pixels, cout] copy of the chunk (K/cout times smaller than col)
+                            L.call("odl_transpose", node.report_name, "transform", src=Ptr(dy, cout * hw, r0 * wo),
+                                   dst=Ptr(dyt), rows=cout, cols=p, ldi=hw, ldo=cout)
+                            L.call("odl_mm_nn", node.report_name, "weight_grad", macs=cout * k * p, a=src,
+                                   b=Ptr(dyt), c=Ptr(dw), m=k, n=cout, k=p, accumulate=acc,
+                                   lda=hw if pw else p, ct=1, ldc=k)
+
+            L.choose(node.report_name, "conv2d.weight_grad",
+                     dict(n=n, cout=cout, k=k, hw=hw, rows=rows, wo=wo, pw=int(pw)),
+                     {"dot": lambda: emit_wg("dot"), "outer": lambda: emit_wg("outer")})
         db = L.param_grad(node, "bias")
         if db is not None:
             L.call("odl_bias_grad", node.report_name, "weight_grad", dy=Ptr(dy), db=Ptr(db), n=n, c=cout, hw=hw,
