@@ -36,7 +36,7 @@ def add_train_args(p):
 def _cmd_validate(a) -> int:
     from .validate import validate
     rep = validate(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, a.lr, a.json, a.keep,
-                   steps=a.steps, cfg=train_config(a))
+                   steps=a.steps, cfg=train_config(a), port=a.port, baud=a.baud, bulk=a.bulk, flash=a.flash)
     return 0 if rep["passed"] else 1
 
 
@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--steps", type=int, default=1, help="optimizer steps on K different batches")
     add_train_args(v)
+    v.add_argument("--port", default=None, metavar="PATH|URL",
+                   help="validate on a board through this serial port (or pyserial URL) instead of QEMU")
+    v.add_argument("--baud", type=int, default=115200)
+    v.add_argument("--flash", default=None, metavar="CMD",
+                   help="shell command that flashes the built firmware ({elf}) before --port is opened")
+    v.add_argument("--bulk", default="fast", choices=["fast", "uart"],
+                   help="QEMU: move tensors by loader/semihosting (fast) or over the UART protocol like a board")
     v.add_argument("--json", default=None, help="write the report as JSON to this file")
     v.add_argument("--keep", default=None, metavar="DIR", help="keep generated C, firmware and run files in DIR")
     v.set_defaults(fn=_cmd_validate)

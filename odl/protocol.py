@@ -21,6 +21,7 @@ READ = 0x11
 STEP = 0x12
 DUMP = 0x13
 EXIT = 0x14
+INFO = 0x15
 ACK = 0x80
 DATA = 0x81
 STEP_DONE = 0x82
@@ -28,7 +29,7 @@ ERROR = 0xFF
 
 ERR_CRC, ERR_UNKNOWN_TYPE, ERR_RANGE, ERR_MALFORMED, ERR_TOO_LONG = 1, 2, 3, 4, 5
 
-NAMES = {HELLO: "HELLO", WRITE: "WRITE", READ: "READ", STEP: "STEP", DUMP: "DUMP", EXIT: "EXIT",
+NAMES = {HELLO: "HELLO", WRITE: "WRITE", READ: "READ", STEP: "STEP", DUMP: "DUMP", EXIT: "EXIT", INFO: "INFO",
          ACK: "ACK", DATA: "DATA", STEP_DONE: "STEP_DONE", ERROR: "ERROR"}
 
 #: largest payload the device firmware accepts in one host->device frame (targets/common/protocol.h)
@@ -167,6 +168,17 @@ class Link:
         t, p = self.recv(timeout, what="HELLO")
         if t != HELLO or len(p) < 20:
             raise ProtocolError(f"expected HELLO, got {NAMES.get(t, hex(t))} ({len(p)} bytes)")
+        h = Hello(*struct.unpack_from("<5I", p))
+        if h.version != VERSION:
+            raise ProtocolError(f"device speaks protocol version {h.version}, host {VERSION}")
+        self.hello_info = h
+        return h
+
+    def info(self, timeout: float | None = None) -> Hello:
+        """Ask a running device for its HELLO (INFO request)."""
+        p = self.request(INFO, b"", HELLO, timeout)
+        if len(p) < 20:
+            raise ProtocolError(f"malformed HELLO ({len(p)} bytes)")
         h = Hello(*struct.unpack_from("<5I", p))
         if h.version != VERSION:
             raise ProtocolError(f"device speaks protocol version {h.version}, host {VERSION}")

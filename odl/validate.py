@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from .compare import TOLERANCE, judge
-from .errors import OdlError
+from .errors import OdlError, ToolError
 from .graph import Graph
 from .frontend import default_input_shape, load_model, parse_shape, trace
 from .lower import Program, TrainConfig, lower
@@ -122,33 +123,80 @@ def build(prog: Program, model_name: str, target, cores: int, out_dir: Path) -> 
     return build_firmware(target, prog.precision, cores, srcs, [out_dir / "gen"], out_dir / "build")
 
 
-def run_qemu(target, elf: Path, prog: Program, prep: Prepared, cores: int, workdir: Path):
-    """Run every step on QEMU. Returns the step results, the arena after step 1 and the arena after the last step.
-    Step 1's data is preloaded; later steps' inputs and targets travel over the protocol (WRITE)."""
-    from .runners.qemu import QemuRunner
+def result_ranges(prog: Program) -> list[tuple[int, int]]:
+    """Byte ranges of the arena the host compares (merged): what a slow link needs to read back."""
+    bufs = [prog.logits, prog.loss, *prog.param_grads.values(), *prog.params.values(), *prog.state.values(),
+            *(b for b, _ in prog.observed_grads.values()), *(b for b, _ in prog.activations.values())]
+    spans = sorted({(b.offset, b.offset + b.nbytes(prog.elem_bytes)) for b in bufs})
+    out: list[list[int]] = []
+    for lo, hi in spans:
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(lo, hi - lo) for lo, hi in out]
+
+
+def read_results(r, prog: Program) -> bytes:
+    """The arena as far as the comparison needs it: all of it through a fast path, else only result ranges."""
+    if getattr(r, "bulk", "fast") == "fast":
+        return r.read_arena(0, prog.arena_bytes)
+    arena = bytearray(prog.arena_bytes)
+    for off, n in result_ranges(prog):
+        arena[off:off + n] = r.read_arena(off, n)
+    return bytes(arena)
+
+
+def run_device(runner, prog: Program, prep: Prepared, cores: int):
+    """Run every step on a started runner. Returns the step results, the arena after step 1 and after the last
+    step. Step 1's data is already loaded; later steps' inputs and targets travel over the protocol (WRITE)."""
     steps = len(prep.batches)
-    with QemuRunner(target, elf, cores, workdir, preload=[(0, preload_blob(prog, prep))],
-                    timeout=600.0) as r:
-        hello = r.hello
-        bits = 16 if prog.precision == "fp16" else 32
-        if hello.precision_bits != bits or hello.num_cores != cores or hello.arena_bytes != prog.arena_bytes:
-            raise OdlError(f"device says {hello}, expected {bits}-bit, {cores} cores, {prog.arena_bytes}-byte arena")
-        results = [r.link.step(1)]
-        first = r.read_arena(0, prog.arena_bytes)
-        last = first
-        for k in range(1, steps):
-            for b in (prog.input, prog.labels):
-                r.link.write(b.offset, host_array(prog, prep, b, k).tobytes())
-            results.append(r.link.step(1))
-        if steps > 1:
-            last = r.read_arena(0, prog.arena_bytes)
-        r.exit(0)
+    hello = runner.hello
+    bits = 16 if prog.precision == "fp16" else 32
+    if hello.precision_bits != bits or hello.num_cores != cores or hello.arena_bytes != prog.arena_bytes:
+        raise OdlError(f"the device runs other firmware: it says {hello.precision_bits}-bit, "
+                       f"{hello.num_cores} cores, {hello.arena_bytes}-byte arena; this step needs {bits}-bit, "
+                       f"{cores} cores, a {prog.arena_bytes}-byte arena (flash the firmware validate built)")
+    results = [runner.link.step(1)]
+    first = read_results(runner, prog)
+    last = first
+    for k in range(1, steps):
+        for b in (prog.input, prog.labels):
+            runner.link.write(b.offset, host_array(prog, prep, b, k).tobytes())
+        results.append(runner.link.step(1))
+    if steps > 1:
+        last = read_results(runner, prog)
+    runner.exit(0)
     return results, first, last
+
+
+def open_runner(target, elf: Path, prog: Program, prep: Prepared, cores: int, workdir: Path, port: str | None,
+                baud: int, bulk: str, flash: str | None):
+    blob = preload_blob(prog, prep)
+    if port is None:
+        from .runners.qemu import QemuRunner
+        return QemuRunner(target, elf, cores, workdir, preload=[(0, blob)], timeout=600.0, bulk=bulk)
+    from .runners.serial_port import SerialRunner
+    if flash:
+        cmd = flash.replace("{elf}", str(elf))
+        p = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise ToolError(f"flash command failed ({p.returncode}): {cmd}\n{(p.stdout + p.stderr)[-2000:]}")
+
+    class _Loaded(SerialRunner):
+        def __enter__(self):
+            super().__enter__()
+            self.load(0, blob)
+            return self
+    return _Loaded(port, baud)
 
 
 def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp32", cores: int = 8,
              input_shape: str | None = None, seed: int = 0, lr: float = 0.01, json_path: str | None = None,
-             keep_dir: str | None = None, log=print, steps: int = 1, cfg: TrainConfig | None = None) -> dict:
+             keep_dir: str | None = None, log=print, steps: int = 1, cfg: TrainConfig | None = None,
+             port: str | None = None, baud: int = 115200, bulk: str = "fast", flash: str | None = None) -> dict:
+    """port: validate on a board (or any pyserial URL) instead of QEMU; bulk='uart' makes QEMU move all data over
+    the protocol as a board would; flash: a shell command that flashes {elf} before connecting."""
     t0 = time.perf_counter()
     cfg = cfg or TrainConfig()
     cfg.lr, cfg.seed = lr, seed
@@ -173,7 +221,8 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         t_build = time.perf_counter()
         elf = build(prog, prep.name, target, cores, work)
         t_run = time.perf_counter()
-        results, arena, arena_last = run_qemu(target, elf, prog, prep, cores, work / "run")
+        with open_runner(target, elf, prog, prep, cores, work / "run", port, baud, bulk, flash) as r:
+            results, arena, arena_last = run_device(r, prog, prep, cores)
         t_end = time.perf_counter()
     finally:
         if not keep_dir:
@@ -245,7 +294,8 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     loss_ok = all(r["passed"] for r in step_rows) and abs(results[0].loss - loss_dev) <= 1e-6 * max(1, abs(loss_dev))
     passed = loss_ok and all(r["passed"] for r in rows)
     report = {
-        "model": prep.name, "target": target.name, "runner": "qemu", "precision": precision, "cores": cores,
+        "model": prep.name, "target": target.name, "runner": "serial" if port else "qemu",
+        "bulk": "uart" if port else bulk, "precision": precision, "cores": cores,
         "input_shape": list(prep.x.shape), "seed": seed, "lr": lr, "passed": passed,
         "config": {"train": cfg.train, "bn": cfg.bn, "loss": cfg.loss, "optimizer": cfg.optimizer,
                    "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps},

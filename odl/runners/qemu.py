@@ -33,9 +33,11 @@ class QemuRunner:
     """with QemuRunner(target, elf, cores, workdir, preload=[(offset, bytes)]) as r:
            r.link.step(1); data = r.read_arena(off, n); r.exit()"""
 
+    name = "qemu"
+
     def __init__(self, target: Target, elf: Path, cores: int, workdir: Path,
                  preload: list[tuple[int, bytes]] = (), timeout: float = 60.0, boot_timeout: float = 20.0,
-                 extra_args: list[str] = ()):
+                 extra_args: list[str] = (), bulk: str = "fast"):
         if target.qemu is None:
             raise RunnerError(f"target {target.name} has no QEMU configuration")
         if not 1 <= cores <= target.harts:
@@ -48,6 +50,11 @@ class QemuRunner:
         self.timeout = timeout
         self.boot_timeout = boot_timeout
         self.extra_args = list(extra_args)
+        if bulk not in ("fast", "uart"):
+            raise RunnerError(f"bulk must be 'fast' or 'uart', not {bulk!r}")
+        # fast: preload by QEMU's loader, read back by semihosting DUMP; uart: everything over the protocol's
+        # WRITE/READ, exactly as with a board (odl.runners.serial_port)
+        self.bulk = bulk
         self.proc: subprocess.Popen | None = None
         self.port = None
         self.link: Link | None = None
@@ -66,7 +73,7 @@ class QemuRunner:
                "-semihosting-config", "enable=on,target=native",
                "-serial", f"tcp:127.0.0.1:{tcp_port},server=on,wait=on",
                "-kernel", str(self.elf)]
-        for i, (off, data) in enumerate(self.preload):
+        for i, (off, data) in enumerate(self.preload if self.bulk == "fast" else ()):
             f = self.workdir / f"preload_{i}.bin"
             f.write_bytes(bytes(data))
             cmd += ["-device", f"loader,file={f},addr={self.target.arena_addr + off:#x},force-raw=on"]
@@ -117,7 +124,13 @@ class QemuRunner:
         except ProtocolError as e:
             self._kill()
             raise RunnerError(f"no HELLO from the firmware: {e}{self.stderr_tail()}") from e
+        if self.bulk == "uart":
+            for off, data in self.preload:
+                self.link.write(off, data)
         return self
+
+    def load(self, offset: int, data: bytes) -> None:
+        self.link.write(offset, data)
 
     def __enter__(self) -> "QemuRunner":
         try:
@@ -174,7 +187,10 @@ class QemuRunner:
 
     # -- bulk data --------------------------------------------------------------------------------
     def read_arena(self, offset: int, n: int) -> bytes:
-        """Read arena bytes through semihosting (DUMP to a file in workdir); much faster than the UART."""
+        """Read arena bytes through semihosting (DUMP to a file in workdir), much faster than the UART; or
+        over the UART (READ) with bulk='uart'."""
+        if self.bulk == "uart":
+            return self.link.read(offset, n)
         name = f"dump_{uuid.uuid4().hex[:12]}.bin"
         self.link.dump(offset, n, name)
         f = self.workdir / name

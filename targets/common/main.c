@@ -102,6 +102,9 @@ int main(void) {
         do_dump(off, len, rx + 8, n - 8);
         break;
       }
+      case ODL_MSG_INFO:
+        send_hello();
+        break;
       case ODL_MSG_EXIT: {
         if (n != 4) { odl_send_error(ODL_ERR_MALFORMED, "EXIT: payload must be 4 bytes"); break; }
         uint32_t code = odl_get_u32(rx);

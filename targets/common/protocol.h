@@ -15,6 +15,7 @@ enum {
   ODL_MSG_STEP = 0x12,
   ODL_MSG_DUMP = 0x13,
   ODL_MSG_EXIT = 0x14,
+  ODL_MSG_INFO = 0x15, /* host asks for the HELLO frame again (a board may have booted before the host connected) */
   ODL_MSG_ACK = 0x80,
   ODL_MSG_DATA = 0x81,
   ODL_MSG_STEP_DONE = 0x82,
