@@ -36,7 +36,8 @@ def add_train_args(p):
 def _cmd_validate(a) -> int:
     from .validate import validate
     rep = validate(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, a.lr, a.json, a.keep,
-                   steps=a.steps, cfg=train_config(a), port=a.port, baud=a.baud, bulk=a.bulk, flash=a.flash)
+                   steps=a.steps, cfg=train_config(a), port=a.port, baud=a.baud, bulk=a.bulk, flash=a.flash,
+                   emulator=a.emulator)
     return 0 if rep["passed"] else 1
 
 
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--steps", type=int, default=1, help="optimizer steps on K different batches")
     add_train_args(v)
+    v.add_argument("--emulator", default="qemu", choices=["qemu", "renode"],
+                   help="emulator to run on when no --port is given (renode must be on PATH)")
     v.add_argument("--port", default=None, metavar="PATH|URL",
                    help="validate on a board through this serial port (or pyserial URL) instead of QEMU")
     v.add_argument("--baud", type=int, default=115200)

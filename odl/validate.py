@@ -171,8 +171,11 @@ def run_device(runner, prog: Program, prep: Prepared, cores: int):
 
 
 def open_runner(target, elf: Path, prog: Program, prep: Prepared, cores: int, workdir: Path, port: str | None,
-                baud: int, bulk: str, flash: str | None):
+                baud: int, bulk: str, flash: str | None, emulator: str = "qemu"):
     blob = preload_blob(prog, prep)
+    if port is None and emulator == "renode":
+        from .runners.renode import RenodeRunner
+        return RenodeRunner(target, elf, cores, workdir, preload=[(0, blob)])
     if port is None:
         from .runners.qemu import QemuRunner
         return QemuRunner(target, elf, cores, workdir, preload=[(0, blob)], timeout=600.0, bulk=bulk)
@@ -194,7 +197,8 @@ def open_runner(target, elf: Path, prog: Program, prep: Prepared, cores: int, wo
 def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp32", cores: int = 8,
              input_shape: str | None = None, seed: int = 0, lr: float = 0.01, json_path: str | None = None,
              keep_dir: str | None = None, log=print, steps: int = 1, cfg: TrainConfig | None = None,
-             port: str | None = None, baud: int = 115200, bulk: str = "fast", flash: str | None = None) -> dict:
+             port: str | None = None, baud: int = 115200, bulk: str = "fast", flash: str | None = None,
+             emulator: str = "qemu") -> dict:
     """port: validate on a board (or any pyserial URL) instead of QEMU; bulk='uart' makes QEMU move all data over
     the protocol as a board would; flash: a shell command that flashes {elf} before connecting."""
     t0 = time.perf_counter()
@@ -221,7 +225,7 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         t_build = time.perf_counter()
         elf = build(prog, prep.name, target, cores, work)
         t_run = time.perf_counter()
-        with open_runner(target, elf, prog, prep, cores, work / "run", port, baud, bulk, flash) as r:
+        with open_runner(target, elf, prog, prep, cores, work / "run", port, baud, bulk, flash, emulator) as r:
             results, arena, arena_last = run_device(r, prog, prep, cores)
         t_end = time.perf_counter()
     finally:
@@ -294,8 +298,8 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     loss_ok = all(r["passed"] for r in step_rows) and abs(results[0].loss - loss_dev) <= 1e-6 * max(1, abs(loss_dev))
     passed = loss_ok and all(r["passed"] for r in rows)
     report = {
-        "model": prep.name, "target": target.name, "runner": "serial" if port else "qemu",
-        "bulk": "uart" if port else bulk, "precision": precision, "cores": cores,
+        "model": prep.name, "target": target.name, "runner": "serial" if port else emulator,
+        "bulk": "uart" if port or emulator == "renode" else bulk, "precision": precision, "cores": cores,
         "input_shape": list(prep.x.shape), "seed": seed, "lr": lr, "passed": passed,
         "config": {"train": cfg.train, "bn": cfg.bn, "loss": cfg.loss, "optimizer": cfg.optimizer,
                    "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps},

@@ -1,0 +1,119 @@
+"""Run a firmware ELF on Renode (when `renode` is on PATH), talking to it over the UART with the odl protocol.
+
+Renode is not packaged in Debian, PyPI or npm, so CI cannot install it: the platform description and script are
+generated and unit-tested everywhere, and the end-to-end test runs where `renode` exists. The same ELF as on QEMU
+runs unchanged (same memory map: RAM 0x80000000, NS16550 at 0x10000000, CLINT at 0x02000000). Parameters are
+preloaded with `sysbus LoadBinary`; results come back over the UART (READ) — Renode has no semihosting; each
+hart's `minstret` is exact there, so STEP's counts are real per-hart instruction counts.
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import jinja2
+import serial
+
+from ..errors import ToolError
+from ..protocol import Link, ProtocolError
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def platform_repl(target, cores: int) -> str:
+    tpl = target.dir / "renode.repl.j2"
+    if not tpl.exists():
+        raise ToolError(f"target {target.name} has no Renode platform (renode.repl.j2)")
+    return jinja2.Template(tpl.read_text(), undefined=jinja2.StrictUndefined).render(harts=cores)
+
+
+def script_resc(repl: Path, elf: Path, port: int, cores: int, vlen: int = 128,
+                preload: list[tuple[int, Path]] = ()) -> str:
+    lines = ['mach create "odl"', f"machine LoadPlatformDescription @{repl}"]
+    lines += [f"cpu{h} VectorRegisterLength {vlen}" for h in range(cores)]
+    lines += [f'emulation CreateServerSocketTerminal {port} "uart" false', "connector Connect sysbus.uart0 uart",
+              f"sysbus LoadELF @{elf}"]
+    lines += [f"sysbus LoadBinary @{f} {addr:#x}" for addr, f in preload]
+    return "\n".join(lines) + "\n"
+
+
+class RenodeRunner:
+    name = "renode"
+    bulk = "uart"
+
+    def __init__(self, target, elf: Path, cores: int, workdir: Path, preload: list[tuple[int, bytes]] = (),
+                 timeout: float = 600.0, boot_timeout: float = 60.0):
+        self.target, self.elf, self.cores, self.workdir = target, Path(elf).resolve(), cores, Path(workdir)
+        self.preload, self.timeout, self.boot_timeout = list(preload), timeout, boot_timeout
+        self.proc = None
+        self.port = None
+        self.link: Link | None = None
+        self.hello = None
+
+    def files(self, port: int) -> Path:
+        """Write the platform and the script into workdir; returns the script."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        repl = self.workdir / "odl.repl"
+        repl.write_text(platform_repl(self.target, self.cores))
+        blobs = []
+        for i, (off, data) in enumerate(self.preload):
+            f = self.workdir / f"preload_{i}.bin"
+            f.write_bytes(bytes(data))
+            blobs.append((self.target.arena_addr + off, f.resolve()))
+        resc = self.workdir / "odl.resc"
+        resc.write_text(script_resc(repl.resolve(), self.elf, port, self.cores, preload=blobs))
+        return resc
+
+    def __enter__(self) -> "RenodeRunner":
+        exe = shutil.which("renode")
+        if exe is None:
+            raise ToolError("renode is not on PATH (it is not packaged in Debian/PyPI/npm; install it from its "
+                            "project's releases) — use the default QEMU runner instead")
+        port = _free_port()
+        resc = self.files(port)
+        self.proc = subprocess.Popen([exe, "--disable-xwt", "--plain", "-P", "-1", str(resc), "-e", "start"],
+                                     cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                     stdout=open(self.workdir / "renode.log", "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.boot_timeout
+        while self.port is None and time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                self.port = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.5)
+            except (serial.SerialException, OSError):
+                time.sleep(0.2)
+        if self.port is None:
+            self.close()
+            raise ToolError(f"Renode did not open its UART socket (see {self.workdir / 'renode.log'})")
+        self.link = Link(self.port, timeout=self.timeout)
+        try:
+            self.hello = self.link.info(timeout=self.boot_timeout)
+        except ProtocolError as e:
+            self.close()
+            raise ToolError(f"no odl firmware answering on Renode's UART: {e}") from None
+        return self
+
+    def __exit__(self, et, ev, tb) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.port is not None:
+            self.port.close()
+            self.port = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def load(self, offset: int, data: bytes) -> None:
+        self.link.write(offset, data)
+
+    def read_arena(self, offset: int, n: int) -> bytes:
+        return self.link.read(offset, n)
+
+    def exit(self, code: int = 0) -> None:
+        self.close()   # Renode has no exit device on this map: stop the emulator
