@@ -29,16 +29,9 @@ ODL_INLINE int pad_to(int x, int b) { return (x + b - 1) / b * b; }
 #define MM_V 4
 #endif
 
-/* clang folds the FP16->FP32 extends into widening FMAs only for webs of up to 18 connected nodes; a tile
- * shares each B vector between all its rows, so every 4 rows the B vectors pass through an empty asm (no
- * instruction): each group of 4 rows is then its own web and stays vfwmacc.vf (else: vfwcvt + spills). */
-#if defined(__riscv_vector) && ODL_LANES == 2
-typedef short mm_fence_t __attribute__((vector_size(4))); /* "vr" asm operands of FP16 vector type crash clang */
-#define MM_FENCE(x) do { mm_fence_t t_ = (mm_fence_t)(x); __asm__("" : "+vr"(t_)); (x) = (odl_vec_t)t_; } while (0)
-#else
-#define MM_FENCE(x) (void)0
-#endif
-
+/* FP16: the FP16->FP32 extends fold into widening FMAs (vfwmacc.vf) only if clang's extension web limit
+ * covers a whole tile (each B vector is shared by all R rows): the target builds with
+ * -mllvm -riscv-lower-ext-max-web-size=64 (default 18, which would leave vfwcvt + spills in the loop). */
 #define MM_UNROLL _Pragma("clang loop unroll(full)")
 
 /* C element (i, j) of a tile lives at c[i*ldc + j*cjs] (cjs = 1: row-major C; ldc = 1: C stored transposed). */
@@ -75,7 +68,6 @@ ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ld
   if (!ptrmode) {
     const odl_t *pa = a;
     MM_UNROLL for (int r = 0; r < R; r++) {
-      if (r && r % 4 == 0) MM_UNROLL for (int v = 0; v < V; v++) MM_FENCE(bv[v]);
       odl_vec_t av = odl_vsplat(pa[r]);
       MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wmul(av, bv[v]);
     }
@@ -83,7 +75,6 @@ ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ld
     for (int k = 1; k < K; k++) {
       MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
       MM_UNROLL for (int r = 0; r < R; r++) {
-        if (r && r % 4 == 0) MM_UNROLL for (int v = 0; v < V; v++) MM_FENCE(bv[v]);
         odl_vec_t av = odl_vsplat(pa[r]);
         MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av, bv[v]);
       }
@@ -94,7 +85,6 @@ ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ld
     const odl_t *ap[MM_R];
     MM_UNROLL for (int r = 0; r < R; r++) ap[r] = a + r * rs;
     MM_UNROLL for (int r = 0; r < R; r++) {
-      if (r && r % 4 == 0) MM_UNROLL for (int v = 0; v < V; v++) MM_FENCE(bv[v]);
       odl_vec_t av = odl_vsplat(ap[r][0]);
       MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wmul(av, bv[v]);
       ap[r] += 1;
@@ -103,14 +93,12 @@ ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ld
     for (; k + 2 <= K; k += 2) {
       MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
       MM_UNROLL for (int r = 0; r < R; r++) {
-        if (r && r % 4 == 0) MM_UNROLL for (int v = 0; v < V; v++) MM_FENCE(bv[v]);
         odl_vec_t av = odl_vsplat(ap[r][0]);
         MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av, bv[v]);
       }
       pb += ldb;
       MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
       MM_UNROLL for (int r = 0; r < R; r++) {
-        if (r && r % 4 == 0) MM_UNROLL for (int v = 0; v < V; v++) MM_FENCE(bv[v]);
         odl_vec_t av = odl_vsplat(ap[r][1]);
         MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av, bv[v]);
         ap[r] += 2;
@@ -120,7 +108,6 @@ ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ld
     if (k < K) {
       MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
       MM_UNROLL for (int r = 0; r < R; r++) {
-        if (r && r % 4 == 0) MM_UNROLL for (int v = 0; v < V; v++) MM_FENCE(bv[v]);
         odl_vec_t av = odl_vsplat(ap[r][0]);
         MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av, bv[v]);
       }
