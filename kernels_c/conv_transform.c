@@ -1,8 +1,15 @@
 /* im2col / col2im (one sample, x is [C,H,W]); see odl_kernels.h for the layout.
- * im2col: the work unit is one (col row, oh) pair = WO outputs; units are split evenly over cores.
+ * im2col: the work unit is one (col row, oh) pair = WO outputs; units are split evenly over cores, and each core
+ * walks its units one col row (c, i, j) at a time: the row's tap geometry is computed once, and with stride 1 and
+ * WO == W (same-size convs) the row's valid output rows are ONE contiguous copy from x (src and dst both advance
+ * W per output row), after which only the padding columns are zeroed.
  * col2im is written as a gather: the unit is one row (c, ih) of dx, and each core sums into dx the col entries
- * that im2col took from that row. Cores own disjoint rows of dx, so nothing races and no barrier is needed,
- * and the split stays balanced even when C < number of cores. */
+ * that im2col took from that row, all kernel taps at once (one load + one add per col entry, one store per dx
+ * entry). Cores own disjoint rows of dx, so nothing races and no barrier is needed, and the split stays
+ * balanced even when C < number of cores.
+ * Element copies move raw bits (16- or 32-bit integers) through an empty asm so clang cannot merge neighbouring
+ * copies into vectors wider than the target's 2 x 16 bits (the target also builds with
+ * -mllvm -combiner-store-merging=false, which keeps 2-lane vector copies 2-lane). */
 #include "odl_kernels.h"
 #include "odl_simd.h"
 
@@ -16,103 +23,257 @@ ODL_INLINE void ow_range(int j, int w, int sw, int pl, int wo, int *lo, int *hi)
   *hi = odl_max_i(*lo, odl_min_i(h, wo));
 }
 
-/* Contiguous copy of n elements. FP16: 32-bit words (2 elements per lw/sw, immediate offsets, 4 words per
- * iteration) when source and destination have the same alignment modulo 4 bytes, else unrolled half-word
- * copies. FP32: unrolled word copies. */
-typedef uint32_t odl_w32_t __attribute__((may_alias, aligned(4)));
-ODL_INLINE void copy_elems(odl_t *d, const odl_t *src, int n) {
-  if (sizeof(odl_t) == 2 && ((((uintptr_t)d ^ (uintptr_t)src) & 3) == 0)) {
-    if (n && ((uintptr_t)d & 2)) { *d++ = *src++; n--; }
-    odl_w32_t *dw = (odl_w32_t *)d;
-    const odl_w32_t *sw = (const odl_w32_t *)src;
+#define CT_OPAQUE(x) __asm__("" : "+r"(x))
+
+#if ODL_LANES == 2
+typedef uint16_t ct_e_t; /* one element's bits */
+#else
+typedef uint32_t ct_e_t;
+#endif
+typedef uint32_t ct_w_t __attribute__((may_alias, aligned(4)));
+typedef ct_e_t ct_ea_t __attribute__((may_alias));
+
+/* Contiguous copy of n elements. FP16: 32-bit words (4 per iteration, immediate offsets) when source and
+ * destination have the same alignment modulo 4 bytes, else 2-lane vector loads/stores (element-aligned).
+ * FP32: words. */
+ODL_INLINE void copy_elems(odl_t *dp, const odl_t *sp, int n) {
+  ct_ea_t *d = (ct_ea_t *)dp;
+  const ct_ea_t *s = (const ct_ea_t *)sp;
+  if (sizeof(odl_t) == 2 && ((((uintptr_t)d ^ (uintptr_t)s) & 3) == 0)) {
+    if (n && ((uintptr_t)d & 2)) { ct_e_t x = *s++; *d++ = x; n--; }
+    ct_w_t *dw = (ct_w_t *)d;
+    const ct_w_t *sw = (const ct_w_t *)s;
     int nw = n >> 1;
-    for (; nw >= 4; nw -= 4, dw += 4, sw += 4) {
+    const ct_w_t *se = sw + (nw & ~3);
+    for (; sw != se; sw += 4, dw += 4) {
       uint32_t x0 = sw[0], x1 = sw[1], x2 = sw[2], x3 = sw[3];
+      CT_OPAQUE(x0); CT_OPAQUE(x1); CT_OPAQUE(x2); CT_OPAQUE(x3);
       dw[0] = x0; dw[1] = x1; dw[2] = x2; dw[3] = x3;
     }
-    for (; nw > 0; nw--) *dw++ = *sw++;
-    if (n & 1) *(odl_t *)dw = *(const odl_t *)sw;
+    for (nw &= 3; nw > 0; nw--) { uint32_t x = *sw++; CT_OPAQUE(x); *dw++ = x; }
+    if (n & 1) *(ct_ea_t *)dw = *(const ct_ea_t *)sw;
     return;
   }
-  for (; n >= 4; n -= 4, d += 4, src += 4) {
-    odl_t x0 = src[0], x1 = src[1], x2 = src[2], x3 = src[3];
-    d[0] = x0; d[1] = x1; d[2] = x2; d[3] = x3;
+#if ODL_LANES == 2
+  int q = 0;
+  for (; q + 8 <= n; q += 8) {
+    odl_vec_t v0 = odl_vload(sp + q), v1 = odl_vload(sp + q + 2), v2 = odl_vload(sp + q + 4),
+              v3 = odl_vload(sp + q + 6);
+    odl_vstore(dp + q, v0); odl_vstore(dp + q + 2, v1); odl_vstore(dp + q + 4, v2); odl_vstore(dp + q + 6, v3);
   }
-  for (; n > 0; n--) *d++ = *src++;
+  for (; q + 2 <= n; q += 2) { odl_vec_t v = odl_vload(sp + q); odl_vstore(dp + q, v); }
+  if (q < n) d[q] = s[q];
+#else
+  int q = 0;
+  for (; q + 4 <= n; q += 4) {
+    ct_e_t x0 = s[q], x1 = s[q + 1], x2 = s[q + 2], x3 = s[q + 3];
+    CT_OPAQUE(x0); CT_OPAQUE(x1); CT_OPAQUE(x2); CT_OPAQUE(x3);
+    d[q] = x0; d[q + 1] = x1; d[q + 2] = x2; d[q + 3] = x3;
+  }
+  for (; q < n; q++) { ct_e_t x = s[q]; CT_OPAQUE(x); d[q] = x; }
+#endif
 }
 
-ODL_INLINE void zero_elems(odl_t *d, int n) {
-  for (; n > 0; n--) *d++ = 0;
+ODL_INLINE void zero_elems(odl_t *dp, int n) {
+  ct_ea_t *d = (ct_ea_t *)dp;
+  if (sizeof(odl_t) == 2 && n >= 4) {
+    if ((uintptr_t)d & 2) { *d++ = 0; n--; }
+    ct_w_t *dw = (ct_w_t *)d;
+    for (int nw = n >> 1; nw > 0; nw--) { uint32_t z = 0; CT_OPAQUE(z); *dw++ = z; }
+    if (n & 1) *(ct_ea_t *)dw = 0;
+    return;
+  }
+  for (; n > 0; n--) { ct_e_t z = 0; CT_OPAQUE(z); *d++ = z; }
+}
+
+/* strided gather of n elements (stride > 1 convs) */
+ODL_INLINE void gather_elems(odl_t *dp, const odl_t *sp, int stride, int n) {
+  ct_ea_t *d = (ct_ea_t *)dp;
+  const ct_ea_t *s = (const ct_ea_t *)sp;
+  int q = 0;
+  for (; q + 4 <= n; q += 4, s += 4 * stride) {
+    ct_e_t x0 = s[0], x1 = s[stride], x2 = s[2 * stride], x3 = s[3 * stride];
+    CT_OPAQUE(x0); CT_OPAQUE(x1); CT_OPAQUE(x2); CT_OPAQUE(x3);
+    d[q] = x0; d[q + 1] = x1; d[q + 2] = x2; d[q + 3] = x3;
+  }
+  for (; q < n; q++, s += stride) { ct_e_t x = *s; CT_OPAQUE(x); d[q] = x; }
 }
 
 void odl_im2col(void *args) {
   const odl_im2col_args_t *p = (const odl_im2col_args_t *)args;
-  int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, w = p->w, sw = p->sw;
+  int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, w = p->w, sh = p->sh, sw = p->sw;
+  int pt = p->pt, pl = p->pl;
   int lo, hi;
   odl_split(p->c * kh * kw * ho, &lo, &hi);
   if (lo >= hi) return;
-  /* unit u = (row, oh), row = (c*kh + i)*kw + j: decomposed once, then stepped */
   int row = lo / ho, oh = lo - row * ho;
   int j = row % kw, ci = row / kw, i = ci % kh, c = ci / kh;
-  int a = 0, b = 0;
-  ow_range(j, w, sw, p->pl, wo, &a, &b);
-  odl_t *dst = p->col + (size_t)row * ho * wo + (size_t)oh * wo;
-  for (int u = lo; u < hi; u++, dst += wo) {
-    int ih = oh * p->sh - p->pt + i;
-    if (ih >= 0 && ih < h && a < b) {
-      zero_elems(dst, a);
-      const odl_t *src = p->x + ((size_t)c * h + ih) * w + (a * sw - p->pl + j);
-      if (sw == 1) {
-        copy_elems(dst + a, src, b - a);
-      } else {
-        for (int t = a; t < b; t++, src += sw) dst[t] = *src;
-      }
-      zero_elems(dst + b, wo - b);
+  int run = sw == 1 && sh * w == wo; /* consecutive output rows are contiguous in x too */
+  for (int u = lo; u < hi;) {
+    int oe = odl_min_i(ho, oh + (hi - u)); /* this core's output rows [oh, oe) of col row `row` */
+    odl_t *drow = p->col + (size_t)row * ho * wo;
+    int a, b;
+    ow_range(j, w, sw, pl, wo, &a, &b);
+    /* output rows whose input row ih = oh*sh - pt + i lies inside the image: [v0, v1) */
+    int t0 = pt - i, v0 = t0 <= 0 ? 0 : (t0 + sh - 1) / sh;
+    int t1 = h - 1 + pt - i, v1 = t1 < 0 ? 0 : t1 / sh + 1;
+    v0 = odl_max_i(v0, oh);
+    v1 = odl_min_i(v1, oe);
+    if (v1 <= v0 || a >= b) {
+      zero_elems(drow + oh * wo, (oe - oh) * wo);
     } else {
-      zero_elems(dst, wo);
-    }
-    if (++oh == ho) {
-      oh = 0;
-      if (++j == kw) {
-        j = 0;
-        if (++i == kh) { i = 0; c++; }
+      zero_elems(drow + oh * wo, (v0 - oh) * wo);
+      const odl_t *xs = p->x + (size_t)c * h * w + (j - pl); /* x element of (oh, ow) is xs[(oh*sh-pt+i)*w + ow*sw] */
+      if (run) {
+        /* one copy from (v0, a) to (v1 - 1, b); the wrapped padding columns are zeroed after */
+        odl_t *d0 = drow + v0 * wo + a;
+        copy_elems(d0, xs + (v0 * sh - pt + i) * w + a, (v1 - 1 - v0) * wo + (b - a));
+        if (a > 0 || b < wo) {
+          odl_t *z = drow + v0 * wo;
+          for (int r = v0; r < v1; r++, z += wo) {
+            zero_elems(z, a);
+            zero_elems(z + b, wo - b);
+          }
+        }
+      } else {
+        odl_t *z = drow + v0 * wo;
+        for (int r = v0; r < v1; r++, z += wo) {
+          const odl_t *src = xs + (r * sh - pt + i) * w + a * sw;
+          zero_elems(z, a);
+          if (sw == 1) copy_elems(z + a, src, b - a);
+          else gather_elems(z + a, src, sw, b - a);
+          zero_elems(z + b, wo - b);
+        }
       }
-      ow_range(j, w, sw, p->pl, wo, &a, &b);
+      zero_elems(drow + v1 * wo, (oe - v1) * wo);
     }
+    u += oe - oh;
+    oh = 0;
+    row++;
+    if (++j == kw) {
+      j = 0;
+      if (++i == kh) { i = 0; c++; }
+    }
+  }
+}
+
+/* col2im, stride-1 columns: dx row d[0, w) (+)= the sum over taps; tap t adds col row segment src[t] at
+ * columns [lo[t], hi[t]) of d (src[t] already offset so that d[q] pairs with src[t][q]). The columns where
+ * every tap is valid run as one vector loop, the rest per tap. */
+#define CT_MAXT 9
+ODL_INLINE void col2im_row_s1(odl_t *d, int w, int nt, const odl_t *const *src, const int *lo, const int *hi,
+                              int acc) {
+  int ilo = 0, ihi = w;
+  for (int t = 0; t < nt; t++) { ilo = odl_max_i(ilo, lo[t]); ihi = odl_min_i(ihi, hi[t]); }
+  if (ihi < ilo) ihi = ilo;
+  /* edges [0, ilo) and [ihi, w): scalar, tap by tap */
+  for (int q = 0; q < w; q++) {
+    if (q == ilo) q = ihi;
+    if (q >= w) break;
+    float s = acc ? (float)d[q] : 0.0f;
+    for (int t = 0; t < nt; t++)
+      if (q >= lo[t] && q < hi[t]) s += (float)src[t][q];
+    d[q] = (odl_t)s;
+  }
+  if (ihi <= ilo) return;
+  int q = ilo, nv = (ihi - ilo) / ODL_LANES;
+  if (nv && (nt == 9 || nt == 6 || nt == 3)) {
+    /* explicit pointer increments: one addi per vector load (vle16 has no immediate offset) */
+    const odl_t *s0 = src[0] + q, *s1 = src[1] + q, *s2 = src[2] + q, *s3 = src[nt > 3 ? 3 : 0] + q,
+                *s4 = src[nt > 3 ? 4 : 0] + q, *s5 = src[nt > 3 ? 5 : 0] + q, *s6 = src[nt > 6 ? 6 : 0] + q,
+                *s7 = src[nt > 6 ? 7 : 0] + q, *s8 = src[nt > 6 ? 8 : 0] + q;
+    odl_t *pd = d + q, *pe = pd + nv * ODL_LANES;
+#define CT_TAPS3(v, a, b, c) v = odl_vload(a) + odl_vload(b) + odl_vload(c); a += ODL_LANES; b += ODL_LANES; c += ODL_LANES
+#define CT_LOOP(NT, ACC)                                                                                  \
+    do {                                                                                                  \
+      odl_vec_t v, u, t;                                                                                  \
+      CT_TAPS3(v, s0, s1, s2);                                                                            \
+      if (NT > 3) { CT_TAPS3(u, s3, s4, s5); v += u; }                                                    \
+      if (NT > 6) { CT_TAPS3(t, s6, s7, s8); v += t; }                                                    \
+      if (ACC) v += odl_vload(pd);                                                                        \
+      odl_vstore(pd, v);                                                                                  \
+      pd += ODL_LANES;                                                                                    \
+    } while (pd != pe)
+    if (nt == 9) { if (acc) CT_LOOP(9, 1); else CT_LOOP(9, 0); }
+    else if (nt == 6) { if (acc) CT_LOOP(6, 1); else CT_LOOP(6, 0); }
+    else { if (acc) CT_LOOP(3, 1); else CT_LOOP(3, 0); }
+#undef CT_LOOP
+#undef CT_TAPS3
+    q += nv * ODL_LANES;
+  }
+  for (; q + ODL_LANES <= ihi; q += ODL_LANES) {
+    odl_vec_t v = acc ? odl_vload(d + q) : odl_vzero();
+    for (int t = 0; t < nt; t++) v += odl_vload(src[t] + q);
+    odl_vstore(d + q, v);
+  }
+  for (; q < ihi; q++) {
+    float s = acc ? (float)d[q] : 0.0f;
+    for (int t = 0; t < nt; t++) s += (float)src[t][q];
+    d[q] = (odl_t)s;
   }
 }
 
 void odl_col2im(void *args) {
   const odl_col2im_args_t *p = (const odl_col2im_args_t *)args;
   int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, w = p->w, sh = p->sh, sw = p->sw;
+  int pt = p->pt, pl = p->pl, P = ho * wo;
   int lo, hi;
   odl_split(p->c * h, &lo, &hi);
+  if (lo >= hi) return;
+  int jlo[16], jhi[16];
+  int fast = sw == 1 && kw <= 16;
+  if (fast)
+    for (int j = 0; j < kw; j++) {
+      int a, b;
+      ow_range(j, w, sw, pl, wo, &a, &b);
+      jlo[j] = a - pl + j; /* dx columns [jlo, jhi) receive tap j */
+      jhi[j] = b - pl + j;
+    }
+  int c = lo / h, ih = lo - c * h;
   for (int u = lo; u < hi; u++) {
-    int c = u / h, ih = u - c * h;
     odl_t *dst = p->dx + (size_t)u * w;
-    if (!p->accumulate)
-      for (int t = 0; t < w; t++) dst[t] = 0;
-    for (int i = 0; i < kh; i++) {
-      int t = ih + p->pt - i; /* = oh*sh */
-      if (t < 0 || t % sh) continue;
-      int oh = t / sh;
-      if (oh >= ho) continue;
-      for (int j = 0; j < kw; j++) {
-        int a, b;
-        ow_range(j, w, sw, p->pl, wo, &a, &b);
-        if (a >= b) continue;
-        const odl_t *src = p->col + ((size_t)((c * kh + i) * kw + j) * ho + oh) * wo + a;
-        odl_t *d = dst + (a * sw - p->pl + j);
-        int n = b - a;
-        if (sw == 1) {
-          int q = 0;
-          for (; q + ODL_LANES <= n; q += ODL_LANES) odl_vstore(d + q, odl_vload(d + q) + odl_vload(src + q));
-          for (; q < n; q++) d[q] += src[q];
-        } else {
-          for (int q = 0; q < n; q++, d += sw) *d += src[q];
+    if (fast) {
+      const odl_t *src[CT_MAXT];
+      int tlo[CT_MAXT], thi[CT_MAXT], nt = 0;
+      int acc = p->accumulate;
+      for (int i = 0; i < kh; i++) {
+        int t = ih + pt - i; /* = oh*sh */
+        if (t < 0 || t % sh) continue;
+        int oh = t / sh;
+        if (oh >= ho) continue;
+        const odl_t *base = p->col + ((size_t)(c * kh + i) * kw) * P + (size_t)oh * wo + pl;
+        for (int j = 0; j < kw; j++) {
+          if (jlo[j] >= jhi[j]) continue;
+          src[nt] = base + (size_t)j * P - j; /* col element (oh, ow = q + pl - j) pairs with dx column q */
+          tlo[nt] = jlo[j];
+          thi[nt] = jhi[j];
+          if (++nt == CT_MAXT) {
+            col2im_row_s1(dst, w, nt, src, tlo, thi, acc);
+            nt = 0;
+            acc = 1;
+          }
+        }
+      }
+      if (nt || !acc) col2im_row_s1(dst, w, nt, src, tlo, thi, acc);
+    } else {
+      if (!p->accumulate)
+        for (int t = 0; t < w; t++) dst[t] = 0;
+      for (int i = 0; i < kh; i++) {
+        int t = ih + pt - i; /* = oh*sh */
+        if (t < 0 || t % sh) continue;
+        int oh = t / sh;
+        if (oh >= ho) continue;
+        for (int j = 0; j < kw; j++) {
+          int a, b;
+          ow_range(j, w, sw, pl, wo, &a, &b);
+          if (a >= b) continue;
+          const odl_t *src = p->col + ((size_t)((c * kh + i) * kw + j) * ho + oh) * wo + a;
+          odl_t *d = dst + (a * sw - pl + j);
+          for (int q = 0; q < b - a; q++, d += sw) *d += src[q];
         }
       }
     }
+    if (++ih == h) { ih = 0; c++; }
   }
 }
 
@@ -123,11 +284,12 @@ void odl_transpose(void *args) {
   int lo, hi;
   odl_split(p->cols, &lo, &hi);
   for (int j = lo; j < hi; j++) {
-    const odl_t *s = p->src + j;
-    odl_t *d = p->dst + (size_t)j * ldo;
+    const ct_ea_t *s = (const ct_ea_t *)p->src + j;
+    ct_ea_t *d = (ct_ea_t *)p->dst + (size_t)j * ldo;
     int i = 0;
     for (; i + 4 <= rows; i += 4, s += 4 * ldi) {
-      odl_t x0 = s[0], x1 = s[ldi], x2 = s[2 * ldi], x3 = s[3 * ldi];
+      ct_e_t x0 = s[0], x1 = s[ldi], x2 = s[2 * ldi], x3 = s[3 * ldi];
+      CT_OPAQUE(x0); CT_OPAQUE(x1); CT_OPAQUE(x2); CT_OPAQUE(x3);
       d[i] = x0; d[i + 1] = x1; d[i + 2] = x2; d[i + 3] = x3;
     }
     for (; i < rows; i++, s += ldi) d[i] = *s;
