@@ -221,7 +221,7 @@ void odl_col2im(void *args) {
   odl_split(p->c * h, &lo, &hi);
   if (lo >= hi) return;
   int jlo[16], jhi[16];
-  int fast = sw == 1 && kw <= 16;
+  int fast = ODL_LANES == 2 && sw == 1 && kw <= 16; /* FP32: per-tap passes (flw/fsw take immediate offsets) */
   if (fast)
     for (int j = 0; j < kw; j++) {
       int a, b;
