@@ -296,9 +296,8 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
     return rep
 
 
-def profile(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp32", cores: int = 8,
-            input_shape: str | None = None, seed: int = 0, cfg=None, json_path: str | None = None,
-            png_path: str | None = None, keep_dir: str | None = None, log=print) -> dict:
+def setup(model_spec: str, target_name: str, precision: str, input_shape: str | None, seed: int, cfg=None):
+    """Target, prepared model (one batch) and training config for a profiled run (profile, tune)."""
     from .lower import TrainConfig
     from .target import load_target
     from .validate import prepare
@@ -307,7 +306,13 @@ def profile(model_spec: str, target_name: str = "rv32-cluster", precision: str =
     cfg = cfg or TrainConfig()
     cfg.seed = seed
     target = load_target(target_name)
-    prep = prepare(model_spec, input_shape, seed, precision, 1, cfg.loss)
+    return target, prepare(model_spec, input_shape, seed, precision, 1, cfg.loss), cfg
+
+
+def profile(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp32", cores: int = 8,
+            input_shape: str | None = None, seed: int = 0, cfg=None, json_path: str | None = None,
+            png_path: str | None = None, keep_dir: str | None = None, log=print) -> dict:
+    target, prep, cfg = setup(model_spec, target_name, precision, input_shape, seed, cfg)
     rep = profile_prepared(prep, target, precision, cores, cfg, Path(keep_dir) if keep_dir else None)
     if log:
         log(format_report(rep))

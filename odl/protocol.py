@@ -166,17 +166,15 @@ class Link:
     def hello(self, timeout: float | None = None) -> Hello:
         """Wait for the device's HELLO (sent once after boot)."""
         t, p = self.recv(timeout, what="HELLO")
-        if t != HELLO or len(p) < 20:
+        if t != HELLO:
             raise ProtocolError(f"expected HELLO, got {NAMES.get(t, hex(t))} ({len(p)} bytes)")
-        h = Hello(*struct.unpack_from("<5I", p))
-        if h.version != VERSION:
-            raise ProtocolError(f"device speaks protocol version {h.version}, host {VERSION}")
-        self.hello_info = h
-        return h
+        return self._hello(p)
 
     def info(self, timeout: float | None = None) -> Hello:
         """Ask a running device for its HELLO (INFO request)."""
-        p = self.request(INFO, b"", HELLO, timeout)
+        return self._hello(self.request(INFO, b"", HELLO, timeout))
+
+    def _hello(self, p: bytes) -> Hello:
         if len(p) < 20:
             raise ProtocolError(f"malformed HELLO ({len(p)} bytes)")
         h = Hello(*struct.unpack_from("<5I", p))

@@ -18,7 +18,6 @@ import os
 import time
 from pathlib import Path
 
-from .errors import OdlError
 
 
 def cache_path(target_name: str) -> Path:
@@ -84,16 +83,8 @@ def measured_costs(rep: dict) -> dict:
 
 def tune(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp16", cores: int = 8,
          input_shape: str | None = None, seed: int = 0, cfg=None, log=print) -> dict:
-    from .lower import TrainConfig
-    from .profile import profile_prepared
-    from .target import load_target
-    from .validate import prepare
-    if precision not in ("fp32", "fp16"):
-        raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
-    cfg = cfg or TrainConfig()
-    cfg.seed = seed
-    target = load_target(target_name)
-    prep = prepare(model_spec, input_shape, seed, precision, 1, cfg.loss)
+    from .profile import profile_prepared, setup
+    target, prep, cfg = setup(model_spec, target_name, precision, input_shape, seed, cfg)
     rep = profile_prepared(prep, target, precision, cores, cfg, tuning=True)
     costs = measured_costs(rep)
     path = save_costs(target.name, precision, cores, costs)

@@ -1,6 +1,7 @@
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -8,3 +9,17 @@ MODELS = ROOT / "tests" / "models"
 
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-riscv32") is None,
                                 reason="qemu-system-riscv32 not installed (run scripts/setup.sh)")
+
+
+@pytest.fixture(scope="module", params=["fp32", "fp16"])
+def lib(request):
+    """The kernel library built for the host in one precision (odl.native), shared by the native kernel tests."""
+    from odl import native
+    return native.load(request.param)
+
+
+def rel_l2(dev, ref):
+    dev = np.asarray(dev, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    den = np.linalg.norm(ref)
+    return float(np.linalg.norm(dev - ref) / (den if den > 0 else 1.0))

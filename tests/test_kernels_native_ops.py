@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import rel_l2
 from odl import native
 
 PRECISIONS = ["fp32", "fp16"]
@@ -19,16 +20,6 @@ TOL = {"fp32": 1e-5, "fp16": 1e-2}
 WORST: dict = {}
 
 
-@pytest.fixture(scope="module", params=PRECISIONS)
-def lib(request):
-    return native.load(request.param)
-
-
-def rel_l2(dev, ref):
-    dev = np.asarray(dev, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    den = np.linalg.norm(ref)
-    return float(np.linalg.norm(dev - ref) / (den if den > 0 else 1.0))
 
 
 def rnd(lib, rng, *shape, scale=1.0, offset=0.0):

@@ -6,9 +6,6 @@ from odl import native
 from odl.native import MmArgs
 
 
-@pytest.fixture(scope="module", params=["fp32", "fp16"])
-def lib(request):
-    return native.load(request.param)
 
 
 def _ptr(a, row, col):

@@ -7,9 +7,6 @@ from odl import native
 from odl.native import MmArgs
 
 
-@pytest.fixture(scope="module", params=["fp32", "fp16"])
-def lib(request):
-    return native.load(request.param)
 
 
 def _close(got, want, dt):
