@@ -19,6 +19,15 @@ fi
 qemu-system-riscv32 --version | head -1
 
 PY=${PYTHON:-python3}
+if ! $PY -m pip --version >/dev/null 2>&1; then   # bare Debian: no pip yet
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip >/dev/null
+fi
+# Debian's own Python is "externally managed" (PEP 668): odl's packages go next to it, as for any tool installed
+# system-wide with pip; a pyenv/venv Python is not affected.
+if [ -f "$($PY -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]; then
+  export PIP_BREAK_SYSTEM_PACKAGES=1
+fi
 # CPU build of torch, pinned (an unpinned torch pulls a multi-GB CUDA build).
 $PY -c "import torch" 2>/dev/null || $PY -m pip install -q torch==2.13.0
 $PY -m pip install -q -e ".[test,chart]"
