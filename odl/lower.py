@@ -154,6 +154,7 @@ class Lowering:
         self.view_of: dict[str, str] = {}    # view value -> the value whose storage and gradient it shares
         self._loop = (0, 0)
         self._groups = 0
+        self._macros: set[str] = set()
 
     # ---- buffers -------------------------------------------------------------------------------
     @property
@@ -162,6 +163,11 @@ class Lowering:
 
     def new_buffer(self, name, nelem, **kw) -> Buffer:
         b = Buffer(name=name, nelem=int(nelem), **kw)
+        base, i = b.name, 1
+        while b.macro in self._macros:    # C names must be unique ('a.b' and 'a_b' both give B_a_b)
+            i += 1
+            b.name = f"{base}#{i}"
+        self._macros.add(b.macro)
         self.buffers.append(b)
         return b
 

@@ -13,6 +13,7 @@ CASES = {
     "ResidualPool": "4x3x13x13",       # residual add, strided 1x1 projection, max/avg pooling, a value used twice
     "MLP": "3x23",                     # linear layers, dropout (device PRNG, mask reproduced on the host)
     "tiny_spatial": "3x4x3x3",         # 1x1 spatial, bias-free linear, a factory function
+    "NameClash": "2x6",                # parameter names whose C identifiers collide
 }
 
 

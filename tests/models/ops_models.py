@@ -77,3 +77,15 @@ def tiny_spatial():
     """A function returning a model: 1x1 spatial after a strided conv, frozen-able BN, and a bias-free linear."""
     return nn.Sequential(nn.Conv2d(4, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
                          nn.Linear(8, 6, bias=False))
+
+
+class NameClash(nn.Module):
+    """Module paths whose C names collide ('a.b' and 'a_b'), reached through a nested module."""
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Module()
+        self.a.b = nn.Linear(6, 5)
+        self.a_b = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.a_b(F.relu(self.a.b(x)))
