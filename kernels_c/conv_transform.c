@@ -157,6 +157,15 @@ void odl_im2col(void *args) {
   }
 }
 
+/* d[q] += s[q] for q in [a, b) (2-lane vectors, a scalar last element) */
+ODL_INLINE void add_elems(odl_t *d, const odl_t *s, int a, int b) {
+  if (a >= b) return;
+  odl_t *pd = d + a, *pe = d + b;
+  const odl_t *ps = s + a;
+  for (; pd + ODL_LANES <= pe; pd += ODL_LANES, ps += ODL_LANES) odl_vstore(pd, odl_vload(pd) + odl_vload(ps));
+  if (pd != pe) *pd = (odl_t)((float)*pd + (float)*ps);
+}
+
 /* col2im, stride-1 columns: dx row d[0, w) (+)= the sum over taps; tap t adds col row segment src[t] at
  * columns [lo[t], hi[t]) of d (src[t] already offset so that d[q] pairs with src[t][q]). The columns where
  * every tap is valid run as one vector loop, the rest per tap. */
@@ -166,14 +175,14 @@ ODL_INLINE void col2im_row_s1(odl_t *d, int w, int nt, const odl_t *const *src, 
   int ilo = 0, ihi = w;
   for (int t = 0; t < nt; t++) { ilo = odl_max_i(ilo, lo[t]); ihi = odl_min_i(ihi, hi[t]); }
   if (ihi < ilo) ihi = ilo;
-  /* edges [0, ilo) and [ihi, w): scalar, tap by tap */
-  for (int q = 0; q < w; q++) {
-    if (q == ilo) q = ihi;
-    if (q >= w) break;
-    float s = acc ? (float)d[q] : 0.0f;
-    for (int t = 0; t < nt; t++)
-      if (q >= lo[t] && q < hi[t]) s += (float)src[t][q];
-    d[q] = (odl_t)s;
+  /* edges [0, ilo) and [ihi, w): one vector pass per tap over its part of each edge */
+  if (!acc) {
+    zero_elems(d, ilo);
+    zero_elems(d + ihi, w - ihi);
+  }
+  for (int t = 0; t < nt; t++) {
+    add_elems(d, src[t], odl_max_i(lo[t], 0), odl_min_i(hi[t], ilo));
+    add_elems(d, src[t], odl_max_i(lo[t], ihi), odl_min_i(hi[t], w));
   }
   if (ihi <= ilo) return;
   int q = ilo, nv = (ihi - ilo) / ODL_LANES;
@@ -213,11 +222,57 @@ ODL_INLINE void col2im_row_s1(odl_t *d, int w, int nt, const odl_t *const *src, 
   }
 }
 
+/* col2im, stride 1 and WO == W (same-width convs), FP16: each channel plane of dx is one flat row of H*W, and
+ * tap (i, j) pairs dx[p] with col row (c, i, j) at p - off, off = (i - pt)*W + (j - pl): a contiguous range of p
+ * per tap. The col entries that im2col zeroed (input columns outside the image, which the flat mapping would
+ * pair with the neighbouring row's edge pixels) are zeroed in col first, so whole planes run through the
+ * vector gather and only the first/last row + 1 of each plane take the per-tap edge passes. Work unit: ODL_LANES
+ * consecutive dx elements of the C*H*W range; each core zeroes the pad entries of the output rows its range
+ * reads (overlapping zeroing between cores writes the same zeros, and a core reads only entries it zeroed). */
+static void col2im_flat(const odl_col2im_args_t *p) {
+  int kh = p->kh, kw = p->kw, ho = p->ho, w = p->w, pt = p->pt, pl = p->pl;
+  int HW = p->h * w, P = ho * w, nt = kh * kw;
+  long tot = (long)p->c * HW;
+  int lo, hi;
+  odl_split((int)((tot + ODL_LANES - 1) / ODL_LANES), &lo, &hi);
+  long g0 = (long)lo * ODL_LANES, g1 = odl_min_i(hi * ODL_LANES, (int)tot);
+  odl_t *col = (odl_t *)p->col;
+  while (g0 < g1) {
+    int c = (int)(g0 / HW), s = (int)(g0 - (long)c * HW), e = (int)odl_min_i(HW, s + (int)(g1 - g0));
+    const odl_t *src[CT_MAXT];
+    int tlo[CT_MAXT], thi[CT_MAXT];
+    for (int t = 0; t < nt; t++) {
+      int i = t / kw, j = t - i * kw, off = (i - pt) * w + (j - pl);
+      odl_t *crow = col + (size_t)(c * nt + t) * P;
+      int a = odl_max_i(odl_max_i(0, off), s), b = odl_min_i(odl_min_i(HW, P + off), e);
+      if (b < a) b = a;
+      /* zero the pad columns [0, pl - j) or [w - (j - pl), w) of the output rows read here */
+      if (j != pl && a < b) {
+        int z0 = j < pl ? 0 : w - (j - pl), z1 = j < pl ? pl - j : w;
+        z0 = odl_max_i(z0, 0);
+        z1 = odl_min_i(z1, w);
+        int r1 = (b - 1 - off) / w;
+        odl_t *zr = crow + (size_t)((a - off) / w) * w;
+        for (odl_t *ze = crow + (size_t)r1 * w; zr <= ze; zr += w) zero_elems(zr + z0, z1 - z0);
+      }
+      src[t] = crow - off + s;
+      tlo[t] = a - s;
+      thi[t] = b - s;
+    }
+    col2im_row_s1(p->dx + (size_t)c * HW + s, e - s, nt, src, tlo, thi, p->accumulate);
+    g0 += e - s;
+  }
+}
+
 void odl_col2im(void *args) {
   const odl_col2im_args_t *p = (const odl_col2im_args_t *)args;
   int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, w = p->w, sh = p->sh, sw = p->sw;
   int pt = p->pt, pl = p->pl, P = ho * wo;
   int lo, hi;
+  if (ODL_LANES == 2 && sw == 1 && sh == 1 && wo == w && kh * kw <= CT_MAXT && (long)p->c * h * w < (1L << 30)) {
+    col2im_flat(p);
+    return;
+  }
   odl_split(p->c * h, &lo, &hi);
   if (lo >= hi) return;
   int jlo[16], jhi[16];
