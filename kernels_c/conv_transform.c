@@ -130,9 +130,15 @@ void odl_im2col(void *args) {
         copy_elems(d0, xs + (v0 * sh - pt + i) * w + a, (v1 - 1 - v0) * wo + (b - a));
         if (a > 0 || b < wo) {
           odl_t *z = drow + v0 * wo;
-          for (int r = v0; r < v1; r++, z += wo) {
-            zero_elems(z, a);
-            zero_elems(z + b, wo - b);
+          if (a + (wo - b) == 1) {
+            /* one padding column (3x3 'same' convs): one store per output row */
+            ct_ea_t *zc = (ct_ea_t *)(z + (a ? 0 : b)), *ze = zc + (size_t)(v1 - v0) * wo;
+            for (; zc != ze; zc += wo) { ct_e_t zz = 0; CT_OPAQUE(zz); *zc = zz; }
+          } else {
+            for (int r = v0; r < v1; r++, z += wo) {
+              zero_elems(z, a);
+              zero_elems(z + b, wo - b);
+            }
           }
         }
       } else {
