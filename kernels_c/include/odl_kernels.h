@@ -25,7 +25,8 @@ void odl_mm_tn(void *args);
  * whatever HO, WO imply, so asymmetric padding works). */
 typedef struct { const odl_t *x; odl_t *col; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; } odl_im2col_args_t;
 void odl_im2col(void *args);
-/* col2im: the adjoint of im2col. dx[C,H,W] (+)= sum of the col entries that im2col took from each pixel. */
+/* col2im: the adjoint of im2col. dx[C,H,W] (+)= sum of the col entries that im2col took from each pixel.
+ * col is scratch: the FP16 stride-1 same-width path zeroes col's padding entries (those im2col zero-fills) in place. */
 typedef struct { const odl_t *col; odl_t *dx; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; int accumulate; } odl_col2im_args_t;
 void odl_col2im(void *args);
 /* transpose: dst[j*ldo + i] = src[i*ldi + j], src is [rows, cols] (row stride ldi, 0 = cols), dst [cols, rows]
