@@ -88,7 +88,8 @@ def make_flags(target: Target, precision: str, cores: int) -> dict[str, list[str
         if extra and flags[-len(extra):] == extra:
             flags = flags[:-len(extra)]
         return [_relocate(f, dirs) for f in flags]
-    return {"cflags": cflags, "ldflags_zig": lf(["zig", "cc"]), "ldflags_other": lf(["clang"])}
+    return {"cflags": cflags, "scalar_cflags": list(target.scalar_cflags), "ldflags_zig": lf(["zig", "cc"]),
+            "ldflags_other": lf(["clang"])}
 
 
 def _sources(target: Target) -> list[tuple[Path, str]]:
@@ -187,6 +188,7 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
                    arena_bytes=prog.arena_bytes, arena_addr=f"{target.arena_addr:#x}", weights_bytes=len(blob),
                    budget_bytes=budget_bytes, mem_text=mem.text(), layout=layout,
                    cflags=" ".join(shlex.quote(f) for f in flags["cflags"]),
+                   scalar_cflags=" ".join(shlex.quote(f) for f in flags["scalar_cflags"]),
                    ldflags_zig=" ".join(shlex.quote(f) for f in flags["ldflags_zig"]),
                    ldflags_other=" ".join(shlex.quote(f) for f in flags["ldflags_other"]),
                    sources=c_srcs, qemu=q,

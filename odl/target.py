@@ -31,6 +31,9 @@ class Target:
     sources: tuple[Path, ...]          # absolute paths of the target's own C/asm files
     linker_script: Path
     qemu: QemuConfig | None = None
+    # appended for code that must not use vector registers at all (the generated model: clang would otherwise
+    # copy its kernel-argument structs with 128-bit vector loads, which the 2-lane cost model does not have)
+    scalar_cflags: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -70,6 +73,7 @@ def load_target(name: str) -> Target:
         ram_base=_int(j["ram_base"]),
         arena_addr=_int(j["arena_addr"]),
         cflags=tuple(j.get("cflags", [])),
+        scalar_cflags=tuple(j.get("scalar_cflags", [])),
         sources=tuple(d / s for s in j.get("sources", [])),
         linker_script=d / j["linker_script"],
         qemu=QemuConfig(q["binary"], q["machine"], q["cpu"], tuple(q.get("extra", []))) if q else None,

@@ -121,6 +121,7 @@ def build_firmware(target: Target, precision: str, cores: int, sources: list[Pat
     cc = find_cc()
     flags = compile_flags(target, precision, cores, include_dirs) + [f"-D{d}" for d in defines]
     all_srcs = firmware_sources(target, kernels) + [Path(s) for s in sources]
+    scalar = {Path(s) for s in sources}   # the generated model: no vector instructions (target.scalar_cflags)
     seen: dict[str, int] = {}
     jobs = []
     for s in all_srcs:
@@ -131,7 +132,8 @@ def build_firmware(target: Target, precision: str, cores: int, sources: list[Pat
 
     def one(job):
         s, obj = job
-        _run(cc + flags + ["-c", str(s), "-o", str(obj)], f"compiling {s}")
+        extra = list(target.scalar_cflags) if s in scalar else []
+        _run(cc + flags + extra + ["-c", str(s), "-o", str(obj)], f"compiling {s}")
         return obj
 
     t0 = time.perf_counter()

@@ -1,0 +1,39 @@
+"""The cost model's FP16 SIMD is 2 lanes: no firmware instruction may set a vector length above 2 (clang can
+otherwise turn struct copies or neighbouring element copies into 128-bit vectors behind our back)."""
+from pathlib import Path
+
+import pytest
+
+from odl.codegen import render
+from odl.isa_check import vector_length_violations
+from odl.lower import lower
+from odl.planner import plan
+from odl.target import load_target
+from odl.toolchain import build_firmware
+from odl.validate import prepare
+
+
+@pytest.mark.parametrize("model,precision", [("resnet8", "fp16"), ("resnet8", "fp32"), ("dscnn", "fp16")])
+def test_firmware_uses_at_most_two_lanes(tmp_path, model, precision):
+    t = load_target("rv32-cluster")
+    prep = prepare(model, None, 0, precision)
+    prog = lower(prep.graph, precision, observe=True, profile=True)
+    plan(prog)
+    srcs = render(prog, model, 8, tmp_path / "gen")
+    elf = build_firmware(t, precision, 8, srcs, [tmp_path / "gen"], tmp_path / "build", defines=["ODL_PROFILE"])
+    assert vector_length_violations(elf) == []
+
+
+def test_checker_sees_wide_vectors(tmp_path):
+    """The same model code built with vectors allowed (no scalar_cflags) is caught: the check is not vacuous."""
+    import subprocess
+    from odl.toolchain import compile_flags, find_cc
+    t = load_target("rv32-cluster")
+    prep = prepare("tinycnn", None, 0, "fp16")
+    prog = lower(prep.graph, "fp16")
+    plan(prog)
+    src = render(prog, "tinycnn", 8, tmp_path / "gen")[0]
+    obj = tmp_path / "model.o"
+    flags = compile_flags(t, "fp16", 8, [tmp_path / "gen"])   # the target's flags, without scalar_cflags
+    subprocess.run(find_cc() + flags + ["-c", str(src), "-o", str(obj)], check=True, capture_output=True)
+    assert vector_length_violations(obj), "expected clang to copy the argument structs with wide vectors"
