@@ -272,7 +272,8 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
                      costs=load_costs(target.name, precision, cores))
         plan(prog)
         srcs = render(prog, prep.name, cores, work / "gen")
-        elf = build_firmware(target, precision, cores, srcs, [work / "gen"], work / "build", defines=["ODL_PROFILE"])
+        elf = build_firmware(target, precision, cores, srcs, [work / "gen"], work / "build", defines=["ODL_PROFILE"],
+                             scalar_sources=srcs)
         t_run = time.perf_counter()
         with QemuRunner(target, elf, cores, work / "run", preload=[(0, preload_blob(prog, prep))],
                         timeout=1800.0) as r:

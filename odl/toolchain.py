@@ -110,18 +110,19 @@ def _run(cmd: list[str], what: str) -> None:
 
 def build_firmware(target: Target, precision: str, cores: int, sources: list[Path], include_dirs: list[Path],
                    out_dir: Path, *, kernels: bool = True, name: str = "firmware",
-                   defines: list[str] = ()) -> Path:
+                   defines: list[str] = (), scalar_sources: list[Path] = ()) -> Path:
     """Compile and link the firmware ELF into out_dir; returns its path. Raises CompileError on failure.
 
     sources: the generated model (and any extra C files); compiled together with the target runtime,
-    targets/common and, unless kernels=False, every kernels_c/*.c. defines: extra -D macros (e.g. ODL_PROFILE)."""
+    targets/common and, unless kernels=False, every kernels_c/*.c. defines: extra -D macros (e.g. ODL_PROFILE).
+    scalar_sources: files built with the target's scalar_cflags (no vector instructions: the generated model)."""
     out_dir = Path(out_dir)
     obj_dir = out_dir / "obj"
     obj_dir.mkdir(parents=True, exist_ok=True)
     cc = find_cc()
     flags = compile_flags(target, precision, cores, include_dirs) + [f"-D{d}" for d in defines]
     all_srcs = firmware_sources(target, kernels) + [Path(s) for s in sources]
-    scalar = {Path(s) for s in sources}   # the generated model: no vector instructions (target.scalar_cflags)
+    scalar = {Path(s) for s in scalar_sources}   # e.g. the generated model: no vector instructions at all
     seen: dict[str, int] = {}
     jobs = []
     for s in all_srcs:

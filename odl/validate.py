@@ -120,7 +120,7 @@ def build(prog: Program, model_name: str, target, cores: int, out_dir: Path) -> 
     from .codegen import render
     from .toolchain import build_firmware
     srcs = render(prog, model_name, cores, out_dir / "gen")
-    return build_firmware(target, prog.precision, cores, srcs, [out_dir / "gen"], out_dir / "build")
+    return build_firmware(target, prog.precision, cores, srcs, [out_dir / "gen"], out_dir / "build", scalar_sources=srcs)
 
 
 def result_ranges(prog: Program) -> list[tuple[int, int]]:

@@ -20,7 +20,8 @@ def test_firmware_uses_at_most_two_lanes(tmp_path, model, precision):
     prog = lower(prep.graph, precision, observe=True, profile=True)
     plan(prog)
     srcs = render(prog, model, 8, tmp_path / "gen")
-    elf = build_firmware(t, precision, 8, srcs, [tmp_path / "gen"], tmp_path / "build", defines=["ODL_PROFILE"])
+    elf = build_firmware(t, precision, 8, srcs, [tmp_path / "gen"], tmp_path / "build", defines=["ODL_PROFILE"],
+                         scalar_sources=srcs)
     assert vector_length_violations(elf) == []
 
 
