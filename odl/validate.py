@@ -139,7 +139,7 @@ def result_ranges(prog: Program) -> list[tuple[int, int]]:
 
 def read_results(r, prog: Program) -> bytes:
     """The arena as far as the comparison needs it: all of it through a fast path, else only result ranges."""
-    if getattr(r, "bulk", "fast") == "fast":
+    if r.bulk == "fast":
         return r.read_arena(0, prog.arena_bytes)
     arena = bytearray(prog.arena_bytes)
     for off, n in result_ranges(prog):
@@ -185,13 +185,7 @@ def open_runner(target, elf: Path, prog: Program, prep: Prepared, cores: int, wo
         p = subprocess.run(cmd, shell=True, capture_output=True, text=True)
         if p.returncode != 0:
             raise ToolError(f"flash command failed ({p.returncode}): {cmd}\n{(p.stdout + p.stderr)[-2000:]}")
-
-    class _Loaded(SerialRunner):
-        def __enter__(self):
-            super().__enter__()
-            self.load(0, blob)
-            return self
-    return _Loaded(port, baud)
+    return SerialRunner(port, baud, preload=[(0, blob)])
 
 
 def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp32", cores: int = 8,

@@ -9,7 +9,6 @@ hart's `minstret` is exact there, so STEP's counts are real per-hart instruction
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,13 +17,8 @@ import jinja2
 import serial
 
 from ..errors import ToolError
-from ..protocol import Link, ProtocolError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .qemu import _free_port
+from .serial_port import UartSession
 
 
 def platform_repl(target, cores: int) -> str:
@@ -44,18 +38,16 @@ def script_resc(repl: Path, elf: Path, port: int, cores: int, vlen: int = 128,
     return "\n".join(lines) + "\n"
 
 
-class RenodeRunner:
+class RenodeRunner(UartSession):
     name = "renode"
-    bulk = "uart"
 
     def __init__(self, target, elf: Path, cores: int, workdir: Path, preload: list[tuple[int, bytes]] = (),
                  timeout: float = 600.0, boot_timeout: float = 60.0):
+        # the preload goes in through Renode's loader (the script), not over the UART
+        super().__init__((), timeout)
         self.target, self.elf, self.cores, self.workdir = target, Path(elf).resolve(), cores, Path(workdir)
-        self.preload, self.timeout, self.boot_timeout = list(preload), timeout, boot_timeout
+        self.blobs, self.boot_timeout = list(preload), boot_timeout
         self.proc = None
-        self.port = None
-        self.link: Link | None = None
-        self.hello = None
 
     def files(self, port: int) -> Path:
         """Write the platform and the script into workdir; returns the script."""
@@ -63,7 +55,7 @@ class RenodeRunner:
         repl = self.workdir / "odl.repl"
         repl.write_text(platform_repl(self.target, self.cores))
         blobs = []
-        for i, (off, data) in enumerate(self.preload):
+        for i, (off, data) in enumerate(self.blobs):
             f = self.workdir / f"preload_{i}.bin"
             f.write_bytes(bytes(data))
             blobs.append((self.target.arena_addr + off, f.resolve()))
@@ -82,38 +74,21 @@ class RenodeRunner:
                                      cwd=self.workdir, stdin=subprocess.DEVNULL,
                                      stdout=open(self.workdir / "renode.log", "wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.boot_timeout
-        while self.port is None and time.monotonic() < deadline and self.proc.poll() is None:
+        sock = None
+        while sock is None and time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                self.port = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.5)
+                sock = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.5)
             except (serial.SerialException, OSError):
                 time.sleep(0.2)
-        if self.port is None:
+        if sock is None:
             self.close()
             raise ToolError(f"Renode did not open its UART socket (see {self.workdir / 'renode.log'})")
-        self.link = Link(self.port, timeout=self.timeout)
-        try:
-            self.hello = self.link.info(timeout=self.boot_timeout)
-        except ProtocolError as e:
-            self.close()
-            raise ToolError(f"no odl firmware answering on Renode's UART: {e}") from None
+        self._attach(sock, "Renode's UART", self.boot_timeout)
         return self
 
-    def __exit__(self, et, ev, tb) -> None:
-        self.close()
-
     def close(self) -> None:
-        if self.port is not None:
-            self.port.close()
-            self.port = None
+        """Close the UART and stop Renode (it has no exit device on this memory map)."""
+        super().close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
-
-    def load(self, offset: int, data: bytes) -> None:
-        self.link.write(offset, data)
-
-    def read_arena(self, offset: int, n: int) -> bytes:
-        return self.link.read(offset, n)
-
-    def exit(self, code: int = 0) -> None:
-        self.close()   # Renode has no exit device on this map: stop the emulator

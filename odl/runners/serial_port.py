@@ -13,32 +13,28 @@ from ..errors import ToolError
 from ..protocol import Link, ProtocolError
 
 
-class SerialRunner:
-    name = "serial"
+class UartSession:
+    """A device reached only through the protocol on a pyserial port: preload by WRITE, results by READ, and
+    nothing to stop at the end but the connection (shared by the board and the Renode runners)."""
     bulk = "uart"
 
-    def __init__(self, port: str, baud: int = 115200, timeout: float = 120.0):
-        self.url, self.baud, self.timeout = port, baud, timeout
+    def __init__(self, preload: list[tuple[int, bytes]] = (), timeout: float = 120.0):
+        self.preload, self.timeout = list(preload), timeout
         self.port = None
         self.link: Link | None = None
         self.hello = None
 
-    def __enter__(self) -> "SerialRunner":
+    def _attach(self, port, what: str, info_timeout: float) -> None:
+        """Talk to the firmware on `port`: ask for its HELLO (it may have booted long before), then preload."""
+        self.port = port
+        self.link = Link(port, timeout=self.timeout)
         try:
-            self.port = serial.serial_for_url(self.url, baudrate=self.baud, timeout=0.5)
-        except (serial.SerialException, OSError, ValueError) as e:
-            raise ToolError(f"cannot open serial port {self.url}: {e}") from None
-        self.link = Link(self.port, timeout=self.timeout)
-        try:
-            self.port.reset_input_buffer()
-        except Exception:
-            pass
-        try:
-            self.hello = self.link.info(timeout=10.0)
+            self.hello = self.link.info(timeout=info_timeout)
         except ProtocolError as e:
             self.close()
-            raise ToolError(f"no odl firmware answering on {self.url}: {e}") from None
-        return self
+            raise ToolError(f"no odl firmware answering on {what}: {e}") from None
+        for off, data in self.preload:
+            self.load(off, data)
 
     def __exit__(self, et, ev, tb) -> None:
         self.close()
@@ -57,4 +53,24 @@ class SerialRunner:
         return self.link.read(offset, n)
 
     def exit(self, code: int = 0) -> None:
-        self.close()   # a board keeps running its firmware; nothing to stop
+        self.close()   # the device keeps running its firmware; there is nothing to stop
+
+
+class SerialRunner(UartSession):
+    name = "serial"
+
+    def __init__(self, port: str, baud: int = 115200, preload: list[tuple[int, bytes]] = (), timeout: float = 120.0):
+        super().__init__(preload, timeout)
+        self.url, self.baud = port, baud
+
+    def __enter__(self) -> "SerialRunner":
+        try:
+            port = serial.serial_for_url(self.url, baudrate=self.baud, timeout=0.5)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise ToolError(f"cannot open serial port {self.url}: {e}") from None
+        try:
+            port.reset_input_buffer()
+        except Exception:
+            pass
+        self._attach(port, self.url, 10.0)
+        return self
