@@ -129,7 +129,7 @@ class Program:
 
 
 class Lowering:
-    def __init__(self, graph: Graph, precision: str, cfg: TrainConfig, observe: bool = True, profile: bool = False,
+    def __init__(self, graph: Graph, precision: str, cfg: TrainConfig, observe: bool = False, profile: bool = False,
                  costs: dict | None = None, tuning: bool = False, cores: int = 8):
         self.observe = observe
         self.profile = profile
