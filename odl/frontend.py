@@ -132,6 +132,9 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
             raise OdlError(f"graph node '{n.name}' does not produce a single tensor")
         return out
 
+    # A Parameter reachable under several names (tied weights: `b.weight = a.weight`) is one parameter, named as
+    # PyTorch's named_parameters() names it (its first name); every module using it refers to that name.
+    canonical = {id(p): k for k, p in model.named_parameters()}
     shapes = {placeholders[0].name: tuple(input_shape)}
     nodes: list[Node] = []
     params: dict[str, tuple] = {}
@@ -159,7 +162,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
             for role, pn in rel.items():
                 if pn is None:
                     continue
-                full = f"{n.target}.{pn}" if n.target else pn
+                full = canonical.get(id(getattr(m, pn)), f"{n.target}.{pn}" if n.target else pn)
                 pmap[role] = full
                 params[full] = tuple(getattr(m, pn).shape)
             target = n.target

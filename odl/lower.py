@@ -155,6 +155,9 @@ class Lowering:
         self._loop = (0, 0)
         self._groups = 0
         self._macros: set[str] = set()
+        self._pgrad_written: set[str] = set()     # parameters whose gradient buffer holds a contribution
+        self._pgrad_use: dict[tuple, Buffer] = {}  # (node, role) -> where that use writes its contribution
+        self._pgrad_pending: list[tuple] = []      # (partial, gradient, node): adds after the node's backward
 
     # ---- buffers -------------------------------------------------------------------------------
     @property
@@ -239,8 +242,31 @@ class Lowering:
         return self.params[node.params[role]]
 
     def param_grad(self, node: Node, role: str) -> Buffer | None:
+        """Where `node`'s backward writes the gradient of its parameter `role` (overwriting: ops never add to it).
+        A parameter used by several nodes (a module called twice, tied weights) gets the first contribution in its
+        gradient buffer and every later one in a scratch buffer that is added to it right after that node's
+        backward (run() emits the adds), so the gradient is the sum over every use, as in PyTorch."""
         pname = node.params.get(role)
-        return self.param_grads.get(pname) if pname else None
+        main = self.param_grads.get(pname) if pname else None
+        if main is None:
+            return None
+        key = (node.name, role)
+        if key in self._pgrad_use:
+            return self._pgrad_use[key]
+        if pname not in self._pgrad_written:
+            self._pgrad_written.add(pname)
+            buf = main
+        else:
+            buf = self.scratch(f"grad_{pname}@{node.name}", main.nelem)
+            self._pgrad_pending.append((buf, main, node))
+        self._pgrad_use[key] = buf
+        return buf
+
+    def _flush_shared_param_grads(self):
+        for part, main, node in self._pgrad_pending:
+            self.call("odl_copy", node.report_name, "weight_grad", src=Ptr(part), dst=Ptr(main), len=main.nelem,
+                      accumulate=1)
+        self._pgrad_pending = []
 
     def scratch(self, name: str, nelem: int) -> Buffer:
         return self.new_buffer(name, nelem, role="scratch")
@@ -433,6 +459,7 @@ class Lowering:
             op = opreg.get(node.op)
             n0 = len(self.calls)
             op.backward(node, self)
+            self._flush_shared_param_grads()
             macs_b += sum(c.macs for c in self.calls[n0:])
 
         self._update()
