@@ -54,6 +54,7 @@ class _Recorder(torch.fx.Interpreter):
 
 
 def _optimizer(params, cfg: TrainConfig):
+    params = list(params)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                 weight_decay=cfg.weight_decay)
@@ -75,10 +76,17 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
     params = dict(gm.named_parameters())
     for k, p in params.items():
         p.requires_grad_(k in trainable)
-    opt = _optimizer([params[k] for k in trainable], cfg)
+    train_params = [params[k] for k in trainable]
+    # FP16 as the device does it: forward and backward in FP16, the update in FP32 with FP32 optimizer state (an
+    # FP16 Adam state underflows: v ~ g^2 and eps = 1e-8 are zero in FP16), the weight rounded to FP16 once.
+    shadow = ([p.detach().float().clone().requires_grad_(True) for p in train_params]
+              if dtype == torch.float16 else None)
+    opt = _optimizer(shadow if shadow is not None else train_params, cfg)
     out = []
     for step, (x, target) in enumerate(batches):
         opt.zero_grad(set_to_none=True)
+        for p in train_params:
+            p.grad = None
         values: dict[str, torch.Tensor] = {}
         logits = _Recorder(gm, values, dropout or {}, step, masks if step == 0 else None).run(x.to(dtype))
         if cfg.loss == "mse":
@@ -86,12 +94,32 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
         else:
             loss = F.cross_entropy(logits, target.long())
         loss.backward()
-        pgrads = {k: p.grad.detach().float().clone() for k, p in params.items() if p.grad is not None}
-        vgrads = {k: v.grad.detach().float().clone() for k, v in values.items() if v.grad is not None}
+        pgrads = {k: p.grad.detach().double().clone() for k, p in params.items() if p.grad is not None}
+        vgrads = {k: v.grad.detach().double().clone() for k, v in values.items() if v.grad is not None}
+        if shadow is not None:
+            for sp, p in zip(shadow, train_params):
+                sp.data.copy_(p.detach().float())
+                sp.grad = None if p.grad is None else p.grad.detach().float()
         opt.step()
-        updated = {k: p.detach().float().clone() for k, p in params.items() if k in trainable}
-        bufs = {k: b.detach().float().clone() for k, b in gm.named_buffers() if b.is_floating_point()}
-        vals = {k: v.detach().float().clone() for k, v in values.items()}
-        out.append(Reference(loss=float(loss.detach()), logits=logits.detach().float(), param_grads=pgrads,
+        if shadow is not None:
+            with torch.no_grad():
+                for sp, p in zip(shadow, train_params):
+                    p.copy_(sp.detach().to(dtype))
+        updated = {k: p.detach().double().clone() for k, p in params.items() if k in trainable}
+        bufs = {k: b.detach().double().clone() for k, b in gm.named_buffers() if b.is_floating_point()}
+        vals = {k: v.detach().double().clone() for k, v in values.items()}
+        out.append(Reference(loss=float(loss.detach()), logits=logits.detach().double(), param_grads=pgrads,
                              value_grads=vgrads, values=vals, updated=updated, buffers=bufs))
     return out
+
+
+def first_update(model: nn.Module, cfg: TrainConfig, grads: dict) -> dict:
+    """The first optimizer step in FP64 from the model's initial parameters and the given gradients (name ->
+    array): what the device's update must give from the device's own gradient."""
+    named = dict(model.named_parameters())
+    ps = {k: named[k].detach().double().clone().requires_grad_(True) for k in grads}
+    opt = _optimizer(list(ps.values()), cfg)
+    for k, p in ps.items():
+        p.grad = torch.as_tensor(grads[k], dtype=torch.float64).reshape(p.shape)
+    opt.step()
+    return {k: p.detach() for k, p in ps.items()}

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .compare import TOLERANCE, judge
+from .compare import TOLERANCE, TORCH_FACTOR, at_floor, judge, passes
 from .errors import OdlError, ToolError
 from .graph import Graph
 from .frontend import default_input_shape, load_model, parse_shape, trace
 from .lower import Program, TrainConfig, lower
 from .planner import plan
-from .reference import reference_steps
+from .reference import first_update, reference_steps
 from .target import load_target
 
 NP_DTYPE = {"f32": np.float32, "i32": np.int32, "u8": np.uint8}
@@ -226,15 +226,18 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         if not keep_dir:
             shutil.rmtree(work, ignore_errors=True)
 
-    refs = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout)
-    refs16 = (reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, torch.float16)
-              if precision == "fp16" else None)
-    ref, ref16 = refs[0], (refs16[0] if refs16 else None)
+    # References (DESIGN.md, "what correct means"): FP64 is the truth every device tensor is measured against;
+    # PyTorch at the run's precision (FP32, or FP16 with the update in FP32 as on the device) shows how far the
+    # problem itself lets a correct implementation at that precision stray from it.
+    tdtype = torch.float16 if precision == "fp16" else torch.float32
+    refs = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, torch.float64)
+    refst = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, tdtype)
+    ref, reft = refs[0], refst[0]
 
-    # ReLU decisions: an activation within rounding of zero may be positive on the device and not in FP32 (or the
+    # ReLU decisions: an activation within rounding of zero may be positive on the device and not in FP64 (or the
     # other way); such a flip moves a whole gradient element and says nothing about the arithmetic. Gradients
-    # are therefore compared with an FP32 reference that takes the device's ReLU decisions ("aligned"); the
-    # flips are counted and reported, and forward values are compared with the plain reference.
+    # are therefore compared with references that take the device's ReLU decisions ("aligned"); the flips are
+    # counted and reported, and forward values are compared with the plain references.
     masks, flips, decisions = {}, {}, 0
     for node in graph.nodes:
         if node.op in ("relu", "relu6") and node.name in {v for _, v in prog.activations.values()}:
@@ -248,45 +251,61 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
             decisions += dev.size
             if int((dev != refm).sum()):
                 flips[node.report_name] = int((dev != refm).sum())
-    gref = reference_steps(prep.model, prep.batches[:1], cfg, prog.trainable, prog.dropout, masks=masks)[0] \
-        if flips else ref
+    if flips:
+        gref = reference_steps(prep.model, prep.batches[:1], cfg, prog.trainable, prog.dropout, torch.float64,
+                               masks=masks)[0]
+        greft = reference_steps(prep.model, prep.batches[:1], cfg, prog.trainable, prog.dropout, tdtype,
+                                masks=masks)[0]
+    else:
+        gref, greft = ref, reft
 
     pending = []
 
-    def add(name, kind, buf, refv, r16=None, mem=arena):
+    def add(name, kind, buf, refv, rt=None, mem=arena):
         pending.append((name, kind, read_tensor(mem, buf, refv.shape, precision), refv.numpy(),
-                        None if r16 is None else r16.numpy()))
+                        None if rt is None else rt.numpy()))
 
-    def r16get(d, k):
-        return d[k] if ref16 is not None else None
-
-    add(graph.node(graph.output).report_name, "output", prog.logits, ref.logits, ref16.logits if ref16 else None)
+    add(graph.node(graph.output).report_name, "output", prog.logits, ref.logits, reft.logits)
     for name, (ab, value) in prog.activations.items():
         if value != graph.output:
-            add(name, "activation", ab, ref.values[value], r16get(ref16.values if ref16 else {}, value))
+            add(name, "activation", ab, ref.values[value], reft.values.get(value))
     for pname, gb in prog.param_grads.items():
-        add(pname, "param_grad", gb, gref.param_grads[pname], r16get(ref16.param_grads if ref16 else {}, pname))
+        add(pname, "param_grad", gb, gref.param_grads[pname], greft.param_grads.get(pname))
     for name, (gb, value) in prog.observed_grads.items():
-        add(name, "input_grad", gb, gref.value_grads[value], r16get(ref16.value_grads if ref16 else {}, value))
+        add(name, "input_grad", gb, gref.value_grads[value], greft.value_grads.get(value))
     for pname in prog.param_grads:
-        add(pname, "param_updated", prog.params[pname], gref.updated[pname],
-            r16get(ref16.updated if ref16 else {}, pname))
+        add(pname, "param_updated", prog.params[pname], gref.updated[pname], greft.updated.get(pname))
     for sname, sb in prog.state.items():
-        add(sname, "state_updated", sb, ref.buffers[sname], r16get(ref16.buffers if ref16 else {}, sname))
+        add(sname, "state_updated", sb, ref.buffers[sname], reft.buffers.get(sname))
     if steps > 1:
-        last, last16 = refs[-1], (refs16[-1] if refs16 else None)
+        last, lastt = refs[-1], refst[-1]
         for pname in prog.param_grads:
-            add(pname, "param_final", prog.params[pname], last.updated[pname],
-                last16.updated[pname] if last16 else None, mem=arena_last)
+            add(pname, "param_final", prog.params[pname], last.updated[pname], lastt.updated.get(pname),
+                mem=arena_last)
 
+    # A gradient at the noise floor (mathematically ~0, e.g. a conv bias before training-mode batch norm) makes the
+    # update that follows it noise too, and Adam turns noise into full-size steps (m/sqrt(v) ~ +-1). Such a
+    # parameter's first update is checked against the FP64 update computed from the device's own gradient: that
+    # is what the update kernel must do, while the gradient itself is judged against its floor above.
+    floored = {n for n, k in at_floor(pending) if k == "param_grad"}
+    if floored:
+        dev_g = {n: d for n, k, d, _, _ in pending if k == "param_grad" and n in floored}
+        upd = first_update(prep.model, cfg, dev_g)
+        pending = [(n, k, d, upd[n].numpy().reshape(np.shape(r)), None)
+                   if k == "param_updated" and n in floored else (n, k, d, r, t) for n, k, d, r, t in pending]
     rows = judge(pending, precision)
+    for row in rows:
+        if row["kind"] == "param_updated" and row["name"] in floored:
+            row["reference"] = "fp64 update of the device's gradient"
     loss_dev = float(np.frombuffer(arena, np.float32, 1, prog.loss.offset)[0])
     tol = TOLERANCE[precision]["rel_l2"]
     step_rows = []
-    for k, (res, rk) in enumerate(zip(results, refs)):
+    for k, (res, rk, rt) in enumerate(zip(results, refs, refst)):
         rel = abs(res.loss - rk.loss) / max(abs(rk.loss), 1e-12)
+        trel = abs(rt.loss - rk.loss) / max(abs(rk.loss), 1e-12)
+        ok, rule = passes(rel, None, trel if np.isfinite(trel) else None, precision)
         step_rows.append({"step": k + 1, "device": res.loss, "reference": rk.loss, "rel_err": rel,
-                          "torch_fp16": refs16[k].loss if refs16 else None, "passed": rel <= tol,
+                          "torch": rt.loss, "torch_rel_err": trel, "passed": ok, "rule": rule,
                           "cycles": res.cycles, "instret": res.instret})
     loss_rel = step_rows[0]["rel_err"]
     loss_ok = all(r["passed"] for r in step_rows) and abs(results[0].loss - loss_dev) <= 1e-6 * max(1, abs(loss_dev))
@@ -298,11 +317,13 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         "config": {"train": cfg.train, "bn": cfg.bn, "loss": cfg.loss, "optimizer": cfg.optimizer,
                    "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps},
         "trainable": prog.trainable,
+        "reference": {"truth": "pytorch fp64", "torch": f"pytorch {precision}",
+                      "rule": f"rel_l2 within the {precision} tolerance, or <= {TORCH_FACTOR:g} x torch_rel_l2"},
         "loss": {"device": loss_dev, "reference": ref.loss, "rel_err": loss_rel,
-                 "torch_fp16": ref16.loss if ref16 else None, "passed": loss_ok},
+                 "torch": reft.loss, "torch_rel_err": step_rows[0]["torch_rel_err"], "passed": loss_ok},
         "steps": step_rows,
         "relu_flips": {"decisions": decisions, "flipped": sum(flips.values()), "by_layer": flips,
-                       "gradients_vs": "fp32 reference with the device's ReLU decisions" if flips else "fp32 reference"},
+                       "gradients_vs": "references with the device's ReLU decisions" if flips else "plain references"},
         "tensors": rows,
         "macs": {"forward": prog.macs_forward, "backward": prog.macs_backward,
                  "total": prog.macs_forward + prog.macs_backward},
@@ -324,9 +345,8 @@ def format_report(rep: dict) -> str:
              f"input {'x'.join(map(str, rep['input_shape']))}",
              f"loss device {rep['loss']['device']:.6f} reference {rep['loss']['reference']:.6f} "
              f"(rel err {rep['loss']['rel_err']:.2e}) {'ok' if rep['loss']['passed'] else 'FAIL'}"]
-    hdr = f"{'tensor':32s} {'kind':14s} {'shape':16s} {'rel_l2':>9s} {'max_abs':>9s} {'cosine':>9s}"
-    if fp16:
-        hdr += f" {'torch16':>9s}"
+    tname = "torch16" if fp16 else "torch32"
+    hdr = f"{'tensor':32s} {'kind':14s} {'shape':16s} {'rel_l2':>9s} {'max_abs':>9s} {'cosine':>9s} {tname:>9s}"
     fl = rep.get("relu_flips")
     if fl and fl["flipped"]:
         lines.append(f"ReLU decisions: {fl['flipped']} of {fl['decisions']} differ from FP32 "
@@ -342,12 +362,13 @@ def format_report(rep: dict) -> str:
         if r.get("floor"):
             s += "*"
 
-        if fp16:
-            s += f" {r.get('torch_fp16_rel_l2', float('nan')):9.2e}"
-        lines.append(s + ("" if r["passed"] else "  FAIL"))
+        s += f" {r.get('torch_rel_l2', float('nan')):9.2e}"
+        lines.append(s + ("" if r["passed"] else "  FAIL") + ("  (<= 2x torch)" if r.get("rule") == "torch" else ""))
     tol = rep["tensors"][0]["tol"] if rep["tensors"] else {}
     m = rep["macs"]
-    lines.append(f"tolerance rel_l2 <= {tol.get('rel_l2')}" + (f", cosine >= {tol['cosine']}" if tol.get("cosine") else "")
+    lines.append(f"rel_l2 vs PyTorch FP64; {tname}: PyTorch's own {rep['precision']} vs FP64; pass: rel_l2 <= "
+                 f"{tol.get('rel_l2')}" + (f" and cosine >= {tol['cosine']}" if tol.get("cosine") else "")
+                 + f", or rel_l2 <= {TORCH_FACTOR:g} x {tname}"
                  + f"; MACs fwd {m['forward']} bwd {m['backward']}; arena {rep['memory']['arena_bytes']} B "
                  f"(validation build {rep['memory']['validation_arena_bytes']} B); "
                  f"wall {rep['wall_s']:.1f} s")
