@@ -31,7 +31,7 @@ from . import __version__
 from .errors import OdlError
 from . import frontend  # noqa: F401  (import before .lower: `import odl.lower` alone hits a circular import via odl.ops)
 from .lower import TrainConfig, lower
-from .planner import MemoryReport, plan
+from .planner import MemoryReport, fit, plan
 from .resources import resource_dir
 from .target import Target, load_target
 
@@ -156,14 +156,12 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
 
     prep = prepare(model_spec, input_shape, seed, precision, 1, cfg.loss)
     from .tune import load_costs
-    prog = lower(prep.graph, precision, cfg, costs=load_costs(target.name, precision, cores),
-                 cores=cores)                           # the deployable step (observe=False)
-    mem = plan(prog)
-    mem.budget_bytes = budget_bytes
     log(f"odl compile {prep.name}: {target.name}, {precision}, {cores} cores, "
         f"input {'x'.join(map(str, prep.x.shape))}")
+    # the deployable step (observe=False); raises the planner's over-budget error (exit 2)
+    cfg, prog, mem = fit(prep.graph, precision, cfg, budget_bytes, costs=load_costs(target.name, precision, cores),
+                         cores=cores)
     log(mem.text())
-    plan(prog, budget_bytes)                            # raises the planner's over-budget error (exit 2)
 
     blob = preload_blob(prog, prep)
     flags = make_flags(target, precision, cores)

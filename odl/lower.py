@@ -94,6 +94,8 @@ class TrainConfig:
     seed: int = 0                 # dropout masks
     im2col_bytes: int = 64 * 1024 # largest im2col scratch block (convolutions are chunked by output rows)
     inplace: bool = True          # ReLU / add outputs and elementwise backward gradients overwrite dead inputs
+    recompute: frozenset = frozenset()  # values freed after the forward and recomputed where the backward needs
+                                        # them (see recompute_candidates; chosen by fit_budget)
 
 
 @dataclass
@@ -427,8 +429,9 @@ class Lowering:
         self.preload += [inp, labels]
         for pname in g.params:
             if pname in self.trainable:
+                # the deployable step frees a gradient after its (fused) update; validation reads them back
                 self.param_grads[pname] = self.new_buffer(
-                    "grad_" + pname, self.params[pname].nelem, role="param_grad", persistent=True,
+                    "grad_" + pname, self.params[pname].nelem, role="param_grad", persistent=self.observe,
                     shape=g.params[pname])
 
         macs_f = macs_b = 0
@@ -451,18 +454,28 @@ class Lowering:
             self.call("odl_mse", "loss", "loss", pred=Ptr(logits), target=Ptr(labels), dpred=Ptr(dlogits[0]),
                       loss_out=Ptr(loss), len=math.prod(out_shape))
 
+        # Fused updates: a parameter is updated as soon as its gradient is complete (after the backward of the last
+        # node using it, in backward order), so the deployable step keeps no gradient buffer beyond its layer.
+        uses = {p: sum(p in n.params.values() for n in g.nodes) for p in self.param_grads}
+        self._update_prologue()
         for node in reversed(g.nodes):
-            if not self.needs_grad.get(node.name, False):
-                continue
-            if self._grad_root(node.name) not in self.grad_buf:
-                continue  # the value does not reach the loss
-            op = opreg.get(node.op)
-            n0 = len(self.calls)
-            op.backward(node, self)
-            self._flush_shared_param_grads()
-            macs_b += sum(c.macs for c in self.calls[n0:])
-
-        self._update()
+            if (self.needs_grad.get(node.name, False)
+                    and self._grad_root(node.name) in self.grad_buf):  # else the value does not reach the loss
+                op = opreg.get(node.op)
+                n0 = len(self.calls)
+                for v in node.inputs:
+                    if v in cfg.recompute:
+                        self._recompute(v)
+                op.backward(node, self)
+                self._flush_shared_param_grads()
+                macs_b += sum(c.macs for c in self.calls[n0:])
+            for pname in dict.fromkeys(node.params.values()):
+                if pname in uses:
+                    uses[pname] -= 1
+                    if uses[pname] == 0:
+                        if pname not in self._pgrad_written:
+                            raise OdlError(f"parameter '{pname}' trains but its layer does not reach the loss")
+                        self._update(pname)
 
         # Validation reads every layer's input gradient after the step, so they must outlive it: extra memory
         # that only the instrumented (validation) build pays; the deployable step does not keep them.
@@ -489,34 +502,47 @@ class Lowering:
                        dropout=self.dropout, activations=activations, profile=prof, decisions=self.decisions,
                        trainable=[p for p in g.params if p in self.trainable], config=cfg)
 
-    def _update(self):
+    def _recompute(self, value: str):
+        """Emit the producer of `value` again into a new buffer, right before the backward that reads it, so the
+        forward's buffer dies after its last forward reader."""
+        prod = self.g.node(value)
+        old = self.value_buf[value]
+        buf = self.new_buffer(value + "_re", old.nelem, role="act", shape=old.shape)
+        opreg.get(prod.op).forward(prod, self, y=buf, macs_credit=False)
+        self.value_buf[value] = buf
+
+    def _update_prologue(self):
         cfg = self.cfg
-        if cfg.optimizer == "sgd":
-            for pname, gb in self.param_grads.items():
-                w = self.params[pname]
-                if cfg.momentum == 0 and cfg.weight_decay == 0:
-                    self.call("odl_sgd", pname, "update", w=Ptr(w), g=Ptr(gb), len=w.nelem, lr=float(cfg.lr))
-                    continue
-                buf = None
-                if cfg.momentum:
-                    buf = Ptr(self.state_buffer("momentum_" + pname, w.nelem, ("zeros",), shape=w.shape))
-                self.call("odl_sgd_momentum", pname, "update", w=Ptr(w), g=Ptr(gb), buf=buf, len=w.nelem,
-                          lr=float(cfg.lr), momentum=float(cfg.momentum), wd=float(cfg.weight_decay),
-                          first=CExpr("odl_step_index == 0"))
-        elif cfg.optimizer == "adam":
+        if cfg.optimizer == "adam":
             b1, b2 = (float(v) for v in cfg.betas)
             # bias corrections 1 - beta^t for this step t = odl_step_index + 1
             self.prologue += [f"static float odl_b1t = 1.0f, odl_b2t = 1.0f;",
                               f"odl_b1t *= {b1:.9g}f; odl_b2t *= {b2:.9g}f;"]
-            for pname, gb in self.param_grads.items():
-                w = self.params[pname]
-                m = self.state_buffer("adam_m_" + pname, w.nelem, ("zeros",), shape=w.shape)
-                v = self.state_buffer("adam_v_" + pname, w.nelem, ("zeros",), shape=w.shape)
-                self.call("odl_adam", pname, "update", w=Ptr(w), g=Ptr(gb), m=Ptr(m), v=Ptr(v), len=w.nelem,
-                          lr=float(cfg.lr), b1=b1, b2=b2, eps=float(cfg.eps), wd=float(cfg.weight_decay),
-                          bc1=CExpr("1.0f - odl_b1t"), bc2=CExpr("1.0f - odl_b2t"))
-        else:
+        elif cfg.optimizer != "sgd":
             raise OdlError(f"unknown optimizer '{cfg.optimizer}' (expected sgd or adam)")
+
+    def _update(self, pname: str):
+        """The optimizer step of one parameter, emitted once its gradient is complete."""
+        cfg = self.cfg
+        gb = self.param_grads[pname]
+        w = self.params[pname]
+        if cfg.optimizer == "sgd":
+            if cfg.momentum == 0 and cfg.weight_decay == 0:
+                self.call("odl_sgd", pname, "update", w=Ptr(w), g=Ptr(gb), len=w.nelem, lr=float(cfg.lr))
+                return
+            buf = None
+            if cfg.momentum:
+                buf = Ptr(self.state_buffer("momentum_" + pname, w.nelem, ("zeros",), shape=w.shape))
+            self.call("odl_sgd_momentum", pname, "update", w=Ptr(w), g=Ptr(gb), buf=buf, len=w.nelem,
+                      lr=float(cfg.lr), momentum=float(cfg.momentum), wd=float(cfg.weight_decay),
+                      first=CExpr("odl_step_index == 0"))
+        else:
+            b1, b2 = (float(v) for v in cfg.betas)
+            m = self.state_buffer("adam_m_" + pname, w.nelem, ("zeros",), shape=w.shape)
+            v = self.state_buffer("adam_v_" + pname, w.nelem, ("zeros",), shape=w.shape)
+            self.call("odl_adam", pname, "update", w=Ptr(w), g=Ptr(gb), m=Ptr(m), v=Ptr(v), len=w.nelem,
+                      lr=float(cfg.lr), b1=b1, b2=b2, eps=float(cfg.eps), wd=float(cfg.weight_decay),
+                      bc1=CExpr("1.0f - odl_b1t"), bc2=CExpr("1.0f - odl_b2t"))
 
     def _observed_input_grads(self) -> dict[str, tuple[Buffer, str]]:
         """Gradients of the values that layers consume, named after the first consumer (a PyTorch name)."""
@@ -532,6 +558,19 @@ class Lowering:
                 name = node.report_name if node.report_name not in out else node.name
                 out[name] = (b, root)
         return out
+
+
+def recompute_candidates(graph: Graph, cfg: TrainConfig) -> list[str]:
+    """Values cheap to recompute whose only reader after the forward is one backward: depthwise convolution outputs
+    read only by a training-mode batch norm (its backward needs its input; the depthwise conv costs 9 MACs per
+    output). Largest first."""
+    out = []
+    for n in graph.nodes:
+        cons = graph.consumers(n.name)
+        if (n.op == "dwconv2d" and n.name != graph.output and len(cons) == 1 and cons[0].op == "batchnorm"
+                and (cfg.bn == "train" or not cons[0].attrs.get("track", True))):
+            out.append(n.name)
+    return sorted(out, key=lambda v: -math.prod(graph.shapes[v]))
 
 
 def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe: bool = False,

@@ -25,10 +25,13 @@ class MemoryReport:
     budget_bytes: int | None
     peak_call: int
     peak_live: list[tuple[str, int]]   # largest live buffers at the peak (name, bytes)
+    recomputed: tuple = ()             # values freed after the forward and recomputed for the backward (fit)
 
     def text(self) -> str:
         lines = [f"arena {self.arena_bytes} B (sum of all buffers {self.naive_bytes} B"
                  + (f", budget {self.budget_bytes} B)" if self.budget_bytes else ")")]
+        if self.recomputed:
+            lines.append(f"recomputed in the backward to fit the budget: {', '.join(self.recomputed)}")
         lines.append(f"peak at call {self.peak_call}; largest live buffers there:")
         lines += [f"  {n:40s} {b:10d} B" for n, b in self.peak_live[:8]]
         return "\n".join(lines)
@@ -86,3 +89,29 @@ def plan(prog: Program, budget_bytes: int | None = None) -> MemoryReport:
         raise OdlError(f"the training step needs a {arena}-byte arena, over the target's budget of {budget_bytes} "
                        f"bytes by {arena - budget_bytes}; largest live buffers at the peak: {big}")
     return rep
+
+
+def fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):
+    """Lower and plan the deployable step (parameters updated as soon as their gradient is complete). Over the
+    budget, free cheap activations after the forward and recompute them in the backward (largest first, see
+    odl.lower.recompute_candidates) until the step fits; if it never does, the first plan's error (exit 2).
+    Returns (cfg with its recompute set, program, memory report): lower the validation/profiling builds with
+    that cfg so that they run the same step."""
+    import dataclasses
+    from .lower import lower, recompute_candidates
+    prog = lower(graph, precision, cfg, **lower_kw)
+    rep = plan(prog)
+    rep.budget_bytes = budget_bytes
+    if budget_bytes is None or rep.arena_bytes <= budget_bytes:
+        return cfg, prog, rep
+    chosen: list[str] = []
+    for v in recompute_candidates(graph, cfg):
+        chosen.append(v)
+        c = dataclasses.replace(cfg, recompute=frozenset(chosen))
+        p2 = lower(graph, precision, c, **lower_kw)
+        r2 = plan(p2)
+        if r2.arena_bytes <= budget_bytes:
+            r2.budget_bytes, r2.recomputed = budget_bytes, tuple(chosen)
+            return c, p2, r2
+    plan(prog, budget_bytes)   # raises the over-budget error naming the largest live buffers
+    raise AssertionError("unreachable")

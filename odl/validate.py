@@ -17,7 +17,7 @@ from .errors import OdlError, ToolError
 from .graph import Graph
 from .frontend import default_input_shape, load_model, parse_shape, trace
 from .lower import Program, TrainConfig, lower
-from .planner import plan
+from .planner import fit, plan
 from .reference import first_update, reference_steps
 from .target import load_target
 
@@ -209,7 +209,7 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     # input gradient alive for read-back (reported separately, not held against the budget).
     from .tune import load_costs
     costs = load_costs(target.name, precision, cores)
-    mem = plan(lower(graph, precision, cfg, costs=costs, cores=cores), target.memory_budget_bytes)
+    cfg, _, mem = fit(graph, precision, cfg, target.memory_budget_bytes, costs=costs, cores=cores)
     prog = lower(graph, precision, cfg, observe=True, costs=costs, cores=cores)
     mem_val = plan(prog)
 

@@ -1,5 +1,6 @@
 """Built-in models: ordinary nn.Modules a user can also train in PyTorch."""
 from .dscnn import DSCNN
+from .mobilenet_vww import MobileNetV1VWW
 from .resnet8 import ResNet8
 from .tiny import TinyCNN
 
@@ -7,4 +8,5 @@ BUILTIN = {
     "resnet8": ResNet8,
     "dscnn": DSCNN,
     "tinycnn": TinyCNN,
+    "mobilenetv1_vww": MobileNetV1VWW,
 }

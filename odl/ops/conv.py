@@ -173,9 +173,12 @@ class DepthwiseConv2d:
                     wo=wo)
         return x, n, c * h * w, c * ho * wo, c * a["kh"] * a["kw"] * ho * wo, geom
 
-    def forward(self, node, L):
+    def forward(self, node, L, y=None, macs_credit=True):
+        """y: recompute into this buffer (L.recompute: the output was freed after the forward to save memory; the
+        extra work gets no MAC credit)."""
         x, n, xs, ys, macs, geom = self.dims(node, L)
-        y = L.output(node)
+        y = y or L.output(node)
+        macs = macs if macs_credit else 0
         with L.per_sample(n):
             L.call("odl_dwconv_fwd", node.report_name, "forward", macs=macs, x=Ptr(L.value(x), xs),
                    w=Ptr(L.param(node, "weight")), y=Ptr(y, ys), **geom)
