@@ -10,49 +10,70 @@
 #include "odl_kernels.h"
 #include "odl_simd.h"
 
+/* Channel sums are blocked: BLOCK elements into a fresh accumulator, then into the total (error ~ BLOCK + M/BLOCK
+ * ulps instead of ~M; a 48x48 plane at batch 1 is 2,304 elements, and the errors of mean and variance shift and
+ * scale every output). */
+#define BLOCK 128
+
+/* sum of p[0, len) and of (p[i] - mh)^2 in FP32 lanes; len a multiple of ODL_LANES */
+ODL_INLINE odl_wvec_t run_sum(const odl_t *p, int len) {
+  odl_wvec_t acc = odl_wzero();
+  for (int i = 0; i < len; i += ODL_LANES) acc = odl_wadd(acc, odl_vload(p + i));
+  return acc;
+}
+
+ODL_INLINE odl_wvec_t run_sq(const odl_t *p, odl_vec_t mv, int len) {
+  odl_wvec_t acc = odl_wzero();
+  for (int i = 0; i < len; i += ODL_LANES) {
+    odl_vec_t t = odl_vload(p + i) - mv;
+    acc = odl_wfma(acc, t, t);
+  }
+  return acc;
+}
+
 /* sum over the channel's N planes of x (FP32) */
 ODL_INLINE float chan_sum(const odl_t *x, int n, int c, int hw) {
-  odl_wvec_t acc = odl_wzero();
+  odl_wvec_t total = odl_wzero();
   float tail = 0.0f;
+  int body = hw - hw % ODL_LANES;
   for (int s = 0; s < n; s++) {
     const odl_t *p = x + (size_t)s * c * hw;
-    int i = 0;
-    for (; i + ODL_LANES <= hw; i += ODL_LANES) acc = odl_wadd(acc, odl_vload(p + i));
-    for (; i < hw; i++) tail += (float)p[i];
+    for (int i = 0; i < body; i += BLOCK) total += run_sum(p + i, body - i < BLOCK ? body - i : BLOCK);
+    for (int i = body; i < hw; i++) tail += (float)p[i];
   }
-  return odl_whsum(acc) + tail;
+  return odl_whsum(total) + tail;
 }
 
 /* sum of (x - mh)^2 */
 ODL_INLINE float chan_sq(const odl_t *x, odl_t mh, int n, int c, int hw) {
-  odl_wvec_t acc = odl_wzero();
+  odl_wvec_t total = odl_wzero();
   odl_vec_t mv = odl_vsplat(mh);
   float tail = 0.0f;
+  int body = hw - hw % ODL_LANES;
   for (int s = 0; s < n; s++) {
     const odl_t *p = x + (size_t)s * c * hw;
-    int i = 0;
-    for (; i + ODL_LANES <= hw; i += ODL_LANES) {
-      odl_vec_t t = odl_vload(p + i) - mv;
-      acc = odl_wfma(acc, t, t);
-    }
-    for (; i < hw; i++) {
+    for (int i = 0; i < body; i += BLOCK) total += run_sq(p + i, mv, body - i < BLOCK ? body - i : BLOCK);
+    for (int i = body; i < hw; i++) {
       float t = (float)(odl_t)(p[i] - mh);
       tail += t * t;
     }
   }
-  return odl_whsum(acc) + tail;
+  return odl_whsum(total) + tail;
 }
 
-/* y = x * a + b over the channel's N planes (or one plane with n = 1) */
-ODL_INLINE void chan_affine(const odl_t *x, odl_t *y, float a, float b, int n, int c, int hw) {
-  odl_t ah = (odl_t)a, bh = (odl_t)b;
-  odl_vec_t av = odl_vsplat(ah), bv = odl_vsplat(bh);
+/* y = (x - mean) * a + b over the channel's N planes (or one plane with n = 1), as (x - mh) * a + b' with mh the
+ * mean rounded to odl_t and b' = b + (mh - mean) * a: the centring is exact near the mean, so nothing cancels at the
+ * scale of the mean (x * a + (b - mean * a) loses |mean| / std ulps of y: 3-5x PyTorch's own FP32 error on deep
+ * batch-1 nets such as MobileNet-VWW). One vector subtract per vector more than the folded form. */
+ODL_INLINE void chan_affine(const odl_t *x, odl_t *y, float mean, float a, float b, int n, int c, int hw) {
+  odl_t mh = (odl_t)mean, ah = (odl_t)a, bh = (odl_t)(b + ((float)mh - mean) * a);
+  odl_vec_t mv = odl_vsplat(mh), av = odl_vsplat(ah), bv = odl_vsplat(bh);
   for (int s = 0; s < n; s++) {
     const odl_t *p = x + (size_t)s * c * hw;
     odl_t *q = y + (size_t)s * c * hw;
     int i = 0;
-    for (; i + ODL_LANES <= hw; i += ODL_LANES) odl_vstore(q + i, odl_vfma(bv, odl_vload(p + i), av));
-    for (; i < hw; i++) q[i] = p[i] * ah + bh;
+    for (; i + ODL_LANES <= hw; i += ODL_LANES) odl_vstore(q + i, odl_vfma(bv, odl_vload(p + i) - mv, av));
+    for (; i < hw; i++) q[i] = (odl_t)(p[i] - mh) * ah + bh;
   }
 }
 
@@ -71,7 +92,7 @@ void odl_bn_fwd(void *args) {
       float rstd = 1.0f / __builtin_elementwise_sqrt(p->running_var[ch] + p->eps);
       float g = p->gamma ? (float)p->gamma[ch] : 1.0f, be = p->beta ? (float)p->beta[ch] : 0.0f;
       float a = g * rstd;
-      chan_affine(p->x + (size_t)u * hw, p->y + (size_t)u * hw, a, be - p->running_mean[ch] * a, 1, c, hw);
+      chan_affine(p->x + (size_t)u * hw, p->y + (size_t)u * hw, p->running_mean[ch], a, be, 1, c, hw);
     }
     return;
   }
@@ -94,7 +115,7 @@ void odl_bn_fwd(void *args) {
     }
     float g = p->gamma ? (float)p->gamma[ch] : 1.0f, be = p->beta ? (float)p->beta[ch] : 0.0f;
     float a = g * rstd;
-    chan_affine(x, p->y + (size_t)ch * hw, a, be - mean * a, n, c, hw);
+    chan_affine(x, p->y + (size_t)ch * hw, mean, a, be, n, c, hw);
   }
 }
 
@@ -107,10 +128,16 @@ ODL_INLINE void chan_bwd_sums(const odl_t *x, const odl_t *dy, odl_t mh, int n, 
   for (int s = 0; s < n; s++) {
     const odl_t *px = x + (size_t)s * c * hw, *pd = dy + (size_t)s * c * hw;
     int i = 0;
-    for (; i + ODL_LANES <= hw; i += ODL_LANES) {
-      odl_vec_t g = odl_vload(pd + i);
-      a1 = odl_wadd(a1, g);
-      a2 = odl_wfma(a2, g, odl_vload(px + i) - mv);
+    for (int end = BLOCK; i + ODL_LANES <= hw; end += BLOCK) {
+      odl_wvec_t b1 = odl_wzero(), b2 = odl_wzero();
+      if (end > hw) end = hw;
+      for (; i + ODL_LANES <= end; i += ODL_LANES) {
+        odl_vec_t g = odl_vload(pd + i);
+        b1 = odl_wadd(b1, g);
+        b2 = odl_wfma(b2, g, odl_vload(px + i) - mv);
+      }
+      a1 += b1;
+      a2 += b2;
     }
     for (; i < hw; i++) {
       t1 += (float)pd[i];
