@@ -85,6 +85,12 @@ def _cmd_tune(a) -> int:
     return 0
 
 
+def _cmd_sweep(a) -> int:
+    from .sweep import sweep
+    rows = sweep(a.spec, engine=a.engine, address=a.address, n_jobs=a.jobs, out_dir=a.out, resume=a.resume)
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="odl", description="On-device learning for RISC-V multicore MCUs")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -133,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     add_train_args(t)
     t.set_defaults(fn=_cmd_tune)
+    sw = sub.add_parser("sweep", help="run a grid of validate/profile/train jobs (SPEC.toml) on a process pool or Ray",
+                        description="Every combination of SPEC.toml's [grid] (with its [options]) runs as one odl "
+                                    "job in its own emulator. Exit codes: 0 every job ran, 1 some failed, 2 bad "
+                                    "spec. Example: odl sweep grid.toml --engine ray --out sweep-out")
+    sw.add_argument("spec", metavar="SPEC.toml")
+    sw.add_argument("--engine", default="local", choices=["local", "ray"],
+                    help="local: a process pool; ray: Ray tasks (a local Ray, or --address)")
+    sw.add_argument("--address", default=None, help="address of an existing Ray cluster (e.g. 10.0.0.5:6379)")
+    sw.add_argument("--jobs", type=int, default=None, help="jobs at a time (default: the number of cores)")
+    sw.add_argument("--out", default="sweep-out", metavar="DIR", help="results.csv, results.json, pareto.png")
+    sw.add_argument("--resume", action="store_true", help="skip the jobs whose results are already in DIR")
+    sw.set_defaults(fn=_cmd_sweep)
     m = sub.add_parser("models", help="list the built-in models")
     m.set_defaults(fn=_cmd_models)
     return ap

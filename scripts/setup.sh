@@ -30,5 +30,5 @@ if [ -f "$($PY -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTER
 fi
 # CPU build of torch, pinned (an unpinned torch pulls a multi-GB CUDA build).
 $PY -c "import torch" 2>/dev/null || $PY -m pip install -q torch==2.13.0
-$PY -m pip install -q -e ".[test,chart]"
+$PY -m pip install -q -e ".[test,chart,ray]"
 $PY -c "import torch, numpy, jinja2, serial, ziglang, matplotlib; print('torch', torch.__version__)"

@@ -1,0 +1,92 @@
+"""odl sweep: spec checking, the same rows on the process pool and on Ray, resume, failures recorded."""
+import json
+import shutil
+import sys
+
+import pytest
+
+from conftest import ROOT, needs_qemu
+from odl import sweep as sw
+from odl.errors import OdlError
+
+SPEC = f"""command = "validate"
+[grid]
+model = ["tinycnn", "{ROOT}/tests/models/shared_models.py:SharedTwice"]
+precision = ["fp32", "fp16"]
+[options]
+cores = 2
+"""
+
+
+def _spec(tmp_path, text=SPEC):
+    p = tmp_path / "spec.toml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize("text, msg", [
+    ('command = "bench"\n[grid]\nmodel = ["tinycnn"]\n', "command must be one of"),
+    ('command = "validate"\n[grid]\nprecision = ["fp32"]\n', "no model"),
+    ('command = "validate"\n[grid]\nmodel = ["tinycnn"]\nlearning-rate = [0.1]\n', "'learning-rate' is not an option"),
+    ('command = "validate"\n[grid]\nmodel = "tinycnn"\n', "must be a non-empty list"),
+    ('command = "validate"\n[grid]\nmodel = ["tinycnn"]\n[options]\njson = "x.json"\n', "set by the sweep"),
+    ('command = "validate"\n[grid\n', "not valid TOML"),
+])
+def test_bad_spec(tmp_path, text, msg):
+    with pytest.raises(OdlError, match=msg):
+        sw.load_spec(_spec(tmp_path, text))
+
+
+def test_jobs_are_the_grid_with_stable_ids(tmp_path):
+    spec = sw.load_spec(_spec(tmp_path))
+    jobs = sw.jobs(spec)
+    assert len(jobs) == 4 and len({j["job"] for j in jobs}) == 4
+    assert sw.jobs(spec) == jobs
+    a = sw.argv(jobs[0], "r.json")
+    assert a[:4] == [sys.executable, "-m", "odl", "validate"] and a[-2:] == ["--json", "r.json"]
+    assert "--cores" in a and "--precision" in a
+
+
+def test_failed_job_is_retried_once_and_recorded(monkeypatch):
+    monkeypatch.setattr(sw, "argv", lambda job, p: [sys.executable, "-c",
+                                                     "import sys; print('odl: tool broke', file=sys.stderr); sys.exit(3)"])
+    row = sw.run_job({"job": "x", "command": "validate", "options": {"model": "m"}})
+    assert row["status"] == "failed" and row["attempts"] == 2 and row["exit_code"] == 3
+    assert row["error"] == "odl: tool broke"
+
+
+@needs_qemu
+def test_bad_input_is_recorded_not_retried(tmp_path):
+    spec = _spec(tmp_path, 'command = "validate"\n[grid]\nmodel = ["tinycnn"]\n[options]\ninput-shape = "1x3x4x4"\n')
+    rows = sw.sweep(spec, out_dir=str(tmp_path / "out"), n_jobs=1, log=lambda s: None)
+    assert rows[0]["status"] == "failed" and rows[0]["exit_code"] == 2 and rows[0]["attempts"] == 1
+    assert "input shape" in rows[0]["error"]
+
+
+@needs_qemu
+def test_local_and_ray_give_the_same_rows_and_resume_skips_finished(tmp_path):
+    pytest.importorskip("ray")
+    spec = _spec(tmp_path)
+    local = sw.sweep(spec, engine="local", out_dir=str(tmp_path / "local"), n_jobs=2, log=lambda s: None)
+    ray_rows = sw.sweep(spec, engine="ray", out_dir=str(tmp_path / "ray"), n_jobs=2, log=lambda s: None)
+
+    def strip(r):
+        return {k: v for k, v in r.items() if k != "wall_s"}
+    assert [strip(r) for r in local] == [strip(r) for r in ray_rows]
+    assert all(r["status"] == "ok" and r["passed"] for r in local)
+    assert {r["options"]["precision"] for r in local} == {"fp32", "fp16"}
+    for name in ("results.csv", "results.json", "pareto.png"):
+        assert (tmp_path / "local" / name).is_file()
+    # a sweep killed after three jobs: its results file holds three rows; --resume runs only the fourth
+    out = tmp_path / "resumed"
+    out.mkdir()
+    data = json.loads((tmp_path / "local" / "results.json").read_text())
+    data["rows"] = data["rows"][:3]
+    (out / "results.json").write_text(json.dumps(data))
+    with pytest.raises(OdlError, match="--resume"):
+        sw.sweep(spec, out_dir=str(out), log=lambda s: None)
+    logs = []
+    rows = sw.sweep(spec, out_dir=str(out), resume=True, n_jobs=2, log=logs.append)
+    assert "(3 already done)" in logs[0]
+    assert rows[:3] == data["rows"] and strip(rows[3]) == strip(local[3])
+    shutil.rmtree(out)
