@@ -23,11 +23,14 @@ void odl_mm_tn(void *args);
  * col is [C*KH*KW, HO*WO], row index (c*KH + i)*KW + j, column index oh*WO + ow, holding
  * x[c, oh*SH - PT + i, ow*SW - PL + j] or 0 outside the image (zero padding; bottom/right padding is
  * whatever HO, WO imply, so asymmetric padding works). */
-typedef struct { const odl_t *x; odl_t *col; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; } odl_im2col_args_t;
+typedef struct { const odl_t *x; odl_t *col; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo;
+                 int dh, dw; /* dilation (0 or 1 = none): tap (i, j) reads x[c, oh*SH - PT + i*DH, ow*SW - PL + j*DW] */
+} odl_im2col_args_t;
 void odl_im2col(void *args);
 /* col2im: the adjoint of im2col. dx[C,H,W] (+)= sum of the col entries that im2col took from each pixel.
  * col is scratch: the FP16 stride-1 same-width path zeroes col's padding entries (those im2col zero-fills) in place. */
-typedef struct { const odl_t *col; odl_t *dx; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; int accumulate; } odl_col2im_args_t;
+typedef struct { const odl_t *col; odl_t *dx; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; int accumulate;
+                 int dh, dw; /* dilation as in im2col */ } odl_col2im_args_t;
 void odl_col2im(void *args);
 /* transpose: dst[j*ldo + i] = src[i*ldi + j], src is [rows, cols] (row stride ldi, 0 = cols), dst [cols, rows]
  * (row stride ldo, 0 = rows) */

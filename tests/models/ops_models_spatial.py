@@ -1,0 +1,41 @@
+"""User models for the spatial and normalisation ops (Conv1d, dilation, groups, 1-D / adaptive / ceil-mode
+pooling, LayerNorm / GroupNorm / InstanceNorm2d, Upsample / interpolate, ConvTranspose2d), one per op family,
+with awkward sizes on purpose: odd lengths, stride 2 on odd inputs, channels not divisible by 8, batches > 1."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ConvFamily1d(nn.Module):
+    """Keyword-spotting style Conv1d over [N, C, L]: strided, grouped + dilated, depthwise, pointwise; and a
+    grouped, dilated Conv2d."""
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv1d(6, 12, 5, stride=2, padding=2)
+        self.c2 = nn.Conv1d(12, 9, 3, padding="same", dilation=2, groups=3, bias=False)
+        self.c3 = nn.Conv1d(9, 9, 3, padding=1, groups=9)
+        self.c4 = nn.Conv1d(9, 10, 1)
+        self.fc = nn.Linear(10 * 7, 3)
+
+    def forward(self, x):
+        x = F.relu(self.c1(x))
+        x = F.relu(self.c2(x))
+        x = F.relu(self.c3(x))
+        x = self.c4(x)
+        return self.fc(torch.flatten(x, 1))
+
+
+class ConvFamily2d(nn.Module):
+    """Conv2d with dilation (asymmetric), groups = 2 with stride 2 on an odd input, a dilated depthwise conv."""
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(4, 6, 3, padding=(2, 1), dilation=(2, 1))
+        self.c2 = nn.Conv2d(6, 10, 3, stride=2, groups=2, padding=1)
+        self.c3 = nn.Conv2d(10, 10, 3, padding=2, dilation=2, groups=10, bias=False)
+        self.fc = nn.Linear(10 * 4 * 5, 3)
+
+    def forward(self, x):
+        x = F.relu(self.c1(x))
+        x = F.relu(self.c2(x))
+        x = self.c3(x)
+        return self.fc(torch.flatten(x, 1))
