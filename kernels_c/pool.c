@@ -82,15 +82,19 @@ void odl_avgpool_fwd(void *args) {
     const odl_t *x = p->x + (size_t)plane * h * w;
     odl_t *y = p->y + (size_t)u * wo;
     int ih0 = oh * p->sh - p->pt, ih1 = odl_min_i(ih0 + kh, h);
+    int prows = odl_min_i(ih0 + kh, h + p->pt) - ih0; /* window rows inside input + padding (ceil_mode: < kh) */
     ih0 = odl_max_i(ih0, 0);
     for (int ow = 0; ow < wo; ow++) {
       int iw0 = ow * p->sw - p->pl, iw1 = odl_min_i(iw0 + kw, w);
+      int pk = prows * (odl_min_i(iw0 + kw, w + p->pl) - iw0);
       iw0 = odl_max_i(iw0, 0);
       float s = 0.0f;
       for (int ih = ih0; ih < ih1; ih++)
         for (int iw = iw0; iw < iw1; iw++) s += (float)x[ih * w + iw];
       int cnt = (ih1 - ih0) * (iw1 - iw0);
-      y[ow] = (odl_t)(p->count_include_pad ? s * inv_k : (cnt > 0 ? s / (float)cnt : 0.0f));
+      /* PyTorch: count_include_pad divides by the window clipped to input + padding (kh*kw unless ceil_mode) */
+      y[ow] = (odl_t)(p->count_include_pad ? (pk == kh * kw ? s * inv_k : s / (float)pk)
+                                           : (cnt > 0 ? s / (float)cnt : 0.0f));
     }
   }
 }
@@ -131,12 +135,14 @@ void odl_avgpool_bwd(void *args) {
     int oh1 = odl_min_i((ih + p->pt) / sh + 1, ho);
     for (int oh = oh0; oh < oh1; oh++) {
       int r0 = oh * sh - p->pt, r1 = odl_min_i(r0 + kh, h);
-      int rows = r1 - odl_max_i(r0, 0);
+      int rows = r1 - odl_max_i(r0, 0), prows = odl_min_i(r0 + kh, h + p->pt) - r0;
       for (int ow = 0; ow < wo; ow++) {
         int c0 = ow * sw - p->pl, c1 = odl_min_i(c0 + kw, w);
+        int pk = prows * (odl_min_i(c0 + kw, w + p->pl) - c0);
         c0 = odl_max_i(c0, 0);
         if (c0 >= c1) continue;
-        float g = (float)dy[oh * wo + ow] * (p->count_include_pad ? inv_k : 1.0f / (float)(rows * (c1 - c0)));
+        float g = (float)dy[oh * wo + ow] * (p->count_include_pad ? (pk == kh * kw ? inv_k : 1.0f / (float)pk)
+                                                                  : 1.0f / (float)(rows * (c1 - c0)));
         odl_t gh = (odl_t)g;
         for (int iw = c0; iw < c1; iw++) dx[iw] += gh;
       }

@@ -98,6 +98,11 @@ _k(name="odl_dwconv_fwd", args_type="odl_dwconv_fwd_args_t", op="dwconv2d", dire
 _k(name="odl_dwconv_wgrad", args_type="odl_dwconv_wgrad_args_t", op="dwconv2d", direction="weight_grad")
 _k(name="odl_dwconv_igrad", args_type="odl_dwconv_igrad_args_t", op="dwconv2d", direction="input_grad")
 
+# spatial and normalisation ops
+_k(name="odl_adaptive_avgpool_fwd", args_type="odl_adaptive_avgpool_fwd_args_t", op="adaptive_avgpool",
+   direction="forward", source="pool_adaptive.c")
+_k(name="odl_adaptive_avgpool_bwd", args_type="odl_adaptive_avgpool_bwd_args_t", op="adaptive_avgpool",
+   direction="input_grad", source="pool_adaptive.c")
 
 def get(name: str) -> Kernel:
     try:

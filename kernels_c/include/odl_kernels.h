@@ -97,9 +97,10 @@ typedef struct { const odl_t *src; odl_t *dst; int len; int accumulate; } odl_co
 void odl_copy(void *args);
 
 /* ---- pooling over one batch: x [N, C, H, W] -> y [N, C, HO, WO]; window KH x KW, stride SH/SW, zero-size
- * padding PT/PL on top/left (bottom/right implied by HO/WO), ceil_mode off.
+ * padding PT/PL on top/left (bottom/right implied by HO/WO; with ceil_mode the last window may pass them).
  * max: padding never wins (acts as -inf); argmax[n,c,oh,ow] = index ih*W+iw of the first maximum (int32).
- * avg: count_include_pad=1 divides by KH*KW, 0 divides by the number of in-image pixels of the window.
+ * avg: count_include_pad=1 divides by the window clipped to H+PT x W+PL (KH*KW unless ceil_mode), 0 divides
+ * by the number of in-image pixels of the window.
  * Global average pooling = avg with KH=H, KW=W, stride 1, no padding. */
 typedef struct { const odl_t *x; odl_t *y; int32_t *argmax; int n, c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; } odl_maxpool_fwd_args_t;
 void odl_maxpool_fwd(void *args);
@@ -147,4 +148,14 @@ void odl_dwconv_wgrad(void *args);
 /* dx (+)= transposed depthwise conv of dy with w; split over (channel, input row). */
 typedef struct { const odl_t *dy; const odl_t *w; odl_t *dx; int c, h, w_, kh, kw, sh, sw, pt, pl, ho, wo; int accumulate; } odl_dwconv_igrad_args_t;
 void odl_dwconv_igrad(void *args);
+
+/* ==== spatial and normalisation ops (Conv1d / groups / dilation use the conv kernels above) ==== */
+
+/* ---- adaptive average pooling to any size, x [N, C, H, W] -> y [N, C, HO, WO]: PyTorch's windows
+ * [floor(o*H/HO), ceil((o+1)*H/HO)) per axis (overlapping when HO does not divide H); dx (+)= dy spread evenly
+ * over each window, summed over the windows covering a pixel (FP32). */
+typedef struct { const odl_t *x; odl_t *y; int n, c, h, w, ho, wo; } odl_adaptive_avgpool_fwd_args_t;
+void odl_adaptive_avgpool_fwd(void *args);
+typedef struct { const odl_t *dy; odl_t *dx; int n, c, h, w, ho, wo; int accumulate; } odl_adaptive_avgpool_bwd_args_t;
+void odl_adaptive_avgpool_bwd(void *args);
 #endif

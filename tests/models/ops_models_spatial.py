@@ -39,3 +39,30 @@ class ConvFamily2d(nn.Module):
         x = F.relu(self.c2(x))
         x = self.c3(x)
         return self.fc(torch.flatten(x, 1))
+
+
+class PoolFamily(nn.Module):
+    """1-D max / avg pooling (stride 2 on an odd length, ceil_mode), AdaptiveAvgPool1d to a non-dividing size,
+    ceil_mode MaxPool2d / AvgPool2d (count_include_pad both ways), AdaptiveAvgPool2d to 3x2 (overlapping
+    windows on one axis, evenly dividing on the other). Input [N, 3, 7, 7]."""
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv1d(3, 5, 3, padding=1)
+        self.mp1 = nn.MaxPool1d(3, stride=2, padding=1, ceil_mode=True)
+        self.ap1 = nn.AvgPool1d(2, stride=2, ceil_mode=True)
+        self.ad1 = nn.AdaptiveAvgPool1d(3)
+        self.c2 = nn.Conv2d(3, 5, 3, padding=1)
+        self.mp2 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+        self.ap2 = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=True)
+        self.ap3 = nn.AvgPool2d(2, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+        self.ad2 = nn.AdaptiveAvgPool2d((3, 2))
+        self.fa = nn.Linear(5 * 3, 3)
+        self.fb = nn.Linear(5 * 3 * 2, 3)
+
+    def forward(self, x):
+        a = F.relu(self.c1(torch.flatten(x, 2)))       # [N, 5, 49]
+        a = self.ad1(self.ap1(self.mp1(a)))             # 49 -> 25 -> 13 -> 3
+        b = F.relu(self.c2(x))                          # [N, 5, 7, 7]
+        b1 = self.ad2(self.mp2(b))                      # 7 -> 4 -> 3x2
+        b2 = self.ad2(self.ap3(self.ap2(b)))            # 7 -> 4 -> 3 -> 3x2
+        return self.fa(torch.flatten(a, 1)) + self.fb(torch.flatten(b1 + b2, 1))
