@@ -66,3 +66,25 @@ class PoolFamily(nn.Module):
         b1 = self.ad2(self.mp2(b))                      # 7 -> 4 -> 3x2
         b2 = self.ad2(self.ap3(self.ap2(b)))            # 7 -> 4 -> 3 -> 3x2
         return self.fa(torch.flatten(a, 1)) + self.fb(torch.flatten(b1 + b2, 1))
+
+
+class NormFamily(nn.Module):
+    """GroupNorm (3 groups of 2 channels, affine), InstanceNorm2d with and without affine, LayerNorm over the last
+    dim and over [C, H, W]. Input [N, 3, 5, 7]."""
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.gn = nn.GroupNorm(3, 6)
+        self.c2 = nn.Conv2d(6, 5, 3, stride=2, padding=1)
+        self.in1 = nn.InstanceNorm2d(5, affine=True)
+        self.in2 = nn.InstanceNorm2d(5)
+        self.ln1 = nn.LayerNorm(4)
+        self.ln2 = nn.LayerNorm([5, 3, 4])
+        self.fc = nn.Linear(5 * 3 * 4, 3)
+
+    def forward(self, x):
+        x = F.relu(self.gn(self.c1(x)))
+        x = self.c2(x)                                   # [N, 5, 3, 4]
+        x = F.relu(self.in1(x)) + self.in2(x)
+        x = self.ln2(F.relu(self.ln1(x)))
+        return self.fc(torch.flatten(x, 1))
