@@ -172,4 +172,12 @@ typedef struct { const odl_t *x; const odl_t *dy; odl_t *dx; const odl_t *gamma;
                  odl_t *dgamma, *dbeta; int rows, m, g, s; int accumulate, accumulate_w; } odl_norm_bwd_args_t;
 void odl_norm_bwd(void *args);
 void odl_norm_wgrad(void *args);
+
+/* ---- Upsample / interpolate (kernels_c/upsample.c), x [N, C, H, W] -> y [N, C, HO, WO]; mode 0 nearest,
+ * 1 (bi)linear; rh, rw: PyTorch's source-index scales (see upsample.c). bwd: dx (+)= the adjoint of fwd. */
+typedef struct { const odl_t *x; odl_t *y; int n, c, h, w, ho, wo; int mode, align_corners; float rh, rw; } odl_upsample_args_t;
+void odl_upsample_fwd(void *args);
+typedef struct { const odl_t *dy; odl_t *dx; int n, c, h, w, ho, wo; int mode, align_corners; float rh, rw;
+                 int accumulate; } odl_upsample_bwd_args_t;
+void odl_upsample_bwd(void *args);
 #endif

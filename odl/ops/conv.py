@@ -248,9 +248,98 @@ class DepthwiseConv2d:
                        w=Ptr(L.param(node, "weight")), dx=Ptr(dx, xs), accumulate=acc, **geom)
 
 
+def convert_transpose(node_name, mod: nn.ConvTranspose2d, in_shapes, out_shape):
+    where = f"graph node '{node_name}' (ConvTranspose2d)"
+    if len(in_shapes[0]) != 4:
+        raise OdlError(f"{where}: input shape {list(in_shapes[0])} is not NxCxHxW (unbatched input is not supported)")
+    if mod.groups != 1:
+        raise OdlError(f"{where}: groups={mod.groups} is not supported (groups=1)")
+    if mod.padding_mode != "zeros":
+        raise OdlError(f"{where}: padding_mode='{mod.padding_mode}' is not supported (zeros only)")
+    kh, kw = _pair(mod.kernel_size)
+    sh, sw = _pair(mod.stride)
+    pt, pl = _pair(mod.padding)
+    dh, dw = _pair(mod.dilation)
+    attrs = dict(kh=kh, kw=kw, sh=sh, sw=sw, pt=pt, pl=pl)
+    if (dh, dw) != (1, 1):
+        attrs.update(dh=dh, dw=dw)
+    return attrs, {"weight": "weight", "bias": "bias" if mod.bias is not None else None}
+
+
+class ConvTranspose2d:
+    """The adjoint of a conv whose input is this layer's output y [Cout, HO, WO] and whose output grid is this
+    layer's input x [Cin, H, W] (output_padding only makes HO/WO larger). With W as a [Cin, K = Cout*KH*KW] matrix:
+    forward  y = col2im(W^T . x)             (mm_tn + col2im: the conv's input gradient)
+    dW       = x . im2col(dy)^T              (im2col + mm_nt)
+    dx       = W . im2col(dy)                (im2col + mm_nn: the conv's forward)
+    chunked by rows of x as Conv2d chunks by output rows, so col stays under TrainConfig.im2col_bytes."""
+    name = "conv_transpose2d"
+
+    @staticmethod
+    def dims(node, L):
+        x = node.inputs[0]
+        n, cin, h, w = L.shape(x)
+        _, cout, ho, wo = node.shape
+        a = node.attrs
+        geom = dict(c=cout, h=ho, w=wo, kh=a["kh"], kw=a["kw"], sh=a["sh"], sw=a["sw"], pt=a["pt"], pl=a["pl"],
+                    ho=h, wo=w)
+        if "dh" in a:
+            geom.update(dh=a["dh"], dw=a["dw"])
+        return x, n, cin, h * w, cout * ho * wo, cout * a["kh"] * a["kw"], geom
+
+    def forward(self, node, L):
+        x, n, cin, hw, ys, k, geom = self.dims(node, L)
+        y = L.output(node)
+        w = L.param(node, "weight")
+        chunks, rows = Conv2d.chunks(node, L, k, geom)
+        col = L.scratch(node.name + "_col", k * rows * geom["wo"])
+        with L.per_sample(n):
+            for i, (r0, r1, g) in enumerate(chunks):
+                p = (r1 - r0) * geom["wo"]
+                L.call("odl_mm_tn", node.report_name, "forward", macs=cin * k * p, a=Ptr(w),
+                       b=Ptr(L.value(x), cin * hw, r0 * geom["wo"]), c=Ptr(col), m=k, n=p, k=cin, accumulate=0,
+                       ldb=hw)
+                L.call("odl_col2im", node.report_name, "transform", col=Ptr(col), dx=Ptr(y, ys),
+                       accumulate=0 if i == 0 else 1, **g)
+        if "bias" in node.params:
+            cout = node.shape[1]
+            L.call("odl_bias_add", node.report_name, "forward", y=Ptr(y), bias=Ptr(L.param(node, "bias")),
+                   n=n, c=cout, hw=ys // cout)
+
+    def backward(self, node, L):
+        x, n, cin, hw, ys, k, geom = self.dims(node, L)
+        dy = L.grad(node.name)
+        dw = L.param_grad(node, "weight")
+        tgt = L.grad_target(x)
+        db = L.param_grad(node, "bias")
+        if db is not None:
+            cout = node.shape[1]
+            L.call("odl_bias_grad", node.report_name, "weight_grad", dy=Ptr(dy), db=Ptr(db), n=n, c=cout,
+                   hw=ys // cout, accumulate=0)
+        if dw is None and tgt is None:
+            return
+        chunks, rows = Conv2d.chunks(node, L, k, geom)
+        col = L.scratch(node.name + "_dcol", k * rows * geom["wo"])
+        with L.per_sample(n):
+            for i, (r0, r1, g) in enumerate(chunks):
+                p = (r1 - r0) * geom["wo"]
+                L.call("odl_im2col", node.report_name, "transform", x=Ptr(dy, ys), col=Ptr(col), **g)
+                if dw is not None:
+                    L.call("odl_mm_nt", node.report_name, "weight_grad", macs=cin * k * p,
+                           a=Ptr(L.value(x), cin * hw, r0 * geom["wo"]), b=Ptr(col), c=Ptr(dw), m=cin, n=k, k=p,
+                           accumulate=CExpr("n > 0") if i == 0 else 1, lda=hw, ldb=p)
+                if tgt is not None:
+                    dx, acc = tgt
+                    L.call("odl_mm_nn", node.report_name, "input_grad", macs=cin * k * p, a=Ptr(L.param(node, "weight")),
+                           b=Ptr(col), c=Ptr(dx, cin * hw, r0 * geom["wo"]), m=cin, n=p, k=k, accumulate=acc,
+                           ldc=hw)
+
+
 register(Conv2d())
 register(DepthwiseConv2d())
+register(ConvTranspose2d())
 
 
 MODULES[nn.Conv2d] = ("conv2d", convert_module)
 MODULES[nn.Conv1d] = ("conv2d", convert_module)
+MODULES[nn.ConvTranspose2d] = ("conv_transpose2d", convert_transpose)

@@ -88,3 +88,29 @@ class NormFamily(nn.Module):
         x = F.relu(self.in1(x)) + self.in2(x)
         x = self.ln2(F.relu(self.ln1(x)))
         return self.fc(torch.flatten(x, 1))
+
+
+class UpsampleFamily(nn.Module):
+    """Upsample nearest (scale factor 2, and to a size that is not a multiple), bilinear with align_corners False
+    (scale 1.5) and True (to a size), linear 1-D, ConvTranspose2d (stride 2, padding 1, output_padding 1, and a
+    dilated one). Input [N, 3, 5, 4]."""
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 5, 3, padding=1)
+        self.up1 = nn.Upsample(scale_factor=2, mode="nearest")                      # 5x4 -> 10x8
+        self.t1 = nn.ConvTranspose2d(5, 4, 3, stride=2, padding=1, output_padding=1)  # -> 20x16
+        self.c2 = nn.Conv2d(4, 3, 3, stride=2)                                        # -> 9x7
+        self.t2 = nn.ConvTranspose2d(3, 6, 2, dilation=2, bias=False)                 # -> 11x9
+        self.fa = nn.Linear(6 * 3 * 5, 3)
+        self.fb = nn.Linear(6 * 9, 3)
+
+    def forward(self, x):
+        x = F.relu(self.c1(x))
+        x = F.relu(self.t1(self.up1(x)))
+        x = F.relu(self.c2(x))
+        x = self.t2(x)                                                       # [N, 6, 11, 9]
+        a = F.interpolate(x, scale_factor=1.5, mode="bilinear")              # 16x13
+        a = F.interpolate(a, size=(3, 5), mode="bilinear", align_corners=True)
+        b = F.interpolate(x, size=(4, 7), mode="nearest")                    # [N, 6, 4, 7]
+        b = F.interpolate(torch.flatten(b, 2), size=9, mode="linear")        # 28 -> 9
+        return self.fa(torch.flatten(a, 1)) + self.fb(torch.flatten(b, 1))
