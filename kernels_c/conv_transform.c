@@ -99,9 +99,11 @@ ODL_INLINE void gather_elems(odl_t *dp, const odl_t *sp, int stride, int n) {
   for (; q < n; q++, s += stride) { ct_e_t x = *s; CT_OPAQUE(x); d[q] = x; }
 }
 
-/* Dilated im2col (DH or DW > 1): a plain per-element gather, same work unit as the fast path (one (col row, oh)
- * pair). Dilated convs take this path only, so the undilated fast paths below are untouched. */
-static void im2col_dilated(const odl_im2col_args_t *p, int dh, int dw) {
+/* Dilated im2col (its own entry point, so the undilated kernel below does not pay for a test): a plain
+ * per-element gather, same work unit as the fast path (one (col row, oh) pair). */
+void odl_im2col_dilated(void *args) {
+  const odl_im2col_args_t *p = (const odl_im2col_args_t *)args;
+  int dh = odl_max_i(p->dh, 1), dw = odl_max_i(p->dw, 1);
   int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, w = p->w, sh = p->sh, sw = p->sw;
   int lo, hi;
   odl_split(p->c * kh * kw * ho, &lo, &hi);
@@ -126,10 +128,6 @@ static void im2col_dilated(const odl_im2col_args_t *p, int dh, int dw) {
 
 void odl_im2col(void *args) {
   const odl_im2col_args_t *p = (const odl_im2col_args_t *)args;
-  if (p->dh > 1 || p->dw > 1) {
-    im2col_dilated(p, odl_max_i(p->dh, 1), odl_max_i(p->dw, 1));
-    return;
-  }
   int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, w = p->w, sh = p->sh, sw = p->sw;
   int pt = p->pt, pl = p->pl;
   int lo, hi;
@@ -299,8 +297,11 @@ static void col2im_flat(const odl_col2im_args_t *p) {
   }
 }
 
-/* Dilated col2im: the gather of the generic path with taps DH / DW apart; cores own disjoint rows of dx. */
-static void col2im_dilated(const odl_col2im_args_t *p, int dh, int dw) {
+/* Dilated col2im (its own entry point): the gather of the generic path with taps DH / DW apart; cores own
+ * disjoint rows of dx. */
+void odl_col2im_dilated(void *args) {
+  const odl_col2im_args_t *p = (const odl_col2im_args_t *)args;
+  int dh = odl_max_i(p->dh, 1), dw = odl_max_i(p->dw, 1);
   int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, w = p->w, sh = p->sh, sw = p->sw;
   int lo, hi;
   odl_split(p->c * h, &lo, &hi);
@@ -326,10 +327,6 @@ static void col2im_dilated(const odl_col2im_args_t *p, int dh, int dw) {
 
 void odl_col2im(void *args) {
   const odl_col2im_args_t *p = (const odl_col2im_args_t *)args;
-  if (p->dh > 1 || p->dw > 1) {
-    col2im_dilated(p, odl_max_i(p->dh, 1), odl_max_i(p->dw, 1));
-    return;
-  }
   int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, w = p->w, sh = p->sh, sw = p->sw;
   int pt = p->pt, pl = p->pl, P = ho * wo;
   int lo, hi;

@@ -57,6 +57,8 @@ ODL_INLINE int is_global(int h, int w, int kh, int kw, int ho, int wo, int pt, i
   return kh == h && kw == w && ho == 1 && wo == 1 && pt == 0 && pl == 0;
 }
 
+static void avgpool_fwd_windows(const odl_avgpool_fwd_args_t *p);
+
 void odl_avgpool_fwd(void *args) {
   const odl_avgpool_fwd_args_t *p = (const odl_avgpool_fwd_args_t *)args;
   int h = p->h, w = p->w, ho = p->ho, wo = p->wo, kh = p->kh, kw = p->kw, lo, hi;
@@ -75,6 +77,12 @@ void odl_avgpool_fwd(void *args) {
     }
     return;
   }
+  avgpool_fwd_windows(p);
+}
+
+/* windows smaller than the plane: the work unit is one output row (plane, oh) */
+static __attribute__((noinline)) void avgpool_fwd_windows(const odl_avgpool_fwd_args_t *p) {
+  int h = p->h, w = p->w, ho = p->ho, wo = p->wo, kh = p->kh, kw = p->kw, lo, hi;
   float inv_k = 1.0f / (float)(kh * kw);
   odl_split(p->n * p->c * ho, &lo, &hi);
   for (int u = lo; u < hi; u++) {

@@ -24,14 +24,17 @@ void odl_mm_tn(void *args);
  * x[c, oh*SH - PT + i, ow*SW - PL + j] or 0 outside the image (zero padding; bottom/right padding is
  * whatever HO, WO imply, so asymmetric padding works). */
 typedef struct { const odl_t *x; odl_t *col; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo;
-                 int dh, dw; /* dilation (0 or 1 = none): tap (i, j) reads x[c, oh*SH - PT + i*DH, ow*SW - PL + j*DW] */
+                 int dh, dw; /* odl_im2col_dilated only: tap (i, j) reads x[c, oh*SH - PT + i*DH, ow*SW - PL + j*DW]
+                              * (odl_im2col ignores them: no dilation) */
 } odl_im2col_args_t;
 void odl_im2col(void *args);
+void odl_im2col_dilated(void *args);
 /* col2im: the adjoint of im2col. dx[C,H,W] (+)= sum of the col entries that im2col took from each pixel.
  * col is scratch: the FP16 stride-1 same-width path zeroes col's padding entries (those im2col zero-fills) in place. */
 typedef struct { const odl_t *col; odl_t *dx; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; int accumulate;
-                 int dh, dw; /* dilation as in im2col */ } odl_col2im_args_t;
+                 int dh, dw; /* dilation as in im2col (odl_col2im_dilated only) */ } odl_col2im_args_t;
 void odl_col2im(void *args);
+void odl_col2im_dilated(void *args);
 /* transpose: dst[j*ldo + i] = src[i*ldi + j], src is [rows, cols] (row stride ldi, 0 = cols), dst [cols, rows]
  * (row stride ldo, 0 = rows) */
 typedef struct { const odl_t *src; odl_t *dst; int rows, cols, ldi, ldo; } odl_transpose_args_t;

@@ -55,6 +55,15 @@ def convert_module(node_name, mod, in_shapes, out_shape):
             {"weight": "weight", "bias": "bias" if mod.bias is not None else None})
 
 
+def _im2col(geom) -> str:
+    """The im2col kernel for a geometry: dilated convs have their own entry point (the fast paths stay as they are)."""
+    return "odl_im2col_dilated" if "dh" in geom else "odl_im2col"
+
+
+def _col2im(geom) -> str:
+    return "odl_col2im_dilated" if "dh" in geom else "odl_col2im"
+
+
 def _shape4(shape):
     """[N, C, L] (1-D) as [N, C, 1, L]."""
     return tuple(shape) if len(shape) == 4 else (shape[0], shape[1], 1, shape[2])
@@ -128,7 +137,7 @@ class Conv2d:
                     xg = Ptr(L.value(x), xs, gi * cg)
                     for r0, r1, gm in chunks:
                         if not pw:
-                            L.call("odl_im2col", node.report_name, "transform", x=xg, col=Ptr(col), **gm)
+                            L.call(_im2col(gm), node.report_name, "transform", x=xg, col=Ptr(col), **gm)
                         L.call(f"odl_mm_{form}", node.report_name, "forward", macs=og * k * (r1 - r0) * wo,
                                a=a, b=xg if pw else Ptr(col), c=Ptr(y, cout * hw, gi * og * hw + r0 * wo), m=og,
                                n=(r1 - r0) * wo, k=k, accumulate=0, ldc=hw)
@@ -160,7 +169,7 @@ class Conv2d:
                         dwg = Ptr(dw, 0, gi * og * k)
                         for i, (r0, r1, gm) in enumerate(chunks):
                             if not pw:
-                                L.call("odl_im2col", node.report_name, "transform", x=xg, col=Ptr(col), **gm)
+                                L.call(_im2col(gm), node.report_name, "transform", x=xg, col=Ptr(col), **gm)
                             p = (r1 - r0) * wo
                             acc = CExpr("n > 0") if i == 0 else 1
                             src = xg if pw else Ptr(col)
@@ -200,7 +209,7 @@ class Conv2d:
                                c=dxg if pw else Ptr(dcol), m=k, n=(r1 - r0) * wo, k=og,
                                accumulate=acc if pw else 0, ldb=hw)
                         if not pw:
-                            L.call("odl_col2im", node.report_name, "transform", col=Ptr(dcol), dx=dxg,
+                            L.call(_col2im(gm), node.report_name, "transform", col=Ptr(dcol), dx=dxg,
                                    accumulate=acc if i == 0 else 1, **gm)
 
 
@@ -299,7 +308,7 @@ class ConvTranspose2d:
                 L.call("odl_mm_tn", node.report_name, "forward", macs=cin * k * p, a=Ptr(w),
                        b=Ptr(L.value(x), cin * hw, r0 * geom["wo"]), c=Ptr(col), m=k, n=p, k=cin, accumulate=0,
                        ldb=hw)
-                L.call("odl_col2im", node.report_name, "transform", col=Ptr(col), dx=Ptr(y, ys),
+                L.call(_col2im(g), node.report_name, "transform", col=Ptr(col), dx=Ptr(y, ys),
                        accumulate=0 if i == 0 else 1, **g)
         if "bias" in node.params:
             cout = node.shape[1]
@@ -323,7 +332,7 @@ class ConvTranspose2d:
         with L.per_sample(n):
             for i, (r0, r1, g) in enumerate(chunks):
                 p = (r1 - r0) * geom["wo"]
-                L.call("odl_im2col", node.report_name, "transform", x=Ptr(dy, ys), col=Ptr(col), **g)
+                L.call(_im2col(g), node.report_name, "transform", x=Ptr(dy, ys), col=Ptr(col), **g)
                 if dw is not None:
                     L.call("odl_mm_nt", node.report_name, "weight_grad", macs=cin * k * p,
                            a=Ptr(L.value(x), cin * hw, r0 * geom["wo"]), b=Ptr(col), c=Ptr(dw), m=cin, n=k, k=p,
