@@ -4,9 +4,9 @@
  *   nearest:  src = min(floor(dst * r), in - 1)
  *   linear:   src = align_corners ? dst * r : max(r * (dst + 0.5) - 0.5, 0); i0 = (int)src,
  *             i1 = i0 + (i0 < in - 1), weights 1 - (src - i0) and src - i0 (FP32).
- * Forward: the work unit is one output row (plane, oh). Backward is the adjoint scatter: cores own whole planes
- * of dx (outputs of one plane hit overlapping inputs), and each dx element is accumulated in the precision's type
- * after being zeroed (accumulate = 0). */
+ * Forward: the work unit is one output row (plane, oh). Backward is the adjoint written as a gather: the unit is
+ * one row (plane, ih) of dx, each element sums in FP32 the dy entries that read it (a contiguous range of oh and
+ * of ow, since source indices never decrease) and is rounded once; cores own disjoint rows of dx. */
 #include "odl_kernels.h"
 #include "odl_simd.h"
 
@@ -50,33 +50,47 @@ void odl_upsample_fwd(void *args) {
   }
 }
 
+/* weight of input index i in output index d: (i0 == i ? 1 - l1 : 0) + (i1 == i ? l1 : 0) */
+ODL_INLINE float up_weight(int i, int i0, int i1, float l1) {
+  return (i0 == i ? 1.0f - l1 : 0.0f) + (i1 == i ? l1 : 0.0f);
+}
+
 void odl_upsample_bwd(void *args) {
   const odl_upsample_bwd_args_t *p = (const odl_upsample_bwd_args_t *)args;
-  int h = p->h, w = p->w, ho = p->ho, wo = p->wo, lo, hi;
-  odl_split(p->n * p->c, &lo, &hi);
-  for (int plane = lo; plane < hi; plane++) {
-    odl_t *dx = p->dx + (size_t)plane * h * w;
+  int h = p->h, w = p->w, ho = p->ho, wo = p->wo, mode = p->mode, al = p->align_corners, lo, hi;
+  odl_split(p->n * p->c * h, &lo, &hi);
+  for (int u = lo; u < hi; u++) {
+    int plane = u / h, ih = u - plane * h;
     const odl_t *dy = p->dy + (size_t)plane * ho * wo;
-    if (!p->accumulate)
-      for (int i = 0; i < h * w; i++) dx[i] = 0;
-    for (int oh = 0; oh < ho; oh++) {
-      int h0, h1, w0, w1;
-      float a1, b1;
-      up_coord(oh, h, p->rh, p->mode, p->align_corners, &h0, &h1, &a1);
-      odl_t *r0 = dx + (size_t)h0 * w, *r1 = dx + (size_t)h1 * w;
-      for (int ow = 0; ow < wo; ow++) {
-        float g = (float)dy[oh * wo + ow];
-        up_coord(ow, w, p->rw, p->mode, p->align_corners, &w0, &w1, &b1);
-        if (p->mode == 0) {
-          r0[w0] = (odl_t)((float)r0[w0] + g);
-        } else {
-          float a0 = 1.0f - a1, b0 = 1.0f - b1;
-          r0[w0] = (odl_t)((float)r0[w0] + a0 * b0 * g);
-          r0[w1] = (odl_t)((float)r0[w1] + a0 * b1 * g);
-          r1[w0] = (odl_t)((float)r1[w0] + a1 * b0 * g);
-          r1[w1] = (odl_t)((float)r1[w1] + a1 * b1 * g);
-        }
+    odl_t *dx = p->dx + (size_t)u * w;
+    int h0, h1, w0, w1, oh0 = 0, ow0 = 0;
+    float a1, b1;
+    /* source indices are non-decreasing in the output index: the outputs reading ih start at the first oh
+     * whose upper source index reaches ih and end before the first whose lower one passes it */
+    for (; oh0 < ho; oh0++) {
+      up_coord(oh0, h, p->rh, mode, al, &h0, &h1, &a1);
+      if (h1 >= ih) break;
+    }
+    for (int iw = 0; iw < w; iw++) {
+      for (; ow0 < wo; ow0++) {
+        up_coord(ow0, w, p->rw, mode, al, &w0, &w1, &b1);
+        if (w1 >= iw) break;
       }
+      float s = p->accumulate ? (float)dx[iw] : 0.0f;
+      for (int oh = oh0; oh < ho; oh++) {
+        up_coord(oh, h, p->rh, mode, al, &h0, &h1, &a1);
+        if (h0 > ih) break;
+        float wr = up_weight(ih, h0, h1, a1);
+        if (wr == 0.0f) continue;
+        float t = 0.0f;
+        for (int ow = ow0; ow < wo; ow++) {
+          up_coord(ow, w, p->rw, mode, al, &w0, &w1, &b1);
+          if (w0 > iw) break;
+          t += up_weight(iw, w0, w1, b1) * (float)dy[oh * wo + ow];
+        }
+        s += wr * t;
+      }
+      dx[iw] = (odl_t)s;
     }
   }
 }
