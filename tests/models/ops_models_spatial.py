@@ -53,7 +53,7 @@ class PoolFamily(nn.Module):
         self.ad1 = nn.AdaptiveAvgPool1d(3)
         self.c2 = nn.Conv2d(3, 5, 3, padding=1)
         self.mp2 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
-        self.ap2 = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=True)
+        self.ap2 = nn.AvgPool2d(2, stride=2, ceil_mode=True, count_include_pad=True)  # last window passes the edge
         self.ap3 = nn.AvgPool2d(2, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
         self.ad2 = nn.AdaptiveAvgPool2d((3, 2))
         self.fa = nn.Linear(5 * 3, 3)
@@ -64,7 +64,7 @@ class PoolFamily(nn.Module):
         a = self.ad1(self.ap1(self.mp1(a)))             # 49 -> 25 -> 13 -> 3
         b = F.relu(self.c2(x))                          # [N, 5, 7, 7]
         b1 = self.ad2(self.mp2(b))                      # 7 -> 4 -> 3x2
-        b2 = self.ad2(self.ap3(self.ap2(b)))            # 7 -> 4 -> 3 -> 3x2
+        b2 = self.ad2(self.ap3(self.ap2(b)))            # 7 -> 4 -> 3 -> 3x2 (3x3 -> 3x2: overlapping columns)
         return self.fa(torch.flatten(a, 1)) + self.fb(torch.flatten(b1 + b2, 1))
 
 
