@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from conftest import MODELS, needs_qemu
 from odl.errors import OdlError
 from odl.frontend import trace
+from odl.lower import TrainConfig
 from odl.validate import validate
 
 SPATIAL = MODELS / "ops_models_spatial.py"
@@ -67,3 +68,17 @@ def test_spatial_refusals(layer, shape, match):
 def test_interpolate_refusal():
     with pytest.raises(OdlError, match=r"'interpolate' \(interpolate\): mode='bicubic'"):
         trace(_Interp(), (1, 2, 3, 3))
+
+
+@needs_qemu
+@pytest.mark.slow
+@pytest.mark.parametrize("variants", ["conv2d.forward=tn,conv2d.weight_grad=outer",
+                                      "conv2d.forward=nn,conv2d.weight_grad=dot"])
+def test_grouped_dilated_variants_chunked(monkeypatch, variants):
+    """Grouped / dilated convs and ConvTranspose2d with every conv variant forced, and with an im2col scratch
+    so small that every layer runs in one-row chunks."""
+    monkeypatch.setenv("ODL_VARIANTS", variants)
+    for model in ("ConvFamily1d", "ConvFamily2d", "UpsampleFamily"):
+        rep = validate(f"{SPATIAL}:{model}", precision="fp16", cores=3, input_shape=CASES[model], seed=4,
+                       cfg=TrainConfig(im2col_bytes=200), log=lambda s: None)
+        assert rep["passed"], [(t["name"], t["rel_l2"]) for t in rep["tensors"] if not t["passed"]]
