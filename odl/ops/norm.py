@@ -7,10 +7,11 @@ from __future__ import annotations
 import math
 
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..errors import OdlError
 from ..lower import Ptr
-from . import MODULES, register
+from . import FUNCTIONS, MODULES, register
 
 
 def _affine(mod, has_weight):
@@ -95,3 +96,42 @@ MODULES[nn.LayerNorm] = ("norm", convert_layernorm)
 MODULES[nn.GroupNorm] = ("norm", convert_groupnorm)
 MODULES[nn.InstanceNorm1d] = ("norm", convert_instancenorm)
 MODULES[nn.InstanceNorm2d] = ("norm", convert_instancenorm)
+
+
+# functional forms without affine tensors: F.layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5),
+# F.group_norm(x, num_groups, weight=None, bias=None, eps=1e-5); affine tensors there would be graph values odl
+# does not train, so they are refused
+def _bind(fx, names, defaults):
+    v = dict(defaults)
+    v.update(zip(names, fx.args[1:]))
+    v.update(fx.kwargs)
+    return v
+
+
+class _Settings:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def convert_f_layernorm(node_name, fx, in_shapes, out_shape):
+    v = _bind(fx, ["normalized_shape", "weight", "bias", "eps"], dict(weight=None, bias=None, eps=1e-5))
+    if v["weight"] is not None or v["bias"] is not None:
+        raise OdlError(f"graph node '{node_name}' (layer_norm): weight/bias tensors are not supported "
+                       f"(use nn.LayerNorm for a trained affine)")
+    ns = v["normalized_shape"]
+    ns = tuple(ns) if isinstance(ns, (tuple, list)) else (ns,)
+    return convert_layernorm(node_name, _Settings(normalized_shape=ns, eps=v["eps"], elementwise_affine=False),
+                             in_shapes, out_shape)
+
+
+def convert_f_groupnorm(node_name, fx, in_shapes, out_shape):
+    v = _bind(fx, ["num_groups", "weight", "bias", "eps"], dict(weight=None, bias=None, eps=1e-5))
+    if v["weight"] is not None or v["bias"] is not None:
+        raise OdlError(f"graph node '{node_name}' (group_norm): weight/bias tensors are not supported "
+                       f"(use nn.GroupNorm for a trained affine)")
+    return convert_groupnorm(node_name, _Settings(num_groups=v["num_groups"], eps=v["eps"], affine=False),
+                             in_shapes, out_shape)
+
+
+FUNCTIONS[F.layer_norm] = ("norm", convert_f_layernorm)
+FUNCTIONS[F.group_norm] = ("norm", convert_f_groupnorm)

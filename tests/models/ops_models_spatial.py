@@ -70,7 +70,7 @@ class PoolFamily(nn.Module):
 
 class NormFamily(nn.Module):
     """GroupNorm (3 groups of 2 channels, affine), InstanceNorm2d with and without affine, LayerNorm over the last
-    dim and over [C, H, W]. Input [N, 3, 5, 7]."""
+    dim and over [C, H, W]; F.group_norm / F.layer_norm without affine. Input [N, 3, 5, 7]."""
     def __init__(self):
         super().__init__()
         self.c1 = nn.Conv2d(3, 6, 3, padding=1)
@@ -87,6 +87,7 @@ class NormFamily(nn.Module):
         x = self.c2(x)                                   # [N, 5, 3, 4]
         x = F.relu(self.in1(x)) + self.in2(x)
         x = self.ln2(F.relu(self.ln1(x)))
+        x = F.group_norm(x, 5) + F.layer_norm(x, (3, 4))                 # functional forms, no affine
         return self.fc(torch.flatten(x, 1))
 
 
