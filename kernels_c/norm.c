@@ -4,66 +4,137 @@
  *   GroupNorm(G groups) on [N,C,HW]: R = N*G, M = C/G*HW, S = HW  (gamma[channel])
  *   InstanceNorm on [N,C,HW]:        R = N*C, M = HW, G = C, S = HW  (gamma[channel])
  * The affine index of element m of row r is ((r % G)*M + m) / S. Statistics and the backward's sums are FP32
- * in both precisions (as the batch-norm kernels do); the variance is two-pass (mean first, then squares).
- * Work split: forward and input gradient by rows (a core owns whole rows, so dx may overwrite dy); the affine
- * gradients by affine index (a core owns whole dgamma/dbeta entries, summing over the N samples), as its own
- * kernel called before the input gradient. */
+ * in both precisions (as the batch-norm kernels do).
+ * Work split: every row is cut into `chunks` equal element ranges and the work unit is one (row, chunk) pair, so
+ * the cores stay busy when there are fewer rows than cores (LayerNorm over [C, H, W] at batch 1: one row). A
+ * statistics kernel writes per-unit partials (forward: the chunk's mean and sum of squared deviations from it,
+ * combined exactly per row as in Chan et al.'s parallel variance; backward: the chunk's sums of g*dy and
+ * g*dy*xhat) and the apply kernel combines the row's partials and writes its unit's elements: no barrier, and dx
+ * may overwrite dy (a unit reads only its own dy range once the sums are known). The affine gradients are split
+ * by affine index (a core owns whole dgamma/dbeta entries, summing over the N samples), a kernel called before
+ * the input gradient. */
 #include "odl_kernels.h"
 #include "odl_simd.h"
 
-void odl_norm_fwd(void *args) {
+/* elements [*a, *b) of chunk ch of a row of m elements cut into chunks */
+ODL_INLINE void chunk_range(int ch, int chunks, int m, int *a, int *b) {
+  *a = (int)((long)ch * m / chunks);
+  *b = (int)((long)(ch + 1) * m / chunks);
+}
+
+/* runs the body (the last arguments) on each S-block [M0, M1) of the elements [a, b) of row r, K being the
+ * block's affine index */
+#define NORM_BLOCKS(r, a, b, M, G, S, K, M0, M1, ...)                                                          \
+  for (int M0 = (a); M0 < (b);) {                                                                              \
+    int K = ((r) % (G)) * ((M) / (S)) + M0 / (S);                                                              \
+    int M1 = odl_min_i((b), (M0 / (S) + 1) * (S));                                                             \
+    __VA_ARGS__                                                                                                \
+    M0 = M1;                                                                                                   \
+  }
+
+void odl_norm_stats(void *args) {
   const odl_norm_fwd_args_t *p = (const odl_norm_fwd_args_t *)args;
-  int M = p->m, G = p->g, S = p->s, lo, hi;
-  odl_split(p->rows, &lo, &hi);
-  for (int r = lo; r < hi; r++) {
+  int M = p->m, ch = p->chunks, lo, hi;
+  odl_split(p->rows * ch, &lo, &hi);
+  for (int u = lo; u < hi; u++) {
+    int r = u / ch, a, b;
+    chunk_range(u - r * ch, ch, M, &a, &b);
     const odl_t *x = p->x + (size_t)r * M;
-    odl_t *y = p->y + (size_t)r * M;
-    float s = 0.0f;
-    for (int m = 0; m < M; m++) s += (float)x[m];
-    float mean = s / (float)M, q = 0.0f;
-    for (int m = 0; m < M; m++) {
+    float s = 0.0f, q = 0.0f;
+    for (int m = a; m < b; m++) s += (float)x[m];
+    float mean = b > a ? s / (float)(b - a) : 0.0f;
+    for (int m = a; m < b; m++) {
       float t = (float)x[m] - mean;
       q += t * t;
     }
-    float rstd = 1.0f / odl_sqrtf(q / (float)M + p->eps);
-    p->mean[r] = mean;
-    p->rstd[r] = rstd;
-    int k = (r % G) * (M / S);   /* affine index of the row's first element */
-    for (int m0 = 0; m0 < M; m0 += S, k++) {
-      float a = rstd * (p->gamma ? (float)p->gamma[k] : 1.0f), b = p->beta ? (float)p->beta[k] : 0.0f;
-      for (int m = m0; m < m0 + S; m++) y[m] = (odl_t)(((float)x[m] - mean) * a + b);
-    }
+    p->part[2 * u] = mean;
+    p->part[2 * u + 1] = q;
   }
 }
 
-/* dx (+)= rstd * (g*dy - mean(g*dy) - xhat * mean(g*dy*xhat)), g = gamma of the element (1 without affine) */
-void odl_norm_bwd(void *args) {
+void odl_norm_fwd(void *args) {
+  const odl_norm_fwd_args_t *p = (const odl_norm_fwd_args_t *)args;
+  int M = p->m, G = p->g, S = p->s, ch = p->chunks, lo, hi;
+  odl_split(p->rows * ch, &lo, &hi);
+  for (int u = lo; u < hi; u++) {
+    int r = u / ch, c = u - r * ch, a, b;
+    /* the row's statistics from its chunks' partials */
+    const float *pt = p->part + (size_t)2 * r * ch;
+    float mean = 0.0f, q = 0.0f;
+    for (int i = 0; i < ch; i++) {
+      chunk_range(i, ch, M, &a, &b);
+      mean += pt[2 * i] * (float)(b - a);
+    }
+    mean /= (float)M;
+    for (int i = 0; i < ch; i++) {
+      chunk_range(i, ch, M, &a, &b);
+      float d = pt[2 * i] - mean;
+      q += pt[2 * i + 1] + d * d * (float)(b - a);
+    }
+    float rstd = 1.0f / odl_sqrtf(q / (float)M + p->eps);
+    if (c == 0) {
+      p->mean[r] = mean;
+      p->rstd[r] = rstd;
+    }
+    chunk_range(c, ch, M, &a, &b);
+    const odl_t *x = p->x + (size_t)r * M;
+    odl_t *y = p->y + (size_t)r * M;
+    NORM_BLOCKS(r, a, b, M, G, S, k, m0, m1, {
+      float ga = rstd * (p->gamma ? (float)p->gamma[k] : 1.0f), be = p->beta ? (float)p->beta[k] : 0.0f;
+      for (int m = m0; m < m1; m++) y[m] = (odl_t)(((float)x[m] - mean) * ga + be);
+    })
+  }
+}
+
+/* per (row, chunk): part = (sum g*dy, sum g*dy*xhat), g = gamma of the element (1 without affine) */
+void odl_norm_bwd_stats(void *args) {
   const odl_norm_bwd_args_t *p = (const odl_norm_bwd_args_t *)args;
-  int M = p->m, G = p->g, S = p->s, lo, hi;
-  odl_split(p->rows, &lo, &hi);
-  for (int r = lo; r < hi; r++) {
+  int M = p->m, G = p->g, S = p->s, ch = p->chunks, lo, hi;
+  odl_split(p->rows * ch, &lo, &hi);
+  for (int u = lo; u < hi; u++) {
+    int r = u / ch, a, b;
+    chunk_range(u - r * ch, ch, M, &a, &b);
     const odl_t *x = p->x + (size_t)r * M, *dy = p->dy + (size_t)r * M;
-    odl_t *dx = p->dx + (size_t)r * M;
     float mean = p->mean[r], rstd = p->rstd[r], sa = 0.0f, sb = 0.0f;
-    int k0 = (r % G) * (M / S), k = k0;
-    for (int m0 = 0; m0 < M; m0 += S, k++) {
+    NORM_BLOCKS(r, a, b, M, G, S, k, m0, m1, {
       float g = p->gamma ? (float)p->gamma[k] : 1.0f;
-      for (int m = m0; m < m0 + S; m++) {
+      for (int m = m0; m < m1; m++) {
         float gd = g * (float)dy[m];
         sa += gd;
         sb += gd * ((float)x[m] - mean) * rstd;
       }
+    })
+    p->part[2 * u] = sa;
+    p->part[2 * u + 1] = sb;
+  }
+}
+
+/* dx (+)= rstd * (g*dy - mean(g*dy) - xhat * mean(g*dy*xhat)) */
+void odl_norm_bwd(void *args) {
+  const odl_norm_bwd_args_t *p = (const odl_norm_bwd_args_t *)args;
+  int M = p->m, G = p->g, S = p->s, ch = p->chunks, lo, hi;
+  odl_split(p->rows * ch, &lo, &hi);
+  for (int u = lo; u < hi; u++) {
+    int r = u / ch, a, b;
+    const float *pt = p->part + (size_t)2 * r * ch;
+    float sa = 0.0f, sb = 0.0f;
+    for (int i = 0; i < ch; i++) {
+      sa += pt[2 * i];
+      sb += pt[2 * i + 1];
     }
     sa /= (float)M;
     sb /= (float)M;
-    k = k0;
-    for (int m0 = 0; m0 < M; m0 += S, k++) {
+    chunk_range(u - r * ch, ch, M, &a, &b);
+    const odl_t *x = p->x + (size_t)r * M, *dy = p->dy + (size_t)r * M;
+    odl_t *dx = p->dx + (size_t)r * M;
+    float mean = p->mean[r], rstd = p->rstd[r];
+    NORM_BLOCKS(r, a, b, M, G, S, k, m0, m1, {
       float g = p->gamma ? (float)p->gamma[k] : 1.0f;
-      for (int m = m0; m < m0 + S; m++) {
+      for (int m = m0; m < m1; m++) {
         float v = rstd * (g * (float)dy[m] - sa - ((float)x[m] - mean) * rstd * sb);
         dx[m] = (odl_t)(p->accumulate ? (float)dx[m] + v : v);
       }
-    }
+    })
   }
 }
 

@@ -103,7 +103,9 @@ _k(name="odl_adaptive_avgpool_fwd", args_type="odl_adaptive_avgpool_fwd_args_t",
    direction="forward", source="pool_adaptive.c")
 _k(name="odl_adaptive_avgpool_bwd", args_type="odl_adaptive_avgpool_bwd_args_t", op="adaptive_avgpool",
    direction="input_grad", source="pool_adaptive.c")
+_k(name="odl_norm_stats", args_type="odl_norm_fwd_args_t", op="norm", direction="forward", source="norm.c")
 _k(name="odl_norm_fwd", args_type="odl_norm_fwd_args_t", op="norm", direction="forward", source="norm.c")
+_k(name="odl_norm_bwd_stats", args_type="odl_norm_bwd_args_t", op="norm", direction="input_grad", source="norm.c")
 _k(name="odl_norm_bwd", args_type="odl_norm_bwd_args_t", op="norm", direction="input_grad", source="norm.c")
 _k(name="odl_norm_wgrad", args_type="odl_norm_bwd_args_t", op="norm", direction="weight_grad", source="norm.c")
 _k(name="odl_im2col_dilated", args_type="odl_im2col_args_t", op="im2col", direction="transform",

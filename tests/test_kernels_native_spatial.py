@@ -28,13 +28,14 @@ class AdaptiveBwdArgs(ctypes.Structure):
 
 
 class NormFwdArgs(ctypes.Structure):
-    _fields_ = [("x", _P), ("y", _P), ("gamma", _P), ("beta", _P), ("mean", _P), ("rstd", _P)] + \
-        [(f, _I) for f in ("rows", "m", "g", "s")] + [("eps", _F)]
+    _fields_ = [("x", _P), ("y", _P), ("gamma", _P), ("beta", _P), ("mean", _P), ("rstd", _P), ("part", _P)] + \
+        [(f, _I) for f in ("rows", "m", "g", "s", "chunks")] + [("eps", _F)]
 
 
 class NormBwdArgs(ctypes.Structure):
     _fields_ = [("x", _P), ("dy", _P), ("dx", _P), ("gamma", _P), ("mean", _P), ("rstd", _P), ("dgamma", _P),
-                ("dbeta", _P)] + [(f, _I) for f in ("rows", "m", "g", "s", "accumulate", "accumulate_w")]
+                ("dbeta", _P), ("part", _P)] + [(f, _I) for f in ("rows", "m", "g", "s", "chunks", "accumulate",
+                                                                  "accumulate_w")]
 
 
 class UpsampleFwdArgs(ctypes.Structure):
@@ -187,12 +188,32 @@ def _norm_cases(rng):
                    (n * c, h * w, c, h * w), (c,))
 
 
+def _norm_fwd(lib, x, gamma, beta, rows, m, g, s, chunks, cores):
+    y = np.empty_like(x)
+    mean, rstd = np.empty(rows, np.float32), np.empty(rows, np.float32)
+    part = np.full(2 * rows * chunks, np.nan, np.float32)
+    args = NormFwdArgs(ptr(x), ptr(y), ptr(gamma), ptr(beta), ptr(mean), ptr(rstd), ptr(part), rows, m, g, s,
+                       chunks, 1e-5)
+    lib.run("norm_stats", args, cores)
+    lib.run("norm_fwd", args, cores)
+    return y, mean, rstd
+
+
+def _norm_bwd(lib, x, dy, dx, gamma, mean, rstd, rows, m, g, s, chunks, acc, cores):
+    part = np.full(2 * rows * chunks, np.nan, np.float32)
+    args = NormBwdArgs(ptr(x), ptr(dy), ptr(dx), ptr(gamma), ptr(mean), ptr(rstd), None, None, ptr(part),
+                       rows, m, g, s, chunks, acc, 0)
+    lib.run("norm_bwd_stats", args, cores)
+    lib.run("norm_bwd", args, cores)
+
+
 @pytest.mark.parametrize("cores", CORES)
 def test_norms(lib, cores):
     rng = np.random.default_rng(400 + cores)
     tdt = torch.float32 if lib.precision == "fp32" else torch.float16
     for what, shape, fn, (rows, m, g, s), ashape in _norm_cases(rng):
         for affine in (True, False):
+            chunks = int(rng.integers(1, min(m, 7) + 1))   # rows cut into element ranges (few-row layers)
             x = rnd(lib, rng, *shape, scale=2.0, offset=1.0)
             gamma = rnd(lib, rng, *ashape, offset=1.0) if affine else None
             beta = rnd(lib, rng, *ashape) if affine else None
@@ -210,33 +231,26 @@ def test_norms(lib, cores):
                                   bt.grad if bt is not None else None)]
             ref, own = run_torch(torch.float64), run_torch(tdt)
             tol = [None if r is None else max(TOL[lib.precision], 4 * rel_l2(o, r)) for o, r in zip(own, ref)]
-            y = np.empty_like(x)
-            mean, rstd = np.empty(rows, np.float32), np.empty(rows, np.float32)
-            lib.run("norm_fwd", NormFwdArgs(ptr(x), ptr(y), ptr(gamma), ptr(beta), ptr(mean), ptr(rstd),
-                                            rows, m, g, s, 1e-5), cores)
-            tag = f"{what} {shape} affine={affine}"
+            y, mean, rstd = _norm_fwd(lib, x, gamma, beta, rows, m, g, s, chunks, cores)
+            tag = f"{what} {shape} affine={affine} chunks={chunks}"
             check(lib, y, ref[0], f"norm_fwd {tag}", tol[0])
-            dg = np.empty_like(gamma) if affine else None
-            db = np.empty_like(beta) if affine else None
             if affine:
+                dg, db = np.empty_like(gamma), np.empty_like(beta)
                 lib.run("norm_wgrad", NormBwdArgs(ptr(x), ptr(dy), None, ptr(gamma), ptr(mean), ptr(rstd), ptr(dg),
-                                                  ptr(db), rows, m, g, s, 0, 0), cores)
+                                                  ptr(db), None, rows, m, g, s, chunks, 0, 0), cores)
                 check(lib, dg, ref[2], f"norm_dgamma {tag}", tol[2])
                 check(lib, db, ref[3], f"norm_dbeta {tag}", tol[3])
-                dg2, db2 = dg.copy(), db.copy()
-                lib.run("norm_wgrad", NormBwdArgs(ptr(x), ptr(dy), None, ptr(gamma), ptr(mean), ptr(rstd),
-                                                  ptr(dg2), ptr(db2), rows, m, g, s, 0, 1), cores)
-                check(lib, dg2, 2 * ref[2], f"norm_dgamma acc {tag}", tol[2])
+                lib.run("norm_wgrad", NormBwdArgs(ptr(x), ptr(dy), None, ptr(gamma), ptr(mean), ptr(rstd), ptr(dg),
+                                                  None, None, rows, m, g, s, chunks, 0, 1), cores)
+                check(lib, dg, 2 * ref[2], f"norm_dgamma acc {tag}", tol[2])
             for acc in (0, 1):
                 dx0 = rnd(lib, rng, *shape)
                 dx = dx0.copy()
-                lib.run("norm_bwd", NormBwdArgs(ptr(x), ptr(dy), ptr(dx), ptr(gamma), ptr(mean), ptr(rstd), None,
-                                                None, rows, m, g, s, acc, 0), cores)
+                _norm_bwd(lib, x, dy, dx, gamma, mean, rstd, rows, m, g, s, chunks, acc, cores)
                 check(lib, dx, ref[1] + acc * dx0.astype(np.float64), f"norm_bwd acc={acc} {tag}", tol[1])
             # dx over dy (the lowering shares the buffer when it can)
             dyc = dy.copy()
-            lib.run("norm_bwd", NormBwdArgs(ptr(x), ptr(dyc), ptr(dyc), ptr(gamma), ptr(mean), ptr(rstd), None,
-                                            None, rows, m, g, s, 0, 0), cores)
+            _norm_bwd(lib, x, dyc, dyc, gamma, mean, rstd, rows, m, g, s, chunks, 0, cores)
             check(lib, dyc, ref[1], f"norm_bwd inplace {tag}", tol[1])
 
 

@@ -165,14 +165,19 @@ void odl_adaptive_avgpool_bwd(void *args);
 /* ---- LayerNorm / GroupNorm / InstanceNorm (kernels_c/norm.c): x is rows [R, M], statistics per row (biased
  * variance, FP32; mean[R], rstd[R] = 1/sqrt(var + eps) written for the backward); the affine index of element m
  * of row r is ((r % G)*M + m) / S (LayerNorm: G = S = 1; GroupNorm: R = N*G, S = HW; InstanceNorm: G = C,
- * S = HW). y = (x - mean)*rstd*gamma[k] + beta[k]; gamma/beta may be NULL (1 and 0).
- * bwd: dx (+)= rstd*(g*dy - mean(g*dy) - xhat*mean(g*dy*xhat)); may overwrite dy. wgrad (call it before bwd when
+ * S = HW). Each row is cut into `chunks` element ranges (work unit: one (row, chunk)); part is FP32 scratch of
+ * 2*R*chunks floats. Forward: odl_norm_stats (partials) then odl_norm_fwd: y = (x - mean)*rstd*gamma[k] + beta[k]
+ * (gamma/beta may be NULL: 1 and 0). Input gradient: odl_norm_bwd_stats then odl_norm_bwd:
+ * dx (+)= rstd*(g*dy - mean(g*dy) - xhat*mean(g*dy*xhat)); dx may be dy. odl_norm_wgrad (before odl_norm_bwd when
  * dx overwrites dy): dgamma[k] (+)= sum dy*xhat, dbeta[k] (+)= sum dy (accumulate_w), either may be NULL. */
-typedef struct { const odl_t *x; odl_t *y; const odl_t *gamma, *beta; float *mean, *rstd; int rows, m, g, s;
-                 float eps; } odl_norm_fwd_args_t;
+typedef struct { const odl_t *x; odl_t *y; const odl_t *gamma, *beta; float *mean, *rstd; float *part;
+                 int rows, m, g, s, chunks; float eps; } odl_norm_fwd_args_t;
+void odl_norm_stats(void *args);
 void odl_norm_fwd(void *args);
 typedef struct { const odl_t *x; const odl_t *dy; odl_t *dx; const odl_t *gamma; const float *mean, *rstd;
-                 odl_t *dgamma, *dbeta; int rows, m, g, s; int accumulate, accumulate_w; } odl_norm_bwd_args_t;
+                 odl_t *dgamma, *dbeta; float *part; int rows, m, g, s, chunks; int accumulate, accumulate_w;
+} odl_norm_bwd_args_t;
+void odl_norm_bwd_stats(void *args);
 void odl_norm_bwd(void *args);
 void odl_norm_wgrad(void *args);
 

@@ -55,25 +55,36 @@ def convert_instancenorm(node_name, mod, in_shapes, out_shape):
 
 
 class Norm:
+    """Two calls each way (kernels_c/norm.c): partial statistics per (row, chunk), then the apply kernel. Rows are
+    cut into chunks when there are few of them, so that every core has work (at least 4 units per core where the
+    rows are long enough, chunks of >= 16 elements)."""
     name = "norm"
 
     @staticmethod
-    def geom(node):
+    def geom(node, L):
         a = node.attrs
-        return dict(rows=a["rows"], m=a["m"], g=a["g"], s=a["s"])
+        rows, m = a["rows"], a["m"]
+        want = -(-4 * L.est_cores // rows) if rows < 4 * L.est_cores else 1
+        chunks = max(1, min(want, m // 16))
+        return dict(rows=rows, m=m, g=a["g"], s=a["s"], chunks=chunks)
 
     def forward(self, node, L):
-        rows = node.attrs["rows"]
+        geom = self.geom(node, L)
+        rows = geom["rows"]
         y = L.output(node)
         mean = L.new_buffer(node.name + "_mean", rows, dtype="f32", role="act")
         rstd = L.new_buffer(node.name + "_rstd", rows, dtype="f32", role="act")
-        L.call("odl_norm_fwd", node.report_name, "forward", x=Ptr(L.value(node.inputs[0])), y=Ptr(y),
-               gamma=Ptr(L.param(node, "weight")) if "weight" in node.params else None,
-               beta=Ptr(L.param(node, "bias")) if "bias" in node.params else None,
-               mean=Ptr(mean), rstd=Ptr(rstd), eps=node.attrs["eps"], **self.geom(node))
+        part = L.new_buffer(node.name + "_part", 2 * rows * geom["chunks"], dtype="f32", role="scratch")
+        args = dict(x=Ptr(L.value(node.inputs[0])), y=Ptr(y),
+                    gamma=Ptr(L.param(node, "weight")) if "weight" in node.params else None,
+                    beta=Ptr(L.param(node, "bias")) if "bias" in node.params else None,
+                    mean=Ptr(mean), rstd=Ptr(rstd), part=Ptr(part), eps=node.attrs["eps"], **geom)
+        L.call("odl_norm_stats", node.report_name, "forward", **args)
+        L.call("odl_norm_fwd", node.report_name, "forward", **args)
         L.saved[node.name] = (mean, rstd)
 
     def backward(self, node, L):
+        geom = self.geom(node, L)
         mean, rstd = L.saved[node.name]
         x, dy = Ptr(L.value(node.inputs[0])), Ptr(L.grad(node.name))
         gamma = Ptr(L.param(node, "weight")) if "weight" in node.params else None
@@ -82,13 +93,16 @@ class Norm:
             # before the input gradient, which may overwrite dy
             L.call("odl_norm_wgrad", node.report_name, "weight_grad", x=x, dy=dy, dx=None, gamma=gamma,
                    mean=Ptr(mean), rstd=Ptr(rstd), dgamma=Ptr(dg) if dg else None, dbeta=Ptr(db) if db else None,
-                   accumulate=0, accumulate_w=0, **self.geom(node))
-        tgt = L.grad_inplace(node.inputs[0], node)   # a core owns whole rows: dx may overwrite dy
+                   part=None, accumulate=0, accumulate_w=0, **geom)
+        tgt = L.grad_inplace(node.inputs[0], node)   # a unit reads only its own dy range: dx may overwrite dy
         if tgt is not None:
             dx, acc = tgt
-            L.call("odl_norm_bwd", node.report_name, "input_grad", x=x, dy=dy, dx=Ptr(dx), gamma=gamma,
-                   mean=Ptr(mean), rstd=Ptr(rstd), dgamma=None, dbeta=None, accumulate=acc, accumulate_w=0,
-                   **self.geom(node))
+            part = L.new_buffer(node.name + "_dpart", 2 * geom["rows"] * geom["chunks"], dtype="f32",
+                                role="scratch")
+            args = dict(x=x, dy=dy, dx=Ptr(dx), gamma=gamma, mean=Ptr(mean), rstd=Ptr(rstd), dgamma=None,
+                        dbeta=None, part=Ptr(part), accumulate=acc, accumulate_w=0, **geom)
+            L.call("odl_norm_bwd_stats", node.report_name, "input_grad", **args)
+            L.call("odl_norm_bwd", node.report_name, "input_grad", **args)
 
 
 register(Norm())
