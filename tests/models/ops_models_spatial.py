@@ -44,7 +44,7 @@ class ConvFamily2d(nn.Module):
 class PoolFamily(nn.Module):
     """1-D max / avg pooling (stride 2 on an odd length, ceil_mode), AdaptiveAvgPool1d to a non-dividing size,
     ceil_mode MaxPool2d / AvgPool2d (count_include_pad both ways), AdaptiveAvgPool2d to 3x2 (overlapping
-    windows on one axis, evenly dividing on the other). Input [N, 3, 7, 7]."""
+    windows on one axis, evenly dividing on the other), the functional 1-D forms. Input [N, 3, 7, 7]."""
     def __init__(self):
         super().__init__()
         self.c1 = nn.Conv1d(3, 5, 3, padding=1)
@@ -62,6 +62,7 @@ class PoolFamily(nn.Module):
     def forward(self, x):
         a = F.relu(self.c1(torch.flatten(x, 2)))       # [N, 5, 49]
         a = self.ad1(self.ap1(self.mp1(a)))             # 49 -> 25 -> 13 -> 3
+        a = a + F.adaptive_avg_pool1d(F.avg_pool1d(F.max_pool1d(a, 2, 1, ceil_mode=True), 1), 3)  # functional
         b = F.relu(self.c2(x))                          # [N, 5, 7, 7]
         b1 = self.ad2(self.mp2(b))                      # 7 -> 4 -> 3x2
         b2 = self.ad2(self.ap3(self.ap2(b)))            # 7 -> 4 -> 3 -> 3x2 (3x3 -> 3x2: overlapping columns)
