@@ -99,6 +99,33 @@ ODL_INLINE void gather_elems(odl_t *dp, const odl_t *sp, int stride, int n) {
   for (; q < n; q++, s += stride) { ct_e_t x = *s; CT_OPAQUE(x); d[q] = x; }
 }
 
+/* Dilated im2col (its own entry point, so the undilated kernel below does not pay for a test): a plain
+ * per-element gather, same work unit as the fast path (one (col row, oh) pair). */
+void odl_im2col_dilated(void *args) {
+  const odl_im2col_args_t *p = (const odl_im2col_args_t *)args;
+  int dh = odl_max_i(p->dh, 1), dw = odl_max_i(p->dw, 1);
+  int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, w = p->w, sh = p->sh, sw = p->sw;
+  int lo, hi;
+  odl_split(p->c * kh * kw * ho, &lo, &hi);
+  for (int u = lo; u < hi; u++) {
+    int row = u / ho, oh = u - row * ho;
+    int j = row % kw, i = (row / kw) % kh, c = row / (kw * kh);
+    ct_ea_t *d = (ct_ea_t *)(p->col + (size_t)u * wo);
+    int ih = oh * sh - p->pt + i * dh;
+    if (ih < 0 || ih >= h) {
+      for (int ow = 0; ow < wo; ow++) { ct_e_t z = 0; CT_OPAQUE(z); d[ow] = z; }
+      continue;
+    }
+    const ct_ea_t *xs = (const ct_ea_t *)(p->x + ((size_t)c * h + ih) * w);
+    int a, b;
+    ow_range(j * dw, w, sw, p->pl, wo, &a, &b);
+    int ow = 0;
+    for (; ow < a; ow++) { ct_e_t z = 0; CT_OPAQUE(z); d[ow] = z; }
+    for (int iw = a * sw - p->pl + j * dw; ow < b; ow++, iw += sw) { ct_e_t x = xs[iw]; CT_OPAQUE(x); d[ow] = x; }
+    for (; ow < wo; ow++) { ct_e_t z = 0; CT_OPAQUE(z); d[ow] = z; }
+  }
+}
+
 void odl_im2col(void *args) {
   const odl_im2col_args_t *p = (const odl_im2col_args_t *)args;
   int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, w = p->w, sh = p->sh, sw = p->sw;
@@ -267,6 +294,34 @@ static void col2im_flat(const odl_col2im_args_t *p) {
     }
     col2im_row_s1(p->dx + (size_t)c * HW + s, e - s, nt, src, tlo, thi, p->accumulate);
     g0 += e - s;
+  }
+}
+
+/* Dilated col2im (its own entry point): the gather of the generic path with taps DH / DW apart; cores own
+ * disjoint rows of dx. */
+void odl_col2im_dilated(void *args) {
+  const odl_col2im_args_t *p = (const odl_col2im_args_t *)args;
+  int dh = odl_max_i(p->dh, 1), dw = odl_max_i(p->dw, 1);
+  int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, w = p->w, sh = p->sh, sw = p->sw;
+  int lo, hi;
+  odl_split(p->c * h, &lo, &hi);
+  for (int u = lo; u < hi; u++) {
+    int c = u / h, ih = u - c * h;
+    odl_t *dst = p->dx + (size_t)u * w;
+    if (!p->accumulate)
+      for (int t = 0; t < w; t++) dst[t] = 0;
+    for (int i = 0; i < kh; i++) {
+      int t = ih + p->pt - i * dh; /* = oh*sh */
+      if (t < 0 || t % sh) continue;
+      int oh = t / sh;
+      if (oh >= ho) continue;
+      for (int j = 0; j < kw; j++) {
+        int a, b;
+        ow_range(j * dw, w, sw, p->pl, wo, &a, &b);
+        const odl_t *src = p->col + ((size_t)((c * kh + i) * kw + j) * ho + oh) * wo;
+        for (int ow = a, iw = a * sw - p->pl + j * dw; ow < b; ow++, iw += sw) dst[iw] += src[ow];
+      }
+    }
   }
 }
 

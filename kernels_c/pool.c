@@ -57,6 +57,8 @@ ODL_INLINE int is_global(int h, int w, int kh, int kw, int ho, int wo, int pt, i
   return kh == h && kw == w && ho == 1 && wo == 1 && pt == 0 && pl == 0;
 }
 
+static void avgpool_fwd_windows(const odl_avgpool_fwd_args_t *p);
+
 void odl_avgpool_fwd(void *args) {
   const odl_avgpool_fwd_args_t *p = (const odl_avgpool_fwd_args_t *)args;
   int h = p->h, w = p->w, ho = p->ho, wo = p->wo, kh = p->kh, kw = p->kw, lo, hi;
@@ -75,6 +77,12 @@ void odl_avgpool_fwd(void *args) {
     }
     return;
   }
+  avgpool_fwd_windows(p);
+}
+
+/* windows smaller than the plane: the work unit is one output row (plane, oh) */
+static __attribute__((noinline)) void avgpool_fwd_windows(const odl_avgpool_fwd_args_t *p) {
+  int h = p->h, w = p->w, ho = p->ho, wo = p->wo, kh = p->kh, kw = p->kw, lo, hi;
   float inv_k = 1.0f / (float)(kh * kw);
   odl_split(p->n * p->c * ho, &lo, &hi);
   for (int u = lo; u < hi; u++) {
@@ -82,15 +90,19 @@ void odl_avgpool_fwd(void *args) {
     const odl_t *x = p->x + (size_t)plane * h * w;
     odl_t *y = p->y + (size_t)u * wo;
     int ih0 = oh * p->sh - p->pt, ih1 = odl_min_i(ih0 + kh, h);
+    int prows = odl_min_i(ih0 + kh, h + p->pt) - ih0; /* window rows inside input + padding (ceil_mode: < kh) */
     ih0 = odl_max_i(ih0, 0);
     for (int ow = 0; ow < wo; ow++) {
       int iw0 = ow * p->sw - p->pl, iw1 = odl_min_i(iw0 + kw, w);
+      int pk = prows * (odl_min_i(iw0 + kw, w + p->pl) - iw0);
       iw0 = odl_max_i(iw0, 0);
       float s = 0.0f;
       for (int ih = ih0; ih < ih1; ih++)
         for (int iw = iw0; iw < iw1; iw++) s += (float)x[ih * w + iw];
       int cnt = (ih1 - ih0) * (iw1 - iw0);
-      y[ow] = (odl_t)(p->count_include_pad ? s * inv_k : (cnt > 0 ? s / (float)cnt : 0.0f));
+      /* PyTorch: count_include_pad divides by the window clipped to input + padding (kh*kw unless ceil_mode) */
+      y[ow] = (odl_t)(p->count_include_pad ? (pk == kh * kw ? s * inv_k : s / (float)pk)
+                                           : (cnt > 0 ? s / (float)cnt : 0.0f));
     }
   }
 }
@@ -131,12 +143,14 @@ void odl_avgpool_bwd(void *args) {
     int oh1 = odl_min_i((ih + p->pt) / sh + 1, ho);
     for (int oh = oh0; oh < oh1; oh++) {
       int r0 = oh * sh - p->pt, r1 = odl_min_i(r0 + kh, h);
-      int rows = r1 - odl_max_i(r0, 0);
+      int rows = r1 - odl_max_i(r0, 0), prows = odl_min_i(r0 + kh, h + p->pt) - r0;
       for (int ow = 0; ow < wo; ow++) {
         int c0 = ow * sw - p->pl, c1 = odl_min_i(c0 + kw, w);
+        int pk = prows * (odl_min_i(c0 + kw, w + p->pl) - c0);
         c0 = odl_max_i(c0, 0);
         if (c0 >= c1) continue;
-        float g = (float)dy[oh * wo + ow] * (p->count_include_pad ? inv_k : 1.0f / (float)(rows * (c1 - c0)));
+        float g = (float)dy[oh * wo + ow] * (p->count_include_pad ? (pk == kh * kw ? inv_k : 1.0f / (float)pk)
+                                                                  : 1.0f / (float)(rows * (c1 - c0)));
         odl_t gh = (odl_t)g;
         for (int iw = c0; iw < c1; iw++) dx[iw] += gh;
       }

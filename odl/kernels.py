@@ -98,6 +98,24 @@ _k(name="odl_dwconv_fwd", args_type="odl_dwconv_fwd_args_t", op="dwconv2d", dire
 _k(name="odl_dwconv_wgrad", args_type="odl_dwconv_wgrad_args_t", op="dwconv2d", direction="weight_grad")
 _k(name="odl_dwconv_igrad", args_type="odl_dwconv_igrad_args_t", op="dwconv2d", direction="input_grad")
 
+# spatial and normalisation ops
+_k(name="odl_adaptive_avgpool_fwd", args_type="odl_adaptive_avgpool_fwd_args_t", op="adaptive_avgpool",
+   direction="forward", source="pool_adaptive.c")
+_k(name="odl_adaptive_avgpool_bwd", args_type="odl_adaptive_avgpool_bwd_args_t", op="adaptive_avgpool",
+   direction="input_grad", source="pool_adaptive.c")
+_k(name="odl_norm_stats", args_type="odl_norm_fwd_args_t", op="norm", direction="forward", source="norm.c")
+_k(name="odl_norm_fwd", args_type="odl_norm_fwd_args_t", op="norm", direction="forward", source="norm.c")
+_k(name="odl_norm_bwd_stats", args_type="odl_norm_bwd_args_t", op="norm", direction="input_grad", source="norm.c")
+_k(name="odl_norm_bwd", args_type="odl_norm_bwd_args_t", op="norm", direction="input_grad", source="norm.c")
+_k(name="odl_norm_wgrad", args_type="odl_norm_bwd_args_t", op="norm", direction="weight_grad", source="norm.c")
+_k(name="odl_im2col_dilated", args_type="odl_im2col_args_t", op="im2col", direction="transform",
+   source="conv_transform.c", cost=lambda f, c, l: _ceil(f["c"] * f["kh"] * f["kw"] * f["ho"] * f["wo"], c) * 6)
+_k(name="odl_col2im_dilated", args_type="odl_col2im_args_t", op="col2im", direction="transform",
+   source="conv_transform.c", cost=lambda f, c, l: _ceil(f["c"] * f["kh"] * f["kw"] * f["ho"] * f["wo"], c) * 8)
+_k(name="odl_upsample_fwd", args_type="odl_upsample_args_t", op="upsample", direction="forward",
+   source="upsample.c")
+_k(name="odl_upsample_bwd", args_type="odl_upsample_bwd_args_t", op="upsample", direction="input_grad",
+   source="upsample.c")
 
 def get(name: str) -> Kernel:
     try:

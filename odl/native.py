@@ -41,13 +41,13 @@ class MmArgs(ctypes.Structure):
 
 class Im2colArgs(ctypes.Structure):
     _fields_ = [("x", _P), ("col", _P)] + [(f, _I) for f in
-                                           ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo")]
+                                           ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo", "dh", "dw")]
 
 
 class Col2imArgs(ctypes.Structure):
     _fields_ = [("col", _P), ("dx", _P)] + [(f, _I) for f in
                                             ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo",
-                                             "accumulate")]
+                                             "accumulate", "dh", "dw")]
 
 
 class TransposeArgs(ctypes.Structure):

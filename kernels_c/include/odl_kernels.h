@@ -23,12 +23,18 @@ void odl_mm_tn(void *args);
  * col is [C*KH*KW, HO*WO], row index (c*KH + i)*KW + j, column index oh*WO + ow, holding
  * x[c, oh*SH - PT + i, ow*SW - PL + j] or 0 outside the image (zero padding; bottom/right padding is
  * whatever HO, WO imply, so asymmetric padding works). */
-typedef struct { const odl_t *x; odl_t *col; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; } odl_im2col_args_t;
+typedef struct { const odl_t *x; odl_t *col; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo;
+                 int dh, dw; /* odl_im2col_dilated only: tap (i, j) reads x[c, oh*SH - PT + i*DH, ow*SW - PL + j*DW]
+                              * (odl_im2col ignores them: no dilation) */
+} odl_im2col_args_t;
 void odl_im2col(void *args);
+void odl_im2col_dilated(void *args);
 /* col2im: the adjoint of im2col. dx[C,H,W] (+)= sum of the col entries that im2col took from each pixel.
  * col is scratch: the FP16 stride-1 same-width path zeroes col's padding entries (those im2col zero-fills) in place. */
-typedef struct { const odl_t *col; odl_t *dx; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; int accumulate; } odl_col2im_args_t;
+typedef struct { const odl_t *col; odl_t *dx; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; int accumulate;
+                 int dh, dw; /* dilation as in im2col (odl_col2im_dilated only) */ } odl_col2im_args_t;
 void odl_col2im(void *args);
+void odl_col2im_dilated(void *args);
 /* transpose: dst[j*ldo + i] = src[i*ldi + j], src is [rows, cols] (row stride ldi, 0 = cols), dst [cols, rows]
  * (row stride ldo, 0 = rows) */
 typedef struct { const odl_t *src; odl_t *dst; int rows, cols, ldi, ldo; } odl_transpose_args_t;
@@ -94,9 +100,10 @@ typedef struct { const odl_t *src; odl_t *dst; int len; int accumulate; } odl_co
 void odl_copy(void *args);
 
 /* ---- pooling over one batch: x [N, C, H, W] -> y [N, C, HO, WO]; window KH x KW, stride SH/SW, zero-size
- * padding PT/PL on top/left (bottom/right implied by HO/WO), ceil_mode off.
+ * padding PT/PL on top/left (bottom/right implied by HO/WO; with ceil_mode the last window may pass them).
  * max: padding never wins (acts as -inf); argmax[n,c,oh,ow] = index ih*W+iw of the first maximum (int32).
- * avg: count_include_pad=1 divides by KH*KW, 0 divides by the number of in-image pixels of the window.
+ * avg: count_include_pad=1 divides by the window clipped to H+PT x W+PL (KH*KW unless ceil_mode), 0 divides
+ * by the number of in-image pixels of the window.
  * Global average pooling = avg with KH=H, KW=W, stride 1, no padding. */
 typedef struct { const odl_t *x; odl_t *y; int32_t *argmax; int n, c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; } odl_maxpool_fwd_args_t;
 void odl_maxpool_fwd(void *args);
@@ -144,4 +151,41 @@ void odl_dwconv_wgrad(void *args);
 /* dx (+)= transposed depthwise conv of dy with w; split over (channel, input row). */
 typedef struct { const odl_t *dy; const odl_t *w; odl_t *dx; int c, h, w_, kh, kw, sh, sw, pt, pl, ho, wo; int accumulate; } odl_dwconv_igrad_args_t;
 void odl_dwconv_igrad(void *args);
+
+/* ==== spatial and normalisation ops (Conv1d / groups / dilation use the conv kernels above) ==== */
+
+/* ---- adaptive average pooling to any size, x [N, C, H, W] -> y [N, C, HO, WO]: PyTorch's windows
+ * [floor(o*H/HO), ceil((o+1)*H/HO)) per axis (overlapping when HO does not divide H); dx (+)= dy spread evenly
+ * over each window, summed over the windows covering a pixel (FP32). */
+typedef struct { const odl_t *x; odl_t *y; int n, c, h, w, ho, wo; } odl_adaptive_avgpool_fwd_args_t;
+void odl_adaptive_avgpool_fwd(void *args);
+typedef struct { const odl_t *dy; odl_t *dx; int n, c, h, w, ho, wo; int accumulate; } odl_adaptive_avgpool_bwd_args_t;
+void odl_adaptive_avgpool_bwd(void *args);
+
+/* ---- LayerNorm / GroupNorm / InstanceNorm (kernels_c/norm.c): x is rows [R, M], statistics per row (biased
+ * variance, FP32; mean[R], rstd[R] = 1/sqrt(var + eps) written for the backward); the affine index of element m
+ * of row r is ((r % G)*M + m) / S (LayerNorm: G = S = 1; GroupNorm: R = N*G, S = HW; InstanceNorm: G = C,
+ * S = HW). Each row is cut into `chunks` element ranges (work unit: one (row, chunk)); part is FP32 scratch of
+ * 2*R*chunks floats. Forward: odl_norm_stats (partials) then odl_norm_fwd: y = (x - mean)*rstd*gamma[k] + beta[k]
+ * (gamma/beta may be NULL: 1 and 0). Input gradient: odl_norm_bwd_stats then odl_norm_bwd:
+ * dx (+)= rstd*(g*dy - mean(g*dy) - xhat*mean(g*dy*xhat)); dx may be dy. odl_norm_wgrad (before odl_norm_bwd when
+ * dx overwrites dy): dgamma[k] (+)= sum dy*xhat, dbeta[k] (+)= sum dy (accumulate_w), either may be NULL. */
+typedef struct { const odl_t *x; odl_t *y; const odl_t *gamma, *beta; float *mean, *rstd; float *part;
+                 int rows, m, g, s, chunks; float eps; } odl_norm_fwd_args_t;
+void odl_norm_stats(void *args);
+void odl_norm_fwd(void *args);
+typedef struct { const odl_t *x; const odl_t *dy; odl_t *dx; const odl_t *gamma; const float *mean, *rstd;
+                 odl_t *dgamma, *dbeta; float *part; int rows, m, g, s, chunks; int accumulate, accumulate_w;
+} odl_norm_bwd_args_t;
+void odl_norm_bwd_stats(void *args);
+void odl_norm_bwd(void *args);
+void odl_norm_wgrad(void *args);
+
+/* ---- Upsample / interpolate (kernels_c/upsample.c), x [N, C, H, W] -> y [N, C, HO, WO]; mode 0 nearest,
+ * 1 (bi)linear; rh, rw: PyTorch's source-index scales (see upsample.c). bwd: dx (+)= the adjoint of fwd. */
+typedef struct { const odl_t *x; odl_t *y; int n, c, h, w, ho, wo; int mode, align_corners; float rh, rw; } odl_upsample_args_t;
+void odl_upsample_fwd(void *args);
+typedef struct { const odl_t *dy; odl_t *dx; int n, c, h, w, ho, wo; int mode, align_corners; float rh, rw;
+                 int accumulate; } odl_upsample_bwd_args_t;
+void odl_upsample_bwd(void *args);
 #endif

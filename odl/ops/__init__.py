@@ -28,3 +28,5 @@ def supported() -> list[str]:
 
 
 from . import conv, linear, activation, shape, batchnorm, arith, pool, dropout, pad  # noqa: E402,F401  (registration side effects)
+from . import norm  # noqa: E402,F401  (LayerNorm, GroupNorm, InstanceNorm)
+from . import upsample  # noqa: E402,F401  (Upsample, F.interpolate)

@@ -1,4 +1,4 @@
-"""Conv2d (groups = 1): im2col + matmul forward; im2col + dY.col^T weight gradient; W^T.dY + col2im input gradient."""
+"""Conv2d / Conv1d (any groups, dilation): im2col + matmul forward; im2col + dY.col^T weight gradient; W^T.dY + col2im input gradient."""
 from __future__ import annotations
 
 import torch.nn as nn
@@ -12,46 +12,88 @@ def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
-def convert_module(node_name, mod: nn.Conv2d, in_shapes, out_shape):
-    where = f"graph node '{node_name}' (Conv2d)"
-    depthwise = mod.groups == mod.in_channels == mod.out_channels and mod.groups > 1
-    if mod.groups != 1 and not depthwise:
-        raise OdlError(f"{where}: groups={mod.groups} is not supported (groups=1, or depthwise: "
-                       f"groups = in_channels = out_channels)")
-    if _pair(mod.dilation) != (1, 1):
-        raise OdlError(f"{where}: dilation={mod.dilation} is not supported")
+def _conv_attrs(where, mod, nd):
+    """Conv1d / Conv2d settings as 2-D attributes (a Conv1d is a Conv2d over [N, C, 1, L] with a 1-row kernel)."""
+    def tup(v, fill=1):
+        if nd == 2:
+            return _pair(v)
+        return (fill,) + tuple(v) if isinstance(v, (tuple, list)) else (fill, v)
+
     if mod.padding_mode != "zeros":
         raise OdlError(f"{where}: padding_mode='{mod.padding_mode}' is not supported (zeros only)")
-    kh, kw = _pair(mod.kernel_size)
-    sh, sw = _pair(mod.stride)
+    kh, kw = tup(mod.kernel_size)
+    sh, sw = tup(mod.stride)
+    dh, dw = tup(mod.dilation)
     if isinstance(mod.padding, str):
         if mod.padding == "valid":
             pt = pl = 0
         else:  # 'same' (stride 1): PyTorch puts the odd extra pixel at the bottom/right
-            pt, pl = (kh - 1) // 2, (kw - 1) // 2
+            pt, pl = dh * (kh - 1) // 2, dw * (kw - 1) // 2
     else:
-        pt, pl = _pair(mod.padding)
+        pt, pl = tup(mod.padding, 0)
     attrs = dict(kh=kh, kw=kw, sh=sh, sw=sw, pt=pt, pl=pl)
-    if depthwise:
-        attrs["_op"] = "dwconv2d"
+    if (dh, dw) != (1, 1):
+        attrs.update(dh=dh, dw=dw)
+    return attrs
+
+
+def convert_module(node_name, mod, in_shapes, out_shape):
+    nd = 1 if isinstance(mod, nn.Conv1d) else 2
+    kind = type(mod).__name__
+    where = f"graph node '{node_name}' ({kind})"
+    if len(in_shapes[0]) != nd + 2:
+        raise OdlError(f"{where}: input shape {list(in_shapes[0])} is not {'NxCxL' if nd == 1 else 'NxCxHxW'} "
+                       f"(unbatched input is not supported)")
+    attrs = _conv_attrs(where, mod, nd)
+    g = mod.groups
+    depthwise = g == mod.in_channels == mod.out_channels and g > 1
+    if depthwise and "dh" not in attrs:
+        attrs["_op"] = "dwconv2d"    # direct kernels; a dilated depthwise conv takes the grouped im2col path
+    elif g > 1:
+        attrs["groups"] = g
     return (attrs,
             {"weight": "weight", "bias": "bias" if mod.bias is not None else None})
 
 
+def _im2col(geom) -> str:
+    """The im2col kernel for a geometry: dilated convs have their own entry point (the fast paths stay as they are)."""
+    return "odl_im2col_dilated" if "dh" in geom else "odl_im2col"
+
+
+def _col2im(geom) -> str:
+    return "odl_col2im_dilated" if "dh" in geom else "odl_col2im"
+
+
+def _shape4(shape):
+    """[N, C, L] (1-D) as [N, C, 1, L]."""
+    return tuple(shape) if len(shape) == 4 else (shape[0], shape[1], 1, shape[2])
+
+
 class Conv2d:
-    """groups = 1. Pointwise (1x1, stride 1, no padding): the input is its own im2col matrix. Otherwise im2col
-    in chunks of whole output rows, so the im2col scratch stays under TrainConfig.im2col_bytes whatever the
-    layer size: each chunk is [K, rows*WO] and the matmuls address their slice of Y / dY with a row stride."""
+    """Conv2d and Conv1d (H = 1), any groups, any dilation. Pointwise (1x1, stride 1, no padding): the input is
+    its own im2col matrix. Otherwise im2col in chunks of whole output rows, so the im2col scratch stays under
+    TrainConfig.im2col_bytes whatever the layer size: each chunk is [K, rows*WO] and the matmuls address their
+    slice of Y / dY with a row stride. groups = g: g independent convolutions on contiguous channel slices of x,
+    W and Y (x[:, gi*C/g:], W[gi*Cout/g:], Y[:, gi*Cout/g:]), each lowered as a groups = 1 conv (K = C/g*KH*KW).
+    Dilation goes to the im2col / col2im kernels (dh, dw; left out of the call when 1)."""
     name = "conv2d"
 
     @staticmethod
     def dims(node, L):
         x = node.inputs[0]
-        n, c, h, w = L.shape(x)
-        _, cout, ho, wo = node.shape
+        n, c, h, w = _shape4(L.shape(x))
+        _, cout, ho, wo = _shape4(node.shape)
         a = node.attrs
-        geom = dict(c=c, h=h, w=w, kh=a["kh"], kw=a["kw"], sh=a["sh"], sw=a["sw"], pt=a["pt"], pl=a["pl"], ho=ho, wo=wo)
-        return x, n, c * h * w, cout, c * a["kh"] * a["kw"], ho * wo, geom
+        g = a.get("groups", 1)
+        geom = dict(c=c // g, h=h, w=w, kh=a["kh"], kw=a["kw"], sh=a["sh"], sw=a["sw"], pt=a["pt"], pl=a["pl"],
+                    ho=ho, wo=wo)
+        if "dh" in a:
+            geom.update(dh=a["dh"], dw=a["dw"])
+        return x, n, c * h * w, cout, (c // g) * a["kh"] * a["kw"], ho * wo, geom
+
+    @staticmethod
+    def groups(node) -> int:
+        return node.attrs.get("groups", 1)
 
     @staticmethod
     def pointwise(node) -> bool:
@@ -71,6 +113,8 @@ class Conv2d:
 
     def forward(self, node, L):
         x, n, xs, cout, k, hw, geom = self.dims(node, L)
+        g = self.groups(node)
+        cg, og = geom["c"] * geom["h"] * geom["w"], cout // g    # input elements, output channels per group
         y = L.output(node)
         w = L.param(node, "weight")
         wo = geom["wo"]
@@ -81,23 +125,25 @@ class Conv2d:
         def emit(form):
             # nn: Y = W.col with W [cout, K]; tn: the same product from W^T [K, cout] (transposed once per step),
             # whose rows feed the matmul's scalar loads with immediate offsets
-            a = Ptr(w)
+            wt = None
             if form == "tn":
                 wt = L.scratch(node.name + "_wt", k * cout)
-                L.call("odl_transpose", node.report_name, "transform", src=Ptr(w), dst=Ptr(wt), rows=cout, cols=k,
-                       ldi=k, ldo=cout)
-                a = Ptr(wt)
+                for gi in range(g):
+                    L.call("odl_transpose", node.report_name, "transform", src=Ptr(w, 0, gi * og * k),
+                           dst=Ptr(wt, 0, gi * og * k), rows=og, cols=k, ldi=k, ldo=og)
             with L.per_sample(n):
-                for r0, r1, g in chunks:
-                    if not pw:
-                        L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs), col=Ptr(col),
-                               **g)
-                    L.call(f"odl_mm_{form}", node.report_name, "forward", macs=cout * k * (r1 - r0) * wo,
-                           a=a, b=Ptr(L.value(x), xs) if pw else Ptr(col), c=Ptr(y, cout * hw, r0 * wo), m=cout,
-                           n=(r1 - r0) * wo, k=k, accumulate=0, ldc=hw)
+                for gi in range(g):
+                    a = Ptr(wt if wt else w, 0, gi * og * k)
+                    xg = Ptr(L.value(x), xs, gi * cg)
+                    for r0, r1, gm in chunks:
+                        if not pw:
+                            L.call(_im2col(gm), node.report_name, "transform", x=xg, col=Ptr(col), **gm)
+                        L.call(f"odl_mm_{form}", node.report_name, "forward", macs=og * k * (r1 - r0) * wo,
+                               a=a, b=xg if pw else Ptr(col), c=Ptr(y, cout * hw, gi * og * hw + r0 * wo), m=og,
+                               n=(r1 - r0) * wo, k=k, accumulate=0, ldc=hw)
 
         L.choose(node.report_name, "conv2d.forward",
-                 dict(n=n, cout=cout, k=k, hw=hw, rows=rows, wo=wo, pw=int(pw)),
+                 dict(n=n, cout=og, k=k, hw=hw, rows=rows, wo=wo, pw=int(pw)),
                  {"nn": lambda: emit("nn"), "tn": lambda: emit("tn")})
         if "bias" in node.params:
             L.call("odl_bias_add", node.report_name, "forward", y=Ptr(y), bias=Ptr(L.param(node, "bias")),
@@ -105,6 +151,8 @@ class Conv2d:
 
     def backward(self, node, L):
         x, n, xs, cout, k, hw, geom = self.dims(node, L)
+        g = self.groups(node)
+        cg, og = geom["c"] * geom["h"] * geom["w"], cout // g
         dy = L.grad(node.name)
         dw = L.param_grad(node, "weight")
         wo = geom["wo"]
@@ -112,33 +160,36 @@ class Conv2d:
         chunks, rows = ([(0, geom["ho"], geom)], geom["ho"]) if pw else self.chunks(node, L, k, geom)
         if dw is not None:
             col = None if pw else L.scratch(node.name + "_col_wg", k * rows * wo)
-            dyt = L.scratch(node.name + "_dyt", cout * rows * wo)
+            dyt = L.scratch(node.name + "_dyt", og * rows * wo)
 
             def emit_wg(how):
                 with L.per_sample(n):
-                    for i, (r0, r1, g) in enumerate(chunks):
-                        if not pw:
-                            L.call("odl_im2col", node.report_name, "transform", x=Ptr(L.value(x), xs),
-                                   col=Ptr(col), **g)
-                        p = (r1 - r0) * wo
-                        acc = CExpr("n > 0") if i == 0 else 1
-                        src = Ptr(L.value(x), xs) if pw else Ptr(col)
-                        if how == "dot":
-                            # dW = dY.col^T: dot products along the pixels
-                            L.call("odl_mm_nt", node.report_name, "weight_grad", macs=cout * k * p,
-                                   a=Ptr(dy, cout * hw, r0 * wo), b=src, c=Ptr(dw), m=cout, n=k, k=p,
-                                   accumulate=acc, lda=hw, ldb=hw if pw else p)
-                        else:
-                            # dW^T = col.dY^T as outer products over the pixels (mm_nn storing C transposed),
-                            # dY^T being a [pixels, cout] copy of the chunk (K/cout times smaller than col)
-                            L.call("odl_transpose", node.report_name, "transform", src=Ptr(dy, cout * hw, r0 * wo),
-                                   dst=Ptr(dyt), rows=cout, cols=p, ldi=hw, ldo=cout)
-                            L.call("odl_mm_nn", node.report_name, "weight_grad", macs=cout * k * p, a=src,
-                                   b=Ptr(dyt), c=Ptr(dw), m=k, n=cout, k=p, accumulate=acc,
-                                   lda=hw if pw else p, ct=1, ldc=k)
+                    for gi in range(g):
+                        xg = Ptr(L.value(x), xs, gi * cg)
+                        dwg = Ptr(dw, 0, gi * og * k)
+                        for i, (r0, r1, gm) in enumerate(chunks):
+                            if not pw:
+                                L.call(_im2col(gm), node.report_name, "transform", x=xg, col=Ptr(col), **gm)
+                            p = (r1 - r0) * wo
+                            acc = CExpr("n > 0") if i == 0 else 1
+                            src = xg if pw else Ptr(col)
+                            dyg = Ptr(dy, cout * hw, gi * og * hw + r0 * wo)
+                            if how == "dot":
+                                # dW = dY.col^T: dot products along the pixels
+                                L.call("odl_mm_nt", node.report_name, "weight_grad", macs=og * k * p,
+                                       a=dyg, b=src, c=dwg, m=og, n=k, k=p, accumulate=acc, lda=hw,
+                                       ldb=hw if pw else p)
+                            else:
+                                # dW^T = col.dY^T as outer products over the pixels (mm_nn storing C transposed),
+                                # dY^T being a [pixels, cout] copy of the chunk (K/cout times smaller than col)
+                                L.call("odl_transpose", node.report_name, "transform", src=dyg, dst=Ptr(dyt),
+                                       rows=og, cols=p, ldi=hw, ldo=og)
+                                L.call("odl_mm_nn", node.report_name, "weight_grad", macs=og * k * p, a=src,
+                                       b=Ptr(dyt), c=dwg, m=k, n=og, k=p, accumulate=acc,
+                                       lda=hw if pw else p, ct=1, ldc=k)
 
             L.choose(node.report_name, "conv2d.weight_grad",
-                     dict(n=n, cout=cout, k=k, hw=hw, rows=rows, wo=wo, pw=int(pw)),
+                     dict(n=n, cout=og, k=k, hw=hw, rows=rows, wo=wo, pw=int(pw)),
                      {"dot": lambda: emit_wg("dot"), "outer": lambda: emit_wg("outer")})
         db = L.param_grad(node, "bias")
         if db is not None:
@@ -149,14 +200,17 @@ class Conv2d:
             dx, acc = tgt
             dcol = None if pw else L.scratch(node.name + "_dcol", k * rows * wo)
             with L.per_sample(n):
-                for i, (r0, r1, g) in enumerate(chunks):
-                    L.call("odl_mm_tn", node.report_name, "input_grad", macs=cout * k * (r1 - r0) * wo,
-                           a=Ptr(L.param(node, "weight")), b=Ptr(dy, cout * hw, r0 * wo),
-                           c=Ptr(dx, xs) if pw else Ptr(dcol), m=k, n=(r1 - r0) * wo, k=cout,
-                           accumulate=acc if pw else 0, ldb=hw)
-                    if not pw:
-                        L.call("odl_col2im", node.report_name, "transform", col=Ptr(dcol), dx=Ptr(dx, xs),
-                               accumulate=acc if i == 0 else 1, **g)
+                for gi in range(g):
+                    dxg = Ptr(dx, xs, gi * cg)
+                    for i, (r0, r1, gm) in enumerate(chunks):
+                        L.call("odl_mm_tn", node.report_name, "input_grad", macs=og * k * (r1 - r0) * wo,
+                               a=Ptr(L.param(node, "weight"), 0, gi * og * k),
+                               b=Ptr(dy, cout * hw, gi * og * hw + r0 * wo),
+                               c=dxg if pw else Ptr(dcol), m=k, n=(r1 - r0) * wo, k=og,
+                               accumulate=acc if pw else 0, ldb=hw)
+                        if not pw:
+                            L.call(_col2im(gm), node.report_name, "transform", col=Ptr(dcol), dx=dxg,
+                                   accumulate=acc if i == 0 else 1, **gm)
 
 
 class DepthwiseConv2d:
@@ -166,8 +220,8 @@ class DepthwiseConv2d:
     @staticmethod
     def dims(node, L):
         x = node.inputs[0]
-        n, c, h, w = L.shape(x)
-        _, _, ho, wo = node.shape
+        n, c, h, w = _shape4(L.shape(x))
+        _, _, ho, wo = _shape4(node.shape)
         a = node.attrs
         geom = dict(c=c, h=h, w_=w, kh=a["kh"], kw=a["kw"], sh=a["sh"], sw=a["sw"], pt=a["pt"], pl=a["pl"], ho=ho,
                     wo=wo)
@@ -206,8 +260,98 @@ class DepthwiseConv2d:
                        w=Ptr(L.param(node, "weight")), dx=Ptr(dx, xs), accumulate=acc, **geom)
 
 
+def convert_transpose(node_name, mod: nn.ConvTranspose2d, in_shapes, out_shape):
+    where = f"graph node '{node_name}' (ConvTranspose2d)"
+    if len(in_shapes[0]) != 4:
+        raise OdlError(f"{where}: input shape {list(in_shapes[0])} is not NxCxHxW (unbatched input is not supported)")
+    if mod.groups != 1:
+        raise OdlError(f"{where}: groups={mod.groups} is not supported (groups=1)")
+    if mod.padding_mode != "zeros":
+        raise OdlError(f"{where}: padding_mode='{mod.padding_mode}' is not supported (zeros only)")
+    kh, kw = _pair(mod.kernel_size)
+    sh, sw = _pair(mod.stride)
+    pt, pl = _pair(mod.padding)
+    dh, dw = _pair(mod.dilation)
+    attrs = dict(kh=kh, kw=kw, sh=sh, sw=sw, pt=pt, pl=pl)
+    if (dh, dw) != (1, 1):
+        attrs.update(dh=dh, dw=dw)
+    return attrs, {"weight": "weight", "bias": "bias" if mod.bias is not None else None}
+
+
+class ConvTranspose2d:
+    """The adjoint of a conv whose input is this layer's output y [Cout, HO, WO] and whose output grid is this
+    layer's input x [Cin, H, W] (output_padding only makes HO/WO larger). With W as a [Cin, K = Cout*KH*KW] matrix:
+    forward  y = col2im(W^T . x)             (mm_tn + col2im: the conv's input gradient)
+    dW       = x . im2col(dy)^T              (im2col + mm_nt)
+    dx       = W . im2col(dy)                (im2col + mm_nn: the conv's forward)
+    chunked by rows of x as Conv2d chunks by output rows, so col stays under TrainConfig.im2col_bytes."""
+    name = "conv_transpose2d"
+
+    @staticmethod
+    def dims(node, L):
+        x = node.inputs[0]
+        n, cin, h, w = L.shape(x)
+        _, cout, ho, wo = node.shape
+        a = node.attrs
+        geom = dict(c=cout, h=ho, w=wo, kh=a["kh"], kw=a["kw"], sh=a["sh"], sw=a["sw"], pt=a["pt"], pl=a["pl"],
+                    ho=h, wo=w)
+        if "dh" in a:
+            geom.update(dh=a["dh"], dw=a["dw"])
+        return x, n, cin, h * w, cout * ho * wo, cout * a["kh"] * a["kw"], geom
+
+    def forward(self, node, L):
+        x, n, cin, hw, ys, k, geom = self.dims(node, L)
+        y = L.output(node)
+        w = L.param(node, "weight")
+        chunks, rows = Conv2d.chunks(node, L, k, geom)
+        col = L.scratch(node.name + "_col", k * rows * geom["wo"])
+        with L.per_sample(n):
+            for i, (r0, r1, g) in enumerate(chunks):
+                p = (r1 - r0) * geom["wo"]
+                L.call("odl_mm_tn", node.report_name, "forward", macs=cin * k * p, a=Ptr(w),
+                       b=Ptr(L.value(x), cin * hw, r0 * geom["wo"]), c=Ptr(col), m=k, n=p, k=cin, accumulate=0,
+                       ldb=hw)
+                L.call(_col2im(g), node.report_name, "transform", col=Ptr(col), dx=Ptr(y, ys),
+                       accumulate=0 if i == 0 else 1, **g)
+        if "bias" in node.params:
+            cout = node.shape[1]
+            L.call("odl_bias_add", node.report_name, "forward", y=Ptr(y), bias=Ptr(L.param(node, "bias")),
+                   n=n, c=cout, hw=ys // cout)
+
+    def backward(self, node, L):
+        x, n, cin, hw, ys, k, geom = self.dims(node, L)
+        dy = L.grad(node.name)
+        dw = L.param_grad(node, "weight")
+        tgt = L.grad_target(x)
+        db = L.param_grad(node, "bias")
+        if db is not None:
+            cout = node.shape[1]
+            L.call("odl_bias_grad", node.report_name, "weight_grad", dy=Ptr(dy), db=Ptr(db), n=n, c=cout,
+                   hw=ys // cout, accumulate=0)
+        if dw is None and tgt is None:
+            return
+        chunks, rows = Conv2d.chunks(node, L, k, geom)
+        col = L.scratch(node.name + "_dcol", k * rows * geom["wo"])
+        with L.per_sample(n):
+            for i, (r0, r1, g) in enumerate(chunks):
+                p = (r1 - r0) * geom["wo"]
+                L.call(_im2col(g), node.report_name, "transform", x=Ptr(dy, ys), col=Ptr(col), **g)
+                if dw is not None:
+                    L.call("odl_mm_nt", node.report_name, "weight_grad", macs=cin * k * p,
+                           a=Ptr(L.value(x), cin * hw, r0 * geom["wo"]), b=Ptr(col), c=Ptr(dw), m=cin, n=k, k=p,
+                           accumulate=CExpr("n > 0") if i == 0 else 1, lda=hw, ldb=p)
+                if tgt is not None:
+                    dx, acc = tgt
+                    L.call("odl_mm_nn", node.report_name, "input_grad", macs=cin * k * p, a=Ptr(L.param(node, "weight")),
+                           b=Ptr(col), c=Ptr(dx, cin * hw, r0 * geom["wo"]), m=cin, n=p, k=k, accumulate=acc,
+                           ldc=hw)
+
+
 register(Conv2d())
 register(DepthwiseConv2d())
+register(ConvTranspose2d())
 
 
 MODULES[nn.Conv2d] = ("conv2d", convert_module)
+MODULES[nn.Conv1d] = ("conv2d", convert_module)
+MODULES[nn.ConvTranspose2d] = ("conv_transpose2d", convert_transpose)
