@@ -203,6 +203,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
             opname, conv = opreg.METHODS[n.target]
             attrs, _ = conv(n.name, n, in_shapes, out_shape)
             pmap, target = {}, f"Tensor.{n.target}"
+        opname = attrs.pop("_op", opname)   # a converter may redirect (function and method converters too)
         shapes[n.name] = out_shape
         nodes.append(Node(name=n.name, op=opname, target=target, inputs=[a.name for a in tensor_args],
                           shape=out_shape, attrs=attrs, params=pmap, module=module))
