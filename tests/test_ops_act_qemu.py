@@ -158,6 +158,12 @@ def test_op_setting_refusals(tmp_path):
                "    def forward(self, x):\n        return F.softmax(self.l(x), dim=1)\n", (2, 3), tmp_path)
     with pytest.raises(OdlError, match="ends in softmax.*--loss nll"):
         lower(g, "fp32", TrainConfig(loss="xent"))
+    g2 = _graph("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.l, self.i = nn.Linear(3, 4), nn.Identity()\n"
+                "    def forward(self, x):\n        return self.i(F.log_softmax(self.l(x), -1))\n", (2, 3), tmp_path)
+    with pytest.raises(OdlError, match="ends in log_softmax.*--loss bce"):
+        lower(g2, "fp32", TrainConfig(loss="bce"))
+    lower(g2, "fp32", TrainConfig(loss="xent"))   # cross-entropy of log-probabilities is exactly their NLL
     lower(g, "fp32", TrainConfig(loss="mse"))   # a softmax output regressed on targets is fine
 
 

@@ -160,14 +160,18 @@ class Softmax:
 
 def check_loss(graph, loss: str):
     """Refuse a loss that would silently compute something else on this model's output."""
-    out = graph.node(graph.output) if any(n.name == graph.output for n in graph.nodes) else None
+    by_name = {n.name: n for n in graph.nodes}
+    out = by_name.get(graph.output)
+    while out is not None and out.op == "view":      # flatten / reshape / Identity of a softmax is still one
+        out = by_name.get(out.inputs[0])
     if out is not None and out.op == "softmax" and loss in ("xent", "bce"):
         kind = "log_softmax" if out.attrs["log"] else "softmax"
         if loss == "xent" and kind == "log_softmax":
             return  # cross-entropy of log-probabilities is their NLL (log_softmax is idempotent): exact
+        again = "a second softmax" if loss == "xent" else "a sigmoid"
         raise OdlError(f"graph node '{out.name}' ({out.target}): the model ends in {kind}, and --loss {loss} would "
-                       f"apply {'softmax' if loss == 'xent' else 'a sigmoid'} again; end the model in log_softmax and "
-                       f"use --loss nll (or return the logits and use --loss xent)")
+                       f"apply {again} to its {kind} values; end the model in log_softmax and use --loss nll "
+                       f"(or return the logits and use --loss xent)")
 
 
 def _identity(node_name, mod, in_shapes, out_shape):

@@ -29,8 +29,8 @@ def fx_arg(fx, index: int, name: str, default):
     return fx.args[index] if len(fx.args) > index else default
 
 
-def _const(node_name, what, v, kind=float):
-    if isinstance(v, torch.fx.Node) or not isinstance(v, (int, float, bool, str)) and v is not None:
+def _const(node_name, what, v):
+    if not isinstance(v, (int, float, str)):
         raise OdlError(f"graph node '{node_name}' ({what}): its settings must be constants, got {v!r}")
     return v
 
