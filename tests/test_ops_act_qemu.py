@@ -173,3 +173,41 @@ def test_models_lists_default_loss():
     line = next(ln for ln in out.splitlines() if ln.startswith("ad_autoencoder"))
     assert "input 8x640" in line and "loss mse" in line, line
     assert "loss xent" in next(ln for ln in out.splitlines() if ln.startswith("resnet8"))
+
+
+def test_every_spelling_maps_to_its_op(tmp_path):
+    """Modules, F.* / torch.* functions and tensor methods reach the right op with the right settings."""
+    g = _graph("""
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.m = nn.ModuleList([nn.Sigmoid(), nn.Tanh(), nn.LeakyReLU(-0.3), nn.ELU(0.4), nn.Hardswish(),
+                                nn.Hardsigmoid(), nn.SiLU(), nn.GELU(), nn.GELU(approximate="tanh"),
+                                nn.Softmax(dim=1), nn.LogSoftmax(dim=-1)])
+    def forward(self, x):
+        for m in self.m:
+            x = m(x)
+        x = F.sigmoid(x).sigmoid().tanh()
+        x = F.leaky_relu(x, negative_slope=0.25)
+        x = F.leaky_relu(x)
+        x = F.elu(x, 0.6)
+        x = F.hardswish(F.hardsigmoid(F.silu(x)))
+        x = F.gelu(x)
+        x = F.gelu(x, approximate="tanh")
+        x = torch.softmax(x, -1).softmax(dim=1).log_softmax(1)
+        x = torch.log_softmax(F.log_softmax(F.softmax(x, dim=1), dim=1), 1)
+        return torch.cat((x.sum(1, keepdim=True), torch.sum(x, dim=-1, keepdim=True), x.mean(-1, True)), 1)
+""", (2, 7), tmp_path)
+    got = [(n.op, n.attrs.get("alpha"), n.attrs.get("log")) for n in g.nodes]
+    assert got == [("sigmoid", None, None), ("tanh", None, None), ("leaky_relu", -0.3, None), ("elu", 0.4, None),
+                   ("hardswish", None, None), ("hardsigmoid", None, None), ("silu", None, None),
+                   ("gelu", None, None), ("gelu_tanh", None, None), ("softmax", None, 0), ("softmax", None, 1),
+                   ("sigmoid", None, None), ("sigmoid", None, None), ("tanh", None, None),
+                   ("leaky_relu", 0.25, None), ("leaky_relu", 0.01, None), ("elu", 0.6, None), ("silu", None, None),
+                   ("hardsigmoid", None, None), ("hardswish", None, None), ("gelu", None, None),
+                   ("gelu_tanh", None, None), ("softmax", None, 0), ("softmax", None, 0), ("softmax", None, 1),
+                   ("softmax", None, 0), ("softmax", None, 1), ("softmax", None, 1),
+                   ("sum", None, None), ("sum", None, None), ("sum", None, None), ("cat", None, None)], got
+    sums = [n.attrs for n in g.nodes if n.op == "sum"]
+    assert [s["scale"] for s in sums] == [1.0, 1.0, 1 / 7] and all(s["r"] == 7 for s in sums)
+    assert g.nodes[-1].attrs == {"outer": 2, "lens": [1, 1, 1], "offs": [0, 1, 2], "stride": 3}
