@@ -125,24 +125,29 @@ static float log1p_pos(float u) {
   return odl_logf(w) * (u / (w - 1.0f));
 }
 
-/* BCE with logits, mean over len: loss = mean(max(z, 0) - z*t + log(1 + exp(-|z|))), dz = (sigmoid(z) - t) / len */
+/* BCE with logits, mean over len: loss = mean(max(z, 0) - z*t + log(1 + exp(-|z|))), dz = (sigmoid(z) - t) / len.
+ * Every element costs an exp and a log, so the loss terms are summed in parallel too: each core writes the sum of
+ * its share to partial[core id]; a following odl_sum_partials call adds them (no barrier inside a kernel). */
 void odl_bce_logits(void *args) {
   const odl_bce_logits_args_t *p = (const odl_bce_logits_args_t *)args;
   int len = p->len, lo, hi;
-  float inv = 1.0f / (float)len;
+  float inv = 1.0f / (float)len, acc = 0.0f;
   odl_split(len, &lo, &hi);
   for (int i = lo; i < hi; i++) {
     float z = (float)p->z[i], t = (float)p->target[i];
     float e = odl_expf(z >= 0.0f ? -z : z); /* exp(-|z|) */
     float s = z >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
     p->dz[i] = (odl_t)((s - t) * inv);
+    acc += (z > 0.0f ? z : 0.0f) - z * t + log1p_pos(e);
   }
-  if (odl_core_id() == 0) {
-    float acc = 0.0f;
-    for (int i = 0; i < len; i++) {
-      float z = (float)p->z[i], t = (float)p->target[i];
-      acc += (z > 0.0f ? z : 0.0f) - z * t + log1p_pos(odl_expf(z >= 0.0f ? -z : z));
-    }
-    p->loss_out[0] = acc * inv;
-  }
+  p->partial[odl_core_id()] = acc;
+}
+
+/* out[0] = scale * sum of partial[0 .. cores), on core 0 */
+void odl_sum_partials(void *args) {
+  const odl_sum_partials_args_t *p = (const odl_sum_partials_args_t *)args;
+  if (odl_core_id() != 0) return;
+  float s = 0.0f;
+  for (int k = 0; k < odl_num_cores(); k++) s += p->partial[k];
+  p->out[0] = s * p->scale;
 }

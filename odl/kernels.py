@@ -112,6 +112,8 @@ _k(name="odl_softmax_bwd", args_type="odl_softmax_bwd_args_t", op="softmax", dir
    source="reduce.c")
 _k(name="odl_nll", args_type="odl_nll_args_t", op="nll", direction="loss", source="reduce.c")
 _k(name="odl_bce_logits", args_type="odl_bce_logits_args_t", op="bce_logits", direction="loss", source="reduce.c")
+_k(name="odl_sum_partials", args_type="odl_sum_partials_args_t", op="sum_partials", direction="loss",
+   source="reduce.c")
 
 
 def get(name: str) -> Kernel:

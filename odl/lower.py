@@ -430,9 +430,12 @@ class Lowering:
         elif cfg.loss == "nll":
             self.call("odl_nll", "loss", "loss", logp=Ptr(logits), labels=Ptr(labels), dlogp=Ptr(dlogits[0]),
                       loss_out=Ptr(loss), n=out_shape[0], c=out_shape[1])
-        elif cfg.loss == "bce":
+        elif cfg.loss == "bce":   # per-core partial sums of the loss terms, then their total
+            part = self.new_buffer("loss_partials", MAX_CORES, dtype="f32", role="scratch")
             self.call("odl_bce_logits", "loss", "loss", z=Ptr(logits), target=Ptr(labels), dz=Ptr(dlogits[0]),
-                      loss_out=Ptr(loss), len=math.prod(out_shape))
+                      partial=Ptr(part), len=math.prod(out_shape))
+            self.call("odl_sum_partials", "loss", "loss", partial=Ptr(part), out=Ptr(loss),
+                      scale=1.0 / math.prod(out_shape))
         else:
             self.call("odl_mse", "loss", "loss", pred=Ptr(logits), target=Ptr(labels), dpred=Ptr(dlogits[0]),
                       loss_out=Ptr(loss), len=math.prod(out_shape))

@@ -66,7 +66,11 @@ class NllArgs(ctypes.Structure):
 
 
 class BceArgs(ctypes.Structure):
-    _fields_ = [("z", _P), ("target", _P), ("dz", _P), ("loss_out", _P), ("len", _I)]
+    _fields_ = [("z", _P), ("target", _P), ("dz", _P), ("partial", _P), ("len", _I)]
+
+
+class SumPartialsArgs(ctypes.Structure):
+    _fields_ = [("partial", _P), ("out", _P), ("scale", _F)]
 
 
 def ptr(a):
@@ -270,6 +274,8 @@ def test_nll_bce(lib, cores):
         loss_t.backward()
         d = np.empty_like(z)
         loss = np.zeros(1, np.float32)
-        lib.run("bce_logits", BceArgs(ptr(z), ptr(t), ptr(d), ptr(loss), z.size), cores)
+        part = np.full(8, np.nan, np.float32)
+        lib.run("bce_logits", BceArgs(ptr(z), ptr(t), ptr(d), ptr(part), z.size), cores)
+        lib.run("sum_partials", SumPartialsArgs(ptr(part), ptr(loss), 1.0 / z.size), cores)
         assert abs(loss[0] - loss_t.item()) <= 2e-6 * max(1.0, abs(loss_t.item())), (loss[0], loss_t.item())
         check(lib, d, zt.grad.numpy(), f"bce grad {shape}")

@@ -179,7 +179,11 @@ void odl_softmax_bwd(void *args);
  * dlogp = -onehot(label) / N */
 typedef struct { const odl_t *logp; const int32_t *labels; odl_t *dlogp; float *loss_out; int n, c; } odl_nll_args_t;
 void odl_nll(void *args);
-/* ---- BCE with logits, mean over len: loss = mean(max(z,0) - z*t + log(1 + exp(-|z|))), dz = (sigmoid(z) - t)/len */
-typedef struct { const odl_t *z; const odl_t *target; odl_t *dz; float *loss_out; int len; } odl_bce_logits_args_t;
+/* ---- BCE with logits, mean over len: loss = mean(max(z,0) - z*t + log(1 + exp(-|z|))), dz = (sigmoid(z) - t)/len.
+ * partial[core id] = the sum of the core's share of loss terms (partial has >= odl_num_cores() entries); then
+ * odl_sum_partials with scale = 1/len gives the loss. */
+typedef struct { const odl_t *z; const odl_t *target; odl_t *dz; float *partial; int len; } odl_bce_logits_args_t;
 void odl_bce_logits(void *args);
+typedef struct { const float *partial; float *out; float scale; } odl_sum_partials_args_t;
+void odl_sum_partials(void *args);   /* out[0] = scale * sum of partial[0 .. odl_num_cores()), on core 0 */
 #endif
