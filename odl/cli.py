@@ -9,7 +9,11 @@ from .errors import OdlError, ToolError
 
 def train_config(a):
     from .lower import TrainConfig
-    return TrainConfig(lr=a.lr, train=a.train, bn=a.bn, loss=a.loss, optimizer=a.optimizer, momentum=a.momentum,
+    loss = a.loss
+    if loss is None:  # the model's own default (e.g. ad_autoencoder: mse), else cross-entropy
+        from .frontend import default_loss, load_model
+        loss = default_loss(load_model(a.model))
+    return TrainConfig(lr=a.lr, train=a.train, bn=a.bn, loss=loss, optimizer=a.optimizer, momentum=a.momentum,
                        weight_decay=a.weight_decay, seed=a.seed)
 
 
@@ -26,7 +30,10 @@ def add_train_args(p):
                    help="what trains: all, the last K layers with parameters, or parameters matching REGEX")
     p.add_argument("--bn", default="train", choices=["train", "frozen"],
                    help="batch norm: batch statistics (train) or running statistics (frozen)")
-    p.add_argument("--loss", default="xent", choices=["xent", "mse"])
+    p.add_argument("--loss", default=None, choices=["xent", "mse", "nll", "bce"],
+                   help="xent: softmax cross-entropy on logits; mse; nll: on log-probabilities (a model ending in "
+                        "log_softmax); bce: BCE with logits, float targets in [0, 1]. Default: the model's "
+                        "default_loss attribute, else xent")
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     p.add_argument("--lr", type=float, default=0.01, help="learning rate")
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
@@ -50,16 +57,17 @@ def _cmd_compile(a) -> int:
 
 
 def _cmd_models(a) -> int:
-    from .frontend import trace
-    from .lower import lower
+    from .frontend import default_loss, trace
+    from .lower import TrainConfig, lower
     from .models import BUILTIN
     for name, cls in sorted(BUILTIN.items()):
         m = cls()
         g = trace(m, tuple(m.input_shape))
-        p = lower(g, "fp32")
+        p = lower(g, "fp32", TrainConfig(loss=default_loss(m)))
         nparam = sum(v.numel() for v in m.parameters())
-        print(f"{name:12s} input {'x'.join(map(str, m.input_shape)):12s} params {nparam:8d}  "
-              f"MACs/step fwd {p.macs_forward} bwd {p.macs_backward} total {p.macs_forward + p.macs_backward}")
+        print(f"{name:14s} input {'x'.join(map(str, m.input_shape)):12s} loss {default_loss(m):5s} "
+              f"params {nparam:8d}  MACs/step fwd {p.macs_forward} bwd {p.macs_backward} "
+              f"total {p.macs_forward + p.macs_backward}")
     return 0
 
 

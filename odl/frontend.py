@@ -63,6 +63,14 @@ def default_input_shape(model: nn.Module) -> tuple[int, ...] | None:
     return tuple(s) if s else None
 
 
+def default_loss(model: nn.Module) -> str:
+    """The loss a model trains with unless told otherwise: its `default_loss` attribute, else cross-entropy."""
+    loss = getattr(model, "default_loss", "xent")
+    if loss not in ("xent", "mse", "nll", "bce"):
+        raise OdlError(f"the model's default_loss '{loss}' is not xent, mse, nll or bce")
+    return loss
+
+
 def _fn_name(fn) -> str:
     mod = getattr(fn, "__module__", None) or ""
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
@@ -71,7 +79,28 @@ def _fn_name(fn) -> str:
         name = name[4:]
     if mod.startswith("torch._C") or mod == "":
         mod = "torch"
+    name = name.removeprefix("_VariableFunctionsClass.")
     return f"{mod}.{name}"
+
+
+def _flat_args(args) -> list:
+    """Positional arguments with lists / tuples opened (torch.cat([a, b]) consumes a and b)."""
+    out = []
+    for a in args:
+        out += _flat_args(a) if isinstance(a, (list, tuple)) else [a]
+    return out
+
+
+def _user_frame(exc: BaseException) -> str:
+    """'file:line (code)' of the innermost frame outside torch (and odl) where an exception passed: the line of the
+    model that stopped torch.fx (e.g. `if x.sum() > 0:`)."""
+    import traceback
+    skip = (str(Path(torch.__file__).parent), str(Path(__file__).parent))
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(skip)]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"{f.filename}:{f.lineno}" + (f" ({f.line.strip()})" if f.line else "")
 
 
 class _ShapeRecorder(torch.fx.Interpreter):
@@ -100,26 +129,29 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
     try:
         gm = torch.fx.symbolic_trace(model)
     except Exception as e:
-        raise OdlError(f"torch.fx could not trace the model: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        where = _user_frame(e)
+        raise OdlError(f"torch.fx could not trace the model{' at ' + where if where else ''}: {type(e).__name__}: "
+                       f"{str(e).splitlines()[0]}") from None
     modules = dict(gm.named_modules())
 
-    # Refuse unsupported ops before running anything.
+    # Refuse unsupported ops before running anything, naming every one of them.
+    bad = []
     for n in gm.graph.nodes:
         if n.op == "call_module":
             m = modules[n.target]
             if type(m) not in opreg.MODULES:
-                raise OdlError(f"unsupported op {type(m).__module__}.{type(m).__name__} at graph node '{n.name}' "
-                               f"(module '{n.target}'); supported: {', '.join(opreg.supported())}")
+                bad.append(f"'{n.name}' ({type(m).__module__}.{type(m).__name__}, module '{n.target}')")
         elif n.op == "call_function":
             if n.target not in opreg.FUNCTIONS:
-                raise OdlError(f"unsupported op {_fn_name(n.target)} at graph node '{n.name}'; "
-                               f"supported: {', '.join(opreg.supported())}")
+                bad.append(f"'{n.name}' ({_fn_name(n.target)})")
         elif n.op == "call_method":
             if n.target not in opreg.METHODS:
-                raise OdlError(f"unsupported op Tensor.{n.target} at graph node '{n.name}'; "
-                               f"supported: {', '.join(opreg.supported())}")
+                bad.append(f"'{n.name}' (Tensor.{n.target})")
         elif n.op == "get_attr":
-            raise OdlError(f"unsupported graph node '{n.name}': direct use of tensor attribute '{n.target}'")
+            bad.append(f"'{n.name}' (direct use of tensor attribute '{n.target}')")
+    if bad:
+        raise OdlError(f"unsupported op{'s' if len(bad) > 1 else ''} at {len(bad)} graph node{'s' if len(bad) > 1 else ''}: "
+                       f"{'; '.join(bad)}. Supported: {', '.join(opreg.supported())}")
 
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
@@ -148,7 +180,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
                 raise OdlError("the model must return a single tensor (the logits)")
             output = out.name
             continue
-        tensor_args = [a for a in n.args if isinstance(a, torch.fx.Node)]
+        tensor_args = [a for a in _flat_args(n.args) if isinstance(a, torch.fx.Node)]
         in_shapes = [shapes[a.name] for a in tensor_args]
         out_shape = shape_of(n)
         module = None
@@ -174,6 +206,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
             opname, conv = opreg.METHODS[n.target]
             attrs, _ = conv(n.name, n, in_shapes, out_shape)
             pmap, target = {}, f"Tensor.{n.target}"
+        opname = attrs.pop("_op", opname)   # a converter may redirect (function and method converters too)
         shapes[n.name] = out_shape
         nodes.append(Node(name=n.name, op=opname, target=target, inputs=[a.name for a in tensor_args],
                           shape=out_shape, attrs=attrs, params=pmap, module=module))

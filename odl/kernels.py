@@ -116,6 +116,23 @@ _k(name="odl_upsample_fwd", args_type="odl_upsample_args_t", op="upsample", dire
    source="upsample.c")
 _k(name="odl_upsample_bwd", args_type="odl_upsample_bwd_args_t", op="upsample", direction="input_grad",
    source="upsample.c")
+# activations, reductions, concatenation, softmax, NLL / BCE losses (activation.c, reduce.c); an activation costs
+# ~10-40 scalar FP32 instructions per element (exp / erfc)
+_k(name="odl_act_fwd", args_type="odl_act_args_t", op="activation", direction="forward", source="activation.c",
+   cost=lambda f, c, l: _ceil(f.get("len", 0), c) * 30)
+_k(name="odl_act_bwd", args_type="odl_act_bwd_args_t", op="activation", direction="input_grad",
+   source="activation.c", cost=lambda f, c, l: _ceil(f.get("len", 0), c) * 35)
+_k(name="odl_sum_fwd", args_type="odl_sum_args_t", op="sum", direction="forward", source="reduce.c")
+_k(name="odl_sum_bwd", args_type="odl_sum_bwd_args_t", op="sum", direction="input_grad", source="reduce.c")
+_k(name="odl_block_copy", args_type="odl_block_copy_args_t", op="block_copy", direction="any", source="reduce.c")
+_k(name="odl_softmax_fwd", args_type="odl_softmax_args_t", op="softmax", direction="forward", source="reduce.c")
+_k(name="odl_softmax_bwd", args_type="odl_softmax_bwd_args_t", op="softmax", direction="input_grad",
+   source="reduce.c")
+_k(name="odl_nll", args_type="odl_nll_args_t", op="nll", direction="loss", source="reduce.c")
+_k(name="odl_bce_logits", args_type="odl_bce_logits_args_t", op="bce_logits", direction="loss", source="reduce.c")
+_k(name="odl_sum_partials", args_type="odl_sum_partials_args_t", op="sum_partials", direction="loss",
+   source="reduce.c")
+
 
 def get(name: str) -> Kernel:
     try:

@@ -85,7 +85,8 @@ class TrainConfig:
     lr: float = 0.01
     train: str = "all"            # 'all' | 'last:K' (last K layers with parameters) | a regex on parameter names
     bn: str = "train"             # 'train': batch statistics; 'frozen': running statistics (eval mode)
-    loss: str = "xent"            # 'xent' (softmax cross-entropy, mean) | 'mse' (mean)
+    loss: str = "xent"            # 'xent' (softmax cross-entropy, mean) | 'mse' (mean) | 'nll' (of log-probabilities,
+                                  # mean) | 'bce' (BCE with logits, mean; float targets in [0, 1])
     optimizer: str = "sgd"        # 'sgd' | 'adam'
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -195,7 +196,8 @@ class Lowering:
     def can_overwrite(self, value: str, node: Node) -> bool:
         """May `node` write its output over `value`'s storage? Only if `node` is the last reader: every value
         sharing that storage is consumed by `node` alone, none is the model input or output, and no backward
-        needs it (ReLU/ReLU6 backwards read their own output, so a ReLU's output is never overwritten)."""
+        needs it (an op whose backward reads its own output, e.g. ReLU or Sigmoid, never has that output overwritten;
+        an op whose backward reads its input does not overwrite it)."""
         if not self.cfg.inplace:
             return False
         for v in self._storage_group(value):
@@ -204,7 +206,7 @@ class Lowering:
             if any(c is not node for c in self.g.consumers(v)):
                 return False
             prod = next((n for n in self.g.nodes if n.name == v), None)
-            if prod is not None and prod.op in ("relu", "relu6"):
+            if prod is not None and opreg.backward_reads_output(prod):
                 return False
         return self.value_buf[value].role == "act"
 
@@ -416,16 +418,20 @@ class Lowering:
         self.value_buf[g.input] = inp
         out_shape = self.shape(g.output)
         batch = g.input_shape[0]
-        if cfg.loss == "xent":
+        from .ops.reduce import check_loss
+        check_loss(g, cfg.loss)
+        if cfg.loss in ("xent", "nll"):
             if len(out_shape) != 2:
-                raise OdlError(f"cross-entropy needs [N, classes] logits from the model, got {list(out_shape)}")
+                raise OdlError(f"{'cross-entropy' if cfg.loss == 'xent' else 'NLL'} needs [N, classes] "
+                               f"{'logits' if cfg.loss == 'xent' else 'log-probabilities'} from the model, "
+                               f"got {list(out_shape)}")
             labels = self.new_buffer("labels", batch, dtype="i32", role="label", persistent=True, shape=(batch,),
                                      init=("labels",))
-        elif cfg.loss == "mse":
+        elif cfg.loss in ("mse", "bce"):
             labels = self.new_buffer("targets", math.prod(out_shape), role="label", persistent=True,
                                      shape=out_shape, init=("labels",))
         else:
-            raise OdlError(f"unknown loss '{cfg.loss}' (expected xent or mse)")
+            raise OdlError(f"unknown loss '{cfg.loss}' (expected xent, mse, nll or bce)")
         self.preload += [inp, labels]
         for pname in g.params:
             if pname in self.trainable:
@@ -450,6 +456,15 @@ class Lowering:
         if cfg.loss == "xent":
             self.call("odl_softmax_xent", "loss", "loss", logits=Ptr(logits), labels=Ptr(labels),
                       dlogits=Ptr(dlogits[0]), loss_out=Ptr(loss), n=out_shape[0], c=out_shape[1])
+        elif cfg.loss == "nll":
+            self.call("odl_nll", "loss", "loss", logp=Ptr(logits), labels=Ptr(labels), dlogp=Ptr(dlogits[0]),
+                      loss_out=Ptr(loss), n=out_shape[0], c=out_shape[1])
+        elif cfg.loss == "bce":   # per-core partial sums of the loss terms, then their total
+            part = self.new_buffer("loss_partials", MAX_CORES, dtype="f32", role="scratch")
+            self.call("odl_bce_logits", "loss", "loss", z=Ptr(logits), target=Ptr(labels), dz=Ptr(dlogits[0]),
+                      partial=Ptr(part), len=math.prod(out_shape))
+            self.call("odl_sum_partials", "loss", "loss", partial=Ptr(part), out=Ptr(loss),
+                      scale=1.0 / math.prod(out_shape))
         else:
             self.call("odl_mse", "loss", "loss", pred=Ptr(logits), target=Ptr(labels), dpred=Ptr(dlogits[0]),
                       loss_out=Ptr(loss), len=math.prod(out_shape))

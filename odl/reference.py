@@ -91,6 +91,10 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
         logits = _Recorder(gm, values, dropout or {}, step, masks if step == 0 else None).run(x.to(dtype))
         if cfg.loss == "mse":
             loss = F.mse_loss(logits, target.to(dtype))
+        elif cfg.loss == "nll":
+            loss = F.nll_loss(logits, target.long())
+        elif cfg.loss == "bce":
+            loss = F.binary_cross_entropy_with_logits(logits, target.to(dtype))
         else:
             loss = F.cross_entropy(logits, target.long())
         loss.backward()

@@ -64,11 +64,13 @@ def prepare_module(model: torch.nn.Module, name: str, shape: tuple, seed: int, p
         x = torch.randn(*shape, generator=gen)
         if loss == "mse":
             t = torch.randn(*out_shape, generator=gen)
+        elif loss == "bce":
+            t = torch.rand(*out_shape, generator=gen)   # probabilities in [0, 1)
         else:
             t = torch.randint(0, int(out_shape[-1]), (shape[0],), generator=gen)
         if precision == "fp16":
             x = x.half().float()
-            t = t.half().float() if loss == "mse" else t
+            t = t.half().float() if loss in ("mse", "bce") else t
         batches.append((x, t))
     if precision == "fp16":
         with torch.no_grad():

@@ -188,4 +188,46 @@ void odl_upsample_fwd(void *args);
 typedef struct { const odl_t *dy; odl_t *dx; int n, c, h, w, ho, wo; int mode, align_corners; float rh, rw;
                  int accumulate; } odl_upsample_bwd_args_t;
 void odl_upsample_bwd(void *args);
+/* ==== activations, reductions, concatenation, softmax, NLL / BCE losses (kernels_c/activation.c, reduce.c) ==== */
+/* ---- elementwise activation, op code below; alpha = LeakyReLU negative_slope or ELU alpha (else unused).
+ * Computed in FP32 per element, rounded once. y may alias x. */
+enum { ODL_ACT_SIGMOID = 0, ODL_ACT_TANH = 1, ODL_ACT_LEAKY_RELU = 2, ODL_ACT_ELU = 3, ODL_ACT_HARDSWISH = 4,
+       ODL_ACT_HARDSIGMOID = 5, ODL_ACT_SILU = 6, ODL_ACT_GELU = 7 /* erf form */, ODL_ACT_GELU_TANH = 8 };
+typedef struct { const odl_t *x; odl_t *y; int len; int op; float alpha; } odl_act_args_t;
+void odl_act_fwd(void *args);
+/* dx (+)= dy * act'(.), from s = the forward output (odl_act_bwd_reads_output(op)) or else the forward input.
+ * dx may alias dy. */
+typedef struct { const odl_t *s; const odl_t *dy; odl_t *dx; int len; int op; float alpha; int accumulate; } odl_act_bwd_args_t;
+void odl_act_bwd(void *args);
+int odl_act_bwd_reads_output(int op);
+float odl_expm1f(float x);
+float odl_tanhf(float x);
+float odl_erff(float x);
+float odl_erfcf(float x);
+
+/* ---- sum over the middle axis of x [outer, r, inner]: y[o, i] = scale * sum_k x[o, k, i] (mean: scale = 1/r) */
+typedef struct { const odl_t *x; odl_t *y; int outer, r, inner; float scale; } odl_sum_args_t;
+void odl_sum_fwd(void *args);
+typedef struct { const odl_t *dy; odl_t *dx; int outer, r, inner; float scale; int accumulate; } odl_sum_bwd_args_t;
+void odl_sum_bwd(void *args);   /* dx[o, k, i] (+)= scale * dy[o, i] */
+/* ---- block copy: dst[o*dst_stride + i] (+)= src[o*src_stride + i] for o < outer, i < len (cat / stack) */
+typedef struct { const odl_t *src; odl_t *dst; int outer, len, src_stride, dst_stride; int accumulate; } odl_block_copy_args_t;
+void odl_block_copy(void *args);
+/* ---- softmax (log = 0) / log_softmax (log = 1) over the middle axis of [outer, r, inner] ---- */
+typedef struct { const odl_t *x; odl_t *y; int outer, r, inner; int log; } odl_softmax_args_t;
+void odl_softmax_fwd(void *args);
+/* from the output y: dx (+)= y * (dy - sum dy*y)  |  dy - exp(y) * sum dy */
+typedef struct { const odl_t *y; const odl_t *dy; odl_t *dx; int outer, r, inner; int log; int accumulate; } odl_softmax_bwd_args_t;
+void odl_softmax_bwd(void *args);
+/* ---- NLL loss on log-probabilities logp [N, C], labels int32 [N]: loss = -mean logp[n, label[n]] (FP32),
+ * dlogp = -onehot(label) / N */
+typedef struct { const odl_t *logp; const int32_t *labels; odl_t *dlogp; float *loss_out; int n, c; } odl_nll_args_t;
+void odl_nll(void *args);
+/* ---- BCE with logits, mean over len: loss = mean(max(z,0) - z*t + log(1 + exp(-|z|))), dz = (sigmoid(z) - t)/len.
+ * partial[core id] = the sum of the core's share of loss terms (partial has >= odl_num_cores() entries); then
+ * odl_sum_partials with scale = 1/len gives the loss. */
+typedef struct { const odl_t *z; const odl_t *target; odl_t *dz; float *partial; int len; } odl_bce_logits_args_t;
+void odl_bce_logits(void *args);
+typedef struct { const float *partial; float *out; float scale; } odl_sum_partials_args_t;
+void odl_sum_partials(void *args);   /* out[0] = scale * sum of partial[0 .. odl_num_cores()), on core 0 */
 #endif

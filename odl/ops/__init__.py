@@ -30,3 +30,9 @@ def supported() -> list[str]:
 from . import conv, linear, activation, shape, batchnorm, arith, pool, dropout, pad  # noqa: E402,F401  (registration side effects)
 from . import norm  # noqa: E402,F401  (LayerNorm, GroupNorm, InstanceNorm)
 from . import upsample  # noqa: E402,F401  (Upsample, F.interpolate)
+from . import smooth, reduce  # noqa: E402,F401  (activations; sum/mean, cat/stack, softmax, Identity)
+
+
+def backward_reads_output(node) -> bool:
+    """Does the backward of `node` read the node's own output? Then nothing may write over that output."""
+    return bool(getattr(_OPS[node.op], "backward_reads_output", False))

@@ -24,6 +24,7 @@ def convert_hardtanh(node_name, mod, in_shapes, out_shape):
 
 class _Clamp:
     fwd = bwd = ""
+    backward_reads_output = True   # dx = dy * (y inside the clamp range): y must survive until the backward
 
     def forward(self, node, L):
         y = L.output_inplace(node, node.inputs[0])

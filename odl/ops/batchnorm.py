@@ -1,4 +1,5 @@
-"""BatchNorm2d: training mode (batch statistics, running-stat update) or frozen (running statistics)."""
+"""BatchNorm2d and BatchNorm1d: training mode (batch statistics, running-stat update) or frozen (running statistics).
+BatchNorm1d on [N, C] or [N, C, L] is the same kernel with HW = 1 or L."""
 from __future__ import annotations
 
 import math
@@ -11,8 +12,12 @@ from . import MODULES, register
 
 
 def convert_module(node_name, mod: nn.BatchNorm2d, in_shapes, out_shape):
-    where = f"graph node '{node_name}' (BatchNorm2d)"
-    if len(in_shapes[0]) != 4:
+    kind = type(mod).__name__
+    where = f"graph node '{node_name}' ({kind})"
+    if isinstance(mod, nn.BatchNorm1d):
+        if len(in_shapes[0]) not in (2, 3):
+            raise OdlError(f"{where}: input shape {list(in_shapes[0])} is not [N, C] or [N, C, L]")
+    elif len(in_shapes[0]) != 4:
         raise OdlError(f"{where}: input shape {list(in_shapes[0])} is not NxCxHxW")
     if mod.momentum is None:
         raise OdlError(f"{where}: momentum=None (cumulative average) is not supported")
@@ -26,8 +31,8 @@ class BatchNorm2d:
     name = "batchnorm"
 
     def _dims(self, node, L):
-        n, c, h, w = L.shape(node.inputs[0])
-        return n, c, h * w
+        n, c, *spatial = L.shape(node.inputs[0])
+        return n, c, math.prod(spatial)
 
     def training(self, node, L) -> bool:
         return L.cfg.bn == "train" or not node.attrs["track"]
@@ -73,3 +78,4 @@ class BatchNorm2d:
 
 register(BatchNorm2d())
 MODULES[nn.BatchNorm2d] = ("batchnorm", convert_module)
+MODULES[nn.BatchNorm1d] = ("batchnorm", convert_module)
