@@ -169,20 +169,26 @@ class QemuRunner:
                 pass
 
     def exit(self, code: int = 0, wait: float = 10.0) -> int:
-        """Send EXIT(code), wait for QEMU to end; its exit status must be `code` (0 = pass)."""
+        """Send EXIT(code), wait for QEMU to end; its exit status must be `code` (0 = pass). The device exits right
+        after its ACK, so a lost ACK shows up as a lost connection: QEMU's exit status then decides."""
+        sent_err = None
         try:
             self.link.exit(code)
+        except ProtocolError as e:
+            sent_err = e
+        try:
             self.proc.wait(timeout=wait)
-        except (ProtocolError, subprocess.TimeoutExpired) as e:
+        except subprocess.TimeoutExpired as e:
             self._kill()
-            raise RunnerError(f"QEMU did not exit cleanly: {e}{self.stderr_tail()}") from e
+            raise RunnerError(f"QEMU did not exit cleanly: {sent_err or e}{self.stderr_tail()}") from e
         finally:
             if self.port is not None:
                 self.port.close()
                 self.port = None
         self.exit_status = self.proc.returncode
         if self.exit_status != code:
-            raise RunnerError(f"QEMU exit status {self.exit_status}, expected {code}{self.stderr_tail()}")
+            raise RunnerError(f"QEMU exit status {self.exit_status}, expected {code}"
+                              f"{f' ({sent_err})' if sent_err else ''}{self.stderr_tail()}")
         return self.exit_status
 
     # -- bulk data --------------------------------------------------------------------------------
