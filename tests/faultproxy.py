@@ -25,11 +25,14 @@ class Damage:
 
 @dataclass
 class FaultProxy:
-    """with FaultProxy(upstream_port, rate=1e-3, seed=1) as p: serial_for_url(p.url) ..."""
+    """with FaultProxy(upstream_port, rate=1e-3, seed=1) as p: serial_for_url(p.url) ...
+    rate: probability that a byte is damaged (flipped, dropped or duplicated); delay_rate: that the stream stalls
+    (up to max_delay_s) before a byte."""
     upstream_port: int
     rate: float = 1e-3
     seed: int = 0
-    kinds: tuple = ("flip", "drop", "dup", "delay")
+    kinds: tuple = ("flip", "drop", "dup")
+    delay_rate: float | None = None   # default: = rate
     max_delay_s: float = 0.05
     to_device: Damage = field(default_factory=Damage)
     to_host: Damage = field(default_factory=Damage)
@@ -82,8 +85,17 @@ class FaultProxy:
                     pass
                 return
             out = bytearray()
+            delay_rate = self.rate if self.delay_rate is None else self.delay_rate
             for b in data:
                 dmg.bytes += 1
+                if rng.random() < delay_rate:
+                    dmg.delayed += 1
+                    try:
+                        dst.sendall(bytes(out))
+                    except OSError:
+                        return
+                    out.clear()
+                    time.sleep(rng.uniform(0, self.max_delay_s))
                 if rng.random() >= self.rate:
                     out.append(b)
                     continue
@@ -93,18 +105,9 @@ class FaultProxy:
                     out.append(b ^ rng.randrange(1, 256))
                 elif kind == "drop":
                     dmg.dropped += 1
-                elif kind == "dup":
+                else:
                     dmg.duplicated += 1
                     out += bytes([b, b])
-                else:
-                    dmg.delayed += 1
-                    try:
-                        dst.sendall(bytes(out))
-                    except OSError:
-                        return
-                    out.clear()
-                    time.sleep(rng.uniform(0, self.max_delay_s))
-                    out.append(b)
             try:
                 dst.sendall(bytes(out))
             except OSError:
