@@ -60,6 +60,10 @@ class ProtocolError(ToolError):
     """Malformed traffic, a timeout, or an ERROR reply from the device."""
 
 
+class RetriesExhausted(ProtocolError):
+    """A request got no valid reply within its allowed number of sends."""
+
+
 class DeviceError(ProtocolError):
     """The device answered with an ERROR frame."""
 
@@ -177,7 +181,7 @@ class Link:
     retries: how many times one request is sent again before the command fails."""
 
     def __init__(self, port, timeout: float = 30.0, max_garbage: int = 1 << 16, bytes_per_s: float | None = None,
-                 retries: int = 10, base_timeout: float = 1.0, quiet: float = 0.25):
+                 retries: int = 10, base_timeout: float = 0.5, quiet: float = 0.25):
         self.port = port
         self.timeout = timeout
         self.max_garbage = max_garbage
@@ -284,7 +288,7 @@ class Link:
         return self._seq
 
     def request(self, type_: int, payload: bytes, expect: int, timeout: float | None = None,
-                reply_bytes: int = 64, seq: int | None = None) -> bytes:
+                reply_bytes: int = 64, seq: int | None = None, retries: int | None = None) -> bytes:
         """Send a request and return the payload of its reply (of type `expect`), retransmitting as needed.
         timeout: how long it may run once the device ACCEPTED it (default: self.timeout); reply_bytes: the
         expected reply size (scales the wait for it)."""
@@ -303,8 +307,8 @@ class Link:
         def resend(reason: str) -> float:
             nonlocal sends
             problems.append(reason)
-            if sends > self.retries:
-                raise ProtocolError(f"{what}: no valid reply after {sends} attempts "
+            if sends > (self.retries if retries is None else retries):
+                raise RetriesExhausted(f"{what}: no valid reply after {sends} attempts "
                                     f"({time.monotonic() - t_first:.1f} s; {'; '.join(dict.fromkeys(problems))})"
                                     + self._said())
             if sends:
@@ -411,9 +415,19 @@ class Link:
                 self.chunk *= 2
                 self._clean = 0
 
-    def _bulk(self, type_, payload, expect, reply_bytes=64) -> bytes:
+    def _bulk(self, type_, payload, expect, reply_bytes=64, size=0) -> bytes | None:
+        """One chunk of a READ/WRITE (both idempotent). A chunk above the minimum that fails 3 times is given up
+        (None): the caller sends the same range again in smaller chunks."""
         before = self.stats.retransmissions
-        p = self.request(type_, payload, expect, reply_bytes=reply_bytes)
+        try:
+            p = self.request(type_, payload, expect, reply_bytes=reply_bytes,
+                             retries=2 if size > MIN_CHUNK else None)
+        except RetriesExhausted:
+            if size <= MIN_CHUNK:
+                raise
+            self.chunk = max(MIN_CHUNK, min(self.chunk, size) // 2)
+            self._clean = 0
+            return None
         self._adapt(self.stats.retransmissions > before)
         return p
 
@@ -422,7 +436,10 @@ class Link:
         i = 0
         while i < len(data):
             part = data[i:i + min(chunk, self.chunk)]
-            st = self._ack(self._bulk(WRITE, struct.pack("<I", offset + i) + part.tobytes(), ACK), "WRITE")
+            p = self._bulk(WRITE, struct.pack("<I", offset + i) + part.tobytes(), ACK, size=len(part))
+            if p is None:
+                continue
+            st = self._ack(p, "WRITE")
             if st:
                 raise ProtocolError(f"WRITE at {offset + i} failed with status {st}")
             i += len(part)
@@ -432,7 +449,9 @@ class Link:
         out = bytearray()
         while len(out) < n:
             k = min(chunk, self.chunk, n - len(out))
-            p = self._bulk(READ, struct.pack("<II", offset + len(out), k), DATA, reply_bytes=k)
+            p = self._bulk(READ, struct.pack("<II", offset + len(out), k), DATA, reply_bytes=k, size=k)
+            if p is None:
+                continue
             if len(p) != k:
                 raise ProtocolError(f"READ returned {len(p)} bytes, asked {k}")
             out += p

@@ -50,6 +50,7 @@ def wait_listening(port: int, timeout=10.0):
 
 
 @needs_qemu
+@pytest.mark.slow
 def test_validate_through_a_damaging_link(tmp_path):
     port = free_port()
     pidfile = tmp_path / "board.pid"
@@ -103,8 +104,8 @@ def test_multi_step_weights_identical_to_clean_link(tmp_path):
     from odl.validate import build, prepare
     target = load_target("rv32-cluster")
     cfg = TrainConfig(lr=0.05, momentum=0.9)
-    prep = prepare(SPINE, "2x3x7x8", 3, "fp32", steps=3)
-    prog = lower(prep.graph, "fp32", cfg, observe=True, cores=2)
+    prep = prepare(SPINE, "2x3x7x8", 3, "fp16", steps=3)
+    prog = lower(prep.graph, "fp16", cfg, observe=True, cores=2)
     plan(prog)
     elf = build(prog, prep.name, target, 2, tmp_path)
     clean = run_on_board(elf, 2, prog, prep, 0.0, 0)
