@@ -148,3 +148,14 @@ void odl_begin_request(uint16_t seq) {
   keeping = seq != 0;
   kept_state = KEPT_NONE;
 }
+
+#ifdef ODL_FUZZ
+/* Native fuzz build only (tests/fuzz): bytes put back and not yet rescanned, and a fresh start per input. */
+uint32_t odl_fuzz_pending(void) { return pb_len - pb_pos; }
+void odl_fuzz_reset(void) {
+  pb_pos = pb_len = 0;
+  tx_seq = last_seq = 0;
+  keeping = 0;
+  kept_state = KEPT_NONE;
+}
+#endif
