@@ -66,6 +66,7 @@ def wall_step(target, work: Path, model: str = "resnet8", precision: str = "fp16
 
 def bench(json_path: str | None = None, md_path: str | None = None, keep_dir: str | None = None, log=print,
           jobs: int = 2) -> dict:
+    from .fsutil import write_text_atomic
     from .profile import measure_sync, profile_prepared
     from .validate import prepare_module
     from .target import load_target
@@ -87,9 +88,17 @@ def bench(json_path: str | None = None, md_path: str | None = None, keep_dir: st
             m, p, c = key
             return key, profile_prepared(preps[key], target, p, c, work=work / f"{m}_{p}_{c}", sync=syncs[c])
 
-        with ThreadPoolExecutor(max_workers=jobs) as ex:
-            reps = dict(ex.map(run, list(preps)))
-        wall = wall_step(target, work / "wall")
+        from concurrent.futures import as_completed
+        from .progress import bar
+        reps = {}
+        with ThreadPoolExecutor(max_workers=jobs) as ex, bar(total=len(preps) + 1, desc="bench") as pb:
+            for fut in as_completed([ex.submit(run, k) for k in preps]):
+                key, rep = fut.result()
+                reps[key] = rep
+                pb.set_postfix_str(" ".join(map(str, key)))
+                pb.update(1)
+            wall = wall_step(target, work / "wall")
+            pb.update(1)
     finally:
         if not keep_dir:
             shutil.rmtree(work, ignore_errors=True)
@@ -125,9 +134,9 @@ def bench(json_path: str | None = None, md_path: str | None = None, keep_dir: st
     text = table + "\n\n" + "\n".join(extra)
     log(text)
     if md_path:
-        Path(md_path).write_text("# odl bench\n\n" + table + "\n\n" + "\n".join(f"- {e}" for e in extra) + "\n")
+        write_text_atomic(md_path, "# odl bench\n\n" + table + "\n\n" + "\n".join(f"- {e}" for e in extra) + "\n")
     if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=2))
+        write_text_atomic(json_path, json.dumps(result, indent=2))
     return result
 
 

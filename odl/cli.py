@@ -44,7 +44,7 @@ def _cmd_validate(a) -> int:
     from .validate import validate
     rep = validate(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, a.lr, a.json, a.keep,
                    steps=a.steps, cfg=train_config(a), port=a.port, baud=a.baud, bulk=a.bulk, flash=a.flash,
-                   emulator=a.emulator)
+                   emulator=a.emulator, step_timeout=a.step_timeout)
     return 0 if rep["passed"] else 1
 
 
@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="QEMU: move tensors by loader/semihosting (fast) or over the UART protocol like a board")
     v.add_argument("--json", default=None, help="write the report as JSON to this file")
     v.add_argument("--keep", default=None, metavar="DIR", help="keep generated C, firmware and run files in DIR")
+    v.add_argument("--step-timeout", type=float, default=None, metavar="S",
+                   help="seconds one STEP may run on the device before it counts as hung (default: 60 + 2 us/MAC)")
     v.set_defaults(fn=_cmd_validate)
     c = sub.add_parser("compile", help="write the training step as a standalone C project (Makefile, QEMU script)")
     add_model_args(c)
@@ -161,13 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(fn=_cmd_sweep)
     m = sub.add_parser("models", help="list the built-in models")
     m.set_defaults(fn=_cmd_models)
+    from .checks import decorate_help
+    decorate_help(sub)
     return ap
 
 
 def main(argv=None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
+    from .cleanup import install_signal_handlers
+    install_signal_handlers()
     try:
+        from .checks import preflight
+        preflight(a)   # flags and paths, before anything is built or run
         return a.fn(a)
     except OdlError as e:
         print(f"odl: error: {e}", file=sys.stderr)
@@ -176,6 +184,7 @@ def main(argv=None) -> int:
         print(f"odl: {type(e).__name__}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
+        print("odl: interrupted", file=sys.stderr)
         return 130
     except Exception:  # a bug in odl, not the user's fault: show it, but never as "tolerance failed" (1)
         import traceback

@@ -3,6 +3,7 @@
 DIR/
   Makefile            cross build of firmware.elf with $(CC) alone (flags resolved from odl/toolchain.py)
   run-qemu.sh         QEMU command line of odl/runners/qemu.py, weights preloaded, UART on a TCP port
+  host.py             host driver (Python + pyserial only): steps the firmware, prints and reads back the loss
   README.md           layout, protocol, build and run
   weights.bin         initial arena image for the preloaded region (params, input, labels, state)
   layout.json         every arena buffer: name, role, dtype, shape, offset, bytes
@@ -193,10 +194,10 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
                    qemu_extra=" ".join(shlex.quote(a) for a in q.extra) if q else "",
                    bits=16 if precision == "fp16" else 32)
         env = _env()
-        for name in ("Makefile", "README.md", "run-qemu.sh"):
+        for name in ("Makefile", "README.md", "run-qemu.sh", "host.py"):
             (tmp / name).write_text(env.get_template(name + ".j2").render(**ctx))
-        sh = tmp / "run-qemu.sh"
-        sh.chmod(sh.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        for sh in (tmp / "run-qemu.sh", tmp / "host.py"):
+            sh.chmod(sh.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         os.chmod(tmp, 0o755)
         if out.exists():                                 # --force (or an empty dir): swap it out
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -211,5 +212,5 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
     listing = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     log(f"wrote {out}: {len(listing)} files; weights.bin {len(blob)} B (preloaded at arena offset 0, "
         f"address {target.arena_addr:#x}); arena {prog.arena_bytes} B of {budget_bytes} B budget")
-    log(f"build: make -C {out}    run: {out}/run-qemu.sh")
+    log(f"build: make -C {out}    run: python3 {out}/host.py --qemu --steps 3")
     return CompileResult(out, mem, prog.arena_bytes, len(blob), listing)

@@ -247,7 +247,7 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
 
 
 def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: Path | None = None,
-                     sync: dict | None = None, tuning: bool = False) -> dict:
+                     sync: dict | None = None, tuning: bool = False, phase=None) -> dict:
     """Lower, build with ODL_PROFILE, run one step on QEMU, read the counts; returns the report dict."""
     from .codegen import render
     from .lower import MAX_CORES, TrainConfig, lower
@@ -266,7 +266,10 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
     work = Path(work)
     try:
         t0 = time.perf_counter()
+        phase = phase or (lambda *a: None)
+        phase("calibrate", f"fork/join cost on {cores} cores")
         sync = sync or measure_sync(target, cores, work / "sync")
+        phase("lower/plan/build", f"profiled step, {precision}, {cores} cores")
         from .tune import load_costs
         prog = lower(prep.graph, precision, cfg, profile=True, tuning=tuning, cores=cores,
                      costs=load_costs(target.name, precision, cores))
@@ -275,6 +278,7 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
         elf = build_firmware(target, precision, cores, srcs, [work / "gen"], work / "build", defines=["ODL_PROFILE"],
                              scalar_sources=srcs)
         t_run = time.perf_counter()
+        phase("run", "one profiled step on QEMU")
         with QemuRunner(target, elf, cores, work / "run", preload=[(0, preload_blob(prog, prep))],
                         timeout=1800.0) as r:
             res = r.link.step(1)
@@ -288,6 +292,10 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
     rep = analyse(prog, counts, cores, sync["per_call"])
     rep.update({"model": prep.name, "target": target.name, "precision": precision, "cores": cores,
                 "input_shape": list(prep.batches[0][0].shape), "loss": res.loss,
+                # the step's time (slowest core per kernel call + fork/join), and STEP_DONE's counter for contrast:
+                # all harts' instructions summed, profiling overhead included (QEMU -icount shares one counter)
+                "critical_path_cycles": rep["cycles"],
+                "device_instructions_all_harts": res.instret,
                 "sync": sync, "sync_per_call": sync["per_call"],
                 "per_call": [{"index": i, "layer": c.layer, "step": c.step, "kernel": c.kernel, "macs": c.macs,
                               "loop": c.loop, "variant": c.variant, "cores": counts[i, :cores].astype(int).tolist()}
@@ -313,14 +321,19 @@ def setup(model_spec: str, target_name: str, precision: str, input_shape: str | 
 def profile(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp32", cores: int = 8,
             input_shape: str | None = None, seed: int = 0, cfg=None, json_path: str | None = None,
             png_path: str | None = None, keep_dir: str | None = None, log=print) -> dict:
+    from .fsutil import atomic_path, write_text_atomic
+    from .progress import Phases
+    phase = Phases("profile")
+    phase("trace", model_spec)
     target, prep, cfg = setup(model_spec, target_name, precision, input_shape, seed, cfg)
-    rep = profile_prepared(prep, target, precision, cores, cfg, Path(keep_dir) if keep_dir else None)
+    rep = profile_prepared(prep, target, precision, cores, cfg, Path(keep_dir) if keep_dir else None, phase=phase)
     if log:
         log(format_report(rep))
     if json_path:
-        Path(json_path).write_text(json.dumps(rep, indent=2))
+        write_text_atomic(json_path, json.dumps(rep, indent=2))
     if png_path:
-        plot_png(rep, png_path)
+        with atomic_path(png_path) as tmp:
+            plot_png(rep, tmp)
     return rep
 
 
@@ -353,7 +366,7 @@ def format_report(rep: dict, top_kernels: int = 8) -> str:
                  f"{100 * rep['imbalance']:5.1f}% {rep['mac_per_cycle']:7.2f}")
     lines.append("top kernels: " + ", ".join(
         f"{k['kernel'].removeprefix('odl_')} {100 * k['share']:.1f}%" for k in rep["kernels_summary"][:top_kernels]))
-    lines.append(f"step: {rep['cycles']} cycles (critical path {rep['compute_cycles']} + sync {rep['sync_cycles']}), "
+    lines.append(f"step: {rep['cycles']} critical-path cycles (critical path {rep['compute_cycles']} + sync {rep['sync_cycles']}), "
                  f"MACs fwd {rep['macs_forward']} + bwd {rep['macs_backward']} = {rep['macs']}, "
                  f"{rep['mac_per_cycle']:.2f} MAC/cycle")
     return "\n".join(lines)

@@ -84,8 +84,16 @@ def measured_costs(rep: dict) -> dict:
 def tune(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp16", cores: int = 8,
          input_shape: str | None = None, seed: int = 0, cfg=None, log=print) -> dict:
     from .profile import profile_prepared, setup
+    from .progress import Phases, bar
+    phase = Phases("tune")
+    phase("trace", model_spec)
     target, prep, cfg = setup(model_spec, target_name, precision, input_shape, seed, cfg)
-    rep = profile_prepared(prep, target, precision, cores, cfg, tuning=True)
+    with bar(total=3, desc="tune") as pb:
+        def step(name, detail=""):
+            pb.set_postfix_str(name)
+            pb.update(1)
+        rep = profile_prepared(prep, target, precision, cores, cfg, tuning=True, phase=step)
+    phase("measured", "every variant in one profiled run")
     costs = measured_costs(rep)
     path = save_costs(target.name, precision, cores, costs)
     if log:

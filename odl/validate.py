@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,11 @@ from .lower import Program, TrainConfig, lower
 from .planner import fit, plan
 from .reference import first_update, reference_steps
 from .target import load_target
+from .fsutil import write_text_atomic
+from .progress import Phases
+
+COUNTER_NOTE = ("instructions/cycles of all harts summed (QEMU -icount: one counter shared by the harts); "
+                "the step's time is the critical path that odl profile reports")
 
 NP_DTYPE = {"f32": np.float32, "i32": np.int32, "u8": np.uint8}
 
@@ -173,31 +178,35 @@ def run_device(runner, prog: Program, prep: Prepared, cores: int):
 
 
 def open_runner(target, elf: Path, prog: Program, prep: Prepared, cores: int, workdir: Path, port: str | None,
-                baud: int, bulk: str, flash: str | None, emulator: str = "qemu"):
+                baud: int, bulk: str, flash: str | None, emulator: str = "qemu", step_timeout: float | None = None):
+    """step_timeout: how long one STEP may run on the device before it counts as hung (default: 60 s plus 2 us per
+    MAC of the step, ~135 s for ResNet8, whose FP32 1-hart step takes a few seconds on QEMU)."""
+    step_timeout = step_timeout or 60.0 + 2e-6 * (prog.macs_forward + prog.macs_backward)
     blob = preload_blob(prog, prep)
     if port is None and emulator == "renode":
         from .runners.renode import RenodeRunner
         return RenodeRunner(target, elf, cores, workdir, preload=[(0, blob)])
     if port is None:
         from .runners.qemu import QemuRunner
-        return QemuRunner(target, elf, cores, workdir, preload=[(0, blob)], timeout=600.0, bulk=bulk)
+        return QemuRunner(target, elf, cores, workdir, preload=[(0, blob)], timeout=step_timeout, bulk=bulk)
     from .runners.serial_port import SerialRunner
     if flash:
         cmd = flash.replace("{elf}", str(elf))
         p = subprocess.run(cmd, shell=True, capture_output=True, text=True)
         if p.returncode != 0:
             raise ToolError(f"flash command failed ({p.returncode}): {cmd}\n{(p.stdout + p.stderr)[-2000:]}")
-    return SerialRunner(port, baud, preload=[(0, blob)])
+    return SerialRunner(port, baud, preload=[(0, blob)], timeout=step_timeout)
 
 
 def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp32", cores: int = 8,
              input_shape: str | None = None, seed: int = 0, lr: float = 0.01, json_path: str | None = None,
              keep_dir: str | None = None, log=print, steps: int = 1, cfg: TrainConfig | None = None,
              port: str | None = None, baud: int = 115200, bulk: str = "fast", flash: str | None = None,
-             emulator: str = "qemu") -> dict:
+             emulator: str = "qemu", step_timeout: float | None = None) -> dict:
     """port: validate on a board (or any pyserial URL) instead of QEMU; bulk='uart' makes QEMU move all data over
     the protocol as a board would; flash: a shell command that flashes {elf} before connecting."""
     t0 = time.perf_counter()
+    phase = Phases("validate")
     cfg = cfg or TrainConfig()
     cfg.lr, cfg.seed = lr, seed
     target = load_target(target_name)
@@ -205,8 +214,10 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         raise OdlError(f"--cores {cores}: target {target.name} has {target.harts} harts")
     if precision not in TOLERANCE:
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
+    phase("trace", model_spec)
     prep = prepare(model_spec, input_shape, seed, precision, steps, cfg.loss)
     graph = prep.graph
+    phase("lower/plan", f"{len(graph.nodes)} nodes, {precision}, {cores} cores")
     # The deployable step must fit the target's budget; the validation build additionally keeps every layer
     # input gradient alive for read-back (reported separately, not held against the budget).
     from .tune import load_costs
@@ -219,15 +230,20 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     work.mkdir(parents=True, exist_ok=True)
     try:
         t_build = time.perf_counter()
+        phase("build", "generated C + kernels -> firmware")
         elf = build(prog, prep.name, target, cores, work)
         t_run = time.perf_counter()
-        with open_runner(target, elf, prog, prep, cores, work / "run", port, baud, bulk, flash, emulator) as r:
+        phase("run", f"{steps} step{'s' if steps > 1 else ''} on " + (port or emulator))
+        with open_runner(target, elf, prog, prep, cores, work / "run", port, baud, bulk, flash, emulator,
+                         step_timeout) as r:
             results, arena, arena_last = run_device(r, prog, prep, cores)
+        link_stats = asdict(r.link.stats)
         t_end = time.perf_counter()
     finally:
         if not keep_dir:
             shutil.rmtree(work, ignore_errors=True)
 
+    phase("compare", "PyTorch references (FP64 and the run's precision), tensor by tensor")
     # References (DESIGN.md, "what correct means"): FP64 is the truth every device tensor is measured against;
     # PyTorch at the run's precision (FP32, or FP16 with the update in FP32 as on the device) shows how far the
     # problem itself lets a correct implementation at that precision stray from it.
@@ -308,7 +324,7 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         ok, rule = passes(rel, None, trel if np.isfinite(trel) else None, precision)
         step_rows.append({"step": k + 1, "device": res.loss, "reference": rk.loss, "rel_err": rel,
                           "torch": rt.loss, "torch_rel_err": trel, "passed": ok, "rule": rule,
-                          "cycles": res.cycles, "instret": res.instret})
+                          **res.labelled()})
     loss_rel = step_rows[0]["rel_err"]
     loss_ok = all(r["passed"] for r in step_rows) and abs(results[0].loss - loss_dev) <= 1e-6 * max(1, abs(loss_dev))
     passed = loss_ok and all(r["passed"] for r in rows)
@@ -331,13 +347,17 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
                  "total": prog.macs_forward + prog.macs_backward},
         "memory": {"arena_bytes": mem.arena_bytes, "budget_bytes": target.memory_budget_bytes,
                    "naive_bytes": mem.naive_bytes, "validation_arena_bytes": mem_val.arena_bytes},
-        "device": {"cycles": results[0].cycles, "instret": results[0].instret},
+        # STEP_DONE's counters are read on hart 0 around the step; under QEMU -icount all harts share one counter,
+        # so these are every hart's instructions summed, not the step's time: `odl profile` measures the
+        # critical path (critical_path_cycles there).
+        "device": {**results[0].labelled(), "note": COUNTER_NOTE},
+        "link": link_stats,
         "timing_s": {"build": round(t_run - t_build, 3), "run": round(t_end - t_run, 3)},
         "wall_s": round(time.perf_counter() - t0, 3),
     }
     log(format_report(report))
     if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2))
+        write_text_atomic(json_path, json.dumps(report, indent=2))
     return report
 
 
@@ -374,6 +394,14 @@ def format_report(rep: dict) -> str:
                  + f"; MACs fwd {m['forward']} bwd {m['backward']}; arena {rep['memory']['arena_bytes']} B "
                  f"(validation build {rep['memory']['validation_arena_bytes']} B); "
                  f"wall {rep['wall_s']:.1f} s")
+    dev = rep.get("device", {})
+    if "device_instructions_all_harts" in dev:
+        lines.append(f"device counters, step 1: {dev['device_instructions_all_harts']} instructions of all harts summed "
+                     f"(not the step's time: `odl profile` gives the critical path)")
+    lk = rep.get("link")
+    if lk and (lk["retransmissions"] or lk["damaged_frames"] or lk["device_rejected"]):
+        lines.append(f"link: {lk['requests']} requests, {lk['retransmissions']} retransmitted, "
+                     f"{lk['damaged_frames']} damaged frames dropped, {lk['device_rejected']} rejected by the device")
     n_bad = sum(not r["passed"] for r in rep["tensors"]) + (not rep["loss"]["passed"])
     if any(r.get("floor") for r in rep["tensors"]):
         lines.append("* reference at the noise floor (norm < 10% of the typical tensor of its kind): rel_l2 is "

@@ -15,7 +15,7 @@ from odl.compile import parse_bytes
 EXPECTED = ["Makefile", "README.md", "run-qemu.sh", "weights.bin", "layout.json", "src/model.c", "src/odl_model.h",
             "kernels/matmul.c", "kernels/include/odl_kernels.h", "kernels/include/odl_types.h",
             "target/startup.S", "target/team.c", "target/link.ld", "target/odl_profile.h", "target/platform.h",
-            "common/main.c", "common/protocol.c", "common/protocol.h"]
+            "common/main.c", "common/protocol.c", "common/protocol.h", "host.py"]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,9 @@ def test_make_and_run(project, tmp_path):
     from odl.target import load_target
     from odl.validate import prepare
 
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ODL_CC", "ODL_LDFLAGS")}
-    p = subprocess.run(["make", "-j8", "-C", str(project), f"CC={sys.executable} -m ziglang cc"],
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ODL_CC", "ODL_LDFLAGS", "CC")}
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")   # the python3 with ziglang
+    p = subprocess.run(["make", "-j8", "-C", str(project)],                  # plain make, as the README says
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     elf = project / "firmware.elf"
@@ -77,6 +78,18 @@ def test_make_and_run(project, tmp_path):
     ref = reference_steps(prep.model, prep.batches, cfg, trainable)[0].loss
     assert abs(res.loss - ref) <= 3e-2 * abs(ref), (res.loss, ref)
     assert torch.isfinite(torch.tensor(res.loss))
+
+    # the shipped host driver (pyserial only) starts QEMU itself, trains 3 steps, reads the loss back
+    p = subprocess.run([sys.executable, str(project / "host.py"), "--qemu", "--steps", "3",
+                        "--params-out", str(tmp_path / "params.bin")], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    losses = [float(line.split()[3]) for line in p.stdout.splitlines() if line.startswith("step ")]
+    assert len(losses) == 3 and losses[0] == pytest.approx(res.loss, abs=1e-6)
+    back = float(next(line for line in p.stdout.splitlines() if line.startswith("loss read back")).split()[-1])
+    assert back == pytest.approx(losses[-1], abs=1e-6)
+    nparam = sum(b["bytes"] for b in lay["buffers"] if b["role"] == "param")
+    assert (tmp_path / "params.bin").stat().st_size == nparam
 
 
 def test_over_budget(tmp_path, capsys):

@@ -116,7 +116,7 @@ def test_team_protocol(target, team_elfs, tmp_path, cores):
     blob = bytes(range(200)) * 2
     with QemuRunner(target, team_elfs[cores], cores, tmp_path, preload=[(2048, blob)], timeout=20) as r:
         h = r.hello
-        assert (h.version, h.num_cores, h.precision_bits) == (1, cores, 32)
+        assert (h.version, h.num_cores, h.precision_bits) == (protocol.VERSION, cores, 32)
         assert (h.arena_addr, h.arena_bytes) == (0x80200000, ARENA_BYTES)
         # preloaded blob is in the arena (via the UART and via semihosting)
         assert r.link.read(2048, len(blob)) == blob

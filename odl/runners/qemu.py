@@ -14,6 +14,7 @@ from pathlib import Path
 
 import serial
 
+from .. import cleanup
 from ..errors import ToolError
 from ..protocol import Link, ProtocolError
 from ..target import Target
@@ -98,8 +99,8 @@ class QemuRunner:
             port = _free_port()
             cmd = self.command(port)
             self.cmdline = cmd
-            self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdin=subprocess.DEVNULL,
-                                         stdout=open(self._stdout_path, "wb"), stderr=open(self._stderr_path, "wb"))
+            with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
+                self.proc = cleanup.popen(cmd, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
             deadline = time.monotonic() + self.boot_timeout
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -161,28 +162,30 @@ class QemuRunner:
             except Exception:
                 pass
             self.port = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+        cleanup.kill(self.proc)
 
     def exit(self, code: int = 0, wait: float = 10.0) -> int:
-        """Send EXIT(code), wait for QEMU to end; its exit status must be `code` (0 = pass)."""
+        """Send EXIT(code), wait for QEMU to end; its exit status must be `code` (0 = pass). The device exits right
+        after its ACK, so a lost ACK shows up as a lost connection: QEMU's exit status then decides."""
+        sent_err = None
         try:
             self.link.exit(code)
+        except ProtocolError as e:
+            sent_err = e
+        try:
             self.proc.wait(timeout=wait)
-        except (ProtocolError, subprocess.TimeoutExpired) as e:
+        except subprocess.TimeoutExpired as e:
             self._kill()
-            raise RunnerError(f"QEMU did not exit cleanly: {e}{self.stderr_tail()}") from e
+            raise RunnerError(f"QEMU did not exit cleanly: {sent_err or e}{self.stderr_tail()}") from e
         finally:
             if self.port is not None:
                 self.port.close()
                 self.port = None
         self.exit_status = self.proc.returncode
+        cleanup.forget(self.proc)
         if self.exit_status != code:
-            raise RunnerError(f"QEMU exit status {self.exit_status}, expected {code}{self.stderr_tail()}")
+            raise RunnerError(f"QEMU exit status {self.exit_status}, expected {code}"
+                              f"{f' ({sent_err})' if sent_err else ''}{self.stderr_tail()}")
         return self.exit_status
 
     # -- bulk data --------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 import jinja2
 import serial
 
+from .. import cleanup
 from ..errors import ToolError
 from .qemu import _free_port
 from .serial_port import UartSession
@@ -70,7 +71,7 @@ class RenodeRunner(UartSession):
                             "project's releases) — use the default QEMU runner instead")
         port = _free_port()
         resc = self.files(port)
-        self.proc = subprocess.Popen([exe, "--disable-xwt", "--plain", "-P", "-1", str(resc), "-e", "start"],
+        self.proc = cleanup.popen([exe, "--disable-xwt", "--plain", "-P", "-1", str(resc), "-e", "start"],
                                      cwd=self.workdir, stdin=subprocess.DEVNULL,
                                      stdout=open(self.workdir / "renode.log", "wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.boot_timeout
@@ -89,6 +90,4 @@ class RenodeRunner(UartSession):
     def close(self) -> None:
         """Close the UART and stop Renode (it has no exit device on this memory map)."""
         super().close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        cleanup.kill(self.proc)
