@@ -98,6 +98,16 @@ _k(name="odl_dwconv_fwd", args_type="odl_dwconv_fwd_args_t", op="dwconv2d", dire
 _k(name="odl_dwconv_wgrad", args_type="odl_dwconv_wgrad_args_t", op="dwconv2d", direction="weight_grad")
 _k(name="odl_dwconv_igrad", args_type="odl_dwconv_igrad_args_t", op="dwconv2d", direction="input_grad")
 
+# mixed precision (odl train --precision mixed): FP16 programs with FP32 master weights
+_k(name="odl_scale", args_type="odl_scale_args_t", op="scale", direction="loss", source="mixed.c",
+   precisions=("fp16",), cost=_elem_cost(4))
+_k(name="odl_grad_check", args_type="odl_grad_check_args_t", op="grad_check", direction="update", source="mixed.c",
+   precisions=("fp16",), cost=_elem_cost(4))
+_k(name="odl_sgd_mixed", args_type="odl_sgd_mixed_args_t", op="sgd_mixed", direction="update", source="mixed.c",
+   precisions=("fp16",), cost=_elem_cost(10))
+_k(name="odl_adam_mixed", args_type="odl_adam_mixed_args_t", op="adam_mixed", direction="update",
+   source="mixed.c", precisions=("fp16",), cost=_elem_cost(30))
+
 
 def get(name: str) -> Kernel:
     try:

@@ -130,7 +130,8 @@ class Program:
 
 class Lowering:
     def __init__(self, graph: Graph, precision: str, cfg: TrainConfig, observe: bool = False, profile: bool = False,
-                 costs: dict | None = None, tuning: bool = False, cores: int = 8):
+                 costs: dict | None = None, tuning: bool = False, cores: int = 8, forward_only: bool = False):
+        self.forward_only = forward_only   # evaluation program: forward calls only (no loss, gradients, update)
         self.observe = observe
         self.profile = profile
         self.costs = costs or {}        # decision key -> {variant: measured cycles} (odl tune)
@@ -388,6 +389,8 @@ class Lowering:
         self.value_buf[g.input] = inp
         out_shape = self.shape(g.output)
         batch = g.input_shape[0]
+        if self.forward_only:
+            return self._forward_only_program(inp, out_shape)
         if cfg.loss == "xent":
             if len(out_shape) != 2:
                 raise OdlError(f"cross-entropy needs [N, classes] logits from the model, got {list(out_shape)}")
@@ -462,6 +465,21 @@ class Lowering:
                        dropout=self.dropout, activations=activations, profile=prof, decisions=self.decisions,
                        trainable=[p for p in g.params if p in self.trainable], config=cfg)
 
+    def _forward_only_program(self, inp: Buffer, out_shape: tuple) -> Program:
+        """The forward pass alone (odl train's evaluation program): batch norm as the config says (evaluation
+        passes bn='frozen': running statistics), dropout the identity, logits kept for the host."""
+        macs_f = 0
+        for node in self.g.nodes:
+            n0 = len(self.calls)
+            opreg.get(node.op).forward(node, self)
+            macs_f += sum(c.macs for c in self.calls[n0:])
+        logits = self.value(self.g.output)
+        logits.persistent = True
+        return Program(graph=self.g, precision=self.precision, calls=self.calls, buffers=self.buffers,
+                       params=self.params, param_grads={}, input=inp, labels=None, loss=None, logits=logits,
+                       observed_grads={}, preload=self.preload, macs_forward=macs_f, state=self.state_bufs,
+                       prologue=self.prologue, dropout=self.dropout, trainable=[], config=self.cfg)
+
     def _update(self):
         cfg = self.cfg
         if cfg.optimizer == "sgd":
@@ -508,7 +526,8 @@ class Lowering:
 
 
 def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe: bool = False,
-          profile: bool = False, costs: dict | None = None, tuning: bool = False, cores: int = 8) -> Program:
+          profile: bool = False, costs: dict | None = None, tuning: bool = False, cores: int = 8,
+          forward_only: bool = False) -> Program:
     """The training step as kernel calls. observe=True keeps every layer input gradient until the end of the
     step so the host can read it (validation); observe=False is the deployable step. profile=True adds a
     buffer where a profiling build (-DODL_PROFILE) records each call's exact per-core instruction counts.
@@ -516,7 +535,8 @@ def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe:
     variant of every choice so that one profiled run measures them (odl tune)."""
     if precision not in ("fp32", "fp16"):
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
-    return Lowering(graph, precision, cfg or TrainConfig(), observe, profile, costs, tuning, cores).run()
+    return Lowering(graph, precision, cfg or TrainConfig(), observe, profile, costs, tuning, cores,
+                    forward_only).run()
 
 
 from . import ops as opreg  # noqa: E402  (the ops import Ptr/CExpr from this module)

@@ -31,4 +31,4 @@ fi
 # CPU build of torch, pinned (an unpinned torch pulls a multi-GB CUDA build).
 $PY -c "import torch" 2>/dev/null || $PY -m pip install -q torch==2.13.0
 $PY -m pip install -q -e ".[test,chart]"
-$PY -c "import torch, numpy, jinja2, serial, ziglang, matplotlib; print('torch', torch.__version__)"
+$PY -c "import torch, numpy, jinja2, serial, ziglang, matplotlib, sklearn, tqdm; print('torch', torch.__version__)"

@@ -144,4 +144,14 @@ void odl_dwconv_wgrad(void *args);
 /* dx (+)= transposed depthwise conv of dy with w; split over (channel, input row). */
 typedef struct { const odl_t *dy; const odl_t *w; odl_t *dx; int c, h, w_, kh, kw, sh, sw, pt, pl, ho, wo; int accumulate; } odl_dwconv_igrad_args_t;
 void odl_dwconv_igrad(void *args);
+/* ---- mixed precision (kernels_c/mixed.c): loss scaling, overflow check, updates on FP32 master weights ---- */
+typedef struct { odl_t *x; int len; float s; } odl_scale_args_t;
+void odl_scale(void *args);                 /* x *= s */
+typedef struct { const odl_t *g; int len; int32_t *flag; } odl_grad_check_args_t;
+void odl_grad_check(void *args);            /* *flag = 1 if any g is Inf/NaN */
+typedef struct { odl_t *w; float *master; const odl_t *g; float *buf; int len; float lr, momentum, wd, inv_scale; int first; } odl_sgd_mixed_args_t;
+void odl_sgd_mixed(void *args);
+typedef struct { odl_t *w; float *master; const odl_t *g; float *m, *v; int len; float lr, b1, b2, eps, wd, bc1, bc2, inv_scale; } odl_adam_mixed_args_t;
+void odl_adam_mixed(void *args);
+
 #endif
