@@ -125,9 +125,9 @@ class DeviceProgram:
         bufs = sorted({id(b): b for b in [*p.buffers, *self.extra] if b.offset >= 0}.values(), key=lambda b: b.offset)
         return dict(kind=self.kind, batch=self.batch, prog=p, buffers=bufs,
                     # a mixed step splits off its checks and updates (skipped together on overflow)
-                    main=blocks([(i, c) for i, c in idx if not self.extra or c.step not in ("update", "check")]),
-                    check=blocks([(i, c) for i, c in idx if c.step == "check"]),
-                    update=blocks([(i, c) for i, c in idx if c.step == "update"]),
+                    main_calls=blocks([(i, c) for i, c in idx if not self.extra or c.step not in ("update", "check")]),
+                    check_calls=blocks([(i, c) for i, c in idx if c.step == "check"]),
+                    update_calls=blocks([(i, c) for i, c in idx if c.step == "update"]),
                     x_off=p.input.offset, x_bytes=p.input.nbytes(eb) // self.batch,
                     y_off=p.labels.offset if p.labels is not None else 0,
                     y_bytes=p.labels.nbytes(eb) // self.batch if p.labels is not None else 0,
@@ -580,7 +580,11 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
     model = load_model(model_spec)
     name = model_spec if ":" not in model_spec else model_spec.rsplit(":", 1)[1]
     ds = datamod.load(opts.data, cfg.loss, opts.val_split, opts.seed)
+    # tracing runs the model on random inputs in training mode, which moves batch-norm running statistics:
+    # the weights as they are now are restored after every trace
+    pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}
     g0 = trace(model, (opts.batch, *ds.sample_shape))
+    model.load_state_dict(pristine)
     datamod.check_fits(ds, g0.input_shape, g0.shapes[g0.output], cfg.loss)
     resume = None
     if opts.resume:
@@ -609,6 +613,7 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
     budget = target.memory_budget_bytes
     dev = "fp16" if opts.precision in ("fp16", "mixed") else "fp32"
     fw = build_programs(model, ds.sample_shape, ntrain, nval, opts, load_costs(target.name, dev, opts.cores), budget)
+    model.load_state_dict(initial_model)
     main = fw.programs[0].prog
     data_blob, x_off, x_stride, y_off, y_stride = _data_blob(ds, fw, cfg.loss)
     if resume is not None:
@@ -646,6 +651,9 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
         elf = build_firmware(target, dev, opts.cores, [src], [work / "gen"], work / "build", scalar_sources=[src])
         build_s = time.perf_counter() - t_b
         runner, fast = _open_session(fw, elf, opts, target, work / "run", shared, data_blob)
+        # the reference's small batches run fastest on one thread, and leave the other cores to the emulator
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         with runner as r:
             rep = _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, step0, initial_model,
                               (x_off, x_stride, y_off, y_stride), log)
@@ -658,6 +666,7 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
             else:
                 r.exit(0)
     finally:
+        torch.set_num_threads(threads) if "threads" in locals() else None
         if not opts.keep:
             shutil.rmtree(work, ignore_errors=True)
     rep["build_s"] = round(build_s, 2)
