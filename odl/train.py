@@ -542,7 +542,7 @@ def _data_blob(ds, fw: Firmware, loss: str) -> tuple[bytes, int, int, int, int]:
 
 
 def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
-    from .frontend import load_model, trace
+    from .frontend import default_input_shape, load_model, trace
     from .target import load_target
     from .toolchain import build_firmware
     from .tune import load_costs
@@ -583,6 +583,9 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
     # tracing runs the model on random inputs in training mode, which moves batch-norm running statistics:
     # the weights as they are now are restored after every trace
     pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    declared = default_input_shape(model)
+    if declared is not None and tuple(declared[1:]) != ds.sample_shape:
+        datamod.check_fits(ds, tuple(declared), (), cfg.loss)      # names the data's and the model's shapes
     g0 = trace(model, (opts.batch, *ds.sample_shape))
     model.load_state_dict(pristine)
     datamod.check_fits(ds, g0.input_shape, g0.shapes[g0.output], cfg.loss)
