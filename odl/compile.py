@@ -141,7 +141,7 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
                     cfg: TrainConfig | None = None, budget: int | str | None = None, force: bool = False,
                     log=print) -> CompileResult:
     from .codegen import render
-    from .validate import prepare, preload_blob
+    from .pipeline import prepare, preload_blob
 
     out = Path(out_dir)
     check_out_dir(out, force)
@@ -155,7 +155,7 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
     budget_bytes = target.memory_budget_bytes if budget is None else parse_bytes(budget)
 
     prep = prepare(model_spec, input_shape, seed, precision, 1, cfg.loss)
-    from .tune import load_costs
+    from .costs import load_costs
     prog = lower(prep.graph, precision, cfg, costs=load_costs(target.name, precision, cores),
                  cores=cores)                           # the deployable step (observe=False)
     mem = plan(prog)

@@ -25,8 +25,6 @@ import json
 import math
 import os
 import shutil
-import struct
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -505,21 +503,11 @@ def load_into(model: nn.Module, sd, path: str, model_name: str, what: str) -> No
 
 # ---- the command ---------------------------------------------------------------------------------------------
 def _open_session(fw: Firmware, elf: Path, opts: TrainOptions, target, work: Path, shared: bytes, data_blob: bytes):
-    if opts.port is not None:
-        from .runners.serial_port import SerialRunner
-        if opts.flash:
-            cmd = opts.flash.replace("{elf}", str(elf))
-            p = subprocess.run(cmd, shell=True, capture_output=True, text=True)
-            if p.returncode != 0:
-                raise ToolError(f"flash command failed ({p.returncode}): {cmd}\n{(p.stdout + p.stderr)[-2000:]}")
-        return SerialRunner(opts.port, opts.baud, preload=[(0, shared)]), False
-    if opts.emulator == "renode":
-        from .runners.renode import RenodeRunner
-        return RenodeRunner(target, elf, opts.cores, work, preload=[(0, shared)]), False
-    from .runners.qemu import QemuRunner
-    fast = opts.bulk == "fast"
-    pre = [(0, shared)] + ([(DATA_OFFSET, data_blob)] if fast else [])
-    return QemuRunner(target, elf, opts.cores, work, preload=pre, timeout=600.0, bulk=opts.bulk), fast
+    """(session, whether the data set sits in device memory so a step sends only sample indices)."""
+    from .pipeline import open_session
+    fast = opts.port is None and opts.emulator == "qemu" and opts.bulk == "fast"
+    return open_session(target, elf, opts.cores, work, [(0, shared)], opts.port, opts.baud, opts.bulk, opts.flash,
+                        opts.emulator, fast_preload=[(DATA_OFFSET, data_blob)]), fast
 
 
 def _data_blob(ds, fw: Firmware, loss: str) -> tuple[bytes, int, int, int, int]:
@@ -545,7 +533,7 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
     from .frontend import default_input_shape, load_model, trace
     from .target import load_target
     from .toolchain import build_firmware
-    from .tune import load_costs
+    from .costs import load_costs
     t_start = time.perf_counter()
     cfg = opts.cfg
     cfg.seed = opts.seed
