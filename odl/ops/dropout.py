@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import OdlError
-from ..lower import CExpr, Ptr
+from ..ir import CExpr, Ptr
 from . import FUNCTIONS, MODULES, register
 
 
