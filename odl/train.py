@@ -751,9 +751,6 @@ def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, s
             n_runs += 1
             cycles.append(res.cycles)
             skipped_total += int(res.skipped)
-            if not math.isfinite(res.loss) and opts.precision != "mixed":
-                raise ToolError(f"the device's loss is {res.loss} at epoch {epoch + 1} step {s + 1}: training "
-                                f"diverged (lower --lr, or use --precision mixed/fp32)")
             losses.append(res.loss)
             weights.append(len(idx))
             if ref is not None:
