@@ -832,7 +832,9 @@ def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, s
     rep["time"] = {"device_runs_s": round(t_dev, 2), "runs": n_runs, "protocol_rtt_ms": round(rtt * 1e3, 2),
                    "transfer_est_s": round(rtt * n_runs, 2), "reference_s": round(t_ref, 2),
                    "evaluation_s": round(t_eval, 2), "checkpoint_s": round(t_ckpt, 2),
-                   "train_wall_s": round(train_wall, 2), "path": "indices (device gathers)" if fast else "samples by WRITE"}
+                   "train_wall_s": round(train_wall, 2),
+                   "host_other_s": round(max(train_wall - t_dev - t_ref, 0.0), 2),
+                   "path": "indices (device gathers)" if fast else "samples by WRITE"}
     return rep
 
 
@@ -851,7 +853,8 @@ def _report(rep: dict, opts: TrainOptions, log) -> None:
         f"{rep['device_cycles_per_step']} device cycles/step")
     log(f"time: device runs {t['device_runs_s']} s for {t['runs']} RUNs (protocol round trip {t['protocol_rtt_ms']} "
         f"ms, ~{t['transfer_est_s']} s of it), reference {t['reference_s']} s, evaluation {t['evaluation_s']} s, "
-        f"checkpoints {t['checkpoint_s']} s; build {rep['build_s']} s; total {rep['wall_s']} s")
+        f"checkpoints {t['checkpoint_s']} s, other host work in the training loop {t['host_other_s']} s; "
+        f"build {rep['build_s']} s; total {rep['wall_s']} s")
     if rep.get("skipped_updates"):
         log(f"updates skipped for Inf/NaN gradients (loss scaling): {rep['skipped_updates']}")
     if opts.json_path:

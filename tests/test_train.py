@@ -224,6 +224,25 @@ def test_fn_data_and_flat_npz_over_the_uart(tmp_path):
 
 
 @needs_qemu
+def test_mse_targets(tmp_path):
+    """--loss mse with float targets: the evaluation program returns the outputs, the device's validation loss is
+    set beside the reference's."""
+    from odl.train import train
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = d.images[:80].reshape(80, 64).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[d.target[:80]]
+    npz = tmp_path / "r.npz"
+    np.savez(npz, x=x, y=y)
+    rep = train(MLP, _opts(data=str(npz), epochs=2, batch=16, loss="mse", lr=0.1, momentum=0.0, cores=2),
+                log=lambda *a: None)
+    e = rep["epochs"][-1]
+    assert e["val_acc"] is None and e["val_loss"] is not None
+    assert abs(e["train_loss"] - e["ref_train_loss"]) < 1e-4 * e["ref_train_loss"] + 1e-6
+    assert abs(e["val_loss"] - rep["final"]["host_val_loss"]) < 1e-5
+
+
+@needs_qemu
 @pytest.mark.slow
 @pytest.mark.parametrize("model,shape,classes", [("resnet8", (3, 32, 32), 10), ("dscnn", (1, 49, 10), 12)])
 def test_builtin_models_train_a_few_steps(tmp_path, model, shape, classes):
