@@ -598,7 +598,7 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
         load_into(model, sd, opts.init, name, "--init")
     initial_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
     ntrain, nval = len(ds.x), len(ds.x_val)
-    if nval > 4096 * 64 or opts.batch > 4096:
+    if opts.batch > 4096:       # an evaluation reply carries one u16 class per sample of a batch
         raise OdlError(f"--batch {opts.batch}: at most 4096")
 
     budget = target.memory_budget_bytes
@@ -667,6 +667,18 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
     return rep
 
 
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc), or None: CPU time, unlike wall time, does not grow
+    when other work shares the machine, so it tells where the time goes."""
+    if pid is None:
+        return None
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, step0, initial_model, dlayout, log):
     from tqdm import tqdm
     cfg = opts.cfg
@@ -730,6 +742,8 @@ def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, s
     stopped = False
     run_steps = 0
     train_wall = 0.0
+    emu_pid = getattr(getattr(r, "proc", None), "pid", None)
+    emu_cpu0, host_cpu0 = _cpu_seconds(emu_pid), time.process_time()
     for epoch in range(start_epoch, opts.epochs):
         te = time.perf_counter()
         order = datamod.epoch_order(ntrain, opts.seed, epoch)
@@ -808,9 +822,11 @@ def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, s
         log(f"epoch {epoch + 1:3d}/{opts.epochs}: train loss {train_loss:.4f} (ref {rtl}), val acc {va} "
             f"(ref {rva}), {row['wall_s']:.1f} s")
         last_blob = blob
+    emu_cpu1, host_cpu1 = _cpu_seconds(emu_pid), time.process_time()
     rep = {"model": name, "precision": opts.precision, "cores": opts.cores, "batch": opts.batch,
            "data": ds.name, "train_samples": ntrain, "val_samples": nval, "normalize": ds.normalize,
-           "epochs": history, "checkpoint": opts.checkpoint, "stopped": stopped, "steps": step}
+           "epochs": history, "checkpoint": opts.checkpoint, "stopped": stopped, "steps": step,
+           "epochs_run": len(history) - (start_epoch if history else 0)}
     if stopped:
         return rep
     final = history[-1]
@@ -834,6 +850,8 @@ def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, s
                    "evaluation_s": round(t_eval, 2), "checkpoint_s": round(t_ckpt, 2),
                    "train_wall_s": round(train_wall, 2),
                    "host_other_s": round(max(train_wall - t_dev - t_ref, 0.0), 2),
+                   "emulator_cpu_s": round(emu_cpu1 - emu_cpu0, 2) if emu_cpu0 is not None and emu_cpu1 else None,
+                   "host_cpu_s": round(host_cpu1 - host_cpu0, 2),
                    "path": "indices (device gathers)" if fast else "samples by WRITE"}
     return rep
 
@@ -855,6 +873,9 @@ def _report(rep: dict, opts: TrainOptions, log) -> None:
         f"ms, ~{t['transfer_est_s']} s of it), reference {t['reference_s']} s, evaluation {t['evaluation_s']} s, "
         f"checkpoints {t['checkpoint_s']} s, other host work in the training loop {t['host_other_s']} s; "
         f"build {rep['build_s']} s; total {rep['wall_s']} s")
+    if t.get("emulator_cpu_s") is not None:
+        log(f"cpu: emulator {t['emulator_cpu_s']} s, odl (host) {t['host_cpu_s']} s over {rep['epochs_run']} "
+            f"epoch(s) of this run (CPU time does not grow when other work shares the machine; wall time does)")
     if rep.get("skipped_updates"):
         log(f"updates skipped for Inf/NaN gradients (loss scaling): {rep['skipped_updates']}")
     if opts.json_path:
