@@ -298,3 +298,24 @@ def test_train_on_a_serial_board(tmp_path):
     assert c["odl"]["ctl"]["scale"] == 1024.0 and c["step"] == 2 * 4
     m = load_model(CNN)
     m.load_state_dict(c["model"], strict=True)
+
+
+@needs_qemu
+def test_dynamic_loss_scale_skips_and_halves(tmp_path, monkeypatch):
+    """A start scale far above what FP16 holds: the device finds Inf gradients itself, skips those updates and halves
+    the scale until it fits, then doubles it after each run of clean steps (interval shortened to 4 here)."""
+    import odl.train as T
+    monkeypatch.setattr(T, "SCALE_INIT", 2.0 ** 24)
+    monkeypatch.setattr(T, "SCALE_INTERVAL", 4)
+    npz = _digits_npz(tmp_path / "d.npz", n=200)                       # 10 steps per epoch
+    ck = tmp_path / "c.pt"
+    rep = T.train(CNN, _opts(data=str(npz), epochs=2, batch=16, precision="mixed", checkpoint=str(ck)),
+                  log=lambda *a: None)
+    ctl = torch.load(ck, weights_only=True)["odl"]["ctl"]
+    # 2^24 x a loss gradient of ~1/16 already overflows FP16 (max 65504): the first steps are skipped
+    assert rep["skipped_updates"] == ctl["skipped"] >= 5
+    assert ctl["updates"] + ctl["skipped"] == ctl["step"] == rep["steps"] == 20 and ctl["updates"] >= 8
+    assert ctl["scale"] < 2.0 ** 24 and ctl["scale"] == 2.0 ** round(np.log2(ctl["scale"]))
+    assert ctl["clean"] < 4
+    c = torch.load(ck, weights_only=True)
+    assert all(torch.isfinite(v.float()).all() for v in c["model"].values())
