@@ -51,7 +51,7 @@ def wall_step(target, work: Path, model: str = "resnet8", precision: str = "fp16
     from .lower import TrainConfig, lower
     from .planner import plan
     from .runners.qemu import QemuRunner
-    from .validate import build, preload_blob, prepare
+    from .pipeline import build, preload_blob, prepare
     prep = prepare(model, None, 0, precision)
     prog = lower(prep.graph, precision, TrainConfig(), observe=False)
     plan(prog)
@@ -68,9 +68,9 @@ def bench(json_path: str | None = None, md_path: str | None = None, keep_dir: st
           jobs: int = 2) -> dict:
     from .fsutil import write_text_atomic
     from .profile import measure_sync, profile_prepared
-    from .validate import prepare_module
+    from .pipeline import prepare_module
     from .target import load_target
-    from .validate import prepare
+    from .pipeline import prepare
     t_start = time.perf_counter()
     target = load_target("rv32-cluster")
     work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="odl_bench_"))

@@ -99,6 +99,52 @@ def _cmd_sweep(a) -> int:
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
+def _cmd_train(a) -> int:
+    from .train import TrainOptions, train
+    cfg = train_config(a)
+    opts = TrainOptions(data=a.data, epochs=a.epochs, batch=a.batch, val_split=a.val_split, precision=a.precision,
+                        cores=a.cores, target=a.target, cfg=cfg, loss_scale=a.loss_scale, seed=a.seed, init=a.init,
+                        checkpoint=a.checkpoint, resume=a.resume, eval_every=a.eval_every, reference=a.reference,
+                        json_path=a.json, png=a.png, emulator=a.emulator, port=a.port, baud=a.baud, flash=a.flash,
+                        bulk=a.bulk, keep=a.keep, progress=not a.no_progress)
+    train(a.model, opts)
+    return 0
+
+
+def add_train_parser(sub):
+    t = sub.add_parser("train", help="train a model on a data set on the device; checkpoints as PyTorch state_dicts")
+    t.add_argument("model", help="built-in model name or path/to/file.py:Name")
+    t.add_argument("--data", required=True, metavar="digits|PATH.npz|file.py:fn",
+                   help="digits (scikit-learn's 8x8 digits), an .npz with x, y (+ x_val, y_val), or a function")
+    t.add_argument("--epochs", type=int, default=10, help="total epochs (a resumed run ends at the same epoch)")
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--val-split", type=float, default=0.2, help="held-out fraction when the data has no x_val")
+    t.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "mixed"])
+    t.add_argument("--cores", type=int, default=8)
+    t.add_argument("--target", default="rv32-cluster")
+    t.add_argument("--seed", type=int, default=0, help="initial weights, validation split, shuffling")
+    add_train_args(t)
+    t.add_argument("--loss-scale", default="dynamic", metavar="dynamic|S", help="mixed precision loss scaling")
+    t.add_argument("--init", default=None, metavar="FILE.pt", help="start from these weights (a state_dict or checkpoint)")
+    t.add_argument("--checkpoint", default=None, metavar="FILE.pt", help="write a checkpoint after every epoch")
+    t.add_argument("--resume", default=None, metavar="FILE.pt", help="continue the run that wrote this checkpoint")
+    t.add_argument("--eval-every", type=int, default=1, metavar="N", help="evaluate every N epochs (and at the end)")
+    t.add_argument("--reference", default="fp32", choices=["fp32", "none"],
+                   help="train PyTorch FP32 on the host beside the device (same weights, batches, order)")
+    t.add_argument("--json", default=None, help="write the report as JSON to this file")
+    t.add_argument("--png", default=None, help="write train loss and validation accuracy per epoch (matplotlib)")
+    t.add_argument("--emulator", default="qemu", choices=["qemu", "renode"])
+    t.add_argument("--port", default=None, metavar="PATH|URL", help="train on a board through this serial port")
+    t.add_argument("--baud", type=int, default=115200)
+    t.add_argument("--flash", default=None, metavar="CMD", help="shell command that flashes {elf} before --port")
+    t.add_argument("--bulk", default="fast", choices=["fast", "uart"],
+                   help="QEMU: data set in device memory by the loader, batches as indices (fast), or every "
+                        "batch over the UART as with a board (uart)")
+    t.add_argument("--keep", default=None, metavar="DIR", help="keep generated C, firmware and run files in DIR")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(fn=_cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="odl", description="On-device learning for RISC-V multicore MCUs")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -161,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="sweep-out", metavar="DIR", help="results.csv, results.json, pareto.png")
     sw.add_argument("--resume", action="store_true", help="skip the jobs whose results are already in DIR")
     sw.set_defaults(fn=_cmd_sweep)
+
+
+    add_train_parser(sub)
     m = sub.add_parser("models", help="list the built-in models")
     m.set_defaults(fn=_cmd_models)
     from .checks import decorate_help

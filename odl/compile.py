@@ -30,9 +30,8 @@ import jinja2
 
 from . import __version__
 from .errors import OdlError
-from . import frontend  # noqa: F401  (import before .lower: `import odl.lower` alone hits a circular import via odl.ops)
-from .lower import TrainConfig, lower
-from .planner import MemoryReport, fit, plan
+from .lower import TrainConfig
+from .planner import MemoryReport, fit
 from .resources import resource_dir
 from .target import Target, load_target
 
@@ -142,7 +141,7 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
                     cfg: TrainConfig | None = None, budget: int | str | None = None, force: bool = False,
                     log=print) -> CompileResult:
     from .codegen import render
-    from .validate import prepare, preload_blob
+    from .pipeline import prepare, preload_blob
 
     out = Path(out_dir)
     check_out_dir(out, force)
@@ -156,7 +155,7 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
     budget_bytes = target.memory_budget_bytes if budget is None else parse_bytes(budget)
 
     prep = prepare(model_spec, input_shape, seed, precision, 1, cfg.loss)
-    from .tune import load_costs
+    from .costs import load_costs
     log(f"odl compile {prep.name}: {target.name}, {precision}, {cores} cores, "
         f"input {'x'.join(map(str, prep.x.shape))}")
     # the deployable step (observe=False); raises the planner's over-budget error (exit 2)

@@ -132,6 +132,15 @@ _k(name="odl_nll", args_type="odl_nll_args_t", op="nll", direction="loss", sourc
 _k(name="odl_bce_logits", args_type="odl_bce_logits_args_t", op="bce_logits", direction="loss", source="reduce.c")
 _k(name="odl_sum_partials", args_type="odl_sum_partials_args_t", op="sum_partials", direction="loss",
    source="reduce.c")
+# mixed precision (odl train --precision mixed): FP16 programs with FP32 master weights
+_k(name="odl_scale", args_type="odl_scale_args_t", op="scale", direction="loss", source="mixed.c",
+   precisions=("fp16",), cost=_elem_cost(4))
+_k(name="odl_grad_check", args_type="odl_grad_check_args_t", op="grad_check", direction="update", source="mixed.c",
+   precisions=("fp16",), cost=_elem_cost(4))
+_k(name="odl_sgd_mixed", args_type="odl_sgd_mixed_args_t", op="sgd_mixed", direction="update", source="mixed.c",
+   precisions=("fp16",), cost=_elem_cost(10))
+_k(name="odl_adam_mixed", args_type="odl_adam_mixed_args_t", op="adam_mixed", direction="update",
+   source="mixed.c", precisions=("fp16",), cost=_elem_cost(30))
 
 
 def get(name: str) -> Kernel:

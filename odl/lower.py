@@ -10,42 +10,13 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from dataclasses import dataclass, field
 
 from .errors import OdlError
 from .graph import Graph, Node
+from .ir import MAX_CORES, Buffer, Call, CExpr, Program, Ptr, TrainConfig  # noqa: F401  (re-exported)
+from . import ops as opreg
 
 
-@dataclass(eq=False)
-class Buffer:
-    name: str
-    nelem: int
-    dtype: str = "odl"          # 'odl' (the precision's element type), 'f32', 'i32', 'u8'
-    role: str = "act"           # param, input, label, param_grad, act, grad, scratch, loss
-    persistent: bool = False    # lives for the whole step (the host reads it, or it holds state)
-    offset: int = -1            # bytes from the arena start, set by the planner
-    shape: tuple = ()
-    init: tuple | None = None   # preloaded by the host: ('param', name) | ('state', name) | ('input',) |
-                                # ('labels',) | ('zeros',)
-
-    def nbytes(self, elem_bytes: int) -> int:
-        size = {"odl": elem_bytes, "f32": 4, "i32": 4, "u8": 1}[self.dtype]
-        return self.nelem * size
-
-    @property
-    def macro(self) -> str:
-        return "B_" + "".join(c if c.isalnum() else "_" for c in self.name)
-
-
-@dataclass
-class Ptr:
-    """Pointer argument: buffer start plus `elem` elements, plus `per_sample` elements per loop iteration."""
-    buf: Buffer
-    per_sample: int = 0
-    elem: int = 0
-
-
-MAX_CORES = 8   # profile buffer columns per call
 
 
 def _forced_variants() -> dict:
@@ -61,79 +32,10 @@ def _forced_variants() -> dict:
     return out
 
 
-class CExpr(str):
-    """A field value given as a C expression (may use the loop variable `n`)."""
-
-
-@dataclass
-class Call:
-    kernel: str                 # C function, e.g. 'odl_mm_nn'
-    fields: dict                # struct field -> Ptr | int | float
-    layer: str                  # layer name for reports
-    step: str                   # 'forward', 'weight_grad', 'input_grad', 'transform', 'loss', 'update'
-    loop: int = 0               # > 0: repeat for n in [0, loop) with Ptr.per_sample offsets
-    macs: int = 0
-    group: int = 0              # consecutive calls with the same non-zero group share one loop
-    variant: str = ""           # 'decision key=variant' when the call belongs to a measured choice
-
-    def buffers(self) -> list[Buffer]:
-        return [v.buf for v in self.fields.values() if isinstance(v, Ptr)]
-
-
-@dataclass
-class TrainConfig:
-    lr: float = 0.01
-    train: str = "all"            # 'all' | 'last:K' (last K layers with parameters) | a regex on parameter names
-    bn: str = "train"             # 'train': batch statistics; 'frozen': running statistics (eval mode)
-    loss: str = "xent"            # 'xent' (softmax cross-entropy, mean) | 'mse' (mean) | 'nll' (of log-probabilities,
-                                  # mean) | 'bce' (BCE with logits, mean; float targets in [0, 1])
-    optimizer: str = "sgd"        # 'sgd' | 'adam'
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    betas: tuple = (0.9, 0.999)
-    eps: float = 1e-8
-    seed: int = 0                 # dropout masks
-    im2col_bytes: int = 64 * 1024 # largest im2col scratch block (convolutions are chunked by output rows)
-    inplace: bool = True          # ReLU / add outputs and elementwise backward gradients overwrite dead inputs
-    recompute: frozenset = frozenset()  # values freed after the forward and recomputed where the backward needs
-                                        # them (see recompute_candidates; chosen by fit_budget)
-
-
-@dataclass
-class Program:
-    graph: Graph
-    precision: str
-    calls: list[Call]
-    buffers: list[Buffer]
-    params: dict[str, Buffer]           # PyTorch name -> parameter buffer
-    param_grads: dict[str, Buffer]
-    input: Buffer
-    labels: Buffer
-    loss: Buffer
-    logits: Buffer
-    observed_grads: dict[str, tuple[Buffer, str]]   # report name -> (gradient buffer, value it is the gradient of)
-    preload: list[Buffer]               # buffers the host writes before a step (contiguous from offset 0)
-    state: dict[str, Buffer] = field(default_factory=dict)   # PyTorch buffer name (running stats) -> buffer
-    prologue: list[str] = field(default_factory=list)        # C statements run at the start of each step
-    dropout: dict[str, dict] = field(default_factory=dict)   # node name -> {'p', 'seed'} (host reproduces masks)
-    trainable: list[str] = field(default_factory=list)
-    config: TrainConfig | None = None
-    activations: dict[str, tuple[Buffer, str]] = field(default_factory=dict)  # report name -> (buffer, value)
-    profile: Buffer | None = None   # profiling build: uint32 [calls, MAX_CORES] exact per-core instruction counts
-    decisions: list[dict] = field(default_factory=list)   # choices between variants: which, why, costs
-    macs_forward: int = 0
-    macs_backward: int = 0
-    arena_bytes: int = 0
-    naive_bytes: int = 0
-
-    @property
-    def elem_bytes(self) -> int:
-        return 2 if self.precision == "fp16" else 4
-
-
 class Lowering:
     def __init__(self, graph: Graph, precision: str, cfg: TrainConfig, observe: bool = False, profile: bool = False,
-                 costs: dict | None = None, tuning: bool = False, cores: int = 8):
+                 costs: dict | None = None, tuning: bool = False, cores: int = 8, forward_only: bool = False):
+        self.forward_only = forward_only   # evaluation program: forward calls only (no loss, gradients, update)
         self.observe = observe
         self.profile = profile
         self.costs = costs or {}        # decision key -> {variant: measured cycles} (odl tune)
@@ -418,6 +320,8 @@ class Lowering:
         self.value_buf[g.input] = inp
         out_shape = self.shape(g.output)
         batch = g.input_shape[0]
+        if self.forward_only:
+            return self._forward_only_program(inp, out_shape)
         from .ops.reduce import check_loss
         check_loss(g, cfg.loss)
         if cfg.loss in ("xent", "nll"):
@@ -526,6 +430,21 @@ class Lowering:
         opreg.get(prod.op).forward(prod, self, y=buf, macs_credit=False)
         self.value_buf[value] = buf
 
+    def _forward_only_program(self, inp: Buffer, out_shape: tuple) -> Program:
+        """The forward pass alone (odl train's evaluation program): batch norm as the config says (evaluation
+        passes bn='frozen': running statistics), dropout the identity, logits kept for the host."""
+        macs_f = 0
+        for node in self.g.nodes:
+            n0 = len(self.calls)
+            opreg.get(node.op).forward(node, self)
+            macs_f += sum(c.macs for c in self.calls[n0:])
+        logits = self.value(self.g.output)
+        logits.persistent = True
+        return Program(graph=self.g, precision=self.precision, calls=self.calls, buffers=self.buffers,
+                       params=self.params, param_grads={}, input=inp, labels=None, loss=None, logits=logits,
+                       observed_grads={}, preload=self.preload, macs_forward=macs_f, state=self.state_bufs,
+                       prologue=self.prologue, dropout=self.dropout, trainable=[], config=self.cfg)
+
     def _update_prologue(self):
         cfg = self.cfg
         if cfg.optimizer == "adam":
@@ -589,7 +508,8 @@ def recompute_candidates(graph: Graph, cfg: TrainConfig) -> list[str]:
 
 
 def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe: bool = False,
-          profile: bool = False, costs: dict | None = None, tuning: bool = False, cores: int = 8) -> Program:
+          profile: bool = False, costs: dict | None = None, tuning: bool = False, cores: int = 8,
+          forward_only: bool = False) -> Program:
     """The training step as kernel calls. observe=True keeps every layer input gradient until the end of the
     step so the host can read it (validation); observe=False is the deployable step. profile=True adds a
     buffer where a profiling build (-DODL_PROFILE) records each call's exact per-core instruction counts.
@@ -597,7 +517,6 @@ def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe:
     variant of every choice so that one profiled run measures them (odl tune)."""
     if precision not in ("fp32", "fp16"):
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
-    return Lowering(graph, precision, cfg or TrainConfig(), observe, profile, costs, tuning, cores).run()
+    return Lowering(graph, precision, cfg or TrainConfig(), observe, profile, costs, tuning, cores,
+                    forward_only).run()
 
-
-from . import ops as opreg  # noqa: E402  (the ops import Ptr/CExpr from this module)

@@ -42,10 +42,18 @@ def plan(prog: Program, budget_bytes: int | None = None) -> MemoryReport:
     ncalls = len(prog.calls)
     first: dict[int, int] = {}
     last: dict[int, int] = {}
+    # calls of one per-sample loop run interleaved (sample n+1's first call after sample n's last): a buffer used
+    # anywhere in the loop lives across all of it
+    span: dict[int, tuple[int, int]] = {}
     for i, c in enumerate(prog.calls):
+        if c.loop:
+            lo, _ = span.get(c.group, (i, i))
+            span[c.group] = (lo, i)
+    for i, c in enumerate(prog.calls):
+        lo, hi = span[c.group] if c.loop else (i, i)
         for b in c.buffers():
-            first.setdefault(id(b), i)
-            last[id(b)] = i
+            first.setdefault(id(b), lo)
+            last[id(b)] = hi
     used = [b for b in prog.buffers if id(b) in first or b.persistent or b in prog.preload]
     preload_ids = {id(b) for b in prog.preload}
 

@@ -254,7 +254,7 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
     from .planner import plan
     from .runners.qemu import QemuRunner
     from .toolchain import build_firmware
-    from .validate import preload_blob
+    from .pipeline import preload_blob
     cfg = cfg or TrainConfig()
     if not 1 <= cores <= min(target.harts, MAX_CORES):
         raise OdlError(f"--cores {cores}: target {target.name} has {target.harts} harts")
@@ -270,7 +270,7 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
         phase("calibrate", f"fork/join cost on {cores} cores")
         sync = sync or measure_sync(target, cores, work / "sync")
         phase("lower/plan/build", f"profiled step, {precision}, {cores} cores")
-        from .tune import load_costs
+        from .costs import load_costs
         prog = lower(prep.graph, precision, cfg, profile=True, tuning=tuning, cores=cores,
                      costs=load_costs(target.name, precision, cores))
         plan(prog)
@@ -309,7 +309,7 @@ def setup(model_spec: str, target_name: str, precision: str, input_shape: str | 
     """Target, prepared model (one batch) and training config for a profiled run (profile, tune)."""
     from .lower import TrainConfig
     from .target import load_target
-    from .validate import prepare
+    from .pipeline import prepare
     if precision not in ("fp32", "fp16"):
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
     cfg = cfg or TrainConfig()

@@ -43,8 +43,14 @@ ERROR = 0xFF
 
 ERR_CRC, ERR_UNKNOWN_TYPE, ERR_RANGE, ERR_MALFORMED, ERR_TOO_LONG, ERR_NOT_CACHED = 1, 2, 3, 4, 5, 6
 
+# odl train's firmware (codegen/train.c.j2)
+DATASET = 0x20
+RUN = 0x21
+RUN_DONE = 0x84
+
 NAMES = {HELLO: "HELLO", WRITE: "WRITE", READ: "READ", STEP: "STEP", DUMP: "DUMP", EXIT: "EXIT", INFO: "INFO",
-         ACK: "ACK", DATA: "DATA", STEP_DONE: "STEP_DONE", ACCEPTED: "ACCEPTED", ERROR: "ERROR"}
+         ACK: "ACK", DATA: "DATA", STEP_DONE: "STEP_DONE", ACCEPTED: "ACCEPTED", ERROR: "ERROR", DATASET: "DATASET",
+         RUN: "RUN", RUN_DONE: "RUN_DONE"}
 
 #: largest payload the device firmware accepts in one host->device frame (targets/common/protocol.h)
 DEVICE_MAX_PAYLOAD = 8192 + 64
@@ -146,6 +152,18 @@ class Hello:
     precision_bits: int
     arena_addr: int
     arena_bytes: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Reply to RUN: a training step's loss (or 0 for evaluation), whether the update was skipped (Inf/NaN
+    gradients under loss scaling), the counters, the loss scale after the step, and an evaluation's payload."""
+    loss: float
+    skipped: bool
+    cycles: int
+    instret: int
+    scale: float
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -477,3 +495,20 @@ class Link:
         st = self._ack(self.request(EXIT, struct.pack("<I", code & 0xFFFFFFFF), ACK), "EXIT")
         if st:
             raise ProtocolError(f"EXIT refused with status {st}")
+
+    def dataset(self, x_off: int, x_stride: int, y_off: int, y_stride: int, count: int) -> None:
+        """Tell odl train's firmware where the samples lie in its data region (offsets in bytes)."""
+        st = self._ack(self.request(DATASET, struct.pack("<5I", x_off, x_stride, y_off, y_stride, count), ACK),
+                       "DATASET")
+        if st:
+            raise ProtocolError(f"DATASET refused with status {st}")
+
+    def run(self, program: int, indices=(), timeout: float | None = None) -> RunResult:
+        """Run program `program` of odl train's firmware on the samples `indices` of the data region (gathered
+        on the device), or with no indices on what WRITE put into the program's buffers."""
+        idx = list(indices)
+        p = self.request(RUN, struct.pack(f"<II{len(idx)}I", program, len(idx), *idx), RUN_DONE, timeout)
+        if len(p) < 28:
+            raise ProtocolError("malformed RUN_DONE")
+        loss, flags, cyc, ins, scale = struct.unpack_from("<fIQQf", p)
+        return RunResult(loss, bool(flags & 1), cyc, ins, scale, p[28:])

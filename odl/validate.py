@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -14,9 +13,9 @@ import torch
 
 from .compare import TOLERANCE, TORCH_FACTOR, at_floor, judge, passes
 from .errors import OdlError, ToolError
-from .graph import Graph
-from .frontend import default_input_shape, load_model, parse_shape, trace
 from .lower import Program, TrainConfig, lower
+from .pipeline import (NP_DTYPE, Prepared, build, host_array, np_dtype, open_runner, preload_blob,  # noqa: F401
+                       prepare, prepare_module, read_tensor)
 from .planner import fit, plan
 from .reference import first_update, reference_steps
 from .target import load_target
@@ -25,109 +24,6 @@ from .progress import Phases
 
 COUNTER_NOTE = ("instructions/cycles of all harts summed (QEMU -icount: one counter shared by the harts); "
                 "the step's time is the critical path that odl profile reports")
-
-NP_DTYPE = {"f32": np.float32, "i32": np.int32, "u8": np.uint8}
-
-
-@dataclass
-class Prepared:
-    """Everything the device and the reference share: model (with the exact initial weights), the graph, and one
-    (input, target) batch per step."""
-    name: str
-    model: torch.nn.Module
-    graph: Graph
-    batches: list[tuple[torch.Tensor, torch.Tensor]]
-
-    @property
-    def x(self) -> torch.Tensor:
-        return self.batches[0][0]
-
-
-def prepare(model_spec: str, input_shape: str | None, seed: int, precision: str, steps: int = 1,
-            loss: str = "xent") -> Prepared:
-    """Build the model (weights seeded by `seed`) and `steps` random batches for it."""
-    torch.manual_seed(seed)
-    model = load_model(model_spec)
-    shape = parse_shape(input_shape) if input_shape else default_input_shape(model)
-    if shape is None:
-        raise OdlError(f"model '{model_spec}' has no default input shape: give --input-shape NxCxHxW")
-    name = model_spec if ":" not in model_spec else model_spec.rsplit(":", 1)[1]
-    return prepare_module(model, name, tuple(shape), seed, precision, steps, loss)
-
-
-def prepare_module(model: torch.nn.Module, name: str, shape: tuple, seed: int, precision: str, steps: int = 1,
-                   loss: str = "xent") -> Prepared:
-    """Trace an nn.Module and draw `steps` (input, target) batches; in FP16 the weights and inputs are rounded to
-    FP16 values so the device and the FP32 reference start from the same numbers."""
-    graph = trace(model, shape)  # refuses unsupported models and shapes before anything runs
-    if steps < 1:
-        raise OdlError(f"--steps must be >= 1, not {steps}")
-    gen = torch.Generator().manual_seed(seed + 1)
-    out_shape = graph.shapes[graph.output]
-    batches = []
-    for _ in range(steps):
-        x = torch.randn(*shape, generator=gen)
-        if loss == "mse":
-            t = torch.randn(*out_shape, generator=gen)
-        elif loss == "bce":
-            t = torch.rand(*out_shape, generator=gen)   # probabilities in [0, 1)
-        else:
-            t = torch.randint(0, int(out_shape[-1]), (shape[0],), generator=gen)
-        if precision == "fp16":
-            x = x.half().float()
-            t = t.half().float() if loss in ("mse", "bce") else t
-        batches.append((x, t))
-    if precision == "fp16":
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(p.half().float())
-    return Prepared(name, model, graph, batches)
-
-
-def np_dtype(buf, precision) -> type:
-    if buf.dtype == "odl":
-        return np.float16 if precision == "fp16" else np.float32
-    return NP_DTYPE[buf.dtype]
-
-
-def host_array(prog: Program, prep: Prepared, buf, step: int = 0) -> np.ndarray:
-    """The value the host loads into a preloaded buffer."""
-    kind = buf.init[0]
-    if kind == "param":
-        arr = dict(prep.model.named_parameters())[buf.init[1]].detach().numpy()
-    elif kind == "state":
-        arr = dict(prep.model.named_buffers())[buf.init[1]].detach().numpy()
-    elif kind == "input":
-        arr = prep.batches[step][0].numpy()
-    elif kind == "labels":
-        arr = prep.batches[step][1].numpy()
-    elif kind == "zeros":
-        arr = np.zeros(buf.nelem)
-    else:
-        raise ValueError(f"buffer {buf.name}: unknown init {buf.init}")
-    return np.ascontiguousarray(arr, dtype=np_dtype(buf, prog.precision)).ravel()
-
-
-def preload_blob(prog: Program, prep: Prepared) -> bytes:
-    end = max(b.offset + b.nbytes(prog.elem_bytes) for b in prog.preload)
-    blob = bytearray(end)
-    for b in prog.preload:
-        data = host_array(prog, prep, b).tobytes()
-        assert len(data) == b.nbytes(prog.elem_bytes), b.name
-        blob[b.offset:b.offset + len(data)] = data
-    return bytes(blob)
-
-
-def read_tensor(arena: bytes, buf, shape, precision) -> np.ndarray:
-    a = np.frombuffer(arena, dtype=np_dtype(buf, precision), count=buf.nelem, offset=buf.offset)
-    return a.astype(np.float32).reshape(shape)
-
-
-def build(prog: Program, model_name: str, target, cores: int, out_dir: Path) -> Path:
-    from .codegen import render
-    from .toolchain import build_firmware
-    srcs = render(prog, model_name, cores, out_dir / "gen")
-    return build_firmware(target, prog.precision, cores, srcs, [out_dir / "gen"], out_dir / "build", scalar_sources=srcs)
 
 
 def result_ranges(prog: Program) -> list[tuple[int, int]]:
@@ -177,27 +73,6 @@ def run_device(runner, prog: Program, prep: Prepared, cores: int):
     return results, first, last
 
 
-def open_runner(target, elf: Path, prog: Program, prep: Prepared, cores: int, workdir: Path, port: str | None,
-                baud: int, bulk: str, flash: str | None, emulator: str = "qemu", step_timeout: float | None = None):
-    """step_timeout: how long one STEP may run on the device before it counts as hung (default: 60 s plus 2 us per
-    MAC of the step, ~135 s for ResNet8, whose FP32 1-hart step takes a few seconds on QEMU)."""
-    step_timeout = step_timeout or 60.0 + 2e-6 * (prog.macs_forward + prog.macs_backward)
-    blob = preload_blob(prog, prep)
-    if port is None and emulator == "renode":
-        from .runners.renode import RenodeRunner
-        return RenodeRunner(target, elf, cores, workdir, preload=[(0, blob)])
-    if port is None:
-        from .runners.qemu import QemuRunner
-        return QemuRunner(target, elf, cores, workdir, preload=[(0, blob)], timeout=step_timeout, bulk=bulk)
-    from .runners.serial_port import SerialRunner
-    if flash:
-        cmd = flash.replace("{elf}", str(elf))
-        p = subprocess.run(cmd, shell=True, capture_output=True, text=True)
-        if p.returncode != 0:
-            raise ToolError(f"flash command failed ({p.returncode}): {cmd}\n{(p.stdout + p.stderr)[-2000:]}")
-    return SerialRunner(port, baud, preload=[(0, blob)], timeout=step_timeout)
-
-
 def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp32", cores: int = 8,
              input_shape: str | None = None, seed: int = 0, lr: float = 0.01, json_path: str | None = None,
              keep_dir: str | None = None, log=print, steps: int = 1, cfg: TrainConfig | None = None,
@@ -220,7 +95,7 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     phase("lower/plan", f"{len(graph.nodes)} nodes, {precision}, {cores} cores")
     # The deployable step must fit the target's budget; the validation build additionally keeps every layer
     # input gradient alive for read-back (reported separately, not held against the budget).
-    from .tune import load_costs
+    from .costs import load_costs
     costs = load_costs(target.name, precision, cores)
     cfg, _, mem = fit(graph, precision, cfg, target.memory_budget_bytes, costs=costs, cores=cores)
     prog = lower(graph, precision, cfg, observe=True, costs=costs, cores=cores)

@@ -230,4 +230,14 @@ typedef struct { const odl_t *z; const odl_t *target; odl_t *dz; float *partial;
 void odl_bce_logits(void *args);
 typedef struct { const float *partial; float *out; float scale; } odl_sum_partials_args_t;
 void odl_sum_partials(void *args);   /* out[0] = scale * sum of partial[0 .. odl_num_cores()), on core 0 */
+/* ---- mixed precision (kernels_c/mixed.c): loss scaling, overflow check, updates on FP32 master weights ---- */
+typedef struct { odl_t *x; int len; float s; } odl_scale_args_t;
+void odl_scale(void *args);                 /* x *= s */
+typedef struct { const odl_t *g; int len; int32_t *flag; } odl_grad_check_args_t;
+void odl_grad_check(void *args);            /* *flag = 1 if any g is Inf/NaN */
+typedef struct { odl_t *w; float *master; const odl_t *g; float *buf; int len; float lr, momentum, wd, inv_scale; int first; } odl_sgd_mixed_args_t;
+void odl_sgd_mixed(void *args);
+typedef struct { odl_t *w; float *master; const odl_t *g; float *m, *v; int len; float lr, b1, b2, eps, wd, bc1, bc2, inv_scale; } odl_adam_mixed_args_t;
+void odl_adam_mixed(void *args);
+
 #endif

@@ -8,7 +8,7 @@ import operator
 import torch
 
 from ..errors import OdlError
-from ..lower import Ptr
+from ..ir import Ptr
 from . import FUNCTIONS, METHODS, register
 
 

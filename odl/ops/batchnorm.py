@@ -7,7 +7,7 @@ import math
 import torch.nn as nn
 
 from ..errors import OdlError
-from ..lower import Ptr
+from ..ir import Ptr
 from . import MODULES, register
 
 

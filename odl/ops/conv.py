@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..errors import OdlError
-from ..lower import CExpr, Ptr
+from ..ir import CExpr, Ptr
 from . import MODULES, register
 
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import OdlError
-from ..lower import CExpr, Ptr
+from ..ir import CExpr, Ptr
 from . import FUNCTIONS, MODULES, register
 
 
@@ -59,7 +59,7 @@ class Dropout:
 
     @staticmethod
     def identity(node, L) -> bool:
-        return node.attrs["p"] == 0.0 or not node.attrs["training"]
+        return node.attrs["p"] == 0.0 or not node.attrs["training"] or getattr(L, "forward_only", False)
 
     def forward(self, node, L):
         if self.identity(node, L):

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import OdlError
-from ..lower import Ptr
+from ..ir import Ptr
 from . import FUNCTIONS, MODULES, register
 
 

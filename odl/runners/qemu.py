@@ -72,7 +72,7 @@ class QemuRunner:
             raise RunnerError(f"{q.binary} not found on PATH (QEMU >= 8 with zvfh is needed; see scripts/setup.sh)")
         cmd = [exe, "-machine", q.machine, "-cpu", q.cpu, "-smp", str(self.cores), *q.extra,
                "-semihosting-config", "enable=on,target=native",
-               "-serial", f"tcp:127.0.0.1:{tcp_port},server=on,wait=on",
+               "-serial", f"tcp:127.0.0.1:{tcp_port},server=on,wait=on,nodelay=on",
                "-kernel", str(self.elf)]
         for i, (off, data) in enumerate(self.preload if self.bulk == "fast" else ()):
             f = self.workdir / f"preload_{i}.bin"

@@ -15,6 +15,13 @@ void odl_io_putc(uint8_t c) { uart_putc(c); }
 uint8_t odl_io_getc(void) { return uart_getc(); }
 
 static uint8_t rx[ODL_MAX_PAYLOAD] __attribute__((aligned(8)));
+
+/* Messages this loop does not know go to the generated model first (odl train's firmware serves DATASET and RUN
+ * there); it returns 1 when it handled (and answered) the message. */
+__attribute__((weak)) int odl_model_message(uint8_t type, const uint8_t *payload, uint32_t n) {
+  (void)type; (void)payload; (void)n;
+  return 0;
+}
 static char fname[256];
 
 static int in_arena(uint32_t off, uint32_t len) {
@@ -119,6 +126,7 @@ void odl_serve_one(void) {
       odl_exit((int)code);
     }
     default:
+      if (odl_model_message(type, rx, n)) break;
       odl_send_error(ODL_ERR_UNKNOWN_TYPE, "unknown message type");
       break;
   }

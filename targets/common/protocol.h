@@ -30,10 +30,13 @@ enum {
   ODL_MSG_DUMP = 0x13,
   ODL_MSG_EXIT = 0x14,
   ODL_MSG_INFO = 0x15, /* host asks for the HELLO frame again (a board may have booted before the host connected) */
+  ODL_MSG_DATASET = 0x20, /* odl train: where the samples are in the device's data region (QEMU fast path) */
+  ODL_MSG_RUN = 0x21,     /* odl train: gather a batch by sample indices (or use what WRITE put), run a program */
   ODL_MSG_ACK = 0x80,
   ODL_MSG_DATA = 0x81,
   ODL_MSG_STEP_DONE = 0x82,
   ODL_MSG_ACCEPTED = 0x83, /* a valid new request arrived and is being executed (the host now waits as long as it runs) */
+  ODL_MSG_RUN_DONE = 0x84, /* odl train: a program ran (loss, flags, counters, outputs) */
   ODL_MSG_ERROR = 0xFF,
 };
 

@@ -1,0 +1,111 @@
+"""The lowering's IR: named arena buffers, pointer arguments, kernel calls, the training configuration and the
+lowered Program. Its own module so that the ops (odl/ops/), the planner and the code generator import these types
+without importing the lowering driver (which imports the ops).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .graph import Graph
+
+
+@dataclass(eq=False)
+class Buffer:
+    name: str
+    nelem: int
+    dtype: str = "odl"          # 'odl' (the precision's element type), 'f32', 'i32', 'u8'
+    role: str = "act"           # param, input, label, param_grad, act, grad, scratch, loss
+    persistent: bool = False    # lives for the whole step (the host reads it, or it holds state)
+    offset: int = -1            # bytes from the arena start, set by the planner
+    shape: tuple = ()
+    init: tuple | None = None   # preloaded by the host: ('param', name) | ('state', name) | ('input',) |
+                                # ('labels',) | ('zeros',)
+
+    def nbytes(self, elem_bytes: int) -> int:
+        size = {"odl": elem_bytes, "f32": 4, "i32": 4, "u8": 1}[self.dtype]
+        return self.nelem * size
+
+    @property
+    def macro(self) -> str:
+        return "B_" + "".join(c if c.isalnum() else "_" for c in self.name)
+
+
+@dataclass
+class Ptr:
+    """Pointer argument: buffer start plus `elem` elements, plus `per_sample` elements per loop iteration."""
+    buf: Buffer
+    per_sample: int = 0
+    elem: int = 0
+
+
+MAX_CORES = 8   # profile buffer columns per call
+
+
+class CExpr(str):
+    """A field value given as a C expression (may use the loop variable `n`)."""
+
+
+@dataclass
+class Call:
+    kernel: str                 # C function, e.g. 'odl_mm_nn'
+    fields: dict                # struct field -> Ptr | int | float
+    layer: str                  # layer name for reports
+    step: str                   # 'forward', 'weight_grad', 'input_grad', 'transform', 'loss', 'update'
+    loop: int = 0               # > 0: repeat for n in [0, loop) with Ptr.per_sample offsets
+    macs: int = 0
+    group: int = 0              # consecutive calls with the same non-zero group share one loop
+    variant: str = ""           # 'decision key=variant' when the call belongs to a measured choice
+
+    def buffers(self) -> list[Buffer]:
+        return [v.buf for v in self.fields.values() if isinstance(v, Ptr)]
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 0.01
+    train: str = "all"            # 'all' | 'last:K' (last K layers with parameters) | a regex on parameter names
+    bn: str = "train"             # 'train': batch statistics; 'frozen': running statistics (eval mode)
+    loss: str = "xent"            # 'xent' (softmax cross-entropy, mean) | 'mse' (mean) | 'nll' (of log-probabilities,
+                                  # mean) | 'bce' (BCE with logits, mean; float targets in [0, 1])
+    optimizer: str = "sgd"        # 'sgd' | 'adam'
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-8
+    seed: int = 0                 # dropout masks
+    im2col_bytes: int = 64 * 1024 # largest im2col scratch block (convolutions are chunked by output rows)
+    inplace: bool = True          # ReLU / add outputs and elementwise backward gradients overwrite dead inputs
+    recompute: frozenset = frozenset()  # values freed after the forward and recomputed where the backward needs
+                                        # them (see lower.recompute_candidates; chosen by planner.fit)
+
+
+@dataclass
+class Program:
+    graph: Graph
+    precision: str
+    calls: list[Call]
+    buffers: list[Buffer]
+    params: dict[str, Buffer]           # PyTorch name -> parameter buffer
+    param_grads: dict[str, Buffer]
+    input: Buffer
+    labels: Buffer
+    loss: Buffer
+    logits: Buffer
+    observed_grads: dict[str, tuple[Buffer, str]]   # report name -> (gradient buffer, value it is the gradient of)
+    preload: list[Buffer]               # buffers the host writes before a step (contiguous from offset 0)
+    state: dict[str, Buffer] = field(default_factory=dict)   # PyTorch buffer name (running stats) -> buffer
+    prologue: list[str] = field(default_factory=list)        # C statements run at the start of each step
+    dropout: dict[str, dict] = field(default_factory=dict)   # node name -> {'p', 'seed'} (host reproduces masks)
+    trainable: list[str] = field(default_factory=list)
+    config: TrainConfig | None = None
+    activations: dict[str, tuple[Buffer, str]] = field(default_factory=dict)  # report name -> (buffer, value)
+    profile: Buffer | None = None   # profiling build: uint32 [calls, MAX_CORES] exact per-core instruction counts
+    decisions: list[dict] = field(default_factory=list)   # choices between variants: which, why, costs
+    macs_forward: int = 0
+    macs_backward: int = 0
+    arena_bytes: int = 0
+    naive_bytes: int = 0
+
+    @property
+    def elem_bytes(self) -> int:
+        return 2 if self.precision == "fp16" else 4

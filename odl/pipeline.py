@@ -1,0 +1,163 @@
+"""The pipeline from a model to a running device, one direction, shared by every command (validate, profile, tune,
+compile, train, bench):
+
+    load + trace (frontend.py)  ->  lower (lower.py, ops/)  ->  plan (planner.py)  ->  render (codegen.py)
+        ->  build (toolchain.py)  ->  session (runners/: QEMU, Renode, a board over a serial port)
+
+This module holds the steps the commands share around those stages: preparing a model with its initial weights
+and batches (`prepare`), the host values that fill the arena (`host_array`, `preload_blob`), reading tensors back
+(`read_tensor`), building a lowered step into firmware (`build`) and opening the session (`open_session`).
+Commands sit on top of it and never import each other's internals.
+"""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import OdlError, ToolError
+from .frontend import default_input_shape, load_model, parse_shape, trace
+from .graph import Graph
+from .lower import Program
+
+NP_DTYPE = {"f32": np.float32, "i32": np.int32, "u8": np.uint8}
+
+
+@dataclass
+class Prepared:
+    """Everything the device and the reference share: model (with the exact initial weights), the graph, and one
+    (input, target) batch per step."""
+    name: str
+    model: torch.nn.Module
+    graph: Graph
+    batches: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.batches[0][0]
+
+
+def prepare(model_spec: str, input_shape: str | None, seed: int, precision: str, steps: int = 1,
+            loss: str = "xent") -> Prepared:
+    """Build the model (weights seeded by `seed`) and `steps` random batches for it."""
+    torch.manual_seed(seed)
+    model = load_model(model_spec)
+    shape = parse_shape(input_shape) if input_shape else default_input_shape(model)
+    if shape is None:
+        raise OdlError(f"model '{model_spec}' has no default input shape: give --input-shape NxCxHxW")
+    name = model_spec if ":" not in model_spec else model_spec.rsplit(":", 1)[1]
+    return prepare_module(model, name, tuple(shape), seed, precision, steps, loss)
+
+
+def prepare_module(model: torch.nn.Module, name: str, shape: tuple, seed: int, precision: str, steps: int = 1,
+                   loss: str = "xent") -> Prepared:
+    """Trace an nn.Module and draw `steps` (input, target) batches; in FP16 the weights and inputs are rounded to
+    FP16 values so the device and the FP32 reference start from the same numbers."""
+    graph = trace(model, shape)  # refuses unsupported models and shapes before anything runs
+    if steps < 1:
+        raise OdlError(f"--steps must be >= 1, not {steps}")
+    gen = torch.Generator().manual_seed(seed + 1)
+    out_shape = graph.shapes[graph.output]
+    batches = []
+    for _ in range(steps):
+        x = torch.randn(*shape, generator=gen)
+        if loss == "mse":
+            t = torch.randn(*out_shape, generator=gen)
+        elif loss == "bce":
+            t = torch.rand(*out_shape, generator=gen)   # probabilities in [0, 1)
+        else:
+            t = torch.randint(0, int(out_shape[-1]), (shape[0],), generator=gen)
+        if precision == "fp16":
+            x = x.half().float()
+            t = t.half().float() if loss in ("mse", "bce") else t
+        batches.append((x, t))
+    if precision == "fp16":
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.half().float())
+    return Prepared(name, model, graph, batches)
+
+
+def np_dtype(buf, precision) -> type:
+    if buf.dtype == "odl":
+        return np.float16 if precision == "fp16" else np.float32
+    return NP_DTYPE[buf.dtype]
+
+
+def host_array(prog: Program, prep: Prepared, buf, step: int = 0) -> np.ndarray:
+    """The value the host loads into a preloaded buffer."""
+    kind = buf.init[0]
+    if kind == "param":
+        arr = dict(prep.model.named_parameters())[buf.init[1]].detach().numpy()
+    elif kind == "state":
+        arr = dict(prep.model.named_buffers())[buf.init[1]].detach().numpy()
+    elif kind == "input":
+        arr = prep.batches[step][0].numpy()
+    elif kind == "labels":
+        arr = prep.batches[step][1].numpy()
+    elif kind == "zeros":
+        arr = np.zeros(buf.nelem)
+    else:
+        raise ValueError(f"buffer {buf.name}: unknown init {buf.init}")
+    return np.ascontiguousarray(arr, dtype=np_dtype(buf, prog.precision)).ravel()
+
+
+def preload_blob(prog: Program, prep: Prepared) -> bytes:
+    end = max(b.offset + b.nbytes(prog.elem_bytes) for b in prog.preload)
+    blob = bytearray(end)
+    for b in prog.preload:
+        data = host_array(prog, prep, b).tobytes()
+        assert len(data) == b.nbytes(prog.elem_bytes), b.name
+        blob[b.offset:b.offset + len(data)] = data
+    return bytes(blob)
+
+
+def read_tensor(arena: bytes, buf, shape, precision) -> np.ndarray:
+    a = np.frombuffer(arena, dtype=np_dtype(buf, precision), count=buf.nelem, offset=buf.offset)
+    return a.astype(np.float32).reshape(shape)
+
+
+def build(prog: Program, model_name: str, target, cores: int, out_dir: Path) -> Path:
+    from .codegen import render
+    from .toolchain import build_firmware
+    srcs = render(prog, model_name, cores, out_dir / "gen")
+    return build_firmware(target, prog.precision, cores, srcs, [out_dir / "gen"], out_dir / "build", scalar_sources=srcs)
+
+
+def step_timeout_for(macs: int) -> float:
+    """How long one STEP may run on the device before it counts as hung: 60 s plus 2 us per MAC of the step
+    (~135 s for ResNet8, whose FP32 1-hart step takes a few seconds on QEMU)."""
+    return 60.0 + 2e-6 * macs
+
+
+def open_runner(target, elf: Path, prog: Program, prep: Prepared, cores: int, workdir: Path, port: str | None,
+                baud: int, bulk: str, flash: str | None, emulator: str = "qemu", step_timeout: float | None = None):
+    """A runner session for one training step's firmware, its preload being the step's initial arena."""
+    return open_session(target, elf, cores, workdir, [(0, preload_blob(prog, prep))], port, baud, bulk, flash,
+                        emulator, step_timeout=step_timeout or step_timeout_for(prog.macs_forward + prog.macs_backward))
+
+
+def open_session(target, elf: Path, cores: int, workdir: Path, preload: list[tuple[int, bytes]],
+                 port: str | None = None, baud: int = 115200, bulk: str = "fast", flash: str | None = None,
+                 emulator: str = "qemu", fast_preload: list[tuple[int, bytes]] = (), step_timeout: float = 600.0):
+    """The last stage: a session with the device that runs `elf` (QEMU, Renode, or a board on `port` after the
+    optional flash command), the arena preloaded with `preload` [(offset, bytes)]. fast_preload is loaded only
+    where a bulk fast path exists (QEMU's loader with bulk='fast'); elsewhere the caller sends it over the link.
+    step_timeout: how long one request may run on the device before it counts as hung."""
+    if port is None and emulator == "renode":
+        from .runners.renode import RenodeRunner
+        return RenodeRunner(target, elf, cores, workdir, preload=list(preload))
+    if port is None:
+        from .runners.qemu import QemuRunner
+        pre = list(preload) + (list(fast_preload) if bulk == "fast" else [])
+        return QemuRunner(target, elf, cores, workdir, preload=pre, timeout=step_timeout, bulk=bulk)
+    from .runners.serial_port import SerialRunner
+    if flash:
+        cmd = flash.replace("{elf}", str(elf))
+        p = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise ToolError(f"flash command failed ({p.returncode}): {cmd}\n{(p.stdout + p.stderr)[-2000:]}")
+    return SerialRunner(port, baud, preload=list(preload), timeout=step_timeout)
