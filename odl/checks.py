@@ -48,8 +48,16 @@ def check_finite(name: str, v: float) -> float:
 def check_train_flags(args) -> None:
     """lr > 0, momentum in [0, 1), weight decay >= 0, betas in [0, 1), eps > 0; all finite (NaN/inf never reach
     the generated C, where they do not even compile)."""
-    for name in ("lr", "momentum", "weight_decay", "beta1", "beta2", "eps", "adam_eps", "loss_scale"):
+    for name in ("lr", "momentum", "weight_decay", "beta1", "beta2", "eps", "adam_eps"):
         check_finite(name, _num(args, name))
+    ls = _num(args, "loss_scale")   # odl train: 'dynamic' or a fixed scale
+    if ls is not None and ls != "dynamic":
+        try:
+            v = float(ls)
+        except (TypeError, ValueError):
+            raise OdlError(f"--loss-scale {ls}: expected dynamic or a number") from None
+        if not (math.isfinite(v) and v > 0):
+            raise OdlError(f"--loss-scale {ls}: a fixed loss scale must be a finite number > 0")
     lr = _num(args, "lr")
     if lr is not None and not lr > 0:
         raise OdlError(f"--lr {lr}: the learning rate must be > 0")
@@ -112,7 +120,7 @@ def check_writable_dir(flag: str, path) -> None:
 
 FILE_FLAGS = {"json": "--json", "png": "--png", "out": "--out", "csv": "--csv", "checkpoint": "--checkpoint",
               "save": "--save"}
-DIR_FLAGS = {"output": "-o/--output", "keep": "--keep", "checkpoint_dir": "--checkpoint-dir"}
+DIR_FLAGS = {"output": "-o/--output", "keep": "--keep", "checkpoint_dir": "--checkpoint-dir", "out_dir": "--out"}
 
 
 def check_output_paths(args) -> None:

@@ -95,7 +95,7 @@ def _cmd_tune(a) -> int:
 
 def _cmd_sweep(a) -> int:
     from .sweep import sweep
-    rows = sweep(a.spec, engine=a.engine, address=a.address, n_jobs=a.jobs, out_dir=a.out, resume=a.resume)
+    rows = sweep(a.spec, engine=a.engine, address=a.address, n_jobs=a.jobs, out_dir=a.out_dir, resume=a.resume)
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="local: a process pool; ray: Ray tasks (a local Ray, or --address)")
     sw.add_argument("--address", default=None, help="address of an existing Ray cluster (e.g. 10.0.0.5:6379)")
     sw.add_argument("--jobs", type=int, default=None, help="jobs at a time (default: the number of cores)")
-    sw.add_argument("--out", default="sweep-out", metavar="DIR", help="results.csv, results.json, pareto.png")
+    sw.add_argument("--out", dest="out_dir", default="sweep-out", metavar="DIR",
+                    help="results.csv, results.json, pareto.png")
     sw.add_argument("--resume", action="store_true", help="skip the jobs whose results are already in DIR")
     sw.set_defaults(fn=_cmd_sweep)
 

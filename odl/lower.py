@@ -394,7 +394,11 @@ class Lowering:
                     if uses[pname] == 0:
                         if pname not in self._pgrad_written:
                             raise OdlError(f"parameter '{pname}' trains but its layer does not reach the loss")
-                        self._update(pname)
+                        if cfg.fuse_updates:
+                            self._update(pname)
+        if not cfg.fuse_updates:
+            for pname in self.param_grads:
+                self._update(pname)
 
         # Validation reads every layer's input gradient after the step, so they must outlive it: extra memory
         # that only the instrumented (validation) build pays; the deployable step does not keep them.

@@ -199,7 +199,8 @@ def build_programs(model: nn.Module, sample_shape: tuple, ntrain: int, nval: int
     from .planner import plan
     B = opts.batch
     dev = "fp16" if opts.precision in ("fp16", "mixed") else "fp32"
-    cfg = opts.cfg
+    # mixed precision skips a step's updates together when a gradient overflows: they follow the whole backward
+    cfg = dataclasses.replace(opts.cfg, fuse_updates=False) if opts.precision == "mixed" else opts.cfg
     sizes = []
     if ntrain >= B:
         sizes.append(("train", B))
