@@ -42,3 +42,8 @@ def test_bad_shape():
 def test_unsupported_layer_setting():
     p = run("validate", f"{MODELS / 'bad_models.py'}:ReflectPad", "--input-shape", "1x3x8x8")
     assert p.returncode == 2 and "padding_mode='reflect'" in p.stderr and "'c'" in p.stderr
+
+
+def test_add_with_alpha_is_refused():
+    p = run("validate", f"{MODELS / 'bad_models.py'}:AddAlpha", "--input-shape", "2x4")
+    assert p.returncode == 2 and "alpha=2" in p.stderr and "'add'" in p.stderr

@@ -13,6 +13,10 @@ from . import FUNCTIONS, METHODS, register
 
 
 def convert(node_name, mod, in_shapes, out_shape):
+    alpha = getattr(mod, "kwargs", {}).get("alpha", 1)
+    if len(getattr(mod, "args", ())) > 2 or alpha != 1:
+        raise OdlError(f"graph node '{node_name}' (add): alpha={alpha if alpha != 1 else mod.args[2]} is not "
+                       f"supported (a + b only)")
     if len(in_shapes) != 2 or in_shapes[0] != in_shapes[1]:
         raise OdlError(f"graph node '{node_name}' (add): only tensor + tensor of the same shape is supported, "
                        f"got {' and '.join(str(list(s)) for s in in_shapes) or 'a scalar operand'}")

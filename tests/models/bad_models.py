@@ -9,3 +9,14 @@ class ReflectPad(nn.Module):
 
     def forward(self, x):
         return self.fc(self.c(x).flatten(1))
+
+
+class AddAlpha(nn.Module):
+    """torch.add with alpha: a + alpha*b must be refused, not lowered as a + b."""
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+
+    def forward(self, x):
+        import torch
+        return torch.add(self.a(x), x, alpha=2)
