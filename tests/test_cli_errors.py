@@ -40,5 +40,5 @@ def test_bad_shape():
 
 
 def test_unsupported_layer_setting():
-    p = run("validate", f"{MODELS / 'bad_models.py'}:Dilated", "--input-shape", "1x3x8x8")
-    assert p.returncode == 2 and "dilation" in p.stderr and "'c'" in p.stderr
+    p = run("validate", f"{MODELS / 'bad_models.py'}:ReflectPadConv", "--input-shape", "1x3x8x8")
+    assert p.returncode == 2 and "padding_mode='reflect'" in p.stderr and "'c'" in p.stderr
