@@ -44,7 +44,8 @@ void odl_upsample_fwd(void *args) {
         y[ow] = r0[w0];
       } else {
         float a0 = 1.0f - a1, b0 = 1.0f - b1;
-        y[ow] = (odl_t)(a0 * (b0 * (float)r0[w0] + b1 * (float)r0[w1]) + a1 * (b0 * (float)r1[w0] + b1 * (float)r1[w1]));
+        y[ow] = (odl_t)(a0 * (b0 * (float)r0[w0] + b1 * (float)r0[w1]) +
+                        a1 * (b0 * (float)r1[w0] + b1 * (float)r1[w1]));
       }
     }
   }
@@ -55,6 +56,8 @@ ODL_INLINE float up_weight(int i, int i0, int i1, float l1) {
   return (i0 == i ? 1.0f - l1 : 0.0f) + (i1 == i ? l1 : 0.0f);
 }
 
+#define UP_MAXW 32 /* cached source weights per dx row / column; more (upsampling by > 16) takes the plain loop */
+
 void odl_upsample_bwd(void *args) {
   const odl_upsample_bwd_args_t *p = (const odl_upsample_bwd_args_t *)args;
   int h = p->h, w = p->w, ho = p->ho, wo = p->wo, mode = p->mode, al = p->align_corners, lo, hi;
@@ -63,32 +66,51 @@ void odl_upsample_bwd(void *args) {
     int plane = u / h, ih = u - plane * h;
     const odl_t *dy = p->dy + (size_t)plane * ho * wo;
     odl_t *dx = p->dx + (size_t)u * w;
-    int h0, h1, w0, w1, oh0 = 0, ow0 = 0;
-    float a1, b1;
+    int h0, h1, w0, w1, oh0 = 0, ow0 = 0, nr = 0, oh;
+    float a1, b1, wrow[UP_MAXW], wcol[UP_MAXW];
     /* source indices are non-decreasing in the output index: the outputs reading ih start at the first oh
      * whose upper source index reaches ih and end before the first whose lower one passes it */
     for (; oh0 < ho; oh0++) {
       up_coord(oh0, h, p->rh, mode, al, &h0, &h1, &a1);
       if (h1 >= ih) break;
     }
+    for (oh = oh0; oh < ho && nr < UP_MAXW; oh++, nr++) {
+      up_coord(oh, h, p->rh, mode, al, &h0, &h1, &a1);
+      if (h0 > ih) break;
+      wrow[nr] = up_weight(ih, h0, h1, a1);
+    }
+    int rows_cached = oh >= ho || nr < UP_MAXW;
     for (int iw = 0; iw < w; iw++) {
       for (; ow0 < wo; ow0++) {
         up_coord(ow0, w, p->rw, mode, al, &w0, &w1, &b1);
         if (w1 >= iw) break;
       }
+      int nc = 0, ow = ow0;
+      for (; ow < wo && nc < UP_MAXW; ow++, nc++) {
+        up_coord(ow, w, p->rw, mode, al, &w0, &w1, &b1);
+        if (w0 > iw) break;
+        wcol[nc] = up_weight(iw, w0, w1, b1);
+      }
       float s = p->accumulate ? (float)dx[iw] : 0.0f;
-      for (int oh = oh0; oh < ho; oh++) {
-        up_coord(oh, h, p->rh, mode, al, &h0, &h1, &a1);
-        if (h0 > ih) break;
-        float wr = up_weight(ih, h0, h1, a1);
-        if (wr == 0.0f) continue;
-        float t = 0.0f;
-        for (int ow = ow0; ow < wo; ow++) {
-          up_coord(ow, w, p->rw, mode, al, &w0, &w1, &b1);
-          if (w0 > iw) break;
-          t += up_weight(iw, w0, w1, b1) * (float)dy[oh * wo + ow];
+      if (rows_cached && (ow >= wo || nc < UP_MAXW)) {
+        const odl_t *d = dy + (size_t)oh0 * wo + ow0;
+        for (int i = 0; i < nr; i++, d += wo) {
+          float t = 0.0f;
+          for (int j = 0; j < nc; j++) t += wcol[j] * (float)d[j];
+          s += wrow[i] * t;
         }
-        s += wr * t;
+      } else {
+        for (oh = oh0; oh < ho; oh++) {
+          up_coord(oh, h, p->rh, mode, al, &h0, &h1, &a1);
+          if (h0 > ih) break;
+          float wr = up_weight(ih, h0, h1, a1), t = 0.0f;
+          for (ow = ow0; ow < wo; ow++) {
+            up_coord(ow, w, p->rw, mode, al, &w0, &w1, &b1);
+            if (w0 > iw) break;
+            t += up_weight(iw, w0, w1, b1) * (float)dy[oh * wo + ow];
+          }
+          s += wr * t;
+        }
       }
       dx[iw] = (odl_t)s;
     }

@@ -1,4 +1,5 @@
-"""Conv2d / Conv1d (any groups, dilation): im2col + matmul forward; im2col + dY.col^T weight gradient; W^T.dY + col2im input gradient."""
+"""Conv2d / Conv1d (any groups, dilation) and ConvTranspose2d: im2col + matmul forward; im2col + dY.col^T weight
+gradient; W^T.dY + col2im input gradient (ConvTranspose2d: the same kernels the other way round)."""
 from __future__ import annotations
 
 import torch.nn as nn
@@ -342,9 +343,9 @@ class ConvTranspose2d:
                            accumulate=CExpr("n > 0") if i == 0 else 1, lda=hw, ldb=p)
                 if tgt is not None:
                     dx, acc = tgt
-                    L.call("odl_mm_nn", node.report_name, "input_grad", macs=cin * k * p, a=Ptr(L.param(node, "weight")),
-                           b=Ptr(col), c=Ptr(dx, cin * hw, r0 * geom["wo"]), m=cin, n=p, k=k, accumulate=acc,
-                           ldc=hw)
+                    L.call("odl_mm_nn", node.report_name, "input_grad", macs=cin * k * p,
+                           a=Ptr(L.param(node, "weight")), b=Ptr(col), c=Ptr(dx, cin * hw, r0 * geom["wo"]), m=cin,
+                           n=p, k=k, accumulate=acc, ldc=hw)
 
 
 register(Conv2d())

@@ -19,8 +19,9 @@ def _attrs(node_name, what, in_shape, out_shape, scale_factor, mode, align_corne
     nd = len(in_shape) - 2
     ok = {1: ("nearest", "linear"), 2: ("nearest", "bilinear")}.get(nd, ())
     if mode not in ok:
+        alt = "nearest/bilinear on NxCxHxW, nearest/linear on NxCxL"
         raise OdlError(f"graph node '{node_name}' ({what}): mode='{mode}' on a {len(in_shape)}-D input is not "
-                       f"supported (supported: {', '.join(ok) or 'nearest/bilinear on NxCxHxW, nearest/linear on NxCxL'})")
+                       f"supported (supported: {', '.join(ok) or alt})")
     if antialias:
         raise OdlError(f"graph node '{node_name}' ({what}): antialias=True is not supported")
     ins, outs = list(in_shape[2:]), list(out_shape[2:])
