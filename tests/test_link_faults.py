@@ -128,3 +128,36 @@ def prog_initial(prog, prep):
     from odl.validate import preload_blob
     blob = preload_blob(prog, prep)
     return blob + bytes(max(0, prog.arena_bytes - len(blob)))
+
+
+@needs_qemu
+def test_validate_over_a_tty(tmp_path):
+    """The same code path on a /dev/tty*-style device: QEMU's UART behind a pseudo-terminal (-serial pty)."""
+    import re
+    q = load_target("rv32-cluster").qemu
+    from odl.lower import TrainConfig, lower
+    from odl.planner import plan
+    from odl.validate import build, prepare
+    from odl.tune import load_costs
+    prep = prepare(SPINE, "1x3x7x8", 0, "fp16")
+    prog = lower(prep.graph, "fp16", TrainConfig(), observe=True, cores=2,
+                 costs=load_costs("rv32-cluster", "fp16", 2))   # the firmware validate builds
+    plan(prog)
+    elf = build(prog, prep.name, load_target("rv32-cluster"), 2, tmp_path / "fw")
+    extra = [x for x in q.extra if x != "-nographic"]
+    board = cleanup.popen([shutil.which(q.binary), "-machine", q.machine, "-cpu", q.cpu, "-smp", "2", *extra,
+                           "-serial", "pty", "-display", "none", "-monitor", "none", "-kernel", str(elf)],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = board.stdout.readline()
+        m = re.search(r"(/dev/pts/\d+)", line)
+        assert m, line
+        out = tmp_path / "r.json"
+        p = subprocess.run([sys.executable, "-m", "odl.cli", "validate", SPINE, "--input-shape", "1x3x7x8",
+                            "--precision", "fp16", "--cores", "2", "--port", m.group(1), "--json", str(out)],
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout + p.stderr
+        rep = json.loads(out.read_text())
+        assert rep["passed"] and rep["runner"] == "serial" and rep["link"]["retransmissions"] == 0
+    finally:
+        cleanup.kill(board)
