@@ -325,9 +325,13 @@ class Link:
         wait_until = resend("")
         problems.clear()
         dirty = False
+        garbage0 = self.stats.garbage_bytes
         while True:
             kind, v = self._next()
             now = time.monotonic()
+            if self.stats.garbage_bytes - garbage0 > self.max_garbage:
+                raise ProtocolError(f"{what}: {self.stats.garbage_bytes - garbage0} bytes from the device and no "
+                                    f"valid frame (wrong baud rate, or not odl firmware?){self._said()}")
             if kind == "frame":
                 f: Frame = v
                 self._log(f"got {name_of(f.type)} seq {f.seq} ({len(f.payload)} bytes)")

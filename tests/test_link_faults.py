@@ -132,32 +132,28 @@ def prog_initial(prog, prep):
 
 @needs_qemu
 def test_validate_over_a_tty(tmp_path):
-    """The same code path on a /dev/tty*-style device: QEMU's UART behind a pseudo-terminal (-serial pty)."""
-    import re
+    """The same code path on a /dev/tty*-style device: QEMU's UART behind a pseudo-terminal (a pty chardev, with
+    a symlink at a known path), started by --flash as a board would be flashed."""
+    import os
+    import signal
     q = load_target("rv32-cluster").qemu
-    from odl.lower import TrainConfig, lower
-    from odl.planner import plan
-    from odl.validate import build, prepare
-    from odl.tune import load_costs
-    prep = prepare(SPINE, "1x3x7x8", 0, "fp16")
-    prog = lower(prep.graph, "fp16", TrainConfig(), observe=True, cores=2,
-                 costs=load_costs("rv32-cluster", "fp16", 2))   # the firmware validate builds
-    plan(prog)
-    elf = build(prog, prep.name, load_target("rv32-cluster"), 2, tmp_path / "fw")
     extra = [x for x in q.extra if x != "-nographic"]
-    board = cleanup.popen([shutil.which(q.binary), "-machine", q.machine, "-cpu", q.cpu, "-smp", "2", *extra,
-                           "-serial", "pty", "-display", "none", "-monitor", "none", "-kernel", str(elf)],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tty, pidfile = tmp_path / "ttyBOARD0", tmp_path / "board.pid"
+    flash = " ".join([shutil.which(q.binary), "-machine", q.machine, "-cpu", q.cpu, "-smp", "2", *extra,
+                      "-chardev", f"pty,id=uart0,path={tty}", "-serial", "chardev:uart0", "-display", "none",
+                      "-kernel", "{elf}", "-daemonize", "-pidfile", str(pidfile)]) + " && sleep 0.3"
+    out = tmp_path / "r.json"
     try:
-        line = board.stdout.readline()
-        m = re.search(r"(/dev/pts/\d+)", line)
-        assert m, line
-        out = tmp_path / "r.json"
         p = subprocess.run([sys.executable, "-m", "odl.cli", "validate", SPINE, "--input-shape", "1x3x7x8",
-                            "--precision", "fp16", "--cores", "2", "--port", m.group(1), "--json", str(out)],
-                           capture_output=True, text=True, timeout=600)
+                            "--precision", "fp16", "--cores", "2", "--port", str(tty), "--flash", flash,
+                            "--json", str(out)], capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stdout + p.stderr
         rep = json.loads(out.read_text())
         assert rep["passed"] and rep["runner"] == "serial" and rep["link"]["retransmissions"] == 0
+        assert os.path.realpath(tty).startswith("/dev/pts/")
     finally:
-        cleanup.kill(board)
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
