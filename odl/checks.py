@@ -167,7 +167,13 @@ def preflight(args) -> None:
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Defaults appended to each help line, unless the help already gives one or there is none (None, False)."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if "default" in h or action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return h
+        return super()._get_help_string(action)
 
 
 def decorate_help(subparsers) -> None:

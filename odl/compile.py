@@ -154,7 +154,11 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
     budget_bytes = target.memory_budget_bytes if budget is None else parse_bytes(budget)
 
+    from .progress import Phases
+    phase = Phases("compile")
+    phase("trace", model_spec)
     prep = prepare(model_spec, input_shape, seed, precision, 1, cfg.loss)
+    phase("lower/plan", f"{precision}, {cores} cores")
     from .costs import load_costs
     log(f"odl compile {prep.name}: {target.name}, {precision}, {cores} cores, "
         f"input {'x'.join(map(str, prep.x.shape))}")
@@ -167,6 +171,7 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
     flags = make_flags(target, precision, cores)
     files = _sources(target)
 
+    phase("write", f"project into {out}")
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

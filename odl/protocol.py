@@ -26,6 +26,7 @@ from .errors import ToolError
 MAGIC = b"OD"
 VERSION = 2
 HDR = 9                 # bytes after the magic: type, seq, length, hcrc
+SEQ_BOOT = 0xFFFF       # seq of the HELLO a device sends at boot (hosts number requests 1..0xFFFE)
 OVERHEAD = 2 + HDR + 4  # bytes of a frame besides its payload
 
 HELLO = 0x01
@@ -302,11 +303,12 @@ class Link:
 
     # -- requests -------------------------------------------------------------------------------------
     def _next_seq(self) -> int:
-        self._seq = self._seq % 0xFFFF + 1     # 1..65535; 0 is the session start
+        self._seq = self._seq % 0xFFFE + 1     # 1..65534; 0 is the session start, 65535 the boot HELLO
         return self._seq
 
     def request(self, type_: int, payload: bytes, expect: int, timeout: float | None = None,
-                reply_bytes: int = 64, seq: int | None = None, retries: int | None = None) -> bytes:
+                reply_bytes: int = 64, seq: int | None = None, retries: int | None = None,
+                boot_hello_ok: bool = False) -> bytes:
         """Send a request and return the payload of its reply (of type `expect`), retransmitting as needed.
         timeout: how long it may run once the device ACCEPTED it (default: self.timeout); reply_bytes: the
         expected reply size (scales the wait for it)."""
@@ -341,14 +343,18 @@ class Link:
         wait_until = resend("")
         problems.clear()
         dirty = False
+        garbage0 = self.stats.garbage_bytes
         while True:
             kind, v = self._next()
             now = time.monotonic()
+            if self.stats.garbage_bytes - garbage0 > self.max_garbage:
+                raise ProtocolError(f"{what}: {self.stats.garbage_bytes - garbage0} bytes from the device and no "
+                                    f"valid frame (wrong baud rate, or not odl firmware?){self._said()}")
             if kind == "frame":
                 f: Frame = v
                 self._log(f"got {name_of(f.type)} seq {f.seq} ({len(f.payload)} bytes)")
                 if f.seq != seq:
-                    if f.type == HELLO and f.seq == 0:
+                    if f.type == HELLO and f.seq == SEQ_BOOT and not boot_hello_ok:
                         raise ProtocolError(f"{what}: the device restarted (it sent HELLO) before answering"
                                             + self._said())
                     self.stats.stale_frames += 1
@@ -404,7 +410,7 @@ class Link:
         """Ask a running device for its HELLO (INFO request). Starts a session: seq 0 makes the device forget the
         reply it kept from an earlier host."""
         self._seq = 0
-        return self._hello(self.request(INFO, b"", HELLO, timeout, seq=0))
+        return self._hello(self.request(INFO, b"", HELLO, timeout, seq=0, boot_hello_ok=True))
 
     def _hello(self, p: bytes) -> Hello:
         if len(p) < 20:

@@ -128,6 +128,8 @@ def test_odl_interrupted_leaves_no_emulator_and_no_temp_dir(tmp_path, sig):
     err = p.stderr.read()
     print(f"{sig.name}: odl exited {rc} after {dt:.2f} s")
     assert rc == 130 and "odl: interrupted" in err and "Traceback" not in err, err
+    phases = [line.split("] ", 1)[1].split(":")[0] for line in err.splitlines() if line.startswith("odl validate [")]
+    assert phases[:4] == ["trace", "lower/plan", "build", "run"], err   # printed as they happened
     assert not any(alive(pid) for pid in pids)
     assert not qemu_pids_under(tmp_path)
     assert not list(tmp_path.glob("odl_*")), list(tmp_path.iterdir())   # temporary build directory removed

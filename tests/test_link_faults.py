@@ -128,3 +128,32 @@ def prog_initial(prog, prep):
     from odl.validate import preload_blob
     blob = preload_blob(prog, prep)
     return blob + bytes(max(0, prog.arena_bytes - len(blob)))
+
+
+@needs_qemu
+def test_validate_over_a_tty(tmp_path):
+    """The same code path on a /dev/tty*-style device: QEMU's UART behind a pseudo-terminal (a pty chardev, with
+    a symlink at a known path), started by --flash as a board would be flashed."""
+    import os
+    import signal
+    q = load_target("rv32-cluster").qemu
+    extra = [x for x in q.extra if x != "-nographic"]
+    tty, pidfile = tmp_path / "ttyBOARD0", tmp_path / "board.pid"
+    flash = " ".join([shutil.which(q.binary), "-machine", q.machine, "-cpu", q.cpu, "-smp", "2", *extra,
+                      "-chardev", f"pty,id=uart0,path={tty}", "-serial", "chardev:uart0", "-display", "none",
+                      "-kernel", "{elf}", "-daemonize", "-pidfile", str(pidfile)]) + " && sleep 0.3"
+    out = tmp_path / "r.json"
+    try:
+        p = subprocess.run([sys.executable, "-m", "odl.cli", "validate", SPINE, "--input-shape", "1x3x7x8",
+                            "--precision", "fp16", "--cores", "2", "--port", str(tty), "--flash", flash,
+                            "--json", str(out)], capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout + p.stderr
+        rep = json.loads(out.read_text())
+        assert rep["passed"] and rep["runner"] == "serial" and rep["link"]["retransmissions"] == 0
+        assert os.path.realpath(tty).startswith("/dev/pts/")
+    finally:
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass

@@ -85,3 +85,17 @@ def test_help_lists_defaults_exit_codes_example(cmd):
     assert "exit codes: 0" in p.stdout and "examples:" in p.stdout and f"odl {cmd}" in p.stdout
     if cmd in ("validate", "profile"):
         assert "(default: fp32)" in p.stdout and "{fp32,fp16}" in p.stdout
+
+
+def test_phases_printed_as_they_happen(tmp_path):
+    import os
+    env = dict(os.environ, ODL_PROGRESS="1")
+    p = subprocess.run([sys.executable, "-m", "odl.cli", "compile", "tinycnn", "-o", str(tmp_path / "proj")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr
+    names = [line.split("] ", 1)[1].split(":")[0] for line in p.stderr.splitlines() if line.startswith("odl compile [")]
+    assert names == ["trace", "lower/plan", "write"], p.stderr
+    env["ODL_PROGRESS"] = "0"
+    p = subprocess.run([sys.executable, "-m", "odl.cli", "compile", "tinycnn", "-o", str(tmp_path / "proj2")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0 and p.stderr == ""

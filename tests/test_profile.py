@@ -56,6 +56,9 @@ def test_totals_and_fields(tiny):
         assert {"conv2d", "linear"} <= ops
         assert all(len(x["cores"]) == c for x in a["per_call"])
         _check_consistent(a)
+        # labelled counters: the step's time vs STEP_DONE's all-harts instruction sum
+        assert a["critical_path_cycles"] == a["cycles"]
+        assert a["device_instructions_all_harts"] > 0
 
 
 def test_eight_cores_faster(tiny):

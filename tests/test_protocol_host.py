@@ -121,3 +121,25 @@ def test_request_survives_a_lossy_link(seed):
     for k in range(1, 6):
         res = link.step(1)
         assert res.count == k == dev.counter    # every step ran exactly once, replies in order
+
+
+def test_babbling_device_is_refused_quickly():
+    """A device that sends only noise (wrong baud rate): an error naming the command, not a long wait."""
+    import time
+
+    import pytest
+
+    class Noise:
+        baudrate = 10 ** 6
+        in_waiting = 512
+
+        def write(self, b):
+            return len(b)
+
+        def read(self, n):
+            return bytes(random.Random(n).randrange(256) for _ in range(n)).replace(b"O", b"o")
+
+    t0 = time.monotonic()
+    with pytest.raises(P.ProtocolError, match="STEP: .* bytes from the device and no valid frame"):
+        P.Link(Noise(), timeout=60, max_garbage=4096).step(1)
+    assert time.monotonic() - t0 < 5

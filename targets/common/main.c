@@ -136,6 +136,7 @@ void odl_serve_one(void) {
 int main(void) {
   uart_init();
   odl_crc32_init();
+  odl_reply_seq(ODL_SEQ_BOOT);
   send_hello();
   for (;;) odl_serve_one();
 }

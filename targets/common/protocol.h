@@ -11,7 +11,9 @@
  *   - a valid request is answered with ACCEPTED(seq) before it runs, then with exactly one reply frame carrying
  *     the same seq, which the device keeps; a repeated request (same seq as the last executed one: the host did
  *     not get the reply) is answered from that copy and never executed again (a STEP is never applied twice);
- *   - seq 0 means "not deduplicated" (the host's first INFO of a session, which also forgets the cached reply).
+ *   - seq 0 means "not deduplicated" (the host's first INFO of a session, which also forgets the cached reply);
+ *   - the HELLO sent at boot carries seq ODL_SEQ_BOOT (never used by a host), so a host tells a device that restarted
+ *     from the answer to its INFO, also when a stale boot HELLO still waits in a tty buffer.
  * The host (odl/protocol.py) retransmits on a missing or damaged reply, with bounded retries. */
 #ifndef ODL_PROTOCOL_H
 #define ODL_PROTOCOL_H
@@ -20,7 +22,8 @@
 #define ODL_PROTO_VERSION 2u
 #define ODL_MAGIC0 0x4F
 #define ODL_MAGIC1 0x44
-#define ODL_HDR_BYTES 9u    /* after the magic: type, seq(2), length(4), hcrc(2) */
+#define ODL_HDR_BYTES 9u
+#define ODL_SEQ_BOOT 0xFFFFu  /* seq of the HELLO sent at boot */    /* after the magic: type, seq(2), length(4), hcrc(2) */
 
 enum {
   ODL_MSG_HELLO = 0x01,
