@@ -111,6 +111,46 @@ def _cmd_train(a) -> int:
     return 0
 
 
+def _cmd_fleet(a) -> int:
+    from .fleet import FleetOptions, fleet
+    opts = FleetOptions(data=a.data, devices=a.devices, rounds=a.rounds, local_epochs=a.local_epochs,
+                        strategy=a.strategy, split=a.split, batch=a.batch, val_split=a.val_split,
+                        precision=a.precision, cores=a.cores, target=a.target, cfg=train_config(a), seed=a.seed,
+                        engine=a.engine, address=a.address, jobs=a.jobs, centralized=not a.no_centralized,
+                        json_path=a.json, png=a.png)
+    fleet(a.model, opts)
+    return 0
+
+
+def add_fleet_parser(sub):
+    f = sub.add_parser("fleet", help="federated learning (FedAvg) over N emulated devices, beside centralized training",
+                       description="N emulated devices each train E local epochs per round on their shard of the "
+                                   "data (odl train on the device); the host averages their weights (FedAvg) and "
+                                   "evaluates the global model each round.")
+    f.add_argument("model", help="built-in model name or path/to/file.py:Name")
+    f.add_argument("--data", required=True, metavar="digits|PATH.npz|file.py:fn")
+    f.add_argument("--devices", type=int, default=4)
+    f.add_argument("--rounds", type=int, default=5)
+    f.add_argument("--local-epochs", type=int, default=1, help="epochs each device trains on its shard per round")
+    f.add_argument("--strategy", default="fedavg", choices=["fedavg", "fedprox"],
+                   help="fedprox is refused until the device optimizers have the proximal term")
+    f.add_argument("--split", default="iid", choices=["iid", "label"], help="how the training set is sharded")
+    f.add_argument("--batch", type=int, default=16)
+    f.add_argument("--val-split", type=float, default=0.2)
+    f.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "mixed"])
+    f.add_argument("--cores", type=int, default=8)
+    f.add_argument("--target", default="rv32-cluster")
+    f.add_argument("--seed", type=int, default=0)
+    add_train_args(f)
+    f.add_argument("--engine", default="local", choices=["local", "ray"])
+    f.add_argument("--address", default=None, help="address of an existing Ray cluster")
+    f.add_argument("--jobs", type=int, default=None, help="devices training at a time (default: the core count)")
+    f.add_argument("--no-centralized", action="store_true", help="skip the centralized baseline")
+    f.add_argument("--json", default=None, help="write the report as JSON to this file")
+    f.add_argument("--png", default=None, help="write the accuracy curves (matplotlib)")
+    f.set_defaults(fn=_cmd_fleet)
+
+
 def add_train_parser(sub):
     t = sub.add_parser("train", help="train a model on a data set on the device; checkpoints as PyTorch state_dicts")
     t.add_argument("model", help="built-in model name or path/to/file.py:Name")
@@ -211,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
     add_train_parser(sub)
+    add_fleet_parser(sub)
     m = sub.add_parser("models", help="list the built-in models")
     m.set_defaults(fn=_cmd_models)
     from .checks import decorate_help

@@ -108,9 +108,9 @@ def _load_fn(spec: str):
                    f"not {type(out).__name__}")
 
 
-def load(spec: str, loss: str, val_split: float = 0.2, seed: int = 0) -> tuple[Dataset, np.ndarray]:
-    """Load, split, check finiteness, normalise. Returns the dataset and the raw (unnormalised) training
-    inputs' per-channel statistics already applied."""
+def load(spec: str, loss: str, val_split: float = 0.2, seed: int = 0, normalize: bool = True) -> Dataset:
+    """Load, split, check finiteness, normalise (normalize=False: the data is used as given, e.g. already
+    normalised by `odl fleet` with the statistics of the whole training set; Dataset.normalize is then None)."""
     if spec == "digits":
         x, y, xv, yv = _load_digits()
     elif spec.endswith(".npz"):
@@ -152,6 +152,8 @@ def load(spec: str, loss: str, val_split: float = 0.2, seed: int = 0) -> tuple[D
             raise OdlError(f"data '{name}': x_val has {len(xv)} samples but y_val has {len(yv)}")
     x = x.astype(np.float32)
     xv = xv.astype(np.float32)
+    if not normalize:
+        return _finish(name, x, y, xv, yv, None, loss)
     axes = (0, 2, 3) if x.ndim == 4 else (0, 1)
     mean = x.mean(axis=axes, dtype=np.float64)
     std = x.std(axis=axes, dtype=np.float64)
@@ -161,6 +163,10 @@ def load(spec: str, loss: str, val_split: float = 0.2, seed: int = 0) -> tuple[D
     x = (x - m32) / s32
     xv = (xv - m32) / s32
     norm = {"mean": [float(v) for v in np.atleast_1d(mean)], "std": [float(v) for v in np.atleast_1d(std)]}
+    return _finish(name, x, y, xv, yv, norm, loss)
+
+
+def _finish(name, x, y, xv, yv, norm, loss) -> Dataset:
     if loss == "xent":
         for a, what in ((y, "y"), (yv, "y_val")):
             if not (np.issubdtype(a.dtype, np.integer) or (np.issubdtype(a.dtype, np.floating)

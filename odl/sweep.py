@@ -22,6 +22,7 @@ import time
 import tomllib
 from pathlib import Path
 
+from .engines import run_tasks
 from .errors import OdlError
 
 COMMANDS = ("validate", "profile", "train")
@@ -235,43 +236,6 @@ def pareto_png(out: Path, rows: list[dict]):
     os.replace(tmp, out / "pareto.png")
 
 
-# ---- engines ------------------------------------------------------------------------------------------------
-def _run_local(todo: list[dict], n: int, done):
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    with ProcessPoolExecutor(max_workers=n) as pool:
-        futs = [pool.submit(run_job, j) for j in todo]
-        for f in as_completed(futs):
-            done(f.result())
-
-
-def _run_ray(todo: list[dict], address: str | None, n: int, done):
-    try:
-        import ray
-    except ImportError:
-        raise OdlError("--engine ray needs Ray: pip install 'odl[ray]' (or pip install ray)") from None
-    started = False
-    if not ray.is_initialized():
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False)
-            started = True
-        except Exception as e:  # a wrong address, a cluster that is down
-            raise OdlError(f"could not connect to Ray{' at ' + address if address else ''}: "
-                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    try:
-        remote = ray.remote(num_cpus=1, max_retries=0)(run_job)
-        pending = [remote.remote(j) for j in todo]
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for r in ready:
-                done(ray.get(r))
-    finally:
-        if started:
-            ray.shutdown()
-
-
 def sweep(spec_path: str, engine: str = "local", address: str | None = None, n_jobs: int | None = None,
           out_dir: str = "sweep-out", resume: bool = False, log=print) -> list[dict]:
     spec = load_spec(spec_path)
@@ -286,11 +250,7 @@ def sweep(spec_path: str, engine: str = "local", address: str | None = None, n_j
     if rows and not resume:
         raise OdlError(f"'{out_dir}' already holds results of a sweep: give --resume to continue it, "
                        f"or another --out")
-    if engine not in ("local", "ray"):
-        raise OdlError(f"unknown --engine '{engine}' (expected local or ray)")
-    n = n_jobs or os.cpu_count() or 1
-    if n < 1:
-        raise OdlError(f"--jobs {n_jobs}: must be at least 1")
+    n = n_jobs if n_jobs is not None else (os.cpu_count() or 1)
     order = [j["job"] for j in all_jobs]
     todo = [j for j in all_jobs if j["job"] not in rows]
     log(f"odl sweep: {len(all_jobs)} jobs ({len(all_jobs) - len(todo)} already done), engine {engine}, "
@@ -307,8 +267,7 @@ def sweep(spec_path: str, engine: str = "local", address: str | None = None, n_j
             tqdm.write(f"job {row['job']} {row['options']} failed: {row['error']}", file=sys.stderr)
 
     try:
-        if todo:
-            (_run_ray(todo, address, n, done) if engine == "ray" else _run_local(todo, n, done))
+        run_tasks(run_job, todo, engine, address, n, done)
     finally:
         bar.close()
     final = [rows[j] for j in order]

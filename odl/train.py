@@ -80,6 +80,7 @@ class TrainOptions:
     bulk: str = "fast"
     keep: str | None = None
     progress: bool = True
+    normalize: bool = True        # False: the data is fed as given (odl fleet normalises globally)
     stop_after_steps: int | None = None   # tests: stop (as if killed) after this many steps of this run
 
     def resume_key(self) -> dict:
@@ -568,7 +569,7 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
     torch.manual_seed(opts.seed)
     model = load_model(model_spec)
     name = model_spec if ":" not in model_spec else model_spec.rsplit(":", 1)[1]
-    ds = datamod.load(opts.data, cfg.loss, opts.val_split, opts.seed)
+    ds = datamod.load(opts.data, cfg.loss, opts.val_split, opts.seed, normalize=opts.normalize)
     # tracing runs the model on random inputs in training mode, which moves batch-norm running statistics:
     # the weights as they are now are restored after every trace
     pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}
