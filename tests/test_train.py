@@ -320,3 +320,14 @@ def test_dynamic_loss_scale_skips_and_halves(tmp_path, monkeypatch):
     assert ctl["clean"] < 4
     c = torch.load(ck, weights_only=True)
     assert all(torch.isfinite(v.float()).all() for v in c["model"].values())
+
+
+@needs_qemu
+def test_adam_mixed_tracks_the_reference(tmp_path):
+    """Adam on FP32 master weights (bias corrections from the device's update count) against torch.optim.Adam."""
+    from odl.train import train
+    npz = _digits_npz(tmp_path / "d.npz", n=120)
+    rep = train(CNN, _opts(data=str(npz), epochs=1, batch=16, precision="mixed", optimizer="adam", lr=0.01,
+                           momentum=0.0), log=lambda *a: None)
+    e = rep["epochs"][0]
+    assert abs(e["train_loss"] - e["ref_train_loss"]) < 1e-3 * e["ref_train_loss"]
