@@ -24,8 +24,10 @@ def run_tasks(fn, items: list, engine: str = "local", address: str | None = None
 
 
 def _run_local(fn, items, n, done):
+    # spawned, not forked, workers: a fork of a process whose torch/OpenMP threads are running can deadlock
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    with ProcessPoolExecutor(max_workers=n) as pool:
+    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
         futs = [pool.submit(fn, it) for it in items]
         for f in as_completed(futs):
             done(f.result())

@@ -1,0 +1,57 @@
+"""odl fleet: FedAvg over emulated devices on digits, on the process pool and on Ray; sharding and averaging."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import MODELS, needs_qemu
+from odl.errors import OdlError
+from odl.fleet import FleetOptions, fedavg, fleet, shard
+from odl.ir import TrainConfig
+
+TINY = f"{MODELS / 'digits_cnn.py'}:TinyDigits"
+
+
+def test_shards_cover_the_data_once():
+    y = np.repeat(np.arange(10), 13)
+    for split in ("iid", "label"):
+        parts = shard(y, 4, split, seed=3)
+        allidx = np.sort(np.concatenate(parts))
+        assert (allidx == np.arange(len(y))).all() and max(map(len, parts)) - min(map(len, parts)) <= 1
+    by_label = shard(y, 5, "label", seed=3)
+    assert all(len(set(y[p])) <= 3 for p in by_label)          # a device sees a few classes only
+    with pytest.raises(OdlError, match="--devices 200"):
+        shard(y, 200, "iid", 0)
+
+
+def test_fedavg_weights_by_samples():
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([4.0, 8.0]), "n": torch.tensor(5)}
+    out = fedavg([a, b], [1, 2])
+    assert torch.allclose(out["w"], torch.tensor([3.0, 6.0])) and int(out["n"]) == 3
+
+
+def test_fedprox_is_refused():
+    with pytest.raises(OdlError, match="fedprox"):
+        fleet(TINY, FleetOptions(strategy="fedprox"), log=lambda s: None)
+
+
+@needs_qemu
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_fleet_of_three_devices_on_digits(tmp_path, engine):
+    if engine == "ray":
+        pytest.importorskip("ray")
+    opts = FleetOptions(data="digits", devices=3, rounds=2, local_epochs=1, engine=engine, jobs=2, cores=2,
+                        cfg=TrainConfig(lr=0.05, momentum=0.9), centralized=engine == "local",
+                        json_path=str(tmp_path / "f.json"), png=str(tmp_path / "f.png"))
+    rep = fleet(TINY, opts, log=lambda s: None)
+    assert [r["round"] for r in rep["rounds"]] == [1, 2]
+    assert all(r["devices_ok"] == [0, 1, 2] and not r["devices_failed"] for r in rep["rounds"])
+    assert sum(rep["shard_samples"]) == 1437
+    # the global model learns: far above chance (10%) after two rounds, and better than the initial model
+    assert rep["rounds"][-1]["val_acc"] > max(0.5, rep["initial_val_acc"])
+    if engine == "local":
+        assert rep["centralized"] and len(rep["centralized"]) == 2
+    assert json.loads((tmp_path / "f.json").read_text())["final"]["val_acc"] == rep["final"]["val_acc"]
+    assert (tmp_path / "f.png").stat().st_size > 0
