@@ -30,7 +30,7 @@ def fuzzer(tmp_path_factory):
     d = tmp_path_factory.mktemp("fuzz")
     exe = d / "fuzz_protocol"
     p = subprocess.run([CC, "-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=undefined",
-                        "-DODL_NO_MAIN", "-DODL_FUZZ", f"-I{ROOT / 'tests/fuzz/include'}",
+                        "-Dmain=odl_firmware_main", "-DODL_FUZZ", f"-I{ROOT / 'tests/fuzz/include'}",
                         f"-I{ROOT / 'targets/common'}", str(ROOT / "tests/fuzz/fuzz_protocol.c"),
                         str(ROOT / "targets/common/protocol.c"), str(ROOT / "targets/common/main.c"), "-o", str(exe)],
                        capture_output=True, text=True)

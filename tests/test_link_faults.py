@@ -149,7 +149,9 @@ def test_validate_over_a_tty(tmp_path):
                             "--json", str(out)], capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stdout + p.stderr
         rep = json.loads(out.read_text())
-        assert rep["passed"] and rep["runner"] == "serial" and rep["link"]["retransmissions"] == 0
+        assert rep["passed"] and rep["runner"] == "serial"
+        # a clean link: nothing damaged (a request may be sent again if the freshly booted board answers late)
+        assert rep["link"]["damaged_frames"] == 0 and rep["link"]["device_rejected"] == 0
         assert os.path.realpath(tty).startswith("/dev/pts/")
     finally:
         if pidfile.exists():

@@ -3,9 +3,10 @@
  * receives. Checked, besides ASan's out-of-bounds and use-after-scope reports:
  *   - a command runs (the device sends ACCEPTED) only for bytes that form a frame whose header CRC and CRC32 hold,
  *     checked here with an independent bitwise CRC32 over the input bytes the parser consumed;
- *   - a STEP runs at most once per ACCEPTED (a repeated request is answered from the kept reply);
+ *   - a STEP runs at most once per ACCEPTED, and a request repeated with the same seq is never ACCEPTED (run)
+ *     twice in a row: it is answered from the kept reply;
  *   - every frame the device sends is well formed (its own CRCs hold).
- * Build: clang-19 -g -O1 -fsanitize=fuzzer,address -DODL_NO_MAIN -DODL_FUZZ -Itests/fuzz/include
+ * Build: clang-19 -g -O1 -fsanitize=fuzzer,address -Dmain=odl_firmware_main -DODL_FUZZ -Itests/fuzz/include
  *        -Itargets/common tests/fuzz/fuzz_protocol.c targets/common/protocol.c targets/common/main.c */
 #include <setjmp.h>
 #include <stddef.h>
@@ -17,7 +18,7 @@
 
 unsigned char odl_arena[4096] __attribute__((aligned(8)));
 const uint32_t odl_arena_bytes = sizeof odl_arena;
-void odl_serve_one(void);
+int odl_firmware_main(void);   /* targets/common/main.c's main, renamed */
 uint32_t odl_fuzz_pending(void);
 void odl_fuzz_reset(void);
 
@@ -25,6 +26,7 @@ static const uint8_t *in;
 static size_t in_n, in_pos;
 static jmp_buf done;
 static int steps_run, accepted, step_token, mcycle_reads;
+static long last_accepted_seq;   /* -1: none */
 
 /* device output, reassembled into frames */
 static uint8_t out[16 + ODL_MAX_CACHED_REPLY + 64];
@@ -75,6 +77,12 @@ void uart_putc(uint8_t c) {
         fprintf(stderr, "a command was accepted from bytes that are not a CRC-valid frame (ending at %zu)\n", end);
         abort();
       }
+      long seq = out[3] | out[4] << 8;
+      if (seq != 0 && seq == last_accepted_seq) {   /* a repeated request must be answered, not run again */
+        fprintf(stderr, "request seq %ld was run twice\n", seq);
+        abort();
+      }
+      last_accepted_seq = seq;
       accepted++;
       step_token = 1;
     }
@@ -163,8 +171,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   in_pos = 0;
   out_n = 0;
   steps_run = accepted = step_token = mcycle_reads = 0;
+  last_accepted_seq = -1;
   if (setjmp(done) == 0) {
-    for (;;) odl_serve_one();
+    odl_firmware_main();   /* serves frames until the input ends (longjmp) */
   }
   odl_fuzz_reset();
   return 0;
