@@ -100,3 +100,12 @@ def test_conv1d_names_and_pad_refusal():
     assert [n.op for n in g.nodes] == ["dwconv1d"]
     with pytest.raises(OdlError, match=r"'pad' .*only pad the length"):
         trace(_PadChannels1d(), (2, 3, 9))
+
+
+@needs_qemu
+@pytest.mark.slow
+def test_kws_conv1d_fp16_8_harts():
+    """A keyword-spotting net written with Conv1d over MFCC frames (the form issue 10 found refused)."""
+    rep = validate(f"{SPATIAL}:KWSConv1d", precision="fp16", cores=8, input_shape="2x10x49", seed=1,
+                   log=lambda s: None)
+    assert rep["passed"], [(t["name"], t["rel_l2"]) for t in rep["tensors"] if not t["passed"]]
