@@ -82,3 +82,30 @@ def test_grouped_dilated_variants_chunked(monkeypatch, variants):
         rep = validate(f"{SPATIAL}:{model}", precision="fp16", cores=3, input_shape=CASES[model], seed=4,
                        cfg=TrainConfig(im2col_bytes=200), log=lambda s: None)
         assert rep["passed"], [(t["name"], t["rel_l2"]) for t in rep["tensors"] if not t["passed"]]
+
+
+class _PadChannels1d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv1d(5, 4, 3)
+
+    def forward(self, x):
+        return self.c(F.pad(x, (1, 1, 1, 1)))   # pads the channels of [N, C, L] too
+
+
+def test_conv1d_names_and_pad_refusal():
+    g = trace(_One(nn.Conv1d(3, 6, 3, groups=3, dilation=2)), (2, 3, 11))
+    assert [n.op for n in g.nodes] == ["conv1d"] and g.nodes[0].attrs["groups"] == 3
+    g = trace(_One(nn.Conv1d(4, 4, 3, groups=4)), (2, 4, 11))
+    assert [n.op for n in g.nodes] == ["dwconv1d"]
+    with pytest.raises(OdlError, match=r"'pad' .*only pad the length"):
+        trace(_PadChannels1d(), (2, 3, 9))
+
+
+@needs_qemu
+@pytest.mark.slow
+def test_kws_conv1d_fp16_8_harts():
+    """A keyword-spotting net written with Conv1d over MFCC frames (the form issue 10 found refused)."""
+    rep = validate(f"{SPATIAL}:KWSConv1d", precision="fp16", cores=8, input_shape="2x10x49", seed=1,
+                   log=lambda s: None)
+    assert rep["passed"], [(t["name"], t["rel_l2"]) for t in rep["tensors"] if not t["passed"]]

@@ -52,6 +52,8 @@ def convert_module(node_name, mod, in_shapes, out_shape):
         attrs["_op"] = "dwconv2d"    # direct kernels; a dilated depthwise conv takes the grouped im2col path
     elif g > 1:
         attrs["groups"] = g
+    if nd == 1:   # same lowering, reported as the 1-D op
+        attrs["_op"] = attrs.get("_op", "conv2d").replace("2d", "1d")
     return (attrs,
             {"weight": "weight", "bias": "bias" if mod.bias is not None else None})
 
@@ -348,8 +350,19 @@ class ConvTranspose2d:
                            n=p, k=k, accumulate=acc, ldc=hw)
 
 
+class Conv1d(Conv2d):
+    """Conv1d: a Conv2d over [N, C, 1, L] (same kernels, same variant decisions 'conv2d.*'), named as such."""
+    name = "conv1d"
+
+
+class DepthwiseConv1d(DepthwiseConv2d):
+    name = "dwconv1d"
+
+
 register(Conv2d())
 register(DepthwiseConv2d())
+register(Conv1d())
+register(DepthwiseConv1d())
 register(ConvTranspose2d())
 
 

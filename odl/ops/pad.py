@@ -45,8 +45,10 @@ def fold(graph):
     """Fold every pad node into its consumers (convolutions); called by the frontend after tracing."""
     for pad in [n for n in graph.nodes if n.op == "pad"]:
         users = graph.consumers(pad.name)
-        if not users or any(u.op not in ("conv2d", "dwconv2d") for u in users) or graph.output == pad.name:
+        if not users or any(u.op not in ("conv2d", "dwconv2d", "conv1d", "dwconv1d") for u in users) or graph.output == pad.name:
             raise OdlError(f"{pad.describe()}: zero padding is only supported directly before a convolution")
+        if any(u.op in ("conv1d", "dwconv1d") for u in users) and (pad.attrs["top"] or pad.attrs["bottom"]):
+            raise OdlError(f"{pad.describe()}: a pad before a Conv1d may only pad the length (last dim)")
         for u in users:
             u.inputs = [pad.inputs[0] if v == pad.name else v for v in u.inputs]
             u.attrs["pt"] += pad.attrs["top"]

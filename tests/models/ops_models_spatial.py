@@ -116,3 +116,21 @@ class UpsampleFamily(nn.Module):
         b = F.interpolate(x, size=(4, 7), mode="nearest")                    # [N, 6, 4, 7]
         b = F.interpolate(torch.flatten(b, 2), size=9, mode="linear")        # 28 -> 9
         return self.fa(torch.flatten(a, 1)) + self.fb(torch.flatten(b, 1))
+
+
+class KWSConv1d(nn.Module):
+    """Keyword spotting written the common 1-D way: MFCC coefficients as channels over frames, [N, 10, 49];
+    a strided stem, four depthwise-separable Conv1d blocks, global average pooling, 12 classes."""
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv1d(10, 64, 5, stride=2, padding=2)
+        self.dw = nn.ModuleList([nn.Conv1d(64, 64, 3, padding=1, groups=64) for _ in range(4)])
+        self.pw = nn.ModuleList([nn.Conv1d(64, 64, 1) for _ in range(4)])
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.fc = nn.Linear(64, 12)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        for dw, pw in zip(self.dw, self.pw):
+            x = F.relu(pw(F.relu(dw(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
