@@ -112,7 +112,9 @@ def test_multi_step_weights_identical_to_clean_link(tmp_path):
     dirty = run_on_board(elf, 2, prog, prep, RATE, 5)
     print(f"clean {clean[2]}\ndamaged {dirty[2]}; damage to device {dirty[3][0]}, to host {dirty[3][1]}")
     assert dirty[3][0].damaged + dirty[3][1].damaged > 0 and dirty[2].retransmissions > 0
-    assert clean[2].retransmissions == 0
+    # a clean link may still resend when the host is starved of CPU (a reply later than the timeout), never
+    # because of damage: no damaged frame on it
+    assert clean[2].damaged_frames == 0 and clean[2].retransmissions <= dirty[2].retransmissions
     assert [r.loss for r in clean[0]] == [r.loss for r in dirty[0]]      # same losses, every step once
     for name, buf in prog.params.items():
         a = clean[1][buf.offset:buf.offset + buf.nbytes(prog.elem_bytes)]
