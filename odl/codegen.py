@@ -40,11 +40,10 @@ def _env() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
-def render(prog: Program, model_name: str, cores: int, out_dir: Path) -> list[Path]:
-    """Write model.c and odl_model.h into out_dir; returns the C sources."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def call_blocks(indexed_calls) -> list[dict]:
+    """(index, Call) pairs -> template blocks: consecutive calls of one per-sample loop group share a block."""
     blocks = []
-    for i, c in enumerate(prog.calls):
+    for i, c in indexed_calls:
         rc = dict(index=i, layer=c.layer, step=c.step, kernel=c.kernel, args_type=kernels.get(c.kernel).args_type,
                   fields=[(k, _c_value(v)) for k, v in c.fields.items()])
         if c.loop and blocks and blocks[-1]["group"] == c.group:
@@ -52,6 +51,13 @@ def render(prog: Program, model_name: str, cores: int, out_dir: Path) -> list[Pa
         else:
             blocks.append(dict(loop=c.loop, group=c.group if c.loop else -1, indent="  " if c.loop else "",
                                calls=[rc]))
+    return blocks
+
+
+def render(prog: Program, model_name: str, cores: int, out_dir: Path) -> list[Path]:
+    """Write model.c and odl_model.h into out_dir; returns the C sources."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    blocks = call_blocks(enumerate(prog.calls))
     live = [b for b in prog.buffers if b.offset >= 0]
     ctx = dict(version=__version__, prologue=prog.prologue, model=model_name, precision=prog.precision, cores=cores,
                batch=prog.graph.input_shape[0], calls=prog.calls, blocks=blocks,

@@ -101,22 +101,8 @@ class DeviceProgram:
     extra: list = field(default_factory=list)   # shared buffers the program references beyond its own (masters)
 
     def ctx(self) -> dict:
-        from .codegen import _c_value
-        from . import kernels
+        from .codegen import call_blocks as blocks
         calls = self.prog.calls
-
-        def blocks(sel):
-            out = []
-            for i, c in sel:
-                rc = dict(index=i, layer=c.layer, step=c.step, kernel=c.kernel,
-                          args_type=kernels.get(c.kernel).args_type,
-                          fields=[(k, _c_value(v)) for k, v in c.fields.items()])
-                if c.loop and out and out[-1]["group"] == c.group:
-                    out[-1]["calls"].append(rc)
-                else:
-                    out.append(dict(loop=c.loop, group=c.group if c.loop else -1, indent="  " if c.loop else "",
-                                    calls=[rc]))
-            return out
         idx = list(enumerate(calls))
         p = self.prog
         eb = p.elem_bytes
