@@ -14,6 +14,19 @@ void odl_sgd_momentum(void *args) {
   odl_t *w = p->w;
   const odl_t *g = p->g;
   float *buf = p->buf, lr = p->lr, mom = p->momentum, wd = p->wd;
+  if (p->center) {   /* FedProx: g + wd*w + mu*(w - center), one pass, with or without momentum */
+    const float *c = p->center;
+    float mu = p->mu;
+    for (int i = lo; i < hi; i++) {
+      float wi = (float)w[i], gi = (float)g[i] + wd * wi + mu * (wi - c[i]);
+      if (mom != 0.0f) {
+        gi = p->first ? gi : mom * buf[i] + gi;
+        buf[i] = gi;
+      }
+      w[i] = (odl_t)(wi - lr * gi);
+    }
+    return;
+  }
   if (mom == 0.0f) {
     for (int i = lo; i < hi; i++) {
       float wi = (float)w[i];

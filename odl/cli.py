@@ -114,7 +114,7 @@ def _cmd_train(a) -> int:
 def _cmd_fleet(a) -> int:
     from .fleet import FleetOptions, fleet
     opts = FleetOptions(data=a.data, devices=a.devices, rounds=a.rounds, local_epochs=a.local_epochs,
-                        strategy=a.strategy, split=a.split, batch=a.batch, val_split=a.val_split,
+                        strategy=a.strategy, mu=a.mu, split=a.split, batch=a.batch, val_split=a.val_split,
                         precision=a.precision, cores=a.cores, target=a.target, cfg=train_config(a), seed=a.seed,
                         engine=a.engine, address=a.address, jobs=a.jobs, centralized=not a.no_centralized,
                         json_path=a.json, png=a.png)
@@ -133,7 +133,8 @@ def add_fleet_parser(sub):
     f.add_argument("--rounds", type=int, default=5)
     f.add_argument("--local-epochs", type=int, default=1, help="epochs each device trains on its shard per round")
     f.add_argument("--strategy", default="fedavg", choices=["fedavg", "fedprox"],
-                   help="fedprox is refused until the device optimizers have the proximal term")
+                   help="fedprox: each device adds mu * (w - w_global) to its gradients (SGD, fp32/fp16)")
+    f.add_argument("--mu", type=float, default=0.01, help="FedProx's proximal coefficient")
     f.add_argument("--split", default="iid", choices=["iid", "label"], help="how the training set is sharded")
     f.add_argument("--batch", type=int, default=16)
     f.add_argument("--val-split", type=float, default=0.2)

@@ -10,8 +10,9 @@ a device that fails in a round is left out of that round's average and reported.
 
 Why not Flower: Flower's simulation engine (on Ray) drives in-process `Client` objects whose fit() would here only
 call odl train on an emulator; it would add a server/client layer and a heavy dependency around what is a weighted
-average of state_dicts, while the scheduling of emulator jobs is already Ray's (or the process pool's). FedProx is
-refused until the device's optimizers can add the proximal term mu * (w - w_global) to their gradients.
+average of state_dicts, while the scheduling of emulator jobs is already Ray's (or the process pool's).
+FedProx (`--strategy fedprox --mu MU`): each device's SGD update adds mu * (w - w_global) to the gradient, w_global
+being the weights it booted with (kept on the device as FP32); the aggregation is FedAvg's. SGD, fp32 / fp16 only.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class FleetOptions:
     rounds: int = 5
     local_epochs: int = 1
     strategy: str = "fedavg"
+    mu: float = 0.01                 # FedProx's proximal coefficient
     split: str = "iid"
     batch: int = 16
     val_split: float = 0.2
@@ -135,11 +137,14 @@ def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
     from .frontend import load_model
     from .train import TrainOptions, host_eval, train
     t_start = time.perf_counter()
-    if opts.strategy == "fedprox":
-        raise OdlError("--strategy fedprox needs the proximal term mu*(w - w_global) in the device's optimizer "
-                       "update, which odl's kernels do not have yet; use --strategy fedavg")
-    if opts.strategy != "fedavg":
+    if opts.strategy not in ("fedavg", "fedprox"):
         raise OdlError(f"unknown --strategy '{opts.strategy}' (expected fedavg or fedprox)")
+    if opts.strategy == "fedprox":
+        if not (opts.mu > 0 and np.isfinite(opts.mu)):
+            raise OdlError(f"--mu {opts.mu}: FedProx needs a finite mu > 0")
+        if opts.cfg.optimizer != "sgd" or opts.precision == "mixed":
+            raise OdlError("--strategy fedprox: the device adds the proximal term in its SGD update; use "
+                           "--optimizer sgd and --precision fp32 or fp16")
     for flag, v in (("--devices", opts.devices), ("--rounds", opts.rounds), ("--local-epochs", opts.local_epochs)):
         if v < 1:
             raise OdlError(f"{flag} {v}: must be >= 1")
@@ -158,6 +163,8 @@ def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
         f"{opts.cores} cores per device, engine {opts.engine}")
     jopts = {"local_epochs": opts.local_epochs, "batch": opts.batch, "precision": opts.precision,
              "cores": opts.cores, "target": opts.target, "cfg": asdict(cfg), "seed": opts.seed}
+    # FedProx: every device adds mu * (w - w_global) to its gradients, w_global being the weights it booted with
+    local_cfg = dict(jopts["cfg"], prox_mu=opts.mu if opts.strategy == "fedprox" else 0.0)
     rounds = []
 
     def global_acc(sd):
@@ -168,7 +175,7 @@ def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
     from tqdm import tqdm
     for r in range(opts.rounds):
         init = _sd_bytes(global_sd)
-        jobs = [{"model": model_spec, "device": k, "round": r, "init": init, "opts": jopts,
+        jobs = [{"model": model_spec, "device": k, "round": r, "init": init, "opts": dict(jopts, cfg=local_cfg),
                  "arrays": {"x": ds.x[idx], "y": ds.y[idx], "x_val": ds.x_val, "y_val": ds.y_val}}
                 for k, idx in enumerate(shards)]
         results = []

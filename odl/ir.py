@@ -75,6 +75,7 @@ class TrainConfig:
     seed: int = 0                 # dropout masks
     im2col_bytes: int = 64 * 1024 # largest im2col scratch block (convolutions are chunked by output rows)
     inplace: bool = True          # ReLU / add outputs and elementwise backward gradients overwrite dead inputs
+    prox_mu: float = 0.0          # FedProx: mu * (w - w at the start of the run) added to every gradient (SGD)
     fuse_updates: bool = True     # update each parameter as soon as its gradient is complete (False: all updates
                                   # after the whole backward, as mixed precision's skip-on-overflow needs)
     recompute: frozenset = frozenset()  # values freed after the forward and recomputed where the backward needs

@@ -451,6 +451,10 @@ class Lowering:
 
     def _update_prologue(self):
         cfg = self.cfg
+        if cfg.prox_mu and cfg.optimizer != "sgd":
+            raise OdlError(f"a proximal term (FedProx, mu={cfg.prox_mu}) is supported with --optimizer sgd only")
+        if cfg.prox_mu < 0 or cfg.prox_mu != cfg.prox_mu:
+            raise OdlError(f"FedProx mu={cfg.prox_mu}: must be a finite number >= 0")
         if cfg.optimizer == "adam":
             b1, b2 = (float(v) for v in cfg.betas)
             # bias corrections 1 - beta^t for this step t = odl_step_index + 1
@@ -465,15 +469,19 @@ class Lowering:
         gb = self.param_grads[pname]
         w = self.params[pname]
         if cfg.optimizer == "sgd":
-            if cfg.momentum == 0 and cfg.weight_decay == 0:
+            if cfg.momentum == 0 and cfg.weight_decay == 0 and not cfg.prox_mu:
                 self.call("odl_sgd", pname, "update", w=Ptr(w), g=Ptr(gb), len=w.nelem, lr=float(cfg.lr))
                 return
             buf = None
             if cfg.momentum:
                 buf = Ptr(self.state_buffer("momentum_" + pname, w.nelem, ("zeros",), shape=w.shape))
+            prox = {}
+            if cfg.prox_mu:   # FedProx: the centre is the parameter as the host loaded it (the global model)
+                prox = dict(center=Ptr(self.state_buffer("prox_center_" + pname, w.nelem, ("param", pname),
+                                                         shape=w.shape)), mu=float(cfg.prox_mu))
             self.call("odl_sgd_momentum", pname, "update", w=Ptr(w), g=Ptr(gb), buf=buf, len=w.nelem,
                       lr=float(cfg.lr), momentum=float(cfg.momentum), wd=float(cfg.weight_decay),
-                      first=CExpr("odl_step_index == 0"))
+                      first=CExpr("odl_step_index == 0"), **prox)
         else:
             b1, b2 = (float(v) for v in cfg.betas)
             m = self.state_buffer("adam_m_" + pname, w.nelem, ("zeros",), shape=w.shape)

@@ -139,7 +139,7 @@ class MseArgs(ctypes.Structure):
 
 class SgdMomentumArgs(ctypes.Structure):
     _fields_ = [("w", _P), ("g", _P), ("buf", _P), ("len", _I), ("lr", _F), ("momentum", _F), ("wd", _F),
-                ("first", _I)]
+                ("first", _I), ("center", _P), ("mu", _F)]
 
 
 class AdamArgs(ctypes.Structure):
@@ -535,13 +535,15 @@ class Kernels:
         self.run("mse", MseArgs(self._ptr(a), self._ptr(b), self._ptr(d), self._ptr(loss), a.size), cores)
         return float(loss[0]), d
 
-    def sgd_momentum(self, w, g, buf, lr, momentum=0.0, wd=0.0, first=False, cores=1):
-        """Returns (w', buf') (copies; buf may be None when momentum == 0)."""
+    def sgd_momentum(self, w, g, buf, lr, momentum=0.0, wd=0.0, first=False, cores=1, center=None, mu=0.0):
+        """Returns (w', buf') (copies; buf may be None when momentum == 0). center: FedProx's FP32 centre."""
         w = self._arr(w).copy()
         g = self._arr(g, w.shape)
         buf = None if buf is None else self._f32(buf, w.shape)
+        center = None if center is None else self._f32(center, w.shape)
         self.run("sgd_momentum", SgdMomentumArgs(self._ptr(w), self._ptr(g), self._opt(buf), w.size, float(lr),
-                                                 float(momentum), float(wd), int(first)), cores)
+                                                 float(momentum), float(wd), int(first), self._opt(center),
+                                                 float(mu)), cores)
         return w, buf
 
     def adam(self, w, g, m, v, lr, b1, b2, eps, wd, step, cores=1):

@@ -82,6 +82,7 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
     shadow = ([p.detach().float().clone().requires_grad_(True) for p in train_params]
               if dtype == torch.float16 else None)
     opt = _optimizer(shadow if shadow is not None else train_params, cfg)
+    centers = [p.detach().clone() for p in train_params] if cfg.prox_mu else None
     out = []
     for step, (x, target) in enumerate(batches):
         opt.zero_grad(set_to_none=True)
@@ -98,8 +99,13 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
         else:
             loss = F.cross_entropy(logits, target.long())
         loss.backward()
+        if centers is not None:   # FedProx's proximal term, as the device adds it inside its update
+            prox = [cfg.prox_mu * (p.detach() - c) for p, c in zip(train_params, centers)]
         pgrads = {k: p.grad.detach().double().clone() for k, p in params.items() if p.grad is not None}
         vgrads = {k: v.grad.detach().double().clone() for k, v in values.items() if v.grad is not None}
+        if centers is not None:
+            for p, d in zip(train_params, prox):
+                p.grad = p.grad + d
         if shadow is not None:
             for sp, p in zip(shadow, train_params):
                 sp.data.copy_(p.detach().float())

@@ -151,6 +151,8 @@ def to_mixed(prog: Program, masters: dict[str, Buffer]) -> None:
             nf = dict(common, buf=None, len=f["len"], lr=f["lr"], momentum=0.0, wd=0.0,
                       inv_scale=CExpr("odl_inv_scale"), first=0)
             updates.append(Call("odl_sgd_mixed", nf, c.layer, "update"))
+        elif c.kernel == "odl_sgd_momentum" and f.get("center") is not None:
+            raise OdlError("a proximal term (FedProx) is not supported with --precision mixed yet")
         elif c.kernel == "odl_sgd_momentum":
             nf = dict(common, buf=f["buf"], len=f["len"], lr=f["lr"], momentum=f["momentum"], wd=f["wd"],
                       inv_scale=CExpr("odl_inv_scale"), first=CExpr("ODL_CTL->updates == 0"))
@@ -541,6 +543,9 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
         raise OdlError("--epochs, --batch and --eval-every must be >= 1")
     if opts.reference not in ("fp32", "none"):
         raise OdlError(f"--reference {opts.reference}: expected fp32 or none")
+    if cfg.prox_mu and opts.reference != "none":
+        raise OdlError("a proximal term (FedProx) is used by odl fleet with --reference none; the host reference "
+                       "of odl train does not add it")
     if opts.init and opts.resume:
         raise OdlError("--init and --resume exclude each other (a checkpoint already holds the weights)")
     target = load_target(opts.target)

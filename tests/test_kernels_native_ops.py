@@ -345,3 +345,26 @@ def test_report_worst():
     """Not a check: prints the worst relative L2 error per kernel seen so far (run with -s)."""
     for (prec, name), err in sorted(WORST.items()):
         print(f"{prec} {name:20s} {err:.3g}")
+
+
+@pytest.mark.parametrize("cores", CORES)
+def test_sgd_proximal_term(lib, cores):
+    """FedProx inside the SGD update: g + wd*w + mu*(w - center), with and without momentum, vs float64."""
+    rng = np.random.default_rng(90 + cores)
+    tol = 1e-6 if lib.precision == "fp32" else 2e-3
+    for size in sizes_for(rng):
+        for mom, wd in [(0.0, 0.0), (0.9, 5e-4)]:
+            w = rnd(lib, rng, size)
+            center = f64(w).clone()
+            wt = torch.nn.Parameter(f64(w).clone())
+            opt = torch.optim.SGD([wt], lr=0.05, momentum=mom, weight_decay=wd)
+            buf = np.zeros(size, np.float32) if mom else None
+            for step in range(3):
+                g = rnd(lib, rng, size)
+                wt.grad = f64(g).clone() + 0.3 * (wt.detach() - center)
+                opt.step()
+                w, buf = lib.sgd_momentum(w, g, buf, 0.05, mom, wd, first=step == 0, cores=cores,
+                                          center=center.numpy(), mu=0.3)
+                check(lib, w, wt.detach().numpy(), f"sgd prox m={mom} wd={wd}", tol=tol)
+                with torch.no_grad():
+                    wt.copy_(f64(w))

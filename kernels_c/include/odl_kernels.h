@@ -132,7 +132,9 @@ void odl_mse(void *args);
 /* ---- optimizers (state in FP32) ----
  * SGD as torch.optim.SGD (dampening 0, not nesterov): g' = g + wd*w; buf = first ? g' : momentum*buf + g';
  * w -= lr * (momentum != 0 ? buf : g'). buf may be NULL when momentum == 0. */
-typedef struct { odl_t *w; const odl_t *g; float *buf; int len; float lr, momentum, wd; int first; } odl_sgd_momentum_args_t;
+/* center (optional, FP32): FedProx's proximal term mu * (w - center) is added to the gradient */
+typedef struct { odl_t *w; const odl_t *g; float *buf; int len; float lr, momentum, wd; int first;
+                 const float *center; float mu; } odl_sgd_momentum_args_t;
 void odl_sgd_momentum(void *args);
 /* Adam as torch.optim.Adam (L2 weight decay added to the gradient, not AdamW):
  * g' = g + wd*w; m = b1*m + (1-b1)*g'; v = b2*v + (1-b2)*g'^2;
