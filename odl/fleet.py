@@ -32,6 +32,7 @@ import torch
 from . import data as datamod
 from .engines import run_tasks
 from .errors import OdlError, ToolError
+from .fsutil import atomic_path, write_text_atomic
 from .ir import TrainConfig
 
 
@@ -157,6 +158,7 @@ def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
     torch.manual_seed(opts.seed)
     model = load_model(model_spec)
     global_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    initial_sd = global_sd      # the centralized baseline starts from the same weights (global_sd is rebound)
     name = model_spec if ":" not in model_spec else model_spec.rsplit(":", 1)[1]
     log(f"odl fleet {name}: {opts.devices} devices ({opts.split} split, {small}-{max(len(s) for s in shards)} "
         f"samples each), {opts.rounds} rounds x {opts.local_epochs} local epochs, {opts.precision}, "
@@ -211,7 +213,7 @@ def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
         tmp = Path(tempfile.mkdtemp(prefix="odl_fleet_central_"))
         try:
             np.savez(tmp / "all.npz", x=ds.x, y=ds.y, x_val=ds.x_val, y_val=ds.y_val)
-            torch.save(_initial_state(model_spec, opts.seed), tmp / "init.pt")
+            torch.save(initial_sd, tmp / "init.pt")
             crep = train(model_spec, TrainOptions(
                 data=str(tmp / "all.npz"), epochs=opts.rounds * opts.local_epochs, batch=opts.batch,
                 precision=opts.precision, cores=opts.cores, target=opts.target, cfg=TrainConfig(**jopts["cfg"]),
@@ -231,17 +233,10 @@ def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
                      "centralized_val_acc": central[-1]["val_acc"] if central else None},
            "normalize": ds.normalize, "wall_s": round(time.perf_counter() - t_start, 1)}
     if opts.json_path:
-        from .fsutil import write_text_atomic
         write_text_atomic(opts.json_path, json.dumps(rep, indent=2))
     if opts.png:
         _plot(rep, opts.png)
     return rep
-
-
-def _initial_state(model_spec: str, seed: int) -> dict:
-    from .frontend import load_model
-    torch.manual_seed(seed)
-    return load_model(model_spec).state_dict()
 
 
 def _pct(v):
@@ -265,7 +260,6 @@ def _plot(rep: dict, path: str):
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)

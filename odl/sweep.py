@@ -23,7 +23,8 @@ import tomllib
 from pathlib import Path
 
 from .engines import run_tasks
-from .errors import OdlError
+from .errors import OdlError, ToolError
+from .fsutil import atomic_path, write_text_atomic
 
 COMMANDS = ("validate", "profile", "train")
 FIELDS = ("job", "command", "options", "status", "exit_code", "wall_s", "attempts", "passed", "worst_tensor",
@@ -131,15 +132,21 @@ def headline(command: str, rep: dict) -> dict:
     return row
 
 
-def _missing_tools() -> list[str]:
+def _missing_tools(target_name: str) -> list[str]:
+    """What this worker lacks to run a job: the target's emulator, and the compiler odl.toolchain would use."""
+    from .target import load_target
+    from .toolchain import find_cc
     miss = []
-    if shutil.which("qemu-system-riscv32") is None:
-        miss.append("qemu-system-riscv32")
     try:
-        import ziglang  # noqa: F401
-    except ImportError:
-        if not os.environ.get("ODL_CC"):
-            miss.append("a RISC-V C compiler (pip install ziglang, or set ODL_CC)")
+        qemu = load_target(target_name).qemu.binary
+    except OdlError:
+        qemu = None   # an unknown target is the job's own bad input (exit 2), reported by the job
+    if qemu and shutil.which(qemu) is None:
+        miss.append(qemu)
+    try:
+        find_cc()
+    except ToolError as e:
+        miss.append(str(e).splitlines()[0])
     return miss
 
 
@@ -147,7 +154,7 @@ def run_job(job: dict, timeout: float = 3600.0) -> dict:
     """Run one job (twice at most) as a child odl process; never raises. The same function runs on a pool worker
     and on a Ray worker."""
     row = {"job": job["job"], "command": job["command"], "options": job["options"], "attempts": 0}
-    miss = _missing_tools()
+    miss = _missing_tools(str(job["options"].get("target", "rv32-cluster")))
     if miss:
         return {**row, "status": "failed", "exit_code": -1, "wall_s": 0.0,
                 "error": f"worker {socket.gethostname()} lacks {', '.join(miss)}"}
@@ -181,12 +188,6 @@ def run_job(job: dict, timeout: float = 3600.0) -> dict:
 
 
 # ---- results ------------------------------------------------------------------------------------------------
-def _atomic_write(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def load_results(out: Path) -> dict[str, dict]:
     p = out / "results.json"
     if not p.is_file():
@@ -199,7 +200,7 @@ def load_results(out: Path) -> dict[str, dict]:
 
 def write_results(out: Path, spec: dict, rows: dict[str, dict], order: list[str]):
     ordered = [rows[j] for j in order if j in rows]
-    _atomic_write(out / "results.json", json.dumps({"spec": spec, "rows": ordered}, indent=2))
+    write_text_atomic(out / "results.json", json.dumps({"spec": spec, "rows": ordered}, indent=2))
     opt_keys = sorted({k for r in ordered for k in r["options"]})
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -207,7 +208,7 @@ def write_results(out: Path, spec: dict, rows: dict[str, dict], order: list[str]
     for r in ordered:
         w.writerow([r["job"], *[r["options"].get(k, "") for k in opt_keys],
                     *["" if r.get(f) is None else r.get(f) for f in FIELDS if f not in ("job", "options")]])
-    _atomic_write(out / "results.csv", buf.getvalue())
+    write_text_atomic(out / "results.csv", buf.getvalue())
 
 
 def pareto_png(out: Path, rows: list[dict]):
@@ -230,10 +231,9 @@ def pareto_png(out: Path, rows: list[dict]):
     ax.set_ylabel("device cycles per step" if any(r.get("cycles") for r in pts) else "wall seconds")
     ax.set_title("odl sweep: cost vs memory (green pass / red fail, or colour = val accuracy)")
     fig.tight_layout()
-    tmp = out / ".pareto.tmp.png"
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(out / "pareto.png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, out / "pareto.png")
 
 
 def sweep(spec_path: str, engine: str = "local", address: str | None = None, n_jobs: int | None = None,

@@ -5,14 +5,14 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .compare import TOLERANCE, TORCH_FACTOR, at_floor, judge, passes
-from .errors import OdlError, ToolError
+from .errors import OdlError
 from .lower import Program, TrainConfig, lower
 from .pipeline import (NP_DTYPE, Prepared, build, host_array, np_dtype, open_runner, preload_blob,  # noqa: F401
                        prepare, prepare_module, read_tensor)
@@ -191,7 +191,6 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         if row["kind"] == "param_updated" and row["name"] in floored:
             row["reference"] = "fp64 update of the device's gradient"
     loss_dev = float(np.frombuffer(arena, np.float32, 1, prog.loss.offset)[0])
-    tol = TOLERANCE[precision]["rel_l2"]
     step_rows = []
     for k, (res, rk, rt) in enumerate(zip(results, refs, refst)):
         rel = abs(res.loss - rk.loss) / max(abs(rk.loss), 1e-12)
