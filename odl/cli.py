@@ -23,6 +23,9 @@ def add_model_args(p):
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     p.add_argument("--cores", type=int, default=8)
     p.add_argument("--input-shape", default=None, help="NxCxHxW (default: the model's input_shape)")
+    p.add_argument("--memory", default="hierarchy", choices=["flat", "hierarchy"],
+                   help="hierarchy: kernels work on L1 tiles that DMA moves from and to the L2 arena (the target's "
+                        "memory description); flat: one memory every core reads in one cycle")
 
 
 def add_train_args(p):
@@ -44,7 +47,7 @@ def _cmd_validate(a) -> int:
     from .validate import validate
     rep = validate(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, a.lr, a.json, a.keep,
                    steps=a.steps, cfg=train_config(a), port=a.port, baud=a.baud, bulk=a.bulk, flash=a.flash,
-                   emulator=a.emulator, step_timeout=a.step_timeout)
+                   emulator=a.emulator, step_timeout=a.step_timeout, memory=a.memory)
     return 0 if rep["passed"] else 1
 
 

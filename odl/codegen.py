@@ -11,11 +11,13 @@ from .lower import MAX_CORES, CExpr, Program, Ptr
 from .resources import resource_dir
 
 _PTR = {"odl": "T", "f32": "F32", "i32": "I32", "u8": "U8"}
+_PTR_L1 = {"odl": "LT", "f32": "LF32", "i32": "LI32", "u8": "LU8"}
+_ESIZE = {"f32": 4, "i32": 4, "u8": 1}
 
 
 def _c_value(v) -> str:
     if isinstance(v, Ptr):
-        base = f"{_PTR[v.buf.dtype]}({v.buf.macro})"
+        base = f"{(_PTR_L1 if v.buf.space == 'l1' else _PTR)[v.buf.dtype]}({v.buf.macro})"
         extra = []
         if v.elem:
             extra.append(str(v.elem))
@@ -40,12 +42,50 @@ def _env() -> jinja2.Environment:
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
-def call_blocks(indexed_calls) -> list[dict]:
-    """(index, Call) pairs -> template blocks: consecutive calls of one per-sample loop group share a block."""
+def _transfer(t, eb: int) -> str:
+    """odl_dma_start(...) for one Transfer (odl/ir.py)."""
+    es = eb if t.l1.dtype == "odl" else _ESIZE[t.l1.dtype]
+    l2 = _c_value(Ptr(t.l2, t.per_sample, t.l2_elem))
+    l1 = _c_value(Ptr(t.l1, 0, t.l1_elem))
+    row, l1s, l2s = t.row_elems * es, t.row_elems * es, t.l2_stride * es
+    if t.direction == "in":
+        return f"odl_dma_start({l1}, {l2}, {row}u, {t.rows}u, {l1s}u, {l2s}u)"
+    return f"odl_dma_start({l2}, {l1}, {row}u, {t.rows}u, {l2s}u, {l1s}u)"
+
+
+def _dma_lines(c, nxt, eb: int, prefetched: bool) -> tuple[list[str], list[str]]:
+    """C statements around a tiled call (the schedule in odl/memory.py): fetch (unless prefetched) and wait;
+    prefetch the next tile of the same block; after the call, issue the write-backs."""
+    pre, post = [], []
+    if not prefetched and c.dma_in:
+        for t in c.dma_in:
+            pre.append(f"odl_tk = {_transfer(t, eb)};")
+    if c.dma_in:
+        pre.append("odl_dma_wait(odl_tk);")
+    if nxt is not None and nxt.prefetch:
+        for t in nxt.dma_in:
+            pre.append(f"odl_tk = {_transfer(t, eb)};")
+    for t in c.dma_out:
+        post.append(f"(void){_transfer(t, eb)};")
+    return pre, post
+
+
+def call_blocks(indexed_calls, precision: str = "fp32") -> list[dict]:
+    """(index, Call) pairs -> template blocks: consecutive calls of one per-sample loop group share a block. Tiled
+    calls (memory hierarchy) get their DMA statements (pre, post) and, with ODL_CHECK_L1, checks that every
+    pointer they pass lies in L1."""
+    eb = 2 if precision == "fp16" else 4
     blocks = []
-    for i, c in indexed_calls:
+    seq = list(indexed_calls)
+    for pos, (i, c) in enumerate(seq):
+        # a prefetch needs the tile before it in this sequence (train renders subsets of a program's calls)
+        nxt = seq[pos + 1][1] if pos + 1 < len(seq) and seq[pos + 1][0] == i + 1 else None
+        prefetched = c.prefetch and pos > 0 and seq[pos - 1][0] == i - 1
+        pre, post = _dma_lines(c, nxt, eb, prefetched) if c.origin >= 0 else ([], [])
+        checks = [(k, f"[{i}] {c.kernel} {c.layer} {c.step} .{k}") for k, v in c.fields.items()
+                  if isinstance(v, Ptr)] if c.origin >= 0 else []
         rc = dict(index=i, layer=c.layer, step=c.step, kernel=c.kernel, args_type=kernels.get(c.kernel).args_type,
-                  fields=[(k, _c_value(v)) for k, v in c.fields.items()])
+                  fields=[(k, _c_value(v)) for k, v in c.fields.items()], pre=pre, post=post, checks=checks)
         if c.loop and blocks and blocks[-1]["group"] == c.group:
             blocks[-1]["calls"].append(rc)
         else:
@@ -57,13 +97,16 @@ def call_blocks(indexed_calls) -> list[dict]:
 def render(prog: Program, model_name: str, cores: int, out_dir: Path) -> list[Path]:
     """Write model.c and odl_model.h into out_dir; returns the C sources."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    blocks = call_blocks(enumerate(prog.calls))
-    live = [b for b in prog.buffers if b.offset >= 0]
+    blocks = call_blocks(enumerate(prog.calls), prog.precision)
+    live = [b for b in prog.buffers if b.offset >= 0 and b.space == "l2"]
+    l1 = [b for b in prog.buffers if b.space == "l1"]
     ctx = dict(version=__version__, prologue=prog.prologue, model=model_name, precision=prog.precision, cores=cores,
                batch=prog.graph.input_shape[0], calls=prog.calls, blocks=blocks,
                buffers=sorted(live, key=lambda b: b.offset), arena_bytes=prog.arena_bytes,
                macs_forward=prog.macs_forward, macs_backward=prog.macs_backward, loss_macro=prog.loss.macro,
-               profile_macro=prog.profile.macro if prog.profile else None, max_cores=MAX_CORES)
+               profile_macro=prog.profile.macro if prog.profile else None, max_cores=MAX_CORES,
+               l1_buffers=sorted(l1, key=lambda b: b.offset), l1_bytes=prog.l1_peak_bytes,
+               memory="hierarchy" if prog.memory is not None else "flat")
     env = _env()
     (out_dir / "model.c").write_text(env.get_template("model.c.j2").render(**ctx))
     (out_dir / "odl_model.h").write_text(env.get_template("odl_model.h.j2").render(**ctx))

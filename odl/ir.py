@@ -20,6 +20,8 @@ class Buffer:
     shape: tuple = ()
     init: tuple | None = None   # preloaded by the host: ('param', name) | ('state', name) | ('input',) |
                                 # ('labels',) | ('zeros',)
+    space: str = "l2"           # 'l2': the arena (planned by liveness); 'l1': the cluster's L1, placed by the tile pass
+                                # (odl/tile.py) at `offset` bytes from the L1 data area
 
     def nbytes(self, elem_bytes: int) -> int:
         size = {"odl": elem_bytes, "f32": 4, "i32": 4, "u8": 1}[self.dtype]
@@ -27,7 +29,7 @@ class Buffer:
 
     @property
     def macro(self) -> str:
-        return "B_" + "".join(c if c.isalnum() else "_" for c in self.name)
+        return ("L1_" if self.space == "l1" else "B_") + "".join(c if c.isalnum() else "_" for c in self.name)
 
 
 @dataclass
@@ -39,6 +41,25 @@ class Ptr:
 
 
 MAX_CORES = 8   # profile buffer columns per call
+
+
+@dataclass
+class Transfer:
+    """One DMA transfer between the L2 arena and L1 (odl/tile.py): `rows` rows of `row_elems` elements of the L2
+    buffer `l2` (element `l2_elem` + n * `per_sample` onwards, rows `l2_stride` elements apart) to or from the L1
+    buffer `l1` (element `l1_elem`, rows `row_elems` apart: tiles are dense in L1). rows == 1 is a 1-D transfer."""
+    direction: str              # 'in' (L2 -> L1) | 'out' (L1 -> L2)
+    l2: "Buffer"
+    l2_elem: int
+    per_sample: int
+    l1: "Buffer"
+    l1_elem: int
+    rows: int
+    row_elems: int
+    l2_stride: int
+
+    def nbytes(self, elem_bytes: int) -> int:
+        return self.rows * self.row_elems * (self.l1.nbytes(elem_bytes) // max(1, self.l1.nelem))
 
 
 class CExpr(str):
@@ -55,9 +76,17 @@ class Call:
     macs: int = 0
     group: int = 0              # consecutive calls with the same non-zero group share one loop
     variant: str = ""           # 'decision key=variant' when the call belongs to a measured choice
+    # memory hierarchy (odl/tile.py): the call is one tile of flat call `origin`; its inputs arrive by `dma_in`
+    # (issued during the previous tile's compute when `prefetch`, else just before this tile), its results leave
+    # by `dma_out` (issued right after it, overlapping the next tile's compute)
+    dma_in: list = field(default_factory=list)
+    dma_out: list = field(default_factory=list)
+    prefetch: bool = False
+    origin: int = -1
 
     def buffers(self) -> list[Buffer]:
-        return [v.buf for v in self.fields.values() if isinstance(v, Ptr)]
+        """Every buffer the call touches: its pointer fields' and, tiled, the L2 side of its DMA transfers."""
+        return [v.buf for v in self.fields.values() if isinstance(v, Ptr)] + [t.l2 for t in self.dma_in + self.dma_out]
 
 
 @dataclass
@@ -108,6 +137,8 @@ class Program:
     macs_backward: int = 0
     arena_bytes: int = 0
     naive_bytes: int = 0
+    memory: object = None               # odl.memory.Hierarchy when the step was tiled for L1 + L2 + DMA, else None
+    l1_peak_bytes: int = 0              # L1 data bytes in use at the busiest tile (tiled steps)
 
     @property
     def elem_bytes(self) -> int:

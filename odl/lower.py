@@ -521,14 +521,23 @@ def recompute_candidates(graph: Graph, cfg: TrainConfig) -> list[str]:
 
 def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe: bool = False,
           profile: bool = False, costs: dict | None = None, tuning: bool = False, cores: int = 8,
-          forward_only: bool = False) -> Program:
-    """The training step as kernel calls. observe=True keeps every layer input gradient until the end of the
+          forward_only: bool = False, memory=None) -> Program:
+    """The training step as kernel calls. memory: an odl.memory.Hierarchy to tile the calls for (L1 tiles, DMA
+    from the L2 arena; odl/tile.py), None for one flat memory. observe=True keeps every layer input gradient until the end of the
     step so the host can read it (validation); observe=False is the deployable step. profile=True adds a
     buffer where a profiling build (-DODL_PROFILE) records each call's exact per-core instruction counts.
     costs: measured variant costs for this target/precision/cores (odl.tune.load_costs); tuning=True emits every
     variant of every choice so that one profiled run measures them (odl tune)."""
     if precision not in ("fp32", "fp16"):
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
-    return Lowering(graph, precision, cfg or TrainConfig(), observe, profile, costs, tuning, cores,
-                    forward_only).run()
+    cfg = cfg or TrainConfig()
+    if memory is not None:
+        # im2col columns stay in L1 for their whole life: a chunk takes at most a quarter of the tile space
+        import dataclasses
+        cfg = dataclasses.replace(cfg, im2col_bytes=min(cfg.im2col_bytes, memory.l1_data_bytes // 4))
+    prog = Lowering(graph, precision, cfg, observe, profile, costs, tuning, cores, forward_only).run()
+    if memory is not None:
+        from .tile import tile
+        tile(prog, memory, cores)
+    return prog
 

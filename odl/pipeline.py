@@ -120,11 +120,12 @@ def read_tensor(arena: bytes, buf, shape, precision) -> np.ndarray:
     return a.astype(np.float32).reshape(shape)
 
 
-def build(prog: Program, model_name: str, target, cores: int, out_dir: Path) -> Path:
+def build(prog: Program, model_name: str, target, cores: int, out_dir: Path, defines=()) -> Path:
     from .codegen import render
     from .toolchain import build_firmware
     srcs = render(prog, model_name, cores, out_dir / "gen")
-    return build_firmware(target, prog.precision, cores, srcs, [out_dir / "gen"], out_dir / "build", scalar_sources=srcs)
+    return build_firmware(target, prog.precision, cores, srcs, [out_dir / "gen"], out_dir / "build", scalar_sources=srcs,
+                          defines=list(defines))
 
 
 def step_timeout_for(macs: int) -> float:

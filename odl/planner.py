@@ -52,9 +52,11 @@ def plan(prog: Program, budget_bytes: int | None = None) -> MemoryReport:
     for i, c in enumerate(prog.calls):
         lo, hi = span[c.group] if c.loop else (i, i)
         for b in c.buffers():
+            if b.space != "l2":
+                continue
             first.setdefault(id(b), lo)
             last[id(b)] = hi
-    used = [b for b in prog.buffers if id(b) in first or b.persistent or b in prog.preload]
+    used = [b for b in prog.buffers if b.space == "l2" and (id(b) in first or b.persistent or b in prog.preload)]
     preload_ids = {id(b) for b in prog.preload}
 
     def life(b):

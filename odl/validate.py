@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .compare import TOLERANCE, TORCH_FACTOR, at_floor, judge, passes
+from .memory import memory_for
 from .errors import OdlError
 from .lower import Program, TrainConfig, lower
 from .pipeline import (NP_DTYPE, Prepared, build, host_array, np_dtype, open_runner, preload_blob,  # noqa: F401
@@ -77,7 +78,7 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
              input_shape: str | None = None, seed: int = 0, lr: float = 0.01, json_path: str | None = None,
              keep_dir: str | None = None, log=print, steps: int = 1, cfg: TrainConfig | None = None,
              port: str | None = None, baud: int = 115200, bulk: str = "fast", flash: str | None = None,
-             emulator: str = "qemu", step_timeout: float | None = None) -> dict:
+             emulator: str = "qemu", step_timeout: float | None = None, memory: str = "hierarchy") -> dict:
     """port: validate on a board (or any pyserial URL) instead of QEMU; bulk='uart' makes QEMU move all data over
     the protocol as a board would; flash: a shell command that flashes {elf} before connecting."""
     t0 = time.perf_counter()
@@ -85,6 +86,7 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     cfg = cfg or TrainConfig()
     cfg.lr, cfg.seed = lr, seed
     target = load_target(target_name)
+    hier = memory_for(target, memory)
     if not 1 <= cores <= target.harts:
         raise OdlError(f"--cores {cores}: target {target.name} has {target.harts} harts")
     if precision not in TOLERANCE:
@@ -97,8 +99,8 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     # input gradient alive for read-back (reported separately, not held against the budget).
     from .costs import load_costs
     costs = load_costs(target.name, precision, cores)
-    cfg, _, mem = fit(graph, precision, cfg, target.memory_budget_bytes, costs=costs, cores=cores)
-    prog = lower(graph, precision, cfg, observe=True, costs=costs, cores=cores)
+    cfg, _, mem = fit(graph, precision, cfg, target.memory_budget_bytes, costs=costs, cores=cores, memory=hier)
+    prog = lower(graph, precision, cfg, observe=True, costs=costs, cores=cores, memory=hier)
     mem_val = plan(prog)
 
     work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="odl_"))
@@ -106,7 +108,8 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     try:
         t_build = time.perf_counter()
         phase("build", "generated C + kernels -> firmware")
-        elf = build(prog, prep.name, target, cores, work)
+        # the validation build checks that every pointer a tiled kernel gets lies in L1
+        elf = build(prog, prep.name, target, cores, work, defines=["ODL_CHECK_L1"] if hier else ())
         t_run = time.perf_counter()
         phase("run", f"{steps} step{'s' if steps > 1 else ''} on " + (port or emulator))
         with open_runner(target, elf, prog, prep, cores, work / "run", port, baud, bulk, flash, emulator,

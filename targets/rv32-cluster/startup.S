@@ -2,7 +2,7 @@
 #define MSTATUS_FS_INITIAL (1 << 13)
 #define MSTATUS_VS_INITIAL (1 << 9)
 #define MIE_MSIE           (1 << 3)
-#define STACK_SHIFT        14          /* 16 KiB per hart */
+#define STACK_SHIFT        11          /* 2 KiB per hart, in L1 (link.ld) */
 #define MAX_HARTS          8
 
   .section .text.init, "ax", @progbits
@@ -17,7 +17,7 @@ _start:
   csrr  t0, mhartid
   li    t1, MAX_HARTS
   bgeu  t0, t1, park                 /* harts beyond the stack area: park forever */
-  /* sp = __stack_top - hartid * 16 KiB */
+  /* sp = __stack_top - hartid * 2 KiB */
   la    sp, __stack_top
   slli  t1, t0, STACK_SHIFT
   sub   sp, sp, t1

@@ -1,0 +1,147 @@
+"""The target's memory hierarchy (targets/<target>/target.json "memory") and the DMA timing model.
+
+A GAP9-class cluster: kernels read and write only the L1 (TCDM) shared by the cores; tensors live in the L2 arena;
+a cluster DMA moves tiles between them. odl/tile.py cuts every kernel call into tiles that fit L1 and attaches the
+transfers; this module says what the memories are and how long the transfers take.
+
+DMA timing (deterministic, the same in the profile, bench and the memory report): one FIFO queue; a transfer
+(1-D, or 2-D: `rows` rows with a source or destination stride) takes `setup_cycles + ceil(bytes / bytes_per_cycle)`
+cycles on the DMA engine and starts when the engine is free and the cores have issued it. On QEMU a transfer is a
+copy by hart 0 between kernel calls, outside the counted kernel work, so the cores are not charged for it; its time
+is this model's.
+
+The schedule the generated code follows (and `simulate` replays), for tile t:
+    if t's inputs were not prefetched: issue them;  wait for them
+    if tile t+1 may be prefetched (same loop body, reads nothing tile t writes): issue its inputs
+    compute t (fork/join of the cores)
+    issue t's results (they drain while t+1 computes)
+Step cycles = compute (kernels + fork/join) + DMA time the cores waited for ("exposed").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import OdlError
+
+MODELS = ("flat", "hierarchy")
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    l1_addr: int
+    l1_bytes: int                  # all of L1, runtime and per-hart stacks included
+    stack_bytes_per_hart: int
+    harts: int
+    l2_addr: int
+    l2_bytes: int
+    dma_bytes_per_cycle: int
+    dma_setup_cycles: int
+    dma_channels: int
+
+    @property
+    def stacks_bytes(self) -> int:
+        return self.stack_bytes_per_hart * self.harts
+
+    @property
+    def l1_data_bytes(self) -> int:
+        """L1 left for tiles after the per-hart stacks."""
+        return self.l1_bytes - self.stacks_bytes
+
+    def transfer_cycles(self, nbytes: int) -> int:
+        return self.dma_setup_cycles + -(-nbytes // self.dma_bytes_per_cycle) if nbytes else 0
+
+
+def _int(v) -> int:
+    return int(v, 0) if isinstance(v, str) else int(v)
+
+
+def hierarchy_of(target) -> Hierarchy:
+    m = target.raw.get("memory")
+    if not m:
+        raise OdlError(f"target {target.name!r} describes no memory hierarchy (no \"memory\" in its target.json): "
+                       f"use --memory flat")
+    l1, l2, dma = m["l1"], m["l2"], m["dma"]
+    h = Hierarchy(l1_addr=_int(l1["addr"]), l1_bytes=_int(l1["bytes"]),
+                  stack_bytes_per_hart=_int(l1["stack_bytes_per_hart"]), harts=int(target.harts),
+                  l2_addr=_int(l2["addr"]), l2_bytes=_int(l2["bytes"]),
+                  dma_bytes_per_cycle=int(dma["bytes_per_cycle"]), dma_setup_cycles=int(dma["setup_cycles"]),
+                  dma_channels=int(dma.get("channels", 1)))
+    if h.dma_channels != 1:
+        raise OdlError(f"target {target.name!r}: DMA channels = {h.dma_channels}; the DMA model has one FIFO "
+                       f"channel (set \"channels\": 1)")
+    if h.l1_data_bytes <= 0:
+        raise OdlError(f"target {target.name!r}: L1 ({h.l1_bytes} B) is smaller than the stacks ({h.stacks_bytes} B)")
+    return h
+
+
+def memory_for(target, model: str) -> Hierarchy | None:
+    """--memory flat|hierarchy -> the Hierarchy to tile for (None: flat)."""
+    if model not in MODELS:
+        raise OdlError(f"--memory {model!r}: choose one of {', '.join(MODELS)}")
+    return hierarchy_of(target) if model == "hierarchy" else None
+
+
+def tile_dma(call, hier: Hierarchy, elem_bytes: int) -> tuple[int, int]:
+    """(in cycles, out cycles) of one tile call's transfers on the DMA engine."""
+    cin = sum(hier.transfer_cycles(t.nbytes(elem_bytes)) for t in call.dma_in)
+    cout = sum(hier.transfer_cycles(t.nbytes(elem_bytes)) for t in call.dma_out)
+    return cin, cout
+
+
+def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
+    """Replay the DMA schedule of a tiled program. compute[i]: cycles of call i per invocation (critical path +
+    fork/join). Per-sample loop bodies run `loop` times. Returns step cycles, DMA busy cycles, exposed (waited)
+    cycles, and per-call DMA / exposed cycles summed over invocations."""
+    eb = prog.elem_bytes
+    calls = prog.calls
+    seq: list[int] = []          # call indices in execution order (loop bodies expanded)
+    i = 0
+    while i < len(calls):
+        c = calls[i]
+        if c.loop:
+            j = i
+            while j < len(calls) and calls[j].loop and calls[j].group == c.group:
+                j += 1
+            for _ in range(c.loop):
+                seq.extend(range(i, j))
+            i = j
+        else:
+            seq.append(i)
+            i += 1
+    dma = [tile_dma(c, hier, eb) for c in calls]
+    per_dma = [0] * len(calls)
+    per_exposed = [0] * len(calls)
+    t = 0                        # the cores' clock
+    free = 0                     # when the DMA engine is next free
+    ready = None                 # completion time of the prefetched inputs of the next tile
+    for pos, ci in enumerate(seq):
+        c = calls[ci]
+        cin, cout = dma[ci]
+        if c.prefetch and ready is not None:
+            done = ready
+        else:
+            start = max(t, free)
+            done = start + cin
+            free = done if cin else free
+        if done > t:
+            per_exposed[ci] += done - t
+            t = done
+        ready = None
+        if pos + 1 < len(seq):
+            nxt = calls[seq[pos + 1]]
+            if nxt.prefetch:
+                nin = dma[seq[pos + 1]][0]
+                start = max(t, free)
+                ready = start + nin
+                free = ready if nin else free
+        t += compute[ci]
+        if cout:
+            start = max(t, free)
+            free = start + cout
+        per_dma[ci] += cin + cout
+    if free > t:
+        per_exposed[seq[-1] if seq else 0] += free - t
+        t = free
+    total_compute = sum(compute[ci] for ci in seq)
+    return {"step_cycles": t, "compute_cycles": total_compute, "dma_cycles": sum(per_dma),
+            "dma_exposed_cycles": t - total_compute, "per_call_dma": per_dma, "per_call_exposed": per_exposed}

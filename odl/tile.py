@@ -1,0 +1,561 @@
+"""The tile pass (lower -> **tile** -> plan): every kernel call reads and writes only L1.
+
+Input: a lowered Program whose calls address L2 arena buffers. Output: the same step as a sequence of tile calls.
+Each tile call addresses only L1 buffers; DMA transfers (odl.ir.Transfer, 1-D or 2-D strided) bring its inputs
+from L2 and take its results back; the next tile's inputs arrive while the current tile computes (double
+buffering: both tiles' L1 buffers are alive at once, the L1 allocator below sees to it). The schedule and the DMA
+time model are in odl/memory.py.
+
+How a call is cut (each kernel family has a tiler; a tiler returns, per tile, the kernel's fields with every pointer
+replaced by a Region of the L2 buffer it touches):
+  matmul (nn/nt/tn, any lda/ldb/ldc, C transposed)  rows of C (M), columns of C (N), then K (accumulating in C);
+                                                     the split with the fewest DMA bytes whose tile fits
+  im2col / col2im                                    one tile per (already row-chunked) call; x / dx is fetched
+                                                     only for the input rows the chunk's windows touch
+  elementwise (len)                                  contiguous ranges
+  bias, batch norm, pooling, depthwise conv          channel ranges (2-D transfers when the batch is > 1)
+  transpose                                          row ranges
+  everything else                                    one tile holding every buffer it points into; a call that
+                                                     does not fit L1 that way is refused, naming the call
+Scratch buffers that are produced and consumed inside one per-sample loop body (im2col columns, dY^T copies) and
+are small stay in L1 for their whole life: no DMA, and no L2.
+
+The tile shapes are chosen by DMA bytes first, then by the kernel registry's cost hint (kernels.py) for the tile's
+compute, which is the same machinery the kernel variants use.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+
+from . import kernels
+from .errors import OdlError
+from .ir import Buffer, Call, CExpr, Program, Ptr, Transfer
+from .memory import Hierarchy
+from .resources import resource_dir
+
+ALIGN = 16
+ELEM = {"f32": 4, "i32": 4, "u8": 1}
+
+
+# ---- which struct fields are pointers, and which of them the kernel only reads (const) ------------------------
+_FIELDS: dict[str, dict[str, bool]] = {}
+
+
+def pointer_fields(args_type: str) -> dict[str, bool]:
+    """Pointer fields of a kernel argument struct -> True if const (read only), from odl_kernels.h."""
+    if not _FIELDS:
+        text = (resource_dir("kernels_c") / "include" / "odl_kernels.h").read_text()
+        text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+        for body, name in re.findall(r"typedef\s+struct\s*\{(.*?)\}\s*(\w+)\s*;", text, flags=re.S):
+            ptrs = {}
+            for decl in body.split(";"):
+                decl = decl.strip()
+                if "*" not in decl:
+                    continue
+                const = decl.startswith("const ")
+                for part in decl.split(","):
+                    m = re.search(r"\*\s*(\w+)\s*$", part.strip())
+                    if m:
+                        ptrs[m.group(1)] = const
+            _FIELDS[name] = ptrs
+    return _FIELDS.get(args_type, {})
+
+
+# ---- regions of L2 buffers ---------------------------------------------------------------------------------------
+@dataclass
+class Region:
+    """rows x row_len elements of `buf` from element start (+ n * per_sample in per-sample loops), rows `stride`
+    apart. mode: 'r' read, 'w' written whole (no fetch), 'rw' read and written."""
+    buf: Buffer
+    start: int
+    rows: int
+    row_len: int
+    stride: int
+    mode: str
+    per_sample: int = 0
+    ld: str | None = None      # kernel field that takes the row stride the region has where the kernel sees it
+
+    @property
+    def nelem(self) -> int:
+        return self.rows * self.row_len
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        return self.start, self.start + (self.rows - 1) * self.stride + self.row_len
+
+
+def _esize(buf: Buffer, eb: int) -> int:
+    return eb if buf.dtype == "odl" else ELEM[buf.dtype]
+
+
+def _r(p: Ptr, off: int, rows: int, row_len: int, stride: int, mode: str, ld: str | None = None) -> Region:
+    if rows == 1:
+        stride = row_len
+    return Region(p.buf, p.elem + off, rows, row_len, stride, mode, p.per_sample, ld)
+
+
+def _acc_mode(v) -> str:
+    """Output mode of a field the kernel adds into when `accumulate` says so."""
+    return "w" if (isinstance(v, int) and not isinstance(v, CExpr) and v == 0) else "rw"
+
+
+# ---- tilers: (call, budget bytes, elem bytes) -> list of (fields, macs share) ------------------------------------
+def _split(total: int, parts: int, quantum: int = 1) -> list[tuple[int, int]]:
+    step = max(quantum, -(-total // parts))
+    step = -(-step // quantum) * quantum
+    return [(a, min(total, a + step)) for a in range(0, total, step)]
+
+
+def _bytes(fields: dict, eb: int, resident: set) -> int:
+    tot = 0
+    for v in fields.values():
+        if isinstance(v, Region) and id(v.buf) not in resident:
+            tot += _align(v.nelem * _esize(v.buf, eb))
+    return tot
+
+
+def _align(v: int) -> int:
+    return (v + ALIGN - 1) // ALIGN * ALIGN
+
+
+def _mm_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
+    f = dict(call.fields)
+    form = call.kernel[-2:]
+    M, N, K = f["m"], f["n"], f["k"]
+    acc = f.get("accumulate", 0)
+    ct = f.get("ct", 0)
+    lda = f.get("lda", 0) or (M if form == "tn" else K)
+    ldb = f.get("ldb", 0) or (K if form == "nt" else N)
+    ldc = f.get("ldc", 0) or (M if ct else N)
+    a, b, c = f["a"], f["b"], f["c"]
+    lanes = 2 if eb == 2 else 1
+
+    def regions(m0, m1, n0, n1, k0, k1, first_k):
+        tm, tn, tk = m1 - m0, n1 - n0, k1 - k0
+        if form == "tn":     # A stored [K, M]
+            ra = _r(a, k0 * lda + m0, tk, tm, lda, "r", "lda")
+        else:                # A [M, K]
+            ra = _r(a, m0 * lda + k0, tm, tk, lda, "r", "lda")
+        if form == "nt":     # B stored [N, K]
+            rb = _r(b, n0 * ldb + k0, tn, tk, ldb, "r", "ldb")
+        else:                # B [K, N]
+            rb = _r(b, k0 * ldb + n0, tk, tn, ldb, "r", "ldb")
+        cacc = acc if first_k else 1
+        mode = _acc_mode(cacc)
+        if ct:               # C stored transposed [N, M]
+            rc = _r(c, n0 * ldc + m0, tn, tm, ldc, mode, "ldc")
+        else:
+            rc = _r(c, m0 * ldc + n0, tm, tn, ldc, mode, "ldc")
+        return dict(f, a=ra, b=rb, c=rc, m=tm, n=tn, k=tk, accumulate=cacc)
+
+    sa, sb, sc = (_esize(p.buf, eb) * (id(p.buf) not in resident) for p in (a, b, c))
+    c_rw = _acc_mode(acc) == "rw"
+    best = None
+    kern = kernels.get(call.kernel)
+    for sk in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32):
+        for sm in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32):
+            for sn in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64):
+                if sm > M or sn > N or sk > K:
+                    continue
+                tm, tn, tk = -(-M // sm), -(-N // sn), -(-K // sk)
+                if lanes == 2 and sn > 1 and tn % 2:
+                    tn += 1
+                tile_b = _align(tm * tk * sa) + _align(tk * tn * sb) + _align(tm * tn * sc)
+                if tile_b > budget:
+                    continue
+                ntiles = sm * sn * sk
+                # bytes moved: A once per column split, B once per row split, C out (and in when accumulating)
+                dma = M * K * sa * sn + K * N * sb * sm + M * N * sc * (sk + (sk - 1) + (1 if c_rw else 0))
+                comp = ntiles * (kern.cost(dict(f, m=tm, n=tn, k=tk), cores, lanes) + 100)
+                key = (dma / 8 + comp, ntiles)
+                if best is None or key < best[0]:
+                    best = (key, (sm, sn, sk))
+        if best is not None:
+            break
+    if best is None:
+        return None
+    sm, sn, sk = best[1]
+    tiles = []
+    for m0, m1 in _split(M, sm):
+        for n0, n1 in _split(N, sn, lanes if sn > 1 else 1):
+            for ki, (k0, k1) in enumerate(_split(K, sk)):
+                tiles.append(regions(m0, m1, n0, n1, k0, k1, ki == 0))
+    return tiles
+
+
+def _len_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
+    f = call.fields
+    L = f["len"]
+    per = sum(_esize(v.buf, eb) for v in f.values() if isinstance(v, Ptr) and id(v.buf) not in resident)
+    chunk = max(16, budget // max(1, per) // 16 * 16)
+    out = []
+    ptr = pointer_fields(kernels.get(call.kernel).args_type)
+    pure_out = _PURE_OUT.get(call.kernel, ())
+    for a0, a1 in _split(L, -(-L // chunk)):
+        g = dict(f, len=a1 - a0)
+        for k, v in f.items():
+            if isinstance(v, Ptr):
+                if k in ("flag",):
+                    g[k] = _r(v, 0, 1, 1, 1, "rw")
+                    continue
+                mode = "r" if ptr.get(k) else ("w" if k in pure_out and _acc_mode(f.get("accumulate", 0)) == "w"
+                                               else "rw")
+                g[k] = _r(v, a0, 1, a1 - a0, a1 - a0, mode)
+        out.append(g)
+    return out
+
+
+# kernels whose output field(s) are written whole (when accumulate is 0) without being read
+_PURE_OUT = {"odl_relu_fwd": ("y",), "odl_relu6_fwd": ("y",), "odl_relu_bwd": ("dx",), "odl_relu6_bwd": ("dx",),
+             "odl_add": ("y",), "odl_copy": ("dst",), "odl_fill": ("x",), "odl_act_fwd": ("y",),
+             "odl_act_bwd": ("dx",)}
+_ELEMENTWISE = set(_PURE_OUT) | {"odl_sgd", "odl_sgd_momentum", "odl_adam", "odl_scale", "odl_grad_check",
+                                 "odl_sgd_mixed", "odl_adam_mixed"}
+
+
+# channel-split kernels: field -> elements per channel (None: the per-channel plane of the call's geometry), and
+# which fields are batched [n, c, plane] tensors (the others are per-channel vectors [c, plane])
+def _chan_layout(k: str, f: dict) -> tuple[dict, set]:
+    if k.startswith("odl_dwconv"):     # one sample: x [C, H, W], y [C, HO, WO], w [C, KH, KW]
+        hw, ohw, kk = f["h"] * f["w_"], f["ho"] * f["wo"], f["kh"] * f["kw"]
+        return {"x": hw, "dx": hw, "y": ohw, "dy": ohw, "w": kk, "dw": kk}, set()
+    if k in ("odl_bias_add", "odl_bias_grad"):
+        return {"y": f["hw"], "dy": f["hw"], "bias": 1, "db": 1}, {"y", "dy"}
+    if k in ("odl_bn_fwd", "odl_bn_bwd"):
+        lay = {p: f["hw"] for p in ("x", "y", "dy", "dx")}
+        lay.update({p: 1 for p in ("gamma", "beta", "mean", "rstd", "running_mean", "running_var", "dgamma", "dbeta")})
+        return lay, {"x", "y", "dy", "dx"}
+    hw, ohw = f["h"] * f["w"], f["ho"] * f["wo"]        # pooling
+    return {"x": hw, "dx": hw, "y": ohw, "dy": ohw, "argmax": ohw}, {"x", "dx", "y", "dy", "argmax"}
+
+
+# fields a channel-split kernel writes whole (no fetch); 'acc': written whole unless accumulate says add
+_CHAN_OUT = {"odl_bias_grad": {"db": "acc"}, "odl_bn_fwd": {"y": "w"}, "odl_bn_bwd": {"dx": "acc", "dgamma": "w",
+             "dbeta": "w"}, "odl_maxpool_fwd": {"y": "w", "argmax": "w"}, "odl_maxpool_bwd": {"dx": "acc"},
+             "odl_avgpool_fwd": {"y": "w"}, "odl_avgpool_bwd": {"dx": "acc"}, "odl_dwconv_fwd": {"y": "w"},
+             "odl_dwconv_wgrad": {"dw": "acc"}, "odl_dwconv_igrad": {"dx": "acc"}}
+
+
+def _chan_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
+    """Tensors [n, c, plane] split over channel ranges (2-D transfers when n > 1); per-channel vectors alike."""
+    f = call.fields
+    k = call.kernel
+    lay, batched = _chan_layout(k, f)
+    n = f.get("n", 1) if batched else 1
+    c = f["c"]
+    ptr = pointer_fields(kernels.get(k).args_type)
+    outs = _CHAN_OUT.get(k, {})
+    acc = f.get("accumulate", 0)
+    ptrs = {p: v for p, v in f.items() if isinstance(v, Ptr)}
+    for p in ptrs:
+        if p not in lay:
+            raise OdlError(f"tile: {k} field {p!r} has no channel layout (internal)")
+    per_c = sum(lay[p] * (n if p in batched else 1) * _esize(v.buf, eb) for p, v in ptrs.items()
+                if id(v.buf) not in resident)
+    cmax = max(1, (budget - ALIGN * len(ptrs)) // max(1, per_c))
+    out = []
+    for c0, c1 in _split(c, -(-c // cmax)):
+        g = dict(f, c=c1 - c0)
+        for p, v in ptrs.items():
+            s = lay[p]
+            if ptr.get(p):
+                mode = "r"
+            elif outs.get(p) == "w":
+                mode = "w"
+            elif outs.get(p) == "acc":
+                mode = _acc_mode(acc)
+            else:
+                mode = "rw"
+            if p in batched and n > 1:
+                g[p] = _r(v, c0 * s, n, (c1 - c0) * s, c * s, mode)
+            else:
+                g[p] = _r(v, c0 * s, 1, (c1 - c0) * s, (c1 - c0) * s, mode)
+        out.append(g)
+    return out
+
+
+def _transpose_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
+    f = call.fields
+    rows, cols = f["rows"], f["cols"]
+    ldi, ldo = f.get("ldi", 0) or cols, f.get("ldo", 0) or rows
+    per_row = 2 * cols * eb
+    parts = max(1, -(-rows * per_row // max(1, budget)))
+    out = []
+    for r0, r1 in _split(rows, parts):
+        g = dict(f, rows=r1 - r0,
+                 src=_r(f["src"], r0 * ldi, r1 - r0, cols, ldi, "r", "ldi"),
+                 dst=_r(f["dst"], r0, cols, r1 - r0, ldo, "w", "ldo"))
+        out.append(g)
+    return out
+
+
+def _conv_rows(f) -> tuple[int, int]:
+    """Input rows [r0, r1) the windows of an im2col/col2im chunk touch (clipped to the image)."""
+    dh = f.get("dh", 1)
+    lo = -f["pt"]
+    hi = (f["ho"] - 1) * f["sh"] - f["pt"] + (f["kh"] - 1) * dh + 1
+    r0, r1 = max(0, lo), min(f["h"], hi)
+    if r1 <= r0:
+        r0, r1 = 0, 1
+    return r0, r1
+
+
+def _im2col_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
+    f = call.fields
+    c, h, w = f["c"], f["h"], f["w"]
+    r0, r1 = _conv_rows(f)
+    if call.kernel.startswith("odl_im2col"):       # im2col: reads x rows, writes col
+        xk, xmode = "x", "r"
+        colmode = "w"
+    else:                # col2im: reads col (the FP16 fast path zeroes its padding entries), adds into dx
+        xk = "dx"
+        acc = f.get("accumulate", 0)
+        if _acc_mode(acc) == "w":
+            r0, r1 = 0, h         # accumulate = 0 initialises every row of dx
+            xmode = "w"
+        else:
+            xmode = "rw"
+        colmode = "rw"
+    kk = f["kh"] * f["kw"]
+    g = dict(f, h=r1 - r0, pt=f["pt"] + r0)
+    g[xk] = _r(f[xk], r0 * w, c, (r1 - r0) * w, h * w, xmode)
+    g["col"] = _r(f["col"], 0, 1, c * kk * f["ho"] * f["wo"], c * kk * f["ho"] * f["wo"], colmode)
+    return [g]
+
+
+def _whole_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
+    f = call.fields
+    ptr = pointer_fields(kernels.get(call.kernel).args_type)
+    g = dict(f)
+    for k, v in f.items():
+        if isinstance(v, Ptr):
+            ext = v.buf.nelem - v.elem - (max(call.loop, 1) - 1) * v.per_sample
+            g[k] = _r(v, 0, 1, ext, ext, "r" if ptr.get(k) else "rw")
+    return [g]
+
+
+def _tiler(kernel: str):
+    if kernel in ("odl_mm_nn", "odl_mm_nt", "odl_mm_tn"):
+        return _mm_tiles
+    if kernel in _ELEMENTWISE:
+        return _len_tiles
+    if kernel in ("odl_im2col", "odl_col2im", "odl_im2col_dilated", "odl_col2im_dilated"):
+        return _im2col_tiles
+    if kernel in ("odl_bias_add", "odl_bias_grad", "odl_bn_fwd", "odl_bn_bwd", "odl_maxpool_fwd", "odl_maxpool_bwd",
+                  "odl_avgpool_fwd", "odl_avgpool_bwd", "odl_dwconv_fwd", "odl_dwconv_wgrad", "odl_dwconv_igrad"):
+        return _chan_tiles
+    if kernel == "odl_transpose":
+        return _transpose_tiles
+    return _whole_tiles
+
+
+# ---- the pass ------------------------------------------------------------------------------------------------------
+def _check_pointers(call: Call, idx: int):
+    ptr = pointer_fields(kernels.get(call.kernel).args_type)
+    for k in ptr:
+        v = call.fields.get(k)
+        if v is not None and not isinstance(v, Ptr) and not (isinstance(v, int) and v == 0):
+            raise OdlError(f"--memory hierarchy: call {idx} ({call.kernel}, layer {call.layer}) passes field {k!r} as "
+                           f"{v!r}, not an arena buffer, so it cannot be tiled into L1; use --memory flat")
+
+
+def _resident_buffers(prog: Program, limit: int, eb: int) -> set:
+    """Scratch buffers used only inside one per-sample loop body (or one call), small enough to live in L1."""
+    where: dict[int, set] = {}
+    strided = set()
+    for i, c in enumerate(prog.calls):
+        for v in c.fields.values():
+            if isinstance(v, Ptr):
+                where.setdefault(id(v.buf), set()).add((c.group, i) if c.loop else ("call", i))
+                if v.per_sample:
+                    strided.add(id(v.buf))
+    out = set()
+    for b in prog.buffers:
+        uses = where.get(id(b))
+        if not uses or b.role != "scratch" or b.persistent or b in prog.preload or id(b) in strided:
+            continue
+        groups = {u[0] for u in uses}
+        one_block = (len(groups) == 1 and "call" not in groups) or len(uses) == 1
+        if one_block and b.nbytes(eb) <= limit:
+            out.add(id(b))
+    return out
+
+
+def _merge(fields: dict, idx: int, call: Call) -> dict[int, tuple]:
+    """Regions of one tile grouped by buffer: buffer id -> (buf, start, rows, row_len, stride, per_sample, mode)."""
+    by: dict[int, list[Region]] = {}
+    for v in fields.values():
+        if isinstance(v, Region):
+            by.setdefault(id(v.buf), []).append(v)
+    out = {}
+    for bid, rs in by.items():
+        r0 = rs[0]
+        modes = {r.mode for r in rs}
+        mode = "rw" if (len(modes) > 1 or "rw" in modes) else r0.mode
+        if all((r.start, r.rows, r.row_len, r.stride) == (r0.start, r0.rows, r0.row_len, r0.stride) for r in rs):
+            out[bid] = (r0.buf, r0.start, r0.rows, r0.row_len, r0.stride, r0.per_sample, mode)
+        elif all(r.rows == 1 for r in rs):
+            lo = min(r.start for r in rs)
+            hi = max(r.start + r.row_len for r in rs)
+            out[bid] = (r0.buf, lo, 1, hi - lo, hi - lo, r0.per_sample, mode)
+        else:
+            raise OdlError(f"--memory hierarchy: call {idx} ({call.kernel}, layer {call.layer}) addresses buffer "
+                           f"{r0.buf.name!r} through differently shaped 2-D regions; it cannot be staged in L1")
+    return out
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    """Do two L2 regions (buf, start, rows, row_len, stride, per_sample, mode) share bytes? (per-sample offsets:
+    same loop iteration, so they cancel.)"""
+    if a[0] is not b[0]:
+        return False
+    alo, ahi = a[1], a[1] + (a[2] - 1) * a[4] + a[3]
+    blo, bhi = b[1], b[1] + (b[2] - 1) * b[4] + b[3]
+    return alo < bhi and blo < ahi and a[5] == b[5]
+
+
+def tile(prog: Program, hier: Hierarchy, cores: int) -> Program:
+    """Rewrite prog.calls as L1 tiles with DMA transfers (in place); L1 buffers get their offsets here."""
+    eb = prog.elem_bytes
+    l1 = hier.l1_data_bytes
+    for i, c in enumerate(prog.calls):
+        _check_pointers(c, i)
+    resident = _resident_buffers(prog, l1 // 4, eb)
+    flat = prog.calls
+    last_err = None
+    for frac in (2, 3, 4, 6, 8):
+        try:
+            calls, l1bufs, peak = _tile_all(prog, flat, hier, cores, resident, l1 // frac)
+            break
+        except _NoFit as e:
+            last_err = e
+    else:
+        raise OdlError(str(last_err))
+    prog.calls = calls
+    if prog.profile is not None:
+        from .ir import MAX_CORES
+        prog.profile.nelem = len(calls) * MAX_CORES
+    prog.buffers = [b for b in prog.buffers if id(b) not in resident] + l1bufs
+    prog.memory = hier
+    prog.l1_peak_bytes = peak
+    return prog
+
+
+class _NoFit(Exception):
+    pass
+
+
+def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resident: set, budget: int):
+    eb = prog.elem_bytes
+    l1cap = hier.l1_data_bytes
+    res_l1: dict[int, Buffer] = {}      # resident L2-scratch id -> its L1 buffer
+    calls: list[Call] = []
+    l1bufs: list[Buffer] = []
+    spans: list[list] = []              # [buffer, first tile, last tile]
+    tiles_regions: list[dict] = []
+    res_span: dict[int, list] = {}
+    for ci, call in enumerate(flat):
+        tiler = _tiler(call.kernel)
+        tiles = tiler(call, budget, eb, resident, cores)
+        if tiles is None or not tiles:
+            raise _NoFit(f"--memory hierarchy: call {ci} ({call.kernel}, layer {call.layer}, {call.step}) cannot be "
+                         f"cut into tiles that fit the {l1cap}-byte L1 (fields "
+                         f"{ {k: v for k, v in call.fields.items() if isinstance(v, int)} })")
+        total_macs, given = call.macs, 0
+        vol = [max(1, t.get("m", 1) * t.get("n", 1) * t.get("k", 1)) for t in tiles]
+        for ti, g in enumerate(tiles):
+            idx = len(calls)
+            regs = _merge(g, ci, call)
+            staged = {bid: r for bid, r in regs.items() if bid not in resident}
+            need = sum(_align(r[2] * r[3] * _esize(r[0], eb)) for r in staged.values())
+            if need > budget:
+                raise _NoFit(f"--memory hierarchy: call {ci} ({call.kernel}, layer {call.layer}, {call.step}) needs "
+                             f"{need} B of L1 for one tile (every buffer it points into: "
+                             f"{', '.join(r[0].name for r in staged.values())}); the L1 holds {l1cap} B for tiles, "
+                             f"double-buffered. odl has no tiler that cuts this kernel smaller; use --memory flat")
+            # L1 buffers of this tile
+            l1of: dict[int, tuple[Buffer, int]] = {}
+            dma_in, dma_out = [], []
+            for bid, (buf, start, rows, row_len, stride, ps, mode) in regs.items():
+                if bid in resident:
+                    if bid not in res_l1:
+                        lb = Buffer(f"{buf.name}", buf.nelem, dtype=buf.dtype, role="l1", space="l1")
+                        res_l1[bid] = lb
+                        l1bufs.append(lb)
+                        res_span[bid] = [lb, idx, idx]
+                    res_span[bid][2] = idx
+                    l1of[bid] = (res_l1[bid], 0)
+                    continue
+                lb = Buffer(f"t{idx}_{buf.name}", rows * row_len, dtype=buf.dtype, role="l1", space="l1")
+                l1bufs.append(lb)
+                lo = idx - 1 if mode != "w" else idx
+                hi = idx + 1 if mode != "r" else idx
+                spans.append([lb, lo, hi])
+                l1of[bid] = (lb, start)
+                # contiguous rows move as one 1-D transfer
+                shape = (1, rows * row_len, rows * row_len) if (rows == 1 or stride == row_len) else \
+                    (rows, row_len, stride)
+                if mode in ("r", "rw"):
+                    dma_in.append(Transfer("in", buf, start, ps, lb, 0, *shape))
+                if mode in ("w", "rw"):
+                    dma_out.append(Transfer("out", buf, start, ps, lb, 0, *shape))
+            fields = {}
+            for k, v in g.items():
+                if isinstance(v, Region):
+                    lb, base = l1of[id(v.buf)]
+                    if lb.name.startswith("t") and id(v.buf) not in resident:
+                        r = regs[id(v.buf)]
+                        # dense in L1: the region's rows are r[3] apart
+                        off = v.start - base
+                        row, col = divmod(off, r[4]) if r[2] > 1 else (0, off)
+                        fields[k] = Ptr(lb, 0, row * r[3] + col)
+                        if v.ld:
+                            fields[v.ld] = r[3] if r[2] > 1 else v.row_len
+                    else:       # resident: the L2 layout, unchanged
+                        fields[k] = Ptr(lb, 0, v.start)
+                        if v.ld:
+                            fields[v.ld] = v.stride if v.rows > 1 else _orig_ld(call, v.ld)
+                else:
+                    fields[k] = v
+            macs = total_macs * vol[ti] // sum(vol) if ti < len(tiles) - 1 else total_macs - given
+            given += macs
+            calls.append(dataclasses.replace(call, fields=fields, macs=macs, dma_in=dma_in, dma_out=dma_out,
+                                             prefetch=False, origin=ci))
+            tiles_regions.append(regs)
+    spans += list(res_span.values())
+    # prefetch: the next tile's inputs are fetched during this tile's compute when both run in the same block (same
+    # per-sample loop body, or both outside loops) and it reads nothing this tile writes back
+    for t in range(1, len(calls)):
+        a, b = calls[t - 1], calls[t]
+        same = (a.loop == 0 and b.loop == 0) or (a.loop and b.loop and a.group == b.group)
+        if not same or not b.dma_in:
+            continue
+        outs = [r for bid, r in tiles_regions[t - 1].items() if r[6] != "r" and bid not in resident]
+        ins = [r for bid, r in tiles_regions[t].items() if r[6] != "w" and bid not in resident]
+        if any(_overlap(o, i) for o in outs for i in ins):
+            continue
+        b.prefetch = True
+    # L1 placement: first fit by lifetime (in tiles), largest first
+    placed = []
+    for lb, lo, hi in sorted(spans, key=lambda s: -s[0].nbytes(eb)):
+        size = _align(max(lb.nbytes(eb), 1))
+        clashes = sorted((o, s) for o, s, l0, l1, _ in placed if not (l1 < lo or hi < l0))
+        cand = 0
+        for o, s in clashes:
+            if cand + size <= o:
+                break
+            cand = max(cand, o + s)
+        lb.offset = cand
+        placed.append((cand, size, lo, hi, lb))
+    peak = max((o + s for o, s, *_ in placed), default=0)
+    if peak > l1cap:
+        raise _NoFit(f"--memory hierarchy: the tiles need {peak} B of L1 at once (double-buffered), over the "
+                     f"{l1cap} B left after the stacks")
+    return calls, l1bufs, peak
+
+
+def _orig_ld(call: Call, ld: str) -> int:
+    return call.fields.get(ld, 0)

@@ -1,0 +1,24 @@
+/* rv32-cluster cluster DMA: moves tiles between the L2 arena and L1 (the memory hierarchy, odl/tile.py).
+ *
+ * A transfer copies `rows` rows of `row_bytes` bytes; source rows are `src_stride` bytes apart, destination rows
+ * `dst_stride` bytes apart (rows == 1: a 1-D transfer). Transfers run in issue order (one FIFO channel).
+ * odl_dma_start returns a ticket; odl_dma_wait(t) returns once transfer t and every earlier one are complete.
+ *
+ * On QEMU the copy is done by the calling hart when the transfer is issued, outside the kernels' counted work: the
+ * cores are not charged for it, and its time comes from the DMA model (odl/memory.py: setup + bytes / bandwidth on
+ * one FIFO engine), deterministically. A board's port implements the same three calls with its DMA engine. */
+#ifndef ODL_DMA_H
+#define ODL_DMA_H
+#include <stdint.h>
+
+uint32_t odl_dma_start(void *dst, const void *src, uint32_t row_bytes, uint32_t rows, uint32_t dst_stride,
+                       uint32_t src_stride);
+void odl_dma_wait(uint32_t ticket);
+void odl_dma_wait_all(void);
+
+/* L1 (TCDM) bounds, from the linker script: tiles live in [__odl_l1_start, __odl_l1_end). */
+extern unsigned char __odl_l1_start[], __odl_l1_end[];
+/* Stops the run with a report naming the call when p is not in L1 (the validation build checks every kernel
+ * pointer of a tiled step). */
+void odl_l1_check(const void *p, const char *what);
+#endif
