@@ -80,7 +80,8 @@ def _cmd_profile(a) -> int:
         print("odl: error: --png needs matplotlib, which is not installed (pip install matplotlib); "
               "run without --png or install it", file=sys.stderr)
         return 2
-    profile(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a), a.json, a.png, a.keep)
+    profile(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a), a.json, a.png, a.keep,
+            memory=a.memory)
     return 0
 
 

@@ -182,6 +182,12 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
     resolve, order = _layer_of(prog)
     counts = counts[:, :cores].astype(np.int64)
     crit = counts.max(axis=1)
+    # memory hierarchy: replay the DMA schedule (odl/memory.py) with each tile's compute time per invocation
+    dma = None
+    if prog.memory is not None:
+        from .memory import simulate
+        per_inv = [int(crit[i]) / max(1, c.loop) + sync_per_call for i, c in enumerate(prog.calls)]
+        dma = simulate(prog, per_inv, prog.memory)
     mean = counts.mean(axis=1)
     imb = np.where(mean > 0, crit / np.maximum(mean, 1e-9) - 1.0, 0.0)
     layers: dict[str, dict] = {}
@@ -192,7 +198,12 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
         inv = max(1, call.loop)
         sync = sync_per_call * inv
         L = layers.setdefault(name, {"name": name, "op": op, "macs": 0, "steps": {}, "kernels": {}, "sync": 0,
-                                     "cycles": 0, "_imbw": 0.0, "step_detail": {}})
+                                     "cycles": 0, "_imbw": 0.0, "step_detail": {}, "dma_cycles": 0,
+                                     "dma_exposed_cycles": 0})
+        if dma is not None:
+            L["dma_cycles"] += int(dma["per_call_dma"][i])
+            L["dma_exposed_cycles"] += int(round(dma["per_call_exposed"][i]))
+            L["cycles"] += int(round(dma["per_call_exposed"][i]))
         L["macs"] += call.macs
         L["steps"][call.step] = L["steps"].get(call.step, 0) + int(crit[i])
         ks = L["kernels"].setdefault(call.step, [])
@@ -233,7 +244,8 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
         st["total"] = st["cycles"] + st["sync"]
     compute = int(crit.sum())
     sync_total = sum(L["sync"] for L in out_layers)
-    cycles = compute + sync_total
+    exposed = int(round(dma["dma_exposed_cycles"])) if dma is not None else 0
+    cycles = compute + sync_total + exposed
     macs = prog.macs_forward + prog.macs_backward
     kernels = sorted(kern_tot.values(), key=lambda k: -(k["cycles"] + k["sync"]))
     for k in kernels:
@@ -243,11 +255,14 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
             "mac_per_cycle": macs / cycles if cycles else 0.0,
             "imbalance": float((imb * crit).sum() / compute) if compute else 0.0,
             "layers": out_layers, "step_totals": {s: v for s, v in step_tot.items() if v["calls"]},
-            "kernels_summary": kernels, "calls": len(prog.calls)}
+            "kernels_summary": kernels, "calls": len(prog.calls),
+            "memory_model": "hierarchy" if prog.memory is not None else "flat",
+            "dma_cycles": int(dma["dma_cycles"]) if dma is not None else 0, "dma_exposed_cycles": exposed,
+            "l1_peak_bytes": prog.l1_peak_bytes, "l2_bytes": prog.arena_bytes}
 
 
 def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: Path | None = None,
-                     sync: dict | None = None, tuning: bool = False, phase=None) -> dict:
+                     sync: dict | None = None, tuning: bool = False, phase=None, memory: str = "hierarchy") -> dict:
     """Lower, build with ODL_PROFILE, run one step on QEMU, read the counts; returns the report dict."""
     from .codegen import render
     from .lower import MAX_CORES, TrainConfig, lower
@@ -271,8 +286,9 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
         sync = sync or measure_sync(target, cores, work / "sync")
         phase("lower/plan/build", f"profiled step, {precision}, {cores} cores")
         from .costs import load_costs
+        from .memory import memory_for
         prog = lower(prep.graph, precision, cfg, profile=True, tuning=tuning, cores=cores,
-                     costs=load_costs(target.name, precision, cores))
+                     costs=load_costs(target.name, precision, cores), memory=memory_for(target, memory))
         plan(prog)
         srcs = render(prog, prep.name, cores, work / "gen")
         elf = build_firmware(target, precision, cores, srcs, [work / "gen"], work / "build", defines=["ODL_PROFILE"],
@@ -320,13 +336,14 @@ def setup(model_spec: str, target_name: str, precision: str, input_shape: str | 
 
 def profile(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp32", cores: int = 8,
             input_shape: str | None = None, seed: int = 0, cfg=None, json_path: str | None = None,
-            png_path: str | None = None, keep_dir: str | None = None, log=print) -> dict:
+            png_path: str | None = None, keep_dir: str | None = None, log=print, memory: str = "hierarchy") -> dict:
     from .fsutil import atomic_path, write_text_atomic
     from .progress import Phases
     phase = Phases("profile")
     phase("trace", model_spec)
     target, prep, cfg = setup(model_spec, target_name, precision, input_shape, seed, cfg)
-    rep = profile_prepared(prep, target, precision, cores, cfg, Path(keep_dir) if keep_dir else None, phase=phase)
+    rep = profile_prepared(prep, target, precision, cores, cfg, Path(keep_dir) if keep_dir else None, phase=phase,
+                           memory=memory)
     if log:
         log(format_report(rep))
     if json_path:
@@ -366,7 +383,16 @@ def format_report(rep: dict, top_kernels: int = 8) -> str:
                  f"{100 * rep['imbalance']:5.1f}% {rep['mac_per_cycle']:7.2f}")
     lines.append("top kernels: " + ", ".join(
         f"{k['kernel'].removeprefix('odl_')} {100 * k['share']:.1f}%" for k in rep["kernels_summary"][:top_kernels]))
-    lines.append(f"step: {rep['cycles']} critical-path cycles (critical path {rep['compute_cycles']} + sync {rep['sync_cycles']}), "
+    if rep.get("memory_model") == "hierarchy":
+        lines.append(f"memory hierarchy: L1 peak {rep['l1_peak_bytes']} B, L2 arena {rep['l2_bytes']} B; DMA busy "
+                     f"{rep['dma_cycles']} cycles, exposed (cores waiting) {rep['dma_exposed_cycles']} cycles = "
+                     f"{100 * rep['dma_exposed_cycles'] / max(1, rep['cycles']):.1f}% of the step")
+        lines.append("exposed DMA per layer: " + ", ".join(
+            f"{L['name']} {L['dma_exposed_cycles']}" for L in sorted(rep["layers"], key=lambda L: -L["dma_exposed_cycles"])[:6]))
+    else:
+        lines.append("memory: flat (one memory every core reads in one cycle; no data movement counted)")
+    lines.append(f"step: {rep['cycles']} cycles (critical path {rep['compute_cycles']} + sync {rep['sync_cycles']}"
+                 f" + exposed DMA {rep.get('dma_exposed_cycles', 0)}), "
                  f"MACs fwd {rep['macs_forward']} + bwd {rep['macs_backward']} = {rep['macs']}, "
                  f"{rep['mac_per_cycle']:.2f} MAC/cycle")
     return "\n".join(lines)

@@ -502,24 +502,25 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                     dma_in.append(Transfer("in", buf, start, ps, lb, 0, *shape))
                 if mode in ("w", "rw"):
                     dma_out.append(Transfer("out", buf, start, ps, lb, 0, *shape))
-            fields = {}
+            fields, lds = {}, {}
             for k, v in g.items():
                 if isinstance(v, Region):
                     lb, base = l1of[id(v.buf)]
-                    if lb.name.startswith("t") and id(v.buf) not in resident:
+                    if id(v.buf) not in resident:
                         r = regs[id(v.buf)]
-                        # dense in L1: the region's rows are r[3] apart
+                        # dense in L1: the merged region's rows are r[3] apart
                         off = v.start - base
                         row, col = divmod(off, r[4]) if r[2] > 1 else (0, off)
                         fields[k] = Ptr(lb, 0, row * r[3] + col)
                         if v.ld:
-                            fields[v.ld] = r[3] if r[2] > 1 else v.row_len
+                            lds[v.ld] = r[3] if r[2] > 1 else v.row_len
                     else:       # resident: the L2 layout, unchanged
                         fields[k] = Ptr(lb, 0, v.start)
                         if v.ld:
-                            fields[v.ld] = v.stride if v.rows > 1 else _orig_ld(call, v.ld)
+                            lds[v.ld] = v.stride if v.rows > 1 else _orig_ld(call, v.ld)
                 else:
                     fields[k] = v
+            fields.update(lds)
             macs = total_macs * vol[ti] // sum(vol) if ti < len(tiles) - 1 else total_macs - given
             given += macs
             calls.append(dataclasses.replace(call, fields=fields, macs=macs, dma_in=dma_in, dma_out=dma_out,
