@@ -180,7 +180,7 @@ void odl_dropout_fwd(void *args) {
   int lo, hi;
   odl_split(p->len, &lo, &hi);
   for (int i = lo; i < hi; i++) {
-    int keep = odl_dropout_hash(p->seed, (uint32_t)i) >= p->threshold;
+    int keep = odl_dropout_hash(p->seed, p->base + (uint32_t)i) >= p->threshold;
     p->mask[i] = (uint8_t)keep;
     p->y[i] = keep ? (odl_t)((float)p->x[i] * p->scale) : (odl_t)0;
   }

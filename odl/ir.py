@@ -103,6 +103,8 @@ class TrainConfig:
     eps: float = 1e-8
     seed: int = 0                 # dropout masks
     im2col_bytes: int = 64 * 1024 # largest im2col scratch block (convolutions are chunked by output rows)
+    window_bytes: int = 0         # > 0 (memory hierarchy): a conv chunk's input rows fit this many bytes too, and
+                                  # chunked input gradients are zeroed first (each col2im tile sees only its rows)
     inplace: bool = True          # ReLU / add outputs and elementwise backward gradients overwrite dead inputs
     prox_mu: float = 0.0          # FedProx: mu * (w - w at the start of the run) added to every gradient (SGD)
     fuse_updates: bool = True     # update each parameter as soon as its gradient is complete (False: all updates

@@ -531,13 +531,23 @@ def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe:
     if precision not in ("fp32", "fp16"):
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
     cfg = cfg or TrainConfig()
-    if memory is not None:
-        # im2col columns stay in L1 for their whole life: a chunk takes at most a quarter of the tile space
-        import dataclasses
-        cfg = dataclasses.replace(cfg, im2col_bytes=min(cfg.im2col_bytes, memory.l1_data_bytes // 4))
-    prog = Lowering(graph, precision, cfg, observe, profile, costs, tuning, cores, forward_only).run()
-    if memory is not None:
-        from .tile import tile
-        tile(prog, memory, cores)
+    if memory is None:
+        return Lowering(graph, precision, cfg, observe, profile, costs, tuning, cores, forward_only).run()
+    # memory hierarchy: im2col columns stay in L1 for their whole life and a conv chunk's input rows must fit a tile:
+    # both get a share of L1 (a quarter first; smaller when the tiles do not fit beside them)
+    import dataclasses
+    from .tile import tile
+    first = None
+    for div in (4, 6, 8):
+        c = dataclasses.replace(cfg, im2col_bytes=min(cfg.im2col_bytes, memory.l1_data_bytes // div),
+                                window_bytes=memory.l1_data_bytes // div)
+        prog = Lowering(graph, precision, c, observe, profile, costs, tuning, cores, forward_only).run()
+        try:
+            tile(prog, memory, cores)
+            break
+        except OdlError as e:
+            first = first or e
+    else:
+        raise first
     return prog
 

@@ -126,7 +126,7 @@ class AvgpoolBwdArgs(ctypes.Structure):
 
 class DropoutFwdArgs(ctypes.Structure):
     _fields_ = [("x", _P), ("y", _P), ("mask", _P), ("len", _I), ("seed", _U32), ("threshold", _U32),
-                ("scale", _F)]
+                ("scale", _F), ("base", _U32)]
 
 
 class DropoutBwdArgs(ctypes.Structure):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -196,6 +197,8 @@ def _len_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
     pure_out = _PURE_OUT.get(call.kernel, ())
     for a0, a1 in _split(L, -(-L // chunk)):
         g = dict(f, len=a1 - a0)
+        if call.kernel == "odl_dropout_fwd":
+            g["base"] = f.get("base", 0) + a0
         for k, v in f.items():
             if isinstance(v, Ptr):
                 if k in ("flag",):
@@ -211,7 +214,7 @@ def _len_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
 # kernels whose output field(s) are written whole (when accumulate is 0) without being read
 _PURE_OUT = {"odl_relu_fwd": ("y",), "odl_relu6_fwd": ("y",), "odl_relu_bwd": ("dx",), "odl_relu6_bwd": ("dx",),
              "odl_add": ("y",), "odl_copy": ("dst",), "odl_fill": ("x",), "odl_act_fwd": ("y",),
-             "odl_act_bwd": ("dx",)}
+             "odl_act_bwd": ("dx",), "odl_dropout_fwd": ("y", "mask"), "odl_dropout_bwd": ("dx",)}
 _ELEMENTWISE = set(_PURE_OUT) | {"odl_sgd", "odl_sgd_momentum", "odl_adam", "odl_scale", "odl_grad_check",
                                  "odl_sgd_mixed", "odl_adam_mixed"}
 
@@ -282,7 +285,7 @@ def _transpose_tiles(call: Call, budget: int, eb: int, resident: set, cores: int
     rows, cols = f["rows"], f["cols"]
     ldi, ldo = f.get("ldi", 0) or cols, f.get("ldo", 0) or rows
     per_row = 2 * cols * eb
-    parts = max(1, -(-rows * per_row // max(1, budget)))
+    parts = -(-rows // max(1, (budget - 2 * ALIGN) // per_row))
     out = []
     for r0, r1 in _split(rows, parts):
         g = dict(f, rows=r1 - r0,
@@ -425,15 +428,22 @@ def tile(prog: Program, hier: Hierarchy, cores: int) -> Program:
         _check_pointers(c, i)
     resident = _resident_buffers(prog, l1 // 4, eb)
     flat = prog.calls
-    last_err = None
-    for frac in (2, 3, 4, 6, 8):
+    res_max = sum(_align(b.nbytes(eb)) for b in prog.buffers if id(b) in resident and False) or \
+        max((_align(b.nbytes(eb)) for b in prog.buffers if id(b) in resident), default=0)
+    errors = []
+    # staged bytes per tile: tile t's inputs arrive during t-1 and its results leave during t+1, so up to three
+    # tiles' buffers are alive at once; try budgets from a half of the free L1 down until the placement fits
+    for share in (0.5, 0.4, 1 / 3, 0.28, 0.25, 0.2, 0.15):
         try:
-            calls, l1bufs, peak = _tile_all(prog, flat, hier, cores, resident, l1 // frac)
+            calls, l1bufs, peak = _tile_all(prog, flat, hier, cores, resident, int((l1 - res_max) * share))
             break
         except _NoFit as e:
-            last_err = e
+            errors.append(str(e))
+            if os.environ.get("ODL_TILE_DEBUG"):
+                print(f"tile budget share {share:.2f}: {e}")
     else:
-        raise OdlError(str(last_err))
+        raise OdlError(errors[0] + (f"; with smaller tiles: {errors[-1].removeprefix('--memory hierarchy: ')}"
+                                    if errors[-1] != errors[0] else ""))
     prog.calls = calls
     if prog.profile is not None:
         from .ir import MAX_CORES

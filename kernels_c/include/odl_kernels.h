@@ -119,7 +119,9 @@ void odl_avgpool_bwd(void *args);
  * mask[i] = 1 or 0 (uint8). The hash is a pure function so the host can reproduce the mask:
  *   odl_dropout_hash(seed, i): h = seed ^ (i * 0x9E3779B9u); h ^= h >> 16; h *= 0x85EBCA6Bu; h ^= h >> 13;
  *   h *= 0xC2B2AE35u; h ^= h >> 16; return h;   (all uint32 arithmetic) */
-typedef struct { const odl_t *x; odl_t *y; uint8_t *mask; int len; uint32_t seed; uint32_t threshold; float scale; } odl_dropout_fwd_args_t;
+/* base: index of element 0 in the whole tensor (a tile of it, odl/tile.py), so the mask does not depend on tiling */
+typedef struct { const odl_t *x; odl_t *y; uint8_t *mask; int len; uint32_t seed; uint32_t threshold; float scale;
+                 uint32_t base; } odl_dropout_fwd_args_t;
 void odl_dropout_fwd(void *args);
 typedef struct { const odl_t *dy; const uint8_t *mask; odl_t *dx; int len; float scale; int accumulate; } odl_dropout_bwd_args_t;
 void odl_dropout_bwd(void *args);   /* dx (+)= dy * mask * scale */

@@ -108,6 +108,12 @@ class Conv2d:
         """Output-row ranges [r0, r1) whose im2col block fits the scratch limit, and the geometry of each."""
         ho, wo = geom["ho"], geom["wo"]
         rows = max(1, min(ho, L.cfg.im2col_bytes // max(1, k * wo * L.elem_bytes)))
+        if L.cfg.window_bytes:
+            # memory hierarchy: the input rows a chunk's windows touch must fit an L1 tile as well
+            row_b = geom["c"] * geom["w"] * L.elem_bytes
+            span = (geom["kh"] - 1) * geom.get("dh", 1) + 1
+            fit = (L.cfg.window_bytes // max(1, row_b) - span) // geom["sh"] + 1
+            rows = max(1, min(rows, fit))
         out = []
         for r0 in range(0, ho, rows):
             r1 = min(ho, r0 + rows)
@@ -205,6 +211,12 @@ class Conv2d:
             with L.per_sample(n):
                 for gi in range(g):
                     dxg = Ptr(dx, xs, gi * cg)
+                    zeroed = False
+                    if L.cfg.window_bytes and not pw and len(chunks) > 1 and acc == 0:
+                        # memory hierarchy: each col2im tile holds only the rows its windows touch, so dx is
+                        # zeroed first and every chunk adds
+                        L.call("odl_fill", node.report_name, "transform", x=dxg, len=cg, value=0.0)
+                        zeroed = True
                     for i, (r0, r1, gm) in enumerate(chunks):
                         L.call("odl_mm_tn", node.report_name, "input_grad", macs=og * k * (r1 - r0) * wo,
                                a=Ptr(L.param(node, "weight"), 0, gi * og * k),
@@ -213,7 +225,7 @@ class Conv2d:
                                accumulate=acc if pw else 0, ldb=hw)
                         if not pw:
                             L.call(_col2im(gm), node.report_name, "transform", col=Ptr(dcol), dx=dxg,
-                                   accumulate=acc if i == 0 else 1, **gm)
+                                   accumulate=acc if i == 0 and not zeroed else 1, **gm)
 
 
 class DepthwiseConv2d:
