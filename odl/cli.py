@@ -55,7 +55,7 @@ def _cmd_compile(a) -> int:
     from .compile import compile_project, parse_bytes
     budget = parse_bytes(a.budget) if a.budget is not None else None
     compile_project(a.model, a.output, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a),
-                    budget=budget, force=a.force)
+                    budget=budget, force=a.force, memory=a.memory)
     return 0
 
 
@@ -93,7 +93,7 @@ def _cmd_bench(a) -> int:
 
 def _cmd_tune(a) -> int:
     from .tune import tune
-    tune(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a))
+    tune(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a), memory=a.memory)
     return 0
 
 

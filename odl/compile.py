@@ -139,7 +139,7 @@ def check_out_dir(out: Path, force: bool) -> None:
 def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv32-cluster",
                     precision: str = "fp32", cores: int = 8, input_shape: str | None = None, seed: int = 0,
                     cfg: TrainConfig | None = None, budget: int | str | None = None, force: bool = False,
-                    log=print) -> CompileResult:
+                    log=print, memory: str = "hierarchy") -> CompileResult:
     from .codegen import render
     from .pipeline import prepare, preload_blob
 
@@ -153,6 +153,8 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
     if precision not in ("fp32", "fp16"):
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
     budget_bytes = target.memory_budget_bytes if budget is None else parse_bytes(budget)
+    from .memory import memory_for
+    hier = memory_for(target, memory)
 
     from .progress import Phases
     phase = Phases("compile")
@@ -164,7 +166,7 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
         f"input {'x'.join(map(str, prep.x.shape))}")
     # the deployable step (observe=False); raises the planner's over-budget error (exit 2)
     cfg, prog, mem = fit(prep.graph, precision, cfg, budget_bytes, costs=load_costs(target.name, precision, cores),
-                         cores=cores)
+                         cores=cores, memory=hier)
     log(mem.text())
 
     blob = preload_blob(prog, prep)

@@ -32,7 +32,8 @@ def measured_costs(rep: dict) -> dict:
 
 
 def tune(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp16", cores: int = 8,
-         input_shape: str | None = None, seed: int = 0, cfg=None, log=print) -> dict:
+         input_shape: str | None = None, seed: int = 0, cfg=None, log=print,
+         memory: str = "hierarchy") -> dict:
     from .profile import profile_prepared, setup
     from .progress import Phases, bar
     phase = Phases("tune")
@@ -42,7 +43,7 @@ def tune(model_spec: str, target_name: str = "rv32-cluster", precision: str = "f
         def step(name, detail=""):
             pb.set_postfix_str(name)
             pb.update(1)
-        rep = profile_prepared(prep, target, precision, cores, cfg, tuning=True, phase=step)
+        rep = profile_prepared(prep, target, precision, cores, cfg, tuning=True, phase=step, memory=memory)
     phase("measured", "every variant in one profiled run")
     costs = measured_costs(rep)
     path = save_costs(target.name, precision, cores, costs)

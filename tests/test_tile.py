@@ -1,0 +1,138 @@
+"""The memory hierarchy: the tile pass (odl/tile.py), the DMA model (odl/memory.py) and the L1 check in the firmware."""
+import numpy as np
+import pytest
+import torch.nn as nn
+
+from odl.errors import OdlError
+from odl.ir import Buffer, Call, Ptr, TrainConfig, Transfer
+from odl.lower import lower
+from odl.memory import Hierarchy, hierarchy_of, memory_for, simulate
+from odl.pipeline import prepare, prepare_module
+from odl.planner import plan
+from odl.target import load_target
+
+TARGET = load_target("rv32-cluster")
+HIER = hierarchy_of(TARGET)
+
+
+def _tiled(model, precision, **kw):
+    prep = prepare(model, None, 0, precision) if isinstance(model, str) else model
+    prog = lower(prep.graph, precision, TrainConfig(), memory=HIER, **kw)
+    plan(prog)
+    return prep, prog
+
+
+def test_target_describes_the_hierarchy():
+    assert HIER.l1_bytes == 128 * 1024 and HIER.l2_bytes == 1536 * 1024
+    assert HIER.l1_data_bytes == HIER.l1_bytes - 8 * HIER.stack_bytes_per_hart
+    assert HIER.dma_bytes_per_cycle == 8 and HIER.dma_setup_cycles == 10 and HIER.dma_channels == 1
+    assert memory_for(TARGET, "flat") is None
+    with pytest.raises(OdlError, match="--memory 'cache'"):
+        memory_for(TARGET, "cache")
+
+
+@pytest.mark.parametrize("model,precision", [("resnet8", "fp16"), ("resnet8", "fp32"), ("dscnn", "fp16"),
+                                             ("dscnn", "fp32")])
+def test_every_kernel_pointer_is_in_l1_and_every_transfer_in_bounds(model, precision):
+    prep, prog = _tiled(model, precision)
+    eb = prog.elem_bytes
+    assert 0 < prog.l1_peak_bytes <= HIER.l1_data_bytes
+    for i, c in enumerate(prog.calls):
+        assert c.origin >= 0
+        for k, v in c.fields.items():
+            if isinstance(v, Ptr):
+                assert v.buf.space == "l1", (i, c.kernel, k)
+                assert v.buf.offset + v.buf.nbytes(eb) <= prog.l1_peak_bytes
+        for t in c.dma_in + c.dma_out:
+            assert t.l2.space == "l2" and t.l1.space == "l1"
+            assert t.rows * t.row_elems <= t.l1.nelem
+            loop = max(1, c.loop)
+            last = t.l2_elem + (loop - 1) * t.per_sample + (t.rows - 1) * t.l2_stride + t.row_elems
+            assert last <= t.l2.nelem, (i, c.kernel, t.l2.name)
+    # MACs are kept whole across the tiles
+    flat = lower(prep.graph, precision, TrainConfig())
+    assert sum(c.macs for c in prog.calls) == sum(c.macs for c in flat.calls)
+
+
+def test_hierarchy_l2_arena_is_smaller_than_flat():
+    """im2col columns never touch L2 under the hierarchy."""
+    prep, prog = _tiled("resnet8", "fp16")
+    flat = lower(prep.graph, "fp16", TrainConfig())
+    plan(flat)
+    assert prog.arena_bytes < flat.arena_bytes
+    assert not any(b.name.endswith("_col") and b.space == "l2" for b in prog.buffers)
+
+
+def test_refuses_a_call_it_cannot_cut_naming_it():
+    """A layer norm over one huge row has no tiler and does not fit L1 whole: refused, naming the call."""
+    class Wide(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(40000)
+            self.fc = nn.Linear(40000, 2)
+
+        def forward(self, x):
+            return self.fc(self.norm(x))
+    prep = prepare_module(Wide(), "wide", (1, 40000), 0, "fp32")
+    with pytest.raises(OdlError, match=r"--memory hierarchy: call \d+ \(odl_\w+, layer norm"):
+        lower(prep.graph, "fp32", TrainConfig(), memory=HIER)
+
+
+def _call(compute_in, compute_out, prefetch, loop=0, group=0):
+    l2 = Buffer("x", 1 << 20, dtype="u8")
+    l1 = Buffer("t", 1 << 20, dtype="u8", space="l1")
+    ins = [Transfer("in", l2, 0, 0, l1, 0, 1, compute_in, compute_in)] if compute_in else []
+    outs = [Transfer("out", l2, 0, 0, l1, 0, 1, compute_out, compute_out)] if compute_out else []
+    return Call("odl_copy", {}, "l", "forward", loop=loop, group=group, dma_in=ins, dma_out=outs, prefetch=prefetch,
+                origin=0)
+
+
+class _Prog:
+    elem_bytes = 2
+
+    def __init__(self, calls):
+        self.calls = calls
+
+
+def test_dma_schedule_overlaps_the_next_tiles_inputs_with_compute():
+    h = Hierarchy(0, 1 << 17, 2048, 8, 0, 1 << 20, dma_bytes_per_cycle=8, dma_setup_cycles=10, dma_channels=1)
+    # 800 B in = 110 cycles, 400 B out = 60 cycles; compute 1000 cycles per tile
+    calls = [_call(800, 400, False), _call(800, 400, True), _call(800, 400, True)]
+    r = simulate(_Prog(calls), [1000, 1000, 1000], h)
+    # only the first tile's inputs and the last tile's results are exposed
+    assert r["dma_exposed_cycles"] == 110 + 60
+    assert r["step_cycles"] == 3000 + 170
+    assert r["dma_cycles"] == 3 * 170
+    # without prefetch every input is exposed, behind the previous tile's write-back (one FIFO channel)
+    calls = [_call(800, 400, False), _call(800, 400, False), _call(800, 400, False)]
+    r = simulate(_Prog(calls), [1000, 1000, 1000], h)
+    assert r["dma_exposed_cycles"] == 110 + 2 * (60 + 110) + 60
+    # compute shorter than the transfers: the DMA engine is the bottleneck
+    calls = [_call(8000, 0, False), _call(8000, 0, True)]
+    r = simulate(_Prog(calls), [100, 100], h)
+    assert r["step_cycles"] == 1010 + 1010 + 100
+
+
+def test_dma_schedule_of_a_loop_body_repeats_without_crossing_iterations():
+    h = Hierarchy(0, 1 << 17, 2048, 8, 0, 1 << 20, dma_bytes_per_cycle=8, dma_setup_cycles=10, dma_channels=1)
+    calls = [_call(800, 0, False, loop=3, group=1), _call(800, 400, True, loop=3, group=1)]
+    r = simulate(_Prog(calls), [1000, 1000], h)
+    # each iteration: the first tile's fetch is exposed (behind the previous iteration's write-back), the second
+    # tile's is prefetched; the last write-back drains at the end
+    assert r["dma_exposed_cycles"] == 110 + 2 * (60 + 110) + 60
+
+
+@pytest.mark.qemu
+def test_l1_check_stops_a_kernel_pointer_outside_l1(tmp_path):
+    """The validation build checks every pointer a tiled kernel gets: one pointed back into L2 stops the run with
+    a report naming the call."""
+    from odl.pipeline import build, open_runner
+    prep, prog = _tiled("tinycnn", "fp32")
+    victim = next(i for i, c in enumerate(prog.calls) if c.kernel == "odl_relu_fwd")
+    c = prog.calls[victim]
+    c.fields["y"] = Ptr(prog.input)           # an L2 buffer
+    elf = build(prog, prep.name, TARGET, 2, tmp_path, defines=["ODL_CHECK_L1"])
+    with pytest.raises(Exception) as e:
+        with open_runner(TARGET, elf, prog, prep, 2, tmp_path / "run", None, 115200, "fast", None) as r:
+            r.link.step(1)
+    assert f"[{victim}] odl_relu_fwd" in str(e.value) and "outside L1" in str(e.value)
