@@ -305,6 +305,36 @@ class Lowering:
             self.state_bufs[torch_name] = b
         return self.state_bufs[torch_name]
 
+    def _backward_order(self) -> list:
+        """The nodes in an order the backward can run them (a node after every consumer of its output): among the
+        ready nodes, the one earliest in the forward. At a residual join this finishes the main branch before the
+        shortcut, so the gradient of the block input is born when the main branch ends instead of waiting through it
+        (ResNet8: 16 KiB less at the peak). Any such order gives the same gradients."""
+        g = self.g
+        pos = {n.name: i for i, n in enumerate(g.nodes)}
+        by_name = {n.name: n for n in g.nodes}
+        waiting = {n.name: 0 for n in g.nodes}
+        for n in g.nodes:
+            for v in dict.fromkeys(n.inputs):
+                if v in waiting:
+                    waiting[v] += 1
+        import heapq
+        ready = [pos[n] for n, k in waiting.items() if k == 0]
+        heapq.heapify(ready)
+        order = []
+        while ready:
+            i = heapq.heappop(ready)
+            n = g.nodes[i]
+            order.append(n)
+            for v in dict.fromkeys(n.inputs):
+                if v in waiting:
+                    waiting[v] -= 1
+                    if waiting[v] == 0:
+                        heapq.heappush(ready, pos[v])
+        if len(order) != len(g.nodes):
+            return list(reversed(g.nodes))
+        return order
+
     def run(self) -> Program:
         g, cfg = self.g, self.cfg
         self.preload: list[Buffer] = []
@@ -377,7 +407,7 @@ class Lowering:
         # node using it, in backward order), so the deployable step keeps no gradient buffer beyond its layer.
         uses = {p: sum(p in n.params.values() for n in g.nodes) for p in self.param_grads}
         self._update_prologue()
-        for node in reversed(g.nodes):
+        for node in self._backward_order():
             if (self.needs_grad.get(node.name, False)
                     and self._grad_root(node.name) in self.grad_buf):  # else the value does not reach the loss
                 op = opreg.get(node.op)
@@ -506,14 +536,20 @@ class Lowering:
         return out
 
 
+CHEAP_MACS_PER_OUTPUT = 32
+
+
 def recompute_candidates(graph: Graph, cfg: TrainConfig) -> list[str]:
-    """Values cheap to recompute whose only reader after the forward is one backward: depthwise convolution outputs
-    read only by a training-mode batch norm (its backward needs its input; the depthwise conv costs 9 MACs per
-    output). Largest first."""
+    """Values cheap to recompute whose only reader after the forward is one backward: outputs of depthwise
+    convolutions (9 MACs per output) and of convolutions with at most CHEAP_MACS_PER_OUTPUT MACs per output (a stem
+    conv on 3 channels: 27) read only by a training-mode batch norm (its backward needs its input). Largest first."""
     out = []
     for n in graph.nodes:
         cons = graph.consumers(n.name)
-        if (n.op == "dwconv2d" and n.name != graph.output and len(cons) == 1 and cons[0].op == "batchnorm"
+        cheap = n.op == "dwconv2d" or (n.op == "conv2d" and len(graph.shapes[n.inputs[0]]) == 4 and
+                                       graph.shapes[n.inputs[0]][1] // n.attrs.get("groups", 1) * n.attrs["kh"]
+                                       * n.attrs["kw"] <= CHEAP_MACS_PER_OUTPUT)
+        if (cheap and n.name != graph.output and len(cons) == 1 and cons[0].op == "batchnorm"
                 and (cfg.bn == "train" or not cons[0].attrs.get("track", True))):
             out.append(n.name)
     return sorted(out, key=lambda v: -math.prod(graph.shapes[v]))

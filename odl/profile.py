@@ -287,8 +287,13 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
         phase("lower/plan/build", f"profiled step, {precision}, {cores} cores")
         from .costs import load_costs
         from .memory import memory_for
-        prog = lower(prep.graph, precision, cfg, profile=True, tuning=tuning, cores=cores,
-                     costs=load_costs(target.name, precision, cores), memory=memory_for(target, memory))
+        from .planner import fit
+        hier = memory_for(target, memory)
+        costs = load_costs(target.name, precision, cores)
+        # the deployable step's choices (recomputes that fit the budget or, under the hierarchy, shrink L2)
+        cfg, _, _ = fit(prep.graph, precision, cfg, target.memory_budget_bytes, costs=costs, cores=cores,
+                        memory=hier)
+        prog = lower(prep.graph, precision, cfg, profile=True, tuning=tuning, cores=cores, costs=costs, memory=hier)
         plan(prog)
         srcs = render(prog, prep.name, cores, work / "gen")
         elf = build_firmware(target, precision, cores, srcs, [work / "gen"], work / "build", defines=["ODL_PROFILE"],

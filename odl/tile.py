@@ -154,6 +154,25 @@ def _mm_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
 
     sa, sb, sc = (_esize(p.buf, eb) * (id(p.buf) not in resident) for p in (a, b, c))
     c_rw = _acc_mode(acc) == "rw"
+    key = (call.kernel, M, N, K, sa, sb, sc, c_rw, budget, cores, lanes)
+    if key not in _MM_SHAPES:
+        _MM_SHAPES[key] = _mm_search(call, f, M, N, K, sa, sb, sc, c_rw, budget, cores, lanes)
+    if _MM_SHAPES[key] is None:
+        return None
+    sm, sn, sk = _MM_SHAPES[key]
+    tiles = []
+    for m0, m1 in _split(M, sm):
+        for n0, n1 in _split(N, sn, lanes if sn > 1 else 1):
+            for ki, (k0, k1) in enumerate(_split(K, sk)):
+                tiles.append(regions(m0, m1, n0, n1, k0, k1, ki == 0))
+    return tiles
+
+
+_MM_SHAPES: dict = {}
+
+
+def _mm_search(call, f, M, N, K, sa, sb, sc, c_rw, budget, cores, lanes):
+    """(splits of M, N, K) with the least estimated DMA + compute whose tile fits the budget (None: none fits)."""
     best = None
     kern = kernels.get(call.kernel)
     for sk in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32):
@@ -174,17 +193,10 @@ def _mm_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
                 key = (dma / 8 + comp, ntiles)
                 if best is None or key < best[0]:
                     best = (key, (sm, sn, sk))
+                break       # a larger sn only adds tiles once this one fits
         if best is not None:
             break
-    if best is None:
-        return None
-    sm, sn, sk = best[1]
-    tiles = []
-    for m0, m1 in _split(M, sm):
-        for n0, n1 in _split(N, sn, lanes if sn > 1 else 1):
-            for ki, (k0, k1) in enumerate(_split(K, sk)):
-                tiles.append(regions(m0, m1, n0, n1, k0, k1, ki == 0))
-    return tiles
+    return None if best is None else best[1]
 
 
 def _len_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
@@ -551,9 +563,10 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
         b.prefetch = True
     # L1 placement: first fit by lifetime (in tiles), largest first
     placed = []
+    alive: dict[int, list] = {}         # tile index -> (offset, size) of the buffers placed alive then
     for lb, lo, hi in sorted(spans, key=lambda s: -s[0].nbytes(eb)):
         size = _align(max(lb.nbytes(eb), 1))
-        clashes = sorted((o, s) for o, s, l0, l1, _ in placed if not (l1 < lo or hi < l0))
+        clashes = sorted({os_ for t in range(lo, hi + 1) for os_ in alive.get(t, ())})
         cand = 0
         for o, s in clashes:
             if cand + size <= o:
@@ -561,6 +574,8 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
             cand = max(cand, o + s)
         lb.offset = cand
         placed.append((cand, size, lo, hi, lb))
+        for t in range(lo, hi + 1):
+            alive.setdefault(t, []).append((cand, size))
     peak = max((o + s for o, s, *_ in placed), default=0)
     if peak > l1cap:
         raise _NoFit(f"--memory hierarchy: the tiles need {peak} B of L1 at once (double-buffered), over the "

@@ -120,11 +120,14 @@ class Conv2d:
             out.append((r0, r1, dict(geom, ho=r1 - r0, pt=geom["pt"] - r0 * geom["sh"])))
         return out, rows
 
-    def forward(self, node, L):
+    def forward(self, node, L, y=None, macs_credit=True):
+        """y: recompute into this buffer (L.recompute: the output was freed after the forward to save memory; the
+        extra work gets no MAC credit)."""
         x, n, xs, cout, k, hw, geom = self.dims(node, L)
         g = self.groups(node)
         cg, og = geom["c"] * geom["h"] * geom["w"], cout // g    # input elements, output channels per group
-        y = L.output(node)
+        y = y or L.output(node)
+        credit = 1 if macs_credit else 0
         w = L.param(node, "weight")
         wo = geom["wo"]
         pw = self.pointwise(node)
@@ -147,7 +150,7 @@ class Conv2d:
                     for r0, r1, gm in chunks:
                         if not pw:
                             L.call(_im2col(gm), node.report_name, "transform", x=xg, col=Ptr(col), **gm)
-                        L.call(f"odl_mm_{form}", node.report_name, "forward", macs=og * k * (r1 - r0) * wo,
+                        L.call(f"odl_mm_{form}", node.report_name, "forward", macs=credit * og * k * (r1 - r0) * wo,
                                a=a, b=xg if pw else Ptr(col), c=Ptr(y, cout * hw, gi * og * hw + r0 * wo), m=og,
                                n=(r1 - r0) * wo, k=k, accumulate=0, ldc=hw)
 
