@@ -110,7 +110,7 @@ def _cmd_train(a) -> int:
                         cores=a.cores, target=a.target, cfg=cfg, loss_scale=a.loss_scale, seed=a.seed, init=a.init,
                         checkpoint=a.checkpoint, resume=a.resume, eval_every=a.eval_every, reference=a.reference,
                         json_path=a.json, png=a.png, emulator=a.emulator, port=a.port, baud=a.baud, flash=a.flash,
-                        bulk=a.bulk, keep=a.keep, progress=not a.no_progress)
+                        bulk=a.bulk, keep=a.keep, progress=not a.no_progress, memory=a.memory)
     train(a.model, opts)
     return 0
 
@@ -187,6 +187,8 @@ def add_train_parser(sub):
                         "batch over the UART as with a board (uart)")
     t.add_argument("--keep", default=None, metavar="DIR", help="keep generated C, firmware and run files in DIR")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--memory", default="hierarchy", choices=["flat", "hierarchy"],
+                   help="hierarchy: kernels work on L1 tiles that DMA moves from and to the L2 arena; flat: one memory")
     t.set_defaults(fn=_cmd_train)
 
 

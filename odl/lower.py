@@ -557,18 +557,22 @@ def recompute_candidates(graph: Graph, cfg: TrainConfig) -> list[str]:
 
 def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe: bool = False,
           profile: bool = False, costs: dict | None = None, tuning: bool = False, cores: int = 8,
-          forward_only: bool = False, memory=None) -> Program:
+          forward_only: bool = False, memory=None, transform=None) -> Program:
     """The training step as kernel calls. memory: an odl.memory.Hierarchy to tile the calls for (L1 tiles, DMA
     from the L2 arena; odl/tile.py), None for one flat memory. observe=True keeps every layer input gradient until the end of the
     step so the host can read it (validation); observe=False is the deployable step. profile=True adds a
     buffer where a profiling build (-DODL_PROFILE) records each call's exact per-core instruction counts.
     costs: measured variant costs for this target/precision/cores (odl.tune.load_costs); tuning=True emits every
-    variant of every choice so that one profiled run measures them (odl tune)."""
+    variant of every choice so that one profiled run measures them (odl tune). transform: a function that rewrites
+    the lowered (untiled) Program in place before tiling."""
     if precision not in ("fp32", "fp16"):
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
     cfg = cfg or TrainConfig()
     if memory is None:
-        return Lowering(graph, precision, cfg, observe, profile, costs, tuning, cores, forward_only).run()
+        prog = Lowering(graph, precision, cfg, observe, profile, costs, tuning, cores, forward_only).run()
+        if transform is not None:
+            transform(prog)
+        return prog
     # memory hierarchy: im2col columns stay in L1 for their whole life and a conv chunk's input rows must fit a tile:
     # both get a share of L1 (a quarter first; smaller when the tiles do not fit beside them)
     import dataclasses
@@ -578,6 +582,8 @@ def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe:
         c = dataclasses.replace(cfg, im2col_bytes=min(cfg.im2col_bytes, memory.l1_data_bytes // div),
                                 window_bytes=memory.l1_data_bytes // div)
         prog = Lowering(graph, precision, c, observe, profile, costs, tuning, cores, forward_only).run()
+        if transform is not None:       # a rewrite of the flat calls (odl train's mixed precision), before tiling
+            transform(prog)
         try:
             tile(prog, memory, cores)
             break

@@ -81,6 +81,7 @@ class TrainOptions:
     keep: str | None = None
     progress: bool = True
     normalize: bool = True        # False: the data is fed as given (odl fleet normalises globally)
+    memory: str = "hierarchy"     # 'hierarchy': L1 tiles + DMA from the L2 arena (odl/tile.py); 'flat': one memory
     stop_after_steps: int | None = None   # tests: stop (as if killed) after this many steps of this run
 
     def resume_key(self) -> dict:
@@ -101,8 +102,11 @@ class DeviceProgram:
     extra: list = field(default_factory=list)   # shared buffers the program references beyond its own (masters)
 
     def ctx(self) -> dict:
-        from .codegen import call_blocks as blocks
+        from .codegen import call_blocks
         calls = self.prog.calls
+
+        def blocks(ic):
+            return call_blocks(ic, self.prog.precision)
         idx = list(enumerate(calls))
         p = self.prog
         eb = p.elem_bytes
@@ -116,7 +120,8 @@ class DeviceProgram:
                     x_off=p.input.offset, x_bytes=p.input.nbytes(eb) // self.batch,
                     y_off=p.labels.offset if p.labels is not None else 0,
                     y_bytes=p.labels.nbytes(eb) // self.batch if p.labels is not None else 0,
-                    out_off=p.logits.offset, classes=ncls, out_bytes=p.logits.nbytes(eb))
+                    out_off=p.logits.offset, classes=ncls, out_bytes=p.logits.nbytes(eb),
+                    flag_macro=p.overflow_flag.macro if getattr(p, "overflow_flag", None) is not None else "")
 
 
 def to_mixed(prog: Program, masters: dict[str, Buffer]) -> None:
@@ -136,8 +141,13 @@ def to_mixed(prog: Program, masters: dict[str, Buffer]) -> None:
     if not isinstance(dl, Ptr):
         raise OdlError(f"mixed precision: loss kernel {lc.kernel} has no loss-gradient output to scale")
     scale = Call("odl_scale", {"x": Ptr(dl.buf), "len": dl.buf.nelem, "s": CExpr("ODL_CTL->scale")}, "loss", "loss")
-    checks = [Call("odl_grad_check", {"g": Ptr(gb), "len": gb.nelem, "flag": CExpr("&ODL_CTL->overflow")},
-                   pname, "check") for pname, gb in prog.param_grads.items()]
+    # the checks raise a flag in the arena (a kernel writes only buffers: L1 tiles under the memory hierarchy); the
+    # program zeroes it before the checks and copies it into the control block after them
+    flag = Buffer("overflow_flag", 1, dtype="i32", role="scratch", persistent=True, shape=(1,))
+    prog.buffers.append(flag)
+    prog.overflow_flag = flag
+    checks = [Call("odl_grad_check", {"g": Ptr(gb), "len": gb.nelem, "flag": Ptr(flag)}, pname, "check")
+              for pname, gb in prog.param_grads.items()]
     updates = []
     for c in calls[upd_i[0]:]:
         f = c.fields
@@ -199,36 +209,40 @@ def build_programs(model: nn.Module, sample_shape: tuple, ntrain: int, nval: int
     sizes.append(("eval", eb))
     if nval % eb:
         sizes.append(("eval", nval % eb))
-    progs = []
-    for kind, bs in sizes:
-        g = trace(model, (bs, *sample_shape))
-        if kind == "train":
-            p = lower(g, dev, cfg, costs=costs, cores=opts.cores)
-        else:
-            p = lower(g, dev, dataclasses.replace(cfg, bn="frozen"), costs=costs, cores=opts.cores,
-                      forward_only=True)
-        progs.append(DeviceProgram(kind, bs, p))
-    main = progs[0].prog
+    from .memory import memory_for
+    from .target import load_target
+    hier = memory_for(load_target(opts.target), opts.memory)
     if cfg.optimizer == "adam":
         b1, b2 = (float(v) for v in cfg.betas)
         want = [f"static float odl_b1t = 1.0f, odl_b2t = 1.0f;", f"odl_b1t *= {b1:.9g}f; odl_b2t *= {b2:.9g}f;"]
     else:
         want = []
+    masters = {}
+    mixed = None
+    if opts.precision == "mixed":
+        # FP32 master weights of the trainable parameters (which ones: a flat lowering of the step says)
+        probe = lower(trace(model, (sizes[0][1], *sample_shape)), dev, cfg, costs=costs, cores=opts.cores)
+        for pname in probe.trainable:
+            w = probe.params[pname]
+            masters[pname] = Buffer("master_" + pname, w.nelem, dtype="f32", role="state", persistent=True,
+                                    shape=w.shape, init=("master", pname))
+
+        def mixed(p):       # before tiling: the rewrite adds calls that must be tiled too
+            to_mixed(p, dict(masters))
+    progs = []
+    for kind, bs in sizes:
+        g = trace(model, (bs, *sample_shape))
+        if kind == "train":
+            p = lower(g, dev, cfg, costs=costs, cores=opts.cores, memory=hier, transform=mixed)
+        else:
+            p = lower(g, dev, dataclasses.replace(cfg, bn="frozen"), costs=costs, cores=opts.cores,
+                      forward_only=True, memory=hier)
+        progs.append(DeviceProgram(kind, bs, p, extra=list(masters.values()) if kind == "train" else []))
+    main = progs[0].prog
     for dp in progs:
         if dp.kind == "train" and dp.prog.prologue != want:
             raise OdlError(f"odl train does not know this step's prologue {dp.prog.prologue!r}")
     shared = [b for b in main.preload if b is not main.input and b is not main.labels]
-    masters = {}
-    if opts.precision == "mixed":
-        for pname in main.trainable:
-            w = main.params[pname]
-            masters[pname] = Buffer("master_" + pname, w.nelem, dtype="f32", role="state", persistent=True,
-                                    shape=w.shape, init=("master", pname))
-        for dp in progs:
-            if dp.kind == "train":
-                m = {k: v for k, v in masters.items()}
-                to_mixed(dp.prog, m)
-                dp.extra = list(masters.values())
     ctl = Buffer("odl_ctl", CTL_DTYPE.itemsize, dtype="u8", role="state", persistent=True, init=("ctl",))
     shared += list(masters.values()) + [ctl]
     off = 0
@@ -273,7 +287,10 @@ def render_firmware(fw: Firmware, model_name: str, opts: TrainOptions, out_dir: 
     ctx = dict(version=__version__, model=model_name, precision=opts.precision, cores=opts.cores,
                programs=[dp.ctx() for dp in fw.programs], shared_bytes=fw.shared_bytes, arena_bytes=fw.arena_bytes,
                ctl_offset=fw.ctl.offset, mixed=opts.precision == "mixed", adam=cfg.optimizer == "adam", b1=b1, b2=b2,
-               data_offset=DATA_OFFSET, data_bytes=DATA_BYTES)
+               data_offset=DATA_OFFSET, data_bytes=DATA_BYTES,
+               hierarchy=any(dp.prog.memory is not None for dp in fw.programs),
+               l1_bytes=max([16] + [dp.prog.l1_peak_bytes for dp in fw.programs]),
+               wait_all="  odl_dma_wait_all();\n" if any(dp.prog.memory is not None for dp in fw.programs) else "")
     src = out_dir / "train_model.c"
     src.write_text(env.get_template("train.c.j2").render(**ctx))
     (out_dir / "odl_model.h").write_text(env.get_template("odl_model.h.j2").render(version=__version__,
