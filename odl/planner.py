@@ -26,15 +26,35 @@ class MemoryReport:
     peak_call: int
     peak_live: list[tuple[str, int]]   # largest live buffers at the peak (name, bytes)
     recomputed: tuple = ()             # values freed after the forward and recomputed for the backward (fit)
+    hierarchy: str = ""                # the tile pass's summary (memory hierarchy), empty for flat memory
 
     def text(self) -> str:
         lines = [f"arena {self.arena_bytes} B (sum of all buffers {self.naive_bytes} B"
                  + (f", budget {self.budget_bytes} B)" if self.budget_bytes else ")")]
         if self.recomputed:
-            lines.append(f"recomputed in the backward to fit the budget: {', '.join(self.recomputed)}")
+            lines.append(f"recomputed in the backward (cheap, to shrink the arena): {', '.join(self.recomputed)}")
+        if self.hierarchy:
+            lines.append(self.hierarchy)
         lines.append(f"peak at call {self.peak_call}; largest live buffers there:")
         lines += [f"  {n:40s} {b:10d} B" for n, b in self.peak_live[:8]]
         return "\n".join(lines)
+
+
+def _hierarchy_text(prog: Program) -> str:
+    h = prog.memory
+    if h is None:
+        return ""
+    eb = prog.elem_bytes
+    resident = sorted({b.name for b in prog.buffers if b.role == "l1_resident"})
+    tin = [t for c in prog.calls for t in c.dma_in]
+    tout = [t for c in prog.calls for t in c.dma_out]
+    origins = len({c.origin for c in prog.calls})
+    return (f"memory hierarchy: {len(prog.calls)} L1 tiles from {origins} kernel calls; L1 {prog.l1_peak_bytes} B at "
+            f"the busiest tile of {h.l1_data_bytes} B for tiles ({h.l1_bytes} B L1 less {h.stacks_bytes} B of "
+            f"stacks); DMA per step (per-sample loops once): {sum(t.nbytes(eb) for t in tin)} B in, "
+            f"{sum(t.nbytes(eb) for t in tout)} B out, {len(tin) + len(tout)} transfers, "
+            f"{sum(c.prefetch for c in prog.calls)} tiles prefetched during the previous tile"
+            + (f"; kept in L1 for their whole life (no L2): {', '.join(resident)}" if resident else ""))
 
 
 def plan(prog: Program, budget_bytes: int | None = None) -> MemoryReport:
@@ -93,7 +113,7 @@ def plan(prog: Program, budget_bytes: int | None = None) -> MemoryReport:
             peak_i, peak_bytes, peak_live = i, tot, sorted(live, key=lambda t: -t[1])
     prog.arena_bytes = arena
     prog.naive_bytes = naive
-    rep = MemoryReport(arena, naive, budget_bytes, peak_i, peak_live)
+    rep = MemoryReport(arena, naive, budget_bytes, peak_i, peak_live, hierarchy=_hierarchy_text(prog))
     if budget_bytes is not None and arena > budget_bytes:
         big = ", ".join(f"{n} ({s} B)" for n, s in peak_live[:5])
         raise OdlError(f"the training step needs a {arena}-byte arena, over the target's budget of {budget_bytes} "

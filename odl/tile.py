@@ -504,7 +504,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
             for bid, (buf, start, rows, row_len, stride, ps, mode) in regs.items():
                 if bid in resident:
                     if bid not in res_l1:
-                        lb = Buffer(f"{buf.name}", buf.nelem, dtype=buf.dtype, role="l1", space="l1")
+                        lb = Buffer(f"{buf.name}", buf.nelem, dtype=buf.dtype, role="l1_resident", space="l1")
                         res_l1[bid] = lb
                         l1bufs.append(lb)
                         res_span[bid] = [lb, idx, idx]

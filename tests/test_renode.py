@@ -13,6 +13,9 @@ from odl.target import load_target
 def test_platform_matches_the_qemu_memory_map():
     repl = platform_repl(load_target("rv32-cluster"), 8)
     assert "ram: Memory.MappedMemory @ sysbus 0x80000000" in repl
+    # the memory hierarchy's regions (target.json "memory"), as the linker script places them
+    assert "l1: Memory.MappedMemory @ sysbus 0x80100000\n    size: 0x20000" in repl
+    assert "l2: Memory.MappedMemory @ sysbus 0x80200000" in repl
     assert "UART.NS16550 @ sysbus 0x10000000" in repl
     assert "CoreLevelInterruptor @ sysbus 0x02000000" in repl and "numberOfTargets: 8" in repl
     assert repl.count("CPU.RiscV32 @ sysbus") == 8

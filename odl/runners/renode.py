@@ -26,7 +26,12 @@ def platform_repl(target, cores: int) -> str:
     tpl = target.dir / "renode.repl.j2"
     if not tpl.exists():
         raise ToolError(f"target {target.name} has no Renode platform (renode.repl.j2)")
-    return jinja2.Template(tpl.read_text(), undefined=jinja2.StrictUndefined).render(harts=cores)
+    from ..memory import hierarchy_of
+    h = hierarchy_of(target)
+    ram = target.ram_base
+    return jinja2.Template(tpl.read_text(), undefined=jinja2.StrictUndefined).render(
+        harts=cores, ram=f"{ram:#x}", ram_size=f"{h.l1_addr - ram:#x}", l1=f"{h.l1_addr:#x}",
+        l1_size=f"{h.l1_bytes:#x}", l2=f"{h.l2_addr:#x}", l2_size=f"{ram + 0x08000000 - h.l2_addr:#x}")
 
 
 def script_resc(repl: Path, elf: Path, port: int, cores: int, vlen: int = 128,
