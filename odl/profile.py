@@ -184,10 +184,11 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
     crit = counts.max(axis=1)
     # memory hierarchy: replay the DMA schedule (odl/memory.py) with each tile's compute time per invocation
     dma = None
-    if prog.memory is not None:
+    hier = getattr(prog, "memory", None)
+    if hier is not None:
         from .memory import simulate
         per_inv = [int(crit[i]) / max(1, c.loop) + sync_per_call for i, c in enumerate(prog.calls)]
-        dma = simulate(prog, per_inv, prog.memory)
+        dma = simulate(prog, per_inv, hier)
     mean = counts.mean(axis=1)
     imb = np.where(mean > 0, crit / np.maximum(mean, 1e-9) - 1.0, 0.0)
     layers: dict[str, dict] = {}
@@ -256,9 +257,9 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
             "imbalance": float((imb * crit).sum() / compute) if compute else 0.0,
             "layers": out_layers, "step_totals": {s: v for s, v in step_tot.items() if v["calls"]},
             "kernels_summary": kernels, "calls": len(prog.calls),
-            "memory_model": "hierarchy" if prog.memory is not None else "flat",
+            "memory_model": "hierarchy" if hier is not None else "flat",
             "dma_cycles": int(dma["dma_cycles"]) if dma is not None else 0, "dma_exposed_cycles": exposed,
-            "l1_peak_bytes": prog.l1_peak_bytes, "l2_bytes": prog.arena_bytes}
+            "l1_peak_bytes": getattr(prog, "l1_peak_bytes", 0), "l2_bytes": getattr(prog, "arena_bytes", 0)}
 
 
 def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: Path | None = None,

@@ -19,12 +19,20 @@ def _check_consistent(rep, spec="tinycnn", shape=None):
     from odl.validate import prepare
     layer_sum = sum(sum(L["steps"].values()) for L in rep["layers"])
     assert layer_sum == rep["compute_cycles"]
-    assert layer_sum + rep["sync_cycles"] == rep["cycles"]
+    # step = compute + fork/join + DMA time the cores waited for (memory hierarchy; 0 with --memory flat)
+    assert layer_sum + rep["sync_cycles"] + rep["dma_exposed_cycles"] == rep["cycles"]
+    assert sum(L["dma_exposed_cycles"] for L in rep["layers"]) == rep["dma_exposed_cycles"]
+    if rep["memory_model"] == "hierarchy":
+        assert 0 < rep["dma_exposed_cycles"] <= rep["dma_cycles"]
+        assert 0 < rep["l1_peak_bytes"] <= 128 * 1024 and rep["l2_bytes"] > 0
+    else:
+        assert rep["dma_cycles"] == rep["dma_exposed_cycles"] == 0
     assert sum(L["sync"] for L in rep["layers"]) == rep["sync_cycles"]
     assert rep["sync_cycles"] == rep["sync_per_call"] * sum(max(1, c["loop"]) for c in rep["per_call"])
     crit = sum(max(c["cores"]) for c in rep["per_call"])
     assert crit == rep["compute_cycles"]
     prog = lower(prepare(spec, shape, 0, rep["precision"]).graph, rep["precision"])
+    # (a cheap activation recomputed under the hierarchy is done again without MAC credit)
     assert rep["macs"] == prog.macs_forward + prog.macs_backward
     assert sum(L["macs"] for L in rep["layers"]) == rep["macs"]
     assert rep["mac_per_cycle"] == pytest.approx(rep["macs"] / rep["cycles"])
@@ -59,6 +67,18 @@ def test_totals_and_fields(tiny):
         # labelled counters: the step's time vs STEP_DONE's all-harts instruction sum
         assert a["critical_path_cycles"] == a["cycles"]
         assert a["device_instructions_all_harts"] > 0
+
+
+def test_flat_and_hierarchy_side_by_side():
+    """--memory flat counts no data movement; the hierarchy adds the exposed DMA, and its tiles may add compute."""
+    from odl.profile import profile
+    flat = profile("tinycnn", precision="fp16", cores=8, log=None, memory="flat")
+    hier = profile("tinycnn", precision="fp16", cores=8, log=None, memory="hierarchy")
+    _check_consistent(flat)
+    _check_consistent(hier)
+    assert flat["memory_model"] == "flat" and hier["memory_model"] == "hierarchy"
+    assert hier["cycles"] > hier["compute_cycles"] + hier["sync_cycles"]
+    assert hier["macs"] == flat["macs"]
 
 
 def test_eight_cores_faster(tiny):
