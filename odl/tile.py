@@ -487,7 +487,8 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                          f"cut into tiles that fit the {l1cap}-byte L1 (fields "
                          f"{ {k: v for k, v in call.fields.items() if isinstance(v, int)} })")
         total_macs, given = call.macs, 0
-        vol = [max(1, t.get("m", 1) * t.get("n", 1) * t.get("k", 1)) for t in tiles]
+        # MACs are shared out by tile volume (matmuls) or evenly
+        vol = ([t["m"] * t["n"] * t["k"] for t in tiles] if tiler is _mm_tiles else [1] * len(tiles))
         for ti, g in enumerate(tiles):
             idx = len(calls)
             regs = _merge(g, ci, call)
