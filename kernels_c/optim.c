@@ -74,7 +74,8 @@ void odl_mse(void *args) {
   int lo, hi, len = p->len;
   odl_split(len, &lo, &hi);
   const odl_t *a = p->pred, *b = p->target;
-  float k = 2.0f / (float)len;
+  int total = p->total ? p->total : len;      /* a tile of the tensor (odl/tile.py): the mean is over all of it */
+  float k = 2.0f / (float)total;
   if (p->dpred)
     for (int i = lo; i < hi; i++) p->dpred[i] = (odl_t)(((float)a[i] - (float)b[i]) * k);
   if (odl_core_id() == 0 && p->loss_out) {
@@ -83,6 +84,6 @@ void odl_mse(void *args) {
       float d = (float)a[i] - (float)b[i];
       s += d * d;
     }
-    p->loss_out[0] = s / (float)len;
+    p->loss_out[0] = (p->accumulate ? p->loss_out[0] : 0.0f) + s / (float)total;
   }
 }

@@ -134,7 +134,8 @@ class DropoutBwdArgs(ctypes.Structure):
 
 
 class MseArgs(ctypes.Structure):
-    _fields_ = [("pred", _P), ("target", _P), ("dpred", _P), ("loss_out", _P), ("len", _I)]
+    _fields_ = [("pred", _P), ("target", _P), ("dpred", _P), ("loss_out", _P), ("len", _I), ("total", _I),
+                ("accumulate", _I)]
 
 
 class SgdMomentumArgs(ctypes.Structure):

@@ -205,7 +205,7 @@ def _len_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
     per = sum(_esize(v.buf, eb) for v in f.values() if isinstance(v, Ptr) and id(v.buf) not in resident)
     chunk = max(16, budget // max(1, per) // 16 * 16)
     out = []
-    ptr = pointer_fields(kernels.get(call.kernel).args_type)
+    ptr = pointer_fields(kernels.get(call.kernel.replace("_range", "")).args_type)
     pure_out = _PURE_OUT.get(call.kernel, ())
     for a0, a1 in _split(L, -(-L // chunk)):
         g = dict(f, len=a1 - a0)
@@ -226,7 +226,8 @@ def _len_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
 # kernels whose output field(s) are written whole (when accumulate is 0) without being read
 _PURE_OUT = {"odl_relu_fwd": ("y",), "odl_relu6_fwd": ("y",), "odl_relu_bwd": ("dx",), "odl_relu6_bwd": ("dx",),
              "odl_add": ("y",), "odl_copy": ("dst",), "odl_fill": ("x",), "odl_act_fwd": ("y",),
-             "odl_act_bwd": ("dx",), "odl_dropout_fwd": ("y", "mask"), "odl_dropout_bwd": ("dx",)}
+             "odl_act_bwd": ("dx",), "odl_dropout_fwd": ("y", "mask"), "odl_dropout_bwd": ("dx",),
+             "odl_mse_range": ("dpred",)}
 _ELEMENTWISE = set(_PURE_OUT) | {"odl_sgd", "odl_sgd_momentum", "odl_adam", "odl_scale", "odl_grad_check",
                                  "odl_sgd_mixed", "odl_adam_mixed"}
 
@@ -352,7 +353,20 @@ def _whole_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
     return [g]
 
 
+def _mse_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
+    """MSE over ranges: each tile adds its share of the mean into the loss (total = the whole length)."""
+    f = call.fields
+    tiles = _len_tiles(dataclasses.replace(call, kernel="odl_mse_range"), budget, eb, resident, cores)
+    for i, g in enumerate(tiles):
+        g["total"] = f["len"]
+        g["accumulate"] = int(i > 0)
+        g["loss_out"] = _r(f["loss_out"], 0, 1, 1, 1, "rw" if i else "w")
+    return tiles
+
+
 def _tiler(kernel: str):
+    if kernel == "odl_mse":
+        return _mse_tiles
     if kernel in ("odl_mm_nn", "odl_mm_nt", "odl_mm_tn"):
         return _mm_tiles
     if kernel in _ELEMENTWISE:

@@ -128,7 +128,9 @@ void odl_dropout_bwd(void *args);   /* dx (+)= dy * mask * scale */
 uint32_t odl_dropout_hash(uint32_t seed, uint32_t i);
 
 /* ---- MSE loss, mean over all len elements: loss = mean((pred-target)^2) (FP32), dpred = 2*(pred-target)/len ---- */
-typedef struct { const odl_t *pred; const odl_t *target; odl_t *dpred; float *loss_out; int len; } odl_mse_args_t;
+/* total: elements of the whole tensor when this call is a tile of it (0: len); accumulate: add to *loss_out */
+typedef struct { const odl_t *pred; const odl_t *target; odl_t *dpred; float *loss_out; int len; int total;
+                 int accumulate; } odl_mse_args_t;
 void odl_mse(void *args);
 
 /* ---- optimizers (state in FP32) ----
