@@ -83,6 +83,7 @@ class Call:
     dma_out: list = field(default_factory=list)
     prefetch: bool = False
     origin: int = -1
+    l1_bytes: int = 0           # L1 in use (highest byte) while this tile computes
 
     def buffers(self) -> list[Buffer]:
         """Every buffer the call touches: its pointer fields' and, tiled, the L2 side of its DMA transfers."""

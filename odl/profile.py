@@ -200,7 +200,8 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
         sync = sync_per_call * inv
         L = layers.setdefault(name, {"name": name, "op": op, "macs": 0, "steps": {}, "kernels": {}, "sync": 0,
                                      "cycles": 0, "_imbw": 0.0, "step_detail": {}, "dma_cycles": 0,
-                                     "dma_exposed_cycles": 0})
+                                     "dma_exposed_cycles": 0, "l1_peak_bytes": 0})
+        L["l1_peak_bytes"] = max(L["l1_peak_bytes"], getattr(call, "l1_bytes", 0))
         if dma is not None:
             L["dma_cycles"] += int(dma["per_call_dma"][i])
             L["dma_exposed_cycles"] += int(round(dma["per_call_exposed"][i]))
@@ -213,7 +214,15 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
         L["sync"] += sync
         L["cycles"] += int(crit[i]) + sync
         L["_imbw"] += float(imb[i]) * int(crit[i])
-        sd = L["step_detail"].setdefault(call.step, {"macs": 0, "sync": 0, "calls": 0, "_imbw": 0.0})
+        sd = L["step_detail"].setdefault(call.step, {"macs": 0, "sync": 0, "calls": 0, "_imbw": 0.0, "dma": 0,
+                                                     "dma_exposed": 0})
+        st0 = step_tot.setdefault(call.step, {"cycles": 0, "sync": 0, "macs": 0, "calls": 0, "_imbw": 0.0})
+        if dma is not None:
+            d, e = int(dma["per_call_dma"][i]), int(round(dma["per_call_exposed"][i]))
+            sd["dma"] += d
+            sd["dma_exposed"] += e
+            st0["dma"] = st0.get("dma", 0) + d
+            st0["dma_exposed"] = st0.get("dma_exposed", 0) + e
         sd["macs"] += call.macs
         sd["sync"] += sync
         sd["calls"] += inv
@@ -242,7 +251,7 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
     for s, st in step_tot.items():
         w = st.pop("_imbw")
         st["imbalance"] = w / st["cycles"] if st["cycles"] else 0.0
-        st["total"] = st["cycles"] + st["sync"]
+        st["total"] = st["cycles"] + st["sync"] + st.get("dma_exposed", 0)
     compute = int(crit.sum())
     sync_total = sum(L["sync"] for L in out_layers)
     exposed = int(round(dma["dma_exposed_cycles"])) if dma is not None else 0
@@ -364,8 +373,9 @@ def format_report(rep: dict, top_kernels: int = 8) -> str:
     lines = [f"odl profile {rep['model']}: {rep['target']} (qemu, exact per-core counts), {rep['precision']}, "
              f"{rep['cores']} cores, input {'x'.join(map(str, rep['input_shape']))}; "
              f"sync {rep['sync_per_call']} cycles per parallel call"]
+    hier = rep.get("memory_model") == "hierarchy"
     hdr = (f"{'layer':24s} {'op':10s} {'step':11s} {'calls':>5s} {'MACs':>10s} {'cycles':>10s} {'sync':>7s} "
-           f"{'imbal':>6s} {'MAC/cyc':>7s}  kernels")
+           + (f"{'DMA':>8s} {'exposed':>7s} " if hier else "") + f"{'imbal':>6s} {'MAC/cyc':>7s}  kernels")
     lines.append(hdr)
     lines.append("-" * len(hdr))
     for L in rep["layers"]:
@@ -374,18 +384,21 @@ def format_report(rep: dict, top_kernels: int = 8) -> str:
                 continue
             sd = L["step_detail"][s]
             cyc = L["steps"][s]
-            tot = cyc + sd["sync"]
+            tot = cyc + sd["sync"] + sd.get("dma_exposed", 0)
             mpc = f"{sd['macs'] / tot:7.2f}" if sd["macs"] and tot else f"{'':7s}"
+            dcol = f"{sd.get('dma', 0):8d} {sd.get('dma_exposed', 0):7d} " if hier else ""
             lines.append(f"{L['name'][:24]:24s} {L['op'][:10]:10s} {s:11s} {sd['calls']:5d} {sd['macs']:10d} "
-                         f"{cyc:10d} {sd['sync']:7d} {100 * sd['imbalance']:5.1f}% {mpc}  "
+                         f"{cyc:10d} {sd['sync']:7d} {dcol}{100 * sd['imbalance']:5.1f}% {mpc}  "
                          f"{','.join(k.removeprefix('odl_') for k in L['kernels'][s])}")
     lines.append("-" * len(hdr))
     for s, st in rep["step_totals"].items():
         mpc = f"{st['macs'] / st['total']:7.2f}" if st["macs"] and st["total"] else f"{'':7s}"
+        dcol = f"{st.get('dma', 0):8d} {st.get('dma_exposed', 0):7d} " if hier else ""
         lines.append(f"{'total ' + s:24s} {'':10s} {'':11s} {st['calls']:5d} {st['macs']:10d} {st['cycles']:10d} "
-                     f"{st['sync']:7d} {100 * st['imbalance']:5.1f}% {mpc}")
+                     f"{st['sync']:7d} {dcol}{100 * st['imbalance']:5.1f}% {mpc}")
+    dcol = f"{rep.get('dma_cycles', 0):8d} {rep.get('dma_exposed_cycles', 0):7d} " if hier else ""
     lines.append(f"{'TOTAL':24s} {'':10s} {'':11s} {sum(s['calls'] for s in rep['step_totals'].values()):5d} "
-                 f"{rep['macs']:10d} {rep['compute_cycles']:10d} {rep['sync_cycles']:7d} "
+                 f"{rep['macs']:10d} {rep['compute_cycles']:10d} {rep['sync_cycles']:7d} {dcol}"
                  f"{100 * rep['imbalance']:5.1f}% {rep['mac_per_cycle']:7.2f}")
     lines.append("top kernels: " + ", ".join(
         f"{k['kernel'].removeprefix('odl_')} {100 * k['share']:.1f}%" for k in rep["kernels_summary"][:top_kernels]))
@@ -393,8 +406,9 @@ def format_report(rep: dict, top_kernels: int = 8) -> str:
         lines.append(f"memory hierarchy: L1 peak {rep['l1_peak_bytes']} B, L2 arena {rep['l2_bytes']} B; DMA busy "
                      f"{rep['dma_cycles']} cycles, exposed (cores waiting) {rep['dma_exposed_cycles']} cycles = "
                      f"{100 * rep['dma_exposed_cycles'] / max(1, rep['cycles']):.1f}% of the step")
-        lines.append("exposed DMA per layer: " + ", ".join(
-            f"{L['name']} {L['dma_exposed_cycles']}" for L in sorted(rep["layers"], key=lambda L: -L["dma_exposed_cycles"])[:6]))
+        lines.append("most exposed DMA: " + ", ".join(
+            f"{L['name']} {L['dma_exposed_cycles']}" for L in sorted(rep["layers"], key=lambda L: -L["dma_exposed_cycles"])[:6])
+            + "; L1 peak per layer: " + ", ".join(f"{L['name']} {L['l1_peak_bytes']}" for L in rep["layers"][:4]) + ", ...")
     else:
         lines.append("memory: flat (one memory every core reads in one cycle; no data movement counted)")
     lines.append(f"step: {rep['cycles']} cycles (critical path {rep['compute_cycles']} + sync {rep['sync_cycles']}"

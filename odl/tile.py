@@ -592,6 +592,8 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
         for t in range(lo, hi + 1):
             alive.setdefault(t, []).append((cand, size))
     peak = max((o + s for o, s, *_ in placed), default=0)
+    for t, c in enumerate(calls):       # L1 bytes in use (highest end) while tile t computes
+        c.l1_bytes = max((o + s for o, s in alive.get(t, ())), default=0)
     if peak > l1cap:
         raise _NoFit(f"--memory hierarchy: the tiles need {peak} B of L1 at once (double-buffered), over the "
                      f"{l1cap} B left after the stacks")
