@@ -40,6 +40,32 @@ class MemoryReport:
         return "\n".join(lines)
 
 
+def first_fit(items: list, fixed: list = ()) -> list:
+    """Place buffers by lifetime: items (buffer, size, first, last) largest first, each at the lowest offset that
+    overlaps no buffer alive at the same time (the fixed ones (offset, size, first, last, buffer) included); sets
+    each buffer's offset. Returns the placed (offset, size, first, last, buffer). Shared by the L2 arena (lifetimes
+    in calls) and the L1 tiles (lifetimes in tiles, odl/tile.py)."""
+    alive: dict[int, list] = {}
+
+    def mark(o, s, lo, hi):
+        for t in range(lo, hi + 1):
+            alive.setdefault(t, []).append((o, s))
+    for o, s, lo, hi, _ in fixed:
+        mark(o, s, lo, hi)
+    placed = []
+    for b, size, lo, hi in sorted(items, key=lambda it: -it[1]):
+        clashes = sorted({os_ for t in range(lo, hi + 1) for os_ in alive.get(t, ())})
+        cand = 0
+        for o, s in clashes:
+            if cand + size <= o:
+                break
+            cand = max(cand, o + s)
+        b.offset = cand
+        placed.append((cand, size, lo, hi, b))
+        mark(cand, size, lo, hi)
+    return placed
+
+
 def _hierarchy_text(prog: Program) -> str:
     h = prog.memory
     if h is None:
@@ -89,18 +115,8 @@ def plan(prog: Program, budget_bytes: int | None = None) -> MemoryReport:
         b.offset = off
         off = _align(off + b.nbytes(eb))
     placed = [(b.offset, _align(b.nbytes(eb)), 0, ncalls, b) for b in prog.preload]
-    rest = sorted((b for b in used if id(b) not in preload_ids), key=lambda b: -b.nbytes(eb))
-    for b in rest:
-        size = _align(max(b.nbytes(eb), 1))
-        lo, hi = life(b)
-        clashes = sorted((o, s) for o, s, l0, l1, _ in placed if not (l1 < lo or hi < l0))
-        cand = 0
-        for o, s in clashes:
-            if cand + size <= o:
-                break
-            cand = max(cand, o + s)
-        b.offset = cand
-        placed.append((cand, size, lo, hi, b))
+    rest = [b for b in used if id(b) not in preload_ids]
+    placed += first_fit([(b, _align(max(b.nbytes(eb), 1)), *life(b)) for b in rest], placed)
 
     arena = max((o + s for o, s, *_ in placed), default=0)
     naive = sum(s for _, s, *_ in placed)

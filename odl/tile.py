@@ -577,20 +577,12 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
             continue
         b.prefetch = True
     # L1 placement: first fit by lifetime (in tiles), largest first
-    placed = []
-    alive: dict[int, list] = {}         # tile index -> (offset, size) of the buffers placed alive then
-    for lb, lo, hi in sorted(spans, key=lambda s: -s[0].nbytes(eb)):
-        size = _align(max(lb.nbytes(eb), 1))
-        clashes = sorted({os_ for t in range(lo, hi + 1) for os_ in alive.get(t, ())})
-        cand = 0
-        for o, s in clashes:
-            if cand + size <= o:
-                break
-            cand = max(cand, o + s)
-        lb.offset = cand
-        placed.append((cand, size, lo, hi, lb))
+    from .planner import first_fit
+    placed = first_fit([(lb, _align(max(lb.nbytes(eb), 1)), lo, hi) for lb, lo, hi in spans])
+    alive: dict[int, list] = {}
+    for o, s, lo, hi, _ in placed:
         for t in range(lo, hi + 1):
-            alive.setdefault(t, []).append((cand, size))
+            alive.setdefault(t, []).append((o, s))
     peak = max((o + s for o, s, *_ in placed), default=0)
     for t, c in enumerate(calls):       # L1 bytes in use (highest end) while tile t computes
         c.l1_bytes = max((o + s for o, s in alive.get(t, ())), default=0)
