@@ -38,6 +38,7 @@ from .memory import Hierarchy
 from .resources import resource_dir
 
 ALIGN = 16
+CHAN_STRETCH = 1.5      # a channel-split tile may exceed the tile budget by this factor to give every core a channel
 ELEM = {"f32": 4, "i32": 4, "u8": 1}
 
 
@@ -272,6 +273,13 @@ def _chan_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
     per_c = sum(lay[p] * (n if p in batched else 1) * _esize(v.buf, eb) for p, v in ptrs.items()
                 if id(v.buf) not in resident)
     cmax = max(1, (budget - ALIGN * len(ptrs)) // max(1, per_c))
+    want = min(c, cores)
+    if cmax < want and want * per_c + ALIGN * len(ptrs) <= budget * CHAN_STRETCH:
+        # these kernels give each core whole channels: a tile of fewer channels than cores leaves cores idle, so
+        # it may take more L1 than the budget (the placement of all tiles still has to fit, or tile() retries)
+        cmax = want
+    elif cmax > cores:
+        cmax -= cmax % cores
     out = []
     for c0, c1 in _split(c, -(-c // cmax)):
         g = dict(f, c=c1 - c0)
@@ -459,9 +467,11 @@ def tile(prog: Program, hier: Hierarchy, cores: int) -> Program:
     errors = []
     # staged bytes per tile: tile t's inputs arrive during t-1 and its results leave during t+1, so up to three
     # tiles' buffers are alive at once; try budgets from a half of the free L1 down until the placement fits
-    for share in (0.5, 0.4, 1 / 3, 0.28, 0.25, 0.2, 0.15):
+    for share in (0.5, 0.45, 0.4, 1 / 3, 0.28, 0.25, 0.2, 0.15):
         try:
             calls, l1bufs, peak = _tile_all(prog, flat, hier, cores, resident, int((l1 - res_max) * share))
+            if os.environ.get("ODL_TILE_DEBUG"):
+                print(f"tile budget share {share:.2f}: fits, L1 peak {peak} B")
             break
         except _NoFit as e:
             errors.append(str(e))

@@ -132,9 +132,11 @@ class Conv2d:
         wo = geom["wo"]
         pw = self.pointwise(node)
         chunks, rows = ([(0, geom["ho"], geom)], geom["ho"]) if pw else self.chunks(node, L, k, geom)
-        col = None if pw else L.scratch(node.name + "_col", k * rows * wo)
 
         def emit(form):
+            # scratch of its own per variant (odl tune emits every variant): it stays inside one per-sample loop,
+            # which lets the memory hierarchy keep it in L1
+            col = None if pw else L.scratch(node.name + "_col", k * rows * wo)
             # nn: Y = W.col with W [cout, K]; tn: the same product from W^T [K, cout] (transposed once per step),
             # whose rows feed the matmul's scalar loads with immediate offsets
             wt = None
@@ -171,10 +173,9 @@ class Conv2d:
         pw = self.pointwise(node)
         chunks, rows = ([(0, geom["ho"], geom)], geom["ho"]) if pw else self.chunks(node, L, k, geom)
         if dw is not None:
-            col = None if pw else L.scratch(node.name + "_col_wg", k * rows * wo)
-            dyt = L.scratch(node.name + "_dyt", og * rows * wo)
-
             def emit_wg(how):
+                col = None if pw else L.scratch(node.name + "_col_wg", k * rows * wo)
+                dyt = L.scratch(node.name + "_dyt", og * rows * wo) if how == "outer" else None
                 with L.per_sample(n):
                     for gi in range(g):
                         xg = Ptr(L.value(x), xs, gi * cg)
