@@ -94,6 +94,23 @@ def call_blocks(indexed_calls, precision: str = "fp32") -> list[dict]:
     return blocks
 
 
+SEGMENT_CALLS = 16
+
+
+def segments(blocks: list[dict], max_calls: int = SEGMENT_CALLS) -> list[list[dict]]:
+    """Blocks grouped into runs of at most max_calls calls (a per-sample loop block is never split), each rendered
+    as a function of its own so that no generated function has a large stack frame."""
+    out, n = [], 0
+    for b in blocks:
+        k = len(b["calls"])
+        if not out or n + k > max_calls:
+            out.append([])
+            n = 0
+        out[-1].append(b)
+        n += k
+    return out
+
+
 def render(prog: Program, model_name: str, cores: int, out_dir: Path) -> list[Path]:
     """Write model.c and odl_model.h into out_dir; returns the C sources."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +123,8 @@ def render(prog: Program, model_name: str, cores: int, out_dir: Path) -> list[Pa
                macs_forward=prog.macs_forward, macs_backward=prog.macs_backward, loss_macro=prog.loss.macro,
                profile_macro=prog.profile.macro if prog.profile else None, max_cores=MAX_CORES,
                l1_buffers=sorted(l1, key=lambda b: b.offset), l1_bytes=prog.l1_peak_bytes,
-               memory="hierarchy" if prog.memory is not None else "flat")
+               memory="hierarchy" if prog.memory is not None else "flat", segments=segments(blocks),
+               segment_calls=SEGMENT_CALLS)
     env = _env()
     (out_dir / "model.c").write_text(env.get_template("model.c.j2").render(**ctx))
     (out_dir / "odl_model.h").write_text(env.get_template("odl_model.h.j2").render(**ctx))

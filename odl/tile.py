@@ -444,6 +444,11 @@ def _merge(fields: dict, idx: int, call: Call) -> dict[int, tuple]:
     return out
 
 
+def _treg(t: Transfer) -> tuple:
+    """A transfer's L2 side as a region tuple for _overlap."""
+    return (t.l2, t.l2_elem, t.rows, t.row_elems, t.l2_stride, t.per_sample)
+
+
 def _overlap(a: tuple, b: tuple) -> bool:
     """Do two L2 regions (buf, start, rows, row_len, stride, per_sample, mode) share bytes? (per-sample offsets:
     same loop iteration, so they cancel.)"""
@@ -502,6 +507,8 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
     l1bufs: list[Buffer] = []
     spans: list[list] = []              # [buffer, first tile, last tile]
     tiles_regions: list[dict] = []
+    tiles_l1: list[dict] = []           # per tile: buffer id -> its L1 buffer
+    span_of: dict[int, list] = {}       # id(L1 buffer) -> its span entry
     res_span: dict[int, list] = {}
     for ci, call in enumerate(flat):
         tiler = _tiler(call.kernel)
@@ -541,6 +548,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                 lo = idx - 1 if mode != "w" else idx
                 hi = idx + 1 if mode != "r" else idx
                 spans.append([lb, lo, hi])
+                span_of[id(lb)] = spans[-1]
                 l1of[bid] = (lb, start)
                 # contiguous rows move as one 1-D transfer
                 shape = (1, rows * row_len, rows * row_len) if (rows == 1 or stride == row_len) else \
@@ -573,6 +581,11 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
             calls.append(dataclasses.replace(call, fields=fields, macs=macs, dma_in=dma_in, dma_out=dma_out,
                                              prefetch=False, origin=ci))
             tiles_regions.append(regs)
+            tiles_l1.append({bid: lb for bid, (lb, _) in l1of.items()})
+    if not os.environ.get("ODL_TILE_NO_FORWARD"):
+        spans = _forward(calls, tiles_regions, tiles_l1, spans, span_of, resident)
+    kept = {id(sp[0]) for sp in spans}
+    l1bufs = [b for b in l1bufs if b.role == "l1_resident" or id(b) in kept]
     spans += list(res_span.values())
     # prefetch: the next tile's inputs are fetched during this tile's compute when both run in the same block (same
     # per-sample loop body, or both outside loops) and it reads nothing this tile writes back
@@ -581,9 +594,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
         same = (a.loop == 0 and b.loop == 0) or (a.loop and b.loop and a.group == b.group)
         if not same or not b.dma_in:
             continue
-        outs = [r for bid, r in tiles_regions[t - 1].items() if r[6] != "r" and bid not in resident]
-        ins = [r for bid, r in tiles_regions[t].items() if r[6] != "w" and bid not in resident]
-        if any(_overlap(o, i) for o in outs for i in ins):
+        if any(_overlap(_treg(o), _treg(i)) for o in a.dma_out for i in b.dma_in):
             continue
         b.prefetch = True
     # L1 placement: first fit by lifetime (in tiles), largest first
@@ -600,6 +611,46 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
         raise _NoFit(f"--memory hierarchy: the tiles need {peak} B of L1 at once (double-buffered), over the "
                      f"{l1cap} B left after the stacks")
     return calls, l1bufs, peak
+
+
+def _forward(calls, regions, l1s, spans, span_of, resident) -> list:
+    """Results that the next tile to touch their buffer reads back whole (a weight gradient accumulated over im2col
+    chunks, an in-place op on the same tile) stay in L1: the write-back and the fetch are dropped and the reader uses
+    the writer's L1 buffer, whose life is extended. Only within one block (same per-sample loop body, or outside
+    loops) and only when no tile in between touches that buffer. Returns the spans still in use."""
+    last_touch: dict[int, int] = {}         # buffer id -> last tile that touched it
+    pending: dict[int, tuple] = {}          # buffer id -> (tile, region key, L1 buffer) of an unwritten-back result
+    dropped = set()
+
+    def block(c):
+        return (c.group if c.loop else -1)
+    for t, regs in enumerate(regions):
+        c = calls[t]
+        for bid, r in regs.items():
+            if bid in resident:
+                continue
+            key, mode = r[1:6], r[6]
+            p = pending.get(bid)
+            if (p is not None and p[1] == key and last_touch.get(bid) == p[0] and mode in ("r", "rw")
+                    and block(calls[p[0]]) == block(c)):
+                t0, _, lb0 = p
+                lb = l1s[t][bid]
+                if mode == "rw":        # the reader writes it back; a read-only reader leaves that to the writer
+                    calls[t0].dma_out = [x for x in calls[t0].dma_out if x.l1 is not lb0]
+                c.dma_in = [x for x in c.dma_in if x.l1 is not lb]
+                c.dma_out = [x if x.l1 is not lb else dataclasses.replace(x, l1=lb0) for x in c.dma_out]
+                c.fields = {k: (Ptr(lb0, v.per_sample, v.elem) if isinstance(v, Ptr) and v.buf is lb else v)
+                            for k, v in c.fields.items()}
+                l1s[t][bid] = lb0
+                sp = span_of[id(lb0)]
+                sp[2] = max(sp[2], t + 1 if mode == "rw" else t)
+                dropped.add(id(lb))
+            if mode != "r":
+                pending[bid] = (t, key, l1s[t][bid])
+            elif bid in pending and pending[bid][1] != key:
+                pending.pop(bid)
+            last_touch[bid] = t
+    return [sp for sp in spans if id(sp[0]) not in dropped]
 
 
 def _orig_ld(call: Call, ld: str) -> int:

@@ -102,11 +102,11 @@ class DeviceProgram:
     extra: list = field(default_factory=list)   # shared buffers the program references beyond its own (masters)
 
     def ctx(self) -> dict:
-        from .codegen import call_blocks
+        from .codegen import call_blocks, segments
         calls = self.prog.calls
 
         def blocks(ic):
-            return call_blocks(ic, self.prog.precision)
+            return segments(call_blocks(ic, self.prog.precision))
         idx = list(enumerate(calls))
         p = self.prog
         eb = p.elem_bytes

@@ -60,7 +60,32 @@ def test_hierarchy_l2_arena_is_smaller_than_flat():
     flat = lower(prep.graph, "fp16", TrainConfig())
     plan(flat)
     assert prog.arena_bytes < flat.arena_bytes
-    assert not any(b.name.endswith("_col") and b.space == "l2" for b in prog.buffers)
+    used = {id(b) for c in prog.calls for b in c.buffers()}
+    cols = [b for b in prog.buffers if "_col" in b.name and id(b) in used]
+    assert cols and all(b.space == "l1" for b in cols)
+
+
+@pytest.mark.parametrize("model,precision", [("resnet8", "fp32"), ("dscnn", "fp16")])
+def test_l1_buffers_alive_together_never_overlap(model, precision):
+    """Every L1 buffer a tile uses (its fields; its fetches from the previous tile on when prefetched; its write-backs
+    until the next tile ends) is placed apart from every other buffer in use at the same time."""
+    prep, prog = _tiled(model, precision)
+    eb = prog.elem_bytes
+    need = {}
+    for t, c in enumerate(prog.calls):
+        for v in c.fields.values():
+            if isinstance(v, Ptr):
+                need.setdefault(id(v.buf), (v.buf, set()))[1].add(t)
+        for x in c.dma_in:
+            need.setdefault(id(x.l1), (x.l1, set()))[1].update({t - 1, t} if c.prefetch else {t})
+        for x in c.dma_out:
+            need.setdefault(id(x.l1), (x.l1, set()))[1].update({t, t + 1})
+    bufs = [(b, min(ts), max(ts)) for b, ts in need.values()]
+    for i, (a, alo, ahi) in enumerate(bufs):
+        for b, blo, bhi in bufs[i + 1:]:
+            if ahi < blo or bhi < alo:
+                continue
+            assert a.offset + a.nbytes(eb) <= b.offset or b.offset + b.nbytes(eb) <= a.offset, (a.name, b.name)
 
 
 def test_refuses_a_call_it_cannot_cut_naming_it():
