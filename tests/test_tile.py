@@ -161,3 +161,36 @@ def test_l1_check_stops_a_kernel_pointer_outside_l1(tmp_path):
         with open_runner(TARGET, elf, prog, prep, 2, tmp_path / "run", None, 115200, "fast", None) as r:
             r.link.step(1)
     assert f"[{victim}] odl_relu_fwd" in str(e.value) and "outside L1" in str(e.value)
+
+
+OVERFLOW_C = r"""
+#include <stdint.h>
+#include "platform.h"
+unsigned char odl_arena[1024] __attribute__((section(".odl_arena"), aligned(64)));
+const uint32_t odl_arena_bytes = 1024u;
+const uint32_t odl_model_num_calls = 0u;
+static int depth(int n) {
+  volatile char pad[64];
+  for (int i = 0; i < 64; i++) pad[i] = (char)n;
+  return n ? depth(n - 1) + pad[n % 64] : 0;
+}
+float odl_model_step(void) {
+  odl_stack_guard_check();
+  float r = (float)depth(40);           /* 40 frames of > 64 B: past the 2 KiB stack of hart 0 */
+  odl_stack_guard_check();
+  return r;
+}
+"""
+
+
+@pytest.mark.qemu
+def test_stack_guard_names_the_hart_whose_stack_overflowed(tmp_path):
+    from odl.runners.qemu import QemuRunner
+    from odl.toolchain import build_firmware
+    src = tmp_path / "overflow.c"
+    src.write_text(OVERFLOW_C)
+    elf = build_firmware(TARGET, "fp32", 2, [src], [], tmp_path / "build", kernels=False, name="overflow")
+    with pytest.raises(Exception) as e:
+        with QemuRunner(TARGET, elf, 2, tmp_path / "run", timeout=60.0) as r:
+            r.link.step(1)
+    assert "stack overflow" in str(e.value) and "hart=00000000" in str(e.value)

@@ -1,5 +1,6 @@
 /* rv32-cluster platform: exit device, counters, semihosting, trap report. */
 #include "platform.h"
+#define ODL_MAX_HARTS_GUARD 8u   /* link.ld ODL_MAX_HARTS */
 
 #define TEST_DEVICE 0x00100000u
 #define TEST_PASS   0x5555u
@@ -85,4 +86,30 @@ void odl_trap_handler(uint32_t mcause, uint32_t mepc, uint32_t mtval) {
   puthex(mtval);
   uart_puts("\n");
   odl_exit(0x7f);
+}
+
+/* Stack guard: the per-hart stacks are small (2 KiB each, in L1; link.ld). The lowest words of every hart's stack
+ * hold a pattern written before the first step; odl_stack_guard_check() (after every step) stops the run with a
+ * report naming the hart whose stack reached them. */
+extern unsigned char __stack_bottom[], __stack_top[];
+#define GUARD_WORDS 64
+#define GUARD_PATTERN 0x57ac6a2du
+static int guard_set;
+
+void odl_stack_guard_check(void) {
+  uint32_t per = (uint32_t)(__stack_top - __stack_bottom) / ODL_MAX_HARTS_GUARD;
+  for (uint32_t h = 0; h < ODL_MAX_HARTS_GUARD; h++) {
+    volatile uint32_t *g = (volatile uint32_t *)(__stack_top - (h + 1) * per);
+    for (int i = 0; i < GUARD_WORDS; i++) {
+      if (!guard_set) {
+        g[i] = GUARD_PATTERN;
+      } else if (g[i] != GUARD_PATTERN) {
+        uart_puts("\n*** odl stack overflow (fatal): hart=");
+        puthex(h);
+        uart_puts(" reached the bottom of its stack\n");
+        odl_exit(0x7d);
+      }
+    }
+  }
+  guard_set = 1;
 }

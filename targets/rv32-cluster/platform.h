@@ -25,6 +25,10 @@ int odl_semihost_write(int fd, const void *buf, uint32_t n); /* returns bytes NO
 int odl_semihost_close(int fd);
 #define ODL_SH_MODE_WB 5
 
+/* Per-hart stack guard: the first call arms it, every later call stops the run (report + exit) if a hart's stack
+ * reached its last words. The generated step calls it after every step. */
+void odl_stack_guard_check(void);
+
 /* Called by the trap vector; prints the cause and exits with failure. */
 void odl_trap_handler(uint32_t mcause, uint32_t mepc, uint32_t mtval) __attribute__((noreturn));
 #endif
