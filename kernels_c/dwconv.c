@@ -59,6 +59,16 @@ ODL_INLINE taps3_t zero3(void) {
 /* ---------------- forward-type correlation, 3x3 stride 1 ---------------- */
 typedef struct { odl_t k[9]; } k9_t;
 
+/* Makes the weights look loop-variant (no instruction): otherwise clang hoists their FP16->FP32 extension out of
+ * the row loop as FP32 vectors, and then widens every tap (vfwcvt) for FP32 vfmacc.vv instead of one vfwmacc.vf. */
+ODL_INLINE void k9_opaque(k9_t *k) {
+#if ODL_LANES == 2 && defined(__riscv)
+  for (int t = 0; t < 9; t++) __asm__("" : "+f"(k->k[t]));
+#else
+  (void)k;
+#endif
+}
+
 ODL_INLINE odl_wvec_t row_fma(odl_wvec_t s, taps3_t a, odl_t k0, odl_t k1, odl_t k2, const int m0, const int m1,
                               const int m2) {
   if (m0 != TZ) s = odl_wfma(s, a.t0, odl_vsplat(k0));
@@ -69,7 +79,9 @@ ODL_INLINE odl_wvec_t row_fma(odl_wvec_t s, taps3_t a, odl_t k0, odl_t k1, odl_t
 
 ODL_INLINE void out3(odl_t *yp, taps3_t a, taps3_t b, taps3_t c, k9_t k, const int m0, const int m1,
                      const int m2, const int junk, const int acc) {
-  odl_wvec_t s = odl_wzero();
+  /* without accumulation the centre tap's widening multiply starts the sum (no zeroed register) */
+  const int first = !acc && m1 != TZ;
+  odl_wvec_t s = first ? odl_wmul(b.t1, odl_vsplat(k.k[4])) : odl_wzero();
   if (acc) {
 #if ODL_LANES == 2
     s = odl_widen(junk ? (odl_vec_t){yp[0], 0} : odl_vload(yp));
@@ -78,7 +90,7 @@ ODL_INLINE void out3(odl_t *yp, taps3_t a, taps3_t b, taps3_t c, k9_t k, const i
 #endif
   }
   s = row_fma(s, a, k.k[0], k.k[1], k.k[2], m0, m1, m2);
-  s = row_fma(s, b, k.k[3], k.k[4], k.k[5], m0, m1, m2);
+  s = row_fma(s, b, k.k[3], k.k[4], k.k[5], m0, first ? TZ : m1, m2);
   s = row_fma(s, c, k.k[6], k.k[7], k.k[8], m0, m1, m2);
   odl_vec_t v = odl_narrow(s);
 #if ODL_LANES == 2
@@ -102,6 +114,7 @@ ODL_INLINE void corr3_col(const odl_t *x, odl_t *y, int ldy, const odl_t *kp, in
   if (mid > oh0) {
     const odl_t *rp = x + (size_t)(oh0 - pt + 2) * w;
     for (; oh + 3 <= mid; oh += 3) {
+      k9_opaque(&k);
       C = load3(rp, o, w, m0, m1, m2);
       out3(yp, A, B, C, k, m0, m1, m2, junk, acc);
       A = load3(rp + w, o, w, m0, m1, m2);
@@ -112,6 +125,7 @@ ODL_INLINE void corr3_col(const odl_t *x, odl_t *y, int ldy, const odl_t *kp, in
       yp += 3 * ldy;
     }
     for (; oh < mid; oh++) {
+      k9_opaque(&k);
       C = load3(rp, o, w, m0, m1, m2);
       out3(yp, A, B, C, k, m0, m1, m2, junk, acc);
       A = B;
@@ -121,6 +135,7 @@ ODL_INLINE void corr3_col(const odl_t *x, odl_t *y, int ldy, const odl_t *kp, in
     }
   }
   for (; oh < oh1; oh++) {
+    k9_opaque(&k);
     out3(yp, A, B, zero3(), k, m0, m1, m2, junk, acc);
     A = B;
     B = zero3();
