@@ -249,19 +249,17 @@ void odl_dwconv_igrad(void *args) {
     int ch = u / h, ih = u - ch * h;
     const odl_t *dy = p->dy + (size_t)ch * ho * wo, *k = p->w + (size_t)ch * kh * kw;
     odl_t *dx = p->dx + (size_t)u * w;
+    /* the taps reaching dx[ih][iw]: i = ih + pt - oh * sh (every sh-th filter row from i0, oh falling by one),
+     * likewise j = iw + pl - ow * sw; no per-tap divisibility tests */
+    int t0 = ih + p->pt, i0 = ((t0 % sh) + sh) % sh, oh0 = (t0 - i0) / sh;
     for (int iw = 0; iw < w; iw++) {
       float s = p->accumulate ? (float)dx[iw] : 0.0f;
-      for (int i = 0; i < kh; i++) {
-        int t = ih + p->pt - i; /* = oh * sh */
-        if (t < 0 || t % sh) continue;
-        int oh = t / sh;
+      int q0 = iw + p->pl, j0 = ((q0 % sw) + sw) % sw, ow0 = (q0 - j0) / sw;
+      for (int i = i0, oh = oh0; i < kh && oh >= 0; i += sh, oh--) {
         if (oh >= ho) continue;
-        for (int j = 0; j < kw; j++) {
-          int q = iw + p->pl - j;
-          if (q < 0 || q % sw) continue;
-          int ow = q / sw;
-          if (ow < wo) s += (float)k[i * kw + j] * (float)dy[oh * wo + ow];
-        }
+        const odl_t *kr = k + i * kw, *dr = dy + (size_t)oh * wo;
+        for (int j = j0, ow = ow0; j < kw && ow >= 0; j += sw, ow--)
+          if (ow < wo) s += (float)kr[j] * (float)dr[ow];
       }
       dx[iw] = (odl_t)s;
     }
