@@ -79,9 +79,7 @@ ODL_INLINE odl_wvec_t row_fma(odl_wvec_t s, taps3_t a, odl_t k0, odl_t k1, odl_t
 
 ODL_INLINE void out3(odl_t *yp, taps3_t a, taps3_t b, taps3_t c, k9_t k, const int m0, const int m1,
                      const int m2, const int junk, const int acc) {
-  /* without accumulation the centre tap's widening multiply starts the sum (no zeroed register) */
-  const int first = !acc && m1 != TZ;
-  odl_wvec_t s = first ? odl_wmul(b.t1, odl_vsplat(k.k[4])) : odl_wzero();
+  odl_wvec_t s = odl_wzero();
   if (acc) {
 #if ODL_LANES == 2
     s = odl_widen(junk ? (odl_vec_t){yp[0], 0} : odl_vload(yp));
@@ -90,7 +88,7 @@ ODL_INLINE void out3(odl_t *yp, taps3_t a, taps3_t b, taps3_t c, k9_t k, const i
 #endif
   }
   s = row_fma(s, a, k.k[0], k.k[1], k.k[2], m0, m1, m2);
-  s = row_fma(s, b, k.k[3], k.k[4], k.k[5], m0, first ? TZ : m1, m2);
+  s = row_fma(s, b, k.k[3], k.k[4], k.k[5], m0, m1, m2);
   s = row_fma(s, c, k.k[6], k.k[7], k.k[8], m0, m1, m2);
   odl_vec_t v = odl_narrow(s);
 #if ODL_LANES == 2
@@ -303,7 +301,9 @@ ODL_INLINE void wg_col(acc9_t *acc, const odl_t *x, const odl_t *dy, int wo, int
   int oh = 0;
   const odl_t *dp = dy;
   const odl_t *rp = x + (size_t)(2 - pt) * w;
-  acc9_t hs = *acc; /* a private copy: stays in registers across the rows */
+  acc9_t hs; /* fresh per column, added into the total at the end (a blocked sum: ~sqrt(ho) + sqrt(wo) roundings
+              * instead of ~sqrt(ho * wo), which matters in FP32) */
+  for (int t = 0; t < 9; t++) hs.a[t] = odl_wzero();
   for (; oh + 3 <= mid; oh += 3) {
     C = load3(rp, o, w, m0, m1, m2);
     wg_out(&hs, dp, A, B, C, m0, m1, m2, junk);
@@ -328,7 +328,7 @@ ODL_INLINE void wg_col(acc9_t *acc, const odl_t *x, const odl_t *dy, int wo, int
     B = zero3();
     dp += wo;
   }
-  *acc = hs;
+  for (int t = 0; t < 9; t++) acc->a[t] += hs.a[t];
 }
 
 void odl_dwconv_wgrad(void *args) {
