@@ -3,8 +3,8 @@
  * Fast path: 3x3, stride 1, top padding <= 2, input width >= 2 (DS-CNN, MobileNet). Vectors run along the output
  * width: a "column" is ODL_LANES adjacent outputs (a pair in FP16, one output in FP32). For one column the
  * kernel walks down the rows keeping the three input rows' tap vectors in registers (rolling window, loop
- * unrolled by 3 so the rotation costs no moves): per output row 3 loads, 9 multiply-adds (vfmacc.vf with the
- * weights in scalar registers) and a store. A tap vector x[o], x[o+1] (o = ow + j - pl) is either a plain load
+ * unrolled by 3 so the rotation costs no moves): per output row 3 loads, 9 multiply-adds (vfwmacc.vf with the
+ * weights in scalar registers), a narrowing and a store. A tap vector x[o], x[o+1] (o = ow + j - pl) is either a plain load
  * (F), or at the image edge a load plus one slide with a zero: (0, x[0]) (LZ) or (x[w-1], 0) (HZ), or zero (Z,
  * skipped). The tap modes of a column do not change down the rows, so each column runs an instance specialised
  * for its modes; columns with other mode patterns fall back to per-output scalar code. An odd last output
@@ -15,7 +15,8 @@
  * instruction per 2 MACs, no vtype switch) and each output is rounded to FP16 once, as PyTorch's FP16 does: a
  * 9-tap sum rounded at every tap (and a weight gradient summed in FP16 blocks) put 1.3-1.5x PyTorch's own error
  * on every activation of MobileNet-VWW, which its batch-1 batch norms on 3x3 maps amplify in the gradients.
- * Anything else (other kernel sizes, strides) takes direct scalar loops.
+ * Anything else (other kernel sizes, strides) takes direct scalar loops summing in FP32; the strided input
+ * gradient visits only the taps that reach each input.
  *
  * Splits: forward over (channel, output row), input gradient over (channel, input row): a core's range is cut
  * into per-channel row runs; weight gradient over channels. Outputs never overlap between cores. */
