@@ -61,19 +61,20 @@ ODL_INLINE float chan_sq(const odl_t *x, odl_t mh, int n, int c, int hw) {
   return odl_whsum(total) + tail;
 }
 
-/* y = (x - mean) * a + b over the channel's N planes (or one plane with n = 1), as (x - mh) * a + b' with mh the
- * mean rounded to odl_t and b' = b + (mh - mean) * a: the centring is exact near the mean, so nothing cancels at the
- * scale of the mean (x * a + (b - mean * a) loses |mean| / std ulps of y: 3-5x PyTorch's own FP32 error on deep
- * batch-1 nets such as MobileNet-VWW). One vector subtract per vector more than the folded form. */
+/* y = (x - mean) * a + b over the channel's N planes (or one plane with n = 1), in FP32 lanes (widened loads, one
+ * rounding at the store, as PyTorch's FP16 batch norm): centring at the exact mean cancels nothing at the scale of
+ * the mean (x * a + (b - mean * a) loses |mean| / std ulps of y: 3-5x PyTorch's own FP32 error on deep batch-1
+ * nets such as MobileNet-VWW), and FP16 arithmetic with a and b rounded to FP16 would put a systematic per-channel
+ * scale and shift error on every output (1.26x PyTorch's FP16 error after one batch norm). FP16 cost: a widening,
+ * an FP32 subtract and multiply-add, a narrowing, two vtype switches per vector (bn_fwd +18% on MobileNet-VWW). */
 ODL_INLINE void chan_affine(const odl_t *x, odl_t *y, float mean, float a, float b, int n, int c, int hw) {
-  odl_t mh = (odl_t)mean, ah = (odl_t)a, bh = (odl_t)(b + ((float)mh - mean) * a);
-  odl_vec_t mv = odl_vsplat(mh), av = odl_vsplat(ah), bv = odl_vsplat(bh);
+  odl_wvec_t mv = odl_wsplat(mean), av = odl_wsplat(a), bv = odl_wsplat(b);
   for (int s = 0; s < n; s++) {
     const odl_t *p = x + (size_t)s * c * hw;
     odl_t *q = y + (size_t)s * c * hw;
     int i = 0;
-    for (; i + ODL_LANES <= hw; i += ODL_LANES) odl_vstore(q + i, odl_vfma(bv, odl_vload(p + i) - mv, av));
-    for (; i < hw; i++) q[i] = (odl_t)(p[i] - mh) * ah + bh;
+    for (; i + ODL_LANES <= hw; i += ODL_LANES) odl_vstore(q + i, odl_narrow((odl_widen(odl_vload(p + i)) - mv) * av + bv));
+    for (; i < hw; i++) q[i] = (odl_t)(((float)p[i] - mean) * a + b);
   }
 }
 

@@ -368,3 +368,42 @@ def test_sgd_proximal_term(lib, cores):
                 check(lib, w, wt.detach().numpy(), f"sgd prox m={mom} wd={wd}", tol=tol)
                 with torch.no_grad():
                     wt.copy_(f64(w))
+
+
+def _rounding_ratio(dev, ref):
+    """The device's error against FP64 over the error of rounding the FP64 result to FP16 (1.0: one rounding per
+    output, as PyTorch's FP16 kernels; a sum rounded at every term is ~1.3-2)."""
+    ref = np.asarray(ref, np.float64)
+    return rel_l2(dev, ref) / rel_l2(ref.astype(np.float16), ref)
+
+
+@pytest.mark.parametrize("cores", [1, 8])
+def test_fp16_one_rounding_per_output(cores):
+    """FP16 depthwise conv (fast 3x3 path, strided and generic fallbacks; forward, input and weight gradients,
+    also accumulating) and the batch-norm forward round each output once: their error against FP64 is that of
+    FP16 rounding itself. MobileNet-VWW's batch-1 batch norms on 3x3 maps amplify any excess in the gradients."""
+    lib = native.load("fp16")
+    rng = np.random.default_rng(11 + cores)
+    for c, h, w, k, stride, pad in [(8, 48, 48, 3, (1, 1), (1, 1, 1, 1)), (5, 13, 11, 3, (1, 1), (1, 1, 1, 1)),
+                                    (6, 24, 24, 3, (2, 2), (1, 1, 1, 1)), (3, 9, 7, 5, (1, 1), (2, 2, 2, 2))]:
+        x = rnd(lib, rng, c, h, w)
+        kw_ = rnd(lib, rng, c, k, k, scale=0.5)
+        xt, wt, yt = dw_ref(x, kw_, stride, pad)
+        y = lib.dwconv_fwd(x, kw_, stride, pad, cores=cores)
+        assert _rounding_ratio(y, yt[0].detach().numpy()) <= 1.1, ("fwd", c, h, w, stride)
+        dy = rnd(lib, rng, *y.shape)
+        yt.backward(f64(dy)[None])
+        dw = lib.dwconv_wgrad(x, dy, (k, k), stride, pad, cores=cores)
+        assert _rounding_ratio(dw, wt.grad[:, 0].numpy()) <= 1.1, ("wgrad", c, h, w, stride)
+        dx = lib.dwconv_igrad(dy, kw_, x.shape, stride, pad, cores=cores)
+        assert _rounding_ratio(dx, xt.grad[0].numpy()) <= 1.1, ("igrad", c, h, w, stride)
+        dx0 = rnd(lib, rng, c, h, w)
+        dx = lib.dwconv_igrad(dy, kw_, x.shape, stride, pad, out=dx0.copy(), accumulate=True, cores=cores)
+        assert _rounding_ratio(dx, xt.grad[0].numpy() + dx0.astype(np.float64)) <= 1.1, ("igrad acc", c, h, w)
+    for n, c, h, w in [(1, 16, 48, 48), (1, 13, 3, 3), (3, 5, 7, 9)]:
+        x = rnd(lib, rng, n, c, h, w, scale=2.0, offset=1.5)
+        gamma, beta = rnd(lib, rng, c), rnd(lib, rng, c)
+        ref = bn_torch(x, gamma, beta, np.zeros(c), np.ones(c), np.zeros_like(x), True, torch.float64)
+        y, _, _, _, _ = lib.bn_fwd(x, gamma, beta, np.zeros(c, np.float32), np.ones(c, np.float32), training=True,
+                                   cores=cores)
+        assert _rounding_ratio(y, ref[0]) <= 1.1, ("bn_fwd", n, c, h, w)
