@@ -179,9 +179,16 @@ ODL_INLINE void mm_block(const odl_t *a, int rs, int ks, const odl_t *b, int ldb
   if (i < i1) mm_rows_v(a + i * rs, rs, ks, b, ldb, c + i * ldc, ldc, cjs, K, j0, j1, 1, pm, acc);
 }
 
-/* Estimated instructions of one core's rows x cols block (the tiling of mm_block/mm_rows_v). */
-static long mm_tile_est(int R, int V, int K) { return (long)(R + 2 * V + R * V + 2) * K + 3 * R * V + 12; }
-static long mm_block_est(int rows, int cols, int K) {
+/* Estimated instructions of one R x V tile over K (from the disassembly of the loops above). Per k: FP16 R flh +
+ * V (vle16 + address add) + R*V FMAs + pointer/loop upkeep (tn: 1.6, nn: R/4 + 0.3); FP32 loads B with flw at
+ * immediate offsets (V instead of 2V). Stores per accumulator: row-major C 3 (vfncvt, address, vse16; + 2 to
+ * accumulate), C stored transposed 7 (lanes stored one by one; + 9 to accumulate). */
+static long mm_tile_est(int R, int V, int K, int pm, int tstore, int acc) {
+  long perk = (long)R * V + R + (ODL_LANES == 2 ? 2 * V : V) + (pm ? (R + 1) / 4 + 1 : 2);
+  long st = (long)R * V * (tstore ? 7 + 9 * acc : 3 + 2 * acc);
+  return perk * K + st + 15;
+}
+static long mm_block_est(int rows, int cols, int K, int pm, int tstore, int acc) {
   int cv = cols / ODL_LANES, odd = cols % ODL_LANES;
   int vt[3] = {cv / MM_V, (cv % MM_V) / 2, (cv % MM_V) % 2};
   int vs[3] = {MM_V, 2, 1};
@@ -196,19 +203,19 @@ static long mm_block_est(int rows, int cols, int K) {
   for (int x = 0; x < 4; x++) {
     if (!rt[x]) continue;
     long per = 0;
-    for (int y = 0; y < 3; y++) per += vt[y] * mm_tile_est(rsz[x], vs[y], K);
-    if (odd) per += (long)(2 + 2 * rsz[x]) * K;
+    for (int y = 0; y < 3; y++) per += vt[y] * mm_tile_est(rsz[x], vs[y], K, pm, tstore, acc);
+    if (odd) per += (long)(2 + 3 * rsz[x]) * K + 4 * rsz[x];
     t += rt[x] * per;
   }
   return t;
 }
 
-/* This core's block of C, rows [*i0, *i1) and columns [*j0, *j1): the grid of pr x pc core blocks (pr * pc =
- * cores; columns in units of ODL_LANES or of a whole tile) whose busiest block is estimated cheapest. */
-static void mm_split_grid(int m, int n, int K, int tile_cols, int *i0, int *i1, int *j0, int *j1) {
-  int p = odl_num_cores(), id = odl_core_id();
+/* The grid of pr x pc core blocks (pr * pc = cores; columns in units of ODL_LANES or of a whole tile) whose
+ * busiest block is estimated cheapest: *pr, *unit, and that block's estimate. */
+static long mm_plan(int m, int n, int K, int pm, int tstore, int acc, int *bpr, int *bunit) {
+  int p = odl_num_cores();
   long best = -1;
-  int bpr = p, bunit = ODL_LANES;
+  int tile_cols = MM_V * ODL_LANES;
   for (int pr = 1; pr <= p; pr++) {
     if (p % pr) continue;
     int pc = p / pr;
@@ -217,39 +224,60 @@ static void mm_split_grid(int m, int n, int K, int tile_cols, int *i0, int *i1, 
       if (ui && (pc == 1 || tile_cols == ODL_LANES)) continue;
       int nu = (n + unit - 1) / unit;
       int rows = (m + pr - 1) / pr, cols = odl_min_i((nu + pc - 1) / pc * unit, n);
-      long e = mm_block_est(rows, cols, K);
-      if (best < 0 || e < best) { best = e; bpr = pr; bunit = unit; }
+      long e = mm_block_est(rows, cols, K, pm, tstore, acc);
+      if (best < 0 || e < best) { best = e; *bpr = pr; *bunit = unit; }
     }
   }
-  int pc = p / bpr, ri = id / pc, ci = id % pc, q, r;
-  q = m / bpr; r = m % bpr;
-  *i0 = ri * q + (ri < r ? ri : r);
-  *i1 = *i0 + q + (ri < r ? 1 : 0);
-  int nu = (n + bunit - 1) / bunit;
-  q = nu / pc; r = nu % pc;
-  int lo = ci * q + (ci < r ? ci : r), hi = lo + q + (ci < r ? 1 : 0);
-  *j0 = odl_min_i(lo * bunit, n);
-  *j1 = odl_min_i(hi * bunit, n);
+  return best;
 }
 
-ODL_INLINE void mm_v_driver(const odl_mm_args_t *p, int rs, int ks, int pm) {
-  int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
-  int ldb = p->ldb ? p->ldb : n;
-  int ldc = p->ct ? 1 : (p->ldc ? p->ldc : n), cjs = p->ct ? (p->ldc ? p->ldc : m) : 1;
+/* This core's block of the pr x (cores / pr) grid: rows [*i0, *i1), columns [*j0, *j1). */
+static void mm_grid_block(int m, int n, int pr, int unit, int *i0, int *i1, int *j0, int *j1) {
+  int pc = odl_num_cores() / pr, id = odl_core_id(), ri = id / pc, ci = id % pc, q, r;
+  q = m / pr; r = m % pr;
+  *i0 = ri * q + (ri < r ? ri : r);
+  *i1 = *i0 + q + (ri < r ? 1 : 0);
+  int nu = (n + unit - 1) / unit;
+  q = nu / pc; r = nu % pc;
+  int lo = ci * q + (ci < r ? ci : r), hi = lo + q + (ci < r ? 1 : 0);
+  *j0 = odl_min_i(lo * unit, n);
+  *j1 = odl_min_i(hi * unit, n);
+}
+
+/* C(i, j) = sum_k a[i*rs + k*ks] * b[k*ldb + j], stored at c[i*ldc + j*cjs]. */
+ODL_INLINE void mm_v_run(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
+                         int m, int n, int K, int pm, int acc, int pr, int unit) {
   int i0, i1, j0, j1;
-  mm_split_grid(m, n, K, MM_V * ODL_LANES, &i0, &i1, &j0, &j1);
+  mm_grid_block(m, n, pr, unit, &i0, &i1, &j0, &j1);
   if (j0 >= j1 || i0 >= i1) return;
-  mm_block(p->a, rs, ks, p->b, ldb, p->c, ldc, cjs, K, i0, i1, j0, j1, pm, acc);
+  mm_block(a, rs, ks, b, ldb, c, ldc, cjs, K, i0, i1, j0, j1, pm, acc);
 }
 
 void odl_mm_nn(void *args) {
   const odl_mm_args_t *p = (const odl_mm_args_t *)args;
-  mm_v_driver(p, p->lda ? p->lda : p->k, 1, 1);
+  int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
+  int lda = p->lda ? p->lda : K, ldb = p->ldb ? p->ldb : n;
+  int ldc = p->ct ? 1 : (p->ldc ? p->ldc : n), cjs = p->ct ? (p->ldc ? p->ldc : m) : 1;
+  int pr = 1, unit = ODL_LANES;
+  mm_plan(m, n, K, 1, cjs != 1, acc, &pr, &unit);
+  mm_v_run(p->a, lda, 1, p->b, ldb, p->c, ldc, cjs, m, n, K, 1, acc, pr, unit);
 }
 
+/* tn: both operands are contiguous along their row at each k, so C^T = B^T A is the same loop with A and B
+ * swapped (vectors along M, C stored transposed): taken when the estimate says its tiles fit the shape better
+ * (e.g. M = 16 rows, which 7-row tiles cover badly). */
 void odl_mm_tn(void *args) {
   const odl_mm_args_t *p = (const odl_mm_args_t *)args;
-  mm_v_driver(p, 1, p->lda ? p->lda : p->m, 0);
+  int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
+  int lda = p->lda ? p->lda : m, ldb = p->ldb ? p->ldb : n;
+  int ldc = p->ct ? 1 : (p->ldc ? p->ldc : n), cjs = p->ct ? (p->ldc ? p->ldc : m) : 1;
+  int pr = 1, unit = ODL_LANES, spr = 1, sunit = ODL_LANES;
+  long e = mm_plan(m, n, K, 0, cjs != 1, acc, &pr, &unit);
+  long es = mm_plan(n, m, K, 0, ldc != 1, acc, &spr, &sunit);
+  if (es < e)
+    mm_v_run(p->b, 1, ldb, p->a, lda, p->c, cjs, ldc, n, m, K, 0, acc, spr, sunit);
+  else
+    mm_v_run(p->a, 1, lda, p->b, ldb, p->c, ldc, cjs, m, n, K, 0, acc, pr, unit);
 }
 
 /* ---------------- nt ---------------- */
