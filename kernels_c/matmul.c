@@ -179,34 +179,22 @@ ODL_INLINE void mm_block(const odl_t *a, int rs, int ks, const odl_t *b, int ldb
   if (i < i1) mm_rows_v(a + i * rs, rs, ks, b, ldb, c + i * ldc, ldc, cjs, K, j0, j1, 1, pm, acc);
 }
 
-/* Estimated instructions of one R x V tile over K (from the disassembly of the loops above). Per k: FP16 R flh +
- * V (vle16 + address add) + R*V FMAs + pointer/loop upkeep (tn: 1.6, nn: R/4 + 0.3); FP32 loads B with flw at
- * immediate offsets (V instead of 2V). Stores per accumulator: row-major C 3 (vfncvt, address, vse16; + 2 to
- * accumulate), C stored transposed 7 (lanes stored one by one; + 9 to accumulate). */
-static long mm_tile_est(int R, int V, int K, int pm, int tstore, int acc) {
-  long perk = (long)R * V + R + (ODL_LANES == 2 ? 2 * V : V) + (pm ? (R + 1) / 4 + 1 : 2);
-  long st = (long)R * V * (tstore ? 7 + 9 * acc : 3 + 2 * acc);
-  return perk * K + st + 15;
-}
+/* Estimated instructions of a rows x cols block (the tiling of mm_block / mm_rows_v), from the disassembly of
+ * the loops above: an R x V tile costs per k R*V FMAs + R flh + V (FP16: vle16 + address add; FP32: flw at an
+ * immediate offset) + pointer/loop upkeep (tn 2, nn (R+1)/4 + 1), and per accumulator a store (row-major C 3:
+ * vfncvt, address, vse16, + 2 to accumulate; C stored transposed 7, lane by lane, + 9 to accumulate), plus ~15
+ * per tile. Summed over the tiles in closed form: it runs for every grid candidate on every call, so it must
+ * stay a few dozen instructions (QEMU calibration: within 3% of the measured counts). */
 static long mm_block_est(int rows, int cols, int K, int pm, int tstore, int acc) {
   int cv = cols / ODL_LANES, odd = cols % ODL_LANES;
-  int vt[3] = {cv / MM_V, (cv % MM_V) / 2, (cv % MM_V) % 2};
-  int vs[3] = {MM_V, 2, 1};
-  int rt[4], rsz[4] = {MM_R, 4, 2, 1};
-  rt[0] = rows / MM_R;
-  int rem = rows % MM_R;
-  rt[1] = MM_R > 4 ? rem / 4 : 0;
-  rem -= rt[1] * 4;
-  rt[2] = rem / 2;
-  rt[3] = rem % 2;
-  long t = 0;
-  for (int x = 0; x < 4; x++) {
-    if (!rt[x]) continue;
-    long per = 0;
-    for (int y = 0; y < 3; y++) per += vt[y] * mm_tile_est(rsz[x], vs[y], K, pm, tstore, acc);
-    if (odd) per += (long)(2 + 3 * rsz[x]) * K + 4 * rsz[x];
-    t += rt[x] * per;
-  }
+  int rem = rows % MM_R, r4 = MM_R > 4 ? rem / 4 : 0;
+  rem -= r4 * 4;
+  long rt1 = rows / MM_R + r4 + rem / 2 + rem % 2;                      /* row tiles */
+  long rtc = pm ? (long)(rows / MM_R) * ((MM_R + 1) / 4 + 1) + r4 * 2 + (rem / 2 + rem % 2) : 2 * rt1;
+  long ct1 = cv / MM_V + (cv % MM_V) / 2 + (cv % MM_V) % 2;             /* column tiles */
+  long perk = (long)rows * cv + rows * ct1 + (ODL_LANES == 2 ? 2 : 1) * rt1 * cv + rtc * ct1;
+  long t = perk * K + (long)rows * cv * (tstore ? 7 + 9 * acc : 3 + 2 * acc) + 15 * rt1 * ct1;
+  if (odd) t += (2 * rt1 + 3L * rows) * K + 4L * rows;
   return t;
 }
 
@@ -253,31 +241,57 @@ ODL_INLINE void mm_v_run(const odl_t *a, int rs, int ks, const odl_t *b, int ldb
   mm_block(a, rs, ks, b, ldb, c, ldc, cjs, K, i0, i1, j0, j1, pm, acc);
 }
 
+/* The plan of the last shape each core ran, per form: the grid search costs ~800 instructions per orientation
+ * (a tenth of a small call), and the lowering issues runs of same-shape calls (the chunks of a conv). One slot
+ * per core (a core only reads its own slot; .bss starts zeroed and m >= 1, so an empty slot never matches). */
+typedef struct { int m, n, k, acc, ldc, cjs, cores, sw, pr, unit; } mm_plan_t;
+#define MM_PLAN_SLOTS 16
+static mm_plan_t mm_plans[2][MM_PLAN_SLOTS];
+
+static mm_plan_t *mm_plan_slot(int form, int m, int n, int K, int acc, int ldc, int cjs) {
+  mm_plan_t *s = &mm_plans[form][odl_core_id() % MM_PLAN_SLOTS];
+  int p = odl_num_cores();
+  if (s->m == m && s->n == n && s->k == K && s->acc == acc && s->ldc == ldc && s->cjs == cjs && s->cores == p)
+    return s;
+  s->m = 0; /* invalid while it is rewritten */
+  s->sw = 0;
+  s->pr = 1;
+  s->unit = ODL_LANES;
+  if (form == 0) {
+    mm_plan(m, n, K, 1, cjs != 1, acc, &s->pr, &s->unit);
+  } else {
+    /* tn: both operands are contiguous along their row at each k, so C^T = B^T A is the same loop with A
+     * and B swapped (vectors along M, C stored transposed): taken when the estimate says its tiles fit the
+     * shape better (e.g. M = 16 rows, which 7-row tiles cover badly) */
+    int spr = 1, sunit = ODL_LANES;
+    long e = mm_plan(m, n, K, 0, cjs != 1, acc, &s->pr, &s->unit);
+    long es = mm_plan(n, m, K, 0, ldc != 1, acc, &spr, &sunit);
+    if (es < e) { s->sw = 1; s->pr = spr; s->unit = sunit; }
+  }
+  s->n = n; s->k = K; s->acc = acc; s->ldc = ldc; s->cjs = cjs; s->cores = p;
+  s->m = m;
+  return s;
+}
+
 void odl_mm_nn(void *args) {
   const odl_mm_args_t *p = (const odl_mm_args_t *)args;
   int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
   int lda = p->lda ? p->lda : K, ldb = p->ldb ? p->ldb : n;
   int ldc = p->ct ? 1 : (p->ldc ? p->ldc : n), cjs = p->ct ? (p->ldc ? p->ldc : m) : 1;
-  int pr = 1, unit = ODL_LANES;
-  mm_plan(m, n, K, 1, cjs != 1, acc, &pr, &unit);
-  mm_v_run(p->a, lda, 1, p->b, ldb, p->c, ldc, cjs, m, n, K, 1, acc, pr, unit);
+  const mm_plan_t *pl = mm_plan_slot(0, m, n, K, acc, ldc, cjs);
+  mm_v_run(p->a, lda, 1, p->b, ldb, p->c, ldc, cjs, m, n, K, 1, acc, pl->pr, pl->unit);
 }
 
-/* tn: both operands are contiguous along their row at each k, so C^T = B^T A is the same loop with A and B
- * swapped (vectors along M, C stored transposed): taken when the estimate says its tiles fit the shape better
- * (e.g. M = 16 rows, which 7-row tiles cover badly). */
 void odl_mm_tn(void *args) {
   const odl_mm_args_t *p = (const odl_mm_args_t *)args;
   int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
   int lda = p->lda ? p->lda : m, ldb = p->ldb ? p->ldb : n;
   int ldc = p->ct ? 1 : (p->ldc ? p->ldc : n), cjs = p->ct ? (p->ldc ? p->ldc : m) : 1;
-  int pr = 1, unit = ODL_LANES, spr = 1, sunit = ODL_LANES;
-  long e = mm_plan(m, n, K, 0, cjs != 1, acc, &pr, &unit);
-  long es = mm_plan(n, m, K, 0, ldc != 1, acc, &spr, &sunit);
-  if (es < e)
-    mm_v_run(p->b, 1, ldb, p->a, lda, p->c, cjs, ldc, n, m, K, 0, acc, spr, sunit);
+  const mm_plan_t *pl = mm_plan_slot(1, m, n, K, acc, ldc, cjs);
+  if (pl->sw)
+    mm_v_run(p->b, 1, ldb, p->a, lda, p->c, cjs, ldc, n, m, K, 0, acc, pl->pr, pl->unit);
   else
-    mm_v_run(p->a, 1, lda, p->b, ldb, p->c, ldc, cjs, m, n, K, 0, acc, pr, unit);
+    mm_v_run(p->a, 1, lda, p->b, ldb, p->c, ldc, cjs, m, n, K, 0, acc, pl->pr, pl->unit);
 }
 
 /* ---------------- nt ---------------- */
