@@ -158,7 +158,16 @@ ODL_INLINE void mm_rows_v(const odl_t *a, int rs, int ks, const odl_t *b, int ld
     mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 1, pm, accumulate);
     j += ODL_LANES;
   }
-  if (ODL_LANES > 1 && j < j1) mm_col_s(a, rs, ks, b + j, ldb, c + j * cjs, ldc, K, R, accumulate);
+  if (ODL_LANES > 1 && j < j1) {
+    int r = 0;
+    if (pm == 0 && R >= 2) {
+      /* tn: A is contiguous along M at each k, so the odd column runs as a 1-row tile of C^T = B^T A
+       * (vectors along M, the column's B element splatted) */
+      mm_tile_v(b + j, 1, ldb, a, ks, c + j * cjs, cjs, ldc, K, 1, R / 2, 0, accumulate);
+      r = R & ~1;
+    }
+    if (r < R) mm_col_s(a + r * rs, rs, ks, b + j, ldb, c + j * cjs + r * ldc, ldc, K, R - r, accumulate);
+  }
 }
 
 ODL_INLINE void mm_block(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
@@ -194,7 +203,7 @@ static long mm_block_est(int rows, int cols, int K, int pm, int tstore, int acc)
   long ct1 = cv / MM_V + (cv % MM_V) / 2 + (cv % MM_V) % 2;             /* column tiles */
   long perk = (long)rows * cv + rows * ct1 + (ODL_LANES == 2 ? 2 : 1) * rt1 * cv + rtc * ct1;
   long t = perk * K + (long)rows * cv * (tstore ? 7 + 9 * acc : 3 + 2 * acc) + 15 * rt1 * ct1;
-  if (odd) t += (2 * rt1 + 3L * rows) * K + 4L * rows;
+  if (odd) t += pm ? (2 * rt1 + 5L * rows) * K : (3 * rt1 + 2L * rows + 5L * (rows & 1)) * K + 8L * rows;
   return t;
 }
 
