@@ -194,13 +194,13 @@ ODL_INLINE void mm_block(const odl_t *a, int rs, int ks, const odl_t *b, int ldb
  * vfncvt, address, vse16, + 2 to accumulate; C stored transposed 7, lane by lane, + 9 to accumulate), plus ~15
  * per tile. Summed over the tiles in closed form: it runs for every grid candidate on every call, so it must
  * stay a few dozen instructions (QEMU calibration: within 3% of the measured counts). */
-static long mm_block_est(int rows, int cols, int K, int pm, int tstore, int acc) {
+static long mm_block_est(int rows, int cols, int K, int pm, int tstore, int acc, int R0, int V0) {
   int cv = cols / ODL_LANES, odd = cols % ODL_LANES;
-  int rem = rows % MM_R, r4 = MM_R > 4 ? rem / 4 : 0;
+  int rem = rows % R0, r4 = R0 > 4 ? rem / 4 : 0;
   rem -= r4 * 4;
-  long rt1 = rows / MM_R + r4 + rem / 2 + rem % 2;                      /* row tiles */
-  long rtc = pm ? (long)(rows / MM_R) * ((MM_R + 1) / 4 + 1) + r4 * 2 + (rem / 2 + rem % 2) : 2 * rt1;
-  long ct1 = cv / MM_V + (cv % MM_V) / 2 + (cv % MM_V) % 2;             /* column tiles */
+  long rt1 = rows / R0 + r4 + rem / 2 + rem % 2;                      /* row tiles */
+  long rtc = pm ? (long)(rows / R0) * ((R0 + 1) / 4 + 1) + r4 * 2 + (rem / 2 + rem % 2) : 2 * rt1;
+  long ct1 = cv / V0 + (cv % V0) / 2 + (cv % V0) % 2;             /* column tiles */
   long perk = (long)rows * cv + rows * ct1 + (ODL_LANES == 2 ? 2 : 1) * rt1 * cv + rtc * ct1;
   long t = perk * K + (long)rows * cv * (tstore ? 7 + 9 * acc : 3 + 2 * acc) + 15 * rt1 * ct1;
   if (odd) t += pm ? (2 * rt1 + 5L * rows) * K : (3 * rt1 + 2L * rows + 5L * (rows & 1)) * K + 8L * rows;
@@ -212,7 +212,9 @@ static long mm_block_est(int rows, int cols, int K, int pm, int tstore, int acc)
 static long mm_plan(int m, int n, int K, int pm, int tstore, int acc, int *bpr, int *bunit) {
   int p = odl_num_cores();
   long best = -1;
-  int tile_cols = MM_V * ODL_LANES;
+  int tile_cols = MM_V * ODL_LANES, R0 = MM_R, V0 = MM_V;
+  MM_OPAQUE(R0); /* divisions by the tile size as single div instructions, not multiply-shift sequences */
+  MM_OPAQUE(V0);
   for (int pr = 1; pr <= p; pr++) {
     if (p % pr) continue;
     int pc = p / pr;
@@ -221,7 +223,7 @@ static long mm_plan(int m, int n, int K, int pm, int tstore, int acc, int *bpr, 
       if (ui && (pc == 1 || tile_cols == ODL_LANES)) continue;
       int nu = (n + unit - 1) / unit;
       int rows = (m + pr - 1) / pr, cols = odl_min_i((nu + pc - 1) / pc * unit, n);
-      long e = mm_block_est(rows, cols, K, pm, tstore, acc);
+      long e = mm_block_est(rows, cols, K, pm, tstore, acc, R0, V0);
       if (best < 0 || e < best) { best = e; *bpr = pr; *bunit = unit; }
     }
   }
