@@ -127,6 +127,54 @@ void odl_im2col_dilated(void *args) {
   }
 }
 
+/* zero the padding columns [0, a) and [b, wo) of output rows [0, nrows) starting at z */
+ODL_INLINE void zero_pad_cols(odl_t *z, int nrows, int wo, int a, int b) {
+  if (a + (wo - b) == 1) {
+    /* one padding column (3x3 'same' convs): one store per output row */
+    ct_ea_t *zc = (ct_ea_t *)(z + (a ? 0 : b)), *ze = zc + (size_t)nrows * wo;
+    for (; zc != ze; zc += wo) { ct_e_t zz = 0; CT_OPAQUE(zz); *zc = zz; }
+  } else if (a > 0 || b < wo) {
+    for (int r = 0; r < nrows; r++, z += wo) {
+      zero_elems(z, a);
+      zero_elems(z + b, wo - b);
+    }
+  }
+}
+
+/* Stride 1 with WO == W (same-width convs, the common case): the tap geometry (valid output columns per kernel
+ * column) is computed once per call, and each col row is one contiguous copy plus its padding. */
+#define CT_MAXK 16
+static void im2col_s1(const odl_im2col_args_t *p, int lo, int hi) {
+  int kh = p->kh, kw = p->kw, ho = p->ho, h = p->h, w = p->w, pt = p->pt, pl = p->pl;
+  int ja[CT_MAXK], jb[CT_MAXK];
+  for (int j = 0; j < kw; j++) ow_range(j, w, 1, pl, w, &ja[j], &jb[j]);
+  int row = lo / ho, oh = lo - row * ho;
+  int j = row % kw, ci = row / kw, i = ci % kh, c = ci / kh;
+  const odl_t *xc = p->x + (size_t)c * h * w - pl;
+  odl_t *drow = p->col + (size_t)row * ho * w;
+  for (int u = lo; u < hi;) {
+    int oe = odl_min_i(ho, oh + (hi - u));
+    int a = ja[j], b = jb[j];
+    /* output rows whose input row oh - pt + i lies inside the image: [v0, v1) */
+    int v0 = odl_max_i(pt - i, oh), v1 = odl_min_i(h + pt - i, oe);
+    if (v1 <= v0 || a >= b) {
+      zero_elems(drow + oh * w, (oe - oh) * w);
+    } else {
+      zero_elems(drow + oh * w, (v0 - oh) * w);
+      copy_elems(drow + v0 * w + a, xc + (v0 - pt + i) * w + j + a, (v1 - 1 - v0) * w + (b - a));
+      zero_pad_cols(drow + v0 * w, v1 - v0, w, a, b);
+      zero_elems(drow + v1 * w, (oe - v1) * w);
+    }
+    u += oe - oh;
+    oh = 0;
+    drow += ho * w;
+    if (++j == kw) {
+      j = 0;
+      if (++i == kh) { i = 0; xc += h * w; }
+    }
+  }
+}
+
 void odl_im2col(void *args) {
   const odl_im2col_args_t *p = (const odl_im2col_args_t *)args;
   int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, w = p->w, sh = p->sh, sw = p->sw;
@@ -134,6 +182,10 @@ void odl_im2col(void *args) {
   int lo, hi;
   odl_split(p->c * kh * kw * ho, &lo, &hi);
   if (lo >= hi) return;
+  if (sw == 1 && sh == 1 && wo == w && kw <= CT_MAXK) {
+    im2col_s1(p, lo, hi);
+    return;
+  }
   int row = lo / ho, oh = lo - row * ho;
   int j = row % kw, ci = row / kw, i = ci % kh, c = ci / kh;
   int run = sw == 1 && sh * w == wo; /* consecutive output rows are contiguous in x too */
@@ -156,19 +208,7 @@ void odl_im2col(void *args) {
         /* one copy from (v0, a) to (v1 - 1, b); the wrapped padding columns are zeroed after */
         odl_t *d0 = drow + v0 * wo + a;
         copy_elems(d0, xs + (v0 * sh - pt + i) * w + a, (v1 - 1 - v0) * wo + (b - a));
-        if (a > 0 || b < wo) {
-          odl_t *z = drow + v0 * wo;
-          if (a + (wo - b) == 1) {
-            /* one padding column (3x3 'same' convs): one store per output row */
-            ct_ea_t *zc = (ct_ea_t *)(z + (a ? 0 : b)), *ze = zc + (size_t)(v1 - v0) * wo;
-            for (; zc != ze; zc += wo) { ct_e_t zz = 0; CT_OPAQUE(zz); *zc = zz; }
-          } else {
-            for (int r = v0; r < v1; r++, z += wo) {
-              zero_elems(z, a);
-              zero_elems(z + b, wo - b);
-            }
-          }
-        }
+        zero_pad_cols(drow + v0 * wo, v1 - v0, wo, a, b);
       } else {
         odl_t *z = drow + v0 * wo;
         for (int r = v0; r < v1; r++, z += wo) {
