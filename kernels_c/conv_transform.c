@@ -80,7 +80,12 @@ ODL_INLINE void zero_elems(odl_t *dp, int n) {
   if (sizeof(odl_t) == 2 && n >= 4) {
     if ((uintptr_t)d & 2) { *d++ = 0; n--; }
     ct_w_t *dw = (ct_w_t *)d;
-    for (int nw = n >> 1; nw > 0; nw--) { uint32_t z = 0; CT_OPAQUE(z); *dw++ = z; }
+    int nw = n >> 1;
+    uint32_t z = 0;
+    CT_OPAQUE(z);
+    for (ct_w_t *de = dw + (nw & ~7); dw != de; dw += 8)
+      for (int t = 0; t < 8; t++) dw[t] = z;
+    for (nw &= 7; nw > 0; nw--) *dw++ = z;
     if (n & 1) *(ct_ea_t *)dw = 0;
     return;
   }
@@ -349,8 +354,7 @@ void odl_col2im_dilated(void *args) {
   for (int u = lo; u < hi; u++) {
     int c = u / h, ih = u - c * h;
     odl_t *dst = p->dx + (size_t)u * w;
-    if (!p->accumulate)
-      for (int t = 0; t < w; t++) dst[t] = 0;
+    if (!p->accumulate) zero_elems(dst, w);
     for (int i = 0; i < kh; i++) {
       int t = ih + p->pt - i * dh; /* = oh*sh */
       if (t < 0 || t % sh) continue;
@@ -413,8 +417,7 @@ void odl_col2im(void *args) {
       }
       if (nt || !acc) col2im_row_s1(dst, w, nt, src, tlo, thi, acc);
     } else {
-      if (!p->accumulate)
-        for (int t = 0; t < w; t++) dst[t] = 0;
+      if (!p->accumulate) zero_elems(dst, w);
       for (int i = 0; i < kh; i++) {
         int t = ih + pt - i; /* = oh*sh */
         if (t < 0 || t % sh) continue;
@@ -426,7 +429,13 @@ void odl_col2im(void *args) {
           if (a >= b) continue;
           const odl_t *src = p->col + ((size_t)((c * kh + i) * kw + j) * ho + oh) * wo + a;
           odl_t *d = dst + (a * sw - pl + j);
-          for (int q = 0; q < b - a; q++, d += sw) *d += src[q];
+          int q = 0;
+          if (sw == 2) /* stride-2 convs: immediate offsets */
+            for (; q + 4 <= b - a; q += 4, d += 8) {
+              odl_t s0 = src[q], s1 = src[q + 1], s2 = src[q + 2], s3 = src[q + 3];
+              d[0] += s0; d[2] += s1; d[4] += s2; d[6] += s3;
+            }
+          for (; q < b - a; q++, d += sw) *d += src[q];
         }
       }
     }
