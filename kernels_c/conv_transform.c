@@ -77,19 +77,23 @@ ODL_INLINE void copy_elems(odl_t *dp, const odl_t *sp, int n) {
 
 ODL_INLINE void zero_elems(odl_t *dp, int n) {
   ct_ea_t *d = (ct_ea_t *)dp;
-  if (sizeof(odl_t) == 2 && n >= 4) {
+  int nw = n, odd = 0; /* 32-bit words to zero (FP32: the elements themselves) */
+  if (sizeof(odl_t) == 2) {
+    if (n < 4) {
+      for (; n > 0; n--) { ct_e_t z = 0; CT_OPAQUE(z); *d++ = z; }
+      return;
+    }
     if ((uintptr_t)d & 2) { *d++ = 0; n--; }
-    ct_w_t *dw = (ct_w_t *)d;
-    int nw = n >> 1;
-    uint32_t z = 0;
-    CT_OPAQUE(z);
-    for (ct_w_t *de = dw + (nw & ~7); dw != de; dw += 8)
-      for (int t = 0; t < 8; t++) dw[t] = z;
-    for (nw &= 7; nw > 0; nw--) *dw++ = z;
-    if (n & 1) *(ct_ea_t *)dw = 0;
-    return;
+    nw = n >> 1;
+    odd = n & 1;
   }
-  for (; n > 0; n--) { ct_e_t z = 0; CT_OPAQUE(z); *d++ = z; }
+  ct_w_t *dw = (ct_w_t *)d;
+  uint32_t z = 0;
+  CT_OPAQUE(z);
+  for (ct_w_t *de = dw + (nw & ~7); dw != de; dw += 8)
+    for (int t = 0; t < 8; t++) dw[t] = z;
+  for (nw &= 7; nw > 0; nw--) *dw++ = z;
+  if (odd) *(ct_ea_t *)dw = 0;
 }
 
 /* strided gather of n elements (stride > 1 convs) */
@@ -430,7 +434,13 @@ void odl_col2im(void *args) {
           const odl_t *src = p->col + ((size_t)((c * kh + i) * kw + j) * ho + oh) * wo + a;
           odl_t *d = dst + (a * sw - pl + j);
           int q = 0;
-          if (sw == 2) /* stride-2 convs: immediate offsets */
+          /* strides 1 and 2 (FP32 same convs, stride-2 convs): 4 taps per iteration at immediate offsets */
+          if (sw == 1)
+            for (; q + 4 <= b - a; q += 4, d += 4) {
+              odl_t s0 = src[q], s1 = src[q + 1], s2 = src[q + 2], s3 = src[q + 3];
+              d[0] += s0; d[1] += s1; d[2] += s2; d[3] += s3;
+            }
+          else if (sw == 2)
             for (; q + 4 <= b - a; q += 4, d += 8) {
               odl_t s0 = src[q], s1 = src[q + 1], s2 = src[q + 2], s3 = src[q + 3];
               d[0] += s0; d[2] += s1; d[4] += s2; d[6] += s3;
