@@ -96,11 +96,23 @@ ODL_INLINE void zero_elems(odl_t *dp, int n) {
   if (odd) *(ct_ea_t *)dw = 0;
 }
 
+/* zero a few elements (the padding columns of one output row): a plain loop, small enough to inline anywhere */
+ODL_INLINE void zero_few(odl_t *dp, int n) {
+  ct_ea_t *d = (ct_ea_t *)dp;
+  for (; n > 0; n--) { ct_e_t z = 0; CT_OPAQUE(z); *d++ = z; }
+}
+
 /* strided gather of n elements (stride > 1 convs) */
 ODL_INLINE void gather_elems(odl_t *dp, const odl_t *sp, int stride, int n) {
   ct_ea_t *d = (ct_ea_t *)dp;
   const ct_ea_t *s = (const ct_ea_t *)sp;
   int q = 0;
+  if (stride == 2) /* stride-2 convs: 8 per iteration at immediate offsets */
+    for (; q + 8 <= n; q += 8, s += 16) {
+      ct_e_t x[8];
+      for (int t = 0; t < 8; t++) { x[t] = s[2 * t]; CT_OPAQUE(x[t]); }
+      for (int t = 0; t < 8; t++) d[q + t] = x[t];
+    }
   for (; q + 4 <= n; q += 4, s += 4 * stride) {
     ct_e_t x0 = s[0], x1 = s[stride], x2 = s[2 * stride], x3 = s[3 * stride];
     CT_OPAQUE(x0); CT_OPAQUE(x1); CT_OPAQUE(x2); CT_OPAQUE(x3);
@@ -150,10 +162,23 @@ ODL_INLINE void zero_pad_cols(odl_t *z, int nrows, int wo, int a, int b) {
   }
 }
 
+/* nrows output rows of a col row from z on, their inputs sh*w apart from src on: padding columns [0, a) and
+ * [b, wo), a copy or a strided gather between (a function of its own: inlined into odl_im2col, register
+ * pressure made its per-row code several times longer) */
+static __attribute__((noinline)) void im2col_rows(odl_t *z, const odl_t *src, int nrows, int wo, int a, int b,
+                                                   int sstep, int sw) {
+  for (int r = 0; r < nrows; r++, z += wo, src += sstep) {
+    zero_few(z, a);
+    if (sw == 1) copy_elems(z + a, src, b - a);
+    else gather_elems(z + a, src, sw, b - a);
+    zero_few(z + b, wo - b);
+  }
+}
+
 /* Stride 1 with WO == W (same-width convs, the common case): the tap geometry (valid output columns per kernel
  * column) is computed once per call, and each col row is one contiguous copy plus its padding. */
 #define CT_MAXK 16
-static void im2col_s1(const odl_im2col_args_t *p, int lo, int hi) {
+static __attribute__((noinline)) void im2col_s1(const odl_im2col_args_t *p, int lo, int hi) {
   int kh = p->kh, kw = p->kw, ho = p->ho, h = p->h, w = p->w, pt = p->pt, pl = p->pl;
   int ja[CT_MAXK], jb[CT_MAXK];
   for (int j = 0; j < kw; j++) ow_range(j, w, 1, pl, w, &ja[j], &jb[j]);
@@ -219,14 +244,7 @@ void odl_im2col(void *args) {
         copy_elems(d0, xs + (v0 * sh - pt + i) * w + a, (v1 - 1 - v0) * wo + (b - a));
         zero_pad_cols(drow + v0 * wo, v1 - v0, wo, a, b);
       } else {
-        odl_t *z = drow + v0 * wo;
-        for (int r = v0; r < v1; r++, z += wo) {
-          const odl_t *src = xs + (r * sh - pt + i) * w + a * sw;
-          zero_elems(z, a);
-          if (sw == 1) copy_elems(z + a, src, b - a);
-          else gather_elems(z + a, src, sw, b - a);
-          zero_elems(z + b, wo - b);
-        }
+        im2col_rows(drow + v0 * wo, xs + (v0 * sh - pt + i) * w + a * sw, v1 - v0, wo, a, b, sh * w, sw);
       }
       zero_elems(drow + v1 * wo, (oe - v1) * wo);
     }
