@@ -1,29 +1,39 @@
 /* Matmul in the three training forms, one source for FP32 (scalar) and FP16 (2-lane SIMD).
  *
- * nn / tn: vectors run along N (rows of B and C are contiguous). A register tile of R rows x V vectors
- *   (R, V <= 4) of accumulators; per k: R scalar loads of A (splatted into vfmacc.vf), V vector loads of B,
- *   R*V fused multiply-adds. Leftover rows use R=1, leftover vectors V=1, an odd last column (FP16) a scalar
- *   loop. The element of A for row r at step k is a[r*rs + k*ks]: nn has (rs, ks) = (K, 1), tn (1, M).
+ * nn / tn: vectors run along N (rows of B and C are contiguous). A register tile of R rows x V vectors of
+ *   accumulators (FP16 7 x 4, FP32 4 x 4; see MM_R below); per k: R scalar loads of A (splatted into
+ *   vfwmacc.vf), V vector loads of B, R*V fused multiply-adds. Leftover rows use R = 4, 2, 1, leftover vectors
+ *   V = 2, 1. The element of A for row r at step k is a[r*rs + k*ks]: nn has (rs, ks) = (K, 1), tn (1, M).
+ *   tn may instead run as C^T = B^T A (both operands are contiguous along their rows at each k: vectors along
+ *   M, C stored transposed), and its odd last column (FP16) always does; nn's odd column is a scalar loop.
  * nt: vectors run along K (rows of A and B are contiguous): a tile of R rows x C columns of dot products.
  * FP16 accumulates in FP32 lanes with widening fused multiply-adds (vfwmacc.vf / vfwmacc.vv: still one
  * instruction per 2 MACs), and each output is rounded to FP16 once, as PyTorch's FP16 matmuls do: long
  * reductions (conv weight gradients over H*W) stay accurate, and forward activations near zero keep their
  * sign, so the ReLU masks of the backward pass agree with the FP32 reference.
  *
- * Parallel split: whole rows of C (M) or column ranges of C (N, in units of ODL_LANES), whichever gives the
- * smaller padded tile area on the busiest core. Outputs never overlap between cores. */
+ * Parallel split (nn / tn): a grid of pr x (cores / pr) blocks of C (rows, and column ranges in units of
+ * ODL_LANES), pr and (tn) the orientation chosen by an instruction estimate of the busiest block (mm_block_est,
+ * calibrated on QEMU). nt: whole rows of C or column ranges, whichever gives the smaller padded tile area on the
+ * busiest core. Outputs never overlap between cores.
+ * Measured (odl profile resnet8 --precision fp16 --cores 8, busiest core x 16 / MACs): nn 1.83, tn 1.76
+ * instructions per 2 MACs (inner loops 1.62 / 1.61; the rest is stores, leftover tiles and short K). */
 #include "odl_kernels.h"
 #include "odl_simd.h"
 
 ODL_INLINE int pad_to(int x, int b) { return (x + b - 1) / b * b; }
 #define MM_NT 4 /* nt tile: 4 x 4 dot products */
 
-/* Register tile of the nn / tn forms: MM_R rows x MM_V vectors of accumulators. FP16: 8 x 3 = 24 FP32-lane
- * accumulators + 3 B vectors (27 of the 32 vector registers); per k: 8 flh + 3 vle16 + 3 address adds + 24
- * vfwmacc.vf + loop = ~40 instructions for 48 MACs. FP32 (scalar registers): 4 x 4. */
+/* Register tile of the nn / tn forms: MM_R rows x MM_V vectors of accumulators. FP16: 7 x 4 = 28 FP32-lane
+ * accumulators + 4 B vectors (all 32 vector registers). Per k step: R flh (splatted by vfwmacc.vf) + V vle16,
+ * each vle16 with its own address add (RVV loads take no immediate offset) + R*V widening FMAs; tn unrolls k by 2
+ * (the A scalars of a step are contiguous: immediate offsets from one pointer, one pointer per step), nn by 4
+ * (one pointer per row, immediate offsets along k, one add per row per 4 steps). Inner loops measured from the
+ * disassembly (llvm-objdump of the FP16 build): tn 89 instructions per 56 FMAs (1.59 per 2 MACs), nn 180 per 112
+ * (1.61). FP32 (scalar registers, flw/fmadd.s with immediate offsets): 4 x 4. */
 #if ODL_LANES == 2
-#define MM_R 8
-#define MM_V 3
+#define MM_R 7
+#define MM_V 4
 #else
 #define MM_R 4
 #define MM_V 4
@@ -54,63 +64,72 @@ ODL_INLINE void mm_store(odl_t *pc, int cjs, odl_wvec_t s, int accumulate) {
   }
 }
 
-/* One R x V tile over all of K. a(r, k) = a[r*rs + k*ks]. ptrmode = 0: rs == 1 (tn: the R scalars of a step
- * are contiguous, loaded with immediate offsets from one pointer); ptrmode = 1: ks == 1 (nn: one pointer per
- * row, k unrolled by 2 so each row pointer moves once per 2 steps). The first k is peeled (a widening
- * multiply initialises the accumulators) so the loop body stays in one vtype. */
+/* Keeps clang from hoisting the next k step's B loads above this step's FMAs (with all 32 vector registers
+ * holding the tile, hoisting spills). */
+#if defined(__riscv)
+#define MM_SCHED_BARRIER() __asm__ volatile("" ::: "memory")
+#define MM_OPAQUE(x) __asm__("" : "+r"(x))
+#else
+#define MM_SCHED_BARRIER() ((void)0)
+#define MM_OPAQUE(x) ((void)0)
+#endif
+
+/* one k step of an R x V tile: B vectors at pb, A scalar of row r at pa[r * rs] */
+#define MM_STEP(PA, RS, PB)                                                                             \
+  do {                                                                                                  \
+    odl_vec_t bv_[MM_V];                                                                                \
+    MM_UNROLL for (int v = 0; v < V; v++) bv_[v] = odl_vload((PB) + v * ODL_LANES);                     \
+    MM_UNROLL for (int r = 0; r < R; r++) {                                                             \
+      odl_vec_t av_ = odl_vsplat((PA)[r * (RS)]);                                                       \
+      MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av_, bv_[v]);                   \
+    }                                                                                                   \
+  } while (0)
+
+/* One R x V tile over all of K. a(r, k) = a[r*rs + k*ks]. ptrmode = 0: rs == 1 (tn); ptrmode = 1: ks == 1 (nn).
+ * The first k is peeled (a widening multiply initialises the accumulators) so the loop body stays in one
+ * vtype. */
 ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
                           int K, int R, int V, int ptrmode, int accumulate) {
   odl_wvec_t s[MM_R][MM_V];
-  odl_vec_t bv[MM_V];
-  const odl_t *pb = b;
-  MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
-  pb += ldb;
-  if (!ptrmode) {
-    const odl_t *pa = a;
+  {
+    odl_vec_t bv[MM_V];
+    MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(b + v * ODL_LANES);
     MM_UNROLL for (int r = 0; r < R; r++) {
-      odl_vec_t av = odl_vsplat(pa[r]);
+      odl_vec_t av = odl_vsplat(a[r * rs]);
       MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wmul(av, bv[v]);
     }
-    pa += ks;
-    for (int k = 1; k < K; k++) {
-      MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
-      MM_UNROLL for (int r = 0; r < R; r++) {
-        odl_vec_t av = odl_vsplat(pa[r]);
-        MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av, bv[v]);
-      }
-      pa += ks;
-      pb += ldb;
+  }
+  const odl_t *pb = b + ldb;
+  if (!ptrmode) {
+    const odl_t *pa = a + ks, *pa1 = a + 2 * ks;
+    int n2 = (K - 1) >> 1;
+    const odl_t *pe = pb + (size_t)n2 * 2 * ldb;
+    for (; pb != pe; pa += 2 * ks, pa1 += 2 * ks, pb += 2 * ldb) {
+      MM_STEP(pa, 1, pb);
+      MM_STEP(pa1, 1, pb + ldb);
     }
+    if ((K - 1) & 1) MM_STEP(pa, 1, pb);
   } else {
     const odl_t *ap[MM_R];
-    MM_UNROLL for (int r = 0; r < R; r++) ap[r] = a + r * rs;
-    MM_UNROLL for (int r = 0; r < R; r++) {
-      odl_vec_t av = odl_vsplat(ap[r][0]);
-      MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wmul(av, bv[v]);
-      ap[r] += 1;
+    MM_UNROLL for (int r = 0; r < R; r++) ap[r] = a + r * rs + 1;
+    int n4 = (K - 1) >> 2;
+    const odl_t *pe = pb + (size_t)n4 * 4 * ldb;
+    for (; pb != pe; pb += 4 * ldb) {
+      MM_UNROLL for (int u = 0; u < 4; u++) {
+        odl_t av[MM_R];
+        MM_UNROLL for (int r = 0; r < R; r++) av[r] = ap[r][u];
+        MM_UNROLL for (int v = 0; v < V; v++) {
+          odl_vec_t bv = odl_vload(pb + u * ldb + v * ODL_LANES);
+          MM_UNROLL for (int r = 0; r < R; r++) s[r][v] = odl_wfma(s[r][v], odl_vsplat(av[r]), bv);
+        }
+        if (u == 1) MM_SCHED_BARRIER();
+      }
+      MM_UNROLL for (int r = 0; r < R; r++) ap[r] += 4;
     }
-    int k = 1;
-    for (; k + 2 <= K; k += 2) {
-      MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
-      MM_UNROLL for (int r = 0; r < R; r++) {
-        odl_vec_t av = odl_vsplat(ap[r][0]);
-        MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av, bv[v]);
-      }
+    for (int k = (K - 1) & 3; k > 0; k--) {
+      MM_STEP(ap[0], rs, pb);
+      ap[0] += 1;
       pb += ldb;
-      MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
-      MM_UNROLL for (int r = 0; r < R; r++) {
-        odl_vec_t av = odl_vsplat(ap[r][1]);
-        MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av, bv[v]);
-        ap[r] += 2;
-      }
-      pb += ldb;
-    }
-    if (k < K) {
-      MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(pb + v * ODL_LANES);
-      MM_UNROLL for (int r = 0; r < R; r++) {
-        odl_vec_t av = odl_vsplat(ap[r][0]);
-        MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av, bv[v]);
-      }
     }
   }
   MM_UNROLL for (int r = 0; r < R; r++)
@@ -145,7 +164,16 @@ ODL_INLINE void mm_rows_v(const odl_t *a, int rs, int ks, const odl_t *b, int ld
     mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 1, pm, accumulate);
     j += ODL_LANES;
   }
-  if (ODL_LANES > 1 && j < j1) mm_col_s(a, rs, ks, b + j, ldb, c + j * cjs, ldc, K, R, accumulate);
+  if (ODL_LANES > 1 && j < j1) {
+    int r = 0;
+    if (pm == 0 && R >= 2) {
+      /* tn: A is contiguous along M at each k, so the odd column runs as a 1-row tile of C^T = B^T A
+       * (vectors along M, the column's B element splatted) */
+      mm_tile_v(b + j, 1, ldb, a, ks, c + j * cjs, cjs, ldc, K, 1, R / 2, 0, accumulate);
+      r = R & ~1;
+    }
+    if (r < R) mm_col_s(a + r * rs, rs, ks, b + j, ldb, c + j * cjs + r * ldc, ldc, K, R - r, accumulate);
+  }
 }
 
 ODL_INLINE void mm_block(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
@@ -166,77 +194,119 @@ ODL_INLINE void mm_block(const odl_t *a, int rs, int ks, const odl_t *b, int ldb
   if (i < i1) mm_rows_v(a + i * rs, rs, ks, b, ldb, c + i * ldc, ldc, cjs, K, j0, j1, 1, pm, acc);
 }
 
-/* Estimated instructions of one core's rows x cols block (the tiling of mm_block/mm_rows_v). */
-static long mm_tile_est(int R, int V, int K) { return (long)(R + 2 * V + R * V + 2) * K + 3 * R * V + 12; }
-static long mm_block_est(int rows, int cols, int K) {
+/* Estimated instructions of a rows x cols block (the tiling of mm_block / mm_rows_v), from the disassembly of
+ * the loops above: an R x V tile costs per k R*V FMAs + R flh + V (FP16: vle16 + address add; FP32: flw at an
+ * immediate offset) + pointer/loop upkeep (tn 2, nn (R+1)/4 + 1), and per accumulator a store (row-major C 3:
+ * vfncvt, address, vse16, + 2 to accumulate; C stored transposed 7, lane by lane, + 9 to accumulate), plus ~15
+ * per tile. Summed over the tiles in closed form: it runs for every grid candidate on every call, so it must
+ * stay a few dozen instructions (QEMU calibration: within 3% of the measured counts). */
+static long mm_block_est(int rows, int cols, int K, int pm, int tstore, int acc, int R0, int V0) {
   int cv = cols / ODL_LANES, odd = cols % ODL_LANES;
-  int vt[3] = {cv / MM_V, (cv % MM_V) / 2, (cv % MM_V) % 2};
-  int vs[3] = {MM_V, 2, 1};
-  int rt[4], rsz[4] = {MM_R, 4, 2, 1};
-  rt[0] = rows / MM_R;
-  int rem = rows % MM_R;
-  rt[1] = MM_R > 4 ? rem / 4 : 0;
-  rem -= rt[1] * 4;
-  rt[2] = rem / 2;
-  rt[3] = rem % 2;
-  long t = 0;
-  for (int x = 0; x < 4; x++) {
-    if (!rt[x]) continue;
-    long per = 0;
-    for (int y = 0; y < 3; y++) per += vt[y] * mm_tile_est(rsz[x], vs[y], K);
-    if (odd) per += (long)(2 + 2 * rsz[x]) * K;
-    t += rt[x] * per;
-  }
+  int rem = rows % R0, r4 = R0 > 4 ? rem / 4 : 0;
+  rem -= r4 * 4;
+  long rt1 = rows / R0 + r4 + rem / 2 + rem % 2;                      /* row tiles */
+  long rtc = pm ? (long)(rows / R0) * ((R0 + 1) / 4 + 1) + r4 * 2 + (rem / 2 + rem % 2) : 2 * rt1;
+  long ct1 = cv / V0 + (cv % V0) / 2 + (cv % V0) % 2;             /* column tiles */
+  long perk = (long)rows * cv + rows * ct1 + (ODL_LANES == 2 ? 2 : 1) * rt1 * cv + rtc * ct1;
+  long t = perk * K + (long)rows * cv * (tstore ? 7 + 9 * acc : 3 + 2 * acc) + 15 * rt1 * ct1;
+  if (odd) t += pm ? (2 * rt1 + 5L * rows) * K : (3 * rt1 + 2L * rows + 5L * (rows & 1)) * K + 8L * rows;
   return t;
 }
 
-/* This core's block of C, rows [*i0, *i1) and columns [*j0, *j1): the grid of pr x pc core blocks (pr * pc =
- * cores; columns in units of ODL_LANES or of a whole tile) whose busiest block is estimated cheapest. */
-static void mm_split_grid(int m, int n, int K, int tile_cols, int *i0, int *i1, int *j0, int *j1) {
-  int p = odl_num_cores(), id = odl_core_id();
+/* The grid of pr x pc core blocks (pr * pc = cores; columns split in units of ODL_LANES) whose busiest block is
+ * estimated cheapest: *pr, and that block's estimate. (Splitting columns in whole tiles instead was never
+ * cheaper on the QEMU calibration shapes and doubled the search.) */
+static long mm_plan(int m, int n, int K, int pm, int tstore, int acc, int *bpr, int *bunit) {
+  int p = odl_num_cores();
   long best = -1;
-  int bpr = p, bunit = ODL_LANES;
+  int R0 = MM_R, V0 = MM_V;
+  MM_OPAQUE(R0); /* divisions by the tile size as single div instructions, not multiply-shift sequences */
+  MM_OPAQUE(V0);
+  int nu = (n + ODL_LANES - 1) / ODL_LANES;
+  *bunit = ODL_LANES;
   for (int pr = 1; pr <= p; pr++) {
     if (p % pr) continue;
     int pc = p / pr;
-    for (int ui = 0; ui < 2; ui++) {
-      int unit = ui ? tile_cols : ODL_LANES;
-      if (ui && (pc == 1 || tile_cols == ODL_LANES)) continue;
-      int nu = (n + unit - 1) / unit;
-      int rows = (m + pr - 1) / pr, cols = odl_min_i((nu + pc - 1) / pc * unit, n);
-      long e = mm_block_est(rows, cols, K);
-      if (best < 0 || e < best) { best = e; bpr = pr; bunit = unit; }
-    }
+    int rows = (m + pr - 1) / pr, cols = odl_min_i((nu + pc - 1) / pc * ODL_LANES, n);
+    long e = mm_block_est(rows, cols, K, pm, tstore, acc, R0, V0);
+    if (best < 0 || e <= best) { best = e; *bpr = pr; } /* ties: more row blocks (measured slightly cheaper) */
   }
-  int pc = p / bpr, ri = id / pc, ci = id % pc, q, r;
-  q = m / bpr; r = m % bpr;
-  *i0 = ri * q + (ri < r ? ri : r);
-  *i1 = *i0 + q + (ri < r ? 1 : 0);
-  int nu = (n + bunit - 1) / bunit;
-  q = nu / pc; r = nu % pc;
-  int lo = ci * q + (ci < r ? ci : r), hi = lo + q + (ci < r ? 1 : 0);
-  *j0 = odl_min_i(lo * bunit, n);
-  *j1 = odl_min_i(hi * bunit, n);
+  return best;
 }
 
-ODL_INLINE void mm_v_driver(const odl_mm_args_t *p, int rs, int ks, int pm) {
-  int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
-  int ldb = p->ldb ? p->ldb : n;
-  int ldc = p->ct ? 1 : (p->ldc ? p->ldc : n), cjs = p->ct ? (p->ldc ? p->ldc : m) : 1;
+/* This core's block of the pr x (cores / pr) grid: rows [*i0, *i1), columns [*j0, *j1). */
+static void mm_grid_block(int m, int n, int pr, int unit, int *i0, int *i1, int *j0, int *j1) {
+  int pc = odl_num_cores() / pr, id = odl_core_id(), ri = id / pc, ci = id % pc, q, r;
+  q = m / pr; r = m % pr;
+  *i0 = ri * q + (ri < r ? ri : r);
+  *i1 = *i0 + q + (ri < r ? 1 : 0);
+  int nu = (n + unit - 1) / unit;
+  q = nu / pc; r = nu % pc;
+  int lo = ci * q + (ci < r ? ci : r), hi = lo + q + (ci < r ? 1 : 0);
+  *j0 = odl_min_i(lo * unit, n);
+  *j1 = odl_min_i(hi * unit, n);
+}
+
+/* C(i, j) = sum_k a[i*rs + k*ks] * b[k*ldb + j], stored at c[i*ldc + j*cjs]. */
+ODL_INLINE void mm_v_run(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
+                         int m, int n, int K, int pm, int acc, int pr, int unit) {
   int i0, i1, j0, j1;
-  mm_split_grid(m, n, K, MM_V * ODL_LANES, &i0, &i1, &j0, &j1);
+  mm_grid_block(m, n, pr, unit, &i0, &i1, &j0, &j1);
   if (j0 >= j1 || i0 >= i1) return;
-  mm_block(p->a, rs, ks, p->b, ldb, p->c, ldc, cjs, K, i0, i1, j0, j1, pm, acc);
+  mm_block(a, rs, ks, b, ldb, c, ldc, cjs, K, i0, i1, j0, j1, pm, acc);
+}
+
+/* The plan of the last shape each core ran, per form: the grid search costs ~800 instructions per orientation
+ * (a tenth of a small call), and the lowering issues runs of same-shape calls (the chunks of a conv). One slot
+ * per core (a core only reads its own slot; .bss starts zeroed and m >= 1, so an empty slot never matches). */
+typedef struct { int m, n, k, acc, ldc, cjs, cores, sw, pr, unit; } mm_plan_t;
+#define MM_PLAN_SLOTS 16
+static mm_plan_t mm_plans[2][MM_PLAN_SLOTS];
+
+static mm_plan_t *mm_plan_slot(int form, int m, int n, int K, int acc, int ldc, int cjs) {
+  mm_plan_t *s = &mm_plans[form][odl_core_id() % MM_PLAN_SLOTS];
+  int p = odl_num_cores();
+  if (s->m == m && s->n == n && s->k == K && s->acc == acc && s->ldc == ldc && s->cjs == cjs && s->cores == p)
+    return s;
+  s->m = 0; /* invalid while it is rewritten */
+  s->sw = 0;
+  s->pr = 1;
+  s->unit = ODL_LANES;
+  if (form == 0) {
+    mm_plan(m, n, K, 1, cjs != 1, acc, &s->pr, &s->unit);
+  } else {
+    /* tn: both operands are contiguous along their row at each k, so C^T = B^T A is the same loop with A
+     * and B swapped (vectors along M, C stored transposed): taken when the estimate says its tiles fit the
+     * shape better (e.g. M = 16 rows, which 7-row tiles cover badly) */
+    int spr = 1, sunit = ODL_LANES;
+    long e = mm_plan(m, n, K, 0, cjs != 1, acc, &s->pr, &s->unit);
+    long es = mm_plan(n, m, K, 0, ldc != 1, acc, &spr, &sunit);
+    if (es < e) { s->sw = 1; s->pr = spr; s->unit = sunit; }
+  }
+  s->n = n; s->k = K; s->acc = acc; s->ldc = ldc; s->cjs = cjs; s->cores = p;
+  s->m = m;
+  return s;
 }
 
 void odl_mm_nn(void *args) {
   const odl_mm_args_t *p = (const odl_mm_args_t *)args;
-  mm_v_driver(p, p->lda ? p->lda : p->k, 1, 1);
+  int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
+  int lda = p->lda ? p->lda : K, ldb = p->ldb ? p->ldb : n;
+  int ldc = p->ct ? 1 : (p->ldc ? p->ldc : n), cjs = p->ct ? (p->ldc ? p->ldc : m) : 1;
+  const mm_plan_t *pl = mm_plan_slot(0, m, n, K, acc, ldc, cjs);
+  mm_v_run(p->a, lda, 1, p->b, ldb, p->c, ldc, cjs, m, n, K, 1, acc, pl->pr, pl->unit);
 }
 
 void odl_mm_tn(void *args) {
   const odl_mm_args_t *p = (const odl_mm_args_t *)args;
-  mm_v_driver(p, 1, p->lda ? p->lda : p->m, 0);
+  int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
+  int lda = p->lda ? p->lda : m, ldb = p->ldb ? p->ldb : n;
+  int ldc = p->ct ? 1 : (p->ldc ? p->ldc : n), cjs = p->ct ? (p->ldc ? p->ldc : m) : 1;
+  const mm_plan_t *pl = mm_plan_slot(1, m, n, K, acc, ldc, cjs);
+  if (pl->sw)
+    mm_v_run(p->b, 1, ldb, p->a, lda, p->c, cjs, ldc, n, m, K, 0, acc, pl->pr, pl->unit);
+  else
+    mm_v_run(p->a, 1, lda, p->b, ldb, p->c, ldc, cjs, m, n, K, 0, acc, pl->pr, pl->unit);
 }
 
 /* ---------------- nt ---------------- */

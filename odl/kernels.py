@@ -29,9 +29,10 @@ def _ceil(a, b):
 
 
 # instructions per (2-lane FP16 | scalar FP32) multiply-accumulate instruction in the inner loops, from the
-# disassembly: FP16 nn 8x3 tile 45 per 24 FMAs, tn 42 per 24, nt 4x4 dot products 35 per 16; FP32 4x4 tiles
-_MM_IPF = {("nn", 2): 45 / 24, ("tn", 2): 42 / 24, ("nt", 2): 35 / 16,
-           ("nn", 1): 31 / 16, ("tn", 1): 29 / 16, ("nt", 1): 34 / 16}
+# disassembly: FP16 7x4 tile nn 181 per 112 FMAs (k unrolled by 4), tn 90 per 56 (by 2), nt 4x4 dot products 35
+# per 16; FP32 4x4 tiles nn 106 per 64, tn 54 per 32
+_MM_IPF = {("nn", 2): 181 / 112, ("tn", 2): 90 / 56, ("nt", 2): 35 / 16,
+           ("nn", 1): 106 / 64, ("tn", 1): 54 / 32, ("nt", 1): 34 / 16}
 
 
 def _mm_cost(form):
@@ -62,10 +63,12 @@ _k(name="odl_mm_nt", args_type=_MM, op="matmul", direction="any", layout="nt", s
    cost=_mm_cost("nt"))
 _k(name="odl_mm_tn", args_type=_MM, op="matmul", direction="any", layout="tn", source="matmul.c",
    cost=_mm_cost("tn"))
+# im2col / col2im: instructions per col element on the busiest core, ResNet8 FP16 8-hart averages from
+# `odl profile` (stride-1 chunks ~2.8 / ~3.1, stride-2 6-10)
 _k(name="odl_im2col", args_type="odl_im2col_args_t", op="im2col", direction="transform", source="conv_transform.c",
-   cost=lambda f, c, l: _ceil(f["c"] * f["kh"] * f["kw"] * f["ho"] * f["wo"], c) * 3)
-_k(name="odl_col2im", args_type="odl_col2im_args_t", op="col2im", direction="transform", source="conv_transform.c",
    cost=lambda f, c, l: _ceil(f["c"] * f["kh"] * f["kw"] * f["ho"] * f["wo"], c) * 4)
+_k(name="odl_col2im", args_type="odl_col2im_args_t", op="col2im", direction="transform", source="conv_transform.c",
+   cost=lambda f, c, l: _ceil(f["c"] * f["kh"] * f["kw"] * f["ho"] * f["wo"], c) * 5)
 _k(name="odl_transpose", args_type="odl_transpose_args_t", op="transpose", direction="transform",
    source="conv_transform.c", cost=lambda f, c, l: _ceil(f["cols"], c) * (f["rows"] * 2 + 6))
 _k(name="odl_bias_add", args_type="odl_bias_add_args_t", op="bias_add", direction="forward", source="elementwise.c")

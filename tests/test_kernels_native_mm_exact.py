@@ -1,0 +1,60 @@
+"""nn / tn matmuls element by element, host-native vs float64: every output element within one FP16 rounding of
+the exact product of the stored inputs (FP32 accumulation, one rounding per output), strided operands
+(lda / ldb / ldc larger than the logical row), C stored transposed (ct), accumulate, and no write outside C.
+
+The shapes cover the register-tile leftovers of the 7x4 (FP16) / 4x4 (FP32) tiles, the tn C^T orientation
+(M = 16 / 32: 7-row tiles fit N better), the odd last column (run as a 1-row C^T tile in tn), K remainders of the
+k-unrolled loops (tn by 2, nn by 4), and the core grids of 1, 3 and 8 cores."""
+import numpy as np
+import pytest
+
+from odl import native
+from odl.native import MmArgs
+
+SHAPES = [(1, 1, 1), (2, 3, 2), (7, 8, 5), (8, 9, 3), (13, 17, 6), (16, 224, 9), (16, 30, 17), (32, 14, 4),
+          (29, 125, 7), (64, 125, 3), (144, 16, 11), (6, 15, 16), (15, 7, 1), (3, 129, 8)]
+SENTINEL = 7.0
+
+
+def _strided(rng, dt, rows, cols, pad):
+    """(buffer, view): a rows x cols matrix inside a buffer whose rows are cols + pad long."""
+    buf = np.full((rows, cols + pad), SENTINEL, dtype=dt)
+    buf[:, :cols] = rng.standard_normal((rows, cols)).astype(dt)
+    return buf
+
+
+@pytest.mark.parametrize("cores", [1, 3, 8])
+@pytest.mark.parametrize("form", ["nn", "tn"])
+@pytest.mark.parametrize("ct", [0, 1])
+def test_mm_elementwise(form, ct, cores):
+    for prec in ("fp16", "fp32"):
+        lib = native.load(prec)
+        dt = lib.dtype
+        eps = 2.0 ** -11 if prec == "fp16" else 2.0 ** -24
+        rng = np.random.default_rng(cores * 10 + ct + (form == "tn") * 100)
+        for m, n, k in SHAPES:
+            pa, pb, pc = rng.integers(0, 3, size=3)
+            a = _strided(rng, dt, m, k, pa) if form == "nn" else _strided(rng, dt, k, m, pa)
+            b = _strided(rng, dt, k, n, pb)
+            A = a[:, :k].astype(np.float64) if form == "nn" else a[:, :m].astype(np.float64).T
+            B = b[:, :n].astype(np.float64)
+            ref = A @ B
+            mag = np.abs(A) @ np.abs(B)
+            for acc in (0, 1):
+                crow, ccol = (n, m) if ct else (m, n)
+                c = _strided(rng, dt, crow, ccol, pc)
+                c0 = c[:, :ccol].astype(np.float64)
+                c0 = c0.T if ct else c0
+                want = ref + (c0 if acc else 0)
+                args = MmArgs(a.ctypes.data, b.ctypes.data, c.ctypes.data, m, n, k, acc,
+                              a.shape[1], b.shape[1], c.shape[1], ct)
+                lib.run(f"mm_{form}", args, cores)
+                got = c[:, :ccol].astype(np.float64)
+                got = got.T if ct else got
+                # one rounding of the result (FP16 subnormals: absolute spacing 2^-24) + the FP32 sum's own error
+                tol = 2 * eps * np.abs(want) + (k + 2) * 2.0 ** -23 * (mag + (np.abs(c0) if acc else 0)) + \
+                    (2.0 ** -24 if prec == "fp16" else 1e-30)
+                bad = np.abs(got - want) > tol
+                what = f"{prec} mm_{form} ct={ct} acc={acc} M={m} N={n} K={k} cores={cores}"
+                assert not bad.any(), f"{what}: {bad.sum()} elements off, first at {np.argwhere(bad)[0]}"
+                assert (c[:, ccol:] == SENTINEL).all(), f"{what}: wrote outside C"
