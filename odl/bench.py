@@ -9,6 +9,8 @@
 * 8-vs-1 hart speedup of ResNet8 FP16 (ratio of step cycles).
 * Wall time of one emulated, non-profiled ResNet8 FP16 8-hart training step on QEMU: the STEP command round trip
   only (build, boot and preload excluded).
+* ResNet8 FP16 under the hierarchy is fitted into the goal's 512 KiB L2 (the planner recomputes the stem conv's
+  output in the backward; that work is counted, without MAC credit).
 * Every step is measured in both memory models (--memory hierarchy: L1 tiles, DMA from L2, exposed DMA counted;
   flat: one memory, no data movement), side by side; the goals apply to the hierarchy. For the hierarchy: exposed DMA
   share of the ResNet8 FP16 step and the L2 arena of its deployable full-update step.
@@ -73,12 +75,12 @@ def wall_step(target, work: Path, model: str = "resnet8", precision: str = "fp16
 
 def deployable_l2(target, prep) -> int:
     """L2 arena bytes of the deployable full-update step (fused updates, no observation buffers) under the
-    hierarchy."""
+    hierarchy, fitted into the goal's L2 (cheap activations recomputed; raises if it cannot fit)."""
     from .costs import load_costs
     from .lower import TrainConfig
     from .memory import hierarchy_of
     from .planner import fit
-    _, prog, rep = fit(prep.graph, "fp16", TrainConfig(), target.memory_budget_bytes,
+    _, prog, rep = fit(prep.graph, "fp16", TrainConfig(), GOALS["l2_bytes"],
                        costs=load_costs(target.name, "fp16", 8), cores=8, memory=hierarchy_of(target))
     return rep.arena_bytes
 
@@ -105,8 +107,10 @@ def bench(json_path: str | None = None, md_path: str | None = None, keep_dir: st
 
         def run(key):
             m, p, c, mem = key
+            # ResNet8 FP16 under the hierarchy is measured as the goal asks: fitted into an L2 of GOALS['l2_bytes']
+            budget = GOALS["l2_bytes"] if (m, p, mem) == ("resnet8", "fp16", "hierarchy") else None
             return key, profile_prepared(preps[key], target, p, c, work=work / f"{m}_{p}_{c}_{mem}", sync=syncs[c],
-                                         memory=mem)
+                                         memory=mem, budget=budget)
 
         from concurrent.futures import as_completed
         from .progress import bar

@@ -44,10 +44,12 @@ def add_train_args(p):
 
 
 def _cmd_validate(a) -> int:
+    from .compile import parse_bytes
     from .validate import validate
     rep = validate(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, a.lr, a.json, a.keep,
                    steps=a.steps, cfg=train_config(a), port=a.port, baud=a.baud, bulk=a.bulk, flash=a.flash,
-                   emulator=a.emulator, step_timeout=a.step_timeout, memory=a.memory)
+                   emulator=a.emulator, step_timeout=a.step_timeout, memory=a.memory,
+                   budget=parse_bytes(a.budget) if a.budget is not None else None)
     return 0 if rep["passed"] else 1
 
 
@@ -80,8 +82,9 @@ def _cmd_profile(a) -> int:
         print("odl: error: --png needs matplotlib, which is not installed (pip install matplotlib); "
               "run without --png or install it", file=sys.stderr)
         return 2
+    from .compile import parse_bytes
     profile(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a), a.json, a.png, a.keep,
-            memory=a.memory)
+            memory=a.memory, budget=parse_bytes(a.budget) if a.budget is not None else None)
     return 0
 
 
@@ -209,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shell command that flashes the built firmware ({elf}) before --port is opened")
     v.add_argument("--bulk", default="fast", choices=["fast", "uart"],
                    help="QEMU: move tensors by loader/semihosting (fast) or over the UART protocol like a board")
+    v.add_argument("--budget", default=None, metavar="BYTES",
+                   help="memory (L2) budget instead of the target's (e.g. 512K): cheap activations are recomputed "
+                        "in the backward to fit it")
     v.add_argument("--json", default=None, help="write the report as JSON to this file")
     v.add_argument("--keep", default=None, metavar="DIR", help="keep generated C, firmware and run files in DIR")
     v.add_argument("--step-timeout", type=float, default=None, metavar="S",
@@ -227,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(pr)
     pr.add_argument("--seed", type=int, default=0)
     add_train_args(pr)
+    pr.add_argument("--budget", default=None, metavar="BYTES",
+                    help="memory (L2) budget instead of the target's (e.g. 512K): cheap activations are recomputed "
+                         "in the backward to fit it")
     pr.add_argument("--json", default=None, help="write the profile as JSON to this file")
     pr.add_argument("--png", default=None, help="write a stacked bar chart (cycles per layer by step); needs matplotlib")
     pr.add_argument("--keep", default=None, metavar="DIR", help="keep generated C, firmware and run files in DIR")

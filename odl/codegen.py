@@ -8,6 +8,7 @@ import jinja2
 from . import __version__
 from . import kernels
 from .lower import MAX_CORES, CExpr, Program, Ptr
+from .memory import same_block
 from .resources import resource_dir
 
 _PTR = {"odl": "T", "f32": "F32", "i32": "I32", "u8": "U8"}
@@ -53,20 +54,26 @@ def _transfer(t, eb: int) -> str:
     return f"odl_dma_start({l2}, {l1}, {row}u, {t.rows}u, {l2s}u, {l1s}u)"
 
 
-def _dma_lines(c, nxt, eb: int, prefetched: bool) -> tuple[list[str], list[str]]:
-    """C statements around a tiled call (the schedule in odl/memory.py): fetch (unless prefetched) and wait;
-    prefetch the next tile of the same block; after the call, issue the write-backs."""
+def _dma_lines(c, prev, nxt, eb: int, prefetched: bool) -> tuple[list[str], list[str]]:
+    """C statements around a tiled call, the schedule odl/memory.py models. prev / nxt: the tiles before and after
+    in the same block (None at a block's edge). The previous tile's write-backs are issued here, after this tile's
+    prefetch of the next one, so that inputs go first on the one DMA channel; the last tile of a block issues its
+    own after the call. odl_tk: ticket of the fetch of the tile to run next; odl_tkw: of the last write-back."""
     pre, post = [], []
+    wb_prev = [f"odl_tkw = {_transfer(t, eb)};" for t in (prev.dma_out if prev is not None else [])]
     if not prefetched and c.dma_in:
-        for t in c.dma_in:
-            pre.append(f"odl_tk = {_transfer(t, eb)};")
-    if c.dma_in:
+        pre += wb_prev                  # this tile may read what the previous one wrote: its results go first
+        wb_prev = []
+        pre += [f"odl_tk = {_transfer(t, eb)};" for t in c.dma_in]
         pre.append("odl_dma_wait(odl_tk);")
+    else:
+        pre.append("odl_dma_wait(odl_tk);")      # this tile's prefetched inputs
+        pre.append("odl_dma_wait(odl_tkw);")     # the write-backs of two tiles ago: their L1 is reused now
     if nxt is not None and nxt.prefetch:
-        for t in nxt.dma_in:
-            pre.append(f"odl_tk = {_transfer(t, eb)};")
-    for t in c.dma_out:
-        post.append(f"(void){_transfer(t, eb)};")
+        pre += [f"odl_tk = {_transfer(t, eb)};" for t in nxt.dma_in]
+    pre += wb_prev
+    if nxt is None:
+        post += [f"odl_tkw = {_transfer(t, eb)};" for t in c.dma_out]
     return pre, post
 
 
@@ -78,10 +85,13 @@ def call_blocks(indexed_calls, precision: str = "fp32") -> list[dict]:
     blocks = []
     seq = list(indexed_calls)
     for pos, (i, c) in enumerate(seq):
-        # a prefetch needs the tile before it in this sequence (train renders subsets of a program's calls)
+        # neighbours in the same block of this sequence (train renders subsets of a program's calls)
         nxt = seq[pos + 1][1] if pos + 1 < len(seq) and seq[pos + 1][0] == i + 1 else None
-        prefetched = c.prefetch and pos > 0 and seq[pos - 1][0] == i - 1
-        pre, post = _dma_lines(c, nxt, eb, prefetched) if c.origin >= 0 else ([], [])
+        prev = seq[pos - 1][1] if pos > 0 and seq[pos - 1][0] == i - 1 else None
+        nxt = nxt if nxt is not None and same_block(c, nxt) else None
+        prev = prev if prev is not None and same_block(prev, c) else None
+        prefetched = c.prefetch and prev is not None
+        pre, post = _dma_lines(c, prev, nxt, eb, prefetched) if c.origin >= 0 else ([], [])
         checks = [(k, f"[{i}] {c.kernel} {c.layer} {c.step} .{k}") for k, v in c.fields.items()
                   if isinstance(v, Ptr)] if c.origin >= 0 else []
         rc = dict(index=i, layer=c.layer, step=c.step, kernel=c.kernel, args_type=kernels.get(c.kernel).args_type,

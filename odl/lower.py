@@ -203,6 +203,8 @@ class Lowering:
     # ---- calls -----------------------------------------------------------------------------------
     def call(self, kernel: str, layer: str, step: str, macs: int = 0, **fields):
         loop, group = self._loop
+        if not loop:        # outside a per-sample loop (or a batch of one): sample 0
+            fields = {k: _sample0(v) for k, v in fields.items()}
         self.calls.append(Call(kernel=kernel, fields=fields, layer=layer, step=step, loop=loop, macs=macs,
                                group=group, variant=self._variant))
 
@@ -253,9 +255,11 @@ class Lowering:
 
     @contextlib.contextmanager
     def per_sample(self, n: int):
-        """Calls made inside run once per sample n (C variable `n`), in one loop, in the order made."""
+        """Calls made inside run once per sample n (C variable `n`), in one loop, in the order made. A batch of one
+        needs no loop: the calls are plain calls (sample 0), so nothing separates them from their neighbours (the
+        memory hierarchy keeps results in L1 and prefetches across them)."""
         self._groups += 1
-        self._loop = (n, self._groups)
+        self._loop = (n, self._groups) if n > 1 else (0, 0)
         try:
             yield
         finally:
@@ -534,6 +538,17 @@ class Lowering:
                 name = node.report_name if node.report_name not in out else node.name
                 out[name] = (b, root)
         return out
+
+
+def _sample0(v):
+    """A field value of a per-sample call run for sample 0 only (a batch of one: no loop, no C variable n)."""
+    if isinstance(v, Ptr) and v.per_sample:
+        return Ptr(v.buf, 0, v.elem)
+    if isinstance(v, CExpr) and re.search(r"\bn\b", v):
+        if v.replace(" ", "") == "n>0":
+            return 0
+        raise OdlError(f"internal: per-sample expression {v!r} outside a loop")
+    return v
 
 
 CHEAP_MACS_PER_OUTPUT = 32

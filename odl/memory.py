@@ -10,11 +10,15 @@ cycles on the DMA engine and starts when the engine is free and the cores have i
 copy by hart 0 between kernel calls, outside the counted kernel work, so the cores are not charged for it; its time
 is this model's.
 
-The schedule the generated code follows (and `simulate` replays), for tile t:
-    if t's inputs were not prefetched: issue them;  wait for them
-    if tile t+1 may be prefetched (same loop body, reads nothing tile t writes): issue its inputs
+The schedule the generated code follows (and `simulate` replays), for tile t of a block (a per-sample loop body, or
+a run of calls outside loops):
+    if t's inputs were not prefetched: issue t-1's results, then t's inputs; wait for them
+    else: wait for t's prefetched inputs and for t-2's results (their L1 is reused from now on)
+    if tile t+1 may be prefetched (same block, reads nothing t-1 or t write): issue its inputs
+    issue t-1's results (if not done above): they drain while t computes, behind the prefetch
     compute t (fork/join of the cores)
-    issue t's results (they drain while t+1 computes)
+    the last tile of a block issues its own results after it.
+Inputs go ahead of write-backs on the one channel, so a large write-back does not delay the next tile's inputs.
 Step cycles = compute (kernels + fork/join) + DMA time the cores waited for ("exposed").
 """
 from __future__ import annotations
@@ -88,14 +92,19 @@ def tile_dma(call, hier: Hierarchy, elem_bytes: int) -> tuple[int, int]:
     return cin, cout
 
 
+def same_block(a, b) -> bool:
+    """Do two consecutive tile calls run in one block (both outside per-sample loops, or in the same loop body)?"""
+    return (a.loop == 0 and b.loop == 0) or bool(a.loop and b.loop and a.group == b.group)
+
+
 def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
-    """Replay the DMA schedule of a tiled program. compute[i]: cycles of call i per invocation (critical path +
-    fork/join). Per-sample loop bodies run `loop` times. Returns step cycles, DMA busy cycles, exposed (waited)
-    cycles, and per-call DMA / exposed cycles summed over invocations."""
+    """Replay the DMA schedule of a tiled program (see the module docstring). compute[i]: cycles of call i per
+    invocation (critical path + fork/join). Per-sample loop bodies run `loop` times. Returns step cycles, DMA busy
+    cycles, exposed (waited) cycles, and per-call DMA / exposed cycles summed over invocations."""
     eb = prog.elem_bytes
     calls = prog.calls
-    seq: list[int] = []          # call indices in execution order (loop bodies expanded)
-    i = 0
+    seq: list[tuple[int, int]] = []     # (call index, block number) in execution order (loop bodies expanded)
+    i, blk = 0, 0
     while i < len(calls):
         c = calls[i]
         if c.loop:
@@ -103,45 +112,61 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
             while j < len(calls) and calls[j].loop and calls[j].group == c.group:
                 j += 1
             for _ in range(c.loop):
-                seq.extend(range(i, j))
+                blk += 1
+                seq.extend((k, blk) for k in range(i, j))
             i = j
         else:
-            seq.append(i)
+            if not (seq and calls[seq[-1][0]].loop == 0):
+                blk += 1
+            seq.append((i, blk))
             i += 1
+        blk += 0
     dma = [tile_dma(c, hier, eb) for c in calls]
     per_dma = [0] * len(calls)
     per_exposed = [0] * len(calls)
-    t = 0                        # the cores' clock
-    free = 0                     # when the DMA engine is next free
-    ready = None                 # completion time of the prefetched inputs of the next tile
-    for pos, ci in enumerate(seq):
+    state = {"free": 0}
+
+    def issue(now, cycles):
+        if not cycles:
+            return now
+        start = max(now, state["free"])
+        state["free"] = start + cycles
+        return state["free"]
+    t = 0                  # the cores' clock
+    tk = 0                 # completion of the fetch of the tile to run next
+    tkw = 0                # completion of the last write-back issued
+    pending = None         # write-back cycles of the previous tile of this block, not issued yet
+    for pos, (ci, b) in enumerate(seq):
         c = calls[ci]
         cin, cout = dma[ci]
-        if c.prefetch and ready is not None:
-            done = ready
+        prev_same = pos > 0 and seq[pos - 1][1] == b
+        next_same = pos + 1 < len(seq) and seq[pos + 1][1] == b
+        prefetched = c.prefetch and prev_same
+        if not prefetched and cin:
+            if pending is not None:
+                tkw = issue(t, pending)
+                pending = None
+            tk = issue(t, cin)
+            ready = tk
         else:
-            start = max(t, free)
-            done = start + cin
-            free = done if cin else free
-        if done > t:
-            per_exposed[ci] += done - t
-            t = done
-        ready = None
-        if pos + 1 < len(seq):
-            nxt = calls[seq[pos + 1]]
-            if nxt.prefetch:
-                nin = dma[seq[pos + 1]][0]
-                start = max(t, free)
-                ready = start + nin
-                free = ready if nin else free
+            ready = max(tk, tkw)
+        if ready > t:
+            per_exposed[ci] += ready - t
+            t = ready
+        if next_same and calls[seq[pos + 1][0]].prefetch:
+            tk = issue(t, dma[seq[pos + 1][0]][0])
+        if pending is not None:
+            tkw = issue(t, pending)
+            pending = None
         t += compute[ci]
-        if cout:
-            start = max(t, free)
-            free = start + cout
+        if next_same:
+            pending = cout
+        elif cout:
+            tkw = issue(t, cout)
         per_dma[ci] += cin + cout
-    if free > t:
-        per_exposed[seq[-1] if seq else 0] += free - t
-        t = free
-    total_compute = sum(compute[ci] for ci in seq)
+    if state["free"] > t:
+        per_exposed[seq[-1][0] if seq else 0] += state["free"] - t
+        t = state["free"]
+    total_compute = sum(compute[ci] for ci, _ in seq)
     return {"step_cycles": t, "compute_cycles": total_compute, "dma_cycles": sum(per_dma),
             "dma_exposed_cycles": t - total_compute, "per_call_dma": per_dma, "per_call_exposed": per_exposed}

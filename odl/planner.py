@@ -148,19 +148,6 @@ def fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):
     prog = lower(graph, precision, cfg, **lower_kw)
     rep = plan(prog)
     rep.budget_bytes = budget_bytes
-    if lower_kw.get("memory") is not None and not cfg.recompute:
-        # memory hierarchy: L2 is the MCU's scarce memory, so every cheap recompute (at most
-        # CHEAP_MACS_PER_OUTPUT MACs per element, odl.lower.recompute_candidates) that makes the arena smaller is
-        # taken, whatever the budget
-        chosen = []
-        for v in recompute_candidates(graph, cfg):
-            c = dataclasses.replace(cfg, recompute=frozenset(chosen + [v]))
-            p2 = lower(graph, precision, c, **lower_kw)
-            r2 = plan(p2)
-            if r2.arena_bytes < rep.arena_bytes:
-                chosen.append(v)
-                cfg, prog, rep = c, p2, r2
-                rep.budget_bytes, rep.recomputed = budget_bytes, tuple(chosen)
     if budget_bytes is None or rep.arena_bytes <= budget_bytes:
         return cfg, prog, rep
     chosen: list[str] = []

@@ -272,7 +272,9 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
 
 
 def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: Path | None = None,
-                     sync: dict | None = None, tuning: bool = False, phase=None, memory: str = "hierarchy") -> dict:
+                     sync: dict | None = None, tuning: bool = False, phase=None, memory: str = "hierarchy",
+                     budget: int | None = None) -> dict:
+    """budget: L2 bytes the step must fit (default: the target's budget); activations are recomputed to fit."""
     """Lower, build with ODL_PROFILE, run one step on QEMU, read the counts; returns the report dict."""
     from .codegen import render
     from .lower import MAX_CORES, TrainConfig, lower
@@ -300,9 +302,9 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
         from .planner import fit
         hier = memory_for(target, memory)
         costs = load_costs(target.name, precision, cores)
-        # the deployable step's choices (recomputes that fit the budget or, under the hierarchy, shrink L2)
-        cfg, _, _ = fit(prep.graph, precision, cfg, target.memory_budget_bytes, costs=costs, cores=cores,
-                        memory=hier)
+        # the deployable step's choices (recomputes that make it fit the budget)
+        cfg, _, _ = fit(prep.graph, precision, cfg, budget or target.memory_budget_bytes, costs=costs,
+                        cores=cores, memory=hier)
         prog = lower(prep.graph, precision, cfg, profile=True, tuning=tuning, cores=cores, costs=costs, memory=hier)
         plan(prog)
         srcs = render(prog, prep.name, cores, work / "gen")
@@ -351,14 +353,15 @@ def setup(model_spec: str, target_name: str, precision: str, input_shape: str | 
 
 def profile(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp32", cores: int = 8,
             input_shape: str | None = None, seed: int = 0, cfg=None, json_path: str | None = None,
-            png_path: str | None = None, keep_dir: str | None = None, log=print, memory: str = "hierarchy") -> dict:
+            png_path: str | None = None, keep_dir: str | None = None, log=print, memory: str = "hierarchy",
+            budget: int | None = None) -> dict:
     from .fsutil import atomic_path, write_text_atomic
     from .progress import Phases
     phase = Phases("profile")
     phase("trace", model_spec)
     target, prep, cfg = setup(model_spec, target_name, precision, input_shape, seed, cfg)
     rep = profile_prepared(prep, target, precision, cores, cfg, Path(keep_dir) if keep_dir else None, phase=phase,
-                           memory=memory)
+                           memory=memory, budget=budget)
     if log:
         log(format_report(rep))
     if json_path:

@@ -34,10 +34,11 @@ from dataclasses import dataclass
 from . import kernels
 from .errors import OdlError
 from .ir import Buffer, Call, CExpr, Program, Ptr, Transfer
-from .memory import Hierarchy
+from .memory import Hierarchy, same_block
 from .resources import resource_dir
 
 ALIGN = 16
+RESIDENT_SPAN = 64      # a scratch used by calls at most this far apart (outside loops) may live in L1 throughout
 CHAN_STRETCH = 1.5      # a channel-split tile may exceed the tile budget by this factor to give every core a channel
 ELEM = {"f32": 4, "i32": 4, "u8": 1}
 
@@ -415,7 +416,10 @@ def _resident_buffers(prog: Program, limit: int, eb: int) -> set:
         if not uses or b.role != "scratch" or b.persistent or b in prog.preload or id(b) in strided:
             continue
         groups = {u[0] for u in uses}
-        one_block = (len(groups) == 1 and "call" not in groups) or len(uses) == 1
+        idx = [u[1] for u in uses]
+        # one per-sample loop body, or a short run of calls outside loops: its L1 copy lives that long
+        one_block = (len(groups) == 1 and "call" not in groups) or (groups == {"call"} and
+                                                                   max(idx) - min(idx) <= RESIDENT_SPAN)
         if one_block and b.nbytes(eb) <= limit:
             out.add(id(b))
     return out
@@ -525,7 +529,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
             regs = _merge(g, ci, call)
             staged = {bid: r for bid, r in regs.items() if bid not in resident}
             need = sum(_align(r[2] * r[3] * _esize(r[0], eb)) for r in staged.values())
-            if need > budget:
+            if need > budget * (CHAN_STRETCH if tiler is _chan_tiles else 1):
                 raise _NoFit(f"--memory hierarchy: call {ci} ({call.kernel}, layer {call.layer}, {call.step}) needs "
                              f"{need} B of L1 for one tile (every buffer it points into: "
                              f"{', '.join(r[0].name for r in staged.values())}); the L1 holds {l1cap} B for tiles, "
@@ -591,10 +595,11 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
     # per-sample loop body, or both outside loops) and it reads nothing this tile writes back
     for t in range(1, len(calls)):
         a, b = calls[t - 1], calls[t]
-        same = (a.loop == 0 and b.loop == 0) or (a.loop and b.loop and a.group == b.group)
-        if not same or not b.dma_in:
+        if not same_block(a, b) or not b.dma_in:
             continue
-        if any(_overlap(_treg(o), _treg(i)) for o in a.dma_out for i in b.dma_in):
+        # issued at tile t-1, before t-1 runs and before t-2's write-backs go out (when t-2 is in the same block)
+        outs = list(a.dma_out) + (list(calls[t - 2].dma_out) if t >= 2 and same_block(calls[t - 2], a) else [])
+        if any(_overlap(_treg(o), _treg(i)) for o in outs for i in b.dma_in):
             continue
         b.prefetch = True
     # L1 placement: first fit by lifetime (in tiles), largest first

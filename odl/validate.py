@@ -78,7 +78,8 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
              input_shape: str | None = None, seed: int = 0, lr: float = 0.01, json_path: str | None = None,
              keep_dir: str | None = None, log=print, steps: int = 1, cfg: TrainConfig | None = None,
              port: str | None = None, baud: int = 115200, bulk: str = "fast", flash: str | None = None,
-             emulator: str = "qemu", step_timeout: float | None = None, memory: str = "hierarchy") -> dict:
+             emulator: str = "qemu", step_timeout: float | None = None, memory: str = "hierarchy",
+             budget: int | None = None) -> dict:
     """port: validate on a board (or any pyserial URL) instead of QEMU; bulk='uart' makes QEMU move all data over
     the protocol as a board would; flash: a shell command that flashes {elf} before connecting."""
     t0 = time.perf_counter()
@@ -99,7 +100,8 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     # input gradient alive for read-back (reported separately, not held against the budget).
     from .costs import load_costs
     costs = load_costs(target.name, precision, cores)
-    cfg, _, mem = fit(graph, precision, cfg, target.memory_budget_bytes, costs=costs, cores=cores, memory=hier)
+    budget = budget or target.memory_budget_bytes
+    cfg, _, mem = fit(graph, precision, cfg, budget, costs=costs, cores=cores, memory=hier)
     prog = lower(graph, precision, cfg, observe=True, costs=costs, cores=cores, memory=hier)
     mem_val = plan(prog)
 
@@ -222,7 +224,7 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         "tensors": rows,
         "macs": {"forward": prog.macs_forward, "backward": prog.macs_backward,
                  "total": prog.macs_forward + prog.macs_backward},
-        "memory": {"arena_bytes": mem.arena_bytes, "budget_bytes": target.memory_budget_bytes,
+        "memory": {"arena_bytes": mem.arena_bytes, "budget_bytes": budget,
                    "naive_bytes": mem.naive_bytes, "validation_arena_bytes": mem_val.arena_bytes},
         # STEP_DONE's counters are read on hart 0 around the step; under QEMU -icount all harts share one counter,
         # so these are every hart's instructions summed, not the step's time: `odl profile` measures the
