@@ -316,7 +316,6 @@ class Lowering:
         (ResNet8: 16 KiB less at the peak). Any such order gives the same gradients."""
         g = self.g
         pos = {n.name: i for i, n in enumerate(g.nodes)}
-        by_name = {n.name: n for n in g.nodes}
         waiting = {n.name: 0 for n in g.nodes}
         for n in g.nodes:
             for v in dict.fromkeys(n.inputs):

@@ -26,7 +26,6 @@ compute, which is the same machinery the kernel variants use.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 from dataclasses import dataclass

@@ -218,7 +218,7 @@ def build_programs(model: nn.Module, sample_shape: tuple, ntrain: int, nval: int
     else:
         want = []
     masters = {}
-    mixed = None
+    transform = None
     if opts.precision == "mixed":
         # FP32 master weights of the trainable parameters (which ones: a flat lowering of the step says)
         probe = lower(trace(model, (sizes[0][1], *sample_shape)), dev, cfg, costs=costs, cores=opts.cores)
@@ -227,13 +227,13 @@ def build_programs(model: nn.Module, sample_shape: tuple, ntrain: int, nval: int
             masters[pname] = Buffer("master_" + pname, w.nelem, dtype="f32", role="state", persistent=True,
                                     shape=w.shape, init=("master", pname))
 
-        def mixed(p):       # before tiling: the rewrite adds calls that must be tiled too
+        def transform(p):   # before tiling: the rewrite adds calls that must be tiled too
             to_mixed(p, dict(masters))
     progs = []
     for kind, bs in sizes:
         g = trace(model, (bs, *sample_shape))
         if kind == "train":
-            p = lower(g, dev, cfg, costs=costs, cores=opts.cores, memory=hier, transform=mixed)
+            p = lower(g, dev, cfg, costs=costs, cores=opts.cores, memory=hier, transform=transform)
         else:
             p = lower(g, dev, dataclasses.replace(cfg, bn="frozen"), costs=costs, cores=opts.cores,
                       forward_only=True, memory=hier)
