@@ -120,7 +120,6 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
                 blk += 1
             seq.append((i, blk))
             i += 1
-        blk += 0
     dma = [tile_dma(c, hier, eb) for c in calls]
     per_dma = [0] * len(calls)
     per_exposed = [0] * len(calls)

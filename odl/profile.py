@@ -192,7 +192,8 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
     mean = counts.mean(axis=1)
     imb = np.where(mean > 0, crit / np.maximum(mean, 1e-9) - 1.0, 0.0)
     layers: dict[str, dict] = {}
-    step_tot = {s: {"cycles": 0, "sync": 0, "macs": 0, "calls": 0, "_imbw": 0.0} for s in STEPS}
+    step_tot = {s: {"cycles": 0, "sync": 0, "macs": 0, "calls": 0, "_imbw": 0.0, "dma": 0,
+                    "dma_exposed": 0} for s in STEPS}
     kern_tot: dict[str, dict] = {}
     for i, call in enumerate(prog.calls):
         name, op = resolve(call)
@@ -202,10 +203,11 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
                                      "cycles": 0, "_imbw": 0.0, "step_detail": {}, "dma_cycles": 0,
                                      "dma_exposed_cycles": 0, "l1_peak_bytes": 0})
         L["l1_peak_bytes"] = max(L["l1_peak_bytes"], getattr(call, "l1_bytes", 0))
-        if dma is not None:
-            L["dma_cycles"] += int(dma["per_call_dma"][i])
-            L["dma_exposed_cycles"] += int(round(dma["per_call_exposed"][i]))
-            L["cycles"] += int(round(dma["per_call_exposed"][i]))
+        # DMA busy and exposed (waited-for) cycles of this tile over its invocations (0 with a flat memory)
+        d, e = (int(dma["per_call_dma"][i]), int(round(dma["per_call_exposed"][i]))) if dma is not None else (0, 0)
+        L["dma_cycles"] += d
+        L["dma_exposed_cycles"] += e
+        L["cycles"] += e
         L["macs"] += call.macs
         L["steps"][call.step] = L["steps"].get(call.step, 0) + int(crit[i])
         ks = L["kernels"].setdefault(call.step, [])
@@ -216,18 +218,16 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
         L["_imbw"] += float(imb[i]) * int(crit[i])
         sd = L["step_detail"].setdefault(call.step, {"macs": 0, "sync": 0, "calls": 0, "_imbw": 0.0, "dma": 0,
                                                      "dma_exposed": 0})
-        st0 = step_tot.setdefault(call.step, {"cycles": 0, "sync": 0, "macs": 0, "calls": 0, "_imbw": 0.0})
-        if dma is not None:
-            d, e = int(dma["per_call_dma"][i]), int(round(dma["per_call_exposed"][i]))
-            sd["dma"] += d
-            sd["dma_exposed"] += e
-            st0["dma"] = st0.get("dma", 0) + d
-            st0["dma_exposed"] = st0.get("dma_exposed", 0) + e
+        sd["dma"] += d
+        sd["dma_exposed"] += e
         sd["macs"] += call.macs
         sd["sync"] += sync
         sd["calls"] += inv
         sd["_imbw"] += float(imb[i]) * int(crit[i])
-        st = step_tot.setdefault(call.step, {"cycles": 0, "sync": 0, "macs": 0, "calls": 0, "_imbw": 0.0})
+        st = step_tot.setdefault(call.step, {"cycles": 0, "sync": 0, "macs": 0, "calls": 0, "_imbw": 0.0, "dma": 0,
+                                             "dma_exposed": 0})
+        st["dma"] += d
+        st["dma_exposed"] += e
         st["cycles"] += int(crit[i])
         st["sync"] += sync
         st["macs"] += call.macs
@@ -251,7 +251,7 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
     for s, st in step_tot.items():
         w = st.pop("_imbw")
         st["imbalance"] = w / st["cycles"] if st["cycles"] else 0.0
-        st["total"] = st["cycles"] + st["sync"] + st.get("dma_exposed", 0)
+        st["total"] = st["cycles"] + st["sync"] + st["dma_exposed"]
     compute = int(crit.sum())
     sync_total = sum(L["sync"] for L in out_layers)
     exposed = int(round(dma["dma_exposed_cycles"])) if dma is not None else 0

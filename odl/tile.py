@@ -26,7 +26,6 @@ compute, which is the same machinery the kernel variants use.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass
 
@@ -84,10 +83,6 @@ class Region:
     def nelem(self) -> int:
         return self.rows * self.row_len
 
-    @property
-    def extent(self) -> tuple[int, int]:
-        return self.start, self.start + (self.rows - 1) * self.stride + self.row_len
-
 
 def _esize(buf: Buffer, eb: int) -> int:
     return eb if buf.dtype == "odl" else ELEM[buf.dtype]
@@ -109,14 +104,6 @@ def _split(total: int, parts: int, quantum: int = 1) -> list[tuple[int, int]]:
     step = max(quantum, -(-total // parts))
     step = -(-step // quantum) * quantum
     return [(a, min(total, a + step)) for a in range(0, total, step)]
-
-
-def _bytes(fields: dict, eb: int, resident: set) -> int:
-    tot = 0
-    for v in fields.values():
-        if isinstance(v, Region) and id(v.buf) not in resident:
-            tot += _align(v.nelem * _esize(v.buf, eb))
-    return tot
 
 
 def _align(v: int) -> int:
@@ -453,13 +440,15 @@ def _treg(t: Transfer) -> tuple:
 
 
 def _overlap(a: tuple, b: tuple) -> bool:
-    """Do two L2 regions (buf, start, rows, row_len, stride, per_sample, mode) share bytes? (per-sample offsets:
-    same loop iteration, so they cancel.)"""
+    """May two L2 regions (buf, start, rows, row_len, stride, per_sample, ...) share bytes? Equal per-sample
+    strides cancel (same loop iteration); different ones are taken to overlap."""
     if a[0] is not b[0]:
         return False
+    if a[5] != b[5]:
+        return True
     alo, ahi = a[1], a[1] + (a[2] - 1) * a[4] + a[3]
     blo, bhi = b[1], b[1] + (b[2] - 1) * b[4] + b[3]
-    return alo < bhi and blo < ahi and a[5] == b[5]
+    return alo < bhi and blo < ahi
 
 
 def tile(prog: Program, hier: Hierarchy, cores: int) -> Program:
@@ -470,21 +459,16 @@ def tile(prog: Program, hier: Hierarchy, cores: int) -> Program:
         _check_pointers(c, i)
     resident = _resident_buffers(prog, l1 // 4, eb)
     flat = prog.calls
-    res_max = sum(_align(b.nbytes(eb)) for b in prog.buffers if id(b) in resident and False) or \
-        max((_align(b.nbytes(eb)) for b in prog.buffers if id(b) in resident), default=0)
+    res_max = max((_align(b.nbytes(eb)) for b in prog.buffers if id(b) in resident), default=0)
     errors = []
     # staged bytes per tile: tile t's inputs arrive during t-1 and its results leave during t+1, so up to three
     # tiles' buffers are alive at once; try budgets from a half of the free L1 down until the placement fits
     for share in (0.5, 0.45, 0.4, 1 / 3, 0.28, 0.25, 0.2, 0.15):
         try:
             calls, l1bufs, peak = _tile_all(prog, flat, hier, cores, resident, int((l1 - res_max) * share))
-            if os.environ.get("ODL_TILE_DEBUG"):
-                print(f"tile budget share {share:.2f}: fits, L1 peak {peak} B")
             break
         except _NoFit as e:
             errors.append(str(e))
-            if os.environ.get("ODL_TILE_DEBUG"):
-                print(f"tile budget share {share:.2f}: {e}")
     else:
         raise OdlError(errors[0] + (f"; with smaller tiles: {errors[-1].removeprefix('--memory hierarchy: ')}"
                                     if errors[-1] != errors[0] else ""))
@@ -575,7 +559,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                     else:       # resident: the L2 layout, unchanged
                         fields[k] = Ptr(lb, 0, v.start)
                         if v.ld:
-                            lds[v.ld] = v.stride if v.rows > 1 else _orig_ld(call, v.ld)
+                            lds[v.ld] = v.stride if v.rows > 1 else call.fields.get(v.ld, 0)
                 else:
                     fields[k] = v
             fields.update(lds)
@@ -585,8 +569,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                                              prefetch=False, origin=ci))
             tiles_regions.append(regs)
             tiles_l1.append({bid: lb for bid, (lb, _) in l1of.items()})
-    if not os.environ.get("ODL_TILE_NO_FORWARD"):
-        spans = _forward(calls, tiles_regions, tiles_l1, spans, span_of, resident)
+    spans = _forward(calls, tiles_regions, tiles_l1, spans, span_of, resident)
     kept = {id(sp[0]) for sp in spans}
     l1bufs = [b for b in l1bufs if b.role == "l1_resident" or id(b) in kept]
     spans += list(res_span.values())
@@ -625,9 +608,6 @@ def _forward(calls, regions, l1s, spans, span_of, resident) -> list:
     last_touch: dict[int, int] = {}         # buffer id -> last tile that touched it
     pending: dict[int, tuple] = {}          # buffer id -> (tile, region key, L1 buffer) of an unwritten-back result
     dropped = set()
-
-    def block(c):
-        return (c.group if c.loop else -1)
     for t, regs in enumerate(regions):
         c = calls[t]
         for bid, r in regs.items():
@@ -636,7 +616,7 @@ def _forward(calls, regions, l1s, spans, span_of, resident) -> list:
             key, mode = r[1:6], r[6]
             p = pending.get(bid)
             if (p is not None and p[1] == key and last_touch.get(bid) == p[0] and mode in ("r", "rw")
-                    and block(calls[p[0]]) == block(c)):
+                    and same_block(calls[p[0]], c)):
                 t0, _, lb0 = p
                 lb = l1s[t][bid]
                 if mode == "rw":        # the reader writes it back; a read-only reader leaves that to the writer
@@ -655,7 +635,3 @@ def _forward(calls, regions, l1s, spans, span_of, resident) -> list:
                 pending.pop(bid)
             last_touch[bid] = t
     return [sp for sp in spans if id(sp[0]) not in dropped]
-
-
-def _orig_ld(call: Call, ld: str) -> int:
-    return call.fields.get(ld, 0)
