@@ -153,6 +153,11 @@ ODL_INLINE float act_bwd1(int op, float s, float dy, float alpha) {
 
 int odl_act_bwd_reads_output(int op) { return op == ODL_ACT_SIGMOID || op == ODL_ACT_TANH; }
 
+/* Every activation, once: each kernel expands X(op) into a switch case whose loop has op as a constant, so the
+ * per-element function inlines to that activation alone. */
+#define ODL_ACT_OPS(X) X(ODL_ACT_SIGMOID) X(ODL_ACT_TANH) X(ODL_ACT_LEAKY_RELU) X(ODL_ACT_ELU) X(ODL_ACT_HARDSWISH) \
+  X(ODL_ACT_HARDSIGMOID) X(ODL_ACT_SILU) X(ODL_ACT_GELU) X(ODL_ACT_GELU_TANH)
+
 void odl_act_fwd(void *args) {
   const odl_act_args_t *p = (const odl_act_args_t *)args;
   int lo, hi;
@@ -165,15 +170,7 @@ void odl_act_fwd(void *args) {
     for (int i = lo; i < hi; i++) y[i] = (odl_t)act_fwd1(OP, (float)x[i], alpha); \
     break;
   switch (p->op) {
-    ODL_ACT_CASE(ODL_ACT_SIGMOID)
-    ODL_ACT_CASE(ODL_ACT_TANH)
-    ODL_ACT_CASE(ODL_ACT_LEAKY_RELU)
-    ODL_ACT_CASE(ODL_ACT_ELU)
-    ODL_ACT_CASE(ODL_ACT_HARDSWISH)
-    ODL_ACT_CASE(ODL_ACT_HARDSIGMOID)
-    ODL_ACT_CASE(ODL_ACT_SILU)
-    ODL_ACT_CASE(ODL_ACT_GELU)
-    ODL_ACT_CASE(ODL_ACT_GELU_TANH)
+    ODL_ACT_OPS(ODL_ACT_CASE)
     default: break;
   }
 #undef ODL_ACT_CASE
@@ -195,15 +192,7 @@ void odl_act_bwd(void *args) {
     }                                                                             \
     break;
   switch (p->op) {
-    ODL_ACT_CASE(ODL_ACT_SIGMOID)
-    ODL_ACT_CASE(ODL_ACT_TANH)
-    ODL_ACT_CASE(ODL_ACT_LEAKY_RELU)
-    ODL_ACT_CASE(ODL_ACT_ELU)
-    ODL_ACT_CASE(ODL_ACT_HARDSWISH)
-    ODL_ACT_CASE(ODL_ACT_HARDSIGMOID)
-    ODL_ACT_CASE(ODL_ACT_SILU)
-    ODL_ACT_CASE(ODL_ACT_GELU)
-    ODL_ACT_CASE(ODL_ACT_GELU_TANH)
+    ODL_ACT_OPS(ODL_ACT_CASE)
     default: break;
   }
 #undef ODL_ACT_CASE
