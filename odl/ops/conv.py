@@ -6,6 +6,7 @@ import torch.nn as nn
 
 from ..errors import OdlError
 from ..ir import CExpr, Ptr
+from .plane import shape4
 from . import MODULES, register
 
 
@@ -67,11 +68,6 @@ def _col2im(geom) -> str:
     return "odl_col2im_dilated" if "dh" in geom else "odl_col2im"
 
 
-def _shape4(shape):
-    """[N, C, L] (1-D) as [N, C, 1, L]."""
-    return tuple(shape) if len(shape) == 4 else (shape[0], shape[1], 1, shape[2])
-
-
 class Conv2d:
     """Conv2d and Conv1d (H = 1), any groups, any dilation. Pointwise (1x1, stride 1, no padding): the input is
     its own im2col matrix. Otherwise im2col in chunks of whole output rows, so the im2col scratch stays under
@@ -84,8 +80,8 @@ class Conv2d:
     @staticmethod
     def dims(node, L):
         x = node.inputs[0]
-        n, c, h, w = _shape4(L.shape(x))
-        _, cout, ho, wo = _shape4(node.shape)
+        n, c, h, w = shape4(L.shape(x))
+        _, cout, ho, wo = shape4(node.shape)
         a = node.attrs
         g = a.get("groups", 1)
         geom = dict(c=c // g, h=h, w=w, kh=a["kh"], kw=a["kw"], sh=a["sh"], sw=a["sw"], pt=a["pt"], pl=a["pl"],
@@ -239,8 +235,8 @@ class DepthwiseConv2d:
     @staticmethod
     def dims(node, L):
         x = node.inputs[0]
-        n, c, h, w = _shape4(L.shape(x))
-        _, _, ho, wo = _shape4(node.shape)
+        n, c, h, w = shape4(L.shape(x))
+        _, _, ho, wo = shape4(node.shape)
         a = node.attrs
         geom = dict(c=c, h=h, w_=w, kh=a["kh"], kw=a["kw"], sh=a["sh"], sw=a["sw"], pt=a["pt"], pl=a["pl"], ho=ho,
                     wo=wo)

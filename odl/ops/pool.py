@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from ..errors import OdlError
 from ..ir import Ptr
 from . import FUNCTIONS, MODULES, register
+from .plane import PlaneMap, shape4
 
 
 def _pair(v):
@@ -40,10 +41,6 @@ def _check_rank(node_name, what, in_shapes, nd):
                        f"{'NxCxL' if nd == 1 else 'NxCxHxW'} (unbatched input is not supported)")
 
 
-def _shape4(shape):
-    return tuple(shape) if len(shape) == 4 else (shape[0], shape[1], 1, shape[2])
-
-
 def convert_maxpool(node_name, mod, in_shapes, out_shape):
     what, nd = type(mod).__name__, 1 if isinstance(mod, nn.MaxPool1d) else 2
     _check_rank(node_name, what, in_shapes, nd)
@@ -68,8 +65,8 @@ def convert_adaptive(node_name, mod, in_shapes, out_shape):
     if nd not in (1, 2):
         raise OdlError(f"graph node '{node_name}' (adaptive_avg_pool): input shape {list(in_shapes[0])} is not "
                        f"NxCxL or NxCxHxW")
-    n, c, h, w = _shape4(in_shapes[0])
-    _, _, oh, ow = _shape4(out_shape)
+    n, c, h, w = shape4(in_shapes[0])
+    _, _, oh, ow = shape4(out_shape)
     if h % oh or w % ow:
         return dict(adaptive=1), {}   # the avgpool op hands it to AdaptiveAvgPool
     return dict(kh=h // oh, kw=w // ow, sh=h // oh, sw=w // ow, pt=0, pl=0, count_include_pad=1), {}
@@ -77,8 +74,8 @@ def convert_adaptive(node_name, mod, in_shapes, out_shape):
 
 class _Pool:
     def dims(self, node, L):
-        n, c, h, w = _shape4(L.shape(node.inputs[0]))
-        _, _, ho, wo = _shape4(node.shape)
+        n, c, h, w = shape4(L.shape(node.inputs[0]))
+        _, _, ho, wo = shape4(node.shape)
         a = node.attrs
         return dict(n=n, c=c, h=h, w=w, kh=a["kh"], kw=a["kw"], sh=a["sh"], sw=a["sw"], pt=a["pt"], pl=a["pl"],
                     ho=ho, wo=wo)
@@ -130,26 +127,9 @@ class AvgPool(_Pool):
                count_include_pad=node.attrs["count_include_pad"], accumulate=acc, **self.dims(node, L))
 
 
-class AdaptiveAvgPool:
+class AdaptiveAvgPool(PlaneMap):
     """Output size not dividing the input: PyTorch's overlapping windows (kernels_c/pool_adaptive.c)."""
-
-    @staticmethod
-    def dims(node, L):
-        n, c, h, w = _shape4(L.shape(node.inputs[0]))
-        _, _, ho, wo = _shape4(node.shape)
-        return dict(n=n, c=c, h=h, w=w, ho=ho, wo=wo)
-
-    def forward(self, node, L):
-        L.call("odl_adaptive_avgpool_fwd", node.report_name, "forward", x=Ptr(L.value(node.inputs[0])),
-               y=Ptr(L.output(node)), **self.dims(node, L))
-
-    def backward(self, node, L):
-        tgt = L.grad_target(node.inputs[0])
-        if tgt is None:
-            return
-        dx, acc = tgt
-        L.call("odl_adaptive_avgpool_bwd", node.report_name, "input_grad", dy=Ptr(L.grad(node.name)), dx=Ptr(dx),
-               accumulate=acc, **self.dims(node, L))
+    fwd_kernel, bwd_kernel = "odl_adaptive_avgpool_fwd", "odl_adaptive_avgpool_bwd"
 
 
 ADAPTIVE = AdaptiveAvgPool()

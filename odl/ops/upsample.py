@@ -9,8 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import OdlError
-from ..lower import Ptr
 from . import FUNCTIONS, MODULES, register
+from .plane import PlaneMap
 
 _MODES = {"nearest": 0, "linear": 1, "bilinear": 1}
 
@@ -56,32 +56,14 @@ def convert_function(node_name, fx, in_shapes, out_shape):
                   v["align_corners"], v["recompute_scale_factor"], v["antialias"])
 
 
-def _shape4(shape):
-    return tuple(shape) if len(shape) == 4 else (shape[0], shape[1], 1, shape[2])
-
-
-class Upsample:
+class Upsample(PlaneMap):
     name = "upsample"
+    fwd_kernel, bwd_kernel = "odl_upsample_fwd", "odl_upsample_bwd"
 
     @staticmethod
-    def dims(node, L):
-        n, c, h, w = _shape4(L.shape(node.inputs[0]))
-        _, _, ho, wo = _shape4(node.shape)
+    def extra(node) -> dict:
         a = node.attrs
-        return dict(n=n, c=c, h=h, w=w, ho=ho, wo=wo, mode=a["mode"], align_corners=a["align_corners"],
-                    rh=a["rh"], rw=a["rw"])
-
-    def forward(self, node, L):
-        L.call("odl_upsample_fwd", node.report_name, "forward", x=Ptr(L.value(node.inputs[0])),
-               y=Ptr(L.output(node)), **self.dims(node, L))
-
-    def backward(self, node, L):
-        tgt = L.grad_target(node.inputs[0])
-        if tgt is None:
-            return
-        dx, acc = tgt
-        L.call("odl_upsample_bwd", node.report_name, "input_grad", dy=Ptr(L.grad(node.name)), dx=Ptr(dx),
-               accumulate=acc, **self.dims(node, L))
+        return dict(mode=a["mode"], align_corners=a["align_corners"], rh=a["rh"], rw=a["rw"])
 
 
 register(Upsample())
