@@ -16,15 +16,13 @@ Shuffling: epoch e's order is numpy's permutation seeded by (seed, e), so a resu
 """
 from __future__ import annotations
 
-import importlib.util
-import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import OdlError
+from .userfile import import_file
 
 
 @dataclass
@@ -69,15 +67,8 @@ def _load_npz(path: str):
 
 def _load_fn(spec: str):
     path, name = spec.rsplit(":", 1)
-    p = Path(path)
-    if not p.is_file():
-        raise OdlError(f"data file '{path}' does not exist")
-    modname = "odl_data_" + re.sub(r"\W", "_", p.stem)
-    sp = importlib.util.spec_from_file_location(modname, p)
-    mod = importlib.util.module_from_spec(sp)
-    sys.modules[modname] = mod
+    mod = import_file(path, "data")
     try:
-        sp.loader.exec_module(mod)
         fn = getattr(mod, name)
         out = fn()
     except AttributeError:

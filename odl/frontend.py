@@ -1,10 +1,6 @@
 """Model import: a PyTorch nn.Module (built-in name or `file.py:Name`) -> odl forward graph via torch.fx."""
 from __future__ import annotations
 
-import importlib.util
-import inspect
-import re
-import sys
 from pathlib import Path
 
 import torch
@@ -12,6 +8,7 @@ import torch.fx
 import torch.nn as nn
 
 from .errors import OdlError
+from .userfile import import_file
 from .graph import Graph, Node
 from . import ops as opreg
 
@@ -25,17 +22,7 @@ def load_model(spec: str) -> nn.Module:
         raise OdlError(f"unknown model '{spec}': not a built-in ({', '.join(sorted(BUILTIN))}) "
                        f"and not of the form path/to/file.py:Name")
     path, name = spec.rsplit(":", 1)
-    p = Path(path)
-    if not p.is_file():
-        raise OdlError(f"model file '{path}' does not exist")
-    modname = "odl_user_" + re.sub(r"\W", "_", p.stem)
-    sp = importlib.util.spec_from_file_location(modname, p)
-    mod = importlib.util.module_from_spec(sp)
-    sys.modules[modname] = mod
-    try:
-        sp.loader.exec_module(mod)
-    except Exception as e:  # the user's file itself is broken
-        raise OdlError(f"model file '{path}' failed to import: {type(e).__name__}: {e}") from None
+    mod = import_file(path, "model")
     obj = getattr(mod, name, None)
     if obj is None:
         raise OdlError(f"model file '{path}' has no '{name}'")
