@@ -7,6 +7,7 @@
  * that im2col took from that row, all kernel taps at once (one load + one add per col entry, one store per dx
  * entry). Cores own disjoint rows of dx, so nothing races and no barrier is needed, and the split stays
  * balanced even when C < number of cores.
+ * pad_only (the memory hierarchy's DMA gathers the in-image elements, odl_dma_im2col): zeroes only, per tap.
  * Element copies move raw bits (16- or 32-bit integers) through an empty asm so clang cannot merge neighbouring
  * copies into vectors wider than the target's 2 x 16 bits (the target also builds with
  * -mllvm -combiner-store-merging=false, which keeps 2-lane vector copies 2-lane). */
@@ -209,8 +210,39 @@ static __attribute__((noinline)) void im2col_s1(const odl_im2col_args_t *p, int 
   }
 }
 
+/* pad_only: the padding of a column row depends on its tap (i, j) only, so each core zeroes the padding of every
+ * tap for its channels */
+static __attribute__((noinline)) void im2col_pad(const odl_im2col_args_t *p) {
+  int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, sh = p->sh, P = ho * wo;
+  int lo, hi;
+  odl_split(p->c, &lo, &hi);
+  for (int i = 0; i < kh; i++) {
+    int t0 = p->pt - i, v0 = t0 <= 0 ? 0 : (t0 + sh - 1) / sh;
+    int t1 = h - 1 + p->pt - i, v1 = t1 < 0 ? 0 : t1 / sh + 1;
+    v1 = odl_min_i(v1, ho);
+    for (int j = 0; j < kw; j++) {
+      int a, b;
+      ow_range(j, p->w, p->sw, p->pl, wo, &a, &b);
+      odl_t *drow = p->col + ((size_t)(lo * kh + i) * kw + j) * P;
+      for (int c = lo; c < hi; c++, drow += (size_t)kh * kw * P) {
+        if (v1 <= v0 || a >= b) {
+          zero_elems(drow, P);
+          continue;
+        }
+        if (v0 > 0) zero_elems(drow, v0 * wo);
+        zero_pad_cols(drow + v0 * wo, v1 - v0, wo, a, b);
+        if (v1 < ho) zero_elems(drow + v1 * wo, (ho - v1) * wo);
+      }
+    }
+  }
+}
+
 void odl_im2col(void *args) {
   const odl_im2col_args_t *p = (const odl_im2col_args_t *)args;
+  if (p->pad_only) {
+    im2col_pad(p);
+    return;
+  }
   int kh = p->kh, kw = p->kw, ho = p->ho, wo = p->wo, h = p->h, w = p->w, sh = p->sh, sw = p->sw;
   int pt = p->pt, pl = p->pl;
   int lo, hi;

@@ -7,6 +7,7 @@ import jinja2
 
 from . import __version__
 from . import kernels
+from .ir import Gather
 from .lower import MAX_CORES, CExpr, Program, Ptr
 from .memory import same_block
 from .resources import resource_dir
@@ -44,10 +45,14 @@ def _env() -> jinja2.Environment:
 
 
 def _transfer(t, eb: int) -> str:
-    """odl_dma_start(...) for one Transfer (odl/ir.py)."""
+    """odl_dma_start(...) for one Transfer, odl_dma_im2col(...) for one Gather (odl/ir.py)."""
     es = eb if t.l1.dtype == "odl" else _ESIZE[t.l1.dtype]
     l2 = _c_value(Ptr(t.l2, t.per_sample, t.l2_elem))
     l1 = _c_value(Ptr(t.l1, 0, t.l1_elem))
+    if isinstance(t, Gather):
+        g = t.geom
+        return (f"odl_dma_im2col({l1}, {l2}, {es}u, " +
+                ", ".join(str(g[k]) for k in ("c", "h", "w", "kh", "kw", "sh", "pt", "pl", "ho", "wo")) + ")")
     row, l1s, l2s = t.row_elems * es, t.row_elems * es, t.l2_stride * es
     if t.direction == "in":
         return f"odl_dma_start({l1}, {l2}, {row}u, {t.rows}u, {l1s}u, {l2s}u)"

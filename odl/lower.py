@@ -594,7 +594,7 @@ def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe:
     first = None
     for div in (4, 6, 8):
         c = dataclasses.replace(cfg, im2col_bytes=min(cfg.im2col_bytes, memory.l1_data_bytes // div),
-                                window_bytes=memory.l1_data_bytes // div)
+                                window_bytes=memory.l1_data_bytes // div, dma_im2col=True)
         prog = Lowering(graph, precision, c, observe, profile, costs, tuning, cores, forward_only).run()
         if transform is not None:       # a rewrite of the flat calls (odl train's mixed precision), before tiling
             transform(prog)

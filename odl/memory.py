@@ -87,8 +87,8 @@ def memory_for(target, model: str) -> Hierarchy | None:
 
 def tile_dma(call, hier: Hierarchy, elem_bytes: int) -> tuple[int, int]:
     """(in cycles, out cycles) of one tile call's transfers on the DMA engine."""
-    cin = sum(hier.transfer_cycles(t.nbytes(elem_bytes)) for t in call.dma_in)
-    cout = sum(hier.transfer_cycles(t.nbytes(elem_bytes)) for t in call.dma_out)
+    cin = sum(hier.transfer_cycles(b) for t in call.dma_in for b in t.piece_bytes(elem_bytes))
+    cout = sum(hier.transfer_cycles(b) for t in call.dma_out for b in t.piece_bytes(elem_bytes))
     return cin, cout
 
 

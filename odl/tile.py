@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from . import kernels
 from .errors import OdlError
-from .ir import Buffer, Call, CExpr, Program, Ptr, Transfer
+from .ir import Buffer, Call, CExpr, Gather, Program, Ptr, Transfer
 from .memory import Hierarchy, same_block
 from .resources import resource_dir
 
@@ -317,6 +317,12 @@ def _conv_rows(f) -> tuple[int, int]:
 def _im2col_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
     f = call.fields
     c, h, w = f["c"], f["h"], f["w"]
+    if call.kernel == "odl_im2col" and f["sw"] == 1 and id(f["col"].buf) in resident:
+        # the DMA gathers the in-image elements straight from x in L2 into the L1 columns (odl.ir.Gather); the
+        # kernel only writes the zero padding
+        n = c * f["kh"] * f["kw"] * f["ho"] * f["wo"]
+        geom = {k: f[k] for k in ("c", "h", "w", "kh", "kw", "sh", "pt", "pl", "ho", "wo")}
+        return [dict(f, x=0, pad_only=1, col=_r(f["col"], 0, 1, n, n, "w"), _gather=(f["x"], geom))]
     r0, r1 = _conv_rows(f)
     if call.kernel.startswith("odl_im2col"):       # im2col: reads x rows, writes col
         xk, xmode = "x", "r"
@@ -459,13 +465,14 @@ def tile(prog: Program, hier: Hierarchy, cores: int) -> Program:
         _check_pointers(c, i)
     resident = _resident_buffers(prog, l1 // 4, eb)
     flat = prog.calls
-    res_max = max((_align(b.nbytes(eb)) for b in prog.buffers if id(b) in resident), default=0)
+    res_alive = _resident_alive(prog, resident, eb)
     errors = []
     # staged bytes per tile: tile t's inputs arrive during t-1 and its results leave during t+1, so up to three
     # tiles' buffers are alive at once; try budgets from a half of the free L1 down until the placement fits
     for share in (0.5, 0.45, 0.4, 1 / 3, 0.28, 0.25, 0.2, 0.15):
         try:
-            calls, l1bufs, peak = _tile_all(prog, flat, hier, cores, resident, int((l1 - res_max) * share))
+            calls, l1bufs, peak = _tile_all(prog, flat, hier, cores, resident,
+                                            [max(0, int((l1 - r) * share)) for r in res_alive])
             break
         except _NoFit as e:
             errors.append(str(e))
@@ -486,7 +493,29 @@ class _NoFit(Exception):
     pass
 
 
-def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resident: set, budget: int):
+def _resident_alive(prog: Program, resident: set, eb: int) -> list[int]:
+    """Per call: bytes of the L1-resident buffers alive while it runs (from the call before a buffer's first use,
+    when a DMA gather may fill it, to its last use; a whole per-sample loop body for buffers used in one)."""
+    span: dict[int, list] = {}
+    body: dict[int, tuple[int, int]] = {}
+    for i, c in enumerate(prog.calls):
+        if c.loop:
+            lo, _ = body.get(c.group, (i, i))
+            body[c.group] = (lo, i)
+    for i, c in enumerate(prog.calls):
+        lo, hi = body[c.group] if c.loop else (i, i)
+        for v in c.fields.values():
+            if isinstance(v, Ptr) and id(v.buf) in resident:
+                sp = span.setdefault(id(v.buf), [max(0, lo - 1), hi, _align(v.buf.nbytes(eb))])
+                sp[1] = hi
+    alive = [0] * len(prog.calls)
+    for lo, hi, nb in span.values():
+        for i in range(lo, hi + 1):
+            alive[i] += nb
+    return alive
+
+
+def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resident: set, budgets: list[int]):
     eb = prog.elem_bytes
     l1cap = hier.l1_data_bytes
     res_l1: dict[int, Buffer] = {}      # resident L2-scratch id -> its L1 buffer
@@ -497,7 +526,10 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
     tiles_l1: list[dict] = []           # per tile: buffer id -> its L1 buffer
     span_of: dict[int, list] = {}       # id(L1 buffer) -> its span entry
     res_span: dict[int, list] = {}
+    pad_sig: dict[int, tuple] = {}      # resident columns -> the padding layout its zeros are in now
+    carry = []                          # gathers whose padding is already in place: they ride on the next tile
     for ci, call in enumerate(flat):
+        budget = budgets[ci]
         tiler = _tiler(call.kernel)
         tiles = tiler(call, budget, eb, resident, cores)
         if tiles is None or not tiles:
@@ -509,6 +541,16 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
         vol = ([t["m"] * t["n"] * t["k"] for t in tiles] if tiler is _mm_tiles else [1] * len(tiles))
         for ti, g in enumerate(tiles):
             idx = len(calls)
+            gather = g.pop("_gather", None)
+            if gather is not None:
+                x, geom = gather
+                gt = Gather(x.buf, x.elem, x.per_sample, None, g["col"].start, geom)
+                sig = (tuple((lo, r, n) for _, lo, r, n in gt.pieces()), g["col"].nelem)
+                if pad_sig.get(id(g["col"].buf)) == sig:
+                    # the zeros of the last gather into these columns are where this one needs them: no kernel
+                    carry.append((gt, g["col"].buf))
+                    continue
+                pad_sig[id(g["col"].buf)] = sig
             regs = _merge(g, ci, call)
             staged = {bid: r for bid, r in regs.items() if bid not in resident}
             need = sum(_align(r[2] * r[3] * _esize(r[0], eb)) for r in staged.values())
@@ -563,12 +605,22 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                 else:
                     fields[k] = v
             fields.update(lds)
+            # gathers into resident columns (this tile's, and those carried from skipped padding tiles) may run
+            # during the tile before (prefetch): the columns' L1 life starts there
+            gathers = carry + ([(gt, g["col"].buf)] if gather is not None else [])
+            carry = []
+            for gt, cbuf in gathers:
+                dma_in.append(dataclasses.replace(gt, l1=res_l1[id(cbuf)]))
+                sp = res_span[id(cbuf)]
+                sp[1] = max(0, min(sp[1], idx - 1))
             macs = total_macs * vol[ti] // sum(vol) if ti < len(tiles) - 1 else total_macs - given
             given += macs
             calls.append(dataclasses.replace(call, fields=fields, macs=macs, dma_in=dma_in, dma_out=dma_out,
                                              prefetch=False, origin=ci))
             tiles_regions.append(regs)
             tiles_l1.append({bid: lb for bid, (lb, _) in l1of.items()})
+    if carry:
+        raise OdlError("tile: an im2col gather is the last call of the step (internal)")
     spans = _forward(calls, tiles_regions, tiles_l1, spans, span_of, resident)
     kept = {id(sp[0]) for sp in spans}
     l1bufs = [b for b in l1bufs if b.role == "l1_resident" or id(b) in kept]
@@ -582,6 +634,10 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
         # issued at tile t-1, before t-1 runs and before t-2's write-backs go out (when t-2 is in the same block)
         outs = list(a.dma_out) + (list(calls[t - 2].dma_out) if t >= 2 and same_block(calls[t - 2], a) else [])
         if any(_overlap(_treg(o), _treg(i)) for o in outs for i in b.dma_in):
+            continue
+        # a gather writes its L1 columns while tile t-1 computes: not if t-1 uses them
+        a_l1 = {id(v.buf) for v in a.fields.values() if isinstance(v, Ptr)}
+        if any(isinstance(i, Gather) and id(i.l1) in a_l1 for i in b.dma_in):
             continue
         b.prefetch = True
     # L1 placement: first fit by lifetime (in tiles), largest first
@@ -610,6 +666,10 @@ def _forward(calls, regions, l1s, spans, span_of, resident) -> list:
     dropped = set()
     for t, regs in enumerate(regions):
         c = calls[t]
+        for gt in c.dma_in:             # a gather reads its input from L2: what it reads must be written back
+            if isinstance(gt, Gather):
+                last_touch[id(gt.l2)] = t
+                pending.pop(id(gt.l2), None)
         for bid, r in regs.items():
             if bid in resident:
                 continue

@@ -4,7 +4,7 @@ import pytest
 import torch.nn as nn
 
 from odl.errors import OdlError
-from odl.ir import Buffer, Call, Ptr, TrainConfig, Transfer
+from odl.ir import Buffer, Call, Gather, Ptr, TrainConfig, Transfer
 from odl.lower import lower
 from odl.memory import Hierarchy, hierarchy_of, memory_for, simulate
 from odl.pipeline import prepare, prepare_module
@@ -45,6 +45,13 @@ def test_every_kernel_pointer_is_in_l1_and_every_transfer_in_bounds(model, preci
                 assert v.buf.offset + v.buf.nbytes(eb) <= prog.l1_peak_bytes
         for t in c.dma_in + c.dma_out:
             assert t.l2.space == "l2" and t.l1.space == "l1"
+            if isinstance(t, Gather):
+                g = t.geom
+                for l2o, l1o, rows, n in t.pieces():
+                    assert t.l1_elem + l1o + (rows - 1) * g["wo"] + n <= t.l1.nelem
+                    assert t.l2_elem + (max(1, c.loop) - 1) * t.per_sample + l2o + (rows - 1) * g["sh"] * g["w"] \
+                        + n <= t.l2.nelem
+                continue
             assert t.rows * t.row_elems <= t.l1.nelem
             loop = max(1, c.loop)
             last = t.l2_elem + (loop - 1) * t.per_sample + (t.rows - 1) * t.l2_stride + t.row_elems
@@ -194,3 +201,46 @@ def test_stack_guard_names_the_hart_whose_stack_overflowed(tmp_path):
         with QemuRunner(TARGET, elf, 2, tmp_path / "run", timeout=60.0) as r:
             r.link.step(1)
     assert "stack overflow" in str(e.value) and "hart=00000000" in str(e.value)
+
+
+def _im2col_ref(x, kh, kw, sh, pt, pl, ho, wo):
+    c, h, w = x.shape
+    col = np.zeros((c, kh, kw, ho, wo), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            for oh in range(ho):
+                ih = oh * sh - pt + i
+                if 0 <= ih < h:
+                    for ow in range(wo):
+                        iw = ow - pl + j
+                        if 0 <= iw < w:
+                            col[:, i, j, oh, ow] = x[:, ih, iw]
+    return col.reshape(c * kh * kw, ho * wo)
+
+
+@pytest.mark.parametrize("geom", [
+    dict(c=3, h=7, w=5, kh=3, kw=3, sh=1, pt=1, pl=1, ho=7, wo=5),      # same conv, odd sizes
+    dict(c=2, h=9, w=6, kh=3, kw=3, sh=2, pt=1, pl=1, ho=5, wo=6),      # stride 2 along H only
+    dict(c=2, h=4, w=4, kh=3, kw=2, sh=1, pt=-2, pl=0, ho=3, wo=3),     # a chunk starting below the top
+    dict(c=1, h=3, w=3, kh=5, kw=5, sh=1, pt=2, pl=2, ho=3, wo=3),      # kernel larger than the image
+    dict(c=2, h=5, w=4, kh=3, kw=3, sh=1, pt=3, pl=1, ho=2, wo=4),      # a chunk whose first taps are all padding
+])
+def test_dma_gather_places_every_in_image_element_as_im2col_does(geom):
+    """odl.ir.Gather's transfers (the same the firmware's odl_dma_im2col issues) applied to a zero column block
+    give im2col: in-image elements in place, padding untouched (the kernel's pad_only pass zeroes it)."""
+    rng = np.random.default_rng(0)
+    g = geom
+    x = rng.standard_normal((g["c"], g["h"], g["w"])).astype(np.float32) + 10      # no zeros in x
+    xb, cb = Buffer("x", x.size), Buffer("col", g["c"] * g["kh"] * g["kw"] * g["ho"] * g["wo"])
+    t = Gather(xb, 0, 0, cb, 0, g)
+    col = np.zeros(cb.nelem, np.float32)
+    flat = x.reshape(-1)
+    for l2o, l1o, rows, n in t.pieces():
+        for r in range(rows):
+            src = l2o + r * g["sh"] * g["w"]
+            dst = l1o + r * g["wo"]
+            assert not col[dst:dst + n].any()           # every element is written once
+            col[dst:dst + n] = flat[src:src + n]
+    ref = _im2col_ref(x, g["kh"], g["kw"], g["sh"], g["pt"], g["pl"], g["ho"], g["wo"])
+    np.testing.assert_array_equal(col.reshape(ref.shape), ref)
+    assert t.nbytes(4) == 4 * int((ref != 0).sum())

@@ -26,6 +26,8 @@ void odl_mm_tn(void *args);
 typedef struct { const odl_t *x; odl_t *col; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo;
                  int dh, dw; /* odl_im2col_dilated only: tap (i, j) reads x[c, oh*SH - PT + i*DH, ow*SW - PL + j*DW]
                               * (odl_im2col ignores them: no dilation) */
+                 int pad_only; /* odl_im2col: the DMA has already put every in-image element in col (odl_dma_im2col,
+                                * memory hierarchy); write only the zero padding (x is not read) */
 } odl_im2col_args_t;
 void odl_im2col(void *args);
 void odl_im2col_dilated(void *args);

@@ -100,11 +100,24 @@ class Conv2d:
         return (a["kh"], a["kw"], a["sh"], a["sw"], a["pt"], a["pl"]) == (1, 1, 1, 1, 0, 0)
 
     @staticmethod
-    def chunks(node, L, k, geom):
-        """Output-row ranges [r0, r1) whose im2col block fits the scratch limit, and the geometry of each."""
+    def gathered(L, geom) -> bool:
+        """Memory hierarchy: are this conv's im2col blocks gathered by the DMA (odl/tile.py; stride 1 along W, no
+        dilation)? Then each block needs no input window in L1, and two column buffers alternate."""
+        return L.cfg.dma_im2col and geom["sw"] == 1 and "dh" not in geom
+
+    @staticmethod
+    def col_buffers(node, L, name, k, rows, wo, geom) -> list:
+        """The im2col scratch: one buffer, or two taken in turn by the chunks when the DMA gathers them."""
+        n = 2 if Conv2d.gathered(L, geom) else 1
+        return [L.scratch(node.name + name + ("_" + "ab"[i] if n > 1 else ""), k * rows * wo) for i in range(n)]
+
+    @staticmethod
+    def chunks(node, L, k, geom, gather=False):
+        """Output-row ranges [r0, r1) whose im2col block fits the scratch limit, and the geometry of each.
+        gather: the DMA gathers the blocks (no input window in L1)."""
         ho, wo = geom["ho"], geom["wo"]
         rows = max(1, min(ho, L.cfg.im2col_bytes // max(1, k * wo * L.elem_bytes)))
-        if L.cfg.window_bytes:
+        if L.cfg.window_bytes and not gather:
             # memory hierarchy: the input rows a chunk's windows touch must fit an L1 tile as well
             row_b = geom["c"] * geom["w"] * L.elem_bytes
             span = (geom["kh"] - 1) * geom.get("dh", 1) + 1
@@ -127,12 +140,13 @@ class Conv2d:
         w = L.param(node, "weight")
         wo = geom["wo"]
         pw = self.pointwise(node)
-        chunks, rows = ([(0, geom["ho"], geom)], geom["ho"]) if pw else self.chunks(node, L, k, geom)
+        chunks, rows = ([(0, geom["ho"], geom)], geom["ho"]) if pw else self.chunks(node, L, k, geom,
+                                                                                          self.gathered(L, geom))
 
         def emit(form):
             # scratch of its own per variant (odl tune emits every variant): it stays inside one per-sample loop,
             # which lets the memory hierarchy keep it in L1
-            col = None if pw else L.scratch(node.name + "_col", k * rows * wo)
+            cols = None if pw else self.col_buffers(node, L, "_col", k, rows, wo, geom)
             # nn: Y = W.col with W [cout, K]; tn: the same product from W^T [K, cout] (transposed once per step),
             # whose rows feed the matmul's scalar loads with immediate offsets
             wt = None
@@ -145,8 +159,9 @@ class Conv2d:
                 for gi in range(g):
                     a = Ptr(wt if wt else w, 0, gi * og * k)
                     xg = Ptr(L.value(x), xs, gi * cg)
-                    for r0, r1, gm in chunks:
+                    for ci, (r0, r1, gm) in enumerate(chunks):
                         if not pw:
+                            col = cols[ci % len(cols)]
                             L.call(_im2col(gm), node.report_name, "transform", x=xg, col=Ptr(col), **gm)
                         L.call(f"odl_mm_{form}", node.report_name, "forward", macs=credit * og * k * (r1 - r0) * wo,
                                a=a, b=xg if pw else Ptr(col), c=Ptr(y, cout * hw, gi * og * hw + r0 * wo), m=og,
@@ -167,10 +182,11 @@ class Conv2d:
         dw = L.param_grad(node, "weight")
         wo = geom["wo"]
         pw = self.pointwise(node)
-        chunks, rows = ([(0, geom["ho"], geom)], geom["ho"]) if pw else self.chunks(node, L, k, geom)
+        chunks, rows = ([(0, geom["ho"], geom)], geom["ho"]) if pw else self.chunks(node, L, k, geom,
+                                                                                          self.gathered(L, geom))
         if dw is not None:
             def emit_wg(how):
-                col = None if pw else L.scratch(node.name + "_col_wg", k * rows * wo)
+                cols = None if pw else self.col_buffers(node, L, "_col_wg", k, rows, wo, geom)
                 dyt = L.scratch(node.name + "_dyt", og * rows * wo) if how == "outer" else None
                 with L.per_sample(n):
                     for gi in range(g):
@@ -178,6 +194,7 @@ class Conv2d:
                         dwg = Ptr(dw, 0, gi * og * k)
                         for i, (r0, r1, gm) in enumerate(chunks):
                             if not pw:
+                                col = cols[i % len(cols)]
                                 L.call(_im2col(gm), node.report_name, "transform", x=xg, col=Ptr(col), **gm)
                             p = (r1 - r0) * wo
                             acc = CExpr("n > 0") if i == 0 else 1

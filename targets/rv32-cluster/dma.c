@@ -23,6 +23,29 @@ uint32_t odl_dma_start(void *dst, const void *src, uint32_t row_bytes, uint32_t 
   return issued;
 }
 
+uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int w, int kh, int kw, int sh, int pt,
+                        int pl, int ho, int wo) {
+  unsigned char *d = (unsigned char *)col;
+  const unsigned char *s = (const unsigned char *)x;
+  uint32_t t = issued; /* no transfer: the last ticket issued */
+  for (int ci = 0; ci < c; ci++)
+    for (int i = 0; i < kh; i++) {
+      int t0 = pt - i, t1 = h - 1 + pt - i;
+      int v0 = t0 <= 0 ? 0 : (t0 + sh - 1) / sh, v1 = t1 < 0 ? 0 : t1 / sh + 1;
+      if (v1 > ho) v1 = ho;
+      if (v1 <= v0) continue;
+      for (int j = 0; j < kw; j++) {
+        int a = pl - j > 0 ? pl - j : 0, b = w + pl - j < wo ? w + pl - j : wo;
+        if (b <= a) continue;
+        int row = (ci * kh + i) * kw + j;
+        t = odl_dma_start(d + ((uint32_t)row * ho * wo + (uint32_t)v0 * wo + a) * es,
+                          s + ((uint32_t)(ci * h + v0 * sh - pt + i) * w + a - pl + j) * es, (uint32_t)(b - a) * es,
+                          (uint32_t)(v1 - v0), (uint32_t)wo * es, (uint32_t)(sh * w) * es);
+      }
+    }
+  return t;
+}
+
 void odl_dma_wait(uint32_t ticket) {
   while ((int32_t)(done - ticket) < 0) {
   }
