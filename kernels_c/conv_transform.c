@@ -521,3 +521,23 @@ void odl_transpose(void *args) {
     for (; i < rows; i++, s += ldi) d[i] = *s;
   }
 }
+
+/* W'(ci, co*kk + t) = W[co, ci, kk-1-t] (see odl_kernels.h); each core takes a range of (co, ci) filter rows. */
+void odl_conv_wflip(void *args) {
+  const odl_conv_wflip_args_t *p = (const odl_conv_wflip_args_t *)args;
+  int cin = p->cin, kk = p->kk, ld = p->ld ? p->ld : p->cout * kk;
+  int lo, hi;
+  odl_split(p->cout * cin, &lo, &hi);
+  for (int u = lo; u < hi; u++) {
+    int co = u / cin, ci = u - co * cin;
+    const ct_ea_t *s = (const ct_ea_t *)p->src + (size_t)u * kk + kk - 1;
+    ct_ea_t *d = (ct_ea_t *)p->dst;
+    if (p->t) {
+      d += (size_t)co * kk * cin + ci;
+      for (int t = 0; t < kk; t++, s--, d += cin) { ct_e_t e = *s; CT_OPAQUE(e); *d = e; }
+    } else {
+      d += (size_t)ci * ld + co * kk;
+      for (int t = 0; t < kk; t++, s--) { ct_e_t e = *s; CT_OPAQUE(e); d[t] = e; }
+    }
+  }
+}

@@ -71,6 +71,8 @@ _k(name="odl_col2im", args_type="odl_col2im_args_t", op="col2im", direction="tra
    cost=lambda f, c, l: _ceil(f["c"] * f["kh"] * f["kw"] * f["ho"] * f["wo"], c) * 5)
 _k(name="odl_transpose", args_type="odl_transpose_args_t", op="transpose", direction="transform",
    source="conv_transform.c", cost=lambda f, c, l: _ceil(f["cols"], c) * (f["rows"] * 2 + 6))
+_k(name="odl_conv_wflip", args_type="odl_conv_wflip_args_t", op="conv_wflip", direction="transform",
+   source="conv_transform.c", cost=lambda f, c, l: _ceil(f["cout"] * f["cin"], c) * (f["kk"] * 3 + 12))
 _k(name="odl_bias_add", args_type="odl_bias_add_args_t", op="bias_add", direction="forward", source="elementwise.c")
 _k(name="odl_bias_grad", args_type="odl_bias_grad_args_t", op="bias_grad", direction="weight_grad",
    source="elementwise.c")

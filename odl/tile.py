@@ -303,6 +303,21 @@ def _transpose_tiles(call: Call, budget: int, eb: int, resident: set, cores: int
     return out
 
 
+def _wflip_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
+    """Ranges of output channels (filter rows of W); the flipped copy's columns (t = 0) or rows (t = 1) alike."""
+    f = call.fields
+    co, ci, kk, t = f["cout"], f["cin"], f["kk"], f["t"]
+    ld = f.get("ld", 0) or co * kk
+    per = 2 * ci * kk * eb
+    out = []
+    for c0, c1 in _split(co, -(-co // max(1, (budget - 2 * ALIGN) // per))):
+        n = (c1 - c0) * ci * kk
+        dst = (_r(f["dst"], c0 * kk * ci, 1, n, n, "w") if t else
+               _r(f["dst"], c0 * kk, ci, (c1 - c0) * kk, ld, "w", "ld"))
+        out.append(dict(f, cout=c1 - c0, src=_r(f["src"], c0 * ci * kk, 1, n, n, "r"), dst=dst))
+    return out
+
+
 def _conv_rows(f) -> tuple[int, int]:
     """Input rows [r0, r1) the windows of an im2col/col2im chunk touch (clipped to the image)."""
     dh = f.get("dh", 1)
@@ -379,6 +394,8 @@ def _tiler(kernel: str):
         return _chan_tiles
     if kernel == "odl_transpose":
         return _transpose_tiles
+    if kernel == "odl_conv_wflip":
+        return _wflip_tiles
     return _whole_tiles
 
 
@@ -468,17 +485,22 @@ def tile(prog: Program, hier: Hierarchy, cores: int) -> Program:
     res_alive = _resident_alive(prog, resident, eb)
     errors = []
     # staged bytes per tile: tile t's inputs arrive during t-1 and its results leave during t+1, so up to three
-    # tiles' buffers are alive at once; try budgets from a half of the free L1 down until the placement fits
-    for share in (0.5, 0.45, 0.4, 1 / 3, 0.28, 0.25, 0.2, 0.15):
+    # tiles' buffers are alive at once. Each call's budget starts at a half of the L1 its resident neighbours leave;
+    # where the placement does not fit, the calls around that spot get smaller budgets, and it is tried again
+    level = [0] * len(flat)
+    while True:
         try:
             calls, l1bufs, peak = _tile_all(prog, flat, hier, cores, resident,
-                                            [max(0, int((l1 - r) * share)) for r in res_alive])
+                                            [max(0, int((l1 - r) * SHARES[v])) for r, v in zip(res_alive, level)])
             break
         except _NoFit as e:
             errors.append(str(e))
-    else:
-        raise OdlError(errors[0] + (f"; with smaller tiles: {errors[-1].removeprefix('--memory hierarchy: ')}"
-                                    if errors[-1] != errors[0] else ""))
+            near = [c for c in e.calls if level[c] < len(SHARES) - 1]
+            if not near:
+                raise OdlError(errors[0] + (f"; with smaller tiles: {errors[-1].removeprefix('--memory hierarchy: ')}"
+                                            if errors[-1] != errors[0] else "")) from None
+            for c in near:
+                level[c] += 1
     prog.calls = calls
     if prog.profile is not None:
         from .ir import MAX_CORES
@@ -489,8 +511,13 @@ def tile(prog: Program, hier: Hierarchy, cores: int) -> Program:
     return prog
 
 
+SHARES = (0.5, 0.45, 0.4, 1 / 3, 0.28, 0.25, 0.2, 0.15)    # of the free L1, per tile, tried in turn
+
+
 class _NoFit(Exception):
-    pass
+    def __init__(self, msg: str, calls):
+        super().__init__(msg)
+        self.calls = sorted(set(calls))     # the flat calls whose smaller tiles may make it fit
 
 
 def _resident_alive(prog: Program, resident: set, eb: int) -> list[int]:
@@ -535,7 +562,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
         if tiles is None or not tiles:
             raise _NoFit(f"--memory hierarchy: call {ci} ({call.kernel}, layer {call.layer}, {call.step}) cannot be "
                          f"cut into tiles that fit the {l1cap}-byte L1 (fields "
-                         f"{ {k: v for k, v in call.fields.items() if isinstance(v, int)} })")
+                         f"{ {k: v for k, v in call.fields.items() if isinstance(v, int)} })", [ci])
         total_macs, given = call.macs, 0
         # MACs are shared out by tile volume (matmuls) or evenly
         vol = ([t["m"] * t["n"] * t["k"] for t in tiles] if tiler is _mm_tiles else [1] * len(tiles))
@@ -558,7 +585,8 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                 raise _NoFit(f"--memory hierarchy: call {ci} ({call.kernel}, layer {call.layer}, {call.step}) needs "
                              f"{need} B of L1 for one tile (every buffer it points into: "
                              f"{', '.join(r[0].name for r in staged.values())}); the L1 holds {l1cap} B for tiles, "
-                             f"double-buffered. odl has no tiler that cuts this kernel smaller; use --memory flat")
+                             f"double-buffered. odl has no tiler that cuts this kernel smaller; use --memory flat",
+                             [ci])
             # L1 buffers of this tile
             l1of: dict[int, tuple[Buffer, int]] = {}
             dma_in, dma_out = [], []
@@ -651,8 +679,12 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
     for t, c in enumerate(calls):       # L1 bytes in use (highest end) while tile t computes
         c.l1_bytes = max((o + s for o, s in alive.get(t, ())), default=0)
     if peak > l1cap:
+        worst = max(alive, key=lambda t: max(o + s for o, s in alive[t]))
+        big = sorted(((s, lb.name) for (o, s, lo, hi, lb) in placed if lo <= worst <= hi), reverse=True)[:4]
         raise _NoFit(f"--memory hierarchy: the tiles need {peak} B of L1 at once (double-buffered), over the "
-                     f"{l1cap} B left after the stacks")
+                     f"{l1cap} B left after the stacks (at tile {worst}, {calls[worst].kernel} of layer "
+                     f"{calls[worst].layer}: {', '.join(f'{n} {s} B' for s, n in big)})",
+                     [calls[t].origin for t in range(max(0, worst - 2), min(len(calls), worst + 3))])
     return calls, l1bufs, peak
 
 

@@ -41,6 +41,11 @@ void odl_col2im_dilated(void *args);
  * (row stride ldo, 0 = rows) */
 typedef struct { const odl_t *src; odl_t *dst; int rows, cols, ldi, ldo; } odl_transpose_args_t;
 void odl_transpose(void *args);
+/* conv weights for the input gradient computed as a conv of dy (stride 1): src W [cout, cin, kk] (kk = KH*KW),
+ * dst the taps reversed with cin and cout swapped, W'(ci, co*kk + t) = W[co, ci, kk-1-t], stored [cin, cout*kk]
+ * (row stride ld, 0 = cout*kk) when t == 0, or transposed [cout*kk, cin] when t == 1. */
+typedef struct { const odl_t *src; odl_t *dst; int cout, cin, kk, t, ld; } odl_conv_wflip_args_t;
+void odl_conv_wflip(void *args);
 
 /* ---- bias: y is [N, C, HW] (HW = 1 for linear layers) ---- */
 typedef struct { odl_t *y; const odl_t *bias; int n, c, hw; } odl_bias_add_args_t;

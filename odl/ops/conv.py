@@ -184,6 +184,11 @@ class Conv2d:
         pw = self.pointwise(node)
         chunks, rows = ([(0, geom["ho"], geom)], geom["ho"]) if pw else self.chunks(node, L, k, geom,
                                                                                           self.gathered(L, geom))
+        tgt = L.grad_target(x)
+        as_conv = tgt is not None and not pw and self.gathered(L, geom) and geom["sh"] == 1
+        if as_conv:
+            # first, so that its flipped weights are dead before the weight gradient (as large) is written
+            self.input_grad_as_conv(node, L, *tgt)
         if dw is not None:
             def emit_wg(how):
                 cols = None if pw else self.col_buffers(node, L, "_col_wg", k, rows, wo, geom)
@@ -221,8 +226,7 @@ class Conv2d:
         if db is not None:
             L.call("odl_bias_grad", node.report_name, "weight_grad", dy=Ptr(dy), db=Ptr(db), n=n, c=cout, hw=hw,
                    accumulate=0)
-        tgt = L.grad_target(x)
-        if tgt is not None:
+        if tgt is not None and not as_conv:
             dx, acc = tgt
             dcol = None if pw else L.scratch(node.name + "_dcol", k * rows * wo)
             with L.per_sample(n):
@@ -243,6 +247,47 @@ class Conv2d:
                         if not pw:
                             L.call(_col2im(gm), node.report_name, "transform", col=Ptr(dcol), dx=dxg,
                                    accumulate=acc if i == 0 and not zeroed else 1, **gm)
+
+
+    def input_grad_as_conv(self, node, L, dx, acc):
+        """Stride 1 under the memory hierarchy: dX is the conv of dY (padded by KH-1-PT, KW-1-PL) with the weights
+        flipped and their channels swapped, W'(ci, co*KH*KW + t) = W[co, ci, KH*KW-1-t]: im2col of dY, which the
+        DMA gathers, then one matmul per chunk of dX rows, instead of W^T.dY and col2im. MAC credit stays the
+        conv's (the products with dY's zero padding, on non-'same' convs, get none)."""
+        x, n, xs, cout, k, hw, geom = self.dims(node, L)
+        g = self.groups(node)
+        cg, og = geom["c"] * geom["h"] * geom["w"], cout // g
+        cin, kk, h, w = geom["c"], geom["kh"] * geom["kw"], geom["h"], geom["w"]
+        dy = L.grad(node.name)
+        wt = L.param(node, "weight")
+        dgeom = dict(c=og, h=geom["ho"], w=geom["wo"], kh=geom["kh"], kw=geom["kw"], sh=1, sw=1,
+                     pt=geom["kh"] - 1 - geom["pt"], pl=geom["kw"] - 1 - geom["pl"], ho=h, wo=w)
+        kd = og * kk
+        chunks, rows = self.chunks(node, L, kd, dgeom, True)
+        macs = og * k * hw              # per sample and group: the conv's input-gradient MACs
+
+        def emit(form):
+            wf = L.scratch(node.name + "_wflip", g * cin * kd)
+            for gi in range(g):
+                L.call("odl_conv_wflip", node.report_name, "transform", src=Ptr(wt, 0, gi * og * k),
+                       dst=Ptr(wf, 0, gi * cin * kd), cout=og, cin=cin, kk=kk, t=int(form == "tn"), ld=0)
+            cols = self.col_buffers(node, L, "_dcol", kd, rows, w, dgeom)
+            with L.per_sample(n):
+                for gi in range(g):
+                    dyg = Ptr(dy, cout * hw, gi * og * hw)
+                    given = 0
+                    for i, (r0, r1, gm) in enumerate(chunks):
+                        col = cols[i % len(cols)]
+                        L.call(_im2col(gm), node.report_name, "transform", x=dyg, col=Ptr(col), **gm)
+                        m = macs - given if i == len(chunks) - 1 else macs * (r1 - r0) // h
+                        given += m
+                        L.call(f"odl_mm_{form}", node.report_name, "input_grad", macs=m,
+                               a=Ptr(wf, 0, gi * cin * kd), b=Ptr(col), c=Ptr(dx, xs, gi * cg + r0 * w), m=cin,
+                               n=(r1 - r0) * w, k=kd, accumulate=acc, ldc=h * w)
+
+        L.choose(node.report_name, "conv2d.input_grad_conv",
+                 dict(n=n, cin=cin, k=kd, hw=h * w, rows=rows, wo=w),
+                 {"nn": lambda: emit("nn"), "tn": lambda: emit("tn")})
 
 
 class DepthwiseConv2d:
