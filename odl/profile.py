@@ -268,7 +268,9 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
             "kernels_summary": kernels, "calls": len(prog.calls),
             "memory_model": "hierarchy" if hier is not None else "flat",
             "dma_cycles": int(dma["dma_cycles"]) if dma is not None else 0, "dma_exposed_cycles": exposed,
-            "l1_peak_bytes": getattr(prog, "l1_peak_bytes", 0), "l2_bytes": getattr(prog, "arena_bytes", 0)}
+            "l1_peak_bytes": getattr(prog, "l1_peak_bytes", 0), "l2_bytes": getattr(prog, "arena_bytes", 0),
+            "_per_call_dma": [(int(d), int(round(e))) for d, e in zip(dma["per_call_dma"], dma["per_call_exposed"])]
+            if dma is not None else [(0, 0)] * len(prog.calls)}
 
 
 def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: Path | None = None,
@@ -323,6 +325,7 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
             shutil.rmtree(tmp, ignore_errors=True)
     counts = np.frombuffer(raw, np.uint32).reshape(len(prog.calls), MAX_CORES)
     rep = analyse(prog, counts, cores, sync["per_call"])
+    per_dma = rep.pop("_per_call_dma")
     rep.update({"model": prep.name, "target": target.name, "precision": precision, "cores": cores,
                 "input_shape": list(prep.batches[0][0].shape), "loss": res.loss,
                 # the step's time (slowest core per kernel call + fork/join), and STEP_DONE's counter for contrast:
@@ -331,7 +334,8 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
                 "device_instructions_all_harts": res.instret,
                 "sync": sync, "sync_per_call": sync["per_call"],
                 "per_call": [{"index": i, "layer": c.layer, "step": c.step, "kernel": c.kernel, "macs": c.macs,
-                              "loop": c.loop, "variant": c.variant, "cores": counts[i, :cores].astype(int).tolist()}
+                              "loop": c.loop, "variant": c.variant, "cores": counts[i, :cores].astype(int).tolist(),
+                              "dma_cycles": per_dma[i][0], "dma_exposed_cycles": per_dma[i][1]}
                              for i, c in enumerate(prog.calls)],
                 "decisions": prog.decisions,
                 "timing_s": {"build": round(t_run - t0, 3), "run": round(t_end - t_run, 3)}})

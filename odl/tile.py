@@ -471,7 +471,22 @@ def _overlap(a: tuple, b: tuple) -> bool:
         return True
     alo, ahi = a[1], a[1] + (a[2] - 1) * a[4] + a[3]
     blo, bhi = b[1], b[1] + (b[2] - 1) * b[4] + b[3]
-    return alo < bhi and blo < ahi
+    if not (alo < bhi and blo < ahi):
+        return False
+    S = a[4] if a[2] > 1 else b[4]          # a single row fits any stride it is no longer than
+    if all((r[2] == 1 or r[4] == S) and r[3] <= S for r in (a, b)):
+        # two sets of rows with one stride S (e.g. the column blocks of a matrix): b's row rb starts rem past a's
+        # row q + rb; it meets that row if rem < a's row length, or the next one if it runs past S
+        if alo > blo:
+            a, b = b, a
+        ra, la, rb, lb = a[2], a[3], b[2], b[3]
+        q, rem = divmod(b[1] - a[1], S)
+
+        def rows_meet(shift):       # some rb in [0, rb) with q + rb + shift in [0, ra)
+            lo, hi = max(0, -(q + shift)), min(rb, ra - q - shift)
+            return lo < hi
+        return (rem < la and rows_meet(0)) or (rem + lb > S and rows_meet(1))
+    return True
 
 
 def tile(prog: Program, hier: Hierarchy, cores: int) -> Program:

@@ -244,3 +244,22 @@ def test_dma_gather_places_every_in_image_element_as_im2col_does(geom):
     ref = _im2col_ref(x, g["kh"], g["kw"], g["sh"], g["pt"], g["pl"], g["ho"], g["wo"])
     np.testing.assert_array_equal(col.reshape(ref.shape), ref)
     assert t.nbytes(4) == 4 * int((ref != 0).sum())
+
+
+def test_overlap_of_strided_regions_is_exact():
+    """The prefetch hazard check: two sets of rows (a matrix's column blocks, one row) share an element exactly when
+    _overlap says so (so disjoint column chunks of one tensor prefetch, and touching ones never do)."""
+    from odl.tile import _overlap
+    rng = np.random.default_rng(7)
+    buf = object()
+    for _ in range(20000):
+        S = int(rng.integers(1, 13))
+
+        def region():
+            rows = int(rng.integers(1, 5))
+            n = int(rng.integers(1, S + 4 if rows == 1 else S + 1))
+            return (buf, int(rng.integers(0, 31)), rows, n, S if rows > 1 else int(rng.choice([S, n, 5])), 0)
+        a, b = region(), region()
+        ea = {a[1] + i * a[4] + j for i in range(a[2]) for j in range(a[3])}
+        eb = {b[1] + i * b[4] + j for i in range(b[2]) for j in range(b[3])}
+        assert _overlap(a, b) == bool(ea & eb), (a[1:], b[1:])
