@@ -189,7 +189,11 @@ class Conv2d:
         if as_conv:
             # first, so that its flipped weights are dead before the weight gradient (as large) is written
             self.input_grad_as_conv(node, L, *tgt)
-        if dw is not None:
+        cc = None if pw else self.channel_chunks(L, geom, k, hw)
+        if dw is not None and cc:
+            def emit_wg(how):
+                self.weight_grad_by_channels(node, L, how, cc)
+        elif dw is not None:
             def emit_wg(how):
                 cols = None if pw else self.col_buffers(node, L, "_col_wg", k, rows, wo, geom)
                 dyt = L.scratch(node.name + "_dyt", og * rows * wo) if how == "outer" else None
@@ -219,8 +223,9 @@ class Conv2d:
                                        b=Ptr(dyt), c=dwg, m=k, n=og, k=p, accumulate=acc,
                                        lda=hw if pw else p, ct=1, ldc=k)
 
+        if dw is not None:
             L.choose(node.report_name, "conv2d.weight_grad",
-                     dict(n=n, cout=og, k=k, hw=hw, rows=rows, wo=wo, pw=int(pw)),
+                     dict(n=n, cout=og, k=k, hw=hw, rows=rows, wo=wo, pw=int(pw), **({"cc": len(cc)} if cc else {})),
                      {"dot": lambda: emit_wg("dot"), "outer": lambda: emit_wg("outer")})
         db = L.param_grad(node, "bias")
         if db is not None:
@@ -248,6 +253,52 @@ class Conv2d:
                             L.call(_col2im(gm), node.report_name, "transform", col=Ptr(dcol), dx=dxg,
                                    accumulate=acc if i == 0 and not zeroed else 1, **gm)
 
+
+    @staticmethod
+    def channel_chunks(L, geom, k, hw) -> list | None:
+        """Memory hierarchy, gathered im2col: input-channel ranges whose im2col block over ALL output pixels fits
+        the scratch limit, when each holds at least 28 rows (four 7-row matmul tiles) or every channel. The weight
+        gradient then reduces over every pixel in one matmul per range (no accumulation across row chunks, whose
+        few pixels make its stores dominate on small images). None: chunk by output rows instead."""
+        if not Conv2d.gathered(L, geom):
+            return None
+        kk, cin = geom["kh"] * geom["kw"], geom["c"]
+        cs = min(cin, L.cfg.im2col_bytes // max(1, kk * hw * L.elem_bytes))
+        if cs < 1 or (cs * kk < 28 and cs < cin):
+            return None
+        parts = -(-cin // cs)
+        return [(cin * i // parts, cin * (i + 1) // parts) for i in range(parts)]
+
+    def weight_grad_by_channels(self, node, L, how, cc):
+        """dW over input-channel ranges (channel_chunks): im2col of the range's channels over every output pixel,
+        gathered by the DMA, then dW[:, range] = dY.col^T (dot) or its transpose col.dY^T (outer, dY^T copied once
+        per sample)."""
+        x, n, xs, cout, k, hw, geom = self.dims(node, L)
+        g = self.groups(node)
+        cg, og = geom["c"] * geom["h"] * geom["w"], cout // g
+        kk, plane = geom["kh"] * geom["kw"], geom["h"] * geom["w"]
+        dy, dw = L.grad(node.name), L.param_grad(node, "weight")
+        cmax = max(c1 - c0 for c0, c1 in cc)
+        cols = self.col_buffers(node, L, "_col_wg", cmax * kk, geom["ho"], geom["wo"], geom)
+        dyt = L.scratch(node.name + "_dyt", og * hw) if how == "outer" else None
+        with L.per_sample(n):
+            for gi in range(g):
+                dyg = Ptr(dy, cout * hw, gi * og * hw)
+                if how == "outer":
+                    L.call("odl_transpose", node.report_name, "transform", src=dyg, dst=Ptr(dyt), rows=og, cols=hw,
+                           ldi=hw, ldo=og)
+                for i, (c0, c1) in enumerate(cc):
+                    col, m = cols[i % len(cols)], (c1 - c0) * kk
+                    gm = dict(geom, c=c1 - c0)
+                    L.call(_im2col(gm), node.report_name, "transform", x=Ptr(L.value(x), xs, gi * cg + c0 * plane),
+                           col=Ptr(col), **gm)
+                    dwg = Ptr(dw, 0, gi * og * k + c0 * kk)
+                    if how == "dot":
+                        L.call("odl_mm_nt", node.report_name, "weight_grad", macs=og * m * hw, a=dyg, b=Ptr(col),
+                               c=dwg, m=og, n=m, k=hw, accumulate=CExpr("n > 0"), lda=hw, ldb=hw, ldc=k)
+                    else:
+                        L.call("odl_mm_nn", node.report_name, "weight_grad", macs=og * m * hw, a=Ptr(col),
+                               b=Ptr(dyt), c=dwg, m=m, n=og, k=hw, accumulate=CExpr("n > 0"), lda=hw, ct=1, ldc=k)
 
     def input_grad_as_conv(self, node, L, dx, acc):
         """Stride 1 under the memory hierarchy: dX is the conv of dY (padded by KH-1-PT, KW-1-PL) with the weights
