@@ -61,32 +61,34 @@ class Transfer:
     def nbytes(self, elem_bytes: int) -> int:
         return self.rows * self.row_elems * (self.l1.nbytes(elem_bytes) // max(1, self.l1.nelem))
 
-    def piece_bytes(self, elem_bytes: int) -> list[int]:
-        """Bytes of each transfer the DMA engine runs for this one (a Transfer is one)."""
-        return [self.nbytes(elem_bytes)]
+    def shapes(self, elem_bytes: int) -> list[tuple[int, int]]:
+        """(bytes, rows) of each transfer the DMA engine runs for this one (a Transfer is one)."""
+        return [(self.nbytes(elem_bytes), self.rows)]
 
 
 @dataclass
 class Gather:
-    """im2col by DMA (odl/tile.py): every in-image element of a stride-1-along-W im2col block goes straight from
-    the L2 input `l2` (element `l2_elem` + n * `per_sample`, one sample [c, h, w]) into the L1 columns `l1`
-    (element `l1_elem`, [c*kh*kw, ho*wo]), one 2-D transfer per column row (c, i, j): its output rows whose input
-    row lies in the image, its output columns whose input column does. The zero padding is left to the im2col
-    kernel (pad_only). The firmware's odl_dma_im2col issues the same transfers in the same order (pieces())."""
+    """im2col by DMA (odl/tile.py): every in-image element of an im2col block goes straight from the L2 input `l2`
+    (element `l2_elem` + n * `per_sample`, one sample [c, h, w]) into the L1 columns `l1` (element `l1_elem`,
+    [c*kh*kw, ho*wo]). Stride 1 along W: one 2-D transfer per column row (c, i, j) over its output rows whose input
+    row lies in the image and its output columns whose input column does. Stride sw > 1: one per (c, i, j) and
+    output row, whose rows are single elements sw apart in x (each costs the DMA at least a cycle). The zero
+    padding is left to the im2col kernel (pad_only). The firmware's odl_dma_im2col issues the same transfers in
+    the same order (pieces())."""
     l2: "Buffer"
     l2_elem: int
     per_sample: int
     l1: "Buffer"
     l1_elem: int
-    geom: dict                  # c, h, w, kh, kw, sh, pt, pl, ho, wo (sw = 1, no dilation)
+    geom: dict                  # c, h, w, kh, kw, sh, sw, pt, pl, ho, wo (no dilation)
     direction: str = "in"
 
-    def pieces(self) -> list[tuple[int, int, int, int]]:
-        """(l2 element offset, l1 element offset, rows, row elements) of each 2-D transfer, in issue order;
-        l2 rows are sh*w apart, l1 rows wo apart."""
+    def pieces(self) -> list[tuple[int, int, int, int, int, int]]:
+        """(l2 element offset, l1 element offset, rows, row elements, l2 row stride, l1 row stride) of each 2-D
+        transfer, in issue order."""
         g = self.geom
-        c, h, w, kh, kw, sh, pt, pl, ho, wo = (g[k] for k in ("c", "h", "w", "kh", "kw", "sh", "pt", "pl", "ho",
-                                                              "wo"))
+        c, h, w, kh, kw, sh, sw, pt, pl, ho, wo = (g[k] for k in ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl",
+                                                                  "ho", "wo"))
         out = []
         for ci in range(c):
             for i in range(kh):
@@ -95,12 +97,17 @@ class Gather:
                 if v1 <= v0:
                     continue
                 for j in range(kw):
-                    a, b = max(0, pl - j), min(wo, w + pl - j)
+                    a = max(0, -(-(pl - j) // sw))
+                    b = min(wo, (w - 1 + pl - j) // sw + 1) if w - 1 + pl - j >= 0 else 0
                     if b <= a:
                         continue
                     row = (ci * kh + i) * kw + j
-                    out.append(((ci * h + v0 * sh - pt + i) * w + a - pl + j, row * ho * wo + v0 * wo + a,
-                                v1 - v0, b - a))
+                    src = (ci * h + v0 * sh - pt + i) * w + a * sw - pl + j
+                    dst = row * ho * wo + v0 * wo + a
+                    if sw == 1:
+                        out.append((src, dst, v1 - v0, b - a, sh * w, wo))
+                    else:
+                        out += [(src + r * sh * w, dst + r * wo, b - a, 1, sw, 1) for r in range(v1 - v0)]
         return out
 
     # the L2 side as one region (the whole sample), for the prefetch hazard checks of odl/tile.py
@@ -116,12 +123,12 @@ class Gather:
     def l2_stride(self) -> int:
         return self.row_elems
 
-    def piece_bytes(self, elem_bytes: int) -> list[int]:
+    def shapes(self, elem_bytes: int) -> list[tuple[int, int]]:
         es = self.l1.nbytes(elem_bytes) // max(1, self.l1.nelem)
-        return [r * n * es for _, _, r, n in self.pieces()]
+        return [(r * n * es, r) for _, _, r, n, _, _ in self.pieces()]
 
     def nbytes(self, elem_bytes: int) -> int:
-        return sum(self.piece_bytes(elem_bytes))
+        return sum(b for b, _ in self.shapes(elem_bytes))
 
 
 class CExpr(str):
@@ -168,7 +175,7 @@ class TrainConfig:
     im2col_bytes: int = 64 * 1024 # largest im2col scratch block (convolutions are chunked by output rows)
     window_bytes: int = 0         # > 0 (memory hierarchy): a conv chunk's input rows fit this many bytes too, and
                                   # chunked input gradients are zeroed first (each col2im tile sees only its rows)
-    dma_im2col: bool = False      # memory hierarchy: im2col blocks of stride-1-along-W convs are gathered by the DMA
+    dma_im2col: bool = False      # memory hierarchy: im2col blocks of undilated convs are gathered by the DMA
                                   # (odl/tile.py), into two column buffers taken in turn so the next chunk's gather
                                   # overlaps this chunk's matmul
     inplace: bool = True          # ReLU / add outputs and elementwise backward gradients overwrite dead inputs

@@ -5,8 +5,8 @@ a cluster DMA moves tiles between them. odl/tile.py cuts every kernel call into 
 transfers; this module says what the memories are and how long the transfers take.
 
 DMA timing (deterministic, the same in the profile, bench and the memory report): one FIFO queue; a transfer
-(1-D, or 2-D: `rows` rows with a source or destination stride) takes `setup_cycles + ceil(bytes / bytes_per_cycle)`
-cycles on the DMA engine and starts when the engine is free and the cores have issued it. On QEMU a transfer is a
+(1-D, or 2-D: `rows` rows with a source or destination stride) takes `setup_cycles + max(rows, ceil(bytes /
+bytes_per_cycle))` cycles on the DMA engine (a row is a burst: at least a cycle) and starts when the engine is free and the cores have issued it. On QEMU a transfer is a
 copy by hart 0 between kernel calls, outside the counted kernel work, so the cores are not charged for it; its time
 is this model's.
 
@@ -51,8 +51,9 @@ class Hierarchy:
         """L1 left for tiles after the per-hart stacks."""
         return self.l1_bytes - self.stacks_bytes
 
-    def transfer_cycles(self, nbytes: int) -> int:
-        return self.dma_setup_cycles + -(-nbytes // self.dma_bytes_per_cycle) if nbytes else 0
+    def transfer_cycles(self, nbytes: int, rows: int = 1) -> int:
+        """Setup, then the bytes at the engine's bandwidth, each row (burst) taking at least a cycle."""
+        return self.dma_setup_cycles + max(rows, -(-nbytes // self.dma_bytes_per_cycle)) if nbytes else 0
 
 
 def _int(v) -> int:
@@ -85,10 +86,21 @@ def memory_for(target, model: str) -> Hierarchy | None:
     return hierarchy_of(target) if model == "hierarchy" else None
 
 
+GATHER_MIN_ROW = 8      # a strided gather's transfers move rows of single elements: gather when they are this long
+
+
+def gathers(geom: dict) -> bool:
+    """Is an im2col block with this geometry gathered by the DMA (odl/tile.py, odl.ir.Gather) rather than built by
+    the cores? Undilated convs whose transfers are contiguous rows (stride 1 along W), or, with a stride, hold at
+    least GATHER_MIN_ROW elements each (each transfer costs its setup: shorter ones exposed more DMA than the cores'
+    im2col cost on DS-CNN's stem, measured)."""
+    return "dh" not in geom and (geom["sw"] == 1 or geom["wo"] >= GATHER_MIN_ROW)
+
+
 def tile_dma(call, hier: Hierarchy, elem_bytes: int) -> tuple[int, int]:
     """(in cycles, out cycles) of one tile call's transfers on the DMA engine."""
-    cin = sum(hier.transfer_cycles(b) for t in call.dma_in for b in t.piece_bytes(elem_bytes))
-    cout = sum(hier.transfer_cycles(b) for t in call.dma_out for b in t.piece_bytes(elem_bytes))
+    cin = sum(hier.transfer_cycles(b, r) for t in call.dma_in for b, r in t.shapes(elem_bytes))
+    cout = sum(hier.transfer_cycles(b, r) for t in call.dma_out for b, r in t.shapes(elem_bytes))
     return cin, cout
 
 

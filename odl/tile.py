@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from . import kernels
 from .errors import OdlError
 from .ir import Buffer, Call, CExpr, Gather, Program, Ptr, Transfer
-from .memory import Hierarchy, same_block
+from .memory import Hierarchy, gathers, same_block
 from .resources import resource_dir
 
 ALIGN = 16
@@ -332,11 +332,11 @@ def _conv_rows(f) -> tuple[int, int]:
 def _im2col_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
     f = call.fields
     c, h, w = f["c"], f["h"], f["w"]
-    if call.kernel == "odl_im2col" and f["sw"] == 1 and id(f["col"].buf) in resident:
+    if call.kernel == "odl_im2col" and id(f["col"].buf) in resident and gathers(f):
         # the DMA gathers the in-image elements straight from x in L2 into the L1 columns (odl.ir.Gather); the
         # kernel only writes the zero padding
         n = c * f["kh"] * f["kw"] * f["ho"] * f["wo"]
-        geom = {k: f[k] for k in ("c", "h", "w", "kh", "kw", "sh", "pt", "pl", "ho", "wo")}
+        geom = {k: f[k] for k in ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo")}
         return [dict(f, x=0, pad_only=1, col=_r(f["col"], 0, 1, n, n, "w"), _gather=(f["x"], geom))]
     r0, r1 = _conv_rows(f)
     if call.kernel.startswith("odl_im2col"):       # im2col: reads x rows, writes col
@@ -587,7 +587,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
             if gather is not None:
                 x, geom = gather
                 gt = Gather(x.buf, x.elem, x.per_sample, None, g["col"].start, geom)
-                sig = (tuple((lo, r, n) for _, lo, r, n in gt.pieces()), g["col"].nelem)
+                sig = (tuple(pc[1:] for pc in gt.pieces()), g["col"].nelem)
                 if pad_sig.get(id(g["col"].buf)) == sig:
                     # the zeros of the last gather into these columns are where this one needs them: no kernel
                     carry.append((gt, g["col"].buf))

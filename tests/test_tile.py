@@ -46,11 +46,9 @@ def test_every_kernel_pointer_is_in_l1_and_every_transfer_in_bounds(model, preci
         for t in c.dma_in + c.dma_out:
             assert t.l2.space == "l2" and t.l1.space == "l1"
             if isinstance(t, Gather):
-                g = t.geom
-                for l2o, l1o, rows, n in t.pieces():
-                    assert t.l1_elem + l1o + (rows - 1) * g["wo"] + n <= t.l1.nelem
-                    assert t.l2_elem + (max(1, c.loop) - 1) * t.per_sample + l2o + (rows - 1) * g["sh"] * g["w"] \
-                        + n <= t.l2.nelem
+                for l2o, l1o, rows, n, l2s, l1s in t.pieces():
+                    assert t.l1_elem + l1o + (rows - 1) * l1s + n <= t.l1.nelem
+                    assert t.l2_elem + (max(1, c.loop) - 1) * t.per_sample + l2o + (rows - 1) * l2s + n <= t.l2.nelem
                 continue
             assert t.rows * t.row_elems <= t.l1.nelem
             loop = max(1, c.loop)
@@ -203,7 +201,7 @@ def test_stack_guard_names_the_hart_whose_stack_overflowed(tmp_path):
     assert "stack overflow" in str(e.value) and "hart=00000000" in str(e.value)
 
 
-def _im2col_ref(x, kh, kw, sh, pt, pl, ho, wo):
+def _im2col_ref(x, kh, kw, sh, sw, pt, pl, ho, wo):
     c, h, w = x.shape
     col = np.zeros((c, kh, kw, ho, wo), x.dtype)
     for i in range(kh):
@@ -212,18 +210,21 @@ def _im2col_ref(x, kh, kw, sh, pt, pl, ho, wo):
                 ih = oh * sh - pt + i
                 if 0 <= ih < h:
                     for ow in range(wo):
-                        iw = ow - pl + j
+                        iw = ow * sw - pl + j
                         if 0 <= iw < w:
                             col[:, i, j, oh, ow] = x[:, ih, iw]
     return col.reshape(c * kh * kw, ho * wo)
 
 
 @pytest.mark.parametrize("geom", [
-    dict(c=3, h=7, w=5, kh=3, kw=3, sh=1, pt=1, pl=1, ho=7, wo=5),      # same conv, odd sizes
-    dict(c=2, h=9, w=6, kh=3, kw=3, sh=2, pt=1, pl=1, ho=5, wo=6),      # stride 2 along H only
-    dict(c=2, h=4, w=4, kh=3, kw=2, sh=1, pt=-2, pl=0, ho=3, wo=3),     # a chunk starting below the top
-    dict(c=1, h=3, w=3, kh=5, kw=5, sh=1, pt=2, pl=2, ho=3, wo=3),      # kernel larger than the image
-    dict(c=2, h=5, w=4, kh=3, kw=3, sh=1, pt=3, pl=1, ho=2, wo=4),      # a chunk whose first taps are all padding
+    dict(c=3, h=7, w=5, kh=3, kw=3, sh=1, sw=1, pt=1, pl=1, ho=7, wo=5),      # same conv, odd sizes
+    dict(c=2, h=9, w=6, kh=3, kw=3, sh=2, sw=1, pt=1, pl=1, ho=5, wo=6),      # stride 2 along H only
+    dict(c=2, h=4, w=4, kh=3, kw=2, sh=1, sw=1, pt=-2, pl=0, ho=3, wo=3),     # a chunk starting below the top
+    dict(c=1, h=3, w=3, kh=5, kw=5, sh=1, sw=1, pt=2, pl=2, ho=3, wo=3),      # kernel larger than the image
+    dict(c=2, h=5, w=4, kh=3, kw=3, sh=1, sw=1, pt=3, pl=1, ho=2, wo=4),      # a chunk whose first taps are padding
+    dict(c=3, h=9, w=7, kh=3, kw=3, sh=2, sw=2, pt=1, pl=1, ho=5, wo=4),      # stride 2, odd input
+    dict(c=2, h=8, w=8, kh=1, kw=1, sh=2, sw=2, pt=0, pl=0, ho=4, wo=4),      # 1x1 stride-2 shortcut
+    dict(c=1, h=6, w=10, kh=4, kw=10, sh=2, sw=3, pt=-1, pl=4, ho=2, wo=3),   # wide kernel, stride 3 along W
 ])
 def test_dma_gather_places_every_in_image_element_as_im2col_does(geom):
     """odl.ir.Gather's transfers (the same the firmware's odl_dma_im2col issues) applied to a zero column block
@@ -235,13 +236,12 @@ def test_dma_gather_places_every_in_image_element_as_im2col_does(geom):
     t = Gather(xb, 0, 0, cb, 0, g)
     col = np.zeros(cb.nelem, np.float32)
     flat = x.reshape(-1)
-    for l2o, l1o, rows, n in t.pieces():
+    for l2o, l1o, rows, n, l2s, l1s in t.pieces():
         for r in range(rows):
-            src = l2o + r * g["sh"] * g["w"]
-            dst = l1o + r * g["wo"]
+            src, dst = l2o + r * l2s, l1o + r * l1s
             assert not col[dst:dst + n].any()           # every element is written once
             col[dst:dst + n] = flat[src:src + n]
-    ref = _im2col_ref(x, g["kh"], g["kw"], g["sh"], g["pt"], g["pl"], g["ho"], g["wo"])
+    ref = _im2col_ref(x, g["kh"], g["kw"], g["sh"], g["sw"], g["pt"], g["pl"], g["ho"], g["wo"])
     np.testing.assert_array_equal(col.reshape(ref.shape), ref)
     assert t.nbytes(4) == 4 * int((ref != 0).sum())
 

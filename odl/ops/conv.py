@@ -6,6 +6,7 @@ import torch.nn as nn
 
 from ..errors import OdlError
 from ..ir import CExpr, Ptr
+from ..memory import gathers
 from .plane import shape4
 from . import MODULES, register
 
@@ -101,9 +102,9 @@ class Conv2d:
 
     @staticmethod
     def gathered(L, geom) -> bool:
-        """Memory hierarchy: are this conv's im2col blocks gathered by the DMA (odl/tile.py; stride 1 along W, no
-        dilation)? Then each block needs no input window in L1, and two column buffers alternate."""
-        return L.cfg.dma_im2col and geom["sw"] == 1 and "dh" not in geom
+        """Memory hierarchy: are this conv's im2col blocks gathered by the DMA (odl/tile.py; no dilation)? Then
+        each block needs no input window in L1, and two column buffers alternate."""
+        return L.cfg.dma_im2col and gathers(geom)
 
     @staticmethod
     def col_buffers(node, L, name, k, rows, wo, geom) -> list:
@@ -185,7 +186,7 @@ class Conv2d:
         chunks, rows = ([(0, geom["ho"], geom)], geom["ho"]) if pw else self.chunks(node, L, k, geom,
                                                                                           self.gathered(L, geom))
         tgt = L.grad_target(x)
-        as_conv = tgt is not None and not pw and self.gathered(L, geom) and geom["sh"] == 1
+        as_conv = tgt is not None and not pw and self.gathered(L, geom) and geom["sh"] == geom["sw"] == 1
         if as_conv:
             # first, so that its flipped weights are dead before the weight gradient (as large) is written
             self.input_grad_as_conv(node, L, *tgt)
@@ -233,6 +234,8 @@ class Conv2d:
                    accumulate=0)
         if tgt is not None and not as_conv:
             dx, acc = tgt
+            if not pw:          # col2im tiles hold the dx rows their windows touch: chunks that fit a window
+                chunks, rows = self.chunks(node, L, k, geom)
             dcol = None if pw else L.scratch(node.name + "_dcol", k * rows * wo)
             with L.per_sample(n):
                 for gi in range(g):

@@ -23,8 +23,8 @@ uint32_t odl_dma_start(void *dst, const void *src, uint32_t row_bytes, uint32_t 
   return issued;
 }
 
-uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int w, int kh, int kw, int sh, int pt,
-                        int pl, int ho, int wo) {
+uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int w, int kh, int kw, int sh, int sw,
+                        int pt, int pl, int ho, int wo) {
   unsigned char *d = (unsigned char *)col;
   const unsigned char *s = (const unsigned char *)x;
   uint32_t t = issued; /* no transfer: the last ticket issued */
@@ -35,12 +35,20 @@ uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int
       if (v1 > ho) v1 = ho;
       if (v1 <= v0) continue;
       for (int j = 0; j < kw; j++) {
-        int a = pl - j > 0 ? pl - j : 0, b = w + pl - j < wo ? w + pl - j : wo;
+        int u0 = pl - j, u1 = w - 1 + pl - j;
+        int a = u0 <= 0 ? 0 : (u0 + sw - 1) / sw, b = u1 < 0 ? 0 : u1 / sw + 1;
+        if (b > wo) b = wo;
         if (b <= a) continue;
         int row = (ci * kh + i) * kw + j;
-        t = odl_dma_start(d + ((uint32_t)row * ho * wo + (uint32_t)v0 * wo + a) * es,
-                          s + ((uint32_t)(ci * h + v0 * sh - pt + i) * w + a - pl + j) * es, (uint32_t)(b - a) * es,
-                          (uint32_t)(v1 - v0), (uint32_t)wo * es, (uint32_t)(sh * w) * es);
+        unsigned char *dp = d + ((uint32_t)row * ho * wo + (uint32_t)v0 * wo + a) * es;
+        const unsigned char *sp = s + ((uint32_t)(ci * h + v0 * sh - pt + i) * w + a * sw - pl + j) * es;
+        if (sw == 1) {
+          t = odl_dma_start(dp, sp, (uint32_t)(b - a) * es, (uint32_t)(v1 - v0), (uint32_t)wo * es,
+                            (uint32_t)(sh * w) * es);
+        } else { /* one transfer per output row: rows of one element, sw apart in x */
+          for (int r = v0; r < v1; r++, dp += (uint32_t)wo * es, sp += (uint32_t)(sh * w) * es)
+            t = odl_dma_start(dp, sp, es, (uint32_t)(b - a), es, (uint32_t)sw * es);
+        }
       }
     }
   return t;
