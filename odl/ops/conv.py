@@ -124,10 +124,16 @@ class Conv2d:
             span = (geom["kh"] - 1) * geom.get("dh", 1) + 1
             fit = (L.cfg.window_bytes // max(1, row_b) - span) // geom["sh"] + 1
             rows = max(1, min(rows, fit))
-        out = []
-        for r0 in range(0, ho, rows):
-            r1 = min(ho, r0 + rows)
+        out, r0, step = [], 0, rows
+        if gather and geom["sw"] > 1:
+            # the first gather of a pass waits (nothing computes before it), and a strided one is slow (a DMA row
+            # per element): chunks of 1, 2, 4, ... rows up to `rows`, so that it is short and each next gather
+            # hides behind the chunk before
+            step = 1
+        while r0 < ho:
+            r1 = min(ho, r0 + step)
             out.append((r0, r1, dict(geom, ho=r1 - r0, pt=geom["pt"] - r0 * geom["sh"])))
+            r0, step = r1, min(rows, 2 * step)
         return out, rows
 
     def forward(self, node, L, y=None, macs_credit=True):
