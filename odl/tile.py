@@ -570,98 +570,101 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
     res_span: dict[int, list] = {}
     pad_sig: dict[int, tuple] = {}      # resident columns -> the padding layout its zeros are in now
     carry = []                          # gathers whose padding is already in place: they ride on the next tile
+    work = []                           # per flat call: its tiles as (fields, MACs)
     for ci, call in enumerate(flat):
-        budget = budgets[ci]
         tiler = _tiler(call.kernel)
-        tiles = tiler(call, budget, eb, resident, cores)
+        tiles = tiler(call, budgets[ci], eb, resident, cores)
         if tiles is None or not tiles:
             raise _NoFit(f"--memory hierarchy: call {ci} ({call.kernel}, layer {call.layer}, {call.step}) cannot be "
                          f"cut into tiles that fit the {l1cap}-byte L1 (fields "
                          f"{ {k: v for k, v in call.fields.items() if isinstance(v, int)} })", [ci])
-        total_macs, given = call.macs, 0
         # MACs are shared out by tile volume (matmuls) or evenly
         vol = ([t["m"] * t["n"] * t["k"] for t in tiles] if tiler is _mm_tiles else [1] * len(tiles))
-        for ti, g in enumerate(tiles):
-            idx = len(calls)
-            gather = g.pop("_gather", None)
-            if gather is not None:
-                x, geom = gather
-                gt = Gather(x.buf, x.elem, x.per_sample, None, g["col"].start, geom)
-                sig = (tuple(pc[1:] for pc in gt.pieces()), g["col"].nelem)
-                if pad_sig.get(id(g["col"].buf)) == sig:
-                    # the zeros of the last gather into these columns are where this one needs them: no kernel
-                    carry.append((gt, g["col"].buf))
-                    continue
-                pad_sig[id(g["col"].buf)] = sig
-            regs = _merge(g, ci, call)
-            staged = {bid: r for bid, r in regs.items() if bid not in resident}
-            need = sum(_align(r[2] * r[3] * _esize(r[0], eb)) for r in staged.values())
-            if need > budget * (CHAN_STRETCH if tiler is _chan_tiles else 1):
-                raise _NoFit(f"--memory hierarchy: call {ci} ({call.kernel}, layer {call.layer}, {call.step}) needs "
-                             f"{need} B of L1 for one tile (every buffer it points into: "
-                             f"{', '.join(r[0].name for r in staged.values())}); the L1 holds {l1cap} B for tiles, "
-                             f"double-buffered. odl has no tiler that cuts this kernel smaller; use --memory flat",
-                             [ci])
-            # L1 buffers of this tile
-            l1of: dict[int, tuple[Buffer, int]] = {}
-            dma_in, dma_out = [], []
-            for bid, (buf, start, rows, row_len, stride, ps, mode) in regs.items():
-                if bid in resident:
-                    if bid not in res_l1:
-                        lb = Buffer(f"{buf.name}", buf.nelem, dtype=buf.dtype, role="l1_resident", space="l1")
-                        res_l1[bid] = lb
-                        l1bufs.append(lb)
-                        res_span[bid] = [lb, idx, idx]
-                    res_span[bid][2] = idx
-                    l1of[bid] = (res_l1[bid], 0)
-                    continue
-                lb = Buffer(f"t{idx}_{buf.name}", rows * row_len, dtype=buf.dtype, role="l1", space="l1")
-                l1bufs.append(lb)
-                lo = idx - 1 if mode != "w" else idx
-                hi = idx + 1 if mode != "r" else idx
-                spans.append([lb, lo, hi])
-                span_of[id(lb)] = spans[-1]
-                l1of[bid] = (lb, start)
-                # contiguous rows move as one 1-D transfer
-                shape = (1, rows * row_len, rows * row_len) if (rows == 1 or stride == row_len) else \
-                    (rows, row_len, stride)
-                if mode in ("r", "rw"):
-                    dma_in.append(Transfer("in", buf, start, ps, lb, 0, *shape))
-                if mode in ("w", "rw"):
-                    dma_out.append(Transfer("out", buf, start, ps, lb, 0, *shape))
-            fields, lds = {}, {}
-            for k, v in g.items():
-                if isinstance(v, Region):
-                    lb, base = l1of[id(v.buf)]
-                    if id(v.buf) not in resident:
-                        r = regs[id(v.buf)]
-                        # dense in L1: the merged region's rows are r[3] apart
-                        off = v.start - base
-                        row, col = divmod(off, r[4]) if r[2] > 1 else (0, off)
-                        fields[k] = Ptr(lb, 0, row * r[3] + col)
-                        if v.ld:
-                            lds[v.ld] = r[3] if r[2] > 1 else v.row_len
-                    else:       # resident: the L2 layout, unchanged
-                        fields[k] = Ptr(lb, 0, v.start)
-                        if v.ld:
-                            lds[v.ld] = v.stride if v.rows > 1 else call.fields.get(v.ld, 0)
-                else:
-                    fields[k] = v
-            fields.update(lds)
-            # gathers into resident columns (this tile's, and those carried from skipped padding tiles) may run
-            # during the tile before (prefetch): the columns' L1 life starts there
-            gathers = carry + ([(gt, g["col"].buf)] if gather is not None else [])
-            carry = []
-            for gt, cbuf in gathers:
-                dma_in.append(dataclasses.replace(gt, l1=res_l1[id(cbuf)]))
-                sp = res_span[id(cbuf)]
-                sp[1] = max(0, min(sp[1], idx - 1))
-            macs = total_macs * vol[ti] // sum(vol) if ti < len(tiles) - 1 else total_macs - given
-            given += macs
-            calls.append(dataclasses.replace(call, fields=fields, macs=macs, dma_in=dma_in, dma_out=dma_out,
-                                             prefetch=False, origin=ci))
-            tiles_regions.append(regs)
-            tiles_l1.append({bid: lb for bid, (lb, _) in l1of.items()})
+        shares = [call.macs * v // sum(vol) for v in vol[:-1]]
+        work.append(list(zip(tiles, shares + [call.macs - sum(shares)])))
+    for ci, ti in _interleave(flat, work):
+        call = flat[ci]
+        budget = budgets[ci]
+        tiler = _tiler(call.kernel)
+        g, macs = work[ci][ti]
+        idx = len(calls)
+        gather = g.pop("_gather", None)
+        if gather is not None:
+            x, geom = gather
+            gt = Gather(x.buf, x.elem, x.per_sample, None, g["col"].start, geom)
+            sig = (tuple(pc[1:] for pc in gt.pieces()), g["col"].nelem)
+            if pad_sig.get(id(g["col"].buf)) == sig:
+                # the zeros of the last gather into these columns are where this one needs them: no kernel
+                carry.append((gt, g["col"].buf))
+                continue
+            pad_sig[id(g["col"].buf)] = sig
+        regs = _merge(g, ci, call)
+        staged = {bid: r for bid, r in regs.items() if bid not in resident}
+        need = sum(_align(r[2] * r[3] * _esize(r[0], eb)) for r in staged.values())
+        if need > budget * (CHAN_STRETCH if tiler is _chan_tiles else 1):
+            raise _NoFit(f"--memory hierarchy: call {ci} ({call.kernel}, layer {call.layer}, {call.step}) needs "
+                         f"{need} B of L1 for one tile (every buffer it points into: "
+                         f"{', '.join(r[0].name for r in staged.values())}); the L1 holds {l1cap} B for tiles, "
+                         f"double-buffered. odl has no tiler that cuts this kernel smaller; use --memory flat",
+                         [ci])
+        # L1 buffers of this tile
+        l1of: dict[int, tuple[Buffer, int]] = {}
+        dma_in, dma_out = [], []
+        for bid, (buf, start, rows, row_len, stride, ps, mode) in regs.items():
+            if bid in resident:
+                if bid not in res_l1:
+                    lb = Buffer(f"{buf.name}", buf.nelem, dtype=buf.dtype, role="l1_resident", space="l1")
+                    res_l1[bid] = lb
+                    l1bufs.append(lb)
+                    res_span[bid] = [lb, idx, idx]
+                res_span[bid][2] = idx
+                l1of[bid] = (res_l1[bid], 0)
+                continue
+            lb = Buffer(f"t{idx}_{buf.name}", rows * row_len, dtype=buf.dtype, role="l1", space="l1")
+            l1bufs.append(lb)
+            lo = idx - 1 if mode != "w" else idx
+            hi = idx + 1 if mode != "r" else idx
+            spans.append([lb, lo, hi])
+            span_of[id(lb)] = spans[-1]
+            l1of[bid] = (lb, start)
+            # contiguous rows move as one 1-D transfer
+            shape = (1, rows * row_len, rows * row_len) if (rows == 1 or stride == row_len) else \
+                (rows, row_len, stride)
+            if mode in ("r", "rw"):
+                dma_in.append(Transfer("in", buf, start, ps, lb, 0, *shape))
+            if mode in ("w", "rw"):
+                dma_out.append(Transfer("out", buf, start, ps, lb, 0, *shape))
+        fields, lds = {}, {}
+        for k, v in g.items():
+            if isinstance(v, Region):
+                lb, base = l1of[id(v.buf)]
+                if id(v.buf) not in resident:
+                    r = regs[id(v.buf)]
+                    # dense in L1: the merged region's rows are r[3] apart
+                    off = v.start - base
+                    row, col = divmod(off, r[4]) if r[2] > 1 else (0, off)
+                    fields[k] = Ptr(lb, 0, row * r[3] + col)
+                    if v.ld:
+                        lds[v.ld] = r[3] if r[2] > 1 else v.row_len
+                else:       # resident: the L2 layout, unchanged
+                    fields[k] = Ptr(lb, 0, v.start)
+                    if v.ld:
+                        lds[v.ld] = v.stride if v.rows > 1 else call.fields.get(v.ld, 0)
+            else:
+                fields[k] = v
+        fields.update(lds)
+        # gathers into resident columns (this tile's, and those carried from skipped padding tiles) may run
+        # during the tile before (prefetch): the columns' L1 life starts there
+        gathers = carry + ([(gt, g["col"].buf)] if gather is not None else [])
+        carry = []
+        for gt, cbuf in gathers:
+            dma_in.append(dataclasses.replace(gt, l1=res_l1[id(cbuf)]))
+            sp = res_span[id(cbuf)]
+            sp[1] = max(0, min(sp[1], idx - 1))
+        calls.append(dataclasses.replace(call, fields=fields, macs=macs, dma_in=dma_in, dma_out=dma_out,
+                                         prefetch=False, origin=ci))
+        tiles_regions.append(regs)
+        tiles_l1.append({bid: lb for bid, (lb, _) in l1of.items()})
     if carry:
         raise OdlError("tile: an im2col gather is the last call of the step (internal)")
     spans = _forward(calls, tiles_regions, tiles_l1, spans, span_of, resident)
@@ -701,6 +704,45 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                      f"{calls[worst].layer}: {', '.join(f'{n} {s} B' for s, n in big)})",
                      [calls[t].origin for t in range(max(0, worst - 2), min(len(calls), worst + 3))])
     return calls, l1bufs, peak
+
+
+def _conflict(ra: dict, rb: dict) -> bool:
+    """Do two tiles' merged regions share bytes of a buffer that one of them writes?"""
+    return any((ra[b][6] != "r" or rb[b][6] != "r") and _overlap(ra[b], rb[b]) for b in ra.keys() & rb.keys())
+
+
+def _interleave(flat: list[Call], work: list) -> list[tuple[int, int]]:
+    """The order tiles run in: (flat call, tile) pairs. Runs of consecutive elementwise / channel-split calls of
+    one block with as many tiles each (e.g. batch norm then ReLU over the same channel halves) run tile by tile,
+    A0 B0 A1 B1 ..., when no tile moved ahead of another shares bytes with it that either writes: B0 then reads A0's
+    result from L1 (odl/tile.py _forward) instead of waiting for its write-back and a fetch."""
+    def chainable(ci):
+        return _tiler(flat[ci].kernel) in (_len_tiles, _chan_tiles) and len(work[ci]) > 1
+    regs: dict[int, list] = {}
+
+    def regions(ci):
+        if ci not in regs:
+            regs[ci] = [_merge(g, ci, flat[ci]) for g, _ in work[ci]]
+        return regs[ci]
+    order, ci = [], 0
+    while ci < len(flat):
+        group = [ci]
+        if chainable(ci):
+            T = len(work[ci])
+            while True:
+                nx = group[-1] + 1
+                if not (nx < len(flat) and chainable(nx) and len(work[nx]) == T and same_block(flat[ci], flat[nx])):
+                    break
+                rn = regions(nx)
+                if any(_conflict(rn[i], regions(x)[j]) for x in group for i in range(T) for j in range(i + 1, T)):
+                    break
+                group.append(nx)
+        if len(group) > 1:
+            order += [(c, t) for t in range(len(work[ci])) for c in group]
+        else:
+            order += [(ci, t) for t in range(len(work[ci]))]
+        ci = group[-1] + 1
+    return order
 
 
 def _forward(calls, regions, l1s, spans, span_of, resident) -> list:
