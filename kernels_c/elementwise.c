@@ -164,8 +164,7 @@ void odl_copy(void *args) {
 }
 
 /* ---- dropout: the mask is a pure function of (seed, index), so the split cannot change it ---- */
-uint32_t odl_dropout_hash(uint32_t seed, uint32_t i) {
-  uint32_t h = seed ^ (i * 0x9E3779B9u);
+ODL_INLINE uint32_t dropout_mix(uint32_t h) {
   h ^= h >> 16;
   h *= 0x85EBCA6Bu;
   h ^= h >> 13;
@@ -174,15 +173,24 @@ uint32_t odl_dropout_hash(uint32_t seed, uint32_t i) {
   return h;
 }
 
-/* kept values are scaled in FP32 and rounded once (scale = 1/(1-p) is not exact in FP16) */
+uint32_t odl_dropout_hash(uint32_t seed, uint32_t i) { return dropout_mix(seed ^ (i * 0x9E3779B9u)); }
+
+/* kept values are scaled in FP32 and rounded once (scale = 1/(1-p) is not exact in FP16); dropped ones are +0.
+ * The hash input i * 0x9E3779B9 advances by one add per element. */
 void odl_dropout_fwd(void *args) {
   const odl_dropout_fwd_args_t *p = (const odl_dropout_fwd_args_t *)args;
   int lo, hi;
   odl_split(p->len, &lo, &hi);
-  for (int i = lo; i < hi; i++) {
-    int keep = odl_dropout_hash(p->seed, p->base + (uint32_t)i) >= p->threshold;
-    p->mask[i] = (uint8_t)keep;
-    p->y[i] = keep ? (odl_t)((float)p->x[i] * p->scale) : (odl_t)0;
+  uint32_t seed = p->seed, thr = p->threshold, m = (p->base + (uint32_t)lo) * 0x9E3779B9u;
+  float sc = p->scale;
+  const odl_t *x = p->x;
+  odl_t *y = p->y;
+  uint8_t *mask = p->mask;
+  for (int i = lo; i < hi; i++, m += 0x9E3779B9u) {
+    uint32_t keep = dropout_mix(seed ^ m) >= thr;
+    mask[i] = (uint8_t)keep;
+    odl_t v = (odl_t)((float)x[i] * sc);
+    y[i] = keep ? v : (odl_t)0;
   }
 }
 
