@@ -522,22 +522,29 @@ void odl_transpose(void *args) {
   }
 }
 
-/* W'(ci, co*kk + t) = W[co, ci, kk-1-t] (see odl_kernels.h); each core takes a range of (co, ci) filter rows. */
+/* W'(ci, co*kk + t) = W[co, ci, kk-1-t] (see odl_kernels.h); each core takes a range of (co, ci) filter rows.
+ * 3x3 filters (kk = 9) copy at immediate offsets: all 9 loads, then the 9 stores. */
 void odl_conv_wflip(void *args) {
   const odl_conv_wflip_args_t *p = (const odl_conv_wflip_args_t *)args;
-  int cin = p->cin, kk = p->kk, ld = p->ld ? p->ld : p->cout * kk;
+  int cin = p->cin, kk = p->kk, ld = p->ld ? p->ld : p->cout * kk, tr = p->t;
   int lo, hi;
   odl_split(p->cout * cin, &lo, &hi);
-  for (int u = lo; u < hi; u++) {
-    int co = u / cin, ci = u - co * cin;
-    const ct_ea_t *s = (const ct_ea_t *)p->src + (size_t)u * kk + kk - 1;
-    ct_ea_t *d = (ct_ea_t *)p->dst;
-    if (p->t) {
-      d += (size_t)co * kk * cin + ci;
-      for (int t = 0; t < kk; t++, s--, d += cin) { ct_e_t e = *s; CT_OPAQUE(e); *d = e; }
+  if (lo >= hi) return;
+  int co = lo / cin, ci = lo - co * cin;
+  const ct_ea_t *s = (const ct_ea_t *)p->src + (size_t)lo * kk;
+  for (int u = lo; u < hi; u++, s += kk) {
+    ct_ea_t *d = (ct_ea_t *)p->dst + (tr ? (size_t)co * kk * cin + ci : (size_t)ci * ld + co * kk);
+    int step = tr ? cin : 1;
+    if (kk == 9) {
+      ct_e_t e[9];
+      for (int t = 0; t < 9; t++) { e[t] = s[8 - t]; CT_OPAQUE(e[t]); }
+      if (tr)
+        for (int t = 0; t < 9; t++, d += step) *d = e[t];
+      else
+        for (int t = 0; t < 9; t++) d[t] = e[t];
     } else {
-      d += (size_t)ci * ld + co * kk;
-      for (int t = 0; t < kk; t++, s--) { ct_e_t e = *s; CT_OPAQUE(e); d[t] = e; }
+      for (int t = 0; t < kk; t++, d += step) { ct_e_t e = s[kk - 1 - t]; CT_OPAQUE(e); *d = e; }
     }
+    if (++ci == cin) { ci = 0; co++; }
   }
 }

@@ -46,6 +46,16 @@ void odl_relu_fwd(void *args) {
   const odl_t *x = p->x;
   odl_t *y = p->y;
   int i = lo;
+  /* 4 vectors per iteration (vector loads and stores take no immediate offset: one branch and pointer update
+   * per 4 instead of per vector) */
+  for (; i + 4 * ODL_LANES <= hi; i += 4 * ODL_LANES) {
+    odl_vec_t v0 = odl_vload(x + i), v1 = odl_vload(x + i + ODL_LANES), v2 = odl_vload(x + i + 2 * ODL_LANES),
+              v3 = odl_vload(x + i + 3 * ODL_LANES);
+    odl_vstore(y + i, odl_vmax0(v0));
+    odl_vstore(y + i + ODL_LANES, odl_vmax0(v1));
+    odl_vstore(y + i + 2 * ODL_LANES, odl_vmax0(v2));
+    odl_vstore(y + i + 3 * ODL_LANES, odl_vmax0(v3));
+  }
   for (; i + ODL_LANES <= hi; i += ODL_LANES) odl_vstore(y + i, odl_vmax0(odl_vload(x + i)));
   for (; i < hi; i++) y[i] = x[i] > (odl_t)0 ? x[i] : (odl_t)0;
 }
@@ -57,15 +67,23 @@ void odl_relu_bwd(void *args) {
   const odl_t *y = p->y, *dy = p->dy;
   odl_t *dx = p->dx;
   int i = lo;
+#define RELU_G(o) odl_vand(odl_vload(dy + i + (o)), odl_vpos(odl_vload(y + i + (o))))
   if (p->accumulate) {
     for (; i + ODL_LANES <= hi; i += ODL_LANES)
-      odl_vstore(dx + i, odl_vload(dx + i) + odl_vand(odl_vload(dy + i), odl_vpos(odl_vload(y + i))));
+      odl_vstore(dx + i, odl_vload(dx + i) + RELU_G(0));
     for (; i < hi; i++) dx[i] += y[i] > (odl_t)0 ? dy[i] : (odl_t)0;
   } else {
-    for (; i + ODL_LANES <= hi; i += ODL_LANES)
-      odl_vstore(dx + i, odl_vand(odl_vload(dy + i), odl_vpos(odl_vload(y + i))));
+    for (; i + 4 * ODL_LANES <= hi; i += 4 * ODL_LANES) {   /* 4 vectors per iteration, as odl_relu_fwd */
+      odl_vec_t g0 = RELU_G(0), g1 = RELU_G(ODL_LANES), g2 = RELU_G(2 * ODL_LANES), g3 = RELU_G(3 * ODL_LANES);
+      odl_vstore(dx + i, g0);
+      odl_vstore(dx + i + ODL_LANES, g1);
+      odl_vstore(dx + i + 2 * ODL_LANES, g2);
+      odl_vstore(dx + i + 3 * ODL_LANES, g3);
+    }
+    for (; i + ODL_LANES <= hi; i += ODL_LANES) odl_vstore(dx + i, RELU_G(0));
     for (; i < hi; i++) dx[i] = y[i] > (odl_t)0 ? dy[i] : (odl_t)0;
   }
+#undef RELU_G
 }
 
 void odl_sgd(void *args) {
