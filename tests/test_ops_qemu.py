@@ -10,6 +10,7 @@ OPS = MODELS / "ops_models.py"
 CASES = {
     "ConvBNStack": "3x3x7x7",          # conv/BN/ReLU, even-kernel 'same' padding, stride 2 without padding
     "DepthwiseSeparable": "2x2x9x11",  # depthwise s1/s2, pointwise, ReLU6, global average pool
+    "GatherConvs": "2x3x21x19",        # DMA-gathered im2col: unpadded, strided (odd input), non-square kernel
     "ResidualPool": "4x3x13x13",       # residual add, strided 1x1 projection, max/avg pooling, a value used twice
     "MLP": "3x23",                     # linear layers, dropout (device PRNG, mask reproduced on the host)
     "tiny_spatial": "3x4x3x3",         # 1x1 spatial, bias-free linear, a factory function

@@ -263,3 +263,28 @@ def test_overlap_of_strided_regions_is_exact():
         ea = {a[1] + i * a[4] + j for i in range(a[2]) for j in range(a[3])}
         eb = {b[1] + i * b[4] + j for i in range(b[2]) for j in range(b[3])}
         assert _overlap(a, b) == bool(ea & eb), (a[1:], b[1:])
+
+
+def test_gathered_conv_paths_are_taken():
+    """GatherConvs (tests/models/ops_models.py, validated on QEMU in test_ops_qemu) exercises every gathered path:
+    strided gathers of single elements, input gradients as convs of dY (flipped weights), weight gradients over
+    input-channel ranges."""
+    from conftest import MODELS
+    prep = prepare(f"{MODELS / 'ops_models.py'}:GatherConvs", "2x3x21x19", 0, "fp16")
+    prog = lower(prep.graph, "fp16", TrainConfig(), memory=HIER)
+    gathers = [t for c in prog.calls for t in c.dma_in if isinstance(t, Gather)]
+    assert any(t.geom["sw"] == 2 for t in gathers) and any(t.geom["sw"] == 1 for t in gathers)
+    assert any(c.kernel == "odl_conv_wflip" for c in prog.calls)
+    assert not any(c.kernel.startswith("odl_col2im") and c.layer in ("c2", "c4") for c in prog.calls)
+    # c2's weight gradient: one im2col per range of its 5 input channels, over all 19x17 output pixels
+    wg = [c for c in prog.calls if c.layer == "c2" and c.kernel == "odl_im2col" and c.fields["ho"] == 19
+          and c.fields["c"] < 5]
+    assert wg
+
+
+def test_padding_kernel_skipped_where_zeros_are_in_place():
+    """ResNet8's interior im2col chunks reuse the zeros of the chunk two before (same buffer, same padding): their
+    gathers ride on the next tile and no im2col kernel runs for them."""
+    _, prog = _tiled("resnet8", "fp16")
+    gathers = [t for c in prog.calls for t in c.dma_in if isinstance(t, Gather)]
+    assert len(gathers) - sum(c.kernel == "odl_im2col" for c in prog.calls) >= 40

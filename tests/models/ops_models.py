@@ -20,6 +20,27 @@ class ConvBNStack(nn.Module):
         return self.head(torch.flatten(self.features(x), 1))
 
 
+class GatherConvs(nn.Module):
+    """The memory hierarchy's DMA-gathered convs: an unpadded stride-1 conv (its input gradient computed as a conv
+    of dY whose output is larger than dY), a stride-2 conv on an odd input whose gathers move single elements, a
+    non-square kernel with asymmetric padding, channel counts prime to the core count; input 2x3x21x19."""
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 5, 3, padding=1)
+        self.b1 = nn.BatchNorm2d(5)
+        self.c2 = nn.Conv2d(5, 6, 3)                       # 21x19 -> 19x17
+        self.b2 = nn.BatchNorm2d(6)
+        self.c3 = nn.Conv2d(6, 7, 3, stride=2, padding=1)  # -> 10x9: 9 outputs a row, gathered element by element
+        self.c4 = nn.Conv2d(7, 4, (3, 2), padding=(1, 0), bias=False)   # -> 10x8
+        self.fc = nn.Linear(4 * 10 * 8, 5)
+
+    def forward(self, x):
+        x = F.relu(self.b1(self.c1(x)))
+        x = F.relu(self.b2(self.c2(x)))
+        x = F.relu(self.c3(x))
+        return self.fc(torch.flatten(self.c4(x), 1))
+
+
 class DepthwiseSeparable(nn.Module):
     """depthwise (stride 1 and stride 2) + pointwise convs, ReLU6, global average pooling."""
     def __init__(self):
