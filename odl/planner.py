@@ -83,20 +83,26 @@ def _hierarchy_text(prog: Program) -> str:
             + (f"; kept in L1 for their whole life (no L2): {', '.join(resident)}" if resident else ""))
 
 
+def call_spans(calls: list) -> list[tuple[int, int]]:
+    """Per call, the calls across which the buffers it uses must live: calls of one per-sample loop run interleaved
+    (sample n+1's first call after sample n's last), so a buffer used anywhere in the loop lives across all of it;
+    outside loops, the call itself."""
+    body: dict[int, tuple[int, int]] = {}
+    for i, c in enumerate(calls):
+        if c.loop:
+            lo, _ = body.get(c.group, (i, i))
+            body[c.group] = (lo, i)
+    return [body[c.group] if c.loop else (i, i) for i, c in enumerate(calls)]
+
+
 def plan(prog: Program, budget_bytes: int | None = None) -> MemoryReport:
     eb = prog.elem_bytes
     ncalls = len(prog.calls)
     first: dict[int, int] = {}
     last: dict[int, int] = {}
-    # calls of one per-sample loop run interleaved (sample n+1's first call after sample n's last): a buffer used
-    # anywhere in the loop lives across all of it
-    span: dict[int, tuple[int, int]] = {}
+    spans = call_spans(prog.calls)
     for i, c in enumerate(prog.calls):
-        if c.loop:
-            lo, _ = span.get(c.group, (i, i))
-            span[c.group] = (lo, i)
-    for i, c in enumerate(prog.calls):
-        lo, hi = span[c.group] if c.loop else (i, i)
+        lo, hi = spans[i]
         for b in c.buffers():
             if b.space != "l2":
                 continue

@@ -538,14 +538,9 @@ class _NoFit(Exception):
 def _resident_alive(prog: Program, resident: set, eb: int) -> list[int]:
     """Per call: bytes of the L1-resident buffers alive while it runs (from the call before a buffer's first use,
     when a DMA gather may fill it, to its last use; a whole per-sample loop body for buffers used in one)."""
+    from .planner import call_spans
     span: dict[int, list] = {}
-    body: dict[int, tuple[int, int]] = {}
-    for i, c in enumerate(prog.calls):
-        if c.loop:
-            lo, _ = body.get(c.group, (i, i))
-            body[c.group] = (lo, i)
-    for i, c in enumerate(prog.calls):
-        lo, hi = body[c.group] if c.loop else (i, i)
+    for (lo, hi), c in zip(call_spans(prog.calls), prog.calls):
         for v in c.fields.values():
             if isinstance(v, Ptr) and id(v.buf) in resident:
                 sp = span.setdefault(id(v.buf), [max(0, lo - 1), hi, _align(v.buf.nbytes(eb))])
