@@ -442,6 +442,9 @@ def _merge(fields: dict, idx: int, call: Call) -> dict[int, tuple]:
             by.setdefault(id(v.buf), []).append(v)
     out = {}
     for bid, rs in by.items():
+        # rows that follow one another are one row: the same bytes get the same key whichever kernel names them
+        rs = [dataclasses.replace(r, rows=1, row_len=r.nelem, stride=r.nelem) if r.rows > 1 and r.stride == r.row_len
+              else r for r in rs]
         r0 = rs[0]
         modes = {r.mode for r in rs}
         mode = "rw" if (len(modes) > 1 or "rw" in modes) else r0.mode
