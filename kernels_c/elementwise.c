@@ -13,6 +13,14 @@ void odl_bias_add(void *args) {
     odl_t bs = p->bias[row % c];
     odl_vec_t bv = odl_vsplat(bs);
     int i = 0;
+    for (; i + 4 * ODL_LANES <= hw; i += 4 * ODL_LANES) {     /* 4 vectors per iteration, as odl_relu_fwd */
+      odl_vec_t v0 = odl_vload(y + i), v1 = odl_vload(y + i + ODL_LANES), v2 = odl_vload(y + i + 2 * ODL_LANES),
+                v3 = odl_vload(y + i + 3 * ODL_LANES);
+      odl_vstore(y + i, v0 + bv);
+      odl_vstore(y + i + ODL_LANES, v1 + bv);
+      odl_vstore(y + i + 2 * ODL_LANES, v2 + bv);
+      odl_vstore(y + i + 3 * ODL_LANES, v3 + bv);
+    }
     for (; i + ODL_LANES <= hw; i += ODL_LANES) odl_vstore(y + i, odl_vload(y + i) + bv);
     for (; i < hw; i++) y[i] += bs;
   }
@@ -31,6 +39,11 @@ void odl_bias_grad(void *args) {
       int i = 0;
       /* every element is added into FP32 lanes (vfwadd.wv: same count as an FP16 add), so a gradient that
        * cancels to ~0 (a conv bias before batch norm) is not buried in FP16 rounding of partial sums */
+      for (; i + 4 * ODL_LANES <= hw; i += 4 * ODL_LANES) {   /* 4 per iteration, still added in order */
+        odl_vec_t v0 = odl_vload(d + i), v1 = odl_vload(d + i + ODL_LANES), v2 = odl_vload(d + i + 2 * ODL_LANES),
+                  v3 = odl_vload(d + i + 3 * ODL_LANES);
+        acc = odl_wadd(odl_wadd(odl_wadd(odl_wadd(acc, v0), v1), v2), v3);
+      }
       for (; i + ODL_LANES <= hw; i += ODL_LANES) acc = odl_wadd(acc, odl_vload(d + i));
       for (; i < hw; i++) tail += (float)d[i];
     }
