@@ -73,7 +73,8 @@ def _dma_lines(c, prev, nxt, eb: int, prefetched: bool) -> tuple[list[str], list
         pre.append("odl_dma_wait(odl_tk);")
     else:
         pre.append("odl_dma_wait(odl_tk);")      # this tile's prefetched inputs
-        pre.append("odl_dma_wait(odl_tkw);")     # the write-backs of two tiles ago: their L1 is reused now
+        if c.wait_wb or not prefetched:          # the write-backs of two tiles ago, when their L1 is reused now
+            pre.append("odl_dma_wait(odl_tkw);")
     if nxt is not None and nxt.prefetch:
         pre += [f"odl_tk = {_transfer(t, eb)};" for t in nxt.dma_in]
     pre += wb_prev

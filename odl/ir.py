@@ -151,6 +151,8 @@ class Call:
     dma_in: list = field(default_factory=list)
     dma_out: list = field(default_factory=list)
     prefetch: bool = False
+    wait_wb: bool = True        # (prefetched tiles) wait for the write-backs issued so far: False when none of them
+                                # still reads L1 this tile's kernel touches (odl/tile.py _writeback_waits)
     origin: int = -1
     l1_bytes: int = 0           # L1 in use (highest byte) while this tile computes
 

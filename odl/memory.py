@@ -13,7 +13,8 @@ is this model's.
 The schedule the generated code follows (and `simulate` replays), for tile t of a block (a per-sample loop body, or
 a run of calls outside loops):
     if t's inputs were not prefetched: issue t-1's results, then t's inputs; wait for them
-    else: wait for t's prefetched inputs and for t-2's results (their L1 is reused from now on)
+    else: wait for t's prefetched inputs and, if t's kernel touches L1 they still read, for the write-backs issued
+          so far (t-2's results; odl/tile.py sets wait_wb)
     if tile t+1 may be prefetched (same block, reads nothing t-1 or t write): issue its inputs
     issue t-1's results (if not done above): they drain while t computes, behind the prefetch
     compute t (fork/join of the cores)
@@ -160,7 +161,7 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
             tk = issue(t, cin)
             ready = tk
         else:
-            ready = max(tk, tkw)
+            ready = max(tk, tkw) if (c.wait_wb or not prefetched) else tk
         if ready > t:
             per_exposed[ci] += ready - t
             t = ready

@@ -701,7 +701,33 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                      f"{l1cap} B left after the stacks (at tile {worst}, {calls[worst].kernel} of layer "
                      f"{calls[worst].layer}: {', '.join(f'{n} {s} B' for s, n in big)})",
                      [calls[t].origin for t in range(max(0, worst - 2), min(len(calls), worst + 3))])
+    _writeback_waits(calls, eb)
     return calls, l1bufs, peak
+
+
+def _writeback_waits(calls: list[Call], eb: int):
+    """Sets each prefetched tile's wait_wb: whether it must wait for the write-backs issued before it (odl/memory.py's
+    schedule waits for them, as their L1 may be reused). It must only if one of them still reads L1 that its kernel
+    touches: DMA transfers issued later queue behind them on the one channel anyway. Replays the issue order of the
+    schedule (codegen._dma_lines); `pend` holds the L1 ranges of write-backs not known to be complete."""
+    def rng(b):
+        return b.offset, b.offset + b.nbytes(eb)
+    pend: list[tuple[int, int]] = []
+    for t, c in enumerate(calls):
+        prev = calls[t - 1] if t and same_block(calls[t - 1], c) else None
+        nxt = calls[t + 1] if t + 1 < len(calls) and same_block(c, calls[t + 1]) else None
+        prefetched = c.prefetch and prev is not None
+        wb_prev = list(prev.dma_out) if prev is not None else []
+        if not prefetched and c.dma_in:
+            pend, wb_prev = [], []      # the previous results go out, then the inputs: waiting for those waits for all
+        else:
+            mine = [rng(v.buf) for v in c.fields.values() if isinstance(v, Ptr)]
+            c.wait_wb = not prefetched or any(lo < e and o < hi for lo, hi in mine for o, e in pend)
+            if c.wait_wb:
+                pend = []
+        pend += [rng(x.l1) for x in wb_prev]
+        if nxt is None:
+            pend += [rng(x.l1) for x in c.dma_out]
 
 
 def _conflict(ra: dict, rb: dict) -> bool:
