@@ -513,6 +513,18 @@ void odl_transpose(void *args) {
     const ct_ea_t *s = (const ct_ea_t *)p->src + j;
     ct_ea_t *d = (ct_ea_t *)p->dst + (size_t)j * ldo;
     int i = 0;
+#if ODL_LANES == 2
+    /* FP16: pairs of rows with one strided 2-lane load and one store, 4 pairs per iteration */
+    const odl_t *sv = p->src + j;
+    odl_t *dv = p->dst + (size_t)j * ldo;
+    for (; i + 8 <= rows; i += 8, sv += 8 * ldi) {
+      odl_copy_pair_strided(dv + i, sv, ldi);
+      odl_copy_pair_strided(dv + i + 2, sv + 2 * ldi, ldi);
+      odl_copy_pair_strided(dv + i + 4, sv + 4 * ldi, ldi);
+      odl_copy_pair_strided(dv + i + 6, sv + 6 * ldi, ldi);
+    }
+    s += (size_t)i * ldi;
+#endif
     for (; i + 4 <= rows; i += 4, s += 4 * ldi) {
       ct_e_t x0 = s[0], x1 = s[ldi], x2 = s[2 * ldi], x3 = s[3 * ldi];
       CT_OPAQUE(x0); CT_OPAQUE(x1); CT_OPAQUE(x2); CT_OPAQUE(x3);

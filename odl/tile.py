@@ -708,7 +708,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
 def _writeback_waits(calls: list[Call], eb: int):
     """Sets each prefetched tile's wait_wb: whether it must wait for the write-backs issued before it (odl/memory.py's
     schedule waits for them, as their L1 may be reused). It must only if one of them still reads L1 that its kernel
-    touches: DMA transfers issued later queue behind them on the one channel anyway. Replays the issue order of the
+    writes (reading alongside is harmless; DMA transfers issued later queue behind them on the one channel anyway). Replays the issue order of the
     schedule (codegen._dma_lines); `pend` holds the L1 ranges of write-backs not known to be complete."""
     def rng(b):
         return b.offset, b.offset + b.nbytes(eb)
@@ -721,7 +721,8 @@ def _writeback_waits(calls: list[Call], eb: int):
         if not prefetched and c.dma_in:
             pend, wb_prev = [], []      # the previous results go out, then the inputs: waiting for those waits for all
         else:
-            mine = [rng(v.buf) for v in c.fields.values() if isinstance(v, Ptr)]
+            ptr = pointer_fields(kernels.get(c.kernel).args_type)      # field -> read only
+            mine = [rng(v.buf) for k, v in c.fields.items() if isinstance(v, Ptr) and not ptr.get(k)]
             c.wait_wb = not prefetched or any(lo < e and o < hi for lo, hi in mine for o, e in pend)
             if c.wait_wb:
                 pend = []

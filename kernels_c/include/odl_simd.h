@@ -73,6 +73,20 @@ ODL_INLINE odl_vmask_t odl_vpos(odl_vec_t y) { return y > (odl_t)0; }
 ODL_INLINE odl_vec_t odl_vand(odl_vec_t v, odl_vmask_t m) { return m ? v : (odl_t)0; }
 #endif
 
+/* Copies p[0] and p[stride] (elements) to d[0], d[1]: one strided vector load (vlse16.v, 2 lanes) and one store on
+ * RVV, two element copies elsewhere. Raw bits: no arithmetic. */
+#if ODL_LANES == 2 && defined(__riscv_vector)
+#include <riscv_vector.h>
+ODL_INLINE void odl_copy_pair_strided(odl_t *d, const odl_t *p, int stride) {
+  __riscv_vse16_v_i16mf2((int16_t *)d, __riscv_vlse16_v_i16mf2((const int16_t *)p, (long)stride * 2, 2), 2);
+}
+#else
+ODL_INLINE void odl_copy_pair_strided(odl_t *d, const odl_t *p, int stride) {
+  d[0] = p[0];
+  d[1] = p[stride];
+}
+#endif
+
 ODL_INLINE int odl_min_i(int a, int b) { return a < b ? a : b; }
 ODL_INLINE int odl_max_i(int a, int b) { return a > b ? a : b; }
 #endif
