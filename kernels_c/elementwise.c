@@ -231,8 +231,17 @@ void odl_dropout_bwd(void *args) {
   odl_split(p->len, &lo, &hi);
   const odl_t *dy = p->dy;
   odl_t *dx = p->dx;
-  for (int i = lo; i < hi; i++) {
-    odl_t g = p->mask[i] ? (odl_t)((float)dy[i] * p->scale) : (odl_t)0;
-    dx[i] = p->accumulate ? dx[i] + g : g;
+  const uint8_t *mask = p->mask;
+  float sc = p->scale;       /* locals: the stores to dx could alias the argument struct */
+  if (p->accumulate) {
+    for (int i = lo; i < hi; i++) {
+      odl_t g = (odl_t)((float)dy[i] * sc);
+      dx[i] = mask[i] ? dx[i] + g : dx[i];
+    }
+  } else {
+    for (int i = lo; i < hi; i++) {
+      odl_t g = (odl_t)((float)dy[i] * sc);
+      dx[i] = mask[i] ? g : (odl_t)0;
+    }
   }
 }
