@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch.nn as nn
+from conftest import MODELS, needs_qemu
 
 from odl.errors import OdlError
 from odl.ir import Buffer, Call, Gather, Ptr, TrainConfig, Transfer
@@ -269,7 +270,6 @@ def test_gathered_conv_paths_are_taken():
     """GatherConvs (tests/models/ops_models.py, validated on QEMU in test_ops_qemu) exercises every gathered path:
     strided gathers of single elements, input gradients as convs of dY (flipped weights), weight gradients over
     input-channel ranges."""
-    from conftest import MODELS
     prep = prepare(f"{MODELS / 'ops_models.py'}:GatherConvs", "2x3x21x19", 0, "fp16")
     prog = lower(prep.graph, "fp16", TrainConfig(), memory=HIER)
     gathers = [t for c in prog.calls for t in c.dma_in if isinstance(t, Gather)]
@@ -288,3 +288,19 @@ def test_padding_kernel_skipped_where_zeros_are_in_place():
     _, prog = _tiled("resnet8", "fp16")
     gathers = [t for c in prog.calls for t in c.dma_in if isinstance(t, Gather)]
     assert len(gathers) - sum(c.kernel == "odl_im2col" for c in prog.calls) >= 40
+
+
+@needs_qemu
+def test_emulated_dma_catches_a_missing_write_back_wait(monkeypatch):
+    """The QEMU DMA carries out transfers only when waited on (targets/rv32-cluster/dma.c), so a schedule that lets a
+    kernel overwrite L1 a write-back still reads computes wrong numbers: here every prefetched tile skips waiting
+    for the write-backs, and validation fails; with the waits the tile pass keeps (test_validate_qemu), it passes."""
+    import odl.tile as tl
+    from odl.validate import validate
+
+    def no_waits(calls, eb):
+        for c in calls:
+            c.wait_wb = not c.prefetch
+    monkeypatch.setattr(tl, "_writeback_waits", no_waits)
+    rep = validate("resnet8", precision="fp16", cores=8, log=lambda s: None)
+    assert not rep["passed"]

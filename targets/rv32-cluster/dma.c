@@ -1,8 +1,19 @@
-/* rv32-cluster cluster DMA on QEMU (see odl_dma.h): a transfer is a copy by the issuing hart. */
+/* rv32-cluster cluster DMA on QEMU (see odl_dma.h). Transfers are queued in issue order and carried out (copied by
+ * the hart that waits) only when a wait needs them, or when the queue is full (the oldest first): the latest a DMA
+ * engine could finish them. A schedule that reads a tile before waiting for it, or overwrites L1 a write-back has
+ * not copied yet, therefore computes with stale data here and fails validation, instead of passing by luck. The
+ * generated code issues and waits from hart 0 only, between kernel calls. */
 #include "odl_dma.h"
 #include "platform.h"
 
-static uint32_t issued, done;
+#define ODL_DMA_QUEUE 64
+typedef struct {
+  unsigned char *d;
+  const unsigned char *s;
+  uint32_t row_bytes, rows, dst_stride, src_stride;
+} dma_job_t;
+static dma_job_t queue[ODL_DMA_QUEUE];
+static uint32_t issued, done; /* transfer k (1-based) is queue[(k - 1) % ODL_DMA_QUEUE]; done: carried out */
 
 static void copy_row(unsigned char *d, const unsigned char *s, uint32_t n) {
   if ((((uintptr_t)d | (uintptr_t)s | n) & 3u) == 0) {
@@ -14,13 +25,24 @@ static void copy_row(unsigned char *d, const unsigned char *s, uint32_t n) {
   }
 }
 
+static void run_oldest(void) {
+  const dma_job_t *j = &queue[done % ODL_DMA_QUEUE];
+  for (uint32_t r = 0; r < j->rows; r++)
+    copy_row(j->d + r * j->dst_stride, j->s + r * j->src_stride, j->row_bytes);
+  done++;
+}
+
 uint32_t odl_dma_start(void *dst, const void *src, uint32_t row_bytes, uint32_t rows, uint32_t dst_stride,
                        uint32_t src_stride) {
-  unsigned char *d = (unsigned char *)dst;
-  const unsigned char *s = (const unsigned char *)src;
-  for (uint32_t r = 0; r < rows; r++) copy_row(d + r * dst_stride, s + r * src_stride, row_bytes);
-  done = ++issued;
-  return issued;
+  if (issued - done == ODL_DMA_QUEUE) run_oldest();
+  dma_job_t *j = &queue[issued % ODL_DMA_QUEUE];
+  j->d = (unsigned char *)dst;
+  j->s = (const unsigned char *)src;
+  j->row_bytes = row_bytes;
+  j->rows = rows;
+  j->dst_stride = dst_stride;
+  j->src_stride = src_stride;
+  return ++issued;
 }
 
 uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int w, int kh, int kw, int sh, int sw,
@@ -55,8 +77,7 @@ uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int
 }
 
 void odl_dma_wait(uint32_t ticket) {
-  while ((int32_t)(done - ticket) < 0) {
-  }
+  while ((int32_t)(done - ticket) < 0) run_oldest();
 }
 
 void odl_dma_wait_all(void) { odl_dma_wait(issued); }
