@@ -108,6 +108,16 @@ void odl_sgd(void *args) {
   odl_t nlr = (odl_t)(-p->lr);
   odl_vec_t vn = odl_vsplat(nlr);
   int i = lo;
+  for (; i + 4 * ODL_LANES <= hi; i += 4 * ODL_LANES) {     /* 4 vectors per iteration, as odl_relu_fwd */
+    odl_vec_t w0 = odl_vload(w + i), w1 = odl_vload(w + i + ODL_LANES), w2 = odl_vload(w + i + 2 * ODL_LANES),
+              w3 = odl_vload(w + i + 3 * ODL_LANES);
+    odl_vec_t g0 = odl_vload(g + i), g1 = odl_vload(g + i + ODL_LANES), g2 = odl_vload(g + i + 2 * ODL_LANES),
+              g3 = odl_vload(g + i + 3 * ODL_LANES);
+    odl_vstore(w + i, odl_vfma(w0, vn, g0));
+    odl_vstore(w + i + ODL_LANES, odl_vfma(w1, vn, g1));
+    odl_vstore(w + i + 2 * ODL_LANES, odl_vfma(w2, vn, g2));
+    odl_vstore(w + i + 3 * ODL_LANES, odl_vfma(w3, vn, g3));
+  }
   for (; i + ODL_LANES <= hi; i += ODL_LANES) odl_vstore(w + i, odl_vfma(odl_vload(w + i), vn, odl_vload(g + i)));
   for (; i < hi; i++) w[i] += nlr * g[i];
 }

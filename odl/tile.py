@@ -37,6 +37,7 @@ from .resources import resource_dir
 
 ALIGN = 16
 RESIDENT_SPAN = 64      # a scratch used by calls at most this far apart (outside loops) may live in L1 throughout
+FORWARD_SPAN = 8        # a result stays in L1 for a reader at most this many tiles later (longer holds crowd L1)
 CHAN_STRETCH = 1.5      # a channel-split tile may exceed the tile budget by this factor to give every core a channel
 ELEM = {"f32": 4, "i32": 4, "u8": 1}
 
@@ -790,7 +791,7 @@ def _forward(calls, regions, l1s, spans, span_of, resident) -> list:
             key, mode = r[1:6], r[6]
             p = pending.get(bid)
             if (p is not None and p[1] == key and last_touch.get(bid) == p[0] and mode in ("r", "rw")
-                    and same_block(calls[p[0]], c)):
+                    and same_block(calls[p[0]], c) and t - p[0] <= FORWARD_SPAN):
                 t0, _, lb0 = p
                 lb = l1s[t][bid]
                 if mode == "rw":        # the reader writes it back; a read-only reader leaves that to the writer
