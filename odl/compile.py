@@ -110,12 +110,14 @@ def _layout(prog, precision: str, target: Target, model: str, cores: int, weight
     preload = {id(b) for b in prog.preload}
     for b in sorted((b for b in prog.buffers if b.offset >= 0), key=lambda b: (b.offset, b.name)):
         bufs.append({"name": b.name, "role": b.role, "dtype": elem if b.dtype == "odl" else _DTYPE[b.dtype],
-                     "shape": list(b.shape) if b.shape else [b.nelem], "offset": b.offset,
+                     "shape": list(b.shape) if b.shape else [b.nelem], "space": b.space, "offset": b.offset,
                      "bytes": b.nbytes(prog.elem_bytes), "preloaded": id(b) in preload,
                      "init": list(b.init) if b.init else None, "macro": b.macro})
     return {
         "odl_version": __version__, "model": model, "target": target.name, "precision": precision, "cores": cores,
         "arena_addr": target.arena_addr, "arena_bytes": prog.arena_bytes, "weights_bytes": weights_bytes,
+        # memory hierarchy: buffers with "space": "l1" are tiles at offsets from the L1 base, not in the arena
+        **({"l1_addr": prog.memory.l1_addr, "l1_peak_bytes": prog.l1_peak_bytes} if prog.memory is not None else {}),
         "input": prog.input.name, "labels": prog.labels.name, "loss": prog.loss.name, "logits": prog.logits.name,
         "params": {k: v.name for k, v in prog.params.items()},
         "trainable": list(prog.trainable),
