@@ -72,9 +72,9 @@ class Gather:
     (element `l2_elem` + n * `per_sample`, one sample [c, h, w]) into the L1 columns `l1` (element `l1_elem`,
     [c*kh*kw, ho*wo]). Stride 1 along W: one 2-D transfer per column row (c, i, j) over its output rows whose input
     row lies in the image and its output columns whose input column does. Stride sw > 1: one per (c, i, j) and
-    output row, whose rows are single elements sw apart in x (each costs the DMA at least a cycle). The zero
-    padding is left to the im2col kernel (pad_only). The firmware's odl_dma_im2col issues the same transfers in
-    the same order (pieces())."""
+    output row, whose rows are single elements sw apart in x (each costs the DMA at least a cycle). With `zero`,
+    the DMA zero-fills the padding too, from a zero row (zeros()). The firmware's odl_dma_im2col issues the same
+    transfers in the same order (pieces(), then zeros())."""
     l2: "Buffer"
     l2_elem: int
     per_sample: int
@@ -82,6 +82,7 @@ class Gather:
     l1_elem: int
     geom: dict                  # c, h, w, kh, kw, sh, sw, pt, pl, ho, wo (no dilation)
     direction: str = "in"
+    zero: bool = True           # also write the zero padding (zeros()); False when the columns hold it already
 
     def pieces(self) -> list[tuple[int, int, int, int, int, int]]:
         """(l2 element offset, l1 element offset, rows, row elements, l2 row stride, l1 row stride) of each 2-D
@@ -110,6 +111,35 @@ class Gather:
                         out += [(src + r * sh * w, dst + r * wo, b - a, 1, sw, 1) for r in range(v1 - v0)]
         return out
 
+    def zeros(self) -> list[tuple[int, int, int]]:
+        """(l1 element offset, rows, row elements) of each zero-filling 2-D transfer (source: a zero row, stride 0;
+        destination rows wo apart), in issue order after the data: per column row, its output rows outside the
+        image, then the padding columns of the others."""
+        g = self.geom
+        c, h, w, kh, kw, sh, sw, pt, pl, ho, wo = (g[k] for k in ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl",
+                                                                  "ho", "wo"))
+        out = []
+        for ci in range(c):
+            for i in range(kh):
+                v0 = min(ho, max(0, -(-(pt - i) // sh)))
+                v1 = max(v0, min(ho, (h - 1 + pt - i) // sh + 1) if h - 1 + pt - i >= 0 else v0)
+                for j in range(kw):
+                    a = min(wo, max(0, -(-(pl - j) // sw)))
+                    b = max(a, min(wo, (w - 1 + pl - j) // sw + 1) if w - 1 + pl - j >= 0 else a)
+                    base = ((ci * kh + i) * kw + j) * ho * wo
+                    if v1 <= v0 or b <= a:
+                        out.append((base, ho, wo))
+                        continue
+                    if v0:
+                        out.append((base, v0, wo))
+                    if v1 < ho:
+                        out.append((base + v1 * wo, ho - v1, wo))
+                    if a:
+                        out.append((base + v0 * wo, v1 - v0, a))
+                    if b < wo:
+                        out.append((base + v0 * wo + b, v1 - v0, wo - b))
+        return out
+
     # the L2 side as one region (the whole sample), for the prefetch hazard checks of odl/tile.py
     @property
     def rows(self) -> int:
@@ -125,7 +155,8 @@ class Gather:
 
     def shapes(self, elem_bytes: int) -> list[tuple[int, int]]:
         es = self.l1.nbytes(elem_bytes) // max(1, self.l1.nelem)
-        return [(r * n * es, r) for _, _, r, n, _, _ in self.pieces()]
+        return [(r * n * es, r) for _, _, r, n, _, _ in self.pieces()] + \
+            ([(r * n * es, r) for _, r, n in self.zeros()] if self.zero else [])
 
     def nbytes(self, elem_bytes: int) -> int:
         return sum(b for b, _ in self.shapes(elem_bytes))

@@ -87,6 +87,7 @@ def memory_for(target, model: str) -> Hierarchy | None:
     return hierarchy_of(target) if model == "hierarchy" else None
 
 
+DMA_ZERO_BYTES = 256     # the firmware's zero row (ODL_DMA_ZERO_BYTES, odl_dma.h): gathers zero-fill rows this long
 GATHER_MIN_ROW = 8      # a strided gather's transfers move rows of single elements: gather when they are this long
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from . import kernels
 from .errors import OdlError
 from .ir import Buffer, Call, CExpr, Gather, Program, Ptr, Transfer
-from .memory import Hierarchy, gathers, same_block
+from .memory import DMA_ZERO_BYTES, Hierarchy, gathers, same_block
 from .resources import resource_dir
 
 ALIGN = 16
@@ -570,6 +570,17 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
     pad_sig: dict[int, tuple] = {}      # resident columns -> the padding layout its zeros are in now
     carry = []                          # gathers whose padding is already in place: they ride on the next tile
     work = []                           # per flat call: its tiles as (fields, MACs)
+
+    def res_buf(buf, idx):
+        """The L1 buffer of resident L2 scratch `buf`, alive through tile idx."""
+        bid = id(buf)
+        if bid not in res_l1:
+            lb = Buffer(f"{buf.name}", buf.nelem, dtype=buf.dtype, role="l1_resident", space="l1")
+            res_l1[bid] = lb
+            l1bufs.append(lb)
+            res_span[bid] = [lb, idx, idx]
+        res_span[bid][2] = max(res_span[bid][2], idx)
+        return res_l1[bid]
     for ci, call in enumerate(flat):
         tiler = _tiler(call.kernel)
         tiles = tiler(call, budgets[ci], eb, resident, cores)
@@ -590,13 +601,15 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
         gather = g.pop("_gather", None)
         if gather is not None:
             x, geom = gather
-            gt = Gather(x.buf, x.elem, x.per_sample, None, g["col"].start, geom)
+            gt = Gather(x.buf, x.elem, x.per_sample, None, g["col"].start, geom, zero=False)
             sig = (tuple(pc[1:] for pc in gt.pieces()), g["col"].nelem)
-            if pad_sig.get(id(g["col"].buf)) == sig:
-                # the zeros of the last gather into these columns are where this one needs them: no kernel
-                carry.append((gt, g["col"].buf))
-                continue
+            in_place = pad_sig.get(id(g["col"].buf)) == sig
             pad_sig[id(g["col"].buf)] = sig
+            if in_place or geom["wo"] * eb <= DMA_ZERO_BYTES:
+                # no kernel: the zeros of the last gather into these columns are where this one needs them, or the
+                # DMA writes them (from a zero row) after the data; the gather rides on the next tile
+                carry.append((dataclasses.replace(gt, zero=not in_place), g["col"].buf))
+                continue
         regs = _merge(g, ci, call)
         staged = {bid: r for bid, r in regs.items() if bid not in resident}
         need = sum(_align(r[2] * r[3] * _esize(r[0], eb)) for r in staged.values())
@@ -611,13 +624,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
         dma_in, dma_out = [], []
         for bid, (buf, start, rows, row_len, stride, ps, mode) in regs.items():
             if bid in resident:
-                if bid not in res_l1:
-                    lb = Buffer(f"{buf.name}", buf.nelem, dtype=buf.dtype, role="l1_resident", space="l1")
-                    res_l1[bid] = lb
-                    l1bufs.append(lb)
-                    res_span[bid] = [lb, idx, idx]
-                res_span[bid][2] = idx
-                l1of[bid] = (res_l1[bid], 0)
+                l1of[bid] = (res_buf(buf, idx), 0)
                 continue
             lb = Buffer(f"t{idx}_{buf.name}", rows * row_len, dtype=buf.dtype, role="l1", space="l1")
             l1bufs.append(lb)
@@ -657,7 +664,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
         gathers = carry + ([(gt, g["col"].buf)] if gather is not None else [])
         carry = []
         for gt, cbuf in gathers:
-            dma_in.append(dataclasses.replace(gt, l1=res_l1[id(cbuf)]))
+            dma_in.append(dataclasses.replace(gt, l1=res_buf(cbuf, idx)))
             sp = res_span[id(cbuf)]
             sp[1] = max(0, min(sp[1], idx - 1))
         calls.append(dataclasses.replace(call, fields=fields, macs=macs, dma_in=dma_in, dma_out=dma_out,

@@ -45,8 +45,15 @@ uint32_t odl_dma_start(void *dst, const void *src, uint32_t row_bytes, uint32_t 
   return ++issued;
 }
 
+static const unsigned char zero_row[ODL_DMA_ZERO_BYTES]; /* the source of the zero-filling transfers */
+
+/* zero-fill rows x n elements of col from element off on, rows wo apart */
+static uint32_t zero_fill(unsigned char *d, uint32_t es, uint32_t off, int rows, int n, int wo) {
+  return odl_dma_start(d + off * es, zero_row, (uint32_t)n * es, (uint32_t)rows, (uint32_t)wo * es, 0);
+}
+
 uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int w, int kh, int kw, int sh, int sw,
-                        int pt, int pl, int ho, int wo) {
+                        int pt, int pl, int ho, int wo, int zero) {
   unsigned char *d = (unsigned char *)col;
   const unsigned char *s = (const unsigned char *)x;
   uint32_t t = issued; /* no transfer: the last ticket issued */
@@ -73,6 +80,31 @@ uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int
         }
       }
     }
+  if (zero) /* the padding: per column row, output rows outside the image, then padding columns (odl.ir.Gather.zeros) */
+    for (int ci = 0; ci < c; ci++)
+      for (int i = 0; i < kh; i++) {
+        int t0 = pt - i, t1 = h - 1 + pt - i;
+        int v0 = t0 <= 0 ? 0 : (t0 + sh - 1) / sh, v1 = t1 < 0 ? 0 : t1 / sh + 1;
+        if (v0 > ho) v0 = ho;
+        if (v1 > ho) v1 = ho;
+        if (v1 < v0) v1 = v0;
+        for (int j = 0; j < kw; j++) {
+          int u0 = pl - j, u1 = w - 1 + pl - j;
+          int a = u0 <= 0 ? 0 : (u0 + sw - 1) / sw, b = u1 < 0 ? 0 : u1 / sw + 1;
+          if (a > wo) a = wo;
+          if (b > wo) b = wo;
+          if (b < a) b = a;
+          uint32_t base = (uint32_t)((ci * kh + i) * kw + j) * ho * wo;
+          if (v1 <= v0 || b <= a) {
+            t = zero_fill(d, es, base, ho, wo, wo);
+            continue;
+          }
+          if (v0) t = zero_fill(d, es, base, v0, wo, wo);
+          if (v1 < ho) t = zero_fill(d, es, base + (uint32_t)v1 * wo, ho - v1, wo, wo);
+          if (a) t = zero_fill(d, es, base + (uint32_t)v0 * wo, v1 - v0, a, wo);
+          if (b < wo) t = zero_fill(d, es, base + (uint32_t)v0 * wo + b, v1 - v0, wo - b, wo);
+        }
+      }
   return t;
 }
 

@@ -17,10 +17,14 @@ void odl_dma_wait(uint32_t ticket);
 /* im2col by DMA (memory hierarchy, no dilation): for each column row (ci, i, j) of col [c*kh*kw, ho*wo], the output
  * rows whose input row lies in the image, over the output columns whose input column does. sw = 1: one 2-D
  * transfer per column row (rows sh*w elements apart in x, wo apart in col); sw > 1: one per output row, its rows
- * single elements sw apart in x. The zero padding is the im2col kernel's (pad_only). es: element bytes. Returns
+ * single elements sw apart in x. The zero padding is the DMA's (zero) or the im2col kernel's (pad_only). es: element
+ * bytes. Returns
  * the ticket of the last transfer (none: the last ticket issued). The same transfers as odl.ir.Gather. */
 uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int w, int kh, int kw, int sh, int sw,
-                        int pt, int pl, int ho, int wo);
+                        int pt, int pl, int ho, int wo, int zero);
+/* zero != 0: odl_dma_im2col also zero-fills the padding (2-D transfers from a zero row, source stride 0), rows of
+ * at most ODL_DMA_ZERO_BYTES (odl/tile.py zero-fills by DMA only when wo elements fit). */
+#define ODL_DMA_ZERO_BYTES 256
 void odl_dma_wait_all(void);
 
 /* L1 (TCDM) bounds, from the linker script: tiles live in [__odl_l1_start, __odl_l1_end). */
