@@ -74,7 +74,7 @@ class Gather:
     row lies in the image and its output columns whose input column does. Stride sw > 1: one per (c, i, j) and
     output row, whose rows are single elements sw apart in x (each costs the DMA at least a cycle). With `zero`,
     the DMA zero-fills the padding too, from a zero row (zeros()). The firmware's odl_dma_im2col issues the same
-    transfers in the same order (pieces(), then zeros())."""
+    transfers (pieces() and zeros())."""
     l2: "Buffer"
     l2_elem: int
     per_sample: int
@@ -84,60 +84,61 @@ class Gather:
     direction: str = "in"
     zero: bool = True           # also write the zero padding (zeros()); False when the columns hold it already
 
+    @staticmethod
+    def _range(lo_num: int, hi_num: int, stride: int, n: int) -> tuple[int, int]:
+        """[v0, v1): the outputs o < n with lo_num <= o*stride <= hi_num (those whose input lies in the image),
+        clamped so that v0 <= v1 <= n."""
+        v0 = min(n, max(0, -(-lo_num // stride)))
+        return v0, max(v0, min(n, hi_num // stride + 1) if hi_num >= 0 else v0)
+
+    def _taps(self):
+        """Per column row (c, i, j): its element offset in the columns, the output rows [v0, v1) whose input row lies
+        in the image, the output columns [a, b) whose input column does, and the offset of (v0, a)'s input in x."""
+        g = self.geom
+        c, h, w, kh, kw, sh, sw, pt, pl, ho, wo = (g[k] for k in ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl",
+                                                                  "ho", "wo"))
+        for ci in range(c):
+            for i in range(kh):
+                v0, v1 = self._range(pt - i, h - 1 + pt - i, sh, ho)
+                for j in range(kw):
+                    a, b = self._range(pl - j, w - 1 + pl - j, sw, wo)
+                    yield (((ci * kh + i) * kw + j) * ho * wo, v0, v1, a, b,
+                           (ci * h + v0 * sh - pt + i) * w + a * sw - pl + j)
+
     def pieces(self) -> list[tuple[int, int, int, int, int, int]]:
         """(l2 element offset, l1 element offset, rows, row elements, l2 row stride, l1 row stride) of each 2-D
         transfer, in issue order."""
         g = self.geom
-        c, h, w, kh, kw, sh, sw, pt, pl, ho, wo = (g[k] for k in ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl",
-                                                                  "ho", "wo"))
+        sh, sw, w, wo = g["sh"], g["sw"], g["w"], g["wo"]
         out = []
-        for ci in range(c):
-            for i in range(kh):
-                v0 = max(0, -(-(pt - i) // sh))
-                v1 = min(ho, (h - 1 + pt - i) // sh + 1) if h - 1 + pt - i >= 0 else 0
-                if v1 <= v0:
-                    continue
-                for j in range(kw):
-                    a = max(0, -(-(pl - j) // sw))
-                    b = min(wo, (w - 1 + pl - j) // sw + 1) if w - 1 + pl - j >= 0 else 0
-                    if b <= a:
-                        continue
-                    row = (ci * kh + i) * kw + j
-                    src = (ci * h + v0 * sh - pt + i) * w + a * sw - pl + j
-                    dst = row * ho * wo + v0 * wo + a
-                    if sw == 1:
-                        out.append((src, dst, v1 - v0, b - a, sh * w, wo))
-                    else:
-                        out += [(src + r * sh * w, dst + r * wo, b - a, 1, sw, 1) for r in range(v1 - v0)]
+        for base, v0, v1, a, b, src in self._taps():
+            if v1 <= v0 or b <= a:
+                continue
+            dst = base + v0 * wo + a
+            if sw == 1:
+                out.append((src, dst, v1 - v0, b - a, sh * w, wo))
+            else:
+                out += [(src + r * sh * w, dst + r * wo, b - a, 1, sw, 1) for r in range(v1 - v0)]
         return out
 
     def zeros(self) -> list[tuple[int, int, int]]:
         """(l1 element offset, rows, row elements) of each zero-filling 2-D transfer (source: a zero row, stride 0;
-        destination rows wo apart), in issue order after the data: per column row, its output rows outside the
-        image, then the padding columns of the others."""
-        g = self.geom
-        c, h, w, kh, kw, sh, sw, pt, pl, ho, wo = (g[k] for k in ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl",
-                                                                  "ho", "wo"))
+        destination rows wo apart): per column row, its output rows outside the image, then the padding columns of
+        the others (the firmware issues them after each column row's data)."""
+        ho, wo = self.geom["ho"], self.geom["wo"]
         out = []
-        for ci in range(c):
-            for i in range(kh):
-                v0 = min(ho, max(0, -(-(pt - i) // sh)))
-                v1 = max(v0, min(ho, (h - 1 + pt - i) // sh + 1) if h - 1 + pt - i >= 0 else v0)
-                for j in range(kw):
-                    a = min(wo, max(0, -(-(pl - j) // sw)))
-                    b = max(a, min(wo, (w - 1 + pl - j) // sw + 1) if w - 1 + pl - j >= 0 else a)
-                    base = ((ci * kh + i) * kw + j) * ho * wo
-                    if v1 <= v0 or b <= a:
-                        out.append((base, ho, wo))
-                        continue
-                    if v0:
-                        out.append((base, v0, wo))
-                    if v1 < ho:
-                        out.append((base + v1 * wo, ho - v1, wo))
-                    if a:
-                        out.append((base + v0 * wo, v1 - v0, a))
-                    if b < wo:
-                        out.append((base + v0 * wo + b, v1 - v0, wo - b))
+        for base, v0, v1, a, b, _ in self._taps():
+            if v1 <= v0 or b <= a:
+                out.append((base, ho, wo))
+                continue
+            if v0:
+                out.append((base, v0, wo))
+            if v1 < ho:
+                out.append((base + v1 * wo, ho - v1, wo))
+            if a:
+                out.append((base + v0 * wo, v1 - v0, a))
+            if b < wo:
+                out.append((base + v0 * wo + b, v1 - v0, wo - b))
         return out
 
     # the L2 side as one region (the whole sample), for the prefetch hazard checks of odl/tile.py

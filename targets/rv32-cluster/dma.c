@@ -52,6 +52,16 @@ static uint32_t zero_fill(unsigned char *d, uint32_t es, uint32_t off, int rows,
   return odl_dma_start(d + off * es, zero_row, (uint32_t)n * es, (uint32_t)rows, (uint32_t)wo * es, 0);
 }
 
+/* [*v0, *v1): the outputs o < n with lo <= o*s <= hi (whose input lies in the image), clamped so that
+ * v0 <= v1 <= n (odl.ir.Gather._range) */
+static void out_range(int lo, int hi, int s, int n, int *v0, int *v1) {
+  int a = lo <= 0 ? 0 : (lo + s - 1) / s, b = hi < 0 ? 0 : hi / s + 1;
+  if (a > n) a = n;
+  if (b > n) b = n;
+  *v0 = a;
+  *v1 = b < a ? a : b;
+}
+
 uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int w, int kh, int kw, int sh, int sw,
                         int pt, int pl, int ho, int wo, int zero) {
   unsigned char *d = (unsigned char *)col;
@@ -59,17 +69,17 @@ uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int
   uint32_t t = issued; /* no transfer: the last ticket issued */
   for (int ci = 0; ci < c; ci++)
     for (int i = 0; i < kh; i++) {
-      int t0 = pt - i, t1 = h - 1 + pt - i;
-      int v0 = t0 <= 0 ? 0 : (t0 + sh - 1) / sh, v1 = t1 < 0 ? 0 : t1 / sh + 1;
-      if (v1 > ho) v1 = ho;
-      if (v1 <= v0) continue;
+      int v0, v1;
+      out_range(pt - i, h - 1 + pt - i, sh, ho, &v0, &v1);
       for (int j = 0; j < kw; j++) {
-        int u0 = pl - j, u1 = w - 1 + pl - j;
-        int a = u0 <= 0 ? 0 : (u0 + sw - 1) / sw, b = u1 < 0 ? 0 : u1 / sw + 1;
-        if (b > wo) b = wo;
-        if (b <= a) continue;
-        int row = (ci * kh + i) * kw + j;
-        unsigned char *dp = d + ((uint32_t)row * ho * wo + (uint32_t)v0 * wo + a) * es;
+        int a, b;
+        out_range(pl - j, w - 1 + pl - j, sw, wo, &a, &b);
+        uint32_t base = (uint32_t)((ci * kh + i) * kw + j) * ho * wo;
+        if (v1 <= v0 || b <= a) { /* no input reaches this column row: all padding */
+          if (zero) t = zero_fill(d, es, base, ho, wo, wo);
+          continue;
+        }
+        unsigned char *dp = d + (base + (uint32_t)v0 * wo + a) * es;
         const unsigned char *sp = s + ((uint32_t)(ci * h + v0 * sh - pt + i) * w + a * sw - pl + j) * es;
         if (sw == 1) {
           t = odl_dma_start(dp, sp, (uint32_t)(b - a) * es, (uint32_t)(v1 - v0), (uint32_t)wo * es,
@@ -78,33 +88,14 @@ uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int
           for (int r = v0; r < v1; r++, dp += (uint32_t)wo * es, sp += (uint32_t)(sh * w) * es)
             t = odl_dma_start(dp, sp, es, (uint32_t)(b - a), es, (uint32_t)sw * es);
         }
+        if (!zero) continue;
+        /* the padding (odl.ir.Gather.zeros): output rows outside the image, then the padding columns */
+        if (v0) t = zero_fill(d, es, base, v0, wo, wo);
+        if (v1 < ho) t = zero_fill(d, es, base + (uint32_t)v1 * wo, ho - v1, wo, wo);
+        if (a) t = zero_fill(d, es, base + (uint32_t)v0 * wo, v1 - v0, a, wo);
+        if (b < wo) t = zero_fill(d, es, base + (uint32_t)v0 * wo + b, v1 - v0, wo - b, wo);
       }
     }
-  if (zero) /* the padding: per column row, output rows outside the image, then padding columns (odl.ir.Gather.zeros) */
-    for (int ci = 0; ci < c; ci++)
-      for (int i = 0; i < kh; i++) {
-        int t0 = pt - i, t1 = h - 1 + pt - i;
-        int v0 = t0 <= 0 ? 0 : (t0 + sh - 1) / sh, v1 = t1 < 0 ? 0 : t1 / sh + 1;
-        if (v0 > ho) v0 = ho;
-        if (v1 > ho) v1 = ho;
-        if (v1 < v0) v1 = v0;
-        for (int j = 0; j < kw; j++) {
-          int u0 = pl - j, u1 = w - 1 + pl - j;
-          int a = u0 <= 0 ? 0 : (u0 + sw - 1) / sw, b = u1 < 0 ? 0 : u1 / sw + 1;
-          if (a > wo) a = wo;
-          if (b > wo) b = wo;
-          if (b < a) b = a;
-          uint32_t base = (uint32_t)((ci * kh + i) * kw + j) * ho * wo;
-          if (v1 <= v0 || b <= a) {
-            t = zero_fill(d, es, base, ho, wo, wo);
-            continue;
-          }
-          if (v0) t = zero_fill(d, es, base, v0, wo, wo);
-          if (v1 < ho) t = zero_fill(d, es, base + (uint32_t)v1 * wo, ho - v1, wo, wo);
-          if (a) t = zero_fill(d, es, base + (uint32_t)v0 * wo, v1 - v0, a, wo);
-          if (b < wo) t = zero_fill(d, es, base + (uint32_t)v0 * wo + b, v1 - v0, wo - b, wo);
-        }
-      }
   return t;
 }
 
