@@ -2,8 +2,9 @@
  *
  * nn / tn: vectors run along N (rows of B and C are contiguous). A register tile of R rows x V vectors of
  *   accumulators (FP16 7 x 4, FP32 4 x 4; see MM_R below); per k: R scalar loads of A (splatted into
- *   vfwmacc.vf), V vector loads of B, R*V fused multiply-adds. Leftover rows use R = 4, 2, 1, leftover vectors
- *   V = 2, 1. The element of A for row r at step k is a[r*rs + k*ks]: nn has (rs, ks) = (K, 1), tn (1, M).
+ *   vfwmacc.vf), V vector loads of B, R*V fused multiply-adds. Leftover rows and vectors run as one smaller tile
+ *   each (12 rows as 7 + 5, 7 vectors as 4 + 3). The element of A for row r at step k is a[r*rs + k*ks]: nn has
+ *   (rs, ks) = (K, 1), tn (1, M).
  *   tn may instead run as C^T = B^T A (both operands are contiguous along their rows at each k: vectors along
  *   M, C stored transposed), and its odd last column (FP16) always does; nn's odd column is a scalar loop.
  * nt: vectors run along K (rows of A and B are contiguous): a tile of R rows x C columns of dot products.
@@ -156,14 +157,14 @@ ODL_INLINE void mm_rows_v(const odl_t *a, int rs, int ks, const odl_t *b, int ld
   int j = j0;
   for (; j + MM_V * ODL_LANES <= j1; j += MM_V * ODL_LANES)
     mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, MM_V, pm, accumulate);
-  if (j + 2 * ODL_LANES <= j1) {
-    mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 2, pm, accumulate);
-    j += 2 * ODL_LANES;
-  }
-  if (j + ODL_LANES <= j1) {
-    mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 1, pm, accumulate);
-    j += ODL_LANES;
-  }
+  /* leftover vectors (1 .. MM_V - 1) as one tile */
+  int lv = (j1 - j) / ODL_LANES;
+#if MM_V > 3
+  if (lv == 3) mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 3, pm, accumulate);
+#endif
+  if (lv == 2) mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 2, pm, accumulate);
+  if (lv == 1) mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 1, pm, accumulate);
+  j += lv * ODL_LANES;
   if (ODL_LANES > 1 && j < j1) {
     int r = 0;
     if (pm == 0 && R >= 2) {
@@ -176,22 +177,30 @@ ODL_INLINE void mm_rows_v(const odl_t *a, int rs, int ks, const odl_t *b, int ld
   }
 }
 
+/* Rows in tiles of MM_R, the leftover rows (1 .. MM_R - 1) as one tile: ceil(rows / MM_R) row tiles, each paying
+ * its per-k A loads and pointer upkeep once (12 rows as 7 + 5, not 7 + 4 + 1). */
 ODL_INLINE void mm_block(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
                          int K, int i0, int i1, int j0, int j1, int pm, int acc) {
   int i = i0;
   for (; i + MM_R <= i1; i += MM_R)
     mm_rows_v(a + i * rs, rs, ks, b, ldb, c + i * ldc, ldc, cjs, K, j0, j1, MM_R, pm, acc);
-#if MM_R > 4
-  if (i + 4 <= i1) {
-    mm_rows_v(a + i * rs, rs, ks, b, ldb, c + i * ldc, ldc, cjs, K, j0, j1, 4, pm, acc);
-    i += 4;
-  }
+  const odl_t *ai = a + i * rs;
+  odl_t *ci = c + i * ldc;
+  switch (i1 - i) {
+#if MM_R > 6
+  case 6: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 6, pm, acc); break;
 #endif
-  if (i + 2 <= i1) {
-    mm_rows_v(a + i * rs, rs, ks, b, ldb, c + i * ldc, ldc, cjs, K, j0, j1, 2, pm, acc);
-    i += 2;
+#if MM_R > 5
+  case 5: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 5, pm, acc); break;
+#endif
+#if MM_R > 4
+  case 4: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 4, pm, acc); break;
+#endif
+  case 3: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 3, pm, acc); break;
+  case 2: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 2, pm, acc); break;
+  case 1: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 1, pm, acc); break;
+  default: break;
   }
-  if (i < i1) mm_rows_v(a + i * rs, rs, ks, b, ldb, c + i * ldc, ldc, cjs, K, j0, j1, 1, pm, acc);
 }
 
 /* Estimated instructions of a rows x cols block (the tiling of mm_block / mm_rows_v), from the disassembly of
@@ -202,11 +211,10 @@ ODL_INLINE void mm_block(const odl_t *a, int rs, int ks, const odl_t *b, int ldb
  * stay a few dozen instructions (QEMU calibration: within 3% of the measured counts). */
 static long mm_block_est(int rows, int cols, int K, int pm, int tstore, int acc, int R0, int V0) {
   int cv = cols / ODL_LANES, odd = cols % ODL_LANES;
-  int rem = rows % R0, r4 = R0 > 4 ? rem / 4 : 0;
-  rem -= r4 * 4;
-  long rt1 = rows / R0 + r4 + rem / 2 + rem % 2;                      /* row tiles */
-  long rtc = pm ? (long)(rows / R0) * ((R0 + 1) / 4 + 1) + r4 * 2 + (rem / 2 + rem % 2) : 2 * rt1;
-  long ct1 = cv / V0 + (cv % V0) / 2 + (cv % V0) % 2;             /* column tiles */
+  int rem = rows % R0;
+  long rt1 = rows / R0 + (rem > 0);                                   /* row tiles */
+  long rtc = pm ? (long)(rows / R0) * ((R0 + 1) / 4 + 1) + (rem > 0) * ((rem + 1) / 4 + 1) : 2 * rt1;
+  long ct1 = cv / V0 + (cv % V0 > 0);                                 /* column tiles */
   long perk = (long)rows * cv + rows * ct1 + (ODL_LANES == 2 ? 2 : 1) * rt1 * cv + rtc * ct1;
   long t = perk * K + (long)rows * cv * (tstore ? 7 + 9 * acc : 3 + 2 * acc) + 15 * rt1 * ct1;
   if (odd) t += pm ? (2 * rt1 + 5L * rows) * K : (3 * rt1 + 2L * rows + 5L * (rows & 1)) * K + 8L * rows;

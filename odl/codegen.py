@@ -77,6 +77,9 @@ def _dma_lines(c, prev, nxt, eb: int, prefetched: bool) -> tuple[list[str], list
         if c.wait_wb or not prefetched:          # the write-backs of two tiles ago, when their L1 is reused now
             pre.append("odl_dma_wait(odl_tkw);")
     if nxt is not None and nxt.prefetch:
+        if nxt.wb_first:                # the prefetch reads what these write back: they go first
+            pre += wb_prev
+            wb_prev = []
         pre += [f"odl_tk = {_transfer(t, eb)};" for t in nxt.dma_in]
     pre += wb_prev
     if nxt is None:

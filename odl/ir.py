@@ -183,6 +183,8 @@ class Call:
     dma_in: list = field(default_factory=list)
     dma_out: list = field(default_factory=list)
     prefetch: bool = False
+    wb_first: bool = False      # (prefetched tiles) the write-backs the previous tile issues go ahead of this tile's
+                                # prefetch on the one DMA channel, as the prefetch reads what they write to L2
     wait_wb: bool = True        # (prefetched tiles) wait for the write-backs issued so far: False when none of them
                                 # still reads L1 this tile's kernel touches (odl/tile.py _writeback_waits)
     origin: int = -1

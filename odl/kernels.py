@@ -28,19 +28,49 @@ def _ceil(a, b):
     return -(-a // b)
 
 
-# instructions per (2-lane FP16 | scalar FP32) multiply-accumulate instruction in the inner loops, from the
-# disassembly: FP16 7x4 tile nn 181 per 112 FMAs (k unrolled by 4), tn 90 per 56 (by 2), nt 4x4 dot products 35
-# per 16; FP32 4x4 tiles nn 106 per 64, tn 54 per 32
-_MM_IPF = {("nn", 2): 181 / 112, ("tn", 2): 90 / 56, ("nt", 2): 35 / 16,
-           ("nn", 1): 106 / 64, ("tn", 1): 54 / 32, ("nt", 1): 34 / 16}
+# nt: instructions per (2-lane FP16 | scalar FP32) multiply-accumulate instruction in its inner loop, from the
+# disassembly (4x4 dot products, 35 per 16 FMAs)
+_NT_IPF = {2: 35 / 16, 1: 34 / 16}
+_MM_TILE = {2: (7, 4), 1: (4, 4)}   # nn / tn register tile (rows, vectors): MM_R x MM_V in matmul.c
+
+
+def _mm_block_est(rows, cols, k, pm, tstore, acc, lanes):
+    """Instructions of one core's rows x cols block of an nn (pm) / tn matmul: mm_block_est in matmul.c, term for
+    term (the kernel plans its core grid with it; QEMU calibration within 3%)."""
+    r0, v0 = _MM_TILE[lanes]
+    cv, odd = divmod(cols, lanes)
+    rem = rows % r0
+    rt1 = rows // r0 + (rem > 0)
+    rtc = (rows // r0) * ((r0 + 1) // 4 + 1) + (rem > 0) * ((rem + 1) // 4 + 1) if pm else 2 * rt1
+    ct1 = cv // v0 + (cv % v0 > 0)
+    perk = rows * cv + rows * ct1 + (2 if lanes == 2 else 1) * rt1 * cv + rtc * ct1
+    t = perk * k + rows * cv * (7 + 9 * acc if tstore else 3 + 2 * acc) + 15 * rt1 * ct1
+    if odd:
+        t += (2 * rt1 + 5 * rows) * k if pm else (3 * rt1 + 2 * rows + 5 * (rows & 1)) * k + 8 * rows
+    return t
+
+
+def _mm_plan_est(m, n, k, pm, tstore, acc, cores, lanes):
+    """The busiest core's estimate under the cheapest pr x (cores / pr) grid: mm_plan in matmul.c."""
+    nu = _ceil(n, lanes)
+    return min(_mm_block_est(_ceil(m, pr), min(_ceil(nu, cores // pr) * lanes, n), k, pm, tstore, acc, lanes)
+               for pr in range(1, cores + 1) if cores % pr == 0)
 
 
 def _mm_cost(form):
     def cost(f, cores, lanes):
         m, n, k = f["m"], f["n"], f["k"]
-        rows = _ceil(m, cores) if m >= cores else m
-        cols = n if m >= cores else _ceil(n, cores)
-        return rows * _ceil(cols, lanes) * k * _MM_IPF[(form, lanes)] + rows * cols * 3
+        v = f.get("accumulate", 0)
+        acc = 0 if isinstance(v, int) and v == 0 else 1   # a runtime flag (a C expression) may accumulate
+        ct = 1 if f.get("ct", 0) else 0
+        if form == "nt":
+            rows = _ceil(m, cores) if m >= cores else m
+            cols = n if m >= cores else _ceil(n, cores)
+            return rows * _ceil(cols, lanes) * k * _NT_IPF[lanes] + rows * cols * 3
+        if form == "nn":
+            return _mm_plan_est(m, n, k, 1, ct, acc, cores, lanes)
+        # tn: the kernel also weighs C^T = B^T A (vectors along M, C stored the other way) and takes the cheaper
+        return min(_mm_plan_est(m, n, k, 0, ct, acc, cores, lanes), _mm_plan_est(n, m, k, 0, 1 - ct, acc, cores, lanes))
     return cost
 
 

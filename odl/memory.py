@@ -15,7 +15,8 @@ a run of calls outside loops):
     if t's inputs were not prefetched: issue t-1's results, then t's inputs; wait for them
     else: wait for t's prefetched inputs and, if t's kernel touches L1 they still read, for the write-backs issued
           so far (t-2's results; odl/tile.py sets wait_wb)
-    if tile t+1 may be prefetched (same block, reads nothing t-1 or t write): issue its inputs
+    if tile t+1 may be prefetched (same block, reads nothing t writes): issue its inputs; if they read what t-1
+          wrote (wb_first), issue t-1's results before them
     issue t-1's results (if not done above): they drain while t computes, behind the prefetch
     compute t (fork/join of the cores)
     the last tile of a block issues its own results after it.
@@ -167,6 +168,9 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
             per_exposed[ci] += ready - t
             t = ready
         if next_same and calls[seq[pos + 1][0]].prefetch:
+            if calls[seq[pos + 1][0]].wb_first and pending is not None:
+                tkw = issue(t, pending)
+                pending = None
             tk = issue(t, dma[seq[pos + 1][0]][0])
         if pending is not None:
             tkw = issue(t, pending)

@@ -2,7 +2,8 @@
 the exact product of the stored inputs (FP32 accumulation, one rounding per output), strided operands
 (lda / ldb / ldc larger than the logical row), C stored transposed (ct), accumulate, and no write outside C.
 
-The shapes cover the register-tile leftovers of the 7x4 (FP16) / 4x4 (FP32) tiles, the tn C^T orientation
+The shapes cover the register-tile leftovers of the 7x4 (FP16) / 4x4 (FP32) tiles (leftover rows 1-6 and vectors 1-3
+run as one smaller tile each), the tn C^T orientation
 (M = 16 / 32: 7-row tiles fit N better), the odd last column (run as a 1-row C^T tile in tn), K remainders of the
 k-unrolled loops (tn by 2, nn by 4), and the core grids of 1, 3 and 8 cores."""
 import numpy as np
@@ -12,7 +13,8 @@ from odl import native
 from odl.native import MmArgs
 
 SHAPES = [(1, 1, 1), (2, 3, 2), (7, 8, 5), (8, 9, 3), (13, 17, 6), (16, 224, 9), (16, 30, 17), (32, 14, 4),
-          (29, 125, 7), (64, 125, 3), (144, 16, 11), (6, 15, 16), (15, 7, 1), (3, 129, 8)]
+          (29, 125, 7), (64, 125, 3), (144, 16, 11), (6, 15, 16), (15, 7, 1), (3, 129, 8), (12, 14, 5),
+          (20, 22, 9), (10, 6, 3), (19, 13, 7)]
 SENTINEL = 7.0
 
 
