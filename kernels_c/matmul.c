@@ -88,11 +88,24 @@ ODL_INLINE void mm_store(odl_t *pc, int cjs, odl_wvec_t s, int accumulate) {
 
 /* One R x V tile over all of K. a(r, k) = a[r*rs + k*ks]. ptrmode = 0: rs == 1 (tn); ptrmode = 1: ks == 1 (nn).
  * The first k is peeled (a widening multiply initialises the accumulators) so the loop body stays in one
- * vtype. */
+ * vtype. Bias (added once, in FP32, before the single rounding): br[r] per row of the tile, or bc[j] per column
+ * (NULL: none); it initialises the accumulators, one move each. */
 ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
-                          int K, int R, int V, int ptrmode, int accumulate) {
+                          int K, int R, int V, int ptrmode, int accumulate, const odl_t *br, const odl_t *bc) {
   odl_wvec_t s[MM_R][MM_V];
-  {
+  if (br) {
+    MM_UNROLL for (int r = 0; r < R; r++) {
+      odl_wvec_t t = odl_wsplat((float)br[r]);
+      MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = t;
+    }
+    MM_STEP(a, rs, b);
+  } else if (bc) {
+    MM_UNROLL for (int v = 0; v < V; v++) {
+      odl_wvec_t t = odl_widen(odl_vload(bc + v * ODL_LANES));
+      MM_UNROLL for (int r = 0; r < R; r++) s[r][v] = t;
+    }
+    MM_STEP(a, rs, b);
+  } else {
     odl_vec_t bv[MM_V];
     MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(b + v * ODL_LANES);
     MM_UNROLL for (int r = 0; r < R; r++) {
@@ -137,11 +150,11 @@ ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ld
     MM_UNROLL for (int v = 0; v < V; v++) mm_store(c + r * ldc + v * ODL_LANES * cjs, cjs, s[r][v], accumulate);
 }
 
-/* one scalar column (the odd last column of the FP16 path) */
+/* one scalar column (the odd last column of the FP16 path); bias br[r] per row, or *bc for all (NULL: none) */
 ODL_INLINE void mm_col_s(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc,
-                         int K, int R, int accumulate) {
+                         int K, int R, int accumulate, const odl_t *br, const odl_t *bc) {
   float s[MM_R];
-  for (int r = 0; r < R; r++) s[r] = 0;
+  for (int r = 0; r < R; r++) s[r] = br ? (float)br[r] : bc ? (float)*bc : 0.0f;
   const odl_t *pa = a, *pb = b;
   for (int k = 0; k < K; k++) {
     float bk = (float)*pb;
@@ -153,52 +166,58 @@ ODL_INLINE void mm_col_s(const odl_t *a, int rs, int ks, const odl_t *b, int ldb
 }
 
 ODL_INLINE void mm_rows_v(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
-                          int K, int j0, int j1, int R, int pm, int accumulate) {
+                          int K, int j0, int j1, int R, int pm, int accumulate, const odl_t *br,
+                          const odl_t *bc) {
   int j = j0;
+#define MM_BC(j) (bc ? bc + (j) : (const odl_t *)0)
   for (; j + MM_V * ODL_LANES <= j1; j += MM_V * ODL_LANES)
-    mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, MM_V, pm, accumulate);
+    mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, MM_V, pm, accumulate, br, MM_BC(j));
   /* leftover vectors (1 .. MM_V - 1) as one tile */
   int lv = (j1 - j) / ODL_LANES;
 #if MM_V > 3
-  if (lv == 3) mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 3, pm, accumulate);
+  if (lv == 3) mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 3, pm, accumulate, br, MM_BC(j));
 #endif
-  if (lv == 2) mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 2, pm, accumulate);
-  if (lv == 1) mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 1, pm, accumulate);
+  if (lv == 2) mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 2, pm, accumulate, br, MM_BC(j));
+  if (lv == 1) mm_tile_v(a, rs, ks, b + j, ldb, c + j * cjs, ldc, cjs, K, R, 1, pm, accumulate, br, MM_BC(j));
   j += lv * ODL_LANES;
   if (ODL_LANES > 1 && j < j1) {
     int r = 0;
     if (pm == 0 && R >= 2) {
       /* tn: A is contiguous along M at each k, so the odd column runs as a 1-row tile of C^T = B^T A
        * (vectors along M, the column's B element splatted) */
-      mm_tile_v(b + j, 1, ldb, a, ks, c + j * cjs, cjs, ldc, K, 1, R / 2, 0, accumulate);
+      mm_tile_v(b + j, 1, ldb, a, ks, c + j * cjs, cjs, ldc, K, 1, R / 2, 0, accumulate, MM_BC(j), br);
       r = R & ~1;
     }
-    if (r < R) mm_col_s(a + r * rs, rs, ks, b + j, ldb, c + j * cjs + r * ldc, ldc, K, R - r, accumulate);
+    if (r < R)
+      mm_col_s(a + r * rs, rs, ks, b + j, ldb, c + j * cjs + r * ldc, ldc, K, R - r, accumulate, br ? br + r : br,
+               MM_BC(j));
   }
+#undef MM_BC
 }
 
 /* Rows in tiles of MM_R, the leftover rows (1 .. MM_R - 1) as one tile: ceil(rows / MM_R) row tiles, each paying
  * its per-k A loads and pointer upkeep once (12 rows as 7 + 5, not 7 + 4 + 1). */
 ODL_INLINE void mm_block(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
-                         int K, int i0, int i1, int j0, int j1, int pm, int acc) {
+                         int K, int i0, int i1, int j0, int j1, int pm, int acc, const odl_t *bias, int bcols) {
+  const odl_t *bc = bcols ? bias : (const odl_t *)0, *br = bcols ? (const odl_t *)0 : bias;
   int i = i0;
   for (; i + MM_R <= i1; i += MM_R)
-    mm_rows_v(a + i * rs, rs, ks, b, ldb, c + i * ldc, ldc, cjs, K, j0, j1, MM_R, pm, acc);
-  const odl_t *ai = a + i * rs;
+    mm_rows_v(a + i * rs, rs, ks, b, ldb, c + i * ldc, ldc, cjs, K, j0, j1, MM_R, pm, acc, br ? br + i : br, bc);
+  const odl_t *ai = a + i * rs, *bri = br ? br + i : br;
   odl_t *ci = c + i * ldc;
   switch (i1 - i) {
 #if MM_R > 6
-  case 6: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 6, pm, acc); break;
+  case 6: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 6, pm, acc, bri, bc); break;
 #endif
 #if MM_R > 5
-  case 5: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 5, pm, acc); break;
+  case 5: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 5, pm, acc, bri, bc); break;
 #endif
 #if MM_R > 4
-  case 4: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 4, pm, acc); break;
+  case 4: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 4, pm, acc, bri, bc); break;
 #endif
-  case 3: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 3, pm, acc); break;
-  case 2: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 2, pm, acc); break;
-  case 1: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 1, pm, acc); break;
+  case 3: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 3, pm, acc, bri, bc); break;
+  case 2: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 2, pm, acc, bri, bc); break;
+  case 1: mm_rows_v(ai, rs, ks, b, ldb, ci, ldc, cjs, K, j0, j1, 1, pm, acc, bri, bc); break;
   default: break;
   }
 }
@@ -255,13 +274,14 @@ static void mm_grid_block(int m, int n, int pr, int unit, int *i0, int *i1, int 
   *j1 = odl_min_i(hi * unit, n);
 }
 
-/* C(i, j) = sum_k a[i*rs + k*ks] * b[k*ldb + j], stored at c[i*ldc + j*cjs]. */
+/* C(i, j) = bias(i or j) + sum_k a[i*rs + k*ks] * b[k*ldb + j], stored at c[i*ldc + j*cjs]; bias[i] (bcols = 0) or
+ * bias[j] (bcols = 1: the swapped orientation of tn), NULL: none. */
 ODL_INLINE void mm_v_run(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
-                         int m, int n, int K, int pm, int acc, int pr, int unit) {
+                         int m, int n, int K, int pm, int acc, int pr, int unit, const odl_t *bias, int bcols) {
   int i0, i1, j0, j1;
   mm_grid_block(m, n, pr, unit, &i0, &i1, &j0, &j1);
   if (j0 >= j1 || i0 >= i1) return;
-  mm_block(a, rs, ks, b, ldb, c, ldc, cjs, K, i0, i1, j0, j1, pm, acc);
+  mm_block(a, rs, ks, b, ldb, c, ldc, cjs, K, i0, i1, j0, j1, pm, acc, bias, bcols);
 }
 
 /* The plan of the last shape each core ran, per form: the grid search costs ~800 instructions per orientation
@@ -302,7 +322,7 @@ void odl_mm_nn(void *args) {
   int lda = p->lda ? p->lda : K, ldb = p->ldb ? p->ldb : n;
   int ldc = p->ct ? 1 : (p->ldc ? p->ldc : n), cjs = p->ct ? (p->ldc ? p->ldc : m) : 1;
   const mm_plan_t *pl = mm_plan_slot(0, m, n, K, acc, ldc, cjs);
-  mm_v_run(p->a, lda, 1, p->b, ldb, p->c, ldc, cjs, m, n, K, 1, acc, pl->pr, pl->unit);
+  mm_v_run(p->a, lda, 1, p->b, ldb, p->c, ldc, cjs, m, n, K, 1, acc, pl->pr, pl->unit, p->bias, 0);
 }
 
 void odl_mm_tn(void *args) {
@@ -312,9 +332,9 @@ void odl_mm_tn(void *args) {
   int ldc = p->ct ? 1 : (p->ldc ? p->ldc : n), cjs = p->ct ? (p->ldc ? p->ldc : m) : 1;
   const mm_plan_t *pl = mm_plan_slot(1, m, n, K, acc, ldc, cjs);
   if (pl->sw)
-    mm_v_run(p->b, 1, ldb, p->a, lda, p->c, cjs, ldc, n, m, K, 0, acc, pl->pr, pl->unit);
+    mm_v_run(p->b, 1, ldb, p->a, lda, p->c, cjs, ldc, n, m, K, 0, acc, pl->pr, pl->unit, p->bias, 1);
   else
-    mm_v_run(p->a, 1, lda, p->b, ldb, p->c, ldc, cjs, m, n, K, 0, acc, pl->pr, pl->unit);
+    mm_v_run(p->a, 1, lda, p->b, ldb, p->c, ldc, cjs, m, n, K, 0, acc, pl->pr, pl->unit, p->bias, 0);
 }
 
 /* ---------------- nt ---------------- */

@@ -14,6 +14,7 @@ import re
 from .errors import OdlError
 from .graph import Graph, Node
 from .ir import MAX_CORES, Buffer, Call, CExpr, Program, Ptr, TrainConfig  # noqa: F401  (re-exported)
+from . import kernels
 from . import ops as opreg
 
 
@@ -202,6 +203,9 @@ class Lowering:
 
     # ---- calls -----------------------------------------------------------------------------------
     def call(self, kernel: str, layer: str, step: str, macs: int = 0, **fields):
+        if not kernels.get(kernel).applies(fields):
+            raise OdlError(f"internal: kernel {kernel} does not take these fields ({', '.join(sorted(fields))}) "
+                           f"for layer {layer}, {step}")
         loop, group = self._loop
         if not loop:        # outside a per-sample loop (or a batch of one): sample 0
             fields = {k: _sample0(v) for k, v in fields.items()}

@@ -121,6 +121,7 @@ def _mm_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
     ldb = f.get("ldb", 0) or (K if form == "nt" else N)
     ldc = f.get("ldc", 0) or (M if ct else N)
     a, b, c = f["a"], f["b"], f["c"]
+    bias = f.get("bias")
     lanes = 2 if eb == 2 else 1
 
     def regions(m0, m1, n0, n1, k0, k1, first_k):
@@ -139,7 +140,11 @@ def _mm_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
             rc = _r(c, n0 * ldc + m0, tn, tm, ldc, mode, "ldc")
         else:
             rc = _r(c, m0 * ldc + n0, tm, tn, ldc, mode, "ldc")
-        return dict(f, a=ra, b=rb, c=rc, m=tm, n=tn, k=tk, accumulate=cacc)
+        g = dict(f, a=ra, b=rb, c=rc, m=tm, n=tn, k=tk, accumulate=cacc)
+        g.pop("bias", None)
+        if bias is not None and first_k:        # the bias goes in once, with the first range of K
+            g["bias"] = _r(bias, m0, 1, tm, tm, "r")
+        return g
 
     sa, sb, sc = (_esize(p.buf, eb) * (id(p.buf) not in resident) for p in (a, b, c))
     c_rw = _acc_mode(acc) == "rw"
@@ -524,9 +529,6 @@ def tile(prog: Program, hier: Hierarchy, cores: int) -> Program:
                                             if errors[-1] != errors[0] else "")) from None
             for c in near:
                 level[c] += 1
-            import os
-            if os.environ.get("ODL_TILE_DEBUG"):
-                print("NOFIT", str(e)[:300], [(c, flat[c].layer, flat[c].step, flat[c].kernel, level[c]) for c in near])
     prog.calls = calls
     if prog.profile is not None:
         from .ir import MAX_CORES

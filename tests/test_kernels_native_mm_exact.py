@@ -1,6 +1,7 @@
 """nn / tn matmuls element by element, host-native vs float64: every output element within one FP16 rounding of
 the exact product of the stored inputs (FP32 accumulation, one rounding per output), strided operands
-(lda / ldb / ldc larger than the logical row), C stored transposed (ct), accumulate, and no write outside C.
+(lda / ldb / ldc larger than the logical row), C stored transposed (ct), accumulate, a bias per row of C (added in
+FP32 before the rounding, whichever orientation the kernel runs in), and no write outside C.
 
 The shapes cover the register-tile leftovers of the 7x4 (FP16) / 4x4 (FP32) tiles (leftover rows 1-6 and vectors 1-3
 run as one smaller tile each), the tn C^T orientation
@@ -42,21 +43,23 @@ def test_mm_elementwise(form, ct, cores):
             B = b[:, :n].astype(np.float64)
             ref = A @ B
             mag = np.abs(A) @ np.abs(B)
-            for acc in (0, 1):
+            for acc, with_bias in ((0, 0), (1, 0), (0, 1), (1, 1)):
                 crow, ccol = (n, m) if ct else (m, n)
                 c = _strided(rng, dt, crow, ccol, pc)
                 c0 = c[:, :ccol].astype(np.float64)
                 c0 = c0.T if ct else c0
-                want = ref + (c0 if acc else 0)
+                bias = rng.standard_normal(m).astype(dt)
+                want = ref + (c0 if acc else 0) + (bias.astype(np.float64)[:, None] if with_bias else 0)
                 args = MmArgs(a.ctypes.data, b.ctypes.data, c.ctypes.data, m, n, k, acc,
-                              a.shape[1], b.shape[1], c.shape[1], ct)
+                              a.shape[1], b.shape[1], c.shape[1], ct, bias.ctypes.data if with_bias else None)
                 lib.run(f"mm_{form}", args, cores)
                 got = c[:, :ccol].astype(np.float64)
                 got = got.T if ct else got
                 # one rounding of the result (FP16 subnormals: absolute spacing 2^-24) + the FP32 sum's own error
-                tol = 2 * eps * np.abs(want) + (k + 2) * 2.0 ** -23 * (mag + (np.abs(c0) if acc else 0)) + \
+                tol = 2 * eps * np.abs(want) + (k + 3) * 2.0 ** -23 * (mag + (np.abs(c0) if acc else 0) +
+                                                              (np.abs(bias)[:, None] if with_bias else 0)) + \
                     (2.0 ** -24 if prec == "fp16" else 1e-30)
                 bad = np.abs(got - want) > tol
-                what = f"{prec} mm_{form} ct={ct} acc={acc} M={m} N={n} K={k} cores={cores}"
+                what = f"{prec} mm_{form} ct={ct} acc={acc} bias={with_bias} M={m} N={n} K={k} cores={cores}"
                 assert not bad.any(), f"{what}: {bad.sum()} elements off, first at {np.argwhere(bad)[0]}"
                 assert (c[:, ccol:] == SENTINEL).all(), f"{what}: wrote outside C"

@@ -14,6 +14,8 @@
 typedef struct { const odl_t *a, *b; odl_t *c; int m, n, k; int accumulate;
                  int lda, ldb, ldc; /* row strides in elements of A, B, C as stored; 0 = dense (K or M, N or K, N) */
                  int ct; /* nn / tn only: 1 = C is stored transposed, C^T[N,M] with row stride ldc (0 = M) */
+                 const odl_t *bias; /* nn / tn only: NULL, or bias[i] added to row i of C (a conv's bias), in FP32
+                                     * before the single rounding */
 } odl_mm_args_t;
 void odl_mm_nn(void *args);
 void odl_mm_nt(void *args);

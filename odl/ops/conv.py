@@ -170,16 +170,15 @@ class Conv2d:
                         if not pw:
                             col = cols[ci % len(cols)]
                             L.call(_im2col(gm), node.report_name, "transform", x=xg, col=Ptr(col), **gm)
+                        # the bias goes into the accumulators (one move each) instead of a pass over y
+                        bias = {"bias": Ptr(L.param(node, "bias"), 0, gi * og)} if "bias" in node.params else {}
                         L.call(f"odl_mm_{form}", node.report_name, "forward", macs=credit * og * k * (r1 - r0) * wo,
                                a=a, b=xg if pw else Ptr(col), c=Ptr(y, cout * hw, gi * og * hw + r0 * wo), m=og,
-                               n=(r1 - r0) * wo, k=k, accumulate=0, ldc=hw)
+                               n=(r1 - r0) * wo, k=k, accumulate=0, ldc=hw, **bias)
 
         L.choose(node.report_name, "conv2d.forward",
                  dict(n=n, cout=og, k=k, hw=hw, rows=rows, wo=wo, pw=int(pw)),
                  {"nn": lambda: emit("nn"), "tn": lambda: emit("tn")})
-        if "bias" in node.params:
-            L.call("odl_bias_add", node.report_name, "forward", y=Ptr(y), bias=Ptr(L.param(node, "bias")),
-                   n=n, c=cout, hw=hw)
 
     def backward(self, node, L):
         x, n, xs, cout, k, hw, geom = self.dims(node, L)
