@@ -73,8 +73,11 @@ class Gather:
     [c*kh*kw, ho*wo]). Stride 1 along W: one 2-D transfer per column row (c, i, j) over its output rows whose input
     row lies in the image and its output columns whose input column does. Stride sw > 1: one per (c, i, j) and
     output row, whose rows are single elements sw apart in x (each costs the DMA at least a cycle). With `zero`,
-    the DMA zero-fills the padding too, from a zero row (zeros()). The firmware's odl_dma_im2col issues the same
-    transfers (pieces() and zeros())."""
+    the DMA zero-fills the padding too, from a zero row (zeros()). `wide` (stride 1, output as wide as the input,
+    memory.gather_wide): one 2-D transfer per tap (i, j) over all channels instead, each row a contiguous run of x
+    across the output rows (x's rows follow one another as the output's do); the elements that run past a row's
+    edge land on padding columns, which edges() zero again after the data (always, as every gather overwrites
+    them). The firmware's odl_dma_im2col issues the same transfers (pieces(), edges() and zeros())."""
     l2: "Buffer"
     l2_elem: int
     per_sample: int
@@ -83,6 +86,7 @@ class Gather:
     geom: dict                  # c, h, w, kh, kw, sh, sw, pt, pl, ho, wo (no dilation)
     direction: str = "in"
     zero: bool = True           # also write the zero padding (zeros()); False when the columns hold it already
+    wide: bool = False          # one transfer per tap over all channels (see above)
 
     @staticmethod
     def _range(lo_num: int, hi_num: int, stride: int, n: int) -> tuple[int, int]:
@@ -105,12 +109,31 @@ class Gather:
                     yield (((ci * kh + i) * kw + j) * ho * wo, v0, v1, a, b,
                            (ci * h + v0 * sh - pt + i) * w + a * sw - pl + j)
 
+    def _wide_taps(self):
+        """Per tap (i, j): the element offset of channel 0's column row, the output rows [v0, v1) whose input row
+        lies in the image, the output columns [a, b) whose input column does, and the channel stride in the columns."""
+        g = self.geom
+        h, w, kh, kw, pt, pl, ho, wo = (g[k] for k in ("h", "w", "kh", "kw", "pt", "pl", "ho", "wo"))
+        for i in range(kh):
+            v0, v1 = self._range(pt - i, h - 1 + pt - i, 1, ho)
+            for j in range(kw):
+                a, b = self._range(pl - j, w - 1 + pl - j, 1, wo)
+                yield i, j, (i * kw + j) * ho * wo, v0, v1, a, b, kh * kw * ho * wo
+
     def pieces(self) -> list[tuple[int, int, int, int, int, int]]:
         """(l2 element offset, l1 element offset, rows, row elements, l2 row stride, l1 row stride) of each 2-D
         transfer, in issue order."""
         g = self.geom
         sh, sw, w, wo = g["sh"], g["sw"], g["w"], g["wo"]
         out = []
+        if self.wide:
+            hw = g["h"] * w
+            for i, j, base, v0, v1, _, _, cs in self._wide_taps():
+                s0, n = (v0 - g["pt"] + i) * w - g["pl"] + j, (v1 - v0) * w
+                d, e = max(0, -s0), max(0, s0 + n - hw)      # x's first / last elements: padding columns
+                if v1 > v0 and n - d - e > 0:
+                    out.append((s0 + d, base + v0 * wo + d, g["c"], n - d - e, hw, cs))
+            return out
         for base, v0, v1, a, b, src in self._taps():
             if v1 <= v0 or b <= a:
                 continue
@@ -121,24 +144,51 @@ class Gather:
                 out += [(src + r * sh * w, dst + r * wo, b - a, 1, sw, 1) for r in range(v1 - v0)]
         return out
 
-    def zeros(self) -> list[tuple[int, int, int]]:
-        """(l1 element offset, rows, row elements) of each zero-filling 2-D transfer (source: a zero row, stride 0;
-        destination rows wo apart): per column row, its output rows outside the image, then the padding columns of
-        the others (the firmware issues them after each column row's data)."""
+    def zeros(self) -> list[tuple[int, int, int, int]]:
+        """(l1 element offset, rows, row elements, l1 row stride) of each zero-filling 2-D transfer (source: a zero
+        row, stride 0): per column row, its output rows outside the image, then the padding columns of the others
+        (the firmware issues them after each column row's data). Wide: per tap, the output rows outside the image,
+        all channels at once (the padding columns are edges())."""
         ho, wo = self.geom["ho"], self.geom["wo"]
         out = []
+        if self.wide:
+            c = self.geom["c"]
+            for _, _, base, v0, v1, _, _, cs in self._wide_taps():
+                if v1 <= v0:
+                    out.append((base, c, ho * wo, cs))
+                    continue
+                if v0:
+                    out.append((base, c, v0 * wo, cs))
+                if v1 < ho:
+                    out.append((base + v1 * wo, c, (ho - v1) * wo, cs))
+            return out
         for base, v0, v1, a, b, _ in self._taps():
             if v1 <= v0 or b <= a:
-                out.append((base, ho, wo))
+                out.append((base, ho, wo, wo))
                 continue
             if v0:
-                out.append((base, v0, wo))
+                out.append((base, v0, wo, wo))
             if v1 < ho:
-                out.append((base + v1 * wo, ho - v1, wo))
+                out.append((base + v1 * wo, ho - v1, wo, wo))
             if a:
-                out.append((base + v0 * wo, v1 - v0, a))
+                out.append((base + v0 * wo, v1 - v0, a, wo))
             if b < wo:
-                out.append((base + v0 * wo + b, v1 - v0, wo - b))
+                out.append((base + v0 * wo + b, v1 - v0, wo - b, wo))
+        return out
+
+    def edges(self) -> list[tuple[int, int, int, int]]:
+        """Wide: (l1 element offset, rows, row elements, l1 row stride) of the zero fills of the padding columns the
+        data transfers ran over, per tap and output row, all channels at once (issued after the tap's data)."""
+        if not self.wide:
+            return []
+        wo, c = self.geom["wo"], self.geom["c"]
+        out = []
+        for _, _, base, v0, v1, a, b, cs in self._wide_taps():
+            for r in range(v0, v1):
+                if a:
+                    out.append((base + r * wo, c, a, cs))
+                if b < wo:
+                    out.append((base + r * wo + b, c, wo - b, cs))
         return out
 
     # the L2 side as one region (the whole sample), for the prefetch hazard checks of odl/tile.py
@@ -157,7 +207,8 @@ class Gather:
     def shapes(self, elem_bytes: int) -> list[tuple[int, int]]:
         es = self.l1.nbytes(elem_bytes) // max(1, self.l1.nelem)
         return [(r * n * es, r) for _, _, r, n, _, _ in self.pieces()] + \
-            ([(r * n * es, r) for _, r, n in self.zeros()] if self.zero else [])
+            [(r * n * es, r) for _, r, n, _ in self.edges()] + \
+            ([(r * n * es, r) for _, r, n, _ in self.zeros()] if self.zero else [])
 
     def nbytes(self, elem_bytes: int) -> int:
         return sum(b for b, _ in self.shapes(elem_bytes))

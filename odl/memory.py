@@ -100,6 +100,18 @@ def gathers(geom: dict) -> bool:
     return "dh" not in geom and (geom["sw"] == 1 or geom["wo"] >= GATHER_MIN_ROW)
 
 
+def gather_wide(geom: dict, elem_bytes: int) -> bool:
+    """May a gather with this geometry run wide (odl.ir.Gather.wide: a transfer per tap over all channels)? Stride 1,
+    output rows as wide as the input's (x's rows then follow one another as the output's do), and every zero run it
+    writes within the firmware's zero row."""
+    from .ir import Gather
+    g = geom
+    if "dh" in g or g["sh"] != 1 or g["sw"] != 1 or g["wo"] != g["w"]:
+        return False
+    t = Gather(None, 0, 0, None, 0, g, wide=True)
+    return max((n for _, _, n, _ in t.zeros() + t.edges()), default=0) * elem_bytes <= DMA_ZERO_BYTES
+
+
 def tile_dma(call, hier: Hierarchy, elem_bytes: int) -> tuple[int, int]:
     """(in cycles, out cycles) of one tile call's transfers on the DMA engine."""
     cin = sum(hier.transfer_cycles(b, r) for t in call.dma_in for b, r in t.shapes(elem_bytes))

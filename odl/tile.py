@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from . import kernels
 from .errors import OdlError
 from .ir import Buffer, Call, CExpr, Gather, Program, Ptr, Transfer
-from .memory import DMA_ZERO_BYTES, Hierarchy, gathers, same_block
+from .memory import DMA_ZERO_BYTES, Hierarchy, gather_wide, gathers, same_block
 from .resources import resource_dir
 
 ALIGN = 16
@@ -617,7 +617,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
             if in_place or geom["wo"] * eb <= DMA_ZERO_BYTES:
                 # no kernel: the zeros of the last gather into these columns are where this one needs them, or the
                 # DMA writes them (from a zero row) after the data; the gather rides on the next tile
-                carry.append((dataclasses.replace(gt, zero=not in_place), g["col"].buf))
+                carry.append((dataclasses.replace(gt, zero=not in_place, wide=gather_wide(geom, eb)), g["col"].buf))
                 continue
         regs = _merge(g, ci, call)
         staged = {bid: r for bid, r in regs.items() if bid not in resident}

@@ -246,13 +246,53 @@ def test_dma_gather_places_every_in_image_element_as_im2col_does(geom):
             col[dst:dst + n] = flat[src:src + n]
     ref = _im2col_ref(x, g["kh"], g["kw"], g["sh"], g["sw"], g["pt"], g["pl"], g["ho"], g["wo"])
     assert (np.isnan(col) == (ref.reshape(-1) == 0)).all()     # the data transfers write exactly the image
-    for l1o, rows, n in t.zeros():                                # then the zero fill, exactly the padding
+    for l1o, rows, n, l1s in t.zeros():                           # then the zero fill, exactly the padding
         for r in range(rows):
-            dst = l1o + r * g["wo"]
+            dst = l1o + r * l1s
             assert np.isnan(col[dst:dst + n]).all()
             col[dst:dst + n] = 0
     np.testing.assert_array_equal(col.reshape(ref.shape), ref)
     assert t.nbytes(4) == 4 * cb.nelem and dataclasses.replace(t, zero=False).nbytes(4) == 4 * int((ref != 0).sum())
+
+
+@pytest.mark.parametrize("geom", [
+    dict(c=3, h=7, w=5, kh=3, kw=3, sh=1, sw=1, pt=1, pl=1, ho=7, wo=5),      # same conv, odd sizes, whole image
+    dict(c=5, h=6, w=6, kh=3, kw=3, sh=1, sw=1, pt=1, pl=1, ho=2, wo=6),      # the top chunk
+    dict(c=4, h=6, w=6, kh=3, kw=3, sh=1, sw=1, pt=-2, pl=1, ho=2, wo=6),     # a middle chunk
+    dict(c=2, h=6, w=7, kh=3, kw=3, sh=1, sw=1, pt=-3, pl=1, ho=3, wo=7),     # the bottom chunk
+    dict(c=1, h=3, w=3, kh=5, kw=5, sh=1, sw=1, pt=2, pl=2, ho=3, wo=3),      # kernel larger than the image
+    dict(c=2, h=5, w=4, kh=3, kw=3, sh=1, sw=1, pt=3, pl=1, ho=2, wo=4),      # a chunk whose first taps are padding
+    dict(c=3, h=5, w=6, kh=3, kw=4, sh=1, sw=1, pt=1, pl=2, ho=5, wo=6),      # even kernel, asymmetric padding
+    dict(c=3, h=4, w=5, kh=1, kw=1, sh=1, sw=1, pt=0, pl=0, ho=4, wo=5),      # 1x1
+])
+def test_dma_wide_gather_gives_im2col(geom):
+    """Gather.wide (a transfer per tap over all channels, the padding columns it runs over zeroed after): applied in
+    issue order to a column block of NaNs, data then edges() then zeros() give im2col exactly, every element written;
+    a gather into columns that hold the padding (zero=False) gives it too. Fewer, longer transfers than one per
+    column row."""
+    from odl.memory import gather_wide
+    rng = np.random.default_rng(1)
+    g = geom
+    assert gather_wide(g, 2)
+    x = rng.standard_normal((g["c"], g["h"], g["w"])).astype(np.float32) + 10
+    xb, cb = Buffer("x", x.size), Buffer("col", g["c"] * g["kh"] * g["kw"] * g["ho"] * g["wo"])
+    ref = _im2col_ref(x, g["kh"], g["kw"], g["sh"], g["sw"], g["pt"], g["pl"], g["ho"], g["wo"]).reshape(-1)
+    flat = x.reshape(-1)
+    for zero in (True, False):
+        t = Gather(xb, 0, 0, cb, 0, g, zero=zero, wide=True)
+        col = np.full(cb.nelem, np.nan, np.float32) if zero else np.where(ref == 0, 0, np.nan).astype(np.float32)
+        for l2o, l1o, rows, n, l2s, l1s in t.pieces():
+            for r in range(rows):
+                src, dst = l2o + r * l2s, l1o + r * l1s
+                assert 0 <= src and src + n <= flat.size            # reads inside x only
+                col[dst:dst + n] = flat[src:src + n]
+        for l1o, rows, n, l1s in t.edges() + (t.zeros() if zero else []):
+            for r in range(rows):
+                col[l1o + r * l1s:l1o + r * l1s + n] = 0
+        np.testing.assert_array_equal(col, ref)
+    narrow = Gather(xb, 0, 0, cb, 0, g)
+    assert len(t.pieces()) + len(t.edges()) + len(t.zeros()) < len(narrow.pieces()) + len(narrow.zeros()) or \
+        g["c"] == 1
 
 
 def test_overlap_of_strided_regions_is_exact():

@@ -47,9 +47,9 @@ uint32_t odl_dma_start(void *dst, const void *src, uint32_t row_bytes, uint32_t 
 
 static const unsigned char zero_row[ODL_DMA_ZERO_BYTES]; /* the source of the zero-filling transfers */
 
-/* zero-fill rows x n elements of col from element off on, rows wo apart */
-static uint32_t zero_fill(unsigned char *d, uint32_t es, uint32_t off, int rows, int n, int wo) {
-  return odl_dma_start(d + off * es, zero_row, (uint32_t)n * es, (uint32_t)rows, (uint32_t)wo * es, 0);
+/* rows x n zero elements from element off on, rows `stride` elements apart */
+static uint32_t zero_rows(unsigned char *d, uint32_t es, uint32_t off, int rows, int n, uint32_t stride) {
+  return odl_dma_start(d + off * es, zero_row, (uint32_t)n * es, (uint32_t)rows, stride * es, 0);
 }
 
 /* [*v0, *v1): the outputs o < n with lo <= o*s <= hi (whose input lies in the image), clamped so that
@@ -62,10 +62,46 @@ static void out_range(int lo, int hi, int s, int n, int *v0, int *v1) {
   *v1 = b < a ? a : b;
 }
 
+
+/* ODL_IM2COL_WIDE (odl.ir.Gather.wide): per tap, one transfer over all channels, then the padding columns it ran
+ * over, per output row; with zero, the output rows outside the image */
+static uint32_t im2col_wide(unsigned char *d, const unsigned char *s, uint32_t es, int c, int h, int w, int kh,
+                            int kw, int pt, int pl, int ho, int wo, int zero) {
+  uint32_t t = issued, cs = (uint32_t)(kh * kw * ho * wo); /* channel stride in col */
+  for (int i = 0; i < kh; i++) {
+    int v0, v1;
+    out_range(pt - i, h - 1 + pt - i, 1, ho, &v0, &v1);
+    for (int j = 0; j < kw; j++) {
+      int a, b;
+      out_range(pl - j, w - 1 + pl - j, 1, wo, &a, &b);
+      uint32_t base = (uint32_t)((i * kw + j) * ho * wo);
+      if (v1 <= v0) {
+        if (zero) t = zero_rows(d, es, base, c, ho * wo, cs);
+        continue;
+      }
+      int s0 = (v0 - pt + i) * w - pl + j, n = (v1 - v0) * w;
+      int skip = s0 < 0 ? -s0 : 0, over = s0 + n - h * w > 0 ? s0 + n - h * w : 0;
+      if (n - skip - over > 0)
+        t = odl_dma_start(d + (base + (uint32_t)(v0 * wo + skip)) * es, s + (uint32_t)(s0 + skip) * es,
+                          (uint32_t)(n - skip - over) * es, (uint32_t)c, cs * es, (uint32_t)(h * w) * es);
+      for (int r = v0; r < v1; r++) {
+        if (a) t = zero_rows(d, es, base + (uint32_t)(r * wo), c, a, cs);
+        if (b < wo) t = zero_rows(d, es, base + (uint32_t)(r * wo + b), c, wo - b, cs);
+      }
+      if (!zero) continue;
+      if (v0) t = zero_rows(d, es, base, c, v0 * wo, cs);
+      if (v1 < ho) t = zero_rows(d, es, base + (uint32_t)(v1 * wo), c, (ho - v1) * wo, cs);
+    }
+  }
+  return t;
+}
+
 uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int w, int kh, int kw, int sh, int sw,
-                        int pt, int pl, int ho, int wo, int zero) {
+                        int pt, int pl, int ho, int wo, int mode) {
   unsigned char *d = (unsigned char *)col;
   const unsigned char *s = (const unsigned char *)x;
+  int zero = mode & ODL_IM2COL_ZERO;
+  if (mode & ODL_IM2COL_WIDE) return im2col_wide(d, s, es, c, h, w, kh, kw, pt, pl, ho, wo, zero);
   uint32_t t = issued; /* no transfer: the last ticket issued */
   for (int ci = 0; ci < c; ci++)
     for (int i = 0; i < kh; i++) {
@@ -76,7 +112,7 @@ uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int
         out_range(pl - j, w - 1 + pl - j, sw, wo, &a, &b);
         uint32_t base = (uint32_t)((ci * kh + i) * kw + j) * ho * wo;
         if (v1 <= v0 || b <= a) { /* no input reaches this column row: all padding */
-          if (zero) t = zero_fill(d, es, base, ho, wo, wo);
+          if (zero) t = zero_rows(d, es, base, ho, wo, (uint32_t)wo);
           continue;
         }
         unsigned char *dp = d + (base + (uint32_t)v0 * wo + a) * es;
@@ -90,10 +126,10 @@ uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int
         }
         if (!zero) continue;
         /* the padding (odl.ir.Gather.zeros): output rows outside the image, then the padding columns */
-        if (v0) t = zero_fill(d, es, base, v0, wo, wo);
-        if (v1 < ho) t = zero_fill(d, es, base + (uint32_t)v1 * wo, ho - v1, wo, wo);
-        if (a) t = zero_fill(d, es, base + (uint32_t)v0 * wo, v1 - v0, a, wo);
-        if (b < wo) t = zero_fill(d, es, base + (uint32_t)v0 * wo + b, v1 - v0, wo - b, wo);
+        if (v0) t = zero_rows(d, es, base, v0, wo, (uint32_t)wo);
+        if (v1 < ho) t = zero_rows(d, es, base + (uint32_t)v1 * wo, ho - v1, wo, (uint32_t)wo);
+        if (a) t = zero_rows(d, es, base + (uint32_t)v0 * wo, v1 - v0, a, (uint32_t)wo);
+        if (b < wo) t = zero_rows(d, es, base + (uint32_t)v0 * wo + b, v1 - v0, wo - b, (uint32_t)wo);
       }
     }
   return t;

@@ -21,9 +21,14 @@ void odl_dma_wait(uint32_t ticket);
  * bytes. Returns
  * the ticket of the last transfer (none: the last ticket issued). The same transfers as odl.ir.Gather. */
 uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int w, int kh, int kw, int sh, int sw,
-                        int pt, int pl, int ho, int wo, int zero);
-/* zero != 0: odl_dma_im2col also zero-fills the padding (2-D transfers from a zero row, source stride 0), rows of
- * at most ODL_DMA_ZERO_BYTES (odl/tile.py zero-fills by DMA only when wo elements fit). */
+                        int pt, int pl, int ho, int wo, int mode);
+/* mode & ODL_IM2COL_ZERO: odl_dma_im2col also zero-fills the padding (2-D transfers from a zero row, source stride
+ * 0), rows of at most ODL_DMA_ZERO_BYTES (odl/tile.py zero-fills by DMA only when they fit).
+ * mode & ODL_IM2COL_WIDE (stride 1, wo == w): one 2-D transfer per tap (i, j) over all c channels instead, each row
+ * a contiguous run of x across the output rows; the elements that run past a row's edge land on padding columns,
+ * which zero fills after the data overwrite (always). */
+#define ODL_IM2COL_ZERO 1
+#define ODL_IM2COL_WIDE 2
 #define ODL_DMA_ZERO_BYTES 256
 void odl_dma_wait_all(void);
 
