@@ -82,6 +82,9 @@ def _dma_lines(c, prev, nxt, eb: int, prefetched: bool) -> tuple[list[str], list
             wb_prev = []
         pre += [f"odl_tk = {_transfer(t, eb)};" for t in nxt.dma_in]
     pre += wb_prev
+    pre += [f"odl_tg = {_transfer(t, eb)};" for t in c.early]      # a later tile's gathers (odl/tile.py)
+    if c.wait_early:
+        pre.insert(0, "odl_dma_wait(odl_tg);")
     if nxt is None:
         post += [f"odl_tkw = {_transfer(t, eb)};" for t in c.dma_out]
     return pre, post

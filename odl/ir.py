@@ -236,6 +236,8 @@ class Call:
     prefetch: bool = False
     wb_first: bool = False      # (prefetched tiles) the write-backs the previous tile issues go ahead of this tile's
                                 # prefetch on the one DMA channel, as the prefetch reads what they write to L2
+    early: list = field(default_factory=list)   # gathers of a later tile, issued here after the write-backs
+    wait_early: bool = False    # this tile's gathers went out early (`early` of a tile before): wait for them
     wait_wb: bool = True        # (prefetched tiles) wait for the write-backs issued so far: False when none of them
                                 # still reads L1 this tile's kernel touches (odl/tile.py _writeback_waits)
     origin: int = -1
@@ -243,7 +245,8 @@ class Call:
 
     def buffers(self) -> list[Buffer]:
         """Every buffer the call touches: its pointer fields' and, tiled, the L2 side of its DMA transfers."""
-        return [v.buf for v in self.fields.values() if isinstance(v, Ptr)] + [t.l2 for t in self.dma_in + self.dma_out]
+        return [v.buf for v in self.fields.values() if isinstance(v, Ptr)] + \
+            [t.l2 for t in self.dma_in + self.dma_out + self.early]
 
 
 @dataclass

@@ -18,6 +18,7 @@ a run of calls outside loops):
     if tile t+1 may be prefetched (same block, reads nothing t writes): issue its inputs; if they read what t-1
           wrote (wb_first), issue t-1's results before them
     issue t-1's results (if not done above): they drain while t computes, behind the prefetch
+    issue the gathers of a later tile that go out early (odl/tile.py _early_gathers; that tile waits for them)
     compute t (fork/join of the cores)
     the last tile of a block issues its own results after it.
 Inputs go ahead of write-backs on the one channel, so a large write-back does not delay the next tile's inputs.
@@ -148,6 +149,7 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
             seq.append((i, blk))
             i += 1
     dma = [tile_dma(c, hier, eb) for c in calls]
+    early = [sum(hier.transfer_cycles(b, r) for g in c.early for b, r in g.shapes(eb)) for c in calls]
     per_dma = [0] * len(calls)
     per_exposed = [0] * len(calls)
     state = {"free": 0}
@@ -161,6 +163,7 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
     t = 0                  # the cores' clock
     tk = 0                 # completion of the fetch of the tile to run next
     tkw = 0                # completion of the last write-back issued
+    tg = 0                 # completion of the last early gather (odl/tile.py _early_gathers)
     pending = None         # write-back cycles of the previous tile of this block, not issued yet
     for pos, (ci, b) in enumerate(seq):
         c = calls[ci]
@@ -176,6 +179,8 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
             ready = tk
         else:
             ready = max(tk, tkw) if (c.wait_wb or not prefetched) else tk
+        if c.wait_early:
+            ready = max(ready, tg)
         if ready > t:
             per_exposed[ci] += ready - t
             t = ready
@@ -187,6 +192,9 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
         if pending is not None:
             tkw = issue(t, pending)
             pending = None
+        if early[ci]:                   # a later tile's gathers, behind this tile's write-backs
+            tg = issue(t, early[ci])
+            per_dma[ci] += early[ci]
         t += compute[ci]
         if next_same:
             pending = cout

@@ -705,6 +705,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
         if any(isinstance(i, Gather) and id(i.l1) in a_l1 for i in b.dma_in):
             continue
         b.prefetch = True
+    _early_gathers(calls, res_span)
     # L1 placement: first fit by lifetime (in tiles), largest first
     from .planner import first_fit
     placed = first_fit([(lb, _align(max(lb.nbytes(eb), 1)), lo, hi) for lb, lo, hi in spans])
@@ -724,6 +725,45 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                      [calls[t].origin for t in range(max(0, worst - 2), min(len(calls), worst + 3))])
     _writeback_waits(calls, eb)
     return calls, l1bufs, peak
+
+
+EARLY_SPAN = 8      # tiles a gather may go out ahead of the one that reads it
+
+
+def _early_gathers(calls: list[Call], res_span: dict):
+    """A prefetched tile's gathers go out earlier still, after the write-backs of a tile up to EARLY_SPAN before,
+    when the tiles in between fetch nothing (no input queues behind the gathers), none of them uses their columns or
+    writes back what they read, all run in one block, and the issuer is no update or check (a mixed-precision step
+    renders those apart, after the backward): they then hide behind all of those tiles' compute (a strided weight
+    gradient's next channel range behind the row tiles of this one). The tile that reads them waits for them
+    (odl_tg). Measured: letting tiles in between fetch (their inputs then wait behind the gathers), or issuing a
+    conv's first gathers during the batch-norm backward before it, lengthened the columns' L1 life until other
+    calls got smaller tiles, and the ResNet8 step got slower."""
+    for t, c in enumerate(calls):
+        gs = [g for g in c.dma_in if isinstance(g, Gather)]
+        if not gs or not c.prefetch or c.step in ("update", "check"):
+            continue
+        cols = {id(g.l1) for g in gs}
+        e, best = t - 1, t - 1
+        while e - 1 >= 0 and t - (e - 1) <= EARLY_SPAN:
+            k = calls[e - 1]                # the next issuer to try; calls[e] would then run in between
+            if (not same_block(k, c) or calls[e].early or calls[e].dma_in
+                    or any(isinstance(v, Ptr) and id(v.buf) in cols for v in k.fields.values())
+                    or any(_overlap(_treg(o), _treg(g)) for o in k.dma_out for g in gs)):
+                break
+            e -= 1
+            if k.step not in ("update", "check"):
+                best = e
+        if best == t - 1:
+            continue
+        e = best
+        # the prefetch at t-1 would have issued them: from tile e on instead
+        c.dma_in = [x for x in c.dma_in if not isinstance(x, Gather)]
+        c.wait_early = True
+        calls[e].early = calls[e].early + gs
+        for sp in res_span.values():        # the columns are written from tile e on
+            if id(sp[0]) in cols:
+                sp[1] = min(sp[1], e)
 
 
 def _writeback_waits(calls: list[Call], eb: int):

@@ -351,3 +351,18 @@ def test_emulated_dma_catches_a_missing_write_back_wait(monkeypatch):
     monkeypatch.setattr(tl, "_writeback_waits", no_waits)
     rep = validate("resnet8", precision="fp16", cores=8, log=lambda s: None)
     assert not rep["passed"]
+
+
+def test_early_gathers_on_resnet8():
+    """A strided weight gradient's next channel range is gathered during the row tiles of this one (odl/tile.py
+    _early_gathers): the gathers leave the reader's inputs for an earlier tile's `early`, the reader waits for them,
+    and no tile in between fetches anything (nothing queues behind them)."""
+    _, prog = _tiled("resnet8", "fp16")
+    calls = prog.calls
+    issuers = [i for i, c in enumerate(calls) if c.early]
+    assert issuers and all(isinstance(g, Gather) for i in issuers for g in calls[i].early)
+    for i in issuers:
+        t = next(j for j in range(i + 1, len(calls)) if calls[j].wait_early)
+        assert t - i >= 2 and not any(calls[j].dma_in for j in range(i + 1, t))
+        assert calls[i].step not in ("update", "check")
+
