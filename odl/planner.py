@@ -72,14 +72,15 @@ def _hierarchy_text(prog: Program) -> str:
         return ""
     eb = prog.elem_bytes
     resident = sorted({b.name for b in prog.buffers if b.role == "l1_resident"})
-    tin = [t for c in prog.calls for t in c.dma_in]
+    tin = [t for c in prog.calls for t in c.dma_in + c.early]
     tout = [t for c in prog.calls for t in c.dma_out]
     origins = len({c.origin for c in prog.calls})
     return (f"memory hierarchy: {len(prog.calls)} L1 tiles from {origins} kernel calls; L1 {prog.l1_peak_bytes} B at "
             f"the busiest tile of {h.l1_data_bytes} B for tiles ({h.l1_bytes} B L1 less {h.stacks_bytes} B of "
             f"stacks); DMA per step (per-sample loops once): {sum(t.nbytes(eb) for t in tin)} B in, "
             f"{sum(t.nbytes(eb) for t in tout)} B out, {len(tin) + len(tout)} transfers, "
-            f"{sum(c.prefetch for c in prog.calls)} tiles prefetched during the previous tile"
+            f"{sum(c.prefetch for c in prog.calls)} tiles prefetched during the previous tile, "
+            f"{sum(c.wait_early for c in prog.calls)} gathering earlier still"
             + (f"; kept in L1 for their whole life (no L2): {', '.join(resident)}" if resident else ""))
 
 

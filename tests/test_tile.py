@@ -320,7 +320,7 @@ def test_gathered_conv_paths_are_taken():
     input-channel ranges."""
     prep = prepare(f"{MODELS / 'ops_models.py'}:GatherConvs", "2x3x21x19", 0, "fp16")
     prog = lower(prep.graph, "fp16", TrainConfig(), memory=HIER)
-    gathers = [t for c in prog.calls for t in c.dma_in if isinstance(t, Gather)]
+    gathers = [t for c in prog.calls for t in c.dma_in + c.early if isinstance(t, Gather)]
     assert any(t.geom["sw"] == 2 for t in gathers) and any(t.geom["sw"] == 1 for t in gathers)
     assert any(c.kernel == "odl_conv_wflip" for c in prog.calls)
     assert not any(c.kernel.startswith("odl_col2im") and c.layer in ("c2", "c4") for c in prog.calls)
@@ -332,7 +332,7 @@ def test_padding_kernel_skipped_where_zeros_are_in_place():
     """ResNet8's interior im2col chunks reuse the zeros of the chunk two before (same buffer, same padding): their
     gathers write no zeros; the others zero-fill by DMA, so no im2col kernel runs at all."""
     _, prog = _tiled("resnet8", "fp16")
-    gathers = [t for c in prog.calls for t in c.dma_in if isinstance(t, Gather)]
+    gathers = [t for c in prog.calls for t in c.dma_in + c.early if isinstance(t, Gather)]
     assert not any(c.kernel == "odl_im2col" for c in prog.calls)
     assert sum(not t.zero for t in gathers) >= 40 and any(t.zero for t in gathers)
 
