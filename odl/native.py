@@ -41,7 +41,8 @@ class MmArgs(ctypes.Structure):
 
 class Im2colArgs(ctypes.Structure):
     _fields_ = [("x", _P), ("col", _P)] + [(f, _I) for f in
-                                           ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo", "dh", "dw")]
+                                           ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo", "dh", "dw",
+                                            "pad_only")]
 
 
 class Col2imArgs(ctypes.Structure):

@@ -76,3 +76,24 @@ def test_firmware_gather_matches_its_model(probe, g):
         got = sorted(tuple(int(v) for v in rec[6 * k:6 * k + 6]) for k in range(n))
         assert got == sorted(_model(t)), f"zero={zero} wide={wide}: the firmware's transfers differ from Gather's"
         np.testing.assert_array_equal(col, ref, err_msg=f"zero={zero} wide={wide}")
+
+
+@pytest.mark.parametrize("cores", [1, 3, 8])
+def test_gather_then_padding_kernel_gives_im2col(probe, cores):
+    """Rows wider than the DMA's zero row: the gather moves only the in-image elements (no zero fill) and the im2col
+    kernel's pad_only pass writes the padding, per tap, over each core's channels; together they give im2col."""
+    lib = native.load("fp16")
+    rng = np.random.default_rng(cores)
+    for g in GEOMS:
+        x = (rng.standard_normal((g["c"], g["h"], g["w"])) + 10).astype(np.float16)
+        ref = _im2col_ref(x.astype(np.float32), g["kh"], g["kw"], g["sh"], g["sw"], g["pt"], g["pl"], g["ho"],
+                          g["wo"]).astype(np.float16).reshape(-1)
+        col = np.full(ref.size, np.nan, np.float16)
+        geom = [g[k] for k in ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo")]
+        rec = np.zeros(6 * 4096, np.int64)
+        n = probe.dma_probe_im2col(col.ctypes.data_as(ctypes.c_void_p), x.ctypes.data_as(ctypes.c_void_p),
+                                   ctypes.c_uint32(ES), *[ctypes.c_int(v) for v in geom], ctypes.c_int(0),
+                                   rec.ctypes.data_as(ctypes.POINTER(ctypes.c_long)), ctypes.c_int(4096))
+        assert n > 0 and np.isnan(col).any() == bool((ref == 0).any())
+        lib.run("im2col", native.Im2colArgs(0, col.ctypes.data, *geom, 1, 1, 1), cores)
+        np.testing.assert_array_equal(col, ref, err_msg=f"{g}")
