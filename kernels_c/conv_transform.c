@@ -12,19 +12,9 @@
  * copies into vectors wider than the target's 2 x 16 bits (the target also builds with
  * -mllvm -combiner-store-merging=false, which keeps 2-lane vector copies 2-lane). */
 #include "odl_kernels.h"
+#include "odl_range.h"
 #include "odl_simd.h"
 
-/* Along one axis (columns: tap j, input w, stride sw, padding pl, wo outputs; rows: i, h, sh, pt, ho), the outputs
- * [*lo, *hi) whose input lies in the image: 0 <= o*sw - pl + j < w, clamped so that lo <= hi <= wo (the same range
- * as odl.ir.Gather._range and the DMA gathers' out_range). */
-ODL_INLINE void out_range(int j, int w, int sw, int pl, int wo, int *lo, int *hi) {
-  int t = pl - j; /* need o*sw >= t */
-  int l = t <= 0 ? 0 : (t + sw - 1) / sw;
-  int u = w - 1 + pl - j; /* need o*sw <= u */
-  int h = u < 0 ? 0 : u / sw + 1;
-  *lo = odl_min_i(l, wo);
-  *hi = odl_max_i(*lo, odl_min_i(h, wo));
-}
 
 #define CT_OPAQUE(x) __asm__("" : "+r"(x))
 
@@ -143,7 +133,7 @@ void odl_im2col_dilated(void *args) {
     }
     const ct_ea_t *xs = (const ct_ea_t *)(p->x + ((size_t)c * h + ih) * w);
     int a, b;
-    out_range(j * dw, w, sw, p->pl, wo, &a, &b);
+    odl_out_range(j * dw, w, sw, p->pl, wo, &a, &b);
     int ow = 0;
     for (; ow < a; ow++) { ct_e_t z = 0; CT_OPAQUE(z); d[ow] = z; }
     for (int iw = a * sw - p->pl + j * dw; ow < b; ow++, iw += sw) { ct_e_t x = xs[iw]; CT_OPAQUE(x); d[ow] = x; }
@@ -184,7 +174,7 @@ static __attribute__((noinline)) void im2col_rows(odl_t *z, const odl_t *src, in
 static __attribute__((noinline)) void im2col_s1(const odl_im2col_args_t *p, int lo, int hi) {
   int kh = p->kh, kw = p->kw, ho = p->ho, h = p->h, w = p->w, pt = p->pt, pl = p->pl;
   int ja[CT_MAXK], jb[CT_MAXK];
-  for (int j = 0; j < kw; j++) out_range(j, w, 1, pl, w, &ja[j], &jb[j]);
+  for (int j = 0; j < kw; j++) odl_out_range(j, w, 1, pl, w, &ja[j], &jb[j]);
   int row = lo / ho, oh = lo - row * ho;
   int j = row % kw, ci = row / kw, i = ci % kh, c = ci / kh;
   const odl_t *xc = p->x + (size_t)c * h * w - pl;
@@ -220,10 +210,10 @@ static __attribute__((noinline)) void im2col_pad(const odl_im2col_args_t *p) {
   odl_split(p->c, &lo, &hi);
   for (int i = 0; i < kh; i++) {
     int v0, v1;
-    out_range(i, h, sh, p->pt, ho, &v0, &v1);
+    odl_out_range(i, h, sh, p->pt, ho, &v0, &v1);
     for (int j = 0; j < kw; j++) {
       int a, b;
-      out_range(j, p->w, p->sw, p->pl, wo, &a, &b);
+      odl_out_range(j, p->w, p->sw, p->pl, wo, &a, &b);
       odl_t *drow = p->col + ((size_t)(lo * kh + i) * kw + j) * P;
       for (int c = lo; c < hi; c++, drow += (size_t)kh * kw * P) {
         if (v1 <= v0 || a >= b) {
@@ -260,10 +250,10 @@ void odl_im2col(void *args) {
     int oe = odl_min_i(ho, oh + (hi - u)); /* this core's output rows [oh, oe) of col row `row` */
     odl_t *drow = p->col + (size_t)row * ho * wo;
     int a, b;
-    out_range(j, w, sw, pl, wo, &a, &b);
+    odl_out_range(j, w, sw, pl, wo, &a, &b);
     /* output rows whose input row ih = oh*sh - pt + i lies inside the image, of this core's [oh, oe): [v0, v1) */
     int v0, v1;
-    out_range(i, h, sh, pt, ho, &v0, &v1);
+    odl_out_range(i, h, sh, pt, ho, &v0, &v1);
     v0 = odl_max_i(v0, oh);
     v1 = odl_min_i(v1, oe);
     if (v1 <= v0 || a >= b) {
@@ -417,7 +407,7 @@ void odl_col2im_dilated(void *args) {
       if (oh >= ho) continue;
       for (int j = 0; j < kw; j++) {
         int a, b;
-        out_range(j * dw, w, sw, p->pl, wo, &a, &b);
+        odl_out_range(j * dw, w, sw, p->pl, wo, &a, &b);
         const odl_t *src = p->col + ((size_t)((c * kh + i) * kw + j) * ho + oh) * wo;
         for (int ow = a, iw = a * sw - p->pl + j * dw; ow < b; ow++, iw += sw) dst[iw] += src[ow];
       }
@@ -441,7 +431,7 @@ void odl_col2im(void *args) {
   if (fast)
     for (int j = 0; j < kw; j++) {
       int a, b;
-      out_range(j, w, sw, pl, wo, &a, &b);
+      odl_out_range(j, w, sw, pl, wo, &a, &b);
       jlo[j] = a - pl + j; /* dx columns [jlo, jhi) receive tap j */
       jhi[j] = b - pl + j;
     }
@@ -480,7 +470,7 @@ void odl_col2im(void *args) {
         if (oh >= ho) continue;
         for (int j = 0; j < kw; j++) {
           int a, b;
-          out_range(j, w, sw, pl, wo, &a, &b);
+          odl_out_range(j, w, sw, pl, wo, &a, &b);
           if (a >= b) continue;
           const odl_t *src = p->col + ((size_t)((c * kh + i) * kw + j) * ho + oh) * wo + a;
           odl_t *d = dst + (a * sw - pl + j);

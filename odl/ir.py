@@ -95,30 +95,27 @@ class Gather:
         v0 = min(n, max(0, -(-lo_num // stride)))
         return v0, max(v0, min(n, hi_num // stride + 1) if hi_num >= 0 else v0)
 
-    def _taps(self):
-        """Per column row (c, i, j): its element offset in the columns, the output rows [v0, v1) whose input row lies
-        in the image, the output columns [a, b) whose input column does, and the offset of (v0, a)'s input in x."""
-        g = self.geom
-        c, h, w, kh, kw, sh, sw, pt, pl, ho, wo = (g[k] for k in ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl",
-                                                                  "ho", "wo"))
-        for ci in range(c):
-            for i in range(kh):
-                v0, v1 = self._range(pt - i, h - 1 + pt - i, sh, ho)
-                for j in range(kw):
-                    a, b = self._range(pl - j, w - 1 + pl - j, sw, wo)
-                    yield (((ci * kh + i) * kw + j) * ho * wo, v0, v1, a, b,
-                           (ci * h + v0 * sh - pt + i) * w + a * sw - pl + j)
-
     def _wide_taps(self):
         """Per tap (i, j): the element offset of channel 0's column row, the output rows [v0, v1) whose input row
         lies in the image, the output columns [a, b) whose input column does, and the channel stride in the columns."""
         g = self.geom
-        h, w, kh, kw, pt, pl, ho, wo = (g[k] for k in ("h", "w", "kh", "kw", "pt", "pl", "ho", "wo"))
+        h, w, kh, kw, sh, sw, pt, pl, ho, wo = (g[k] for k in ("h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho",
+                                                               "wo"))
         for i in range(kh):
-            v0, v1 = self._range(pt - i, h - 1 + pt - i, 1, ho)
+            v0, v1 = self._range(pt - i, h - 1 + pt - i, sh, ho)
             for j in range(kw):
-                a, b = self._range(pl - j, w - 1 + pl - j, 1, wo)
+                a, b = self._range(pl - j, w - 1 + pl - j, sw, wo)
                 yield i, j, (i * kw + j) * ho * wo, v0, v1, a, b, kh * kw * ho * wo
+
+    def _taps(self):
+        """Per column row (c, i, j): its element offset in the columns, the output rows [v0, v1) whose input row lies
+        in the image, the output columns [a, b) whose input column does, and the offset of (v0, a)'s input in x."""
+        g = self.geom
+        h, w, sh, sw, pt, pl = (g[k] for k in ("h", "w", "sh", "sw", "pt", "pl"))
+        taps = list(self._wide_taps())
+        for ci in range(g["c"]):
+            for i, j, base, v0, v1, a, b, cs in taps:
+                yield base + ci * cs, v0, v1, a, b, (ci * h + v0 * sh - pt + i) * w + a * sw - pl + j
 
     def pieces(self) -> list[tuple[int, int, int, int, int, int]]:
         """(l2 element offset, l1 element offset, rows, row elements, l2 row stride, l1 row stride) of each 2-D

@@ -6,9 +6,9 @@ transfers; this module says what the memories are and how long the transfers tak
 
 DMA timing (deterministic, the same in the profile, bench and the memory report): one FIFO queue; a transfer
 (1-D, or 2-D: `rows` rows with a source or destination stride) takes `setup_cycles + max(rows, ceil(bytes /
-bytes_per_cycle))` cycles on the DMA engine (a row is a burst: at least a cycle) and starts when the engine is free and the cores have issued it. On QEMU a transfer is a
-copy by hart 0 between kernel calls, outside the counted kernel work, so the cores are not charged for it; its time
-is this model's.
+bytes_per_cycle))` cycles on the DMA engine (a row is a burst: at least a cycle) and starts when the engine is free
+and the cores have issued it. On QEMU a transfer is a copy by hart 0 between kernel calls, outside the counted
+kernel work, so the cores are not charged for it; its time is this model's.
 
 The schedule the generated code follows (and `simulate` replays), for tile t of a block (a per-sample loop body, or
 a run of calls outside loops):
@@ -113,11 +113,14 @@ def gather_wide(geom: dict, elem_bytes: int) -> bool:
     return max((n for _, _, n, _ in t.zeros() + t.edges()), default=0) * elem_bytes <= DMA_ZERO_BYTES
 
 
+def dma_cycles(transfers, hier: Hierarchy, elem_bytes: int) -> int:
+    """Cycles of these transfers on the DMA engine."""
+    return sum(hier.transfer_cycles(b, r) for t in transfers for b, r in t.shapes(elem_bytes))
+
+
 def tile_dma(call, hier: Hierarchy, elem_bytes: int) -> tuple[int, int]:
     """(in cycles, out cycles) of one tile call's transfers on the DMA engine."""
-    cin = sum(hier.transfer_cycles(b, r) for t in call.dma_in for b, r in t.shapes(elem_bytes))
-    cout = sum(hier.transfer_cycles(b, r) for t in call.dma_out for b, r in t.shapes(elem_bytes))
-    return cin, cout
+    return dma_cycles(call.dma_in, hier, elem_bytes), dma_cycles(call.dma_out, hier, elem_bytes)
 
 
 def same_block(a, b) -> bool:
@@ -149,7 +152,7 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
             seq.append((i, blk))
             i += 1
     dma = [tile_dma(c, hier, eb) for c in calls]
-    early = [sum(hier.transfer_cycles(b, r) for g in c.early for b, r in g.shapes(eb)) for c in calls]
+    early = [dma_cycles(c.early, hier, eb) for c in calls]
     per_dma = [0] * len(calls)
     per_exposed = [0] * len(calls)
     state = {"free": 0}

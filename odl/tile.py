@@ -769,8 +769,9 @@ def _early_gathers(calls: list[Call], res_span: dict):
 def _writeback_waits(calls: list[Call], eb: int):
     """Sets each prefetched tile's wait_wb: whether it must wait for the write-backs issued before it (odl/memory.py's
     schedule waits for them, as their L1 may be reused). It must only if one of them still reads L1 that its kernel
-    writes (reading alongside is harmless; DMA transfers issued later queue behind them on the one channel anyway). Replays the issue order of the
-    schedule (codegen._dma_lines); `pend` holds the L1 ranges of write-backs not known to be complete."""
+    writes (reading alongside is harmless; DMA transfers issued later queue behind them on the one channel anyway).
+    Replays the issue order of the schedule (codegen._dma_lines); `pend` holds the L1 ranges of write-backs not known
+    to be complete."""
     def rng(b):
         return b.offset, b.offset + b.nbytes(eb)
     pend: list[tuple[int, int]] = []
@@ -843,9 +844,10 @@ def _within(key: tuple, outer: tuple) -> int | None:
 
 def _forward(calls, regions, l1s, spans, span_of, resident) -> list:
     """Results that the next tile to touch their buffer reads back whole (a weight gradient accumulated over im2col
-    chunks, an in-place op on the same tile), or reads a contiguous part of without writing it, stay in L1: the write-back and the fetch are dropped and the reader uses
-    the writer's L1 buffer, whose life is extended. Only within one block (same per-sample loop body, or outside
-    loops) and only when no tile in between touches that buffer. Returns the spans still in use."""
+    chunks, an in-place op on the same tile), or reads a contiguous part of without writing it, stay in L1: the
+    write-back and the fetch are dropped and the reader uses the writer's L1 buffer, whose life is extended. Only
+    within one block (same per-sample loop body, or outside loops) and only when no tile in between touches that
+    buffer. Returns the spans still in use."""
     last_touch: dict[int, int] = {}         # buffer id -> last tile that touched it
     pending: dict[int, tuple] = {}          # buffer id -> (tile, region key, L1 buffer) of an unwritten-back result
     dropped = set()

@@ -39,12 +39,16 @@ def probe(tmp_path_factory):
     here = Path(__file__).resolve().parent
     out = tmp_path_factory.mktemp("dma") / "libdma_probe.so"
     cmd = native._compiler() + ["-O1", "-fPIC", "-shared", f"-I{resource_dir('targets') / 'rv32-cluster'}",
-                                str(here / "native" / "dma_probe.c"), "-o", str(out)]
+                                f"-I{resource_dir('kernels_c') / 'include'}", str(here / "native" / "dma_probe.c"),
+                                "-o", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     lib = ctypes.CDLL(str(out))
     lib.dma_probe_im2col.restype = ctypes.c_int
     return lib
+
+
+GEOM_KEYS = ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo")
 
 
 def _model(t: Gather) -> list[tuple]:
@@ -54,12 +58,27 @@ def _model(t: Gather) -> list[tuple]:
     return out
 
 
-@pytest.mark.parametrize("g", GEOMS)
-def test_firmware_gather_matches_its_model(probe, g):
-    rng = np.random.default_rng(3)
+def _data(rng, g):
+    """x (no zeros) and numpy's im2col of it, FP16."""
     x = (rng.standard_normal((g["c"], g["h"], g["w"])) + 10).astype(np.float16)
     ref = _im2col_ref(x.astype(np.float32), g["kh"], g["kw"], g["sh"], g["sw"], g["pt"], g["pl"], g["ho"],
                       g["wo"]).astype(np.float16).reshape(-1)
+    return x, ref
+
+
+def _gather(probe, col, x, g, mode) -> list[tuple]:
+    """Runs the firmware's odl_dma_im2col into col and returns its transfers, sorted."""
+    rec = np.zeros(6 * 4096, np.int64)
+    n = probe.dma_probe_im2col(col.ctypes.data_as(ctypes.c_void_p), x.ctypes.data_as(ctypes.c_void_p),
+                               ctypes.c_uint32(ES), *[ctypes.c_int(g[k]) for k in GEOM_KEYS], ctypes.c_int(mode),
+                               rec.ctypes.data_as(ctypes.POINTER(ctypes.c_long)), ctypes.c_int(4096))
+    assert n > 0
+    return sorted(tuple(int(v) for v in rec[6 * k:6 * k + 6]) for k in range(n))
+
+
+@pytest.mark.parametrize("g", GEOMS)
+def test_firmware_gather_matches_its_model(probe, g):
+    x, ref = _data(np.random.default_rng(3), g)
     xb, cb = Buffer("x", x.size), Buffer("col", ref.size)
     modes = [(zero, wide) for zero in (1, 0) for wide in ((0, 1) if gather_wide(g, ES) else (0,))]
     assert len(modes) == 4 or not (g["sh"] == g["sw"] == 1 and g["wo"] == g["w"])
@@ -67,13 +86,7 @@ def test_firmware_gather_matches_its_model(probe, g):
         t = Gather(xb, 0, 0, cb, 0, g, zero=bool(zero), wide=bool(wide))
         # without the zero fill the columns hold the padding already (a gather into the same layout before)
         col = np.full(ref.size, np.nan, np.float16) if zero else np.where(ref == 0, 0, np.nan).astype(np.float16)
-        rec = np.zeros(6 * 4096, np.int64)
-        geom = [g[k] for k in ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo")]
-        n = probe.dma_probe_im2col(col.ctypes.data_as(ctypes.c_void_p), x.ctypes.data_as(ctypes.c_void_p),
-                                   ctypes.c_uint32(ES), *[ctypes.c_int(v) for v in geom], ctypes.c_int(zero | 2 * wide),
-                                   rec.ctypes.data_as(ctypes.POINTER(ctypes.c_long)), ctypes.c_int(4096))
-        assert n > 0
-        got = sorted(tuple(int(v) for v in rec[6 * k:6 * k + 6]) for k in range(n))
+        got = _gather(probe, col, x, g, zero | 2 * wide)
         assert got == sorted(_model(t)), f"zero={zero} wide={wide}: the firmware's transfers differ from Gather's"
         np.testing.assert_array_equal(col, ref, err_msg=f"zero={zero} wide={wide}")
 
@@ -85,15 +98,9 @@ def test_gather_then_padding_kernel_gives_im2col(probe, cores):
     lib = native.load("fp16")
     rng = np.random.default_rng(cores)
     for g in GEOMS:
-        x = (rng.standard_normal((g["c"], g["h"], g["w"])) + 10).astype(np.float16)
-        ref = _im2col_ref(x.astype(np.float32), g["kh"], g["kw"], g["sh"], g["sw"], g["pt"], g["pl"], g["ho"],
-                          g["wo"]).astype(np.float16).reshape(-1)
+        x, ref = _data(rng, g)
         col = np.full(ref.size, np.nan, np.float16)
-        geom = [g[k] for k in ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo")]
-        rec = np.zeros(6 * 4096, np.int64)
-        n = probe.dma_probe_im2col(col.ctypes.data_as(ctypes.c_void_p), x.ctypes.data_as(ctypes.c_void_p),
-                                   ctypes.c_uint32(ES), *[ctypes.c_int(v) for v in geom], ctypes.c_int(0),
-                                   rec.ctypes.data_as(ctypes.POINTER(ctypes.c_long)), ctypes.c_int(4096))
-        assert n > 0 and np.isnan(col).any() == bool((ref == 0).any())
-        lib.run("im2col", native.Im2colArgs(0, col.ctypes.data, *geom, 1, 1, 1), cores)
+        _gather(probe, col, x, g, 0)
+        assert np.isnan(col).any() == bool((ref == 0).any())
+        lib.run("im2col", native.Im2colArgs(0, col.ctypes.data, *[g[k] for k in GEOM_KEYS], 1, 1, 1), cores)
         np.testing.assert_array_equal(col, ref, err_msg=f"{g}")

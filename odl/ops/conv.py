@@ -274,15 +274,14 @@ class Conv2d:
         cs = min(cin, L.cfg.im2col_bytes // max(1, kk * hw * L.elem_bytes))
         if cs < 1 or (cs * kk < 28 and cs < cin):
             return None
-        first = min(cin, -(-28 // kk))
-        if geom["sw"] > 1 and first < cs:
-            # strided: the first range's gather waits (nothing computes before it) and moves single elements, a DMA
-            # row each: it holds the fewest channels that still fill four matmul tiles, the rest hide behind it
-            rest = cin - first
-            parts = -(-rest // cs)
-            return [(0, first)] + [(first + rest * i // parts, first + rest * (i + 1) // parts) for i in range(parts)]
-        parts = -(-cin // cs)
-        return [(cin * i // parts, cin * (i + 1) // parts) for i in range(parts)]
+        # strided: the first range's gather waits (nothing computes before it) and moves single elements, a DMA row
+        # each: it holds the fewest channels that still fill four matmul tiles, the rest hide behind it
+        first = min(cin, -(-28 // kk)) if geom["sw"] > 1 else 0
+        first = first if first < cs else 0
+        rest = cin - first
+        parts = -(-rest // cs)
+        return [(0, first)] * (first > 0) + [(first + rest * i // parts, first + rest * (i + 1) // parts)
+                                             for i in range(parts)]
 
     def weight_grad_by_channels(self, node, L, how, cc):
         """dW over input-channel ranges (channel_chunks): im2col of the range's channels over every output pixel,

@@ -4,6 +4,7 @@
  * not copied yet, therefore computes with stale data here and fails validation, instead of passing by luck. The
  * generated code issues and waits from hart 0 only, between kernel calls. */
 #include "odl_dma.h"
+#include "odl_range.h"
 #include "platform.h"
 
 #ifndef ODL_DMA_QUEUE /* a host test (tests/test_dma_gather_native.py) records every transfer in a longer queue */
@@ -54,17 +55,6 @@ static uint32_t zero_rows(unsigned char *d, uint32_t es, uint32_t off, int rows,
   return odl_dma_start(d + off * es, zero_row, (uint32_t)n * es, (uint32_t)rows, stride * es, 0);
 }
 
-/* [*v0, *v1): the outputs o < n with lo <= o*s <= hi (whose input lies in the image), clamped so that
- * v0 <= v1 <= n (odl.ir.Gather._range) */
-static void out_range(int lo, int hi, int s, int n, int *v0, int *v1) {
-  int a = lo <= 0 ? 0 : (lo + s - 1) / s, b = hi < 0 ? 0 : hi / s + 1;
-  if (a > n) a = n;
-  if (b > n) b = n;
-  *v0 = a;
-  *v1 = b < a ? a : b;
-}
-
-
 /* ODL_IM2COL_WIDE (odl.ir.Gather.wide): per tap, one transfer over all channels, then the padding columns it ran
  * over, per output row; with zero, the output rows outside the image */
 static uint32_t im2col_wide(unsigned char *d, const unsigned char *s, uint32_t es, int c, int h, int w, int kh,
@@ -72,10 +62,10 @@ static uint32_t im2col_wide(unsigned char *d, const unsigned char *s, uint32_t e
   uint32_t t = issued, cs = (uint32_t)(kh * kw * ho * wo); /* channel stride in col */
   for (int i = 0; i < kh; i++) {
     int v0, v1;
-    out_range(pt - i, h - 1 + pt - i, 1, ho, &v0, &v1);
+    odl_out_range(i, h, 1, pt, ho, &v0, &v1);
     for (int j = 0; j < kw; j++) {
       int a, b;
-      out_range(pl - j, w - 1 + pl - j, 1, wo, &a, &b);
+      odl_out_range(j, w, 1, pl, wo, &a, &b);
       uint32_t base = (uint32_t)((i * kw + j) * ho * wo);
       if (v1 <= v0) {
         if (zero) t = zero_rows(d, es, base, c, ho * wo, cs);
@@ -108,10 +98,10 @@ uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int
   for (int ci = 0; ci < c; ci++)
     for (int i = 0; i < kh; i++) {
       int v0, v1;
-      out_range(pt - i, h - 1 + pt - i, sh, ho, &v0, &v1);
+      odl_out_range(i, h, sh, pt, ho, &v0, &v1);
       for (int j = 0; j < kw; j++) {
         int a, b;
-        out_range(pl - j, w - 1 + pl - j, sw, wo, &a, &b);
+        odl_out_range(j, w, sw, pl, wo, &a, &b);
         uint32_t base = (uint32_t)((ci * kh + i) * kw + j) * ho * wo;
         if (v1 <= v0 || b <= a) { /* no input reaches this column row: all padding */
           if (zero) t = zero_rows(d, es, base, ho, wo, (uint32_t)wo);
