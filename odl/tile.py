@@ -747,13 +747,20 @@ def _early_gathers(calls: list[Call], res_span: dict):
         e, best = t - 1, t - 1
         while e - 1 >= 0 and t - (e - 1) <= EARLY_SPAN:
             k = calls[e - 1]                # the next issuer to try; calls[e] would then run in between
-            if (not same_block(k, c) or calls[e].early or calls[e].dma_in
+            # calls[e] may fetch if k prefetches it: k issues that prefetch ahead of the gathers. No issuer further
+            # back then: calls[e]'s inputs would queue behind the gathers.
+            fetches = bool(calls[e].dma_in)
+            if fetches and (k.layer, k.step) != (c.layer, c.step):
+                break
+            if (not same_block(k, c) or calls[e].early or (fetches and not calls[e].prefetch)
                     or any(isinstance(v, Ptr) and id(v.buf) in cols for v in k.fields.values())
                     or any(_overlap(_treg(o), _treg(g)) for o in k.dma_out for g in gs)):
                 break
             e -= 1
             if k.step not in ("update", "check"):
                 best = e
+            if fetches:
+                break
         if best == t - 1:
             continue
         e = best
