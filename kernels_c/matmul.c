@@ -316,13 +316,31 @@ static mm_plan_t *mm_plan_slot(int form, int m, int n, int K, int acc, int ldc, 
   return s;
 }
 
+/* The core grid of a call: planned ahead (p->plan, for this many cores), else searched here (cached per shape).
+ * The search costs every core ~800 instructions per orientation whenever the shape changes, which a tiled step
+ * does at most calls. */
+ODL_INLINE void mm_grid_of(const odl_mm_args_t *p, int form, int ldc, int cjs, int *pr, int *sw, int *unit) {
+  int cores = odl_num_cores(), q = p->plan & 0xff;
+  if (p->plan && (p->plan >> 16) == cores && q >= 1 && cores % q == 0) {
+    *pr = q;
+    *sw = form ? (p->plan >> 8) & 1 : 0;
+    *unit = ODL_LANES;
+    return;
+  }
+  const mm_plan_t *pl = mm_plan_slot(form, p->m, p->n, p->k, p->accumulate, ldc, cjs);
+  *pr = pl->pr;
+  *sw = pl->sw;
+  *unit = pl->unit;
+}
+
 void odl_mm_nn(void *args) {
   const odl_mm_args_t *p = (const odl_mm_args_t *)args;
   int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
   int lda = p->lda ? p->lda : K, ldb = p->ldb ? p->ldb : n;
   int ldc = p->ct ? 1 : (p->ldc ? p->ldc : n), cjs = p->ct ? (p->ldc ? p->ldc : m) : 1;
-  const mm_plan_t *pl = mm_plan_slot(0, m, n, K, acc, ldc, cjs);
-  mm_v_run(p->a, lda, 1, p->b, ldb, p->c, ldc, cjs, m, n, K, 1, acc, pl->pr, pl->unit, p->bias, 0);
+  int pr, sw, unit;
+  mm_grid_of(p, 0, ldc, cjs, &pr, &sw, &unit);
+  mm_v_run(p->a, lda, 1, p->b, ldb, p->c, ldc, cjs, m, n, K, 1, acc, pr, unit, p->bias, 0);
 }
 
 void odl_mm_tn(void *args) {
@@ -330,11 +348,12 @@ void odl_mm_tn(void *args) {
   int m = p->m, n = p->n, K = p->k, acc = p->accumulate;
   int lda = p->lda ? p->lda : m, ldb = p->ldb ? p->ldb : n;
   int ldc = p->ct ? 1 : (p->ldc ? p->ldc : n), cjs = p->ct ? (p->ldc ? p->ldc : m) : 1;
-  const mm_plan_t *pl = mm_plan_slot(1, m, n, K, acc, ldc, cjs);
-  if (pl->sw)
-    mm_v_run(p->b, 1, ldb, p->a, lda, p->c, cjs, ldc, n, m, K, 0, acc, pl->pr, pl->unit, p->bias, 1);
+  int pr, sw, unit;
+  mm_grid_of(p, 1, ldc, cjs, &pr, &sw, &unit);
+  if (sw)
+    mm_v_run(p->b, 1, ldb, p->a, lda, p->c, cjs, ldc, n, m, K, 0, acc, pr, unit, p->bias, 1);
   else
-    mm_v_run(p->a, 1, lda, p->b, ldb, p->c, ldc, cjs, m, n, K, 0, acc, pl->pr, pl->unit, p->bias, 0);
+    mm_v_run(p->a, 1, lda, p->b, ldb, p->c, ldc, cjs, m, n, K, 0, acc, pr, unit, p->bias, 0);
 }
 
 /* ---------------- nt ---------------- */

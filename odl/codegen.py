@@ -67,11 +67,12 @@ def _dma_lines(c, prev, nxt, eb: int, prefetched: bool) -> tuple[list[str], list
     own after the call. odl_tk: ticket of the fetch of the tile to run next; odl_tkw: of the last write-back."""
     pre, post = [], []
     wb_prev = [f"odl_tkw = {_transfer(t, eb)};" for t in (prev.dma_out if prev is not None else [])]
-    if not prefetched and c.dma_in:
+    now = c.late if prefetched else c.dma_in + c.late        # inputs issued here (late: the rest was prefetched)
+    if now:
         pre += wb_prev                  # this tile may read what the previous one wrote: its results go first
         wb_prev = []
-        pre += [f"odl_tk = {_transfer(t, eb)};" for t in c.dma_in]
-        pre.append("odl_dma_wait(odl_tk);")
+        pre += [f"odl_tk = {_transfer(t, eb)};" for t in now]
+        pre.append("odl_dma_wait(odl_tk);")     # (one FIFO channel: everything issued before is done too)
     else:
         pre.append("odl_dma_wait(odl_tk);")      # this tile's prefetched inputs
         if c.wait_wb or not prefetched:          # the write-backs of two tiles ago, when their L1 is reused now

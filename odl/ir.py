@@ -231,6 +231,9 @@ class Call:
     dma_in: list = field(default_factory=list)
     dma_out: list = field(default_factory=list)
     prefetch: bool = False
+    late: list = field(default_factory=list)    # (prefetched tiles) inputs that read what the previous tile writes
+                                # back (or gather into columns it uses): issued here, after its write-backs, while
+                                # the rest of dma_in was prefetched
     wb_first: bool = False      # (prefetched tiles) the write-backs the previous tile issues go ahead of this tile's
                                 # prefetch on the one DMA channel, as the prefetch reads what they write to L2
     early: list = field(default_factory=list)   # gathers of a later tile, issued here after the write-backs
@@ -243,7 +246,7 @@ class Call:
     def buffers(self) -> list[Buffer]:
         """Every buffer the call touches: its pointer fields' and, tiled, the L2 side of its DMA transfers."""
         return [v.buf for v in self.fields.values() if isinstance(v, Ptr)] + \
-            [t.l2 for t in self.dma_in + self.dma_out + self.early]
+            [t.l2 for t in self.dma_in + self.late + self.dma_out + self.early]
 
 
 @dataclass

@@ -50,11 +50,49 @@ def _mm_block_est(rows, cols, k, pm, tstore, acc, lanes):
     return t
 
 
-def _mm_plan_est(m, n, k, pm, tstore, acc, cores, lanes):
-    """The busiest core's estimate under the cheapest pr x (cores / pr) grid: mm_plan in matmul.c."""
+def _mm_plan(m, n, k, pm, tstore, acc, cores, lanes):
+    """(estimate of the busiest core, pr) of the cheapest pr x (cores / pr) grid, ties to more row blocks: mm_plan
+    in matmul.c."""
     nu = _ceil(n, lanes)
-    return min(_mm_block_est(_ceil(m, pr), min(_ceil(nu, cores // pr) * lanes, n), k, pm, tstore, acc, lanes)
-               for pr in range(1, cores + 1) if cores % pr == 0)
+    best = None
+    for pr in range(1, cores + 1):
+        if cores % pr == 0:
+            e = _mm_block_est(_ceil(m, pr), min(_ceil(nu, cores // pr) * lanes, n), k, pm, tstore, acc, lanes)
+            if best is None or e <= best[0]:
+                best = (e, pr)
+    return best
+
+
+def _mm_plan_est(m, n, k, pm, tstore, acc, cores, lanes):
+    """The busiest core's estimate under the cheapest grid: mm_plan in matmul.c."""
+    return _mm_plan(m, n, k, pm, tstore, acc, cores, lanes)[0]
+
+
+def mm_plan_field(kernel: str, f: dict, cores: int, lanes: int) -> int:
+    """The `plan` argument of an odl_mm_nn / odl_mm_tn call: the core grid (and, tn, orientation) the kernel's
+    mm_plan_slot would search for at run time, planned ahead so that no core spends ~800 instructions per
+    orientation on it whenever the shape changes. pr | swap << 8 | cores << 16; the kernel searches anyway when it
+    runs on another number of cores."""
+    m, n, k = f["m"], f["n"], f["k"]
+    v = f.get("accumulate", 0)
+    acc = v if isinstance(v, int) else 1          # a runtime flag: plan for accumulating (any grid is correct)
+    ct, ld = f.get("ct", 0), f.get("ldc", 0)
+    ldc, cjs = (1, ld or m) if ct else (ld or n, 1)
+    if kernel == "odl_mm_nn":
+        pr, sw = _mm_plan(m, n, k, 1, int(cjs != 1), acc, cores, lanes)[1], 0
+    else:
+        e, pr = _mm_plan(m, n, k, 0, int(cjs != 1), acc, cores, lanes)
+        es, spr = _mm_plan(n, m, k, 0, int(ldc != 1), acc, cores, lanes)
+        sw = int(es < e)
+        pr = spr if sw else pr
+    return pr | sw << 8 | cores << 16
+
+
+def plan_matmuls(calls: list, cores: int, lanes: int) -> None:
+    """Sets the `plan` argument of every nn / tn matmul call (mm_plan_field)."""
+    for c in calls:
+        if c.kernel in ("odl_mm_nn", "odl_mm_tn"):
+            c.fields = dict(c.fields, plan=mm_plan_field(c.kernel, c.fields, cores, lanes))
 
 
 def _mm_cost(form):

@@ -586,10 +586,12 @@ def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe:
     if precision not in ("fp32", "fp16"):
         raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
     cfg = cfg or TrainConfig()
+    lanes = 2 if precision == "fp16" else 1
     if memory is None:
         prog = Lowering(graph, precision, cfg, observe, profile, costs, tuning, cores, forward_only).run()
         if transform is not None:
             transform(prog)
+        kernels.plan_matmuls(prog.calls, cores, lanes)
         return prog
     # memory hierarchy: im2col columns stay in L1 for their whole life and a conv chunk's input rows must fit a tile:
     # both get a share of L1 (a quarter first; smaller when the tiles do not fit beside them)
@@ -609,5 +611,6 @@ def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe:
             first = first or e
     else:
         raise first
+    kernels.plan_matmuls(prog.calls, cores, lanes)
     return prog
 

@@ -13,6 +13,7 @@ kernel work, so the cores are not charged for it; its time is this model's.
 The schedule the generated code follows (and `simulate` replays), for tile t of a block (a per-sample loop body, or
 a run of calls outside loops):
     if t's inputs were not prefetched: issue t-1's results, then t's inputs; wait for them
+    if only some were (the rest read what t-1 writes back: late): issue t-1's results, then the late inputs; wait
     else: wait for t's prefetched inputs and, if t's kernel touches L1 they still read, for the write-backs issued
           so far (t-2's results; odl/tile.py sets wait_wb)
     if tile t+1 may be prefetched (same block, reads nothing t writes): issue its inputs; if they read what t-1
@@ -153,6 +154,7 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
             i += 1
     dma = [tile_dma(c, hier, eb) for c in calls]
     early = [dma_cycles(c.early, hier, eb) for c in calls]
+    late = [dma_cycles(c.late, hier, eb) for c in calls]
     per_dma = [0] * len(calls)
     per_exposed = [0] * len(calls)
     state = {"free": 0}
@@ -174,11 +176,12 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
         prev_same = pos > 0 and seq[pos - 1][1] == b
         next_same = pos + 1 < len(seq) and seq[pos + 1][1] == b
         prefetched = c.prefetch and prev_same
-        if not prefetched and cin:
+        now = late[ci] if prefetched else cin + late[ci]     # inputs issued at this tile
+        if now:
             if pending is not None:
                 tkw = issue(t, pending)
                 pending = None
-            tk = issue(t, cin)
+            tk = issue(t, now)
             ready = tk
         else:
             ready = max(tk, tkw) if (c.wait_wb or not prefetched) else tk
@@ -203,7 +206,7 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
             pending = cout
         elif cout:
             tkw = issue(t, cout)
-        per_dma[ci] += cin + cout
+        per_dma[ci] += cin + late[ci] + cout
     if state["free"] > t:
         per_exposed[seq[-1][0] if seq else 0] += state["free"] - t
         t = state["free"]

@@ -36,7 +36,7 @@ _F = ctypes.c_float
 
 class MmArgs(ctypes.Structure):
     _fields_ = [("a", _P), ("b", _P), ("c", _P), ("m", _I), ("n", _I), ("k", _I), ("accumulate", _I),
-                ("lda", _I), ("ldb", _I), ("ldc", _I), ("ct", _I), ("bias", _P)]
+                ("lda", _I), ("ldb", _I), ("ldc", _I), ("ct", _I), ("bias", _P), ("plan", _I)]
 
 
 class Im2colArgs(ctypes.Structure):

@@ -72,7 +72,7 @@ def _hierarchy_text(prog: Program) -> str:
         return ""
     eb = prog.elem_bytes
     resident = sorted({b.name for b in prog.buffers if b.role == "l1_resident"})
-    tin = [t for c in prog.calls for t in c.dma_in + c.early]
+    tin = [t for c in prog.calls for t in c.dma_in + c.late + c.early]
     tout = [t for c in prog.calls for t in c.dma_out]
     origins = len({c.origin for c in prog.calls})
     return (f"memory hierarchy: {len(prog.calls)} L1 tiles from {origins} kernel calls; L1 {prog.l1_peak_bytes} B at "

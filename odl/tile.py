@@ -687,23 +687,26 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
     l1bufs = [b for b in l1bufs if b.role == "l1_resident" or id(b) in kept]
     spans += list(res_span.values())
     # prefetch: the next tile's inputs are fetched during this tile's compute when both run in the same block (same
-    # per-sample loop body, or both outside loops) and it reads nothing this tile writes back
+    # per-sample loop body, or both outside loops); those that read what this tile writes back, or gather into
+    # columns this tile uses, go out after its write-backs instead, at the next tile (late): the weights of a
+    # conv's first tile are fetched while the call before computes, its gather of that call's output after
     for t in range(1, len(calls)):
         a, b = calls[t - 1], calls[t]
         if not same_block(a, b) or not b.dma_in:
             continue
-        # issued at tile t-1, before t-1 runs and before t-2's write-backs go out (when t-2 is in the same block)
-        if any(_overlap(_treg(o), _treg(i)) for o in a.dma_out for i in b.dma_in):
+        a_l1 = {id(v.buf) for v in a.fields.values() if isinstance(v, Ptr)}
+        late = [i for i in b.dma_in if any(_overlap(_treg(o), _treg(i)) for o in a.dma_out)
+                or (isinstance(i, Gather) and id(i.l1) in a_l1)]
+        if len(late) == len(b.dma_in):
             continue
+        b.late = late
+        b.dma_in = [i for i in b.dma_in if not any(i is x for x in late)]
+        # issued at tile t-1, before t-1 runs and before t-2's write-backs go out (when t-2 is in the same block).
         # t-2's write-backs: the prefetch reading what they write (a conv's second tile gathering the output of the
         # call before the conv) goes behind them on the one channel instead (wb_first), which orders the two
         if t >= 2 and same_block(calls[t - 2], a) and any(
                 _overlap(_treg(o), _treg(i)) for o in calls[t - 2].dma_out for i in b.dma_in):
             b.wb_first = True
-        # a gather writes its L1 columns while tile t-1 computes: not if t-1 uses them
-        a_l1 = {id(v.buf) for v in a.fields.values() if isinstance(v, Ptr)}
-        if any(isinstance(i, Gather) and id(i.l1) in a_l1 for i in b.dma_in):
-            continue
         b.prefetch = True
     _early_gathers(calls, res_span)
     # L1 placement: first fit by lifetime (in tiles), largest first
@@ -749,10 +752,10 @@ def _early_gathers(calls: list[Call], res_span: dict):
             k = calls[e - 1]                # the next issuer to try; calls[e] would then run in between
             # calls[e] may fetch if k prefetches it: k issues that prefetch ahead of the gathers. No issuer further
             # back then: calls[e]'s inputs would queue behind the gathers.
-            fetches = bool(calls[e].dma_in)
+            fetches = bool(calls[e].dma_in or calls[e].late)
             if fetches and (k.layer, k.step) != (c.layer, c.step):
                 break
-            if (not same_block(k, c) or calls[e].early or (fetches and not calls[e].prefetch)
+            if (not same_block(k, c) or calls[e].early or (fetches and (not calls[e].prefetch or calls[e].late))
                     or any(isinstance(v, Ptr) and id(v.buf) in cols for v in k.fields.values())
                     or any(_overlap(_treg(o), _treg(g)) for o in k.dma_out for g in gs)):
                 break
@@ -787,7 +790,7 @@ def _writeback_waits(calls: list[Call], eb: int):
         nxt = calls[t + 1] if t + 1 < len(calls) and same_block(c, calls[t + 1]) else None
         prefetched = c.prefetch and prev is not None
         wb_prev = list(prev.dma_out) if prev is not None else []
-        if not prefetched and c.dma_in:
+        if (not prefetched and (c.dma_in or c.late)) or (prefetched and c.late):
             pend, wb_prev = [], []      # the previous results go out, then the inputs: waiting for those waits for all
         else:
             if prefetched and c.wb_first:

@@ -63,3 +63,39 @@ def test_mm_elementwise(form, ct, cores):
                 what = f"{prec} mm_{form} ct={ct} acc={acc} bias={with_bias} M={m} N={n} K={k} cores={cores}"
                 assert not bad.any(), f"{what}: {bad.sum()} elements off, first at {np.argwhere(bad)[0]}"
                 assert (c[:, ccol:] == SENTINEL).all(), f"{what}: wrote outside C"
+
+
+@pytest.mark.parametrize("cores", [3, 8])
+@pytest.mark.parametrize("form", ["nn", "tn"])
+def test_mm_planned_grids(form, cores):
+    """The `plan` argument (the core grid planned ahead, odl/kernels.py mm_plan_field): every grid pr x (cores / pr)
+    and, tn, both orientations give the same C as the kernel's own search, bit for bit (each output's sum over K
+    runs in the same order whatever core computes it). A plan made for another core count, or whose pr does not
+    divide the cores, is ignored (the kernel searches)."""
+    from odl.kernels import mm_plan_field
+    for prec in ("fp16", "fp32"):
+        lib = native.load(prec)
+        dt = lib.dtype
+        rng = np.random.default_rng(cores + (form == "tn") * 10)
+        for m, n, k in SHAPES:
+            for ct in (0, 1):
+                a = rng.standard_normal((m, k) if form == "nn" else (k, m)).astype(dt)
+                b = rng.standard_normal((k, n)).astype(dt)
+                bias = rng.standard_normal(m).astype(dt)
+
+                def run(plan):
+                    c = np.full((n, m) if ct else (m, n), SENTINEL, dtype=dt)
+                    lib.run(f"mm_{form}", MmArgs(a.ctypes.data, b.ctypes.data, c.ctypes.data, m, n, k, 0, 0, 0, 0,
+                                                 ct, bias.ctypes.data, plan), cores)
+                    return c
+                want = run(0)
+                f = dict(m=m, n=n, k=k, accumulate=0, ct=ct)
+                lanes = 2 if prec == "fp16" else 1
+                plans = [pr | sw << 8 | cores << 16 for pr in range(1, cores + 1) if cores % pr == 0
+                         for sw in ((0, 1) if form == "tn" else (0,))]
+                plans += [mm_plan_field(f"odl_mm_{form}", f, cores, lanes), 1 | (cores + 1) << 16,
+                          (cores + 1) | cores << 16]
+                for plan in plans:
+                    got = run(plan)
+                    assert np.array_equal(got, want), \
+                        f"{prec} mm_{form} ct={ct} M={m} N={n} K={k} cores={cores} plan={plan:#x}"

@@ -9,10 +9,11 @@ from conftest import MODELS, needs_qemu
 from odl.errors import OdlError
 from odl.ir import Buffer, Call, Gather, Ptr, TrainConfig, Transfer
 from odl.lower import lower
-from odl.memory import Hierarchy, hierarchy_of, memory_for, simulate
+from odl.memory import Hierarchy, hierarchy_of, memory_for, same_block, simulate
 from odl.pipeline import prepare, prepare_module
 from odl.planner import plan
 from odl.target import load_target
+from odl.tile import _overlap, _treg
 
 TARGET = load_target("rv32-cluster")
 HIER = hierarchy_of(TARGET)
@@ -86,6 +87,8 @@ def test_l1_buffers_alive_together_never_overlap(model, precision):
                 need.setdefault(id(v.buf), (v.buf, set()))[1].add(t)
         for x in c.dma_in:
             need.setdefault(id(x.l1), (x.l1, set()))[1].update({t - 1, t} if c.prefetch else {t})
+        for x in c.late:
+            need.setdefault(id(x.l1), (x.l1, set()))[1].add(t)
         for x in c.dma_out:
             need.setdefault(id(x.l1), (x.l1, set()))[1].update({t, t + 1})
     bufs = [(b, min(ts), max(ts)) for b, ts in need.values()]
@@ -144,6 +147,43 @@ def test_dma_schedule_overlaps_the_next_tiles_inputs_with_compute():
     calls = [_call(8000, 0, False), _call(8000, 0, True)]
     r = simulate(_Prog(calls), [100, 100], h)
     assert r["step_cycles"] == 1010 + 1010 + 100
+
+
+def test_dma_schedule_prefetches_part_of_a_tile_whose_other_inputs_read_the_last_write_back():
+    """A tile whose inputs are partly what the tile before writes back (late): the rest is prefetched during that
+    tile; the late part goes out after its write-back, and only that part and the write-back are exposed."""
+    h = Hierarchy(0, 1 << 17, 2048, 8, 0, 1 << 20, dma_bytes_per_cycle=8, dma_setup_cycles=10, dma_channels=1)
+    first, second = _call(800, 400, False), _call(800, 0, True)
+    l2 = Buffer("y", 1 << 20, dtype="u8")
+    second.late = [Transfer("in", l2, 0, 0, second.dma_in[0].l1, 0, 1, 160, 160)]    # 30 cycles
+    r = simulate(_Prog([first, second]), [1000, 1000], h)
+    # the first tile's 110 in; then the second's write-back wait (60) and late fetch (30); its 800 B came early
+    assert r["dma_exposed_cycles"] == 110 + 60 + 30
+    assert r["per_call_dma"] == [170, 110 + 30]
+    # all of it late (no prefetch): both fetches wait
+    second.prefetch = False
+    r = simulate(_Prog([first, second]), [1000, 1000], h)
+    assert r["dma_exposed_cycles"] == 110 + 60 + 110 + 30
+
+
+def test_partial_prefetch_on_resnet8():
+    """The inputs of a tile that read what the tile before writes back, or gather into columns it uses, go out
+    late (after that write-back); the others are prefetched. ResNet8: a conv's first tile prefetches its weights
+    while the ReLU before it computes, and gathers the ReLU's output late."""
+    _, prog = _tiled("resnet8", "fp16")
+    calls = prog.calls
+    lates = [t for t, c in enumerate(calls) if c.late]
+    assert lates
+    for t in lates:
+        c, a = calls[t], calls[t - 1]
+        assert c.prefetch and c.dma_in and same_block(a, c)
+        a_l1 = {id(v.buf) for v in a.fields.values() if isinstance(v, Ptr)}
+        for x in c.late:
+            assert any(_overlap(_treg(o), _treg(x)) for o in a.dma_out) or (isinstance(x, Gather) and id(x.l1) in a_l1)
+        for x in c.dma_in:
+            assert not any(_overlap(_treg(o), _treg(x)) for o in a.dma_out)
+    assert any(calls[t].kernel.startswith("odl_mm") and any(isinstance(x, Gather) for x in calls[t].late)
+               and any(x.l2.role == "param" for x in calls[t].dma_in) for t in lates)
 
 
 def test_dma_schedule_of_a_loop_body_repeats_without_crossing_iterations():
@@ -356,13 +396,18 @@ def test_emulated_dma_catches_a_missing_write_back_wait(monkeypatch):
 def test_early_gathers_on_resnet8():
     """A strided weight gradient's next channel range is gathered during the row tiles of this one (odl/tile.py
     _early_gathers): the gathers leave the reader's inputs for an earlier tile's `early`, the reader waits for them,
-    and no tile in between fetches anything (nothing queues behind them)."""
+    and no tile in between fetches anything (nothing queues behind them) but the one right after the issuer, of the
+    reader's pass, whose inputs the issuer prefetches ahead of the gathers (layer3.conv1 forward: the next output row
+    chunk gathers during both channel halves of this one)."""
     _, prog = _tiled("resnet8", "fp16")
     calls = prog.calls
     issuers = [i for i, c in enumerate(calls) if c.early]
     assert issuers and all(isinstance(g, Gather) for i in issuers for g in calls[i].early)
     for i in issuers:
         t = next(j for j in range(i + 1, len(calls)) if calls[j].wait_early)
-        assert t - i >= 2 and not any(calls[j].dma_in for j in range(i + 1, t))
+        assert t - i >= 2 and not any(calls[j].dma_in or calls[j].late for j in range(i + 2, t))
+        nxt = calls[i + 1]
+        if nxt.dma_in or nxt.late:
+            assert nxt.prefetch and not nxt.late and (nxt.layer, nxt.step) == (calls[t].layer, calls[t].step)
         assert calls[i].step not in ("update", "check")
 

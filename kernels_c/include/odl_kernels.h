@@ -16,6 +16,9 @@ typedef struct { const odl_t *a, *b; odl_t *c; int m, n, k; int accumulate;
                  int ct; /* nn / tn only: 1 = C is stored transposed, C^T[N,M] with row stride ldc (0 = M) */
                  const odl_t *bias; /* nn / tn only: NULL, or bias[i] added to row i of C (a conv's bias), in FP32
                                      * before the single rounding */
+                 int plan; /* nn / tn only: 0 = the kernel plans its core grid; else the grid planned ahead
+                            * (odl/kernels.py mm_plan_field): pr | swap << 8 | cores << 16, used when the call
+                            * runs on that many cores (pr dividing them) */
 } odl_mm_args_t;
 void odl_mm_nn(void *args);
 void odl_mm_nt(void *args);
