@@ -755,7 +755,9 @@ def _early_gathers(calls: list[Call], res_span: dict):
             fetches = bool(calls[e].dma_in or calls[e].late)
             if fetches and (k.layer, k.step) != (c.layer, c.step):
                 break
-            if (not same_block(k, c) or calls[e].early or (fetches and (not calls[e].prefetch or calls[e].late))
+            # (a reader in between waits for the last gathers issued before it: not for these)
+            if (not same_block(k, c) or calls[e].early or calls[e].wait_early
+                    or (fetches and (not calls[e].prefetch or calls[e].late))
                     or any(isinstance(v, Ptr) and id(v.buf) in cols for v in k.fields.values())
                     or any(_overlap(_treg(o), _treg(g)) for o in k.dma_out for g in gs)):
                 break
