@@ -3,7 +3,8 @@
 The lowering marks every place where equivalent implementations exist (Lowering.choose: e.g. which matmul
 variant or operand orientation computes a convolution's weight gradient). `odl tune MODEL` lowers the model in
 tuning mode — every variant of every choice emitted, tagged — builds it with the exact per-core profiler, runs one
-step on the emulator and records, per choice and variant, the critical-path cycles plus fork/join cost. The
+step on the emulator and records, per choice and variant, the critical-path cycles plus fork/join cost plus the
+DMA its tiles expose (memory hierarchy: a variant whose tiles wait on their transfers costs that too). The
 results are cached per target in $ODL_CACHE_DIR (default ~/.cache/odl)/costs-<target>.json, keyed by precision,
 core count, the choice and its shape signature, so they serve every model with the same layer shapes. The target
 also ships a table measured the same way for the built-in models (targets/<target>/tuned_costs.json, made by
@@ -17,7 +18,7 @@ from .costs import cache_path, load_costs, save_costs, shipped_path  # noqa: F40
 
 
 def measured_costs(rep: dict) -> dict:
-    """From a tuning-mode profile report: {choice key: {variant: cycles}} (critical path + fork/join)."""
+    """From a tuning-mode profile report: {choice key: {variant: cycles}} (critical path + fork/join + exposed DMA)."""
     out: dict[str, dict[str, float]] = {}
     sync = rep["sync_per_call"]
     for c in rep["per_call"]:
@@ -25,7 +26,7 @@ def measured_costs(rep: dict) -> dict:
         if not tag:
             continue
         key, name = tag.rsplit("=", 1)
-        cyc = max(c["cores"]) + sync * max(1, c["loop"])
+        cyc = max(c["cores"]) + sync * max(1, c["loop"]) + c.get("dma_exposed_cycles", 0)
         out.setdefault(key, {}).setdefault(name, 0)
         out[key][name] += cyc
     return out
