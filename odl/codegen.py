@@ -54,7 +54,7 @@ def _transfer(t, eb: int) -> str:
         return (f"odl_dma_im2col({l1}, {l2}, {es}u, " +
                 ", ".join(str(g[k]) for k in ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo")) +
                 f", {int(t.zero) | 2 * int(t.wide)})")      # ODL_IM2COL_ZERO | ODL_IM2COL_WIDE
-    row, l1s, l2s = t.row_elems * es, t.row_elems * es, t.l2_stride * es
+    row, l1s, l2s = t.row_elems * es, (t.l1_stride or t.row_elems) * es, t.l2_stride * es
     if t.direction == "in":
         return f"odl_dma_start({l1}, {l2}, {row}u, {t.rows}u, {l1s}u, {l2s}u)"
     return f"odl_dma_start({l2}, {l1}, {row}u, {t.rows}u, {l2s}u, {l1s}u)"

@@ -47,7 +47,8 @@ MAX_CORES = 8   # profile buffer columns per call
 class Transfer:
     """One DMA transfer between the L2 arena and L1 (odl/tile.py): `rows` rows of `row_elems` elements of the L2
     buffer `l2` (element `l2_elem` + n * `per_sample` onwards, rows `l2_stride` elements apart) to or from the L1
-    buffer `l1` (element `l1_elem`, rows `row_elems` apart: tiles are dense in L1). rows == 1 is a 1-D transfer."""
+    buffer `l1` (element `l1_elem`, rows `l1_stride` apart: `row_elems` unless set, tiles being dense in L1; a piece
+    of a larger transfer keeps its rows where the whole would put them). rows == 1 is a 1-D transfer."""
     direction: str              # 'in' (L2 -> L1) | 'out' (L1 -> L2)
     l2: "Buffer"
     l2_elem: int
@@ -57,6 +58,7 @@ class Transfer:
     rows: int
     row_elems: int
     l2_stride: int
+    l1_stride: int = 0
 
     def nbytes(self, elem_bytes: int) -> int:
         return self.rows * self.row_elems * (self.l1.nbytes(elem_bytes) // max(1, self.l1.nelem))

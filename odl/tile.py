@@ -475,6 +475,31 @@ def _treg(t: Transfer) -> tuple:
     return (t.l2, t.l2_elem, t.rows, t.row_elems, t.l2_stride, t.per_sample)
 
 
+def _cut(x: Transfer, o: Transfer):
+    """A 1-D fetch x of which the write-back o covers some whole rows (the output tile of a matmul inside the
+    channel range a batch norm reads): (the part o writes, [the rest]) as transfers into the same L1 places, or
+    None. The rest may go out before o does."""
+    if not (isinstance(x, Transfer) and isinstance(o, Transfer) and x.rows == 1 and x.l2 is o.l2
+            and x.per_sample == o.per_sample and (o.rows == 1 or o.l2_stride > o.row_elems)):
+        return None
+    xs, xe, r = x.l2_elem, x.l2_elem + x.row_elems, o.row_elems
+    S = o.l2_stride if o.rows > 1 else r
+    rows = [o.l2_elem + i * S for i in range(o.rows) if o.l2_elem + i * S < xe and o.l2_elem + i * S + r > xs]
+    if not rows or rows[0] < xs or rows[-1] + r > xe or len(rows) == x.row_elems:
+        return None
+    k, first, end = len(rows), rows[0], rows[-1] + r
+
+    def piece(start, nrows, n, stride):
+        return Transfer("in", x.l2, start, x.per_sample, x.l1, x.l1_elem + start - xs, nrows, n, stride,
+                        stride if nrows > 1 else 0)
+    rest = [piece(xs, 1, first - xs, first - xs)] if first > xs else []
+    if k > 1 and S > r:
+        rest.append(piece(first + r, k - 1, S - r, S))
+    if end < xe:
+        rest.append(piece(end, 1, xe - end, xe - end))
+    return piece(first, k, r, S), rest
+
+
 def _overlap(a: tuple, b: tuple) -> bool:
     """May two L2 regions (buf, start, rows, row_len, stride, per_sample, ...) share bytes? Equal per-sample
     strides cancel (same loop iteration); different ones are taken to overlap."""
@@ -695,12 +720,24 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
         if not same_block(a, b) or not b.dma_in:
             continue
         a_l1 = {id(v.buf) for v in a.fields.values() if isinstance(v, Ptr)}
-        late = [i for i in b.dma_in if any(_overlap(_treg(o), _treg(i)) for o in a.dma_out)
-                or (isinstance(i, Gather) and id(i.l1) in a_l1)]
-        if len(late) == len(b.dma_in):
+        early, late = [], []
+        for i in b.dma_in:
+            outs = [o for o in a.dma_out if _overlap(_treg(o), _treg(i))]
+            if isinstance(i, Gather) and id(i.l1) in a_l1:
+                late.append(i)
+            elif outs:
+                cut = _cut(i, outs[0]) if len(outs) == 1 else None
+                if cut is None:
+                    late.append(i)
+                else:           # only the part tile t-1 writes back waits for it
+                    late.append(cut[0])
+                    early += cut[1]
+            else:
+                early.append(i)
+        if not early:
             continue
         b.late = late
-        b.dma_in = [i for i in b.dma_in if not any(i is x for x in late)]
+        b.dma_in = early
         # issued at tile t-1, before t-1 runs and before t-2's write-backs go out (when t-2 is in the same block).
         # t-2's write-backs: the prefetch reading what they write (a conv's second tile gathering the output of the
         # call before the conv) goes behind them on the one channel instead (wb_first), which orders the two
