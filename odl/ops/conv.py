@@ -69,6 +69,9 @@ def _col2im(geom) -> str:
     return "odl_col2im_dilated" if "dh" in geom else "odl_col2im"
 
 
+RAMP_WO = 32
+
+
 class Conv2d:
     """Conv2d and Conv1d (H = 1), any groups, any dilation. Pointwise (1x1, stride 1, no padding): the input is
     its own im2col matrix. Otherwise im2col in chunks of whole output rows, so the im2col scratch stays under
@@ -113,7 +116,7 @@ class Conv2d:
         return [L.scratch(node.name + name + ("_" + "ab"[i] if n > 1 else ""), k * rows * wo) for i in range(n)]
 
     @staticmethod
-    def chunks(node, L, k, geom, gather=False):
+    def chunks(node, L, k, geom, gather=False, ramp=False):
         """Output-row ranges [r0, r1) whose im2col block fits the scratch limit, and the geometry of each.
         gather: the DMA gathers the blocks (no input window in L1)."""
         ho, wo = geom["ho"], geom["wo"]
@@ -125,7 +128,7 @@ class Conv2d:
             fit = (L.cfg.window_bytes // max(1, row_b) - span) // geom["sh"] + 1
             rows = max(1, min(rows, fit))
         out, r0, step = [], 0, rows
-        if gather and geom["sw"] > 1:
+        if gather and (geom["sw"] > 1 or (ramp and wo >= RAMP_WO)):
             # the first gather of a pass waits (nothing computes before it), and a strided one is slow (a DMA row
             # per element): chunks of 1, 2, 4, ... rows up to `rows`, so that it is short and each next gather
             # hides behind the chunk before
@@ -148,7 +151,7 @@ class Conv2d:
         wo = geom["wo"]
         pw = self.pointwise(node)
         chunks, rows = ([(0, geom["ho"], geom)], geom["ho"]) if pw else self.chunks(node, L, k, geom,
-                                                                                          self.gathered(L, geom))
+                                                                                          self.gathered(L, geom), True)
 
         def emit(form):
             # scratch of its own per variant (odl tune emits every variant): it stays inside one per-sample loop,
@@ -333,7 +336,7 @@ class Conv2d:
         dgeom = dict(c=og, h=geom["ho"], w=geom["wo"], kh=geom["kh"], kw=geom["kw"], sh=1, sw=1,
                      pt=geom["kh"] - 1 - geom["pt"], pl=geom["kw"] - 1 - geom["pl"], ho=h, wo=w)
         kd = og * kk
-        chunks, rows = self.chunks(node, L, kd, dgeom, True)
+        chunks, rows = self.chunks(node, L, kd, dgeom, True, True)
         macs = og * k * hw              # per sample and group: the conv's input-gradient MACs
 
         def emit(form):
