@@ -779,18 +779,19 @@ def _early_gathers(calls: list[Call], res_span: dict):
     (odl_tg). Measured: letting tiles in between fetch (their inputs then wait behind the gathers), or issuing a
     conv's first gathers during the batch-norm backward before it, lengthened the columns' L1 life until other
     calls got smaller tiles, and the ResNet8 step got slower."""
-    for t, c in enumerate(calls):
-        gs = [g for g in c.dma_in if isinstance(g, Gather)]
+    apart = any(c.step == "check" for c in calls)
+    for t, c, plain in [(t, c, p) for t, c in enumerate(calls) for p in (False, True)]:
+        gs = [g for g in c.dma_in if isinstance(g, Gather) != plain]
         if not gs or not c.prefetch or c.step in ("update", "check"):
             continue
         cols = {id(g.l1) for g in gs}
         e, best = t - 1, t - 1
-        while e - 1 >= 0 and t - (e - 1) <= EARLY_SPAN:
+        while e - 1 >= 0 and t - (e - 1) <= (2 if plain else EARLY_SPAN):
             k = calls[e - 1]                # the next issuer to try; calls[e] would then run in between
             # calls[e] may fetch if k prefetches it: k issues that prefetch ahead of the gathers. No issuer further
             # back then: calls[e]'s inputs would queue behind the gathers.
             fetches = bool(calls[e].dma_in or calls[e].late)
-            if fetches and (k.layer, k.step) != (c.layer, c.step):
+            if fetches and (k.layer, k.step) != (c.layer, c.step) and not plain:
                 break
             # (a reader in between waits for the last gathers issued before it: not for these)
             if (not same_block(k, c) or calls[e].early or calls[e].wait_early
@@ -799,7 +800,7 @@ def _early_gathers(calls: list[Call], res_span: dict):
                     or any(_overlap(_treg(o), _treg(g)) for o in k.dma_out for g in gs)):
                 break
             e -= 1
-            if k.step not in ("update", "check"):
+            if k.step not in ("update", "check") or not apart:
                 best = e
             if fetches:
                 break
@@ -807,7 +808,7 @@ def _early_gathers(calls: list[Call], res_span: dict):
             continue
         e = best
         # the prefetch at t-1 would have issued them: from tile e on instead
-        c.dma_in = [x for x in c.dma_in if not isinstance(x, Gather)]
+        c.dma_in = [x for x in c.dma_in if not any(x is g for g in gs)]
         c.wait_early = True
         calls[e].early = calls[e].early + gs
         for sp in res_span.values():        # the columns are written from tile e on
