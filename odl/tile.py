@@ -360,6 +360,11 @@ def _im2col_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
             xmode = "w"
         else:
             xmode = "rw"
+            if (h - (r1 - r0)) * 8 <= h:
+                # all but a few rows (a strided 1x1 conv's last input row): the whole of dx, the rest passing
+                # through unchanged, so that a reader of all of dx takes it from L1 (a ReLU backward after a
+                # shortcut's input gradient)
+                r0, r1 = 0, h
         colmode = "rw"
     kk = f["kh"] * f["kw"]
     g = dict(f, h=r1 - r0, pt=f["pt"] + r0)
