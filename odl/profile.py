@@ -37,9 +37,10 @@ F(N) - F(2). Hence
     sync(N) = S(2) - D + F(N) - F(2)        (N >= 2)
     sync(1) = S(1) - D                      (odl_parallel just calls the task)
 
-Measured on rv32-cluster (QEMU 10.0, clang 22, -O2): D = 4.6, S(1) = 8.6, S(2) = 81.6, S(8) = 237.6,
-F(2) = 43, F(8) = 48, hence sync(1) = 4 and sync(8) = 82 cycles per `odl_parallel`. (S(8) - S(2) = 6 x 26: each
-extra worker adds 25 instructions of its own, concurrent with the others, and 1 on hart 0.)
+Measured on rv32-cluster (QEMU 10.0, clang 22, -O2): D = 4.6, S(1) = 8.6, S(2) = 77.6, S(8) = 221.6,
+F(2) = 41, F(8) = 46, hence sync(1) = 4 and sync(8) = 78 cycles per `odl_parallel`. (S(8) - S(2) = 6 x 24: each
+extra worker adds 23 instructions of its own, concurrent with the others, and 1 on hart 0.) The deployed runtime
+has no profiling hooks: the workers' profiling branch is built only with -DODL_PROFILE.
 
 Every call pays sync(N) once per invocation (per-sample loops invoke a call `loop` times). Total cycles = sum over
 calls of the critical path (max over cores) + sync. MAC/cycle = (forward + backward MACs) / total cycles.

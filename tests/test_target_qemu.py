@@ -286,7 +286,7 @@ def test_parallel_profiled_exact_per_core_counts(target, tmp_path):
     (linear in the work) and identical from run to run."""
     src = tmp_path / "prof_model.c"
     src.write_text(PROFILE_MODEL)
-    elf = build_firmware(target, "fp32", 8, [src], [], tmp_path / "fw", kernels=False)
+    elf = build_firmware(target, "fp32", 8, [src], [], tmp_path / "fw", kernels=False, defines=["ODL_PROFILE"])
     runs = []
     for i in range(2):
         with QemuRunner(target, elf, 8, tmp_path / f"run{i}") as r:

@@ -29,7 +29,8 @@ _start:
   csrs  mstatus, t1
   li    t1, 0x8
   csrc  mstatus, t1                  /* MIE = 0 */
-  csrw  mie, zero
+  li    t1, MIE_MSIE                 /* software interrupts only: they end a wfi (never taken: MIE = 0) */
+  csrw  mie, t1
   csrw  fcsr, zero
   bnez  t0, secondary
   /* hart 0: zero .bss (not the arena), then main */

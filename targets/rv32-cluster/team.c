@@ -1,8 +1,8 @@
 /* rv32-cluster fork/join team (implements odl_team.h).
  *
  * Hart 0 is the master; harts 1..ODL_NUM_CORES-1 are workers. Idle workers sleep in `wfi` with only
- * mie.MSIE enabled (mstatus.MIE stays 0, so no trap is taken: wfi just returns when the CLINT software
- * interrupt is pending). odl_parallel publishes (fn, args), bumps a generation counter and raises msip
+ * mie.MSIE enabled (startup.S, every hart; mstatus.MIE stays 0, so no trap is taken: wfi just returns when the
+ * CLINT software interrupt is pending). odl_parallel publishes (fn, args), bumps a generation counter and raises msip
  * on every worker; each worker clears its own msip, runs its share and counts itself done; the last one
  * raises msip on hart 0, which also sleeps in wfi while it waits. Nobody spins while idle.
  *
@@ -19,7 +19,6 @@
 #endif
 
 #define CLINT_MSIP ((volatile uint32_t *)0x02000000u)
-#define MIE_MSIE (1u << 3)
 
 #define SHARED __attribute__((section(".data.odl_team"), aligned(64)))
 
@@ -31,8 +30,10 @@ static volatile uint32_t bar_count SHARED = 0;         /* sense-reversing barrie
 static volatile uint32_t bar_sense SHARED = 0;
 static uint32_t bar_local_sense[8] SHARED = {0};       /* per hart */
 static volatile uint32_t team_active SHARED = 0;       /* inside odl_parallel (barriers outside are no-ops) */
+#ifdef ODL_PROFILE
 static volatile int32_t team_only SHARED = -1;         /* >= 1: only that worker runs the job (profiling) */
 static volatile uint64_t team_instret SHARED = 0;      /* profiling: the lone worker's count */
+#endif
 
 static inline uint64_t rd_instret(void) {
   uint32_t h0, l, h1;
@@ -84,7 +85,6 @@ void odl_barrier(void) {
 
 void odl_parallel(odl_task_fn fn, void *args) {
 #if ODL_NUM_CORES > 1
-  __asm__ volatile("csrs mie, %0" ::"r"(MIE_MSIE));   /* hart 0 sleeps in barriers and in the join */
   team_fn = fn;
   team_args = args;
   team_active = 1;
@@ -108,6 +108,7 @@ void odl_parallel(odl_task_fn fn, void *args) {
 #endif
 }
 
+#ifdef ODL_PROFILE
 /* Profiling fork: every core runs its share alone, one after the other (core 0 first), while the others
  * sleep in wfi, so the hart's minstret delta is exactly its own instructions even where the emulator has
  * one counter for all harts (QEMU -icount). fn must not call odl_barrier (it would wait forever). */
@@ -118,7 +119,6 @@ void odl_parallel_profiled(odl_task_fn fn, void *args, uint64_t *core_instret) {
   uint64_t t1 = rd_instret();
   core_instret[0] = t1 - t0;
 #if ODL_NUM_CORES > 1
-  __asm__ volatile("csrs mie, %0" ::"r"(MIE_MSIE));
   team_fn = fn;
   team_args = args;
   for (int k = 1; k < ODL_NUM_CORES; k++) {
@@ -142,6 +142,7 @@ void odl_parallel_profiled(odl_task_fn fn, void *args, uint64_t *core_instret) {
   fence();
 #endif
 }
+#endif
 
 /* Entry of harts 1..7 from startup.S (never returns). */
 void odl_team_worker_main(int id) __attribute__((noreturn));
@@ -149,7 +150,6 @@ void odl_team_worker_main(int id) {
   if (id >= ODL_NUM_CORES) {                 /* not in the team: sleep forever, never woken */
     for (;;) wfi();
   }
-  __asm__ volatile("csrs mie, %0" ::"r"(MIE_MSIE));
   uint32_t seen = 0;                         /* team_gen starts at 0 (.data): a job published before we got here is still run */
   for (;;) {
     CLINT_MSIP[id] = 0;                      /* clear before looking, so a later raise is never lost */
@@ -162,6 +162,7 @@ void odl_team_worker_main(int id) {
     seen = g;
     odl_task_fn fn = team_fn;
     void *args = team_args;
+#ifdef ODL_PROFILE
     int32_t only = team_only;
     if (only >= 0) {                         /* profiling job: one worker at a time, everyone else asleep */
       if (only != id) continue;
@@ -174,6 +175,7 @@ void odl_team_worker_main(int id) {
       CLINT_MSIP[0] = 1;
       continue;
     }
+#endif
     fn(args);
     if (__atomic_add_fetch(&team_done, 1u, __ATOMIC_ACQ_REL) == ODL_NUM_CORES - 1) {
       fence();
