@@ -127,16 +127,23 @@ class Conv2d:
             span = (geom["kh"] - 1) * geom.get("dh", 1) + 1
             fit = (L.cfg.window_bytes // max(1, row_b) - span) // geom["sh"] + 1
             rows = max(1, min(rows, fit))
-        out, r0, step = [], 0, rows
-        if gather and (geom["sw"] > 1 or (ramp and wo >= RAMP_WO)):
+        r0, step = 0, rows
+        wide = gather and geom["sw"] == 1 and ramp and wo >= RAMP_WO
+        if gather and (geom["sw"] > 1 or wide):
             # the first gather of a pass waits (nothing computes before it), and a strided one is slow (a DMA row
             # per element): chunks of 1, 2, 4, ... rows up to `rows`, so that it is short and each next gather
             # hides behind the chunk before
             step = 1
+        bounds = []
         while r0 < ho:
             r1 = min(ho, r0 + step)
-            out.append((r0, r1, dict(geom, ho=r1 - r0, pt=geom["pt"] - r0 * geom["sh"])))
+            bounds.append((r0, r1))
             r0, step = r1, min(rows, 2 * step)
+        if wide and len(bounds) > 2 and bounds[-1][1] - bounds[-1][0] < bounds[-2][1] - bounds[-2][0]:
+            # a short last chunk (what the ramp leaves) is what the next call waits behind: the last two share evenly
+            a, b = bounds[-2][0], bounds[-1][1]
+            bounds[-2:] = [(a, (a + b) // 2), ((a + b) // 2, b)]
+        out = [(r0, r1, dict(geom, ho=r1 - r0, pt=geom["pt"] - r0 * geom["sh"])) for r0, r1 in bounds]
         return out, rows
 
     def forward(self, node, L, y=None, macs_credit=True):
