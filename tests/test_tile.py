@@ -13,7 +13,7 @@ from odl.memory import Hierarchy, hierarchy_of, memory_for, same_block, simulate
 from odl.pipeline import prepare, prepare_module
 from odl.planner import plan
 from odl.target import load_target
-from odl.tile import _overlap, _treg
+from odl.tile import EARLY_SPAN, _overlap, _treg
 
 TARGET = load_target("rv32-cluster")
 HIER = hierarchy_of(TARGET)
@@ -176,14 +176,16 @@ def test_partial_prefetch_on_resnet8():
     assert lates
     for t in lates:
         c, a = calls[t], calls[t - 1]
-        assert c.prefetch and c.dma_in and same_block(a, c)
+        assert c.prefetch and same_block(a, c) and (c.dma_in or c.wait_early)
         a_l1 = {id(v.buf) for v in a.fields.values() if isinstance(v, Ptr)}
         for x in c.late:
             assert any(_overlap(_treg(o), _treg(x)) for o in a.dma_out) or (isinstance(x, Gather) and id(x.l1) in a_l1)
         for x in c.dma_in:
             assert not any(_overlap(_treg(o), _treg(x)) for o in a.dma_out)
+    ahead = {t: calls[t].dma_in + [x for i in range(max(0, t - EARLY_SPAN), t) for x in calls[i].early
+                                   if calls[t].wait_early] for t in lates}
     assert any(calls[t].kernel.startswith("odl_mm") and any(isinstance(x, Gather) for x in calls[t].late)
-               and any(x.l2.role == "param" for x in calls[t].dma_in) for t in lates)
+               and any(x.l2.role == "param" for x in ahead[t]) for t in lates)
 
 
 def test_dma_schedule_of_a_loop_body_repeats_without_crossing_iterations():
@@ -398,16 +400,46 @@ def test_early_gathers_on_resnet8():
     _early_gathers): the gathers leave the reader's inputs for an earlier tile's `early`, the reader waits for them,
     and no tile in between fetches anything (nothing queues behind them) but the one right after the issuer, of the
     reader's pass, whose inputs the issuer prefetches ahead of the gathers (layer3.conv1 forward: the next output row
-    chunk gathers during both channel halves of this one)."""
+    chunk gathers during both channel halves of this one). Other inputs go at most one tile earlier, past a tile the
+    issuer prefetches (a ReLU backward's inputs behind the conv's weight update: the step renders updates in
+    place, no mixed precision)."""
     _, prog = _tiled("resnet8", "fp16")
     calls = prog.calls
     issuers = [i for i, c in enumerate(calls) if c.early]
-    assert issuers and all(isinstance(g, Gather) for i in issuers for g in calls[i].early)
+    assert any(isinstance(g, Gather) for i in issuers for g in calls[i].early)
+    assert any(not isinstance(g, Gather) for i in issuers for g in calls[i].early)
+    assert not any(c.step == "check" for c in calls)
     for i in issuers:
         t = next(j for j in range(i + 1, len(calls)) if calls[j].wait_early)
         assert t - i >= 2 and not any(calls[j].dma_in or calls[j].late for j in range(i + 2, t))
         nxt = calls[i + 1]
+        if not all(isinstance(g, Gather) for g in calls[i].early):
+            assert t - i == 2
         if nxt.dma_in or nxt.late:
-            assert nxt.prefetch and not nxt.late and (nxt.layer, nxt.step) == (calls[t].layer, calls[t].step)
-        assert calls[i].step not in ("update", "check")
+            assert nxt.prefetch and not nxt.late
+            if any(isinstance(g, Gather) for g in calls[i].early):
+                assert (nxt.layer, nxt.step) == (calls[t].layer, calls[t].step)
 
+
+def test_cut_fetch_at_the_rows_a_write_back_covers():
+    """odl/tile.py _cut: a 1-D fetch of which the previous tile's write-back covers whole rows splits into those rows
+    (late) and the rest, every element fetched once, into the L1 place the whole fetch would give it."""
+    from odl.tile import _cut
+    l2 = Buffer("x", 256, dtype="u8")
+    l1 = Buffer("t", 64, dtype="u8", space="l1")
+    x = Transfer("in", l2, 100, 0, l1, 0, 1, 64, 64)
+    o = Transfer("out", l2, 108, 0, Buffer("o", 16, dtype="u8", space="l1"), 0, 4, 4, 16)     # 4 rows of 4, 16 apart
+
+    def elems(t):
+        s = t.l1_stride or t.row_elems
+        return [(t.l2_elem + r * t.l2_stride + i, t.l1_elem + r * s + i) for r in range(t.rows)
+                for i in range(t.row_elems)]
+    late, rest = _cut(x, o)
+    assert sorted(elems(late)) == sorted(e for e in elems(o) for e in [(e[0], e[0] - 100)])
+    got = sorted(e for t in [late] + rest for e in elems(t))
+    assert got == [(100 + i, i) for i in range(64)]
+    assert all(t.direction == "in" and t.l1 is l1 for t in [late] + rest)
+    # a row of the write-back that runs past the fetch: not cut
+    assert _cut(x, Transfer("out", l2, 160, 0, l1, 0, 2, 8, 16)) is None
+    # nothing covered, or a gather: not cut
+    assert _cut(x, Transfer("out", l2, 0, 0, l1, 0, 1, 50, 50)) is None
