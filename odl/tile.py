@@ -490,7 +490,7 @@ def _cut(x: Transfer, o: Transfer):
     xs, xe, r = x.l2_elem, x.l2_elem + x.row_elems, o.row_elems
     S = o.l2_stride if o.rows > 1 else r
     rows = [o.l2_elem + i * S for i in range(o.rows) if o.l2_elem + i * S < xe and o.l2_elem + i * S + r > xs]
-    if not rows or rows[0] < xs or rows[-1] + r > xe or len(rows) == x.row_elems:
+    if not rows or rows[0] < xs or rows[-1] + r > xe:
         return None
     k, first, end = len(rows), rows[0], rows[-1] + r
 
@@ -502,7 +502,7 @@ def _cut(x: Transfer, o: Transfer):
         rest.append(piece(first + r, k - 1, S - r, S))
     if end < xe:
         rest.append(piece(end, 1, xe - end, xe - end))
-    return piece(first, k, r, S), rest
+    return (piece(first, k, r, S), rest) if rest else None     # all of x: nothing to cut
 
 
 def _overlap(a: tuple, b: tuple) -> bool:
@@ -750,10 +750,20 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                 _overlap(_treg(o), _treg(i)) for o in calls[t - 2].dma_out for i in b.dma_in):
             b.wb_first = True
         b.prefetch = True
-    _early_gathers(calls, res_span)
-    # L1 placement: first fit by lifetime (in tiles), largest first
+    # early inputs, then the L1 placement: first fit by lifetime (in tiles), largest first. Should the L1 the early
+    # plain inputs keep alive longer not fit, only the gathers go early (rather than every call's tiles shrinking)
     from .planner import first_fit
-    placed = first_fit([(lb, _align(max(lb.nbytes(eb), 1)), lo, hi) for lb, lo, hi in spans])
+    saved = [(c.dma_in, c.early, c.wait_early) for c in calls], [sp[1] for sp in spans]
+    for plain in (True, False):
+        if not plain:
+            for c, (i, e, w) in zip(calls, saved[0]):
+                c.dma_in, c.early, c.wait_early = i, e, w
+            for sp, lo in zip(spans, saved[1]):
+                sp[1] = lo
+        _early_inputs(calls, {id(sp[0]): sp for sp in spans}, plain)
+        placed = first_fit([(lb, _align(max(lb.nbytes(eb), 1)), lo, hi) for lb, lo, hi in spans])
+        if max((o + s for o, s, *_ in placed), default=0) <= l1cap:
+            break
     alive: dict[int, list] = {}
     for o, s, lo, hi, _ in placed:
         for t in range(lo, hi + 1):
@@ -772,53 +782,67 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
     return calls, l1bufs, peak
 
 
-EARLY_SPAN = 8      # tiles a gather may go out ahead of the one that reads it
+EARLY_SPAN = 8      # tiles a gather may go out ahead of the tile that reads it
+EARLY_PLAIN = 2     # tiles another input may (past one tile that the issuer prefetches ahead of it)
 
 
-def _early_gathers(calls: list[Call], res_span: dict):
+def _early_inputs(calls: list[Call], spans: dict, plain: bool = True):
     """A prefetched tile's gathers go out earlier still, after the write-backs of a tile up to EARLY_SPAN before,
     when the tiles in between fetch nothing (no input queues behind the gathers), none of them uses their columns or
-    writes back what they read, all run in one block, and the issuer is no update or check (a mixed-precision step
-    renders those apart, after the backward): they then hide behind all of those tiles' compute (a strided weight
-    gradient's next channel range behind the row tiles of this one). The tile that reads them waits for them
-    (odl_tg). Measured: letting tiles in between fetch (their inputs then wait behind the gathers), or issuing a
-    conv's first gathers during the batch-norm backward before it, lengthened the columns' L1 life until other
-    calls got smaller tiles, and the ResNet8 step got slower."""
+    writes back what they read, all run in one block, and the issuer is no update or check: they then hide behind
+    all of those tiles' compute (a strided weight gradient's next channel range behind the row tiles of this one).
+    One tile in between may fetch when the issuer prefetches it (its inputs go out ahead of the gathers) and it
+    belongs to the reader's pass (layer3.conv1's forward: the next row chunk gathers during both channel halves of
+    this one). The tile's other prefetched inputs go at most EARLY_PLAIN tiles ahead under the same rules, from any
+    pass (a ReLU backward's inputs during the conv's weight update). Updates and checks issue nothing only when the
+    program renders them apart, after the backward (mixed precision: it has checks). The tile that reads the inputs
+    waits for them (odl_tg), and none goes out past another tile that waits for early inputs (it would wait for
+    these too). Measured: letting more tiles in between fetch (their inputs then wait behind the gathers), or
+    issuing a conv's first gathers during the batch-norm backward before it, lengthened the columns' L1 life until
+    other calls got smaller tiles, and the ResNet8 step got slower; so did issuing further ahead by estimates of the
+    DMA queue against compute. spans: id(L1 buffer) -> its [buffer, first tile, last tile] entry; the L1 buffers the
+    moved inputs write are alive from their issuer on. plain False: the gathers only."""
     apart = any(c.step == "check" for c in calls)
-    for t, c, plain in [(t, c, p) for t, c in enumerate(calls) for p in (False, True)]:
-        gs = [g for g in c.dma_in if isinstance(g, Gather) != plain]
-        if not gs or not c.prefetch or c.step in ("update", "check"):
-            continue
-        cols = {id(g.l1) for g in gs}
-        e, best = t - 1, t - 1
-        while e - 1 >= 0 and t - (e - 1) <= (2 if plain else EARLY_SPAN):
-            k = calls[e - 1]                # the next issuer to try; calls[e] would then run in between
-            # calls[e] may fetch if k prefetches it: k issues that prefetch ahead of the gathers. No issuer further
-            # back then: calls[e]'s inputs would queue behind the gathers.
-            fetches = bool(calls[e].dma_in or calls[e].late)
-            if fetches and (k.layer, k.step) != (c.layer, c.step) and not plain:
-                break
-            # (a reader in between waits for the last gathers issued before it: not for these)
-            if (not same_block(k, c) or calls[e].early or calls[e].wait_early
-                    or (fetches and (not calls[e].prefetch or calls[e].late))
-                    or any(isinstance(v, Ptr) and id(v.buf) in cols for v in k.fields.values())
-                    or any(_overlap(_treg(o), _treg(g)) for o in k.dma_out for g in gs)):
-                break
-            e -= 1
-            if k.step not in ("update", "check") or not apart:
-                best = e
-            if fetches:
-                break
-        if best == t - 1:
-            continue
-        e = best
-        # the prefetch at t-1 would have issued them: from tile e on instead
-        c.dma_in = [x for x in c.dma_in if not any(x is g for g in gs)]
-        c.wait_early = True
-        calls[e].early = calls[e].early + gs
-        for sp in res_span.values():        # the columns are written from tile e on
-            if id(sp[0]) in cols:
-                sp[1] = min(sp[1], e)
+    for t, c in enumerate(calls):
+        _issue_early(calls, spans, t, c, False, apart)
+        if plain:
+            _issue_early(calls, spans, t, c, True, apart)
+
+
+def _issue_early(calls: list[Call], spans: dict, t: int, c: Call, plain: bool, apart: bool):
+    """_early_inputs for tile t's gathers (plain False) or its other prefetched inputs (plain True)."""
+    gs = [g for g in c.dma_in if isinstance(g, Gather) != plain]
+    if not gs or not c.prefetch or c.step in ("update", "check"):
+        return
+    cols = {id(g.l1) for g in gs}
+    e, best = t - 1, t - 1
+    while e - 1 >= 0 and t - (e - 1) <= (EARLY_PLAIN if plain else EARLY_SPAN):
+        k = calls[e - 1]                # the next issuer to try; calls[e] would then run in between
+        # calls[e] may fetch if k prefetches it: k issues that prefetch ahead of the gathers. No issuer further
+        # back then: calls[e]'s inputs would queue behind the gathers.
+        fetches = bool(calls[e].dma_in or calls[e].late)
+        if fetches and (k.layer, k.step) != (c.layer, c.step) and not plain:
+            break
+        # (a reader in between waits for the last gathers issued before it: not for these)
+        if (not same_block(k, c) or calls[e].early or calls[e].wait_early
+                or (fetches and (not calls[e].prefetch or calls[e].late))
+                or any(isinstance(v, Ptr) and id(v.buf) in cols for v in k.fields.values())
+                or any(_overlap(_treg(o), _treg(g)) for o in k.dma_out for g in gs)):
+            break
+        e -= 1
+        if k.step not in ("update", "check") or not apart:
+            best = e
+        if fetches:
+            break
+    if best == t - 1:
+        return
+    e = best
+    # the prefetch at t-1 would have issued them: from tile e on instead
+    c.dma_in = [x for x in c.dma_in if not any(x is g for g in gs)]
+    c.wait_early = True
+    calls[e].early = calls[e].early + gs
+    for b in cols:                      # their L1 is written from tile e on
+        spans[b][1] = min(spans[b][1], e)
 
 
 def _writeback_waits(calls: list[Call], eb: int):
@@ -835,7 +859,7 @@ def _writeback_waits(calls: list[Call], eb: int):
         nxt = calls[t + 1] if t + 1 < len(calls) and same_block(c, calls[t + 1]) else None
         prefetched = c.prefetch and prev is not None
         wb_prev = list(prev.dma_out) if prev is not None else []
-        if (not prefetched and (c.dma_in or c.late)) or (prefetched and c.late):
+        if c.late or (not prefetched and c.dma_in):
             pend, wb_prev = [], []      # the previous results go out, then the inputs: waiting for those waits for all
         else:
             if prefetched and c.wb_first:

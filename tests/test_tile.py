@@ -74,7 +74,7 @@ def test_hierarchy_l2_arena_is_smaller_than_flat():
     assert cols and all(b.space == "l1" for b in cols)
 
 
-@pytest.mark.parametrize("model,precision", [("resnet8", "fp32"), ("dscnn", "fp16")])
+@pytest.mark.parametrize("model,precision", [("resnet8", "fp32"), ("resnet8", "fp16"), ("dscnn", "fp16")])
 def test_l1_buffers_alive_together_never_overlap(model, precision):
     """Every L1 buffer a tile uses (its fields; its fetches from the previous tile on when prefetched; its write-backs
     until the next tile ends) is placed apart from every other buffer in use at the same time."""
@@ -88,6 +88,8 @@ def test_l1_buffers_alive_together_never_overlap(model, precision):
         for x in c.dma_in:
             need.setdefault(id(x.l1), (x.l1, set()))[1].update({t - 1, t} if c.prefetch else {t})
         for x in c.late:
+            need.setdefault(id(x.l1), (x.l1, set()))[1].add(t)
+        for x in c.early:           # issued here for a later tile: written from here on
             need.setdefault(id(x.l1), (x.l1, set()))[1].add(t)
         for x in c.dma_out:
             need.setdefault(id(x.l1), (x.l1, set()))[1].update({t, t + 1})
@@ -401,13 +403,11 @@ def test_early_gathers_on_resnet8():
     and no tile in between fetches anything (nothing queues behind them) but the one right after the issuer, of the
     reader's pass, whose inputs the issuer prefetches ahead of the gathers (layer3.conv1 forward: the next output row
     chunk gathers during both channel halves of this one). Other inputs go at most one tile earlier, past a tile the
-    issuer prefetches (a ReLU backward's inputs behind the conv's weight update: the step renders updates in
-    place, no mixed precision)."""
+    issuer prefetches, when the L1 they then keep alive longer still fits (in ResNet8 FP16 it does not: none go)."""
     _, prog = _tiled("resnet8", "fp16")
     calls = prog.calls
     issuers = [i for i, c in enumerate(calls) if c.early]
     assert any(isinstance(g, Gather) for i in issuers for g in calls[i].early)
-    assert any(not isinstance(g, Gather) for i in issuers for g in calls[i].early)
     assert not any(c.step == "check" for c in calls)
     for i in issuers:
         t = next(j for j in range(i + 1, len(calls)) if calls[j].wait_early)
