@@ -750,34 +750,21 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                 _overlap(_treg(o), _treg(i)) for o in calls[t - 2].dma_out for i in b.dma_in):
             b.wb_first = True
         b.prefetch = True
-    # early inputs, then the L1 placement: first fit by lifetime (in tiles), largest first. Should the L1 the early
-    # plain inputs keep alive longer not fit, only the gathers go early (rather than every call's tiles shrinking)
-    from .planner import first_fit
-    saved = [(c.dma_in, c.early, c.wait_early) for c in calls], [sp[1] for sp in spans]
-    for plain in (True, False):
-        if not plain:
-            for c, (i, e, w) in zip(calls, saved[0]):
-                c.dma_in, c.early, c.wait_early = i, e, w
-            for sp, lo in zip(spans, saved[1]):
-                sp[1] = lo
-        _early_inputs(calls, {id(sp[0]): sp for sp in spans}, plain)
-        placed = first_fit([(lb, _align(max(lb.nbytes(eb), 1)), lo, hi) for lb, lo, hi in spans])
-        if max((o + s for o, s, *_ in placed), default=0) <= l1cap:
-            break
-    alive: dict[int, list] = {}
-    for o, s, lo, hi, _ in placed:
-        for t in range(lo, hi + 1):
-            alive.setdefault(t, []).append((o, s))
-    peak = max((o + s for o, s, *_ in placed), default=0)
-    for t, c in enumerate(calls):       # L1 bytes in use (highest end) while tile t computes
-        c.l1_bytes = max((o + s for o, s in alive.get(t, ())), default=0)
-    if peak > l1cap:
+    # the L1 placement (first fit by lifetime in tiles, largest first), then early inputs where the L1 they then
+    # hold longer still fits
+    l1 = _L1Fit(spans, eb, l1cap)
+    if l1.peak() > l1cap:
+        alive = l1.alive
         worst = max(alive, key=lambda t: max(o + s for o, s in alive[t]))
-        big = sorted(((s, lb.name) for (o, s, lo, hi, lb) in placed if lo <= worst <= hi), reverse=True)[:4]
-        raise _NoFit(f"--memory hierarchy: the tiles need {peak} B of L1 at once (double-buffered), over the "
+        big = sorted(((s, lb.name) for (o, s, lo, hi, lb) in l1.placed() if lo <= worst <= hi), reverse=True)[:4]
+        raise _NoFit(f"--memory hierarchy: the tiles need {l1.peak()} B of L1 at once (double-buffered), over the "
                      f"{l1cap} B left after the stacks (at tile {worst}, {calls[worst].kernel} of layer "
                      f"{calls[worst].layer}: {', '.join(f'{n} {s} B' for s, n in big)})",
                      [calls[t].origin for t in range(max(0, worst - 2), min(len(calls), worst + 3))])
+    _early_inputs(calls, l1)
+    peak = l1.peak()
+    for t, c in enumerate(calls):       # L1 bytes in use (highest end) while tile t computes
+        c.l1_bytes = max((o + s for o, s in l1.alive.get(t, ())), default=0)
     _writeback_waits(calls, eb)
     return calls, l1bufs, peak
 
@@ -786,7 +773,91 @@ EARLY_SPAN = 8      # tiles a gather may go out ahead of the tile that reads it
 EARLY_PLAIN = 2     # tiles another input may (past one tile that the issuer prefetches ahead of it)
 
 
-def _early_inputs(calls: list[Call], spans: dict, plain: bool = True):
+class _L1Fit:
+    """The L1 placement of the tiles' buffers, kept valid while early inputs lengthen their lives. spans: [buffer,
+    first tile, last tile] entries; placed by first fit by lifetime, largest first (odl/planner.py). grow() makes
+    buffers alive from an earlier tile on, each at the lowest offset where nothing alive in its longer life is in the
+    way; where none is within the L1, the whole L1 is placed again, and the change is refused (False, nothing changed)
+    should that overflow."""
+
+    def __init__(self, spans: list[list], eb: int, cap: int):
+        self.spans, self.eb, self.cap = spans, eb, cap
+        self.span = {id(sp[0]): sp for sp in spans}
+        self._place()
+
+    def _place(self):
+        from .planner import first_fit
+        placed = first_fit([(lb, _align(max(lb.nbytes(self.eb), 1)), lo, hi) for lb, lo, hi in self.spans])
+        self.at = {id(b): (o, s) for o, s, _, _, b in placed}
+        self.alive: dict[int, list] = {}    # tile -> [(offset, size)] of the buffers alive then
+        for o, s, lo, hi, _ in placed:
+            for t in range(lo, hi + 1):
+                self.alive.setdefault(t, []).append((o, s))
+
+    def placed(self) -> list[tuple]:
+        """(offset, size, first tile, last tile, buffer) of every buffer."""
+        return [(*self.at[id(lb)], lo, hi, lb) for lb, lo, hi in self.spans]
+
+    def grow(self, ids, lo: int) -> bool:
+        grow = [b for b in dict.fromkeys(ids) if self.span[b][1] > lo]
+        done = []                           # (buffer id, its old offset and first tile)
+        for b in grow:
+            lb, old, hi = self.span[b]
+            o, s = self.at[b]
+            for t in range(old, hi + 1):
+                self.alive[t].remove((o, s))
+            new = self._fit(s, lo, hi)
+            if new is None:                 # undo, then place the whole L1 again
+                self._mark(o, s, old, hi)
+                for b2, (o2, old2) in reversed(done):
+                    lb2, _, hi2 = self.span[b2]
+                    s2 = self.at[b2][1]
+                    for t in range(lo, hi2 + 1):
+                        self.alive[t].remove((self.at[b2][0], s2))
+                    self._mark(o2, s2, old2, hi2)
+                    self.at[b2] = (o2, s2)
+                    self.span[b2][1] = old2
+                    lb2.offset = o2
+                return self._replace(grow, lo)
+            done.append((b, (o, old)))
+            self._mark(new, s, lo, hi)
+            self.at[b] = (new, s)
+            self.span[b][1] = lo
+            lb.offset = new
+        return True
+
+    def _replace(self, grow: list, lo: int) -> bool:
+        saved = self.at, self.alive, [self.span[b][1] for b in grow]
+        for b in grow:
+            self.span[b][1] = lo
+        self._place()
+        if self.peak() <= self.cap:
+            return True
+        self.at, self.alive = saved[:2]
+        for b, old in zip(grow, saved[2]):
+            self.span[b][1] = old
+        for o, _, _, _, lb in self.placed():
+            lb.offset = o
+        return False
+
+    def peak(self) -> int:
+        return max((o + s for o, s in self.at.values()), default=0)
+
+    def _mark(self, o, s, lo, hi):
+        for t in range(lo, hi + 1):
+            self.alive.setdefault(t, []).append((o, s))
+
+    def _fit(self, s, lo, hi):
+        """The lowest offset where s bytes clash with nothing alive in tiles lo..hi, if within the L1."""
+        cand = 0
+        for q, n in sorted({x for t in range(lo, hi + 1) for x in self.alive.get(t, ())}):
+            if cand + s <= q:
+                break
+            cand = max(cand, q + n)
+        return cand if cand + s <= self.cap else None
+
+
+def _early_inputs(calls: list[Call], l1: _L1Fit):
     """A prefetched tile's gathers go out earlier still, after the write-backs of a tile up to EARLY_SPAN before,
     when the tiles in between fetch nothing (no input queues behind the gathers), none of them uses their columns or
     writes back what they read, all run in one block, and the issuer is no update or check: they then hide behind
@@ -800,22 +871,22 @@ def _early_inputs(calls: list[Call], spans: dict, plain: bool = True):
     these too). Measured: letting more tiles in between fetch (their inputs then wait behind the gathers), or
     issuing a conv's first gathers during the batch-norm backward before it, lengthened the columns' L1 life until
     other calls got smaller tiles, and the ResNet8 step got slower; so did issuing further ahead by estimates of the
-    DMA queue against compute. spans: id(L1 buffer) -> its [buffer, first tile, last tile] entry; the L1 buffers the
-    moved inputs write are alive from their issuer on. plain False: the gathers only."""
+    DMA queue against compute. The L1 buffers the moved inputs write are alive from their issuer on; a move is made
+    only where that longer life still fits the L1 (l1.grow), one move at a time, in tile order: before, the moves
+    were all or none, and in ResNet8 FP16 none of the plain ones fitted."""
     apart = any(c.step == "check" for c in calls)
     for t, c in enumerate(calls):
-        _issue_early(calls, spans, t, c, False, apart)
-        if plain:
-            _issue_early(calls, spans, t, c, True, apart)
+        for plain in (False, True):
+            _issue_early(calls, l1, t, c, plain, apart)
 
 
-def _issue_early(calls: list[Call], spans: dict, t: int, c: Call, plain: bool, apart: bool):
+def _issue_early(calls: list[Call], l1: _L1Fit, t: int, c: Call, plain: bool, apart: bool):
     """_early_inputs for tile t's gathers (plain False) or its other prefetched inputs (plain True)."""
     gs = [g for g in c.dma_in if isinstance(g, Gather) != plain]
     if not gs or not c.prefetch or c.step in ("update", "check"):
         return
     cols = {id(g.l1) for g in gs}
-    e, best = t - 1, t - 1
+    e = best = t - 1
     while e - 1 >= 0 and t - (e - 1) <= (EARLY_PLAIN if plain else EARLY_SPAN):
         k = calls[e - 1]                # the next issuer to try; calls[e] would then run in between
         # calls[e] may fetch if k prefetches it: k issues that prefetch ahead of the gathers. No issuer further
@@ -836,13 +907,13 @@ def _issue_early(calls: list[Call], spans: dict, t: int, c: Call, plain: bool, a
             break
     if best == t - 1:
         return
-    e = best
-    # the prefetch at t-1 would have issued them: from tile e on instead
+    # the prefetch at t-1 would have issued them: from tile best on instead, their L1 written from there on, unless
+    # that L1 no longer fits
+    if not l1.grow(cols, best):
+        return
     c.dma_in = [x for x in c.dma_in if not any(x is g for g in gs)]
     c.wait_early = True
-    calls[e].early = calls[e].early + gs
-    for b in cols:                      # their L1 is written from tile e on
-        spans[b][1] = min(spans[b][1], e)
+    calls[best].early = calls[best].early + gs
 
 
 def _writeback_waits(calls: list[Call], eb: int):
