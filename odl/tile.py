@@ -713,6 +713,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
     if carry:
         raise OdlError("tile: an im2col gather is the last call of the step (internal)")
     spans = _forward(calls, tiles_regions, tiles_l1, spans, span_of, resident)
+    _drop_dead_writebacks(calls)
     kept = {id(sp[0]) for sp in spans}
     l1bufs = [b for b in l1bufs if b.role == "l1_resident" or id(b) in kept]
     spans += list(res_span.values())
@@ -982,6 +983,32 @@ def _interleave(flat: list[Call], work: list) -> list[tuple[int, int]]:
             order += [(ci, t) for t in range(len(work[ci]))]
         ci = group[-1] + 1
     return order
+
+
+def _drop_dead_writebacks(calls: list[Call]):
+    """Drops the write-backs that no later tile reads: an in-place result that only the next tile of its chain reads,
+    from L1 (a residual add's sum, read by the ReLU after it), or a gradient that the update takes from L1. Not for
+    buffers that live for the whole step (parameters, state, what the host reads: the loss, the logits, and in the
+    validation build every activation and input gradient). A tile inside a per-sample loop body also counts the
+    reads of every tile of that body (the next sample's), and where the program renders its updates and checks apart,
+    after the rest (mixed precision), every tile counts theirs. Any later read of an overlapping region keeps it."""
+    reads: dict[int, list] = {}             # L2 buffer id -> regions read by the tiles after
+    body: dict[int, dict] = {}              # loop group -> the same for every tile of that body
+
+    def add(into, c):
+        for x in c.dma_in:
+            into.setdefault(id(x.l2), []).append(_treg(x))
+    apart = any(c.step == "check" for c in calls)
+    for c in calls:
+        if c.loop:
+            add(body.setdefault(c.group, {}), c)
+        if apart and c.step in ("update", "check"):
+            add(reads, c)
+    for c in reversed(calls):
+        live = [reads] + ([body[c.group]] if c.loop else [])
+        c.dma_out = [o for o in c.dma_out if o.l2.persistent or o.l2.init is not None
+                     or any(_overlap(_treg(o), r) for rs in live for r in rs.get(id(o.l2), ()))]
+        add(reads, c)
 
 
 def _within(key: tuple, outer: tuple) -> int | None:
