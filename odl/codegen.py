@@ -9,7 +9,7 @@ from . import __version__
 from . import kernels
 from .ir import Gather
 from .lower import MAX_CORES, CExpr, Program, Ptr
-from .memory import same_block
+from .memory import WB_TICKETS, same_block
 from .resources import resource_dir
 
 _PTR = {"odl": "T", "f32": "F32", "i32": "I32", "u8": "U8"}
@@ -60,13 +60,18 @@ def _transfer(t, eb: int) -> str:
     return f"odl_dma_start({l2}, {l1}, {row}u, {t.rows}u, {l2s}u, {l1s}u)"
 
 
-def _dma_lines(c, prev, nxt, eb: int, prefetched: bool) -> tuple[list[str], list[str]]:
+def _dma_lines(c, prev, nxt, eb: int, prefetched: bool, keep_prev: str = "", keep: str = "",
+               wait_wb: str = "odl_tkw") -> tuple[list[str], list[str]]:
     """C statements around a tiled call, the schedule odl/memory.py models. prev / nxt: the tiles before and after
     in the same block (None at a block's edge). The previous tile's write-backs are issued here, after this tile's
     prefetch of the next one, so that inputs go first on the one DMA channel; the last tile of a block issues its
-    own after the call. odl_tk: ticket of the fetch of the tile to run next; odl_tkw: of the last write-back."""
+    own after the call. odl_tk: ticket of the fetch of the tile to run next; odl_tkw: of the last write-back.
+    keep_prev / keep: where to keep the ticket of prev's / this tile's write-backs (a later tile waits for them,
+    wb_wait); wait_wb: the ticket a wait for write-backs waits for."""
     pre, post = [], []
     wb_prev = [f"odl_tkw = {_transfer(t, eb)};" for t in (prev.dma_out if prev is not None else [])]
+    if wb_prev and keep_prev:
+        wb_prev.append(f"{keep_prev} = odl_tkw;")
     now = c.late if prefetched else c.dma_in + c.late        # inputs issued here (late: the rest was prefetched)
     if now:
         pre += wb_prev                  # this tile may read what the previous one wrote: its results go first
@@ -75,8 +80,8 @@ def _dma_lines(c, prev, nxt, eb: int, prefetched: bool) -> tuple[list[str], list
         pre.append("odl_dma_wait(odl_tk);")     # (one FIFO channel: everything issued before is done too)
     else:
         pre.append("odl_dma_wait(odl_tk);")      # this tile's prefetched inputs
-        if c.wait_wb or not prefetched:          # the write-backs of two tiles ago, when their L1 is reused now
-            pre.append("odl_dma_wait(odl_tkw);")
+        if c.wait_wb or not prefetched:          # write-backs of two or more tiles ago, when their L1 is reused now
+            pre.append(f"odl_dma_wait({wait_wb if prefetched else 'odl_tkw'});")
     if nxt is not None and nxt.prefetch:
         if nxt.wb_first:                # the prefetch reads what these write back: they go first
             pre += wb_prev
@@ -88,6 +93,8 @@ def _dma_lines(c, prev, nxt, eb: int, prefetched: bool) -> tuple[list[str], list
         pre.insert(0, "odl_dma_wait(odl_tg);")
     if nxt is None:
         post += [f"odl_tkw = {_transfer(t, eb)};" for t in c.dma_out]
+        if post and keep:
+            post.append(f"{keep} = odl_tkw;")
     return pre, post
 
 
@@ -98,14 +105,24 @@ def call_blocks(indexed_calls, precision: str = "fp32") -> list[dict]:
     eb = 2 if precision == "fp16" else 4
     blocks = []
     seq = list(indexed_calls)
-    for pos, (i, c) in enumerate(seq):
-        # neighbours in the same block of this sequence (train renders subsets of a program's calls)
-        nxt = seq[pos + 1][1] if pos + 1 < len(seq) and seq[pos + 1][0] == i + 1 else None
-        prev = seq[pos - 1][1] if pos > 0 and seq[pos - 1][0] == i - 1 else None
+    pos = {i: p for p, (i, _) in enumerate(seq)}
+    # a wait for the write-backs of a given tile (wb_wait) keeps that tile's ticket in a slot of odl_tkr, when this
+    # sequence renders every tile from there on (train renders subsets of a program's calls); else it waits for all
+    waits = {i: c.wb_wait for i, c in seq
+             if c.wb_wait >= 0 and c.wb_wait in pos and pos[i] - pos[c.wb_wait] == i - c.wb_wait}
+    kept = set(waits.values())
+
+    def slot(j):
+        return f"odl_tkr[{j % WB_TICKETS}]" if j in kept else ""
+    for p, (i, c) in enumerate(seq):
+        # neighbours in the same block of this sequence
+        nxt = seq[p + 1][1] if p + 1 < len(seq) and seq[p + 1][0] == i + 1 else None
+        prev = seq[p - 1][1] if p > 0 and seq[p - 1][0] == i - 1 else None
         nxt = nxt if nxt is not None and same_block(c, nxt) else None
         prev = prev if prev is not None and same_block(prev, c) else None
         prefetched = c.prefetch and prev is not None
-        pre, post = _dma_lines(c, prev, nxt, eb, prefetched) if c.origin >= 0 else ([], [])
+        pre, post = _dma_lines(c, prev, nxt, eb, prefetched, slot(i - 1), slot(i),
+                               slot(waits[i]) if i in waits else "odl_tkw") if c.origin >= 0 else ([], [])
         checks = [(k, f"[{i}] {c.kernel} {c.layer} {c.step} .{k}") for k, v in c.fields.items()
                   if isinstance(v, Ptr)] if c.origin >= 0 else []
         rc = dict(index=i, layer=c.layer, step=c.step, kernel=c.kernel, args_type=kernels.get(c.kernel).args_type,
@@ -142,6 +159,7 @@ def render(prog: Program, model_name: str, cores: int, out_dir: Path) -> list[Pa
     live = [b for b in prog.buffers if b.offset >= 0 and b.space == "l2"]
     l1 = [b for b in prog.buffers if b.space == "l1"]
     ctx = dict(version=__version__, prologue=prog.prologue, model=model_name, precision=prog.precision, cores=cores,
+               wb_tickets=WB_TICKETS,
                batch=prog.graph.input_shape[0], calls=prog.calls, blocks=blocks,
                buffers=sorted(live, key=lambda b: b.offset), arena_bytes=prog.arena_bytes,
                macs_forward=prog.macs_forward, macs_backward=prog.macs_backward, loss_macro=prog.loss.macro,

@@ -242,6 +242,8 @@ class Call:
     wait_early: bool = False    # this tile's gathers went out early (`early` of a tile before): wait for them
     wait_wb: bool = True        # (prefetched tiles) wait for the write-backs issued so far: False when none of them
                                 # still reads L1 this tile's kernel touches (odl/tile.py _writeback_waits)
+    wb_wait: int = -1           # with wait_wb: the tile whose write-backs to wait for (with every transfer issued
+                                # before them: one FIFO channel); -1: the last issued (odl/memory.py WB_TICKETS)
     origin: int = -1
     l1_bytes: int = 0           # L1 in use (highest byte) while this tile computes
 

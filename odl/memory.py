@@ -15,7 +15,7 @@ a run of calls outside loops):
     if t's inputs were not prefetched: issue t-1's results, then t's inputs; wait for them
     if only some were (the rest read what t-1 writes back: late): issue t-1's results, then the late inputs; wait
     else: wait for t's prefetched inputs and, if t's kernel touches L1 they still read, for the write-backs issued
-          so far (t-2's results; odl/tile.py sets wait_wb)
+          up to the last such tile's (odl/tile.py sets wait_wb and wb_wait; everything issued before them too)
     if tile t+1 may be prefetched (same block, reads nothing t writes): issue its inputs; if they read what t-1
           wrote (wb_first), issue t-1's results before them
     issue t-1's results (if not done above): they drain while t computes, behind the prefetch
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from .errors import OdlError
 
 MODELS = ("flat", "hierarchy")
+WB_TICKETS = 16     # slots keeping the tickets of the write-backs a later tile waits for (Call.wb_wait; tile % 16)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,14 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
     tkw = 0                # completion of the last write-back issued
     tg = 0                 # completion of the last early gather (odl/tile.py _early_gathers)
     pending = None         # write-back cycles of the previous tile of this block, not issued yet
+    kept = {c.wb_wait for c in calls if c.wait_wb and c.wb_wait >= 0}
+    tkr = [0] * WB_TICKETS  # completion of the write-backs of the last kept tile of each slot (codegen odl_tkr)
+
+    def write_back(ci, now, cycles):
+        done = issue(now, cycles)
+        if ci in kept and cycles:
+            tkr[ci % WB_TICKETS] = done
+        return done
     for pos, (ci, b) in enumerate(seq):
         c = calls[ci]
         cin, cout = dma[ci]
@@ -179,12 +188,16 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
         now = late[ci] if prefetched else cin + late[ci]     # inputs issued at this tile
         if now:
             if pending is not None:
-                tkw = issue(t, pending)
+                tkw = write_back(ci - 1, t, pending)
                 pending = None
             tk = issue(t, now)
             ready = tk
+        elif not prefetched:
+            ready = max(tk, tkw)
+        elif c.wait_wb:
+            ready = max(tk, tkr[c.wb_wait % WB_TICKETS] if c.wb_wait >= 0 else tkw)
         else:
-            ready = max(tk, tkw) if (c.wait_wb or not prefetched) else tk
+            ready = tk
         if c.wait_early:
             ready = max(ready, tg)
         if ready > t:
@@ -192,11 +205,11 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
             t = ready
         if next_same and calls[seq[pos + 1][0]].prefetch:
             if calls[seq[pos + 1][0]].wb_first and pending is not None:
-                tkw = issue(t, pending)
+                tkw = write_back(ci - 1, t, pending)
                 pending = None
             tk = issue(t, dma[seq[pos + 1][0]][0])
         if pending is not None:
-            tkw = issue(t, pending)
+            tkw = write_back(ci - 1, t, pending)
             pending = None
         if early[ci]:                   # a later tile's gathers, behind this tile's write-backs
             tg = issue(t, early[ci])
@@ -205,7 +218,7 @@ def simulate(prog, compute: list[int], hier: Hierarchy) -> dict:
         if next_same:
             pending = cout
         elif cout:
-            tkw = issue(t, cout)
+            tkw = write_back(ci, t, cout)
         per_dma[ci] += cin + late[ci] + cout
     if state["free"] > t:
         per_exposed[seq[-1][0] if seq else 0] += state["free"] - t

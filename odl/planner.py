@@ -79,7 +79,7 @@ def _hierarchy_text(prog: Program) -> str:
             f"the busiest tile of {h.l1_data_bytes} B for tiles ({h.l1_bytes} B L1 less {h.stacks_bytes} B of "
             f"stacks); DMA per step (per-sample loops once): {sum(t.nbytes(eb) for t in tin)} B in, "
             f"{sum(t.nbytes(eb) for t in tout)} B out, {len(tin) + len(tout)} transfers, "
-            f"{sum(c.prefetch for c in prog.calls)} tiles prefetched during the previous tile, "
+            f"{sum(c.prefetch and bool(c.dma_in) for c in prog.calls)} tiles prefetched during the previous tile, "
             f"{sum(c.wait_early for c in prog.calls)} gathering earlier still"
             + (f"; kept in L1 for their whole life (no L2): {', '.join(resident)}" if resident else ""))
 

@@ -723,7 +723,10 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
     # conv's first tile are fetched while the call before computes, its gather of that call's output after
     for t in range(1, len(calls)):
         a, b = calls[t - 1], calls[t]
-        if not same_block(a, b) or not b.dma_in:
+        if not same_block(a, b):
+            continue
+        if not b.dma_in:        # nothing to fetch: as if prefetched, it waits only for the write-backs it must
+            b.prefetch = True
             continue
         a_l1 = {id(v.buf) for v in a.fields.values() if isinstance(v, Ptr)}
         early, late = [], []
@@ -863,18 +866,18 @@ def _early_inputs(calls: list[Call], l1: _L1Fit):
     when the tiles in between fetch nothing (no input queues behind the gathers), none of them uses their columns or
     writes back what they read, all run in one block, and the issuer is no update or check: they then hide behind
     all of those tiles' compute (a strided weight gradient's next channel range behind the row tiles of this one).
-    One tile in between may fetch when the issuer prefetches it (its inputs go out ahead of the gathers) and it
-    belongs to the reader's pass (layer3.conv1's forward: the next row chunk gathers during both channel halves of
-    this one). The tile's other prefetched inputs go at most EARLY_PLAIN tiles ahead under the same rules, from any
-    pass (a ReLU backward's inputs during the conv's weight update). Updates and checks issue nothing only when the
-    program renders them apart, after the backward (mixed precision: it has checks). The tile that reads the inputs
-    waits for them (odl_tg), and none goes out past another tile that waits for early inputs (it would wait for
-    these too). Measured: letting more tiles in between fetch (their inputs then wait behind the gathers), or
-    issuing a conv's first gathers during the batch-norm backward before it, lengthened the columns' L1 life until
-    other calls got smaller tiles, and the ResNet8 step got slower; so did issuing further ahead by estimates of the
-    DMA queue against compute. The L1 buffers the moved inputs write are alive from their issuer on; a move is made
-    only where that longer life still fits the L1 (l1.grow), one move at a time, in tile order: before, the moves
-    were all or none, and in ResNet8 FP16 none of the plain ones fitted."""
+    One tile in between may fetch when the issuer prefetches it (its inputs go out ahead of the gathers): the next
+    row chunk of layer3.conv1's forward gathers during both channel halves of this one, a weight gradient's first
+    gathers during the batch norm's parameter updates before it. The tile's other prefetched inputs go at most
+    EARLY_PLAIN tiles ahead under the same rules (a ReLU backward's inputs during the conv's weight update). Updates
+    and checks issue nothing only when the program renders them apart, after the backward (mixed precision: it has
+    checks). The tile that reads the inputs waits for them (odl_tg), and none goes out past another tile that waits
+    for early inputs (it would wait for these too). The L1 buffers the moved inputs write are alive from their
+    issuer on; a move is made only where that longer life still fits the L1 (l1.grow), one move at a time in tile
+    order, so that no call's tiles shrink for it. Measured: letting more tiles in between fetch (their inputs then
+    wait behind the gathers), or issuing further ahead by estimates of the DMA queue against compute, made the
+    ResNet8 step slower; moves all or none (before per-move fitting) left ResNet8 FP16 without any plain move, and
+    gathers only within the reader's pass without its weight gradients' first ones."""
     apart = any(c.step == "check" for c in calls)
     for t, c in enumerate(calls):
         for plain in (False, True):
@@ -893,8 +896,6 @@ def _issue_early(calls: list[Call], l1: _L1Fit, t: int, c: Call, plain: bool, ap
         # calls[e] may fetch if k prefetches it: k issues that prefetch ahead of the gathers. No issuer further
         # back then: calls[e]'s inputs would queue behind the gathers.
         fetches = bool(calls[e].dma_in or calls[e].late)
-        if fetches and (k.layer, k.step) != (c.layer, c.step) and not plain:
-            break
         # (a reader in between waits for the last gathers issued before it: not for these)
         if (not same_block(k, c) or calls[e].early or calls[e].wait_early
                 or (fetches and (not calls[e].prefetch or calls[e].late))
@@ -918,19 +919,21 @@ def _issue_early(calls: list[Call], l1: _L1Fit, t: int, c: Call, plain: bool, ap
 
 
 def _writeback_waits(calls: list[Call], eb: int):
-    """Sets each prefetched tile's wait_wb: whether it must wait for the write-backs issued before it (odl/memory.py's
+    """Sets each prefetched tile's wait_wb: whether it must wait for write-backs issued before it (odl/memory.py's
     schedule waits for them, as their L1 may be reused). It must only if one of them still reads L1 that its kernel
-    writes (reading alongside is harmless; DMA transfers issued later queue behind them on the one channel anyway).
-    Replays the issue order of the schedule (codegen._dma_lines); `pend` holds the L1 ranges of write-backs not known
-    to be complete."""
+    writes (reading alongside is harmless; DMA transfers issued later queue behind them on the one channel anyway),
+    and then only up to the last such tile's write-backs (wb_wait): what went out after them (a later tile's early
+    gathers, other write-backs) need not be done. Replays the issue order of the schedule (codegen._dma_lines);
+    `pend` holds the L1 ranges of write-backs not known to be complete, with their tiles."""
     def rng(b):
         return b.offset, b.offset + b.nbytes(eb)
-    pend: list[tuple[int, int]] = []
+    pend: list[tuple[int, int, int]] = []
     for t, c in enumerate(calls):
         prev = calls[t - 1] if t and same_block(calls[t - 1], c) else None
         nxt = calls[t + 1] if t + 1 < len(calls) and same_block(c, calls[t + 1]) else None
         prefetched = c.prefetch and prev is not None
         wb_prev = list(prev.dma_out) if prev is not None else []
+        c.wb_wait = -1
         if c.late or (not prefetched and c.dma_in):
             pend, wb_prev = [], []      # the previous results go out, then the inputs: waiting for those waits for all
         else:
@@ -938,12 +941,16 @@ def _writeback_waits(calls: list[Call], eb: int):
                 pend = []               # every write-back so far went out ahead of this tile's prefetched inputs
             ptr = pointer_fields(kernels.get(c.kernel).args_type)      # field -> read only
             mine = [rng(v.buf) for k, v in c.fields.items() if isinstance(v, Ptr) and not ptr.get(k)]
-            c.wait_wb = not prefetched or any(lo < e and o < hi for lo, hi in mine for o, e in pend)
-            if c.wait_wb:
+            hit = [j for o, e, j in pend if any(lo < e and o < hi for lo, hi in mine)]
+            c.wait_wb = not prefetched or bool(hit)
+            if not prefetched:
                 pend = []
-        pend += [rng(x.l1) for x in wb_prev]
+            elif hit:
+                c.wb_wait = max(hit)
+                pend = [p for p in pend if p[2] > c.wb_wait]
+        pend += [(*rng(x.l1), t - 1) for x in wb_prev]
         if nxt is None:
-            pend += [rng(x.l1) for x in c.dma_out]
+            pend += [(*rng(x.l1), t) for x in c.dma_out]
 
 
 def _conflict(ra: dict, rb: dict) -> bool:

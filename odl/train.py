@@ -39,6 +39,7 @@ from . import __version__
 from . import data as datamod
 from .errors import OdlError, ToolError
 from .lower import Buffer, Call, CExpr, Program, Ptr, TrainConfig
+from .memory import WB_TICKETS
 
 ALIGN = 16
 DATA_OFFSET = 16 << 20          # data region: 16 MiB past the arena start (QEMU virt RAM is 128 MiB)
@@ -287,7 +288,7 @@ def render_firmware(fw: Firmware, model_name: str, opts: TrainOptions, out_dir: 
     ctx = dict(version=__version__, model=model_name, precision=opts.precision, cores=opts.cores,
                programs=[dp.ctx() for dp in fw.programs], shared_bytes=fw.shared_bytes, arena_bytes=fw.arena_bytes,
                ctl_offset=fw.ctl.offset, mixed=opts.precision == "mixed", adam=cfg.optimizer == "adam", b1=b1, b2=b2,
-               data_offset=DATA_OFFSET, data_bytes=DATA_BYTES,
+               data_offset=DATA_OFFSET, data_bytes=DATA_BYTES, wb_tickets=WB_TICKETS,
                hierarchy=any(dp.prog.memory is not None for dp in fw.programs),
                l1_bytes=max([16] + [dp.prog.l1_peak_bytes for dp in fw.programs]),
                wait_all="  odl_dma_wait_all();\n" if any(dp.prog.memory is not None for dp in fw.programs) else "")

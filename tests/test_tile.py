@@ -190,6 +190,31 @@ def test_partial_prefetch_on_resnet8():
                and any(x.l2.role == "param" for x in ahead[t]) for t in lates)
 
 
+def test_dma_schedule_waits_for_one_tiles_write_backs_not_what_went_out_after():
+    """A tile whose kernel reuses the L1 of tile j's write-backs waits for those (wb_wait = j: their ticket, kept in
+    a slot of odl_tkr) and everything issued before them, not for a later tile's early gathers behind them."""
+    h = Hierarchy(0, 1 << 17, 2048, 8, 0, 1 << 20, dma_bytes_per_cycle=8, dma_setup_cycles=10, dma_channels=1)
+
+    def run(wb_wait):
+        calls = [_call(0, 400, False), _call(0, 400, True), _call(0, 0, True), _call(0, 0, True), _call(0, 0, True)]
+        # tile 1 issues tile 4's 8000 B gather (1010 cycles) after tile 0's write-back (60 cycles)
+        calls[1].early = [Transfer("in", Buffer("g", 8000, dtype="u8"), 0, 0, calls[1].dma_out[0].l1, 0, 1, 8000, 8000)]
+        calls[4].wait_early = True
+        for c in calls[1:]:
+            c.wait_wb = False
+        calls[3].wait_wb, calls[3].wb_wait = True, wb_wait
+        return simulate(_Prog(calls), [100] * 5, h)
+    # tile 0's write-back is done at 160; tile 1's goes out at 200 behind the gather (done 1170), done at 1230
+    assert run(0)["per_call_exposed"] == [0, 0, 0, 0, 1170 - 400]
+    assert run(-1)["per_call_exposed"] == [0, 0, 0, 1230 - 300, 0]
+    # the generated code keeps tile 0's ticket and waits for it
+    from odl.codegen import call_blocks
+    calls = [_call(0, 400, False), _call(0, 400, True), _call(0, 0, True), _call(0, 0, True)]
+    calls[3].wait_wb, calls[3].wb_wait = True, 0
+    pre = [r["pre"] for b in call_blocks(enumerate(calls), "fp16") for r in b["calls"]]
+    assert "odl_tkr[0] = odl_tkw;" in pre[1] and "odl_dma_wait(odl_tkr[0]);" in pre[3]
+
+
 def test_dma_schedule_of_a_loop_body_repeats_without_crossing_iterations():
     h = Hierarchy(0, 1 << 17, 2048, 8, 0, 1 << 20, dma_bytes_per_cycle=8, dma_setup_cycles=10, dma_channels=1)
     calls = [_call(800, 0, False, loop=3, group=1), _call(800, 400, True, loop=3, group=1)]
@@ -400,11 +425,11 @@ def test_emulated_dma_catches_a_missing_write_back_wait(monkeypatch):
 def test_early_gathers_on_resnet8():
     """A strided weight gradient's next channel range is gathered during the row tiles of this one (odl/tile.py
     _early_gathers): the gathers leave the reader's inputs for an earlier tile's `early`, the reader waits for them,
-    and no tile in between fetches anything (nothing queues behind them) but the one right after the issuer, of the
-    reader's pass, whose inputs the issuer prefetches ahead of the gathers (layer3.conv1 forward: the next output row
-    chunk gathers during both channel halves of this one). Other inputs go at most one tile earlier, past a tile the
-    issuer prefetches, where the L1 they then keep alive longer still fits (odl/tile.py _L1Fit): in ResNet8 FP16
-    some do."""
+    and no tile in between fetches anything (nothing queues behind them) but the one right after the issuer, whose
+    inputs the issuer prefetches ahead of the gathers (layer3.conv1 forward: the next output row chunk gathers during
+    both channel halves of this one; a weight gradient's first gathers during the batch norm's updates). Other inputs
+    go at most one tile earlier, past a tile the issuer prefetches, where the L1 they then keep alive longer still
+    fits (odl/tile.py _L1Fit): in ResNet8 FP16 some do."""
     _, prog = _tiled("resnet8", "fp16")
     calls = prog.calls
     issuers = [i for i, c in enumerate(calls) if c.early]
@@ -419,8 +444,11 @@ def test_early_gathers_on_resnet8():
             assert t - i == 2
         if nxt.dma_in or nxt.late:
             assert nxt.prefetch and not nxt.late
-            if any(isinstance(g, Gather) for g in calls[i].early):
-                assert (nxt.layer, nxt.step) == (calls[t].layer, calls[t].step)
+    # gathers within the reader's pass, and from an earlier pass
+    gathered = [(calls[i], calls[next(j for j in range(i + 1, len(calls)) if calls[j].wait_early)])
+                for i in issuers if any(isinstance(g, Gather) for g in calls[i].early)]
+    assert any((a.layer, a.step) == (b.layer, b.step) for a, b in gathered)
+    assert any((a.layer, a.step) != (b.layer, b.step) for a, b in gathered)
 
 
 def test_cut_fetch_at_the_rows_a_write_back_covers():
