@@ -869,7 +869,8 @@ def _early_inputs(calls: list[Call], l1: _L1Fit):
     One tile in between may fetch when the issuer prefetches it (its inputs go out ahead of the gathers): the next
     row chunk of layer3.conv1's forward gathers during both channel halves of this one, a weight gradient's first
     gathers during the batch norm's parameter updates before it. The tile's other prefetched inputs go at most
-    EARLY_PLAIN tiles ahead under the same rules (a ReLU backward's inputs during the conv's weight update). Updates
+    EARLY_PLAIN tiles ahead under the same rules, each on its own (a ReLU backward's inputs during the conv's weight
+    update; a batch norm's weights and statistics while the tile before reads what it writes back). Updates
     and checks issue nothing only when the program renders them apart, after the backward (mixed precision: it has
     checks). The tile that reads the inputs waits for them (odl_tg), and none goes out past another tile that waits
     for early inputs (it would wait for these too). The L1 buffers the moved inputs write are alive from their
@@ -880,13 +881,14 @@ def _early_inputs(calls: list[Call], l1: _L1Fit):
     gathers only within the reader's pass without its weight gradients' first ones."""
     apart = any(c.step == "check" for c in calls)
     for t, c in enumerate(calls):
-        for plain in (False, True):
-            _issue_early(calls, l1, t, c, plain, apart)
+        _issue_early(calls, l1, t, c, [g for g in c.dma_in if isinstance(g, Gather)], apart)
+        for x in [x for x in c.dma_in if not isinstance(x, Gather)]:
+            _issue_early(calls, l1, t, c, [x], apart)
 
 
-def _issue_early(calls: list[Call], l1: _L1Fit, t: int, c: Call, plain: bool, apart: bool):
-    """_early_inputs for tile t's gathers (plain False) or its other prefetched inputs (plain True)."""
-    gs = [g for g in c.dma_in if isinstance(g, Gather) != plain]
+def _issue_early(calls: list[Call], l1: _L1Fit, t: int, c: Call, gs: list, apart: bool):
+    """_early_inputs for tile t's gathers, or one of its other prefetched inputs."""
+    plain = not any(isinstance(g, Gather) for g in gs)
     if not gs or not c.prefetch or c.step in ("update", "check"):
         return
     cols = {id(g.l1) for g in gs}
