@@ -308,6 +308,7 @@ class Program:
     naive_bytes: int = 0
     memory: object = None               # odl.memory.Hierarchy when the step was tiled for L1 + L2 + DMA, else None
     l1_peak_bytes: int = 0              # L1 data bytes in use at the busiest tile (tiled steps)
+    dropped_writebacks: tuple = (0, 0)  # (transfers, bytes) of the write-backs nothing reads, dropped (odl/tile.py)
 
     @property
     def elem_bytes(self) -> int:

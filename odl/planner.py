@@ -80,7 +80,8 @@ def _hierarchy_text(prog: Program) -> str:
             f"stacks); DMA per step (per-sample loops once): {sum(t.nbytes(eb) for t in tin)} B in, "
             f"{sum(t.nbytes(eb) for t in tout)} B out, {len(tin) + len(tout)} transfers, "
             f"{sum(c.prefetch and bool(c.dma_in) for c in prog.calls)} tiles prefetched during the previous tile, "
-            f"{sum(c.wait_early for c in prog.calls)} gathering earlier still"
+            f"{sum(c.wait_early for c in prog.calls)} fetching some inputs earlier still, "
+            f"{prog.dropped_writebacks[0]} write-backs ({prog.dropped_writebacks[1]} B) dropped as nothing reads them"
             + (f"; kept in L1 for their whole life (no L2): {', '.join(resident)}" if resident else ""))
 
 

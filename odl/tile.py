@@ -548,7 +548,7 @@ def tile(prog: Program, hier: Hierarchy, cores: int) -> Program:
     level = [0] * len(flat)
     while True:
         try:
-            calls, l1bufs, peak = _tile_all(prog, flat, hier, cores, resident,
+            calls, l1bufs, peak, dropped = _tile_all(prog, flat, hier, cores, resident,
                                             [max(0, int((l1 - r) * SHARES[v])) for r, v in zip(res_alive, level)])
             break
         except _NoFit as e:
@@ -566,6 +566,7 @@ def tile(prog: Program, hier: Hierarchy, cores: int) -> Program:
     prog.buffers = [b for b in prog.buffers if id(b) not in resident] + l1bufs
     prog.memory = hier
     prog.l1_peak_bytes = peak
+    prog.dropped_writebacks = dropped
     return prog
 
 
@@ -713,7 +714,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
     if carry:
         raise OdlError("tile: an im2col gather is the last call of the step (internal)")
     spans = _forward(calls, tiles_regions, tiles_l1, spans, span_of, resident)
-    _drop_dead_writebacks(calls)
+    dropped = _drop_dead_writebacks(calls, eb)
     kept = {id(sp[0]) for sp in spans}
     l1bufs = [b for b in l1bufs if b.role == "l1_resident" or id(b) in kept]
     spans += list(res_span.values())
@@ -770,7 +771,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
     for t, c in enumerate(calls):       # L1 bytes in use (highest end) while tile t computes
         c.l1_bytes = max((o + s for o, s in l1.alive.get(t, ())), default=0)
     _writeback_waits(calls, eb)
-    return calls, l1bufs, peak
+    return calls, l1bufs, peak, dropped
 
 
 EARLY_SPAN = 8      # tiles a gather may go out ahead of the tile that reads it
@@ -994,13 +995,14 @@ def _interleave(flat: list[Call], work: list) -> list[tuple[int, int]]:
     return order
 
 
-def _drop_dead_writebacks(calls: list[Call]):
+def _drop_dead_writebacks(calls: list[Call], eb: int = 2) -> tuple[int, int]:
     """Drops the write-backs that no later tile reads: an in-place result that only the next tile of its chain reads,
     from L1 (a residual add's sum, read by the ReLU after it), or a gradient that the update takes from L1. Not for
     buffers that live for the whole step (parameters, state, what the host reads: the loss, the logits, and in the
     validation build every activation and input gradient). A tile inside a per-sample loop body also counts the
     reads of every tile of that body (the next sample's), and where the program renders its updates and checks apart,
-    after the rest (mixed precision), every tile counts theirs. Any later read of an overlapping region keeps it."""
+    after the rest (mixed precision), every tile counts theirs. Any later read of an overlapping region keeps it.
+    Returns the number and bytes of those dropped."""
     reads: dict[int, list] = {}             # L2 buffer id -> regions read by the tiles after
     body: dict[int, dict] = {}              # loop group -> the same for every tile of that body
 
@@ -1013,11 +1015,16 @@ def _drop_dead_writebacks(calls: list[Call]):
             add(body.setdefault(c.group, {}), c)
         if apart and c.step in ("update", "check"):
             add(reads, c)
+    n = nbytes = 0
     for c in reversed(calls):
         live = [reads] + ([body[c.group]] if c.loop else [])
-        c.dma_out = [o for o in c.dma_out if o.l2.persistent or o.l2.init is not None
-                     or any(_overlap(_treg(o), r) for rs in live for r in rs.get(id(o.l2), ()))]
+        keep = [o for o in c.dma_out if o.l2.persistent or o.l2.init is not None
+                or any(_overlap(_treg(o), r) for rs in live for r in rs.get(id(o.l2), ()))]
+        n += len(c.dma_out) - len(keep)
+        nbytes += sum(o.nbytes(eb) for o in c.dma_out if not any(o is k for k in keep))
+        c.dma_out = keep
         add(reads, c)
+    return n, nbytes
 
 
 def _within(key: tuple, outer: tuple) -> int | None:
