@@ -177,10 +177,13 @@ def test_resume_after_kill_is_bitwise(tmp_path, precision):
 @needs_qemu
 @pytest.mark.slow
 def test_resume_after_killing_the_process(tmp_path):
-    """The odl process (and its emulator) killed by a signal mid-epoch; the resumed run ends bitwise equal."""
+    """The odl process (and its emulator) killed by a signal as soon as its first checkpoint is written, in the
+    next epoch (an epoch of this run takes well under a second on the emulator's fast path: a fixed wait for "mid
+    epoch 2" let the whole run finish first); the resumed run ends bitwise equal."""
     npz = _digits_npz(tmp_path / "d.npz", n=400)
     full, part = tmp_path / "full.pt", tmp_path / "part.pt"
-    base = [CNN, "--data", npz, "--epochs", "3", "--batch", "16", "--reference", "none", "--no-progress",
+    epochs = 4
+    base = [CNN, "--data", npz, "--epochs", str(epochs), "--batch", "16", "--reference", "none", "--no-progress",
             "--lr", "0.05", "--momentum", "0.9"]
     r = _cli(*base, "--checkpoint", full)
     assert r.returncode == 0, r.stderr
@@ -189,14 +192,13 @@ def test_resume_after_killing_the_process(tmp_path):
     try:
         deadline = time.time() + 300
         while not part.exists() and time.time() < deadline and p.poll() is None:
-            time.sleep(0.2)
-        time.sleep(1.5)                                   # well into epoch 2
+            time.sleep(0.02)
         assert p.poll() is None, "finished before it could be killed"
         os.killpg(p.pid, signal.SIGKILL)                  # odl and its QEMU (same new session)
     finally:
         p.wait(timeout=30)
         p.stdout.close()
-    assert torch.load(part, weights_only=True)["epoch"] == 1
+    assert 1 <= torch.load(part, weights_only=True)["epoch"] < epochs
     r = _cli(*base, "--checkpoint", part, "--resume", part)
     assert r.returncode == 0, r.stderr
     a, b = torch.load(full, weights_only=True), torch.load(part, weights_only=True)
