@@ -54,16 +54,22 @@ def first_fit(items: list, fixed: list = ()) -> list:
         mark(o, s, lo, hi)
     placed = []
     for b, size, lo, hi in sorted(items, key=lambda it: -it[1]):
-        clashes = sorted({os_ for t in range(lo, hi + 1) for os_ in alive.get(t, ())})
-        cand = 0
-        for o, s in clashes:
-            if cand + size <= o:
-                break
-            cand = max(cand, o + s)
+        cand = lowest_free(alive, size, lo, hi)
         b.offset = cand
         placed.append((cand, size, lo, hi, b))
         mark(cand, size, lo, hi)
     return placed
+
+
+def lowest_free(alive: dict, size: int, lo: int, hi: int) -> int:
+    """The lowest offset where `size` bytes overlap none of the (offset, size) ranges alive (alive: time -> ranges)
+    at any time in lo..hi."""
+    cand = 0
+    for o, s in sorted({os_ for t in range(lo, hi + 1) for os_ in alive.get(t, ())}):
+        if cand + size <= o:
+            break
+        cand = max(cand, o + s)
+    return cand
 
 
 def _hierarchy_text(prog: Program) -> str:

@@ -796,8 +796,7 @@ class _L1Fit:
         self.at = {id(b): (o, s) for o, s, _, _, b in placed}
         self.alive: dict[int, list] = {}    # tile -> [(offset, size)] of the buffers alive then
         for o, s, lo, hi, _ in placed:
-            for t in range(lo, hi + 1):
-                self.alive.setdefault(t, []).append((o, s))
+            self._mark(o, s, lo, hi)
 
     def placed(self) -> list[tuple]:
         """(offset, size, first tile, last tile, buffer) of every buffer."""
@@ -854,11 +853,8 @@ class _L1Fit:
 
     def _fit(self, s, lo, hi):
         """The lowest offset where s bytes clash with nothing alive in tiles lo..hi, if within the L1."""
-        cand = 0
-        for q, n in sorted({x for t in range(lo, hi + 1) for x in self.alive.get(t, ())}):
-            if cand + s <= q:
-                break
-            cand = max(cand, q + n)
+        from .planner import lowest_free
+        cand = lowest_free(self.alive, s, lo, hi)
         return cand if cand + s <= self.cap else None
 
 
@@ -995,7 +991,7 @@ def _interleave(flat: list[Call], work: list) -> list[tuple[int, int]]:
     return order
 
 
-def _drop_dead_writebacks(calls: list[Call], eb: int = 2) -> tuple[int, int]:
+def _drop_dead_writebacks(calls: list[Call], eb: int) -> tuple[int, int]:
     """Drops the write-backs that no later tile reads: an in-place result that only the next tile of its chain reads,
     from L1 (a residual add's sum, read by the ReLU after it), or a gradient that the update takes from L1. Not for
     buffers that live for the whole step (parameters, state, what the host reads: the loss, the logits, and in the

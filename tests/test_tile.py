@@ -519,14 +519,14 @@ def test_write_backs_no_later_tile_reads_are_dropped():
                     dma_in=[Transfer("in", b, o, 0, l1, 0, 1, n, n) for b, o, n in ins],
                     dma_out=[Transfer("out", b, o, 0, l1, 0, 1, n, n) for b, o, n in outs])
     calls = [call([], [(x, 0, 64), (y, 0, 64), (p, 0, 64), (z, 128, 64)]), call([(x, 32, 8), (z, 0, 64)], [])]
-    assert _drop_dead_writebacks(calls) == (2, 128)
+    assert _drop_dead_writebacks(calls, 1) == (2, 128)
     # x is read (in part) later, p lives for the step; y and z's [128, 192) are never read
     assert [o.l2.name for o in calls[0].dma_out] == ["x", "p"]
     # in a loop body, a read before the write (the next sample's) keeps it
     calls = [call([(y, 0, 64)], [], loop=2, group=1), call([], [(y, 0, 64)], loop=2, group=1)]
-    _drop_dead_writebacks(calls)
+    _drop_dead_writebacks(calls, 1)
     assert calls[1].dma_out
     # an update listed before the write but run after the rest (a program with checks)
     calls = [call([(y, 0, 64)], [], step="update"), call([], [(y, 0, 64)]), call([], [], step="check")]
-    _drop_dead_writebacks(calls)
+    _drop_dead_writebacks(calls, 1)
     assert calls[1].dma_out
