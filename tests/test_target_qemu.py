@@ -10,7 +10,7 @@ import pytest
 
 from odl import protocol
 from odl.protocol import DeviceError, Link
-from odl.runners import QemuRunner
+from odl.runners import QemuRunner, RunnerError
 from odl.target import load_target
 from odl.toolchain import CompileError, build_firmware
 
@@ -160,6 +160,33 @@ def test_team_protocol(target, team_elfs, tmp_path, cores):
 def test_exit_code_is_propagated(target, team_elfs, tmp_path):
     with QemuRunner(target, team_elfs[1], 1, tmp_path) as r:
         assert r.exit(3) == 3
+
+
+def test_runners_started_side_by_side_each_talk_to_their_own_emulator(target, team_elfs, tmp_path):
+    """odl listens and QEMU connects (odl.runners.uart_socket): runners started at once (a fleet's parallel devices)
+    cannot swap or share emulators. Each writes its own bytes and reads them back; the UART port takes no second
+    client once its QEMU is connected."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        with QemuRunner(target, team_elfs[1], 1, tmp_path / str(i)) as r:
+            blob = bytes([i + 1]) * 64
+            r.link.write(2048, blob)
+            port = int(next(a for a in r.cmdline if a.startswith("tcp:")).split(":")[2].split(",")[0])
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            got = r.read_arena(2048, 64)
+            r.exit()
+            return got == blob
+    with ThreadPoolExecutor(4) as ex:
+        assert list(ex.map(one, range(4))) == [True] * 4
+
+
+def test_emulator_that_never_connects_is_reported(target, team_elfs, tmp_path):
+    with pytest.raises(RunnerError, match=r"QEMU did not connect to its UART socket: QEMU exited with status 1"):
+        with QemuRunner(target, team_elfs[1], 1, tmp_path, extra_args=["-no-such-option"]):
+            pass
 
 
 def test_step_counts_deterministic(target, team_elfs, tmp_path):

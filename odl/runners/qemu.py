@@ -1,4 +1,5 @@
-"""Run a firmware ELF on QEMU (rv32 `virt`), talk to it over the UART (a TCP socket) with the odl protocol.
+"""Run a firmware ELF on QEMU (rv32 `virt`), talk to it with the odl protocol over the UART (a TCP connection that
+QEMU opens to a socket odl listens on).
 
 Bulk data goes around the slow emulated UART (~5 KB/s): inputs are preloaded into the arena with QEMU's
 generic loader (`-device loader,file=F,addr=A,force-raw=on`), results come back through semihosting
@@ -12,22 +13,15 @@ import time
 import uuid
 from pathlib import Path
 
-import serial
-
 from .. import cleanup
 from ..errors import ToolError
 from ..protocol import Link, ProtocolError
 from ..target import Target
+from .uart_socket import UartSocket, listen_local
 
 
 class RunnerError(ToolError):
     pass
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class QemuRunner:
@@ -72,7 +66,7 @@ class QemuRunner:
             raise RunnerError(f"{q.binary} not found on PATH (QEMU >= 8 with zvfh is needed; see scripts/setup.sh)")
         cmd = [exe, "-machine", q.machine, "-cpu", q.cpu, "-smp", str(self.cores), *q.extra,
                "-semihosting-config", "enable=on,target=native",
-               "-serial", f"tcp:127.0.0.1:{tcp_port},server=on,wait=on,nodelay=on",
+               "-serial", f"tcp:127.0.0.1:{tcp_port},nodelay=on",   # QEMU is the client: odl listens
                "-kernel", str(self.elf)]
         for i, (off, data) in enumerate(self.preload if self.bulk == "fast" else ()):
             f = self.workdir / f"preload_{i}.bin"
@@ -94,31 +88,26 @@ class QemuRunner:
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> "QemuRunner":
         self.workdir.mkdir(parents=True, exist_ok=True)
-        last_err = None
-        for _attempt in range(3):          # the free port may be taken between probe and bind: retry
-            port = _free_port()
-            cmd = self.command(port)
+        with listen_local() as srv:   # odl holds the port; QEMU connects to it (see odl.runners.uart_socket)
+            cmd = self.command(srv.getsockname()[1])
             self.cmdline = cmd
             with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
                 self.proc = cleanup.popen(cmd, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            srv.settimeout(0.05)
             deadline = time.monotonic() + self.boot_timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
+            while self.port is None:
                 try:
-                    self.port = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=0.5)
-                    break
-                except (serial.SerialException, OSError) as e:
-                    last_err = e
-                    time.sleep(0.02)
-            if self.port is not None:
-                break
-            self._kill()
-            if "Address already in use" not in self.stderr_tail():
-                raise RunnerError(f"could not connect to QEMU's UART on port {port}: {last_err}"
-                                  f"{self.stderr_tail()}\ncommand: {' '.join(cmd)}")
-        if self.port is None:
-            raise RunnerError(f"could not start QEMU: {last_err}{self.stderr_tail()}")
+                    conn, _ = srv.accept()
+                except socket.timeout:
+                    status = self.proc.poll()
+                    if status is None and time.monotonic() < deadline:
+                        continue
+                    self._kill()
+                    why = (f"QEMU exited with status {status}" if status is not None
+                           else f"no connection within {self.boot_timeout:g} s")
+                    raise RunnerError(f"QEMU did not connect to its UART socket: {why}{self.stderr_tail()}"
+                                      f"\ncommand: {' '.join(cmd)}") from None
+                self.port = UartSocket(conn, timeout=0.5)
         self.link = Link(self.port, timeout=self.timeout)
         try:
             self.hello = self.link.hello(timeout=self.boot_timeout)

@@ -9,6 +9,7 @@ hart's `minstret` is exact there, so STEP's counts are real per-hart instruction
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +19,6 @@ import serial
 
 from .. import cleanup
 from ..errors import ToolError
-from .qemu import _free_port
 from .serial_port import UartSession
 
 
@@ -43,6 +43,14 @@ def script_resc(repl: Path, elf: Path, port: int, cores: int, vlen: int = 128,
     lines += [f"sysbus LoadBinary @{f} {addr:#x}" for addr, f in preload]
     return "\n".join(lines) + "\n"
 
+
+
+def _free_port() -> int:
+    """A port free now. Renode listens on it itself (its UART is a server socket terminal), so another process can
+    take it before Renode binds; Renode then fails to open its terminal and the runner reports that."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 class RenodeRunner(UartSession):
     name = "renode"
