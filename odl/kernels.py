@@ -4,7 +4,6 @@ kernels by (op, direction) and picks the cheapest applicable one; codegen takes 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 

@@ -33,6 +33,14 @@ def _forced_variants() -> dict:
     return out
 
 
+
+def step_prologue(cfg) -> list[str]:
+    """C lines at the start of a training step: Adam's bias corrections 1 - beta^t for this step (none for SGD)."""
+    if cfg.optimizer != "adam":
+        return []
+    b1, b2 = (float(v) for v in cfg.betas)
+    return ["static float odl_b1t = 1.0f, odl_b2t = 1.0f;", f"odl_b1t *= {b1:.9g}f; odl_b2t *= {b2:.9g}f;"]
+
 class Lowering:
     def __init__(self, graph: Graph, precision: str, cfg: TrainConfig, observe: bool = False, profile: bool = False,
                  costs: dict | None = None, tuning: bool = False, cores: int = 8, forward_only: bool = False):
@@ -492,13 +500,9 @@ class Lowering:
             raise OdlError(f"a proximal term (FedProx, mu={cfg.prox_mu}) is supported with --optimizer sgd only")
         if cfg.prox_mu < 0 or cfg.prox_mu != cfg.prox_mu:
             raise OdlError(f"FedProx mu={cfg.prox_mu}: must be a finite number >= 0")
-        if cfg.optimizer == "adam":
-            b1, b2 = (float(v) for v in cfg.betas)
-            # bias corrections 1 - beta^t for this step t = odl_step_index + 1
-            self.prologue += [f"static float odl_b1t = 1.0f, odl_b2t = 1.0f;",
-                              f"odl_b1t *= {b1:.9g}f; odl_b2t *= {b2:.9g}f;"]
-        elif cfg.optimizer != "sgd":
+        if cfg.optimizer not in ("sgd", "adam"):
             raise OdlError(f"unknown optimizer '{cfg.optimizer}' (expected sgd or adam)")
+        self.prologue += step_prologue(cfg)
 
     def _update(self, pname: str):
         """The optimizer step of one parameter, emitted once its gradient is complete."""
@@ -580,7 +584,7 @@ def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe:
     from the L2 arena; odl/tile.py), None for one flat memory. observe=True keeps every layer input gradient until the end of the
     step so the host can read it (validation); observe=False is the deployable step. profile=True adds a
     buffer where a profiling build (-DODL_PROFILE) records each call's exact per-core instruction counts.
-    costs: measured variant costs for this target/precision/cores (odl.tune.load_costs); tuning=True emits every
+    costs: measured variant costs for this target/precision/cores (odl.costs.load_costs); tuning=True emits every
     variant of every choice so that one profiled run measures them (odl tune). transform: a function that rewrites
     the lowered (untiled) Program in place before tiling."""
     if precision not in ("fp32", "fp16"):

@@ -323,6 +323,8 @@ class Kernels:
         """C^T[N,M] (+)= (A[M,K] @ B[K,N])^T: mm_nn storing C transposed"""
         a, b = self._arr(a), self._arr(b)
         (m, k), (k2, n) = a.shape, b.shape
+        if k != k2:
+            raise ValueError(f"mm_nn_ct: inner sizes differ ({a.shape} vs {b.shape})")
         c = self._out(out, (n, m), accumulate)
         self.run("mm_nn", MmArgs(self._ptr(a), self._ptr(b), self._ptr(c), m, n, k, int(accumulate), 0, 0, 0, 1),
                  cores)

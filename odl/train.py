@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from . import __version__
 from . import data as datamod
 from .errors import OdlError, ToolError
-from .lower import Buffer, Call, CExpr, Program, Ptr, TrainConfig
+from .lower import Buffer, Call, CExpr, Program, Ptr, TrainConfig, step_prologue
 from .memory import WB_TICKETS
 
 ALIGN = 16
@@ -213,11 +213,7 @@ def build_programs(model: nn.Module, sample_shape: tuple, ntrain: int, nval: int
     from .memory import memory_for
     from .target import load_target
     hier = memory_for(load_target(opts.target), opts.memory)
-    if cfg.optimizer == "adam":
-        b1, b2 = (float(v) for v in cfg.betas)
-        want = [f"static float odl_b1t = 1.0f, odl_b2t = 1.0f;", f"odl_b1t *= {b1:.9g}f; odl_b2t *= {b2:.9g}f;"]
-    else:
-        want = []
+    want = step_prologue(cfg)
     masters = {}
     transform = None
     if opts.precision == "mixed":
@@ -228,8 +224,9 @@ def build_programs(model: nn.Module, sample_shape: tuple, ntrain: int, nval: int
             masters[pname] = Buffer("master_" + pname, w.nelem, dtype="f32", role="state", persistent=True,
                                     shape=w.shape, init=("master", pname))
 
-        def transform(p):   # before tiling: the rewrite adds calls that must be tiled too
+        def mixed(p):   # before tiling: the rewrite adds calls that must be tiled too
             to_mixed(p, dict(masters))
+        transform = mixed
     progs = []
     for kind, bs in sizes:
         g = trace(model, (bs, *sample_shape))
@@ -337,7 +334,6 @@ def initial_shared(fw: Firmware, model: nn.Module, opts: TrainOptions) -> bytes:
 
 
 def shared_values(fw: Firmware, blob: bytes) -> dict[str, np.ndarray]:
-    eb = fw.programs[0].prog.elem_bytes
     out = {}
     for b in fw.shared:
         if b is fw.ctl:
@@ -709,7 +705,6 @@ def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, s
         link.info()
     rtt = (time.perf_counter() - t0) / 5
     xdt = np.float16 if fw.dev_precision == "fp16" else np.float32
-    eb = fw.programs[0].prog.elem_bytes
 
     def put_batch(dp, idx, xs, ys):
         p = dp.prog
@@ -851,7 +846,6 @@ def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, s
     hacc, hloss = host_eval(host_model, ds.x_val, ds.y_val, cfg.loss)
     rep["final"]["host_val_acc"] = hacc
     rep["final"]["host_val_loss"] = hloss
-    nsteps = len(cycles)
     samples = (opts.epochs - start_epoch) * ntrain
     rep["samples_per_s"] = round(samples / train_wall, 1) if train_wall > 0 else None
     rep["device_cycles_per_step"] = int(np.median(cycles)) if cycles else None

@@ -14,7 +14,7 @@ back to the kernel registry's cost hints (the profile report says which basis ea
 """
 from __future__ import annotations
 
-from .costs import cache_path, load_costs, save_costs, shipped_path  # noqa: F401  (the cache lives in odl.costs)
+from .costs import save_costs
 
 
 def measured_costs(rep: dict) -> dict:

@@ -15,8 +15,7 @@ from .compare import TOLERANCE, TORCH_FACTOR, at_floor, judge, passes
 from .memory import memory_for
 from .errors import OdlError
 from .lower import Program, TrainConfig, lower
-from .pipeline import (NP_DTYPE, Prepared, build, host_array, np_dtype, open_runner, preload_blob,  # noqa: F401
-                       prepare, prepare_module, read_tensor)
+from .pipeline import Prepared, build, host_array, open_runner, prepare, read_tensor
 from .planner import fit, plan
 from .reference import first_update, reference_steps
 from .target import load_target

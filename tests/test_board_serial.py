@@ -6,9 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-
-import pytest
 
 from conftest import MODELS, needs_qemu
 from odl.target import load_target

@@ -1,10 +1,8 @@
 """`odl compile`: a standalone C project that builds with make + the cross compiler alone and runs on QEMU."""
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 

@@ -1,6 +1,5 @@
 """The cost model's FP16 SIMD is 2 lanes: no firmware instruction may set a vector length above 2 (clang can
 otherwise turn struct copies or neighbouring element copies into 128-bit vectors behind our back)."""
-from pathlib import Path
 
 import pytest
 

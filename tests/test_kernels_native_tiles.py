@@ -3,8 +3,6 @@
 import numpy as np
 import pytest
 
-from odl import native
-from odl.native import MmArgs
 
 
 

@@ -82,7 +82,8 @@ def test_validate_through_a_damaging_link(tmp_path):
 def run_on_board(elf, cores, prog, prep, rate, seed):
     """run_device on a fresh board, through a proxy damaging `rate` of the bytes: (step results, final arena, stats)."""
     from odl.runners.serial_port import SerialRunner
-    from odl.validate import preload_blob, run_device
+    from odl.pipeline import preload_blob
+    from odl.validate import run_device
     port = free_port()
     board = cleanup.popen(board_cmd(port, cores, elf), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
@@ -127,7 +128,7 @@ def test_multi_step_weights_identical_to_clean_link(tmp_path):
 
 
 def prog_initial(prog, prep):
-    from odl.validate import preload_blob
+    from odl.pipeline import preload_blob
     blob = preload_blob(prog, prep)
     return blob + bytes(max(0, prog.arena_bytes - len(blob)))
 

@@ -133,6 +133,7 @@ def test_digits_trains_on_qemu(tmp_path):
         assert {"train_loss", "val_acc", "ref_train_loss", "ref_val_acc", "wall_s"} <= set(e)
         assert abs(e["train_loss"] - e["ref_train_loss"]) < 0.02 * e["ref_train_loss"] + 1e-3
     f = j["final"]
+    assert rep["final"]["val_acc"] == f["val_acc"] and rep["epochs"][-1]["train_loss"] == j["epochs"][-1]["train_loss"]
     assert f["val_acc"] > 0.85 and abs(f["val_acc"] - f["ref_val_acc"]) <= 0.02
     assert png.stat().st_size > 1000
     c = torch.load(ck, weights_only=True)
