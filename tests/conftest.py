@@ -1,4 +1,5 @@
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -23,3 +24,11 @@ def rel_l2(dev, ref):
     ref = np.asarray(ref, dtype=np.float64)
     den = np.linalg.norm(ref)
     return float(np.linalg.norm(dev - ref) / (den if den > 0 else 1.0))
+
+
+def free_port() -> int:
+    """A local TCP port free now, for a QEMU that stands in for a board (it listens on its UART as a board's serial
+    port would be opened by the host). Tests run one at a time, so no other runner takes it in between."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

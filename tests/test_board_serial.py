@@ -3,18 +3,11 @@ channel but its UART (no loader, no semihosting, booted before the host connects
 everything crosses the framed protocol through pyserial, as with /dev/ttyUSB0."""
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 
-from conftest import MODELS, needs_qemu
+from conftest import MODELS, free_port, needs_qemu
 from odl.target import load_target
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @needs_qemu

@@ -12,19 +12,13 @@ import time
 import numpy as np
 import pytest
 
-from conftest import MODELS, needs_qemu
+from conftest import MODELS, free_port, needs_qemu
 from faultproxy import FaultProxy
 from odl import cleanup
 from odl.target import load_target
 
 SPINE = f"{MODELS / 'spine_model.py'}:SpineNet"
 RATE = 1e-3
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def board_cmd(port: int, cores: int, elf="{elf}", daemon_pidfile=None) -> list[str]:

@@ -265,12 +265,10 @@ def test_train_on_a_serial_board(tmp_path):
     the shared state, every batch, the evaluations and the checkpoints cross the framed protocol. Starts from
     --init weights, mixed precision with a fixed loss scale."""
     import shutil
-    import socket
+    from conftest import free_port
     from odl.frontend import load_model
     from odl.target import load_target
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     t = load_target("rv32-cluster")
     q = t.qemu
     pidfile = tmp_path / "board.pid"
