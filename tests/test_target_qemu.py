@@ -164,15 +164,19 @@ def test_exit_code_is_propagated(target, team_elfs, tmp_path):
 
 def test_runners_started_side_by_side_each_talk_to_their_own_emulator(target, team_elfs, tmp_path):
     """odl listens and QEMU connects (odl.runners.uart_socket): runners started at once (a fleet's parallel devices)
-    cannot swap or share emulators. Each writes its own bytes and reads them back; the UART port takes no second
-    client once its QEMU is connected."""
+    cannot swap or share emulators. Each writes its own bytes and reads them back; once every runner is up, no UART
+    port takes a second client. (Not before: while another thread forks an emulator, the child holds a copy of the
+    listening socket until it execs, and in a process as large as the test run that takes a while.)"""
     import socket
+    import threading
     from concurrent.futures import ThreadPoolExecutor
+    all_up = threading.Barrier(4)
 
     def one(i):
         with QemuRunner(target, team_elfs[1], 1, tmp_path / str(i)) as r:
             blob = bytes([i + 1]) * 64
             r.link.write(2048, blob)
+            all_up.wait(timeout=60)
             port = int(next(a for a in r.cmdline if a.startswith("tcp:")).split(":")[2].split(",")[0])
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=2).close()
