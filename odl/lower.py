@@ -33,13 +33,13 @@ def _forced_variants() -> dict:
     return out
 
 
-
 def step_prologue(cfg) -> list[str]:
     """C lines at the start of a training step: Adam's bias corrections 1 - beta^t for this step (none for SGD)."""
     if cfg.optimizer != "adam":
         return []
     b1, b2 = (float(v) for v in cfg.betas)
     return ["static float odl_b1t = 1.0f, odl_b2t = 1.0f;", f"odl_b1t *= {b1:.9g}f; odl_b2t *= {b2:.9g}f;"]
+
 
 class Lowering:
     def __init__(self, graph: Graph, precision: str, cfg: TrainConfig, observe: bool = False, profile: bool = False,

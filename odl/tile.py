@@ -33,6 +33,7 @@ from . import kernels
 from .errors import OdlError
 from .ir import Buffer, Call, CExpr, Gather, Program, Ptr, Transfer
 from .memory import DMA_ZERO_BYTES, Hierarchy, gather_wide, gathers, same_block
+from .planner import call_spans, first_fit, lowest_free
 from .resources import resource_dir
 
 ALIGN = 16
@@ -582,7 +583,6 @@ class _NoFit(Exception):
 def _resident_alive(prog: Program, resident: set, eb: int) -> list[int]:
     """Per call: bytes of the L1-resident buffers alive while it runs (from the call before a buffer's first use,
     when a DMA gather may fill it, to its last use; a whole per-sample loop body for buffers used in one)."""
-    from .planner import call_spans
     span: dict[int, list] = {}
     for (lo, hi), c in zip(call_spans(prog.calls), prog.calls):
         for v in c.fields.values():
@@ -791,7 +791,6 @@ class _L1Fit:
         self._place()
 
     def _place(self):
-        from .planner import first_fit
         placed = first_fit([(lb, _align(max(lb.nbytes(self.eb), 1)), lo, hi) for lb, lo, hi in self.spans])
         self.at = {id(b): (o, s) for o, s, _, _, b in placed}
         self.alive: dict[int, list] = {}    # tile -> [(offset, size)] of the buffers alive then
@@ -853,7 +852,6 @@ class _L1Fit:
 
     def _fit(self, s, lo, hi):
         """The lowest offset where s bytes clash with nothing alive in tiles lo..hi, if within the L1."""
-        from .planner import lowest_free
         cand = lowest_free(self.alive, s, lo, hi)
         return cand if cand + s <= self.cap else None
 

@@ -4,9 +4,6 @@ import numpy as np
 import pytest
 
 
-
-
-
 def _close(got, want, dt):
     tol = 1e-5 if dt == np.float32 else 1e-2
     assert np.linalg.norm(got.astype(np.float64) - want) <= tol * np.linalg.norm(want) + 1e-6

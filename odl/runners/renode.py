@@ -44,13 +44,14 @@ def script_resc(repl: Path, elf: Path, port: int, cores: int, vlen: int = 128,
     return "\n".join(lines) + "\n"
 
 
-
 def _free_port() -> int:
-    """A port free now. Renode listens on it itself (its UART is a server socket terminal), so another process can
-    take it before Renode binds; Renode then fails to open its terminal and the runner reports that."""
+    """A port free now. Renode's UART is a server socket terminal (it cannot connect out as QEMU's does, see
+    odl.runners.uart_socket), so Renode binds the port itself and another process can take it in between: the
+    window the QEMU runner closed. Renode runs one device at a time in every odl command."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
 
 class RenodeRunner(UartSession):
     name = "renode"
