@@ -74,7 +74,7 @@ void odl_mse(void *args) {
   int lo, hi, len = p->len;
   odl_split(len, &lo, &hi);
   const odl_t *a = p->pred, *b = p->target;
-  int total = p->total ? p->total : len;      /* a tile of the tensor (odl/tile.py): the mean is over all of it */
+  int total = p->total ? p->total : len;      /* a tile of the tensor (odl/tile/tiler.py): the mean is over all of it */
   float k = 2.0f / (float)total;
   if (p->dpred)
     for (int i = lo; i < hi; i++) p->dpred[i] = (odl_t)(((float)a[i] - (float)b[i]) * k);

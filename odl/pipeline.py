@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import OdlError, ToolError
-from .frontend import default_input_shape, load_model, parse_shape, trace
-from .graph import Graph
-from .lower import Program
+from odl.common.errors import OdlError, ToolError
+from odl.frontend.trace import default_input_shape, load_model, parse_shape, trace
+from odl.ir.graph import Graph
+from odl.lower.lowering import Program
 
 NP_DTYPE = {"f32": np.float32, "i32": np.int32, "u8": np.uint8}
 
@@ -121,8 +121,8 @@ def read_tensor(arena: bytes, buf, shape, precision) -> np.ndarray:
 
 
 def build(prog: Program, model_name: str, target, cores: int, out_dir: Path, defines=()) -> Path:
-    from .codegen import render
-    from .toolchain import build_firmware
+    from odl.codegen.render import render
+    from odl.target.toolchain import build_firmware
     srcs = render(prog, model_name, cores, out_dir / "gen")
     return build_firmware(target, prog.precision, cores, srcs, [out_dir / "gen"], out_dir / "build", scalar_sources=srcs,
                           defines=list(defines))
@@ -149,13 +149,13 @@ def open_session(target, elf: Path, cores: int, workdir: Path, preload: list[tup
     where a bulk fast path exists (QEMU's loader with bulk='fast'); elsewhere the caller sends it over the link.
     step_timeout: how long one request may run on the device before it counts as hung."""
     if port is None and emulator == "renode":
-        from .runners.renode import RenodeRunner
+        from odl.run.runners.renode import RenodeRunner
         return RenodeRunner(target, elf, cores, workdir, preload=list(preload))
     if port is None:
-        from .runners.qemu import QemuRunner
+        from odl.run.runners.qemu import QemuRunner
         pre = list(preload) + (list(fast_preload) if bulk == "fast" else [])
         return QemuRunner(target, elf, cores, workdir, preload=pre, timeout=step_timeout, bulk=bulk)
-    from .runners.serial_port import SerialRunner
+    from odl.run.runners.serial_port import SerialRunner
     if flash:
         cmd = flash.replace("{elf}", str(elf))
         p = subprocess.run(cmd, shell=True, capture_output=True, text=True)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import MODELS, free_port, needs_qemu
-from odl.target import load_target
+from odl.target.description import load_target
 
 
 @needs_qemu
@@ -22,7 +22,7 @@ def test_validate_on_a_serial_board(tmp_path):
     board = board.replace("-nographic ", "")
     out = tmp_path / "r.json"
     try:
-        p = subprocess.run([sys.executable, "-m", "odl.cli", "validate", f"{MODELS / 'spine_model.py'}:SpineNet",
+        p = subprocess.run([sys.executable, "-m", "odl.cli.main", "validate", f"{MODELS / 'spine_model.py'}:SpineNet",
                             "--input-shape", "2x3x7x8", "--precision", "fp16", "--cores", "3",
                             "--port", f"socket://127.0.0.1:{port}", "--flash", board, "--json", str(out)],
                            capture_output=True, text=True, timeout=600)
@@ -40,7 +40,7 @@ def test_validate_on_a_serial_board(tmp_path):
 
 
 def test_serial_port_that_does_not_exist():
-    p = subprocess.run([sys.executable, "-m", "odl.cli", "validate", f"{MODELS / 'spine_model.py'}:SpineNet",
+    p = subprocess.run([sys.executable, "-m", "odl.cli.main", "validate", f"{MODELS / 'spine_model.py'}:SpineNet",
                         "--input-shape", "1x3x7x8", "--port", "/dev/odl-no-such-port"],
                        capture_output=True, text=True, timeout=300)
     # refused before anything is built: exit 2, one line

@@ -8,7 +8,7 @@ SPINE = MODELS / "spine_model.py"
 
 
 def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "odl.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "odl.cli.main", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_unsupported_op_refused(tmp_path):

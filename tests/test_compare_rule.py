@@ -2,7 +2,7 @@
 run's precision; the noise floor; a non-finite PyTorch error never excuses anything."""
 import numpy as np
 
-from odl.compare import at_floor, judge, passes
+from odl.verify.compare import at_floor, judge, passes
 
 
 def test_fixed_tolerance_or_twice_torch():

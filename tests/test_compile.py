@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from conftest import ROOT, needs_qemu
-from odl.cli import main
-from odl.compile import parse_bytes
+from odl.cli.main import main
+from odl.deploy.compile import parse_bytes
 
 EXPECTED = ["Makefile", "README.md", "run-qemu.sh", "weights.bin", "layout.json", "src/model.c", "src/odl_model.h",
             "kernels/matmul.c", "kernels/include/odl_kernels.h", "kernels/include/odl_types.h",
@@ -47,11 +47,11 @@ def test_make_and_run(project, tmp_path):
     """Build with make + zig cc only (no odl Python in the build), run one STEP with weights.bin preloaded and
     compare the loss with PyTorch's."""
     import torch
-    from odl.lower import TrainConfig
-    from odl.reference import reference_steps
-    from odl.runners.qemu import QemuRunner
-    from odl.target import load_target
-    from odl.validate import prepare
+    from odl.lower.lowering import TrainConfig
+    from odl.verify.reference import reference_steps
+    from odl.run.runners.qemu import QemuRunner
+    from odl.target.description import load_target
+    from odl.verify.validate import prepare
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ODL_CC", "ODL_LDFLAGS", "CC")}
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")   # the python3 with ziglang

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import MODELS, ROOT, needs_qemu
 from odl import protocol
-from odl.runners import QemuRunner
-from odl.target import load_target
-from odl.toolchain import build_firmware
+from odl.run.runners import QemuRunner
+from odl.target.description import load_target
+from odl.target.toolchain import build_firmware
 
 pytestmark = needs_qemu
 
@@ -108,7 +108,7 @@ def qemu_pids_under(path: Path) -> list[int]:
 def test_odl_interrupted_leaves_no_emulator_and_no_temp_dir(tmp_path, sig):
     env = dict(os.environ, TMPDIR=str(tmp_path), ODL_PROGRESS="1", PYTHONPATH=str(ROOT))
     out = tmp_path / "r.json"
-    p = subprocess.Popen([sys.executable, "-m", "odl.cli", "validate", f"{MODELS / 'spine_model.py'}:SpineNet",
+    p = subprocess.Popen([sys.executable, "-m", "odl.cli.main", "validate", f"{MODELS / 'spine_model.py'}:SpineNet",
                           "--input-shape", "2x3x7x8", "--bulk", "uart", "--steps", "3", "--cores", "2",
                           "--json", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -1,4 +1,4 @@
-"""The firmware's im2col gathers (targets/rv32-cluster/dma.c, odl_dma_im2col) against their host model (odl.ir.Gather,
+"""The firmware's im2col gathers (targets/rv32-cluster/dma.c, odl_dma_im2col) against their host model (odl.ir.program.Gather,
 whose transfers the DMA cost model times): dma.c built for the host (tests/native/dma_probe.c) issues exactly the
 transfers Gather lists (same destinations, sources, row lengths, rows and strides), and carrying them out gives
 numpy's im2col, for awkward geometries in every mode (per column row, element by element when strided, wide; with
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from odl import native
-from odl.ir import Buffer, Gather
-from odl.memory import gather_wide
-from odl.resources import resource_dir
+from odl.ir.program import Buffer, Gather
+from odl.tile.memory import gather_wide
+from odl.common.resources import resource_dir
 
 from test_tile import _im2col_ref
 

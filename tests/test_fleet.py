@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import MODELS, needs_qemu
-from odl.errors import OdlError
-from odl.fleet import FleetOptions, fedavg, fleet, shard
-from odl.ir import TrainConfig
+from odl.common.errors import OdlError
+from odl.train.fleet import FleetOptions, fedavg, fleet, shard
+from odl.ir.program import TrainConfig
 
 TINY = f"{MODELS / 'digits_cnn.py'}:TinyDigits"
 
@@ -44,7 +44,7 @@ def test_fedprox_settings_are_checked():
 def test_proximal_term_on_the_device_matches_pytorch(precision):
     """The device's FedProx update (mu * (w - w_start) added inside SGD, with and without momentum) against
     PyTorch over 3 steps: the term moves the final weights by ~1e-2 relative here, far above the tolerance."""
-    from odl.validate import validate
+    from odl.verify.validate import validate
     for mom in (0.0, 0.9):
         rep = validate(f"{MODELS / 'spine_model.py'}:SpineNet", precision=precision, cores=3, input_shape="2x3x7x8",
                        steps=3, cfg=TrainConfig(lr=0.1, momentum=mom, prox_mu=0.5), log=lambda s: None)

@@ -3,13 +3,13 @@ otherwise turn struct copies or neighbouring element copies into 128-bit vectors
 
 import pytest
 
-from odl.codegen import render
-from odl.isa_check import vector_length_violations
-from odl.lower import lower
-from odl.planner import plan
-from odl.target import load_target
-from odl.toolchain import build_firmware
-from odl.validate import prepare
+from odl.codegen.render import render
+from odl.target.isa_check import vector_length_violations
+from odl.lower.lowering import lower
+from odl.plan.planner import plan
+from odl.target.description import load_target
+from odl.target.toolchain import build_firmware
+from odl.verify.validate import prepare
 
 
 @pytest.mark.parametrize("model,precision", [("resnet8", "fp16"), ("resnet8", "fp32"), ("dscnn", "fp16")])
@@ -27,7 +27,7 @@ def test_firmware_uses_at_most_two_lanes(tmp_path, model, precision):
 def test_checker_sees_wide_vectors(tmp_path):
     """The same model code built with vectors allowed (no scalar_cflags) is caught: the check is not vacuous."""
     import subprocess
-    from odl.toolchain import compile_flags, find_cc
+    from odl.target.toolchain import compile_flags, find_cc
     t = load_target("rv32-cluster")
     prep = prepare("tinycnn", None, 0, "fp16")
     prog = lower(prep.graph, "fp16")

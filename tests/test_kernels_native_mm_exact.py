@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from odl import native
-from odl.native import MmArgs
+from odl.run.native import MmArgs
 
 SHAPES = [(1, 1, 1), (2, 3, 2), (7, 8, 5), (8, 9, 3), (13, 17, 6), (16, 224, 9), (16, 30, 17), (32, 14, 4),
           (29, 125, 7), (64, 125, 3), (144, 16, 11), (6, 15, 16), (15, 7, 1), (3, 129, 8), (12, 14, 5),
@@ -68,11 +68,11 @@ def test_mm_elementwise(form, ct, cores):
 @pytest.mark.parametrize("cores", [3, 8])
 @pytest.mark.parametrize("form", ["nn", "tn"])
 def test_mm_planned_grids(form, cores):
-    """The `plan` argument (the core grid planned ahead, odl/kernels.py mm_plan_field): every grid pr x (cores / pr)
+    """The `plan` argument (the core grid planned ahead, odl/ir/kernels.py mm_plan_field): every grid pr x (cores / pr)
     and, tn, both orientations give the same C as the kernel's own search, bit for bit (each output's sum over K
     runs in the same order whatever core computes it). A plan made for another core count, or whose pr does not
     divide the cores, is ignored (the kernel searches)."""
-    from odl.kernels import mm_plan_field
+    from odl.ir.kernels import mm_plan_field
     for prec in ("fp16", "fp32"):
         lib = native.load(prec)
         dt = lib.dtype

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from odl.ops.dropout import hash32
+from odl.lower.ops.dropout import hash32
 import pytest
 import torch
 import torch.nn.functional as F

@@ -2,7 +2,7 @@
 GroupNorm / InstanceNorm, upsampling) built for the host, against float64 PyTorch, in both precisions, on 1, 3
 and 8 simulated cores, on seeded random odd sizes. FP32: rel-L2 <= 1e-5; FP16: <= 1e-2 against the float64
 result on the same FP16-rounded inputs (or 4x PyTorch's own FP16 error where the problem is ill-conditioned).
-Argument structs are declared here (ctypes mirrors of odl_kernels.h) so that odl/native.py stays untouched."""
+Argument structs are declared here (ctypes mirrors of odl_kernels.h) so that odl/run/native.py stays untouched."""
 import ctypes
 
 import numpy as np
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from conftest import rel_l2
 from odl import native
-from odl.ops.upsample import _attrs as upsample_attrs
+from odl.lower.ops.upsample import _attrs as upsample_attrs
 
 CORES = [1, 3, 8]
 TOL = {"fp32": 1e-5, "fp16": 1e-2}

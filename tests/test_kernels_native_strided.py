@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from odl.native import MmArgs
+from odl.run.native import MmArgs
 
 
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import MODELS, free_port, needs_qemu
 from faultproxy import FaultProxy
 from odl import cleanup
-from odl.target import load_target
+from odl.target.description import load_target
 
 SPINE = f"{MODELS / 'spine_model.py'}:SpineNet"
 RATE = 1e-3
@@ -52,7 +52,7 @@ def test_validate_through_a_damaging_link(tmp_path):
     out = tmp_path / "r.json"
     try:
         with FaultProxy(port, rate=RATE, seed=11) as proxy:
-            p = subprocess.run([sys.executable, "-m", "odl.cli", "validate", SPINE, "--input-shape", "2x3x7x8",
+            p = subprocess.run([sys.executable, "-m", "odl.cli.main", "validate", SPINE, "--input-shape", "2x3x7x8",
                                 "--precision", "fp16", "--cores", "3", "--steps", "2", "--port", proxy.url,
                                 "--flash", flash, "--json", str(out)], capture_output=True, text=True, timeout=900)
             damage = (proxy.to_device, proxy.to_host)
@@ -75,9 +75,9 @@ def test_validate_through_a_damaging_link(tmp_path):
 
 def run_on_board(elf, cores, prog, prep, rate, seed):
     """run_device on a fresh board, through a proxy damaging `rate` of the bytes: (step results, final arena, stats)."""
-    from odl.runners.serial_port import SerialRunner
+    from odl.run.runners.serial_port import SerialRunner
     from odl.pipeline import preload_blob
-    from odl.validate import run_device
+    from odl.verify.validate import run_device
     port = free_port()
     board = cleanup.popen(board_cmd(port, cores, elf), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
@@ -93,10 +93,10 @@ def run_on_board(elf, cores, prog, prep, rate, seed):
 
 @needs_qemu
 def test_multi_step_weights_identical_to_clean_link(tmp_path):
-    from odl.lower import TrainConfig, lower
-    from odl.planner import plan
-    from odl.target import load_target
-    from odl.validate import build, prepare
+    from odl.lower.lowering import TrainConfig, lower
+    from odl.plan.planner import plan
+    from odl.target.description import load_target
+    from odl.verify.validate import build, prepare
     target = load_target("rv32-cluster")
     cfg = TrainConfig(lr=0.05, momentum=0.9)
     prep = prepare(SPINE, "2x3x7x8", 3, "fp16", steps=3)
@@ -141,7 +141,7 @@ def test_validate_over_a_tty(tmp_path):
                       "-kernel", "{elf}", "-daemonize", "-pidfile", str(pidfile)]) + " && sleep 0.3"
     out = tmp_path / "r.json"
     try:
-        p = subprocess.run([sys.executable, "-m", "odl.cli", "validate", SPINE, "--input-shape", "1x3x7x8",
+        p = subprocess.run([sys.executable, "-m", "odl.cli.main", "validate", SPINE, "--input-shape", "1x3x7x8",
                             "--precision", "fp16", "--cores", "2", "--port", str(tty), "--flash", flash,
                             "--json", str(out)], capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stdout + p.stderr

@@ -3,8 +3,8 @@ by tensor."""
 import pytest
 
 from conftest import needs_qemu
-from odl.lower import TrainConfig
-from odl.validate import validate
+from odl.lower.lowering import TrainConfig
+from odl.verify.validate import validate
 
 
 def check(rep):

@@ -7,10 +7,10 @@ import sys
 import pytest
 
 from conftest import MODELS, ROOT, needs_qemu
-from odl.errors import OdlError
-from odl.frontend import load_model, trace
-from odl.lower import TrainConfig, lower
-from odl.validate import validate
+from odl.common.errors import OdlError
+from odl.frontend.trace import load_model, trace
+from odl.lower.lowering import TrainConfig, lower
+from odl.verify.validate import validate
 
 ACT = MODELS / "ops_models_act.py"
 CASES = {  # model -> (input shape, loss)

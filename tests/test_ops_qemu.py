@@ -1,10 +1,10 @@
 """Every supported op, on QEMU, on 1 and 8 harts, fp32 and fp16: user model files that combine them, validated
-tensor by tensor against PyTorch (odl.validate), with batches above 1 and awkward shapes."""
+tensor by tensor against PyTorch (odl.verify.validate), with batches above 1 and awkward shapes."""
 import pytest
 
 from conftest import MODELS, needs_qemu
-from odl.lower import TrainConfig
-from odl.validate import validate
+from odl.lower.lowering import TrainConfig
+from odl.verify.validate import validate
 
 OPS = MODELS / "ops_models.py"
 CASES = {

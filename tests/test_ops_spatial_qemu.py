@@ -8,10 +8,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conftest import MODELS, needs_qemu
-from odl.errors import OdlError
-from odl.frontend import trace
-from odl.lower import TrainConfig
-from odl.validate import validate
+from odl.common.errors import OdlError
+from odl.frontend.trace import trace
+from odl.lower.lowering import TrainConfig
+from odl.verify.validate import validate
 
 SPATIAL = MODELS / "ops_models_spatial.py"
 CASES = {

@@ -13,7 +13,7 @@ SPINE = f"{MODELS / 'spine_model.py'}:SpineNet"
 
 def run(*args):
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "odl.cli", *args], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "odl.cli.main", *args], capture_output=True, text=True, timeout=120)
     return p, time.monotonic() - t0
 
 
@@ -69,8 +69,8 @@ def test_output_paths_of_other_commands(tmp_path):
 def test_check_train_flags_reusable():
     """The helper works on any namespace, e.g. a later command's Adam flags."""
     from argparse import Namespace
-    from odl.checks import check_train_flags
-    from odl.errors import OdlError
+    from odl.cli.checks import check_train_flags
+    from odl.common.errors import OdlError
     check_train_flags(Namespace(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8))
     for bad in (dict(beta1=1.0), dict(beta2=-0.1), dict(eps=0.0), dict(betas="0.9"), dict(betas="0.9,1.5"),
                 dict(eps=float("nan"))):
@@ -90,12 +90,12 @@ def test_help_lists_defaults_exit_codes_example(cmd):
 def test_phases_printed_as_they_happen(tmp_path):
     import os
     env = dict(os.environ, ODL_PROGRESS="1")
-    p = subprocess.run([sys.executable, "-m", "odl.cli", "compile", "tinycnn", "-o", str(tmp_path / "proj")],
+    p = subprocess.run([sys.executable, "-m", "odl.cli.main", "compile", "tinycnn", "-o", str(tmp_path / "proj")],
                        capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr
     names = [line.split("] ", 1)[1].split(":")[0] for line in p.stderr.splitlines() if line.startswith("odl compile [")]
     assert names == ["trace", "lower/plan", "write"], p.stderr
     env["ODL_PROGRESS"] = "0"
-    p = subprocess.run([sys.executable, "-m", "odl.cli", "compile", "tinycnn", "-o", str(tmp_path / "proj2")],
+    p = subprocess.run([sys.executable, "-m", "odl.cli.main", "compile", "tinycnn", "-o", str(tmp_path / "proj2")],
                        capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0 and p.stderr == ""

@@ -10,13 +10,13 @@ pytestmark = needs_qemu
 
 
 def _run(model, cores, precision="fp16"):
-    from odl.profile import profile
+    from odl.perf.profile import profile
     return profile(model, precision=precision, cores=cores, log=None)
 
 
 def _check_consistent(rep, spec="tinycnn", shape=None):
-    from odl.lower import lower
-    from odl.validate import prepare
+    from odl.lower.lowering import lower
+    from odl.verify.validate import prepare
     layer_sum = sum(sum(L["steps"].values()) for L in rep["layers"])
     assert layer_sum == rep["compute_cycles"]
     # step = compute + fork/join + DMA time the cores waited for (memory hierarchy; 0 with --memory flat)
@@ -71,7 +71,7 @@ def test_totals_and_fields(tiny):
 
 def test_flat_and_hierarchy_side_by_side():
     """--memory flat counts no data movement; the hierarchy adds the exposed DMA, and its tiles may add compute."""
-    from odl.profile import profile
+    from odl.perf.profile import profile
     flat = profile("tinycnn", precision="fp16", cores=8, log=None, memory="flat")
     hier = profile("tinycnn", precision="fp16", cores=8, log=None, memory="hierarchy")
     _check_consistent(flat)
@@ -90,7 +90,7 @@ def test_eight_cores_faster(tiny):
 
 def test_sync_calibration_deterministic():
     from odl import profile as P
-    from odl.target import load_target
+    from odl.target.description import load_target
     t = load_target("rv32-cluster")
     P._SYNC_CACHE.clear()
     a = P.measure_sync(t, 8)
@@ -100,7 +100,7 @@ def test_sync_calibration_deterministic():
 
 
 def test_user_model_cli_json(tmp_path):
-    from odl.cli import main
+    from odl.cli.main import main
     out = tmp_path / "p.json"
     spec = f"{MODELS / 'spine_model.py'}:SpineNet"
     assert main(["profile", spec, "--precision", "fp32", "--cores", "3", "--input-shape", "2x3x8x8",
@@ -113,8 +113,8 @@ def test_user_model_cli_json(tmp_path):
 
 
 def test_png_without_matplotlib(tmp_path, capsys):
-    from odl.cli import main
-    from odl.profile import have_matplotlib
+    from odl.cli.main import main
+    from odl.perf.profile import have_matplotlib
     if have_matplotlib():
         pytest.skip("matplotlib installed: covered by test_png")
     assert main(["profile", "tinycnn", "--png", str(tmp_path / "p.png")]) == 2
@@ -122,7 +122,7 @@ def test_png_without_matplotlib(tmp_path, capsys):
 
 
 def test_png(tmp_path):
-    from odl.profile import have_matplotlib, plot_png
+    from odl.perf.profile import have_matplotlib, plot_png
     if not have_matplotlib():
         pytest.skip("matplotlib not installed")
     rep = {"model": "m", "precision": "fp16", "cores": 8, "cycles": 10, "mac_per_cycle": 1.0,
@@ -135,7 +135,7 @@ def test_png(tmp_path):
 def test_analyse_imbalance():
     """Aggregation on synthetic counts: max over cores, imbalance max/mean-1 weighted by cycles, loops pay sync."""
     from types import SimpleNamespace as NS
-    from odl.profile import analyse
+    from odl.perf.profile import analyse
     g = NS(nodes=[NS(report_name="c", op="conv2d", params={"w": "c.weight"}, name="c")])
     calls = [NS(kernel="k1", layer="c", step="forward", macs=100, loop=0),
              NS(kernel="k2", layer="c", step="forward", macs=0, loop=2),

@@ -1,4 +1,4 @@
-"""The host side of the protocol (odl/protocol.py), property-based (hypothesis): the parser never raises, never
+"""The host side of the protocol (odl/run/protocol.py), property-based (hypothesis): the parser never raises, never
 returns a frame that was not sent, finds every sent frame through garbage and damage, and Link.request returns the
 right reply through a simulated link that damages bytes."""
 import random

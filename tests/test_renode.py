@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from conftest import MODELS
-from odl.runners.renode import platform_repl, script_resc
-from odl.target import load_target
+from odl.run.runners.renode import platform_repl, script_resc
+from odl.target.description import load_target
 
 
 def test_platform_matches_the_qemu_memory_map():
@@ -36,7 +36,7 @@ def test_script():
 
 @pytest.mark.skipif(shutil.which("renode") is None, reason="renode not on PATH (not packaged in Debian/PyPI/npm)")
 def test_validate_on_renode():
-    from odl.validate import validate
+    from odl.verify.validate import validate
     rep = validate(f"{MODELS / 'spine_model.py'}:SpineNet", precision="fp16", cores=4, input_shape="2x3x7x8",
                    emulator="renode", log=lambda s: None)
     assert rep["passed"] and rep["runner"] == "renode"

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT, needs_qemu
 from odl import sweep as sw
-from odl.errors import OdlError
+from odl.common.errors import OdlError
 
 SPEC = f"""command = "validate"
 [grid]

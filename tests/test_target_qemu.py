@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from odl import protocol
-from odl.protocol import DeviceError, Link
-from odl.runners import QemuRunner, RunnerError
-from odl.target import load_target
-from odl.toolchain import CompileError, build_firmware
+from odl.run.protocol import DeviceError, Link
+from odl.run.runners import QemuRunner, RunnerError
+from odl.target.description import load_target
+from odl.target.toolchain import CompileError, build_firmware
 
 pytestmark = [
     pytest.mark.qemu,
@@ -163,7 +163,7 @@ def test_exit_code_is_propagated(target, team_elfs, tmp_path):
 
 
 def test_runners_started_side_by_side_each_talk_to_their_own_emulator(target, team_elfs, tmp_path):
-    """odl listens and QEMU connects (odl.runners.uart_socket): runners started at once (a fleet's parallel devices)
+    """odl listens and QEMU connects (odl.run.runners.uart_socket): runners started at once (a fleet's parallel devices)
     cannot swap or share emulators. Each writes its own bytes and reads them back; once every runner is up, no UART
     port takes a second client. (Not before: while another thread forks an emulator, the child holds a copy of the
     listening socket until it execs, and in a process as large as the test run that takes a while.)"""
@@ -285,8 +285,8 @@ def test_compiler_rt_helpers(target, tmp_path):
 
 
 def test_find_cc_env(monkeypatch):
-    from odl.errors import ToolError
-    from odl.toolchain import find_cc
+    from odl.common.errors import ToolError
+    from odl.target.toolchain import find_cc
     monkeypatch.setenv("ODL_CC", "/nonexistent/odl-cc --flag")
     with pytest.raises(ToolError, match="ODL_CC"):
         find_cc()

@@ -1,4 +1,4 @@
-"""The memory hierarchy: the tile pass (odl/tile.py), the DMA model (odl/memory.py) and the L1 check in the firmware."""
+"""The memory hierarchy: the tile pass (odl/tile/tiler.py), the DMA model (odl/tile/memory.py) and the L1 check in the firmware."""
 import dataclasses
 
 import numpy as np
@@ -6,14 +6,14 @@ import pytest
 import torch.nn as nn
 from conftest import MODELS, needs_qemu
 
-from odl.errors import OdlError
-from odl.ir import Buffer, Call, Gather, Ptr, TrainConfig, Transfer
-from odl.lower import lower
-from odl.memory import Hierarchy, hierarchy_of, memory_for, same_block, simulate
+from odl.common.errors import OdlError
+from odl.ir.program import Buffer, Call, Gather, Ptr, TrainConfig, Transfer
+from odl.lower.lowering import lower
+from odl.tile.memory import Hierarchy, hierarchy_of, memory_for, same_block, simulate
 from odl.pipeline import prepare, prepare_module
-from odl.planner import plan
-from odl.target import load_target
-from odl.tile import EARLY_SPAN, _overlap, _treg
+from odl.plan.planner import plan
+from odl.target.description import load_target
+from odl.tile.tiler import EARLY_SPAN, _overlap, _treg
 
 TARGET = load_target("rv32-cluster")
 HIER = hierarchy_of(TARGET)
@@ -208,7 +208,7 @@ def test_dma_schedule_waits_for_one_tiles_write_backs_not_what_went_out_after():
     assert run(0)["per_call_exposed"] == [0, 0, 0, 0, 1170 - 400]
     assert run(-1)["per_call_exposed"] == [0, 0, 0, 1230 - 300, 0]
     # the generated code keeps tile 0's ticket and waits for it
-    from odl.codegen import call_blocks
+    from odl.codegen.render import call_blocks
     calls = [_call(0, 400, False), _call(0, 400, True), _call(0, 0, True), _call(0, 0, True)]
     calls[3].wait_wb, calls[3].wb_wait = True, 0
     pre = [r["pre"] for b in call_blocks(enumerate(calls), "fp16") for r in b["calls"]]
@@ -262,8 +262,8 @@ float odl_model_step(void) {
 
 @pytest.mark.qemu
 def test_stack_guard_names_the_hart_whose_stack_overflowed(tmp_path):
-    from odl.runners.qemu import QemuRunner
-    from odl.toolchain import build_firmware
+    from odl.run.runners.qemu import QemuRunner
+    from odl.target.toolchain import build_firmware
     src = tmp_path / "overflow.c"
     src.write_text(OVERFLOW_C)
     elf = build_firmware(TARGET, "fp32", 2, [src], [], tmp_path / "build", kernels=False, name="overflow")
@@ -299,7 +299,7 @@ def _im2col_ref(x, kh, kw, sh, sw, pt, pl, ho, wo):
     dict(c=1, h=6, w=10, kh=4, kw=10, sh=2, sw=3, pt=-1, pl=4, ho=2, wo=3),   # wide kernel, stride 3 along W
 ])
 def test_dma_gather_places_every_in_image_element_as_im2col_does(geom):
-    """odl.ir.Gather's transfers (the same the firmware's odl_dma_im2col issues) applied to a zero column block
+    """odl.ir.program.Gather's transfers (the same the firmware's odl_dma_im2col issues) applied to a zero column block
     give im2col: in-image elements in place, padding untouched (the kernel's pad_only pass zeroes it)."""
     rng = np.random.default_rng(0)
     g = geom
@@ -339,7 +339,7 @@ def test_dma_wide_gather_gives_im2col(geom):
     issue order to a column block of NaNs, data then edges() then zeros() give im2col exactly, every element written;
     a gather into columns that hold the padding (zero=False) gives it too. Fewer, longer transfers than one per
     column row."""
-    from odl.memory import gather_wide
+    from odl.tile.memory import gather_wide
     rng = np.random.default_rng(1)
     g = geom
     assert gather_wide(g, 2)
@@ -367,7 +367,7 @@ def test_dma_wide_gather_gives_im2col(geom):
 def test_overlap_of_strided_regions_is_exact():
     """The prefetch hazard check: two sets of rows (a matrix's column blocks, one row) share an element exactly when
     _overlap says so (so disjoint column chunks of one tensor prefetch, and touching ones never do)."""
-    from odl.tile import _overlap
+    from odl.tile.tiler import _overlap
     rng = np.random.default_rng(7)
     buf = object()
     for _ in range(20000):
@@ -411,8 +411,8 @@ def test_emulated_dma_catches_a_missing_write_back_wait(monkeypatch):
     """The QEMU DMA carries out transfers only when waited on (targets/rv32-cluster/dma.c), so a schedule that lets a
     kernel overwrite L1 a write-back still reads computes wrong numbers: here every prefetched tile skips waiting
     for the write-backs, and validation fails; with the waits the tile pass keeps (test_validate_qemu), it passes."""
-    import odl.tile as tl
-    from odl.validate import validate
+    import odl.tile.tiler as tl
+    from odl.verify.validate import validate
 
     def no_waits(calls, eb):
         for c in calls:
@@ -423,13 +423,13 @@ def test_emulated_dma_catches_a_missing_write_back_wait(monkeypatch):
 
 
 def test_early_gathers_on_resnet8():
-    """A strided weight gradient's next channel range is gathered during the row tiles of this one (odl/tile.py
+    """A strided weight gradient's next channel range is gathered during the row tiles of this one (odl/tile/tiler.py
     _early_gathers): the gathers leave the reader's inputs for an earlier tile's `early`, the reader waits for them,
     and no tile in between fetches anything (nothing queues behind them) but the one right after the issuer, whose
     inputs the issuer prefetches ahead of the gathers (layer3.conv1 forward: the next output row chunk gathers during
     both channel halves of this one; a weight gradient's first gathers during the batch norm's updates). Other inputs
     go at most one tile earlier, past a tile the issuer prefetches, where the L1 they then keep alive longer still
-    fits (odl/tile.py _L1Fit): in ResNet8 FP16 some do."""
+    fits (odl/tile/tiler.py _L1Fit): in ResNet8 FP16 some do."""
     _, prog = _tiled("resnet8", "fp16")
     calls = prog.calls
     issuers = [i for i, c in enumerate(calls) if c.early]
@@ -452,9 +452,9 @@ def test_early_gathers_on_resnet8():
 
 
 def test_cut_fetch_at_the_rows_a_write_back_covers():
-    """odl/tile.py _cut: a 1-D fetch of which the previous tile's write-back covers whole rows splits into those rows
+    """odl/tile/tiler.py _cut: a 1-D fetch of which the previous tile's write-back covers whole rows splits into those rows
     (late) and the rest, every element fetched once, into the L1 place the whole fetch would give it."""
-    from odl.tile import _cut
+    from odl.tile.tiler import _cut
     l2 = Buffer("x", 256, dtype="u8")
     l1 = Buffer("t", 64, dtype="u8", space="l1")
     x = Transfer("in", l2, 100, 0, l1, 0, 1, 64, 64)
@@ -476,10 +476,10 @@ def test_cut_fetch_at_the_rows_a_write_back_covers():
 
 
 def test_l1_fit_lengthens_a_life_only_where_it_still_fits():
-    """odl/tile.py _L1Fit.grow: a buffer made alive from an earlier tile moves where nothing alive then is in the way,
+    """odl/tile/tiler.py _L1Fit.grow: a buffer made alive from an earlier tile moves where nothing alive then is in the way,
     the whole L1 is placed again if that is the only way, and a change that cannot fit is refused leaving every
     span and offset as it was."""
-    from odl.tile import _L1Fit
+    from odl.tile.tiler import _L1Fit
     bufs = [Buffer(f"b{i}", 64, dtype="u8", space="l1") for i in range(4)]
     # b0 [0, 1], b1 [2, 3], b2 [2, 3], b3 [0, 3]: 192 B of a 200 B L1 at most at once
     spans = [[bufs[0], 0, 1], [bufs[1], 2, 3], [bufs[2], 2, 3], [bufs[3], 0, 3]]
@@ -506,10 +506,10 @@ def test_l1_fit_lengthens_a_life_only_where_it_still_fits():
 
 
 def test_write_backs_no_later_tile_reads_are_dropped():
-    """odl/tile.py _drop_dead_writebacks: a result read by a later tile (or by a tile of its own per-sample loop
+    """odl/tile/tiler.py _drop_dead_writebacks: a result read by a later tile (or by a tile of its own per-sample loop
     body, or after the rest where updates run apart) keeps its write-back; one nobody reads loses it, unless the
     buffer lives for the whole step."""
-    from odl.tile import _drop_dead_writebacks
+    from odl.tile.tiler import _drop_dead_writebacks
     l1 = Buffer("t", 1 << 10, dtype="u8", space="l1")
     x, y, z, p = (Buffer(n, 256, dtype="u8") for n in "xyz" + "p")
     p.persistent = True

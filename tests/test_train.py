@@ -18,8 +18,8 @@ MLP = f"{MODELS / 'digits_cnn.py'}:DigitsMLP"
 
 
 def _opts(**kw):
-    from odl.lower import TrainConfig
-    from odl.train import TrainOptions
+    from odl.lower.lowering import TrainConfig
+    from odl.train.loop import TrainOptions
     cfg = TrainConfig(lr=kw.pop("lr", 0.05), momentum=kw.pop("momentum", 0.9), optimizer=kw.pop("optimizer", "sgd"),
                       loss=kw.pop("loss", "xent"))
     kw.setdefault("progress", False)
@@ -41,13 +41,13 @@ def _digits_npz(path, n=200, flat=False, val=False):
 
 def _main(capsys, *args):
     """odl train in this process (bad-input checks: no emulator, no interpreter start-up): (exit code, stderr)."""
-    from odl.cli import main
+    from odl.cli.main import main
     code = main(["train", *map(str, args)])
     return code, capsys.readouterr().err
 
 
 def _cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "odl.cli", "train", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "odl.cli.main", "train", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -119,8 +119,8 @@ def test_bad_checkpoints_exit_2(tmp_path, capsys):
 def test_digits_trains_on_qemu(tmp_path):
     """A few epochs of digits: the device tracks the PyTorch reference, the forward-only evaluation agrees with the
     host's accuracy of the checkpoint, which loads strictly into the nn.Module."""
-    from odl.frontend import load_model
-    from odl.train import host_eval, train
+    from odl.frontend.trace import load_model
+    from odl.train.loop import host_eval, train
     from odl import data
     ck, js, png = tmp_path / "c.pt", tmp_path / "r.json", tmp_path / "r.png"
     rep = train(CNN, _opts(data="digits", epochs=2, batch=48, cores=8, checkpoint=str(ck), json_path=str(js),
@@ -150,7 +150,7 @@ def test_digits_trains_on_qemu(tmp_path):
 
 
 def _run_and_resume(tmp_path, precision, data_path, stop_steps):
-    from odl.train import train
+    from odl.train.loop import train
     full, part = tmp_path / "full.pt", tmp_path / "part.pt"
     kw = dict(data=str(data_path), epochs=2, batch=16, cores=8, precision=precision, reference="none")
     train(CNN, _opts(checkpoint=str(full), **kw), log=lambda *a: None)
@@ -188,7 +188,7 @@ def test_resume_after_killing_the_process(tmp_path):
             "--lr", "0.05", "--momentum", "0.9"]
     r = _cli(*base, "--checkpoint", full)
     assert r.returncode == 0, r.stderr
-    p = subprocess.Popen([sys.executable, "-m", "odl.cli", "train", *map(str, base), "--checkpoint", str(part)],
+    p = subprocess.Popen([sys.executable, "-m", "odl.cli.main", "train", *map(str, base), "--checkpoint", str(part)],
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 300
@@ -211,7 +211,7 @@ def test_resume_after_killing_the_process(tmp_path):
 @needs_qemu
 def test_fn_data_and_flat_npz_over_the_uart(tmp_path):
     """file.py:fn data (a torch Dataset), and N,F data with every batch sent over the protocol as with a board."""
-    from odl.train import train
+    from odl.train.loop import train
     rep = train(CNN, _opts(data=f"{MODELS / 'digits_data.py'}:dataset", epochs=1, batch=16, val_split=0.25),
                 log=lambda *a: None)
     assert rep["train_samples"] == 120 and rep["final"]["val_acc"] is not None
@@ -227,7 +227,7 @@ def test_fn_data_and_flat_npz_over_the_uart(tmp_path):
 def test_mse_targets(tmp_path):
     """--loss mse with float targets: the evaluation program returns the outputs, the device's validation loss is
     set beside the reference's."""
-    from odl.train import train
+    from odl.train.loop import train
     from sklearn.datasets import load_digits
     d = load_digits()
     x = d.images[:80].reshape(80, 64).astype(np.float32)
@@ -246,7 +246,7 @@ def test_mse_targets(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("model,shape,classes", [("resnet8", (3, 32, 32), 10), ("dscnn", (1, 49, 10), 12)])
 def test_builtin_models_train_a_few_steps(tmp_path, model, shape, classes):
-    from odl.train import train
+    from odl.train.loop import train
     rng = np.random.default_rng(0)
     npz = tmp_path / "d.npz"
     np.savez(npz, x=rng.standard_normal((3, *shape)).astype(np.float32), y=rng.integers(0, classes, 3),
@@ -266,8 +266,8 @@ def test_train_on_a_serial_board(tmp_path):
     --init weights, mixed precision with a fixed loss scale."""
     import shutil
     from conftest import free_port
-    from odl.frontend import load_model
-    from odl.target import load_target
+    from odl.frontend.trace import load_model
+    from odl.target.description import load_target
     port = free_port()
     t = load_target("rv32-cluster")
     q = t.qemu
@@ -306,7 +306,7 @@ def test_train_on_a_serial_board(tmp_path):
 def test_dynamic_loss_scale_skips_and_halves(tmp_path, monkeypatch):
     """A start scale far above what FP16 holds: the device finds Inf gradients itself, skips those updates and halves
     the scale until it fits, then doubles it after each run of clean steps (interval shortened to 4 here)."""
-    import odl.train as T
+    import odl.train.loop as T
     monkeypatch.setattr(T, "SCALE_INIT", 2.0 ** 24)
     monkeypatch.setattr(T, "SCALE_INTERVAL", 4)
     npz = _digits_npz(tmp_path / "d.npz", n=200)                       # 10 steps per epoch
@@ -326,7 +326,7 @@ def test_dynamic_loss_scale_skips_and_halves(tmp_path, monkeypatch):
 @needs_qemu
 def test_adam_mixed_tracks_the_reference(tmp_path):
     """Adam on FP32 master weights (bias corrections from the device's update count) against torch.optim.Adam."""
-    from odl.train import train
+    from odl.train.loop import train
     npz = _digits_npz(tmp_path / "d.npz", n=120)
     rep = train(CNN, _opts(data=str(npz), epochs=1, batch=16, precision="mixed", optimizer="adam", lr=0.01,
                            momentum=0.0), log=lambda *a: None)

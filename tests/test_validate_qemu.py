@@ -17,7 +17,7 @@ KINDS = {"output", "activation", "param_grad", "input_grad", "param_updated"}
 @pytest.mark.parametrize("cores", [1, 8])
 def test_spine_validates(tmp_path, precision, cores):
     out = tmp_path / "report.json"
-    p = subprocess.run([sys.executable, "-m", "odl.cli", "validate", f"{SPINE}:SpineNet", "--precision", precision,
+    p = subprocess.run([sys.executable, "-m", "odl.cli.main", "validate", f"{SPINE}:SpineNet", "--precision", precision,
                         "--cores", str(cores), "--input-shape", "3x3x7x8", "--seed", "3", "--json", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr

@@ -4,9 +4,9 @@ by two Linear modules; several steps with momentum, so a wrong gradient would al
 import pytest
 
 from conftest import MODELS, needs_qemu
-from odl.frontend import trace
-from odl.lower import TrainConfig, lower
-from odl.validate import validate
+from odl.frontend.trace import trace
+from odl.lower.lowering import TrainConfig, lower
+from odl.verify.validate import validate
 
 SHARED = MODELS / "shared_models.py"
 

@@ -17,7 +17,7 @@ typedef struct { const odl_t *a, *b; odl_t *c; int m, n, k; int accumulate;
                  const odl_t *bias; /* nn / tn only: NULL, or bias[i] added to row i of C (a conv's bias), in FP32
                                      * before the single rounding */
                  int plan; /* nn / tn only: 0 = the kernel plans its core grid; else the grid planned ahead
-                            * (odl/kernels.py mm_plan_field): pr | swap << 8 | cores << 16, used when the call
+                            * (odl/ir/kernels.py mm_plan_field): pr | swap << 8 | cores << 16, used when the call
                             * runs on that many cores (pr dividing them) */
 } odl_mm_args_t;
 void odl_mm_nn(void *args);
@@ -131,7 +131,7 @@ void odl_avgpool_bwd(void *args);
  * mask[i] = 1 or 0 (uint8). The hash is a pure function so the host can reproduce the mask:
  *   odl_dropout_hash(seed, i): h = seed ^ (i * 0x9E3779B9u); h ^= h >> 16; h *= 0x85EBCA6Bu; h ^= h >> 13;
  *   h *= 0xC2B2AE35u; h ^= h >> 16; return h;   (all uint32 arithmetic) */
-/* base: index of element 0 in the whole tensor (a tile of it, odl/tile.py), so the mask does not depend on tiling */
+/* base: index of element 0 in the whole tensor (a tile of it, odl/tile/tiler.py), so the mask does not depend on tiling */
 typedef struct { const odl_t *x; odl_t *y; uint8_t *mask; int len; uint32_t seed; uint32_t threshold; float scale;
                  uint32_t base; } odl_dropout_fwd_args_t;
 void odl_dropout_fwd(void *args);

@@ -1,5 +1,5 @@
 /* The one piece of conv index arithmetic that the kernels (im2col / col2im) and the target's DMA gathers
- * (targets/<target>/dma.c) share; odl.ir.Gather._range is its host model. */
+ * (targets/<target>/dma.c) share; odl.ir.program.Gather._range is its host model. */
 #ifndef ODL_RANGE_H
 #define ODL_RANGE_H
 

@@ -14,7 +14,7 @@
  *   - seq 0 means "not deduplicated" (the host's first INFO of a session, which also forgets the cached reply);
  *   - the HELLO sent at boot carries seq ODL_SEQ_BOOT (never used by a host), so a host tells a device that restarted
  *     from the answer to its INFO, also when a stale boot HELLO still waits in a tty buffer.
- * The host (odl/protocol.py) retransmits on a missing or damaged reply, with bounded retries. */
+ * The host (odl/run/protocol.py) retransmits on a missing or damaged reply, with bounded retries. */
 #ifndef ODL_PROTOCOL_H
 #define ODL_PROTOCOL_H
 #include <stdint.h>

@@ -55,7 +55,7 @@ static uint32_t zero_rows(unsigned char *d, uint32_t es, uint32_t off, int rows,
   return odl_dma_start(d + off * es, zero_row, (uint32_t)n * es, (uint32_t)rows, stride * es, 0);
 }
 
-/* ODL_IM2COL_WIDE (odl.ir.Gather.wide): per tap, one transfer over all channels, then the padding columns it ran
+/* ODL_IM2COL_WIDE (odl.ir.program.Gather.wide): per tap, one transfer over all channels, then the padding columns it ran
  * over, per output row; with zero, the output rows outside the image */
 static uint32_t im2col_wide(unsigned char *d, const unsigned char *s, uint32_t es, int c, int h, int w, int kh,
                             int kw, int pt, int pl, int ho, int wo, int zero) {
@@ -117,7 +117,7 @@ uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int
             t = odl_dma_start(dp, sp, es, (uint32_t)(b - a), es, (uint32_t)sw * es);
         }
         if (!zero) continue;
-        /* the padding (odl.ir.Gather.zeros): output rows outside the image, then the padding columns */
+        /* the padding (odl.ir.program.Gather.zeros): output rows outside the image, then the padding columns */
         if (v0) t = zero_rows(d, es, base, v0, wo, (uint32_t)wo);
         if (v1 < ho) t = zero_rows(d, es, base + (uint32_t)v1 * wo, ho - v1, wo, (uint32_t)wo);
         if (a) t = zero_rows(d, es, base + (uint32_t)v0 * wo, v1 - v0, a, (uint32_t)wo);

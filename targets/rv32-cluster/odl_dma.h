@@ -1,11 +1,11 @@
-/* rv32-cluster cluster DMA: moves tiles between the L2 arena and L1 (the memory hierarchy, odl/tile.py).
+/* rv32-cluster cluster DMA: moves tiles between the L2 arena and L1 (the memory hierarchy, odl/tile/tiler.py).
  *
  * A transfer copies `rows` rows of `row_bytes` bytes; source rows are `src_stride` bytes apart, destination rows
  * `dst_stride` bytes apart (rows == 1: a 1-D transfer). Transfers run in issue order (one FIFO channel).
  * odl_dma_start returns a ticket; odl_dma_wait(t) returns once transfer t and every earlier one are complete.
  *
  * On QEMU the copy is done by the calling hart when the transfer is issued, outside the kernels' counted work: the
- * cores are not charged for it, and its time comes from the DMA model (odl/memory.py: setup + bytes / bandwidth on
+ * cores are not charged for it, and its time comes from the DMA model (odl/tile/memory.py: setup + bytes / bandwidth on
  * one FIFO engine), deterministically. A board's port implements the same three calls with its DMA engine. */
 #ifndef ODL_DMA_H
 #define ODL_DMA_H
@@ -19,11 +19,11 @@ void odl_dma_wait(uint32_t ticket);
  * transfer per column row (rows sh*w elements apart in x, wo apart in col); sw > 1: one per output row, its rows
  * single elements sw apart in x. The zero padding is the DMA's (zero) or the im2col kernel's (pad_only). es: element
  * bytes. Returns
- * the ticket of the last transfer (none: the last ticket issued). The same transfers as odl.ir.Gather. */
+ * the ticket of the last transfer (none: the last ticket issued). The same transfers as odl.ir.program.Gather. */
 uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int w, int kh, int kw, int sh, int sw,
                         int pt, int pl, int ho, int wo, int mode);
 /* mode & ODL_IM2COL_ZERO: odl_dma_im2col also zero-fills the padding (2-D transfers from a zero row, source stride
- * 0), rows of at most ODL_DMA_ZERO_BYTES (odl/tile.py zero-fills by DMA only when they fit).
+ * 0), rows of at most ODL_DMA_ZERO_BYTES (odl/tile/tiler.py zero-fills by DMA only when they fit).
  * mode & ODL_IM2COL_WIDE (stride 1, wo == w): one 2-D transfer per tap (i, j) over all c channels instead, each row
  * a contiguous run of x across the output rows; the elements that run past a row's edge land on padding columns,
  * which zero fills after the data overwrite (always). */

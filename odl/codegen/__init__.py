@@ -1,0 +1,1 @@
+"""codegen: see docs/design.md for the stages."""

@@ -1,0 +1,1 @@
+"""common: see docs/design.md for the stages."""

@@ -1,0 +1,1 @@
+"""frontend: see docs/design.md for the stages."""

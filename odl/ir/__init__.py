@@ -1,0 +1,1 @@
+"""ir: see docs/design.md for the stages."""

@@ -1,0 +1,1 @@
+"""lower: see docs/design.md for the stages."""

@@ -1,0 +1,1 @@
+"""perf: see docs/design.md for the stages."""

@@ -1,4 +1,0 @@
-"""Runners: execute a firmware ELF on an emulator or a board and talk to it over the odl protocol."""
-from .qemu import QemuRunner, RunnerError
-
-__all__ = ["QemuRunner", "RunnerError"]

@@ -1,0 +1,1 @@
+"""target: see docs/design.md for the stages."""

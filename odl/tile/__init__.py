@@ -1,0 +1,1 @@
+"""tile: see docs/design.md for the stages."""

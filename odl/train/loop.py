@@ -1,0 +1,915 @@
+"""`odl train`: train a model on a data set on the device and hand back PyTorch checkpoints.
+
+One firmware, flashed (or booted) once, holds several programs on one arena (templates/train.c.j2): the training step
+at the batch size, the training step at the last partial batch's size (when the training set is not a multiple of
+the batch: the remainder is trained as a smaller batch, never dropped), and forward-only evaluation programs
+(batch norm on running statistics, dropout off, no gradient buffers or update) at the same two sizes. Parameters,
+batch-norm statistics, optimizer state, FP32 master weights (mixed) and a small control block (step counters, Adam
+bias-correction powers, loss scale) are planned once into a shared region at the start of the arena, so every
+program sees them at the same offsets; each program's own buffers are planned after it and overlap.
+
+Host <-> device: everything crosses the framed protocol. On QEMU the whole data set is put into a data region beyond
+the arena once, by the emulator's loader, and a step sends only the batch's sample indices (RUN); the device gathers
+the batch. Over `--port` (a board) or `--bulk uart` each batch's samples and labels travel by WRITE before RUN.
+Checkpoints read the shared region back (semihosting DUMP on QEMU, READ over a serial port).
+
+Precisions: fp32, fp16 (pure FP16 weights and compute; FP32 optimizer state), mixed (FP16 compute, FP32 master
+weights and optimizer state, loss scaling like torch's GradScaler: dynamic = start at 2^16, halve and skip the update
+when any gradient is Inf/NaN, double after 2000 clean steps; or a fixed scale).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from odl import __version__
+from odl.train import data as datamod
+from odl.common.errors import OdlError, ToolError
+from odl.lower.lowering import Buffer, Call, CExpr, Program, Ptr, TrainConfig, step_prologue
+from odl.tile.memory import WB_TICKETS
+
+ALIGN = 16
+DATA_OFFSET = 16 << 20          # data region: 16 MiB past the arena start (QEMU virt RAM is 128 MiB)
+DATA_BYTES = 96 << 20
+CTL_FIELDS = [("step", "<u4"), ("updates", "<u4"), ("b1t", "<f4"), ("b2t", "<f4"), ("scale", "<f4"),
+              ("clean", "<u4"), ("overflow", "<i4"), ("skipped", "<u4"), ("interval", "<u4"), ("dynamic", "<u4")]
+CTL_DTYPE = np.dtype([(n, t) for n, t in CTL_FIELDS])
+SCALE_INIT, SCALE_INTERVAL = 65536.0, 2000     # torch.amp.GradScaler's defaults
+CKPT_VERSION = 1
+
+
+def _align(v: int) -> int:
+    return (v + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass
+class TrainOptions:
+    data: str = "digits"
+    epochs: int = 10
+    batch: int = 16
+    val_split: float = 0.2
+    precision: str = "fp32"
+    cores: int = 8
+    target: str = "rv32-cluster"
+    cfg: TrainConfig = field(default_factory=TrainConfig)
+    loss_scale: str = "dynamic"
+    seed: int = 0
+    init: str | None = None
+    checkpoint: str | None = None
+    resume: str | None = None
+    eval_every: int = 1
+    reference: str = "fp32"
+    json_path: str | None = None
+    png: str | None = None
+    emulator: str = "qemu"
+    port: str | None = None
+    baud: int = 115200
+    flash: str | None = None
+    bulk: str = "fast"
+    keep: str | None = None
+    progress: bool = True
+    normalize: bool = True        # False: the data is fed as given (odl fleet normalises globally)
+    memory: str = "hierarchy"     # 'hierarchy': L1 tiles + DMA from the L2 arena (odl/tile/tiler.py); 'flat': one memory
+    stop_after_steps: int | None = None   # tests: stop (as if killed) after this many steps of this run
+
+    def resume_key(self) -> dict:
+        """Settings a resumed run must share with the run that wrote the checkpoint (bitwise continuation)."""
+        c = self.cfg
+        return {"data": self.data, "batch": self.batch, "val_split": self.val_split, "precision": self.precision,
+                "cores": self.cores, "target": self.target, "seed": self.seed, "loss_scale": self.loss_scale,
+                "lr": c.lr, "train": c.train, "bn": c.bn, "loss": c.loss, "optimizer": c.optimizer,
+                "momentum": c.momentum, "weight_decay": c.weight_decay}
+
+
+# ---- programs ---------------------------------------------------------------------------------------------------
+@dataclass
+class DeviceProgram:
+    kind: str                  # 'train' | 'eval'
+    batch: int
+    prog: Program
+    extra: list = field(default_factory=list)   # shared buffers the program references beyond its own (masters)
+
+    def ctx(self) -> dict:
+        from odl.codegen.render import call_blocks, segments
+        calls = self.prog.calls
+
+        def blocks(ic):
+            return segments(call_blocks(ic, self.prog.precision))
+        idx = list(enumerate(calls))
+        p = self.prog
+        eb = p.elem_bytes
+        ncls = int(p.logits.shape[1]) if (p.config.loss == "xent" and len(p.logits.shape) == 2) else 0
+        bufs = sorted({id(b): b for b in [*p.buffers, *self.extra] if b.offset >= 0}.values(), key=lambda b: b.offset)
+        return dict(kind=self.kind, batch=self.batch, prog=p, buffers=bufs,
+                    # a mixed step splits off its checks and updates (skipped together on overflow)
+                    main_calls=blocks([(i, c) for i, c in idx if not self.extra or c.step not in ("update", "check")]),
+                    check_calls=blocks([(i, c) for i, c in idx if c.step == "check"]),
+                    update_calls=blocks([(i, c) for i, c in idx if c.step == "update"]),
+                    x_off=p.input.offset, x_bytes=p.input.nbytes(eb) // self.batch,
+                    y_off=p.labels.offset if p.labels is not None else 0,
+                    y_bytes=p.labels.nbytes(eb) // self.batch if p.labels is not None else 0,
+                    out_off=p.logits.offset, classes=ncls, out_bytes=p.logits.nbytes(eb),
+                    flag_macro=p.overflow_flag.macro if getattr(p, "overflow_flag", None) is not None else "")
+
+
+def to_mixed(prog: Program, masters: dict[str, Buffer]) -> None:
+    """Turn an FP16 training step into a mixed-precision one: scale the loss gradient by the loss scale, check every
+    parameter gradient for Inf/NaN, and update FP32 master weights (refreshing the FP16 copy) with the gradient
+    unscaled. The update must come after the whole backward (it is skipped as a whole on overflow)."""
+    calls = prog.calls
+    loss_i = [i for i, c in enumerate(calls) if c.step == "loss"]
+    upd_i = [i for i, c in enumerate(calls) if c.step == "update"]
+    if not loss_i or not upd_i:
+        raise OdlError("mixed precision: the training step has no loss or no update")
+    if upd_i != list(range(upd_i[0], len(calls))):
+        raise OdlError("mixed precision needs the optimizer updates after the whole backward (they are skipped "
+                       "together when a gradient overflows); this lowering interleaves them")
+    lc = calls[loss_i[-1]]
+    dl = lc.fields.get("dlogits") or lc.fields.get("dpred")
+    if not isinstance(dl, Ptr):
+        raise OdlError(f"mixed precision: loss kernel {lc.kernel} has no loss-gradient output to scale")
+    scale = Call("odl_scale", {"x": Ptr(dl.buf), "len": dl.buf.nelem, "s": CExpr("ODL_CTL->scale")}, "loss", "loss")
+    # the checks raise a flag in the arena (a kernel writes only buffers: L1 tiles under the memory hierarchy); the
+    # program zeroes it before the checks and copies it into the control block after them
+    flag = Buffer("overflow_flag", 1, dtype="i32", role="scratch", persistent=True, shape=(1,))
+    prog.buffers.append(flag)
+    prog.overflow_flag = flag
+    checks = [Call("odl_grad_check", {"g": Ptr(gb), "len": gb.nelem, "flag": Ptr(flag)}, pname, "check")
+              for pname, gb in prog.param_grads.items()]
+    updates = []
+    for c in calls[upd_i[0]:]:
+        f = c.fields
+        w = f["w"].buf
+        pname = next((k for k, b in prog.params.items() if b is w), None)
+        if pname is None or pname not in masters:
+            raise OdlError(f"mixed precision: update call {c.kernel} on '{c.layer}' writes no known parameter")
+        m = Ptr(masters[pname])
+        common = dict(w=f["w"], master=m, g=f["g"])
+        if c.kernel == "odl_sgd":
+            nf = dict(common, buf=None, len=f["len"], lr=f["lr"], momentum=0.0, wd=0.0,
+                      inv_scale=CExpr("odl_inv_scale"), first=0)
+            updates.append(Call("odl_sgd_mixed", nf, c.layer, "update"))
+        elif c.kernel == "odl_sgd_momentum" and f.get("center") is not None:
+            raise OdlError("a proximal term (FedProx) is not supported with --precision mixed yet")
+        elif c.kernel == "odl_sgd_momentum":
+            nf = dict(common, buf=f["buf"], len=f["len"], lr=f["lr"], momentum=f["momentum"], wd=f["wd"],
+                      inv_scale=CExpr("odl_inv_scale"), first=CExpr("ODL_CTL->updates == 0"))
+            updates.append(Call("odl_sgd_mixed", nf, c.layer, "update"))
+        elif c.kernel == "odl_adam":
+            nf = dict(common, m=f["m"], v=f["v"], len=f["len"], lr=f["lr"], b1=f["b1"], b2=f["b2"], eps=f["eps"],
+                      wd=f["wd"], bc1=f["bc1"], bc2=f["bc2"], inv_scale=CExpr("odl_inv_scale"))
+            updates.append(Call("odl_adam_mixed", nf, c.layer, "update"))
+        else:
+            raise OdlError(f"mixed precision: no FP32-master version of update kernel {c.kernel} ('{c.layer}')")
+    prog.calls = calls[:loss_i[-1] + 1] + [scale] + calls[loss_i[-1] + 1:upd_i[0]] + checks + updates
+
+
+@dataclass
+class Firmware:
+    programs: list[DeviceProgram]
+    shared: list[Buffer]
+    shared_bytes: int
+    arena_bytes: int
+    ctl: Buffer
+    masters: dict[str, Buffer]
+    index: dict[tuple[str, int], int]
+    dev_precision: str
+
+    def layout(self) -> list:
+        return [(b.name, b.offset, b.nbytes(self.programs[0].prog.elem_bytes)) for b in self.shared]
+
+
+def build_programs(model: nn.Module, sample_shape: tuple, ntrain: int, nval: int, opts: TrainOptions,
+                   costs: dict, budget: int | None) -> Firmware:
+    from odl.frontend.trace import trace
+    from odl.lower.lowering import lower
+    from odl.plan.planner import plan
+    B = opts.batch
+    dev = "fp16" if opts.precision in ("fp16", "mixed") else "fp32"
+    # mixed precision skips a step's updates together when a gradient overflows: they follow the whole backward
+    cfg = dataclasses.replace(opts.cfg, fuse_updates=False) if opts.precision == "mixed" else opts.cfg
+    sizes = []
+    if ntrain >= B:
+        sizes.append(("train", B))
+    if ntrain % B:
+        sizes.append(("train", ntrain % B))
+    eb = min(B, nval)
+    sizes.append(("eval", eb))
+    if nval % eb:
+        sizes.append(("eval", nval % eb))
+    from odl.tile.memory import memory_for
+    from odl.target.description import load_target
+    hier = memory_for(load_target(opts.target), opts.memory)
+    want = step_prologue(cfg)
+    masters = {}
+    transform = None
+    if opts.precision == "mixed":
+        # FP32 master weights of the trainable parameters (which ones: a flat lowering of the step says)
+        probe = lower(trace(model, (sizes[0][1], *sample_shape)), dev, cfg, costs=costs, cores=opts.cores)
+        for pname in probe.trainable:
+            w = probe.params[pname]
+            masters[pname] = Buffer("master_" + pname, w.nelem, dtype="f32", role="state", persistent=True,
+                                    shape=w.shape, init=("master", pname))
+
+        def mixed(p):   # before tiling: the rewrite adds calls that must be tiled too
+            to_mixed(p, dict(masters))
+        transform = mixed
+    progs = []
+    for kind, bs in sizes:
+        g = trace(model, (bs, *sample_shape))
+        if kind == "train":
+            p = lower(g, dev, cfg, costs=costs, cores=opts.cores, memory=hier, transform=transform)
+        else:
+            p = lower(g, dev, dataclasses.replace(cfg, bn="frozen"), costs=costs, cores=opts.cores,
+                      forward_only=True, memory=hier)
+        progs.append(DeviceProgram(kind, bs, p, extra=list(masters.values()) if kind == "train" else []))
+    main = progs[0].prog
+    for dp in progs:
+        if dp.kind == "train" and dp.prog.prologue != want:
+            raise OdlError(f"odl train does not know this step's prologue {dp.prog.prologue!r}")
+    shared = [b for b in main.preload if b is not main.input and b is not main.labels]
+    ctl = Buffer("odl_ctl", CTL_DTYPE.itemsize, dtype="u8", role="state", persistent=True, init=("ctl",))
+    shared += list(masters.values()) + [ctl]
+    off = 0
+    for b in shared:
+        b.offset = off
+        off = _align(off + b.nbytes(main.elem_bytes))
+    shared_bytes = off
+    byname = {b.name: b for b in shared}
+    arena = shared_bytes
+    for dp in progs:
+        p = dp.prog
+        own = [b for b in p.buffers if b.role in ("param", "state")]
+        for b in own:
+            sb = byname.get(b.name)
+            if sb is None or sb.nbytes(p.elem_bytes) != b.nbytes(p.elem_bytes):
+                raise OdlError(f"internal: {dp.kind} program (batch {dp.batch}) has state '{b.name}' that the "
+                               f"training program does not share")
+        ids = {id(b) for b in own}
+        region = Buffer("odl_shared_region", shared_bytes, dtype="u8", role="state", persistent=True)
+        saved = p.buffers, p.preload
+        p.buffers = [region] + [b for b in saved[0] if id(b) not in ids]
+        p.preload = [region] + [b for b in saved[1] if id(b) not in ids]
+        try:
+            plan(p, budget)
+        finally:
+            p.buffers, p.preload = saved
+        for b in own:
+            b.offset = byname[b.name].offset
+        arena = max(arena, p.arena_bytes)
+    index = {(dp.kind, dp.batch): i for i, dp in enumerate(progs)}
+    return Firmware(progs, shared, shared_bytes, arena, ctl, masters, index, dev)
+
+
+def render_firmware(fw: Firmware, model_name: str, opts: TrainOptions, out_dir: Path) -> Path:
+    import jinja2
+    from odl.common.resources import resource_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    cfg = opts.cfg
+    b1, b2 = (f"{float(v):.9g}" for v in cfg.betas)
+    ctx = dict(version=__version__, model=model_name, precision=opts.precision, cores=opts.cores,
+               programs=[dp.ctx() for dp in fw.programs], shared_bytes=fw.shared_bytes, arena_bytes=fw.arena_bytes,
+               ctl_offset=fw.ctl.offset, mixed=opts.precision == "mixed", adam=cfg.optimizer == "adam", b1=b1, b2=b2,
+               data_offset=DATA_OFFSET, data_bytes=DATA_BYTES, wb_tickets=WB_TICKETS,
+               hierarchy=any(dp.prog.memory is not None for dp in fw.programs),
+               l1_bytes=max([16] + [dp.prog.l1_peak_bytes for dp in fw.programs]),
+               wait_all="  odl_dma_wait_all();\n" if any(dp.prog.memory is not None for dp in fw.programs) else "")
+    src = out_dir / "train_model.c"
+    src.write_text(env.get_template("train.c.j2").render(**ctx))
+    (out_dir / "odl_model.h").write_text(env.get_template("odl_model.h.j2").render(version=__version__,
+                                                                                    model=model_name))
+    return src
+
+
+# ---- host <-> device values ---------------------------------------------------------------------------------
+def _np_dtype(b: Buffer, dev: str):
+    if b.dtype == "odl":
+        return np.float16 if dev == "fp16" else np.float32
+    return {"f32": np.float32, "i32": np.int32, "u8": np.uint8}[b.dtype]
+
+
+def initial_shared(fw: Firmware, model: nn.Module, opts: TrainOptions) -> bytes:
+    params = dict(model.named_parameters())
+    bufs = dict(model.named_buffers())
+    blob = bytearray(fw.shared_bytes)
+    eb = fw.programs[0].prog.elem_bytes
+    for b in fw.shared:
+        kind = b.init[0] if b.init else "zeros"
+        if kind == "param" or kind == "master":
+            a = params[b.init[1]].detach().numpy()
+        elif kind == "state":
+            a = bufs[b.init[1]].detach().numpy()
+        elif kind == "zeros":
+            a = np.zeros(b.nelem)
+        elif kind == "ctl":
+            c = np.zeros(1, CTL_DTYPE)
+            c["b1t"] = c["b2t"] = 1.0
+            dyn = opts.loss_scale == "dynamic"
+            c["scale"] = SCALE_INIT if dyn else (float(opts.loss_scale) if opts.precision == "mixed" else 1.0)
+            c["interval"] = SCALE_INTERVAL
+            c["dynamic"] = 1 if (dyn and opts.precision == "mixed") else 0
+            blob[b.offset:b.offset + b.nbytes(eb)] = c.tobytes()
+            continue
+        else:
+            raise ValueError(f"shared buffer {b.name}: unknown init {b.init}")
+        data = np.ascontiguousarray(a, dtype=_np_dtype(b, fw.dev_precision)).tobytes()
+        assert len(data) == b.nbytes(eb), b.name
+        blob[b.offset:b.offset + len(data)] = data
+    return bytes(blob)
+
+
+def shared_values(fw: Firmware, blob: bytes) -> dict[str, np.ndarray]:
+    out = {}
+    for b in fw.shared:
+        if b is fw.ctl:
+            continue
+        a = np.frombuffer(blob, dtype=_np_dtype(b, fw.dev_precision), count=b.nelem, offset=b.offset)
+        out[b.name] = a.astype(np.float32).reshape(b.shape if b.shape else (b.nelem,))
+    return out
+
+
+def read_ctl(fw: Firmware, blob: bytes) -> dict:
+    c = np.frombuffer(blob, CTL_DTYPE, 1, fw.ctl.offset)[0]
+    return {n: c[n].item() for n, _ in CTL_FIELDS}
+
+
+def state_dict_from_device(fw: Firmware, model: nn.Module, blob: bytes, opts: TrainOptions) -> dict:
+    """The model's state_dict with the device's parameters (FP32 masters in mixed) and batch-norm statistics;
+    parameters that did not train keep the host's values (the device holds them rounded to its precision)."""
+    vals = shared_values(fw, blob)
+    ctl = read_ctl(fw, blob)
+    main = fw.programs[0].prog
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for pname in main.params:
+        if pname not in main.trainable:
+            continue
+        src = vals[fw.masters[pname].name] if pname in fw.masters else vals[main.params[pname].name]
+        sd[pname] = torch.from_numpy(src.copy()).reshape(sd[pname].shape).to(sd[pname].dtype)
+    for tname, b in main.state.items():
+        sd[tname] = torch.from_numpy(vals[b.name].copy()).reshape(sd[tname].shape).to(sd[tname].dtype)
+    if opts.cfg.bn == "train":
+        for k in sd:
+            if k.endswith("num_batches_tracked"):
+                sd[k] = sd[k] + int(ctl["step"])
+    return sd
+
+
+def optimizer_state(fw: Firmware, blob: bytes, opts: TrainOptions) -> dict:
+    """torch.optim state_dict layout for the trainable parameters, in model order (param_names given)."""
+    vals = shared_values(fw, blob)
+    ctl = read_ctl(fw, blob)
+    main = fw.programs[0].prog
+    cfg = opts.cfg
+    names = list(main.trainable)
+    state = {}
+    for i, pname in enumerate(names):
+        if cfg.optimizer == "sgd" and cfg.momentum:
+            state[i] = {"momentum_buffer": torch.from_numpy(vals["momentum_" + pname].copy())}
+        elif cfg.optimizer == "adam":
+            state[i] = {"step": torch.tensor(float(ctl["updates"])),
+                        "exp_avg": torch.from_numpy(vals["adam_m_" + pname].copy()),
+                        "exp_avg_sq": torch.from_numpy(vals["adam_v_" + pname].copy())}
+    group = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "params": list(range(len(names))), "param_names": names}
+    if cfg.optimizer == "sgd":
+        group.update(momentum=cfg.momentum, dampening=0, nesterov=False, maximize=False)
+    else:
+        group.update(betas=tuple(cfg.betas), eps=cfg.eps, amsgrad=False, maximize=False)
+    return {"state": state, "param_groups": [group]}
+
+
+# ---- reference ------------------------------------------------------------------------------------------------
+class Reference:
+    """PyTorch FP32 on the host: the same model from the same initial weights on the same batches, same order."""
+
+    def __init__(self, model: nn.Module, trainable: list[str], opts: TrainOptions):
+        self.model = copy.deepcopy(model).float()
+        self.cfg = opts.cfg
+        params = dict(self.model.named_parameters())
+        for n, p in params.items():
+            p.requires_grad_(n in trainable)
+        ps = [params[n] for n in trainable]
+        c = self.cfg
+        if c.optimizer == "sgd":
+            self.opt = torch.optim.SGD(ps, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        else:
+            self.opt = torch.optim.Adam(ps, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay)
+
+    def _train_mode(self):
+        self.model.train()
+        if self.cfg.bn == "frozen":
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> float:
+        self._train_mode()
+        self.opt.zero_grad(set_to_none=True)
+        out = self.model(torch.from_numpy(x))
+        loss = loss_fn(out, torch.from_numpy(y), self.cfg.loss)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float | None, float]:
+        return host_eval(self.model, x, y, self.cfg.loss)
+
+
+def loss_fn(out, y, loss):
+    return F.cross_entropy(out, y) if loss == "xent" else F.mse_loss(out, y)
+
+
+@torch.no_grad()
+def host_eval(model: nn.Module, x: np.ndarray, y: np.ndarray, loss: str) -> tuple[float | None, float]:
+    """(accuracy or None for mse, mean loss) of a model in eval mode on normalised inputs."""
+    was = model.training
+    model.eval()
+    out = model(torch.from_numpy(x))
+    model.train(was)
+    yt = torch.from_numpy(y)
+    lv = float(loss_fn(out, yt, loss))
+    if loss == "xent":
+        return float((out.argmax(1) == yt).float().mean()), lv
+    return None, lv
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------------------
+def check_writable(path: str) -> None:
+    p = Path(path).resolve()
+    d = p.parent
+    if not d.is_dir():
+        raise OdlError(f"--checkpoint {path}: directory {d} does not exist")
+    if p.is_dir():
+        raise OdlError(f"--checkpoint {path} is a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=d)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OdlError(f"--checkpoint {path}: cannot write in {d} ({e.strerror})") from None
+    if p.exists() and not os.access(p, os.W_OK):
+        raise OdlError(f"--checkpoint {path}: file is not writable")
+
+
+def save_atomic(obj: dict, path: str) -> None:
+    """Write to a temporary file in the same directory, then rename it over the old one: a reader sees either
+    the previous complete checkpoint or the new complete one."""
+    p = Path(path).resolve()
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_checkpoint(path: str, what: str) -> dict:
+    if not Path(path).is_file():
+        raise OdlError(f"{what} {path}: no such file")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise OdlError(f"{what} {path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:200]})") from None
+    return ck
+
+
+def load_into(model: nn.Module, sd, path: str, model_name: str, what: str) -> None:
+    if not isinstance(sd, dict):
+        raise OdlError(f"{what} {path}: holds a {type(sd).__name__}, not a state_dict")
+    try:
+        model.load_state_dict(sd, strict=True)
+    except Exception as e:
+        msg = str(e).replace("\n", " ").replace("\t", "")
+        raise OdlError(f"{what} {path} is not a checkpoint of model '{model_name}': {msg[:300]}") from None
+
+
+# ---- the command ---------------------------------------------------------------------------------------------
+def _open_session(fw: Firmware, elf: Path, opts: TrainOptions, target, work: Path, shared: bytes, data_blob: bytes):
+    """(session, whether the data set sits in device memory so a step sends only sample indices)."""
+    from odl.pipeline import open_session
+    fast = opts.port is None and opts.emulator == "qemu" and opts.bulk == "fast"
+    return open_session(target, elf, opts.cores, work, [(0, shared)], opts.port, opts.baud, opts.bulk, opts.flash,
+                        opts.emulator, fast_preload=[(DATA_OFFSET, data_blob)]), fast
+
+
+def _data_blob(ds, fw: Firmware, loss: str) -> tuple[bytes, int, int, int, int]:
+    """x (train then validation samples) in the device's element type, then labels (int32) or targets."""
+    xdt = np.float16 if fw.dev_precision == "fp16" else np.float32
+    x = np.concatenate([ds.x, ds.x_val]).astype(xdt)
+    if loss == "xent":
+        y = np.concatenate([ds.y, ds.y_val]).astype(np.int32)
+    else:
+        y = np.concatenate([ds.y, ds.y_val]).astype(xdt)
+    xb = x.tobytes()
+    yoff = _align(len(xb))
+    blob = bytearray(yoff + y.nbytes)
+    blob[:len(xb)] = xb
+    blob[yoff:] = y.tobytes()
+    if len(blob) > DATA_BYTES:
+        raise OdlError(f"the data set needs {len(blob)} bytes on the device, over the {DATA_BYTES}-byte data region")
+    n = len(x)
+    return bytes(blob), 0, x.nbytes // n, yoff, y.nbytes // n
+
+
+def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
+    from odl.frontend.trace import default_input_shape, load_model, trace
+    from odl.target.description import load_target
+    from odl.target.toolchain import build_firmware
+    from odl.lower.costs import load_costs
+    t_start = time.perf_counter()
+    cfg = opts.cfg
+    cfg.seed = opts.seed
+    # ---- options and inputs: everything checked before the device starts -------------------------------------
+    if opts.precision not in ("fp32", "fp16", "mixed"):
+        raise OdlError(f"unknown precision '{opts.precision}' (expected fp32, fp16 or mixed)")
+    if opts.loss_scale != "dynamic":
+        try:
+            s = float(opts.loss_scale)
+        except ValueError:
+            raise OdlError(f"--loss-scale {opts.loss_scale}: expected dynamic or a number") from None
+        if not (s > 0 and math.isfinite(s)):
+            raise OdlError(f"--loss-scale {opts.loss_scale}: must be a positive finite number")
+        if opts.precision != "mixed":
+            raise OdlError(f"--loss-scale {opts.loss_scale} applies to --precision mixed only")
+    if opts.epochs < 1 or opts.batch < 1 or opts.eval_every < 1:
+        raise OdlError("--epochs, --batch and --eval-every must be >= 1")
+    if opts.reference not in ("fp32", "none"):
+        raise OdlError(f"--reference {opts.reference}: expected fp32 or none")
+    if cfg.prox_mu and opts.reference != "none":
+        raise OdlError("a proximal term (FedProx) is used by odl fleet with --reference none; the host reference "
+                       "of odl train does not add it")
+    if opts.init and opts.resume:
+        raise OdlError("--init and --resume exclude each other (a checkpoint already holds the weights)")
+    target = load_target(opts.target)
+    if not 1 <= opts.cores <= target.harts:
+        raise OdlError(f"--cores {opts.cores}: target {target.name} has {target.harts} harts")
+    if opts.checkpoint:
+        check_writable(opts.checkpoint)
+    if opts.png:
+        from odl.perf.profile import have_matplotlib
+        if not have_matplotlib():
+            raise OdlError("--png needs matplotlib, which is not installed (pip install matplotlib)")
+    torch.manual_seed(opts.seed)
+    model = load_model(model_spec)
+    name = model_spec if ":" not in model_spec else model_spec.rsplit(":", 1)[1]
+    ds = datamod.load(opts.data, cfg.loss, opts.val_split, opts.seed, normalize=opts.normalize)
+    # tracing runs the model on random inputs in training mode, which moves batch-norm running statistics:
+    # the weights as they are now are restored after every trace
+    pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    declared = default_input_shape(model)
+    if declared is not None and tuple(declared[1:]) != ds.sample_shape:
+        datamod.check_fits(ds, tuple(declared), (), cfg.loss)      # names the data's and the model's shapes
+    g0 = trace(model, (opts.batch, *ds.sample_shape))
+    model.load_state_dict(pristine)
+    datamod.check_fits(ds, g0.input_shape, g0.shapes[g0.output], cfg.loss)
+    resume = None
+    if opts.resume:
+        ck = load_checkpoint(opts.resume, "--resume")
+        if not isinstance(ck, dict) or "odl" not in ck or "model" not in ck:
+            raise OdlError(f"--resume {opts.resume}: not an odl train checkpoint (no 'model'/'odl' entries)")
+        o = ck["odl"]
+        if o.get("model") != name:
+            raise OdlError(f"--resume {opts.resume} is a checkpoint of model '{o.get('model')}', not '{name}'")
+        load_into(model, o["initial_model"], opts.resume, name, "--resume")
+        diff = {k: (v, opts.resume_key().get(k)) for k, v in o["settings"].items() if opts.resume_key().get(k) != v}
+        if diff:
+            k, (was, now) = next(iter(diff.items()))
+            raise OdlError(f"--resume {opts.resume}: the checkpoint was written with {k}={was!r}, this run has "
+                           f"{now!r} (a resumed run must use the same settings)")
+        resume = ck
+    elif opts.init:
+        ck = load_checkpoint(opts.init, "--init")
+        sd = ck["model"] if isinstance(ck, dict) and "model" in ck and isinstance(ck["model"], dict) else ck
+        load_into(model, sd, opts.init, name, "--init")
+    initial_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ntrain, nval = len(ds.x), len(ds.x_val)
+    if opts.batch > 4096:       # an evaluation reply carries one u16 class per sample of a batch
+        raise OdlError(f"--batch {opts.batch}: at most 4096")
+
+    budget = target.memory_budget_bytes
+    dev = "fp16" if opts.precision in ("fp16", "mixed") else "fp32"
+    fw = build_programs(model, ds.sample_shape, ntrain, nval, opts, load_costs(target.name, dev, opts.cores), budget)
+    model.load_state_dict(initial_model)
+    main = fw.programs[0].prog
+    data_blob, x_off, x_stride, y_off, y_stride = _data_blob(ds, fw, cfg.loss)
+    if resume is not None:
+        dstate = resume["odl"]["device"]
+        if resume["odl"].get("layout") != [list(t) for t in fw.layout()]:
+            raise OdlError(f"--resume {opts.resume}: the device layout differs from this build's (another odl "
+                           f"version or settings)")
+        shared = bytes(dstate.numpy().tobytes())
+        start_epoch = int(resume["epoch"])
+        history = list(resume["odl"]["history"])
+        step0 = int(resume["step"])
+    else:
+        shared = initial_shared(fw, model, opts)
+        start_epoch, history, step0 = 0, [], 0
+    ref = None
+    if opts.reference == "fp32":
+        ref = Reference(model, main.trainable, opts)
+        if resume is not None:
+            r = resume["odl"]["reference"]
+            ref.model.load_state_dict(r["model"], strict=True)
+            ref.opt.load_state_dict(r["optimizer"])
+    log(f"odl train {name}: {opts.precision}, {opts.cores} cores, batch {opts.batch}, data {ds.name} "
+        f"({ntrain} train / {nval} val, sample {'x'.join(map(str, ds.sample_shape))}); programs: "
+        + ", ".join(f"{dp.kind}@{dp.batch}" for dp in fw.programs)
+        + f"; arena {fw.arena_bytes} B (shared {fw.shared_bytes} B)")
+    if start_epoch >= opts.epochs:
+        raise OdlError(f"--resume {opts.resume}: the checkpoint is at epoch {start_epoch}, --epochs is "
+                       f"{opts.epochs} (the total): nothing to do")
+
+    work = Path(opts.keep) if opts.keep else Path(tempfile.mkdtemp(prefix="odl_train_"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        t_b = time.perf_counter()
+        src = render_firmware(fw, name, opts, work / "gen")
+        elf = build_firmware(target, dev, opts.cores, [src], [work / "gen"], work / "build", scalar_sources=[src])
+        build_s = time.perf_counter() - t_b
+        runner, fast = _open_session(fw, elf, opts, target, work / "run", shared, data_blob)
+        # the reference's small batches run fastest on one thread, and leave the other cores to the emulator
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        with runner as r:
+            rep = _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, step0, initial_model,
+                              (x_off, x_stride, y_off, y_stride), log)
+            if rep.get("stopped"):        # tests: end as a killed run would, without EXIT or a final report
+                if hasattr(r, "_kill"):
+                    r._kill()
+                    r.exit_status = -9
+                else:
+                    r.close()
+            else:
+                r.exit(0)
+    finally:
+        torch.set_num_threads(threads) if "threads" in locals() else None
+        if not opts.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    rep["build_s"] = round(build_s, 2)
+    rep["wall_s"] = round(time.perf_counter() - t_start, 2)
+    if not rep.get("stopped"):
+        _report(rep, opts, log)
+    return rep
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc), or None: CPU time, unlike wall time, does not grow
+    when other work shares the machine, so it tells where the time goes."""
+    if pid is None:
+        return None
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, step0, initial_model, dlayout, log):
+    from tqdm import tqdm
+    cfg = opts.cfg
+    link = r.link
+    hello = r.hello
+    bits = 16 if fw.dev_precision == "fp16" else 32
+    if hello.precision_bits != bits or hello.num_cores != opts.cores or hello.arena_bytes != fw.arena_bytes:
+        raise ToolError(f"the device runs other firmware: it says {hello.precision_bits}-bit, {hello.num_cores} "
+                        f"cores, a {hello.arena_bytes}-byte arena; this run needs {bits}-bit, {opts.cores} cores, "
+                        f"a {fw.arena_bytes}-byte arena")
+    ntrain, nval = len(ds.x), len(ds.x_val)
+    if fast:
+        link.dataset(dlayout[0], dlayout[1], dlayout[2], dlayout[3], ntrain + nval)
+    # protocol round trip (an INFO request and its HELLO): the transfer cost of every RUN beyond its payload
+    t0 = time.perf_counter()
+    for _ in range(5):
+        link.info()
+    rtt = (time.perf_counter() - t0) / 5
+    xdt = np.float16 if fw.dev_precision == "fp16" else np.float32
+
+    def put_batch(dp, idx, xs, ys):
+        p = dp.prog
+        link.write(p.input.offset, np.ascontiguousarray(xs[idx], dtype=xdt).tobytes())
+        if p.labels is not None:
+            ydt = np.int32 if cfg.loss == "xent" else xdt
+            link.write(p.labels.offset, np.ascontiguousarray(ys[idx], dtype=ydt).tobytes())
+
+    def evaluate():
+        preds, outs = [], []
+        i = 0
+        eb_full = fw.programs[[k for k, dp in enumerate(fw.programs) if dp.kind == "eval"][0]].batch
+        while i < nval:
+            bs = min(eb_full, nval - i)
+            k = fw.index[("eval", bs)]
+            dp = fw.programs[k]
+            idx = np.arange(i, i + bs)
+            if fast:
+                res = link.run(k, (idx + ntrain).tolist())
+            else:
+                put_batch(dp, idx, ds.x_val, ds.y_val)
+                res = link.run(k)
+            if cfg.loss == "xent":
+                preds.append(np.frombuffer(res.data, np.uint16, bs))
+            else:
+                outs.append(np.frombuffer(res.data, xdt).astype(np.float32).reshape(bs, -1))
+            i += bs
+        if cfg.loss == "xent":
+            pr = np.concatenate(preds)
+            return float((pr == ds.y_val).mean()), None
+        o = np.concatenate(outs).reshape(ds.y_val.shape)
+        return None, float(((o - ds.y_val) ** 2).mean())
+
+    B = opts.batch
+    step = step0
+    steps_per_epoch = -(-ntrain // B)
+    t_dev = t_ref = t_eval = t_ckpt = 0.0
+    n_runs = 0
+    cycles = []
+    skipped_total = 0
+    stopped = False
+    run_steps = 0
+    train_wall = 0.0
+    emu_pid = getattr(getattr(r, "proc", None), "pid", None)
+    emu_cpu0, host_cpu0 = _cpu_seconds(emu_pid), time.process_time()
+    for epoch in range(start_epoch, opts.epochs):
+        te = time.perf_counter()
+        order = datamod.epoch_order(ntrain, opts.seed, epoch)
+        losses, rlosses, weights = [], [], []
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="step", leave=False,
+                   disable=not opts.progress, dynamic_ncols=True)
+        seen = 0
+        for s in range(steps_per_epoch):
+            idx = order[s * B:(s + 1) * B]
+            k = fw.index[("train", len(idx))]
+            t0 = time.perf_counter()
+            if fast:
+                res = link.run(k, idx.tolist())
+            else:
+                put_batch(fw.programs[k], idx, ds.x, ds.y)
+                res = link.run(k)
+            t1 = time.perf_counter()
+            t_dev += t1 - t0
+            n_runs += 1
+            cycles.append(res.cycles)
+            skipped_total += int(res.skipped)
+            losses.append(res.loss)
+            weights.append(len(idx))
+            if ref is not None:
+                rlosses.append(ref.step(ds.x[idx], ds.y[idx]))
+                t_ref += time.perf_counter() - t1
+            step += 1
+            run_steps += 1
+            seen += len(idx)
+            el = time.perf_counter() - te
+            bar.set_postfix_str(f"loss {res.loss:.4f} {seen / max(el, 1e-9):.0f} samples/s")
+            bar.update(1)
+            if opts.stop_after_steps is not None and run_steps >= opts.stop_after_steps:
+                stopped = True
+                break
+        bar.close()
+        if stopped:
+            break
+        train_wall += time.perf_counter() - te
+        w = np.array(weights, dtype=np.float64)
+        fin = np.isfinite(losses)
+        train_loss = float(np.sum(np.array(losses)[fin] * w[fin]) / max(w[fin].sum(), 1))
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_acc": None, "val_loss": None,
+               "ref_train_loss": float(np.dot(rlosses, w) / w.sum()) if rlosses else None,
+               "ref_val_acc": None, "ref_val_loss": None}
+        if (epoch + 1) % opts.eval_every == 0 or epoch + 1 == opts.epochs:
+            t0 = time.perf_counter()
+            row["val_acc"], row["val_loss"] = evaluate()
+            t_eval += time.perf_counter() - t0
+            if ref is not None:
+                row["ref_val_acc"], row["ref_val_loss"] = ref.evaluate(ds.x_val, ds.y_val)
+        blob = None
+        if opts.checkpoint or epoch + 1 == opts.epochs:
+            t0 = time.perf_counter()
+            blob = r.read_arena(0, fw.shared_bytes)
+            ctl = read_ctl(fw, blob)
+            row["loss_scale"] = ctl["scale"] if opts.precision == "mixed" else None
+            row["skipped_updates"] = ctl["skipped"]
+        row["wall_s"] = round(time.perf_counter() - te, 3)
+        history.append(row)
+        if opts.checkpoint:
+            sd = state_dict_from_device(fw, model, blob, opts)
+            ck = {"model": sd, "optimizer": optimizer_state(fw, blob, opts), "epoch": epoch + 1, "step": step,
+                  "odl": {"version": CKPT_VERSION, "model": name, "normalize": ds.normalize,
+                          "precision": opts.precision, "cores": opts.cores, "settings": opts.resume_key(),
+                          "ctl": read_ctl(fw, blob), "layout": [list(t) for t in fw.layout()],
+                          "device": torch.frombuffer(bytearray(blob), dtype=torch.uint8),
+                          "initial_model": initial_model, "history": history,
+                          "reference": ({"model": ref.model.state_dict(), "optimizer": ref.opt.state_dict()}
+                                        if ref is not None else None)}}
+            save_atomic(ck, opts.checkpoint)
+            t_ckpt += time.perf_counter() - t0
+        va = "-" if row["val_acc"] is None else f"{row['val_acc'] * 100:.2f}%"
+        rva = "-" if row["ref_val_acc"] is None else f"{row['ref_val_acc'] * 100:.2f}%"
+        rtl = "-" if row["ref_train_loss"] is None else f"{row['ref_train_loss']:.4f}"
+        log(f"epoch {epoch + 1:3d}/{opts.epochs}: train loss {train_loss:.4f} (ref {rtl}), val acc {va} "
+            f"(ref {rva}), {row['wall_s']:.1f} s")
+        last_blob = blob
+    emu_cpu1, host_cpu1 = _cpu_seconds(emu_pid), time.process_time()
+    rep = {"model": name, "precision": opts.precision, "cores": opts.cores, "batch": opts.batch,
+           "data": ds.name, "train_samples": ntrain, "val_samples": nval, "normalize": ds.normalize,
+           "epochs": history, "checkpoint": opts.checkpoint, "stopped": stopped, "steps": step,
+           "epochs_run": len(history) - (start_epoch if history else 0)}
+    if stopped:
+        return rep
+    final = history[-1]
+    rep["final"] = {"val_acc": final["val_acc"], "ref_val_acc": final["ref_val_acc"],
+                    "val_loss": final["val_loss"], "ref_val_loss": final["ref_val_loss"]}
+    # the trained weights as the host sees them: the state_dict loads strictly into the nn.Module, and its host
+    # accuracy is set beside the device's own evaluation
+    sd = state_dict_from_device(fw, model, last_blob, opts)
+    host_model = copy.deepcopy(model)
+    host_model.load_state_dict(sd, strict=True)
+    hacc, hloss = host_eval(host_model, ds.x_val, ds.y_val, cfg.loss)
+    rep["final"]["host_val_acc"] = hacc
+    rep["final"]["host_val_loss"] = hloss
+    samples = (opts.epochs - start_epoch) * ntrain
+    rep["samples_per_s"] = round(samples / train_wall, 1) if train_wall > 0 else None
+    rep["device_cycles_per_step"] = int(np.median(cycles)) if cycles else None
+    rep["skipped_updates"] = read_ctl(fw, last_blob)["skipped"]
+    rep["time"] = {"device_runs_s": round(t_dev, 2), "runs": n_runs, "protocol_rtt_ms": round(rtt * 1e3, 2),
+                   "transfer_est_s": round(rtt * n_runs, 2), "reference_s": round(t_ref, 2),
+                   "evaluation_s": round(t_eval, 2), "checkpoint_s": round(t_ckpt, 2),
+                   "train_wall_s": round(train_wall, 2),
+                   "host_other_s": round(max(train_wall - t_dev - t_ref, 0.0), 2),
+                   "emulator_cpu_s": round(emu_cpu1 - emu_cpu0, 2) if emu_cpu0 is not None and emu_cpu1 else None,
+                   "host_cpu_s": round(host_cpu1 - host_cpu0, 2),
+                   "path": "indices (device gathers)" if fast else "samples by WRITE"}
+    return rep
+
+
+def _report(rep: dict, opts: TrainOptions, log) -> None:
+    def pct(v):
+        return "-" if v is None else f"{v * 100:.2f}"
+    log("")
+    log(f"{'epoch':>5} {'train loss':>10} {'ref loss':>10} {'val acc %':>9} {'ref acc %':>9} {'wall s':>7}")
+    for e in rep["epochs"]:
+        rl = "-" if e["ref_train_loss"] is None else f"{e['ref_train_loss']:.4f}"
+        log(f"{e['epoch']:>5} {e['train_loss']:>10.4f} {rl:>10} {pct(e['val_acc']):>9} {pct(e['ref_val_acc']):>9} "
+            f"{e['wall_s']:>7.1f}")
+    f, t = rep["final"], rep["time"]
+    log(f"final: device val acc {pct(f['val_acc'])}%, reference {pct(f['ref_val_acc'])}%, checkpoint weights on "
+        f"the host {pct(f['host_val_acc'])}%; {rep['samples_per_s']} samples/s, "
+        f"{rep['device_cycles_per_step']} device cycles/step")
+    log(f"time: device runs {t['device_runs_s']} s for {t['runs']} RUNs (protocol round trip {t['protocol_rtt_ms']} "
+        f"ms, ~{t['transfer_est_s']} s of it), reference {t['reference_s']} s, evaluation {t['evaluation_s']} s, "
+        f"checkpoints {t['checkpoint_s']} s, other host work in the training loop {t['host_other_s']} s; "
+        f"build {rep['build_s']} s; total {rep['wall_s']} s")
+    if t.get("emulator_cpu_s") is not None:
+        log(f"cpu: emulator {t['emulator_cpu_s']} s, odl (host) {t['host_cpu_s']} s over {rep['epochs_run']} "
+            f"epoch(s) of this run (CPU time does not grow when other work shares the machine; wall time does)")
+    if rep.get("skipped_updates"):
+        log(f"updates skipped for Inf/NaN gradients (loss scaling): {rep['skipped_updates']}")
+    if opts.json_path:
+        Path(opts.json_path).write_text(json.dumps(rep, indent=1) + "\n")
+    if opts.png:
+        plot_png(rep, opts.png)
+
+
+def plot_png(rep: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ep = [e["epoch"] for e in rep["epochs"]]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [e["train_loss"] for e in rep["epochs"]], "o-", label=f"device ({rep['precision']})")
+    if any(e["ref_train_loss"] is not None for e in rep["epochs"]):
+        a.plot(ep, [e["ref_train_loss"] for e in rep["epochs"]], "s--", label="PyTorch FP32")
+    a.set_xlabel("epoch")
+    a.set_ylabel("train loss")
+    a.legend()
+    vals = [(e["epoch"], e["val_acc"], e["ref_val_acc"]) for e in rep["epochs"] if e["val_acc"] is not None]
+    if vals:
+        b.plot([v[0] for v in vals], [v[1] * 100 for v in vals], "o-", label=f"device ({rep['precision']})")
+        if any(v[2] is not None for v in vals):
+            b.plot([v[0] for v in vals], [v[2] * 100 for v in vals], "s--", label="PyTorch FP32")
+        b.set_ylabel("validation accuracy %")
+        b.legend()
+    b.set_xlabel("epoch")
+    fig.suptitle(f"odl train {rep['model']}: {rep['data']}, {rep['precision']}, {rep['cores']} cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""verify: see docs/design.md for the stages."""

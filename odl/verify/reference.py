@@ -1,0 +1,135 @@
+"""PyTorch reference for K training steps: per step the loss, logits, parameter gradients, gradients of every
+graph value, and after the update the parameters and buffers (running statistics). Runs the traced graph so
+values carry the same names as in odl's graph; dropout uses the device's reproducible masks."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from odl.lower.lowering import TrainConfig
+from odl.lower.ops import dropout as dropout_op
+
+
+@dataclass
+class Reference:
+    loss: float
+    logits: torch.Tensor
+    param_grads: dict[str, torch.Tensor]
+    value_grads: dict[str, torch.Tensor]
+    values: dict[str, torch.Tensor]       # forward value of every graph node
+    updated: dict[str, torch.Tensor]      # parameters after the update
+    buffers: dict[str, torch.Tensor]      # running statistics after the step
+
+
+class _Recorder(torch.fx.Interpreter):
+    def __init__(self, gm, values, dropout, step, masks=None):
+        super().__init__(gm)
+        self.values, self.dropout, self.step, self.masks = values, dropout, step, masks or {}
+
+    def run_node(self, n):
+        spec = self.dropout.get(n.name)
+        mask = self.masks.get(n.name)
+        if mask is not None:
+            # ReLU / ReLU6 taking the device's decisions: the gradient passes exactly where the device's passed
+            x = self.env[n.args[0]]
+            y = super().run_node(n)
+            m = torch.from_numpy(mask).reshape(x.shape)
+            out = torch.where(m, x, y.detach())
+        elif spec is not None:
+            x = self.env[n.args[0]]
+            keep = dropout_op.mask(spec["p"], dropout_op.step_seed(spec["seed"], self.step), x.numel())
+            out = x * torch.from_numpy(keep).reshape(x.shape).to(x.dtype) * (1.0 / (1.0 - spec["p"]))
+        else:
+            out = super().run_node(n)
+        if isinstance(out, torch.Tensor):
+            if out.requires_grad:
+                out.retain_grad()
+            self.values[n.name] = out
+        return out
+
+
+def _optimizer(params, cfg: TrainConfig):
+    params = list(params)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
+                    trainable: list[str], dropout: dict[str, dict] | None = None,
+                    dtype: torch.dtype = torch.float32, masks: dict | None = None) -> list[Reference]:
+    """K steps of the model in PyTorch. `masks` (first step only): node name -> boolean array telling where a
+    ReLU/ReLU6 passes its gradient, to align the reference with decisions the device took."""
+    m = copy.deepcopy(model).to(dtype)
+    m.train()
+    if cfg.bn == "frozen":
+        for mod in m.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.eval()
+    gm = torch.fx.symbolic_trace(m)
+    params = dict(gm.named_parameters())
+    for k, p in params.items():
+        p.requires_grad_(k in trainable)
+    train_params = [params[k] for k in trainable]
+    # FP16 as the device does it: forward and backward in FP16, the update in FP32 with FP32 optimizer state (an
+    # FP16 Adam state underflows: v ~ g^2 and eps = 1e-8 are zero in FP16), the weight rounded to FP16 once.
+    shadow = ([p.detach().float().clone().requires_grad_(True) for p in train_params]
+              if dtype == torch.float16 else None)
+    opt = _optimizer(shadow if shadow is not None else train_params, cfg)
+    centers = [p.detach().clone() for p in train_params] if cfg.prox_mu else None
+    out = []
+    for step, (x, target) in enumerate(batches):
+        opt.zero_grad(set_to_none=True)
+        for p in train_params:
+            p.grad = None
+        values: dict[str, torch.Tensor] = {}
+        logits = _Recorder(gm, values, dropout or {}, step, masks if step == 0 else None).run(x.to(dtype))
+        if cfg.loss == "mse":
+            loss = F.mse_loss(logits, target.to(dtype))
+        elif cfg.loss == "nll":
+            loss = F.nll_loss(logits, target.long())
+        elif cfg.loss == "bce":
+            loss = F.binary_cross_entropy_with_logits(logits, target.to(dtype))
+        else:
+            loss = F.cross_entropy(logits, target.long())
+        loss.backward()
+        if centers is not None:   # FedProx's proximal term, as the device adds it inside its update
+            prox = [cfg.prox_mu * (p.detach() - c) for p, c in zip(train_params, centers)]
+        pgrads = {k: p.grad.detach().double().clone() for k, p in params.items() if p.grad is not None}
+        vgrads = {k: v.grad.detach().double().clone() for k, v in values.items() if v.grad is not None}
+        if centers is not None:
+            for p, d in zip(train_params, prox):
+                p.grad = p.grad + d
+        if shadow is not None:
+            for sp, p in zip(shadow, train_params):
+                sp.data.copy_(p.detach().float())
+                sp.grad = None if p.grad is None else p.grad.detach().float()
+        opt.step()
+        if shadow is not None:
+            with torch.no_grad():
+                for sp, p in zip(shadow, train_params):
+                    p.copy_(sp.detach().to(dtype))
+        updated = {k: p.detach().double().clone() for k, p in params.items() if k in trainable}
+        bufs = {k: b.detach().double().clone() for k, b in gm.named_buffers() if b.is_floating_point()}
+        vals = {k: v.detach().double().clone() for k, v in values.items()}
+        out.append(Reference(loss=float(loss.detach()), logits=logits.detach().double(), param_grads=pgrads,
+                             value_grads=vgrads, values=vals, updated=updated, buffers=bufs))
+    return out
+
+
+def first_update(model: nn.Module, cfg: TrainConfig, grads: dict) -> dict:
+    """The first optimizer step in FP64 from the model's initial parameters and the given gradients (name ->
+    array): what the device's update must give from the device's own gradient."""
+    named = dict(model.named_parameters())
+    ps = {k: named[k].detach().double().clone().requires_grad_(True) for k in grads}
+    opt = _optimizer(list(ps.values()), cfg)
+    for k, p in ps.items():
+        p.grad = torch.as_tensor(grads[k], dtype=torch.float64).reshape(p.shape)
+    opt.step()
+    return {k: p.detach() for k, p in ps.items()}

@@ -1,0 +1,288 @@
+"""`odl validate`: one training step on the device (emulated), compared tensor by tensor with PyTorch."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from odl.verify.compare import TOLERANCE, TORCH_FACTOR, at_floor, judge, passes
+from odl.tile.memory import memory_for
+from odl.common.errors import OdlError
+from odl.lower.lowering import Program, TrainConfig, lower
+from odl.pipeline import Prepared, build, host_array, open_runner, prepare, read_tensor
+from odl.plan.planner import fit, plan
+from odl.verify.reference import first_update, reference_steps
+from odl.target.description import load_target
+from odl.common.fsutil import write_text_atomic
+from odl.common.progress import Phases
+
+COUNTER_NOTE = ("instructions/cycles of all harts summed (QEMU -icount: one counter shared by the harts); "
+                "the step's time is the critical path that odl profile reports")
+
+
+def result_ranges(prog: Program) -> list[tuple[int, int]]:
+    """Byte ranges of the arena the host compares (merged): what a slow link needs to read back."""
+    bufs = [prog.logits, prog.loss, *prog.param_grads.values(), *prog.params.values(), *prog.state.values(),
+            *(b for b, _ in prog.observed_grads.values()), *(b for b, _ in prog.activations.values())]
+    spans = sorted({(b.offset, b.offset + b.nbytes(prog.elem_bytes)) for b in bufs})
+    out: list[list[int]] = []
+    for lo, hi in spans:
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(lo, hi - lo) for lo, hi in out]
+
+
+def read_results(r, prog: Program) -> bytes:
+    """The arena as far as the comparison needs it: all of it through a fast path, else only result ranges."""
+    if r.bulk == "fast":
+        return r.read_arena(0, prog.arena_bytes)
+    arena = bytearray(prog.arena_bytes)
+    for off, n in result_ranges(prog):
+        arena[off:off + n] = r.read_arena(off, n)
+    return bytes(arena)
+
+
+def run_device(runner, prog: Program, prep: Prepared, cores: int):
+    """Run every step on a started runner. Returns the step results, the arena after step 1 and after the last
+    step. Step 1's data is already loaded; later steps' inputs and targets travel over the protocol (WRITE)."""
+    steps = len(prep.batches)
+    hello = runner.hello
+    bits = 16 if prog.precision == "fp16" else 32
+    if hello.precision_bits != bits or hello.num_cores != cores or hello.arena_bytes != prog.arena_bytes:
+        raise OdlError(f"the device runs other firmware: it says {hello.precision_bits}-bit, "
+                       f"{hello.num_cores} cores, {hello.arena_bytes}-byte arena; this step needs {bits}-bit, "
+                       f"{cores} cores, a {prog.arena_bytes}-byte arena (flash the firmware validate built)")
+    results = [runner.link.step(1)]
+    first = read_results(runner, prog)
+    last = first
+    for k in range(1, steps):
+        for b in (prog.input, prog.labels):
+            runner.link.write(b.offset, host_array(prog, prep, b, k).tobytes())
+        results.append(runner.link.step(1))
+    if steps > 1:
+        last = read_results(runner, prog)
+    runner.exit(0)
+    return results, first, last
+
+
+def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp32", cores: int = 8,
+             input_shape: str | None = None, seed: int = 0, lr: float = 0.01, json_path: str | None = None,
+             keep_dir: str | None = None, log=print, steps: int = 1, cfg: TrainConfig | None = None,
+             port: str | None = None, baud: int = 115200, bulk: str = "fast", flash: str | None = None,
+             emulator: str = "qemu", step_timeout: float | None = None, memory: str = "hierarchy",
+             budget: int | None = None) -> dict:
+    """port: validate on a board (or any pyserial URL) instead of QEMU; bulk='uart' makes QEMU move all data over
+    the protocol as a board would; flash: a shell command that flashes {elf} before connecting."""
+    t0 = time.perf_counter()
+    phase = Phases("validate")
+    cfg = cfg or TrainConfig()
+    cfg.lr, cfg.seed = lr, seed
+    target = load_target(target_name)
+    hier = memory_for(target, memory)
+    if not 1 <= cores <= target.harts:
+        raise OdlError(f"--cores {cores}: target {target.name} has {target.harts} harts")
+    if precision not in TOLERANCE:
+        raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
+    phase("trace", model_spec)
+    prep = prepare(model_spec, input_shape, seed, precision, steps, cfg.loss)
+    graph = prep.graph
+    phase("lower/plan", f"{len(graph.nodes)} nodes, {precision}, {cores} cores")
+    # The deployable step must fit the target's budget; the validation build additionally keeps every layer
+    # input gradient alive for read-back (reported separately, not held against the budget).
+    from odl.lower.costs import load_costs
+    costs = load_costs(target.name, precision, cores)
+    budget = budget or target.memory_budget_bytes
+    cfg, _, mem = fit(graph, precision, cfg, budget, costs=costs, cores=cores, memory=hier)
+    prog = lower(graph, precision, cfg, observe=True, costs=costs, cores=cores, memory=hier)
+    mem_val = plan(prog)
+
+    work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="odl_"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        t_build = time.perf_counter()
+        phase("build", "generated C + kernels -> firmware")
+        # the validation build checks that every pointer a tiled kernel gets lies in L1
+        elf = build(prog, prep.name, target, cores, work, defines=["ODL_CHECK_L1"] if hier else ())
+        t_run = time.perf_counter()
+        phase("run", f"{steps} step{'s' if steps > 1 else ''} on " + (port or emulator))
+        with open_runner(target, elf, prog, prep, cores, work / "run", port, baud, bulk, flash, emulator,
+                         step_timeout) as r:
+            results, arena, arena_last = run_device(r, prog, prep, cores)
+        link_stats = asdict(r.link.stats)
+        t_end = time.perf_counter()
+    finally:
+        if not keep_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+    phase("compare", "PyTorch references (FP64 and the run's precision), tensor by tensor")
+    # References (DESIGN.md, "what correct means"): FP64 is the truth every device tensor is measured against;
+    # PyTorch at the run's precision (FP32, or FP16 with the update in FP32 as on the device) shows how far the
+    # problem itself lets a correct implementation at that precision stray from it.
+    tdtype = torch.float16 if precision == "fp16" else torch.float32
+    refs = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, torch.float64)
+    refst = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, tdtype)
+    ref, reft = refs[0], refst[0]
+
+    # ReLU decisions: an activation within rounding of zero may be positive on the device and not in FP64 (or the
+    # other way); such a flip moves a whole gradient element and says nothing about the arithmetic. Gradients
+    # are therefore compared with references that take the device's ReLU decisions ("aligned"); the flips are
+    # counted and reported, and forward values are compared with the plain references.
+    masks, flips, decisions = {}, {}, 0
+    for node in graph.nodes:
+        if node.op in ("relu", "relu6") and node.name in {v for _, v in prog.activations.values()}:
+            buf = next(b for b, v in prog.activations.values() if v == node.name)
+            y = read_tensor(arena, buf, ref.values[node.name].shape, precision)
+            hi = 6.0 if node.op == "relu6" else np.inf
+            dev = (y > 0) & (y < hi)
+            r = ref.values[node.name].numpy()
+            refm = (r > 0) & (r < hi)
+            masks[node.name] = dev
+            decisions += dev.size
+            if int((dev != refm).sum()):
+                flips[node.report_name] = int((dev != refm).sum())
+    if flips:
+        gref = reference_steps(prep.model, prep.batches[:1], cfg, prog.trainable, prog.dropout, torch.float64,
+                               masks=masks)[0]
+        greft = reference_steps(prep.model, prep.batches[:1], cfg, prog.trainable, prog.dropout, tdtype,
+                                masks=masks)[0]
+    else:
+        gref, greft = ref, reft
+
+    pending = []
+
+    def add(name, kind, buf, refv, rt=None, mem=arena):
+        pending.append((name, kind, read_tensor(mem, buf, refv.shape, precision), refv.numpy(),
+                        None if rt is None else rt.numpy()))
+
+    add(graph.node(graph.output).report_name, "output", prog.logits, ref.logits, reft.logits)
+    for name, (ab, value) in prog.activations.items():
+        if value != graph.output:
+            add(name, "activation", ab, ref.values[value], reft.values.get(value))
+    for pname, gb in prog.param_grads.items():
+        add(pname, "param_grad", gb, gref.param_grads[pname], greft.param_grads.get(pname))
+    for name, (gb, value) in prog.observed_grads.items():
+        add(name, "input_grad", gb, gref.value_grads[value], greft.value_grads.get(value))
+    for pname in prog.param_grads:
+        add(pname, "param_updated", prog.params[pname], gref.updated[pname], greft.updated.get(pname))
+    for sname, sb in prog.state.items():
+        add(sname, "state_updated", sb, ref.buffers[sname], reft.buffers.get(sname))
+    if steps > 1:
+        last, lastt = refs[-1], refst[-1]
+        for pname in prog.param_grads:
+            add(pname, "param_final", prog.params[pname], last.updated[pname], lastt.updated.get(pname),
+                mem=arena_last)
+
+    # A gradient at the noise floor (mathematically ~0, e.g. a conv bias before training-mode batch norm) makes the
+    # update that follows it noise too, and Adam turns noise into full-size steps (m/sqrt(v) ~ +-1). Such a
+    # parameter's first update is checked against the FP64 update computed from the device's own gradient: that
+    # is what the update kernel must do, while the gradient itself is judged against its floor above.
+    floored = {n for n, k in at_floor(pending) if k == "param_grad"}
+    if floored:
+        dev_g = {n: d for n, k, d, _, _ in pending if k == "param_grad" and n in floored}
+        upd = first_update(prep.model, cfg, dev_g)
+        pending = [(n, k, d, upd[n].numpy().reshape(np.shape(r)), None)
+                   if k == "param_updated" and n in floored else (n, k, d, r, t) for n, k, d, r, t in pending]
+    rows = judge(pending, precision)
+    for row in rows:
+        if row["kind"] == "param_updated" and row["name"] in floored:
+            row["reference"] = "fp64 update of the device's gradient"
+    loss_dev = float(np.frombuffer(arena, np.float32, 1, prog.loss.offset)[0])
+    step_rows = []
+    for k, (res, rk, rt) in enumerate(zip(results, refs, refst)):
+        rel = abs(res.loss - rk.loss) / max(abs(rk.loss), 1e-12)
+        trel = abs(rt.loss - rk.loss) / max(abs(rk.loss), 1e-12)
+        ok, rule = passes(rel, None, trel if np.isfinite(trel) else None, precision)
+        step_rows.append({"step": k + 1, "device": res.loss, "reference": rk.loss, "rel_err": rel,
+                          "torch": rt.loss, "torch_rel_err": trel, "passed": ok, "rule": rule,
+                          **res.labelled()})
+    loss_rel = step_rows[0]["rel_err"]
+    loss_ok = all(r["passed"] for r in step_rows) and abs(results[0].loss - loss_dev) <= 1e-6 * max(1, abs(loss_dev))
+    passed = loss_ok and all(r["passed"] for r in rows)
+    report = {
+        "model": prep.name, "target": target.name, "runner": "serial" if port else emulator,
+        "bulk": "uart" if port or emulator == "renode" else bulk, "precision": precision, "cores": cores,
+        "input_shape": list(prep.x.shape), "seed": seed, "lr": lr, "passed": passed,
+        "config": {"train": cfg.train, "bn": cfg.bn, "loss": cfg.loss, "optimizer": cfg.optimizer,
+                   "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps},
+        "trainable": prog.trainable,
+        "reference": {"truth": "pytorch fp64", "torch": f"pytorch {precision}",
+                      "rule": f"rel_l2 within the {precision} tolerance, or <= {TORCH_FACTOR:g} x torch_rel_l2"},
+        "loss": {"device": loss_dev, "reference": ref.loss, "rel_err": loss_rel,
+                 "torch": reft.loss, "torch_rel_err": step_rows[0]["torch_rel_err"], "passed": loss_ok},
+        "steps": step_rows,
+        "relu_flips": {"decisions": decisions, "flipped": sum(flips.values()), "by_layer": flips,
+                       "gradients_vs": "references with the device's ReLU decisions" if flips else "plain references"},
+        "tensors": rows,
+        "macs": {"forward": prog.macs_forward, "backward": prog.macs_backward,
+                 "total": prog.macs_forward + prog.macs_backward},
+        "memory": {"arena_bytes": mem.arena_bytes, "budget_bytes": budget,
+                   "naive_bytes": mem.naive_bytes, "validation_arena_bytes": mem_val.arena_bytes},
+        # STEP_DONE's counters are read on hart 0 around the step; under QEMU -icount all harts share one counter,
+        # so these are every hart's instructions summed, not the step's time: `odl profile` measures the
+        # critical path (critical_path_cycles there).
+        "device": {**results[0].labelled(), "note": COUNTER_NOTE},
+        "link": link_stats,
+        "timing_s": {"build": round(t_run - t_build, 3), "run": round(t_end - t_run, 3)},
+        "wall_s": round(time.perf_counter() - t0, 3),
+    }
+    log(format_report(report))
+    if json_path:
+        write_text_atomic(json_path, json.dumps(report, indent=2))
+    return report
+
+
+def format_report(rep: dict) -> str:
+    fp16 = rep["precision"] == "fp16"
+    lines = [f"odl validate {rep['model']}: {rep['target']} ({rep['runner']}), {rep['precision']}, {rep['cores']} cores, "
+             f"input {'x'.join(map(str, rep['input_shape']))}",
+             f"loss device {rep['loss']['device']:.6f} reference {rep['loss']['reference']:.6f} "
+             f"(rel err {rep['loss']['rel_err']:.2e}) {'ok' if rep['loss']['passed'] else 'FAIL'}"]
+    tname = "torch16" if fp16 else "torch32"
+    hdr = f"{'tensor':32s} {'kind':14s} {'shape':16s} {'rel_l2':>9s} {'max_abs':>9s} {'cosine':>9s} {tname:>9s}"
+    fl = rep.get("relu_flips")
+    if fl and fl["flipped"]:
+        lines.append(f"ReLU decisions: {fl['flipped']} of {fl['decisions']} differ from FP32 "
+                     f"({', '.join(f'{k}: {v}' for k, v in fl['by_layer'].items())}); gradients are compared with "
+                     f"the FP32 reference taking the device's decisions")
+    if len(rep.get("steps", [])) > 1:
+        lines.append("  ".join(f"step {r['step']}: {r['device']:.5f}/{r['reference']:.5f}"
+                               + ("" if r["passed"] else " FAIL") for r in rep["steps"]))
+    lines.append(hdr)
+    for r in rep["tensors"]:
+        s = (f"{r['name'][:32]:32s} {r['kind']:14s} {'x'.join(map(str, r['shape'])):16s} {r['rel_l2']:9.2e} "
+             f"{r['max_abs']:9.2e} {r['cosine']:9.6f}")
+        if r.get("floor"):
+            s += "*"
+
+        s += f" {r.get('torch_rel_l2', float('nan')):9.2e}"
+        lines.append(s + ("" if r["passed"] else "  FAIL") + ("  (<= 2x torch)" if r.get("rule") == "torch" else ""))
+    tol = rep["tensors"][0]["tol"] if rep["tensors"] else {}
+    m = rep["macs"]
+    lines.append(f"rel_l2 vs PyTorch FP64; {tname}: PyTorch's own {rep['precision']} vs FP64; pass: rel_l2 <= "
+                 f"{tol.get('rel_l2')}" + (f" and cosine >= {tol['cosine']}" if tol.get("cosine") else "")
+                 + f", or rel_l2 <= {TORCH_FACTOR:g} x {tname}"
+                 + f"; MACs fwd {m['forward']} bwd {m['backward']}; arena {rep['memory']['arena_bytes']} B "
+                 f"(validation build {rep['memory']['validation_arena_bytes']} B); "
+                 f"wall {rep['wall_s']:.1f} s")
+    dev = rep.get("device", {})
+    if "device_instructions_all_harts" in dev:
+        lines.append(f"device counters, step 1: {dev['device_instructions_all_harts']} instructions of all harts summed "
+                     f"(not the step's time: `odl profile` gives the critical path)")
+    lk = rep.get("link")
+    if lk and (lk["retransmissions"] or lk["damaged_frames"] or lk["device_rejected"]):
+        lines.append(f"link: {lk['requests']} requests, {lk['retransmissions']} retransmitted, "
+                     f"{lk['damaged_frames']} damaged frames dropped, {lk['device_rejected']} rejected by the device")
+    n_bad = sum(not r["passed"] for r in rep["tensors"]) + (not rep["loss"]["passed"])
+    if any(r.get("floor") for r in rep["tensors"]):
+        lines.append("* reference at the noise floor (norm < 10% of the typical tensor of its kind): rel_l2 is "
+                     "measured against that floor and cosine is not checked")
+    lines.append("PASSED" if rep["passed"] else f"FAILED: {n_bad} of {len(rep['tensors']) + 1} compared values out of tolerance")
+    return "\n".join(lines)
