@@ -15,7 +15,7 @@ needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-riscv32") is None,
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
 def lib(request):
     """The kernel library built for the host in one precision (odl.run.native), shared by the native kernel tests."""
-    from odl import native
+    from odl.run import native
     return native.load(request.param)
 
 

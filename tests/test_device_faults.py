@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MODELS, ROOT, needs_qemu
-from odl import protocol
+from odl.run import protocol
 from odl.run.runners import QemuRunner
 from odl.target.description import load_target
 from odl.target.toolchain import build_firmware

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from odl import native
+from odl.run import native
 from odl.ir.program import Buffer, Gather
 from odl.tile.memory import gather_wide
 from odl.common.resources import resource_dir

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import rel_l2
-from odl import native
+from odl.run import native
 
 PRECISIONS = ["fp32", "fp16"]
 CORES = [1, 3, 8]

@@ -139,7 +139,7 @@ def test_activation(lib, code, cores):
 
 def test_transcendentals():
     """odl_tanhf / odl_erff / odl_erfcf / odl_expm1f in FP32 against float64, relative error per value."""
-    from odl import native
+    from odl.run import native
     lib = native.load("fp32").lib
     for fn in ("odl_tanhf", "odl_erff", "odl_erfcf", "odl_expm1f"):
         getattr(lib, fn).argtypes = [_F]

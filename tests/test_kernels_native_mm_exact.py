@@ -10,7 +10,7 @@ k-unrolled loops (tn by 2, nn by 4), and the core grids of 1, 3 and 8 cores."""
 import numpy as np
 import pytest
 
-from odl import native
+from odl.run import native
 from odl.run.native import MmArgs
 
 SHAPES = [(1, 1, 1), (2, 3, 2), (7, 8, 5), (8, 9, 3), (13, 17, 6), (16, 224, 9), (16, 30, 17), (32, 14, 4),

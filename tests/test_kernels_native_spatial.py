@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import rel_l2
-from odl import native
+from odl.run import native
 from odl.lower.ops.upsample import _attrs as upsample_attrs
 
 CORES = [1, 3, 8]

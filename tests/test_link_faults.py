@@ -14,7 +14,7 @@ import pytest
 
 from conftest import MODELS, free_port, needs_qemu
 from faultproxy import FaultProxy
-from odl import cleanup
+from odl.common import cleanup
 from odl.target.description import load_target
 
 SPINE = f"{MODELS / 'spine_model.py'}:SpineNet"

@@ -89,7 +89,7 @@ def test_eight_cores_faster(tiny):
 
 
 def test_sync_calibration_deterministic():
-    from odl import profile as P
+    from odl.perf import profile as P
     from odl.target.description import load_target
     t = load_target("rv32-cluster")
     P._SYNC_CACHE.clear()

@@ -6,7 +6,7 @@ import struct
 
 from hypothesis import given, settings, strategies as st
 
-from odl import protocol as P
+from odl.run import protocol as P
 
 frames = st.lists(st.tuples(st.integers(0, 255), st.integers(0, 0xFFFF), st.binary(max_size=300)), max_size=6)
 

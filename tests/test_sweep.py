@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from conftest import ROOT, needs_qemu
-from odl import sweep as sw
+from odl.jobs import sweep as sw
 from odl.common.errors import OdlError
 
 SPEC = f"""command = "validate"

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from odl import protocol
+from odl.run import protocol
 from odl.run.protocol import DeviceError, Link
 from odl.run.runners import QemuRunner, RunnerError
 from odl.target.description import load_target

@@ -53,7 +53,7 @@ def _cli(*args, timeout=600):
 
 # ---- data ---------------------------------------------------------------------------------------------------
 def test_digits_split_normalisation_and_order():
-    from odl import data
+    from odl.train import data
     ds = data.load("digits", "xent", 0.2, 0)
     assert (len(ds.x), len(ds.x_val)) == (1437, 360)
     assert ds.x.shape[1:] == (1, 8, 8) and ds.x.dtype == np.float32
@@ -67,7 +67,7 @@ def test_digits_split_normalisation_and_order():
 
 
 def test_npz_and_fn_sources(tmp_path):
-    from odl import data
+    from odl.train import data
     ds = data.load(str(_digits_npz(tmp_path / "d.npz", flat=True, val=True)), "xent", 0.2, 0)
     assert (ds.x.shape, ds.x_val.shape) == ((200, 64), (40, 64))     # given x_val/y_val: no split
     assert len(ds.normalize["mean"]) == 1                             # N,F data: one scalar
@@ -121,7 +121,7 @@ def test_digits_trains_on_qemu(tmp_path):
     host's accuracy of the checkpoint, which loads strictly into the nn.Module."""
     from odl.frontend.trace import load_model
     from odl.train.loop import host_eval, train
-    from odl import data
+    from odl.train import data
     ck, js, png = tmp_path / "c.pt", tmp_path / "r.json", tmp_path / "r.png"
     rep = train(CNN, _opts(data="digits", epochs=2, batch=48, cores=8, checkpoint=str(ck), json_path=str(js),
                            png=str(png)), log=lambda *a: None)

@@ -45,7 +45,8 @@ def test_spine_validates(tmp_path, precision, cores):
 @needs_qemu
 def test_tolerance_failure_exits_1(tmp_path, monkeypatch):
     """A wrong device result must fail validation (exit 1), not pass silently: tighten the tolerance to zero."""
-    from odl import compare, validate
+    from odl.verify import compare
+    from odl.verify import validate
     monkeypatch.setitem(compare.TOLERANCE, "fp16", {"rel_l2": 0.0, "cosine": 1.0})
     monkeypatch.setattr(compare, "TORCH_FACTOR", 0.0)
     rep = validate.validate(f"{SPINE}:SpineNet", precision="fp16", cores=2, input_shape="1x3x7x8", log=lambda s: None)
