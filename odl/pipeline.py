@@ -11,6 +11,7 @@ Commands sit on top of it and never import each other's internals.
 """
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,9 @@ import torch
 from odl.common.errors import OdlError, ToolError
 from odl.frontend.trace import default_input_shape, load_model, parse_shape, trace
 from odl.ir.graph import Graph
-from odl.lower.lowering import Program
+from odl.ir.program import Program
+from odl.lower.lowering import lower, recompute_candidates
+from odl.plan.planner import plan
 
 NP_DTYPE = {"f32": np.float32, "i32": np.int32, "u8": np.uint8}
 
@@ -162,3 +165,27 @@ def open_session(target, elf: Path, cores: int, workdir: Path, preload: list[tup
         if p.returncode != 0:
             raise ToolError(f"flash command failed ({p.returncode}): {cmd}\n{(p.stdout + p.stderr)[-2000:]}")
     return SerialRunner(port, baud, preload=list(preload), timeout=step_timeout)
+
+
+def fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):
+    """Lower and plan the deployable step (parameters updated as soon as their gradient is complete). Over the
+    budget, free cheap activations after the forward and recompute them in the backward (largest first, see
+    odl.lower.lowering.recompute_candidates) until the step fits; if it never does, the first plan's error (exit 2).
+    Returns (cfg with its recompute set, program, memory report): lower the validation/profiling builds with
+    that cfg so that they run the same step."""
+    prog = lower(graph, precision, cfg, **lower_kw)
+    rep = plan(prog)
+    rep.budget_bytes = budget_bytes
+    if budget_bytes is None or rep.arena_bytes <= budget_bytes:
+        return cfg, prog, rep
+    chosen: list[str] = []
+    for v in recompute_candidates(graph, cfg):
+        chosen.append(v)
+        c = dataclasses.replace(cfg, recompute=frozenset(chosen))
+        p2 = lower(graph, precision, c, **lower_kw)
+        r2 = plan(p2)
+        if r2.arena_bytes <= budget_bytes:
+            r2.budget_bytes, r2.recomputed = budget_bytes, tuple(chosen)
+            return c, p2, r2
+    plan(prog, budget_bytes)   # raises the over-budget error naming the largest live buffers
+    raise AssertionError("unreachable")

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from conftest import ROOT, needs_qemu
+from odl.cli.main import command_options
 from odl.jobs import sweep as sw
 from odl.common.errors import OdlError
 
@@ -34,11 +35,11 @@ def _spec(tmp_path, text=SPEC):
 ])
 def test_bad_spec(tmp_path, text, msg):
     with pytest.raises(OdlError, match=msg):
-        sw.load_spec(_spec(tmp_path, text))
+        sw.load_spec(_spec(tmp_path, text), command_options)
 
 
 def test_jobs_are_the_grid_with_stable_ids(tmp_path):
-    spec = sw.load_spec(_spec(tmp_path))
+    spec = sw.load_spec(_spec(tmp_path), command_options)
     jobs = sw.jobs(spec)
     assert len(jobs) == 4 and len({j["job"] for j in jobs}) == 4
     assert sw.jobs(spec) == jobs
@@ -58,7 +59,7 @@ def test_failed_job_is_retried_once_and_recorded(monkeypatch):
 @needs_qemu
 def test_bad_input_is_recorded_not_retried(tmp_path):
     spec = _spec(tmp_path, 'command = "validate"\n[grid]\nmodel = ["tinycnn"]\n[options]\ninput-shape = "1x3x4x4"\n')
-    rows = sw.sweep(spec, out_dir=str(tmp_path / "out"), n_jobs=1, log=lambda s: None)
+    rows = sw.sweep(spec, command_options, out_dir=str(tmp_path / "out"), n_jobs=1, log=lambda s: None)
     assert rows[0]["status"] == "failed" and rows[0]["exit_code"] == 2 and rows[0]["attempts"] == 1
     assert "input shape" in rows[0]["error"]
 
@@ -67,8 +68,8 @@ def test_bad_input_is_recorded_not_retried(tmp_path):
 def test_local_and_ray_give_the_same_rows_and_resume_skips_finished(tmp_path):
     pytest.importorskip("ray")
     spec = _spec(tmp_path)
-    local = sw.sweep(spec, engine="local", out_dir=str(tmp_path / "local"), n_jobs=2, log=lambda s: None)
-    ray_rows = sw.sweep(spec, engine="ray", out_dir=str(tmp_path / "ray"), n_jobs=2, log=lambda s: None)
+    local = sw.sweep(spec, command_options, engine="local", out_dir=str(tmp_path / "local"), n_jobs=2, log=lambda s: None)
+    ray_rows = sw.sweep(spec, command_options, engine="ray", out_dir=str(tmp_path / "ray"), n_jobs=2, log=lambda s: None)
 
     def strip(r):
         return {k: v for k, v in r.items() if k != "wall_s"}
@@ -84,9 +85,9 @@ def test_local_and_ray_give_the_same_rows_and_resume_skips_finished(tmp_path):
     data["rows"] = data["rows"][:3]
     (out / "results.json").write_text(json.dumps(data))
     with pytest.raises(OdlError, match="--resume"):
-        sw.sweep(spec, out_dir=str(out), log=lambda s: None)
+        sw.sweep(spec, command_options, out_dir=str(out), log=lambda s: None)
     logs = []
-    rows = sw.sweep(spec, out_dir=str(out), resume=True, n_jobs=2, log=logs.append)
+    rows = sw.sweep(spec, command_options, out_dir=str(out), resume=True, n_jobs=2, log=logs.append)
     assert "(3 already done)" in logs[0]
     assert rows[:3] == data["rows"] and strip(rows[3]) == strip(local[3])
     shutil.rmtree(out)

@@ -102,7 +102,7 @@ def _cmd_tune(a) -> int:
 
 def _cmd_sweep(a) -> int:
     from odl.jobs.sweep import sweep
-    rows = sweep(a.spec, engine=a.engine, address=a.address, n_jobs=a.jobs, out_dir=a.out_dir, resume=a.resume)
+    rows = sweep(a.spec, command_options, engine=a.engine, address=a.address, n_jobs=a.jobs, out_dir=a.out_dir, resume=a.resume)
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
@@ -193,6 +193,12 @@ def add_train_parser(sub):
     t.add_argument("--memory", default="hierarchy", choices=["flat", "hierarchy"],
                    help="hierarchy: kernels work on L1 tiles that DMA moves from and to the L2 arena; flat: one memory")
     t.set_defaults(fn=_cmd_train)
+
+
+def command_options(cmd: str) -> set[str]:
+    """The long options (without dashes) of `odl CMD`, as its parser declares them (a sweep spec names them)."""
+    sub = build_parser()._subparsers._group_actions[0].choices[cmd]
+    return {o[2:] for a in sub._actions for o in a.option_strings if o.startswith("--")}
 
 
 def build_parser() -> argparse.ArgumentParser:

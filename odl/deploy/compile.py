@@ -31,7 +31,8 @@ import jinja2
 from odl import __version__
 from odl.common.errors import OdlError
 from odl.lower.lowering import TrainConfig
-from odl.plan.planner import MemoryReport, fit
+from odl.plan.planner import MemoryReport
+from odl.pipeline import fit
 from odl.common.resources import resource_dir
 from odl.target.description import Target, load_target
 

@@ -31,7 +31,9 @@ FIELDS = ("job", "command", "options", "status", "exit_code", "wall_s", "attempt
           "worst_rel_l2", "cycles", "mac_per_cycle", "memory_bytes", "val_acc", "error")
 
 
-def load_spec(path: str) -> dict:
+def load_spec(path: str, options_of) -> dict:
+    """options_of(command) -> the long options (without dashes) of that odl command: the CLI, which owns the
+    parser, passes it (odl.cli.main.command_options), so the sweep needs nothing from the CLI layer."""
     p = Path(path)
     if not p.is_file():
         raise OdlError(f"sweep spec '{path}' does not exist")
@@ -55,15 +57,12 @@ def load_spec(path: str) -> dict:
     both = set(grid) & set(opts)
     if both:
         raise OdlError(f"sweep spec '{path}': {', '.join(sorted(both))} in both [grid] and [options]")
-    _check_options(cmd, list(grid) + list(opts), path)
+    _check_options(cmd, list(grid) + list(opts), path, options_of(cmd))
     return {"command": cmd, "grid": grid, "options": opts}
 
 
-def _check_options(cmd: str, keys: list[str], path: str):
+def _check_options(cmd: str, keys: list[str], path: str, known: set[str]):
     """Every key must be a long option of the command (as on its command line) or `model`."""
-    from odl.cli.main import build_parser
-    sub = build_parser()._subparsers._group_actions[0].choices[cmd]
-    known = {o[2:] for a in sub._actions for o in a.option_strings if o.startswith("--")}
     for k in keys:
         if k != "model" and k not in known:
             raise OdlError(f"sweep spec '{path}': '{k}' is not an option of odl {cmd} "
@@ -236,9 +235,9 @@ def pareto_png(out: Path, rows: list[dict]):
     plt.close(fig)
 
 
-def sweep(spec_path: str, engine: str = "local", address: str | None = None, n_jobs: int | None = None,
+def sweep(spec_path: str, options_of, engine: str = "local", address: str | None = None, n_jobs: int | None = None,
           out_dir: str = "sweep-out", resume: bool = False, log=print) -> list[dict]:
-    spec = load_spec(spec_path)
+    spec = load_spec(spec_path, options_of)
     all_jobs = jobs(spec)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

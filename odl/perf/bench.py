@@ -79,7 +79,7 @@ def deployable_l2(target, prep) -> int:
     from odl.lower.costs import load_costs
     from odl.lower.lowering import TrainConfig
     from odl.tile.memory import hierarchy_of
-    from odl.plan.planner import fit
+    from odl.pipeline import fit
     _, prog, rep = fit(prep.graph, "fp16", TrainConfig(), GOALS["l2_bytes"],
                        costs=load_costs(target.name, "fp16", 8), cores=8, memory=hierarchy_of(target))
     return rep.arena_bytes

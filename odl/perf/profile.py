@@ -302,7 +302,7 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
         phase("lower/plan/build", f"profiled step, {precision}, {cores} cores")
         from odl.lower.costs import load_costs
         from odl.tile.memory import memory_for
-        from odl.plan.planner import fit
+        from odl.pipeline import fit
         hier = memory_for(target, memory)
         costs = load_costs(target.name, precision, cores)
         # the deployable step's choices (recomputes that make it fit the budget)

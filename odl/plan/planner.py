@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from odl.common.errors import OdlError
-from odl.lower.lowering import Program
+from odl.ir.program import Program
 
 ALIGN = 16
 
@@ -149,29 +149,3 @@ def plan(prog: Program, budget_bytes: int | None = None) -> MemoryReport:
         raise OdlError(f"the training step needs a {arena}-byte arena, over the target's budget of {budget_bytes} "
                        f"bytes by {arena - budget_bytes}; largest live buffers at the peak: {big}")
     return rep
-
-
-def fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):
-    """Lower and plan the deployable step (parameters updated as soon as their gradient is complete). Over the
-    budget, free cheap activations after the forward and recompute them in the backward (largest first, see
-    odl.lower.lowering.recompute_candidates) until the step fits; if it never does, the first plan's error (exit 2).
-    Returns (cfg with its recompute set, program, memory report): lower the validation/profiling builds with
-    that cfg so that they run the same step."""
-    import dataclasses
-    from odl.lower.lowering import lower, recompute_candidates
-    prog = lower(graph, precision, cfg, **lower_kw)
-    rep = plan(prog)
-    rep.budget_bytes = budget_bytes
-    if budget_bytes is None or rep.arena_bytes <= budget_bytes:
-        return cfg, prog, rep
-    chosen: list[str] = []
-    for v in recompute_candidates(graph, cfg):
-        chosen.append(v)
-        c = dataclasses.replace(cfg, recompute=frozenset(chosen))
-        p2 = lower(graph, precision, c, **lower_kw)
-        r2 = plan(p2)
-        if r2.arena_bytes <= budget_bytes:
-            r2.budget_bytes, r2.recomputed = budget_bytes, tuple(chosen)
-            return c, p2, r2
-    plan(prog, budget_bytes)   # raises the over-budget error naming the largest live buffers
-    raise AssertionError("unreachable")

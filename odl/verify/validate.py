@@ -15,8 +15,8 @@ from odl.verify.compare import TOLERANCE, TORCH_FACTOR, at_floor, judge, passes
 from odl.tile.memory import memory_for
 from odl.common.errors import OdlError
 from odl.lower.lowering import Program, TrainConfig, lower
-from odl.pipeline import Prepared, build, host_array, open_runner, prepare, read_tensor
-from odl.plan.planner import fit, plan
+from odl.pipeline import Prepared, fit, build, host_array, open_runner, prepare, read_tensor
+from odl.plan.planner import plan
 from odl.verify.reference import first_update, reference_steps
 from odl.target.description import load_target
 from odl.common.fsutil import write_text_atomic

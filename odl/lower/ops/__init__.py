@@ -8,40 +8,5 @@ and method converters the torch.fx node (for its arguments). attrs['_op'] may re
 """
 from __future__ import annotations
 
-_OPS: dict[str, object] = {}
-MODULES: dict[type, tuple[str, object]] = {}     # nn.Module class -> (op name, converter)
-FUNCTIONS: dict[object, tuple[str, object]] = {} # callable -> (op name, converter)
-METHODS: dict[str, tuple[str, object]] = {}      # tensor method name -> (op name, converter)
-
-
-def register(op):
-    _OPS[op.name] = op
-    return op
-
-
-def get(name: str):
-    return _OPS[name]
-
-
-def supported() -> list[str]:
-    return sorted(_OPS)
-
-
-from odl.lower.ops import conv
-from odl.lower.ops import linear
-from odl.lower.ops import activation
-from odl.lower.ops import shape
-from odl.lower.ops import batchnorm
-from odl.lower.ops import arith
-from odl.lower.ops import pool
-from odl.lower.ops import dropout
-from odl.lower.ops import pad  # noqa: E402,F401  (registration side effects)
-from odl.lower.ops import norm  # noqa: E402,F401  (LayerNorm, GroupNorm, InstanceNorm)
-from odl.lower.ops import upsample  # noqa: E402,F401  (Upsample, F.interpolate)
-from odl.lower.ops import smooth
-from odl.lower.ops import reduce  # noqa: E402,F401  (activations; sum/mean, cat/stack, softmax, Identity)
-
-
-def backward_reads_output(node) -> bool:
-    """Does the backward of `node` read the node's own output? Then nothing may write over that output."""
-    return bool(getattr(_OPS[node.op], "backward_reads_output", False))
+from odl.lower.ops.registry import FUNCTIONS, METHODS, MODULES, backward_reads_output, get, register, supported  # noqa: F401  (the registry's interface)
+from odl.lower.ops import conv, linear, activation, shape, batchnorm, arith, pool, dropout, pad, norm, upsample, smooth, reduce  # noqa: F401  (each registers its ops)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from odl.common.errors import OdlError
 from odl.ir.program import Ptr
-from odl.lower.ops import FUNCTIONS, METHODS, MODULES, register
+from odl.lower.ops.registry import FUNCTIONS, METHODS, MODULES, register
 
 
 def convert(node_name, mod_or_none, in_shapes, out_shape):

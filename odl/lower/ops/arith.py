@@ -9,7 +9,7 @@ import torch
 
 from odl.common.errors import OdlError
 from odl.ir.program import Ptr
-from odl.lower.ops import FUNCTIONS, METHODS, register
+from odl.lower.ops.registry import FUNCTIONS, METHODS, register
 
 
 def convert(node_name, mod, in_shapes, out_shape):

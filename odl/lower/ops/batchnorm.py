@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from odl.common.errors import OdlError
 from odl.ir.program import Ptr
-from odl.lower.ops import MODULES, register
+from odl.lower.ops.registry import MODULES, register
 
 
 def convert_module(node_name, mod: nn.BatchNorm2d, in_shapes, out_shape):

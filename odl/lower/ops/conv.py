@@ -8,7 +8,7 @@ from odl.common.errors import OdlError
 from odl.ir.program import CExpr, Ptr
 from odl.tile.memory import gathers
 from odl.lower.ops.plane import shape4
-from odl.lower.ops import MODULES, register
+from odl.lower.ops.registry import MODULES, register
 
 
 def _pair(v):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from odl.common.errors import OdlError
 from odl.ir.program import CExpr, Ptr
-from odl.lower.ops import FUNCTIONS, MODULES, register
+from odl.lower.ops.registry import FUNCTIONS, MODULES, register
 
 
 def convert_module(node_name, mod, in_shapes, out_shape):

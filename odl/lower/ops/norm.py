@@ -10,8 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from odl.common.errors import OdlError
-from odl.lower.lowering import Ptr
-from odl.lower.ops import FUNCTIONS, MODULES, register
+from odl.ir.program import Ptr
+from odl.lower.ops.registry import FUNCTIONS, MODULES, register
 
 
 def _affine(mod, has_weight):

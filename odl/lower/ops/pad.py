@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from odl.common.errors import OdlError
-from odl.lower.ops import FUNCTIONS, MODULES, register
+from odl.lower.ops.registry import FUNCTIONS, MODULES, register
 
 
 def _norm(node_name, pad):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from odl.common.errors import OdlError
 from odl.ir.program import Ptr
-from odl.lower.ops import FUNCTIONS, MODULES, register
+from odl.lower.ops.registry import FUNCTIONS, MODULES, register
 from odl.lower.ops.plane import PlaneMap, shape4
 
 

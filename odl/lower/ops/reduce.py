@@ -13,8 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from odl.common.errors import OdlError
-from odl.lower.lowering import Ptr
-from odl.lower.ops import FUNCTIONS, METHODS, MODULES, register
+from odl.ir.program import Ptr
+from odl.lower.ops.registry import FUNCTIONS, METHODS, MODULES, register
 from odl.lower.ops.smooth import fx_arg
 
 

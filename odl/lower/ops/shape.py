@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from odl.lower.ops import FUNCTIONS, METHODS, MODULES, register
+from odl.lower.ops.registry import FUNCTIONS, METHODS, MODULES, register
 
 
 def convert(node_name, mod_or_none, in_shapes, out_shape):

@@ -13,8 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from odl.common.errors import OdlError
-from odl.lower.lowering import Ptr
-from odl.lower.ops import FUNCTIONS, METHODS, MODULES, register
+from odl.ir.program import Ptr
+from odl.lower.ops.registry import FUNCTIONS, METHODS, MODULES, register
 
 # op codes of kernels_c/include/odl_kernels.h (ODL_ACT_*)
 CODES = {"sigmoid": 0, "tanh": 1, "leaky_relu": 2, "elu": 3, "hardswish": 4, "hardsigmoid": 5, "silu": 6,

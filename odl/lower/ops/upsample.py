@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from odl.common.errors import OdlError
-from odl.lower.ops import FUNCTIONS, MODULES, register
+from odl.lower.ops.registry import FUNCTIONS, MODULES, register
 from odl.lower.ops.plane import PlaneMap
 
 _MODES = {"nearest": 0, "linear": 1, "bilinear": 1}
