@@ -13,7 +13,7 @@ from odl.deploy.compile import parse_bytes
 EXPECTED = ["Makefile", "README.md", "run-qemu.sh", "weights.bin", "layout.json", "src/model.c", "src/odl_model.h",
             "kernels/matmul.c", "kernels/include/odl_kernels.h", "kernels/include/odl_types.h",
             "target/startup.S", "target/team.c", "target/link.ld", "target/odl_profile.h", "target/platform.h",
-            "common/main.c", "common/protocol.c", "common/protocol.h", "host.py"]
+            "common/byte_io.c", "common/main.c", "common/protocol.c", "common/protocol.h", "host.py"]
 
 
 @pytest.fixture(scope="module")

@@ -80,3 +80,31 @@ def test_no_import_circle():
 
 def test_the_circle_finder_finds_one():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def include_graph() -> dict[str, set[str]]:
+    """C header or source -> the odl headers it #includes (by file name), over kernels_c/, targets/ and templates/."""
+    import re
+    files = [p for d in ("kernels_c", "targets", "templates") for p in (ROOT / d).rglob("*")
+             if p.suffix in (".c", ".h", ".S") or p.name.endswith((".c.j2", ".h.j2"))]
+    names = {p.name for p in files}
+    graph: dict[str, set[str]] = {p.name: set() for p in files}
+    for p in files:
+        for inc in re.findall(r'^\s*#\s*include\s+"([^"]+)"', p.read_text(), re.M):
+            inc = Path(inc).name
+            if inc in names and inc != p.name:
+                graph[p.name].add(inc)
+    return graph
+
+
+def test_no_include_circle_in_c():
+    g = include_graph()
+    assert "odl_kernels.h" in g and g["main.c"] >= {"protocol.h"}
+    assert cycles(g) == []
+
+
+def test_protocol_takes_its_bytes_from_the_transport_not_the_command_loop():
+    """protocol.c uses the byte hooks; they are defined in byte_io.c, not in main.c (which calls protocol.c)."""
+    main = (ROOT / "targets/common/main.c").read_text()
+    assert "odl_io_putc(uint8_t c) {" not in main
+    assert "odl_io_putc(uint8_t c) {" in (ROOT / "targets/common/byte_io.c").read_text()

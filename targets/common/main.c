@@ -11,9 +11,6 @@ extern unsigned char odl_arena[];
 extern const uint32_t odl_arena_bytes;
 float odl_model_step(void);
 
-void odl_io_putc(uint8_t c) { uart_putc(c); }
-uint8_t odl_io_getc(void) { return uart_getc(); }
-
 static uint8_t rx[ODL_MAX_PAYLOAD] __attribute__((aligned(8)));
 /* Messages this loop does not know go to the generated model first (odl train's firmware serves DATASET and RUN
  * there); it returns 1 when it handled (and answered) the message. */
