@@ -1,5 +1,5 @@
-"""The validation rule (DESIGN.md): fixed tolerance, or no further from FP64 than twice PyTorch's own error at the
-run's precision; the noise floor; a non-finite PyTorch error never excuses anything."""
+"""The validation rule (docs/validation.md): fixed tolerance, or no further from FP64 than twice PyTorch's own error
+at the run's precision; the noise floor; a non-finite PyTorch error never excuses anything."""
 import numpy as np
 
 from odl.verify.compare import at_floor, judge, passes

@@ -1,4 +1,4 @@
-"""Tensor comparison metrics and tolerances (DESIGN.md: what "correct" means)."""
+"""Tensor comparison metrics and tolerances (docs/validation.md: what "correct" means)."""
 from __future__ import annotations
 
 import numpy as np
@@ -40,8 +40,8 @@ TORCH_FACTOR = 2.0  # a tensor no further from FP64 than this many times PyTorch
 
 
 def passes(rel_l2: float, cosine: float | None, torch_rel_l2: float | None, precision: str) -> tuple[bool, str]:
-    """The rule (DESIGN.md): within the fixed tolerance of the precision (FP32 rel-L2 1e-4; FP16 3e-2 and cosine
-    0.999; cosine None = not checked), or no further from the FP64 reference than TORCH_FACTOR x PyTorch's own
+    """The rule (docs/validation.md): within the fixed tolerance of the precision (FP32 rel-L2 1e-4; FP16 3e-2 and
+    cosine 0.999; cosine None = not checked), or no further from the FP64 reference than TORCH_FACTOR x PyTorch's own
     error at the run's precision (ill-conditioned problems: batch-1 batch norm on tiny maps, Adam's first step on
     near-zero gradients). A non-finite PyTorch error never excuses anything. Returns (passed, rule that passed)."""
     tol = TOLERANCE[precision]
