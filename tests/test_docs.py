@@ -109,3 +109,18 @@ def test_docs_name_no_design_document_outside_the_repository():
     for page in PAGES:
         text = page.read_text()
         assert "DESIGN.md" not in text and "../shared" not in text, page.name
+
+
+def test_every_repository_path_the_docs_name_exists():
+    """Paths such as odl/tile/tiler.py or targets/common/main.c named in the docs exist (a module moved or renamed
+    makes its docs wrong). Placeholders (<target>) and the wheel's odl/_data are not files of the checkout."""
+    path = re.compile(r"(?<![\w./~-])((?:odl|targets|kernels_c|templates|tests|scripts|bench)/[\w./-]*[\w/])")
+    bad = []
+    for page in PAGES:
+        for m in path.finditer(page.read_text()):
+            p = m.group(1)
+            if "<" in page.read_text()[m.end():m.end() + 1] or p.startswith("odl/_data"):
+                continue
+            if not (ROOT / p).exists():
+                bad.append(f"{page.relative_to(ROOT)}: {p}")
+    assert not bad, "\n".join(bad)
