@@ -1,13 +1,13 @@
-"""The pipeline from a model to a running device, one direction, shared by every command (validate, profile, tune,
+"""The pipeline from a model to a running device, one direction, shared by the commands (validate, profile, tune,
 compile, train, bench):
 
-    load + trace (frontend.py)  ->  lower (lower.py, ops/)  ->  plan (planner.py)  ->  render (codegen.py)
-        ->  build (toolchain.py)  ->  session (runners/: QEMU, Renode, a board over a serial port)
+    load + trace (odl/frontend)  ->  lower (odl/lower, its ops)  ->  tile (odl/tile)  ->  plan (odl/plan)
+        ->  render (odl/codegen)  ->  build (odl/target/toolchain.py)  ->  session (odl/run: QEMU, Renode, a board)
 
 This module holds the steps the commands share around those stages: preparing a model with its initial weights
-and batches (`prepare`), the host values that fill the arena (`host_array`, `preload_blob`), reading tensors back
-(`read_tensor`), building a lowered step into firmware (`build`) and opening the session (`open_session`).
-Commands sit on top of it and never import each other's internals.
+and batches (`prepare`), lowering and planning the deployable step within a budget (`fit`), the host values that
+fill the arena (`host_array`, `preload_blob`), reading tensors back (`read_tensor`), building a lowered step into
+firmware (`build`) and opening the session (`open_session`). docs/design.md draws the stages.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from odl.ir.graph import Graph
 from odl.ir.program import Program
 from odl.lower.lowering import lower, recompute_candidates
 from odl.plan.planner import plan
+from odl.common.precision import dtype_np, precision_of
 
-NP_DTYPE = {"f32": np.float32, "i32": np.int32, "u8": np.uint8}
 
 
 @dataclass
@@ -73,11 +73,11 @@ def prepare_module(model: torch.nn.Module, name: str, shape: tuple, seed: int, p
             t = torch.rand(*out_shape, generator=gen)   # probabilities in [0, 1)
         else:
             t = torch.randint(0, int(out_shape[-1]), (shape[0],), generator=gen)
-        if precision == "fp16":
+        if precision_of(precision).device == "fp16":   # the device's inputs are FP16: the reference's too
             x = x.half().float()
             t = t.half().float() if loss in ("mse", "bce") else t
         batches.append((x, t))
-    if precision == "fp16":
+    if precision_of(precision).device == "fp16":
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(p.half().float())
@@ -85,9 +85,7 @@ def prepare_module(model: torch.nn.Module, name: str, shape: tuple, seed: int, p
 
 
 def np_dtype(buf, precision) -> type:
-    if buf.dtype == "odl":
-        return np.float16 if precision == "fp16" else np.float32
-    return NP_DTYPE[buf.dtype]
+    return dtype_np(buf.dtype, precision)
 
 
 def host_array(prog: Program, prep: Prepared, buf, step: int = 0) -> np.ndarray:

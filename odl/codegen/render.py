@@ -11,10 +11,10 @@ from odl.ir.program import Gather
 from odl.lower.lowering import MAX_CORES, CExpr, Program, Ptr
 from odl.tile.memory import WB_TICKETS, same_block
 from odl.common.resources import resource_dir
+from odl.common.precision import DTYPE_BYTES, precision_of
 
 _PTR = {"odl": "T", "f32": "F32", "i32": "I32", "u8": "U8"}
 _PTR_L1 = {"odl": "LT", "f32": "LF32", "i32": "LI32", "u8": "LU8"}
-_ESIZE = {"f32": 4, "i32": 4, "u8": 1}
 
 
 def _c_value(v) -> str:
@@ -46,7 +46,7 @@ def _env() -> jinja2.Environment:
 
 def _transfer(t, eb: int) -> str:
     """odl_dma_start(...) for one Transfer, odl_dma_im2col(...) for one Gather (odl/ir/program.py)."""
-    es = eb if t.l1.dtype == "odl" else _ESIZE[t.l1.dtype]
+    es = eb if t.l1.dtype == "odl" else DTYPE_BYTES[t.l1.dtype]
     l2 = _c_value(Ptr(t.l2, t.per_sample, t.l2_elem))
     l1 = _c_value(Ptr(t.l1, 0, t.l1_elem))
     if isinstance(t, Gather):
@@ -102,7 +102,7 @@ def call_blocks(indexed_calls, precision: str = "fp32") -> list[dict]:
     """(index, Call) pairs -> template blocks: consecutive calls of one per-sample loop group share a block. Tiled
     calls (memory hierarchy) get their DMA statements (pre, post) and, with ODL_CHECK_L1, checks that every
     pointer they pass lies in L1."""
-    eb = 2 if precision == "fp16" else 4
+    eb = precision_of(precision).elem_bytes
     blocks = []
     seq = list(indexed_calls)
     pos = {i: p for p, (i, _) in enumerate(seq)}

@@ -35,6 +35,7 @@ from odl.plan.planner import MemoryReport
 from odl.pipeline import fit
 from odl.common.resources import resource_dir
 from odl.target.description import Target, load_target
+from odl.common.precision import STEP_PRECISIONS, precision_of
 
 _SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _DTYPE = {"f32": "f32", "i32": "i32", "u8": "u8"}
@@ -106,7 +107,7 @@ def _sources(target: Target) -> list[tuple[Path, str]]:
 
 
 def _layout(prog, precision: str, target: Target, model: str, cores: int, weights_bytes: int) -> dict:
-    elem = "f16" if precision == "fp16" else "f32"
+    elem = precision_of(precision).c_elem
     bufs = []
     preload = {id(b) for b in prog.preload}
     for b in sorted((b for b in prog.buffers if b.offset >= 0), key=lambda b: (b.offset, b.name)):
@@ -153,8 +154,7 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
     target = load_target(target_name)
     if not 1 <= cores <= target.harts:
         raise OdlError(f"--cores {cores}: target {target.name} has {target.harts} harts")
-    if precision not in ("fp32", "fp16"):
-        raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
+    precision_of(precision, STEP_PRECISIONS)
     budget_bytes = target.memory_budget_bytes if budget is None else parse_bytes(budget)
     from odl.tile.memory import memory_for
     hier = memory_for(target, memory)
@@ -201,7 +201,7 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
                    ldflags_other=" ".join(shlex.quote(f) for f in flags["ldflags_other"]),
                    sources=c_srcs, qemu=q,
                    qemu_extra=" ".join(shlex.quote(a) for a in q.extra) if q else "",
-                   bits=16 if precision == "fp16" else 32)
+                   bits=precision_of(precision).bits)
         env = _env()
         for name in ("Makefile", "README.md", "run-qemu.sh", "host.py"):
             (tmp / name).write_text(env.get_template(name + ".j2").render(**ctx))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from odl.ir.graph import Graph
+from odl.common.precision import precision_of
 
 
 @dataclass(eq=False)
@@ -312,4 +313,4 @@ class Program:
 
     @property
     def elem_bytes(self) -> int:
-        return 2 if self.precision == "fp16" else 4
+        return precision_of(self.precision).elem_bytes

@@ -16,6 +16,7 @@ from odl.ir.graph import Graph, Node
 from odl.ir.program import MAX_CORES, Buffer, Call, CExpr, Program, Ptr, TrainConfig  # noqa: F401  (re-exported)
 from odl.ir import kernels
 from odl.lower import ops as opreg
+from odl.common.precision import STEP_PRECISIONS, precision_of
 
 
 
@@ -76,7 +77,7 @@ class Lowering:
     # ---- buffers -------------------------------------------------------------------------------
     @property
     def elem_bytes(self) -> int:
-        return 2 if self.precision == "fp16" else 4
+        return precision_of(self.precision).elem_bytes
 
     def new_buffer(self, name, nelem, **kw) -> Buffer:
         b = Buffer(name=name, nelem=int(nelem), **kw)
@@ -258,7 +259,7 @@ class Lowering:
 
     def _estimate(self, calls: list) -> float:
         from odl.ir import kernels
-        lanes = 2 if self.precision == "fp16" else 1
+        lanes = precision_of(self.precision).lanes
         total = 0.0
         for c in calls:
             f = {k: v for k, v in c.fields.items() if isinstance(v, int)}
@@ -587,10 +588,9 @@ def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe:
     costs: measured variant costs for this target/precision/cores (odl.lower.costs.load_costs); tuning=True emits every
     variant of every choice so that one profiled run measures them (odl tune). transform: a function that rewrites
     the lowered (untiled) Program in place before tiling."""
-    if precision not in ("fp32", "fp16"):
-        raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
+    precision_of(precision, STEP_PRECISIONS)
     cfg = cfg or TrainConfig()
-    lanes = 2 if precision == "fp16" else 1
+    lanes = precision_of(precision).lanes
     if memory is None:
         prog = Lowering(graph, precision, cfg, observe, profile, costs, tuning, cores, forward_only).run()
         if transform is not None:

@@ -1,7 +1,7 @@
 """`odl profile`: one training step on the emulated MCU with exact per-core cycle counts, reported per layer and
 per step (forward, weight_grad, input_grad, transform, loss, update).
 
-Cost model (DESIGN.md): one instruction = one cycle per core. A kernel call's time is its slowest core; the step's
+Cost model (docs/performance.md): one instruction = one cycle per core. A kernel call's time is its slowest core; the step's
 time is the sum over calls plus synchronisation.
 
 How the counts are taken
@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from odl.common.errors import OdlError
+from odl.common.precision import STEP_PRECISIONS, precision_of
 
 STEPS = ("forward", "weight_grad", "input_grad", "transform", "loss", "update")
 
@@ -348,8 +349,7 @@ def setup(model_spec: str, target_name: str, precision: str, input_shape: str | 
     from odl.lower.lowering import TrainConfig
     from odl.target.description import load_target
     from odl.pipeline import prepare
-    if precision not in ("fp32", "fp16"):
-        raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
+    precision_of(precision, STEP_PRECISIONS)
     cfg = cfg or TrainConfig()
     cfg.seed = seed
     target = load_target(target_name)

@@ -10,12 +10,8 @@ from dataclasses import dataclass
 
 from odl.common.errors import OdlError
 from odl.ir.program import Program
+from odl.common.precision import align as _align
 
-ALIGN = 16
-
-
-def _align(v: int) -> int:
-    return (v + ALIGN - 1) // ALIGN * ALIGN
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 from odl.common.errors import ToolError
 from odl.common.resources import resource_dir
 from odl.target.description import Target
+from odl.common.precision import STEP_PRECISIONS, precision_of
 
 
 class CompileError(ToolError):
@@ -71,14 +72,12 @@ def firmware_sources(target: Target, kernels: bool = True) -> list[Path]:
 
 
 def compile_flags(target: Target, precision: str, cores: int, include_dirs: list[Path] = ()) -> list[str]:
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"precision must be 'fp32' or 'fp16', not {precision!r}")
+    prec = precision_of(precision, STEP_PRECISIONS)
     if not 1 <= cores <= target.harts:
         raise ValueError(f"cores must be 1..{target.harts} on {target.name}, not {cores}")
     flags = list(target.cflags)
     flags += [f"-DODL_NUM_CORES={cores}"]
-    if precision == "fp16":
-        flags += ["-DODL_FP16=1"]
+    flags += prec.c_defines
     incs = [resource_dir("kernels_c") / "include", target.dir, target.common_dir] + [Path(p) for p in include_dirs]
     flags += [f"-I{p}" for p in incs]
     return flags

@@ -35,12 +35,11 @@ from odl.ir.program import Buffer, Call, CExpr, Gather, Program, Ptr, Transfer
 from odl.tile.memory import DMA_ZERO_BYTES, Hierarchy, gather_wide, gathers, same_block
 from odl.plan.planner import call_spans, first_fit, lowest_free
 from odl.common.resources import resource_dir
+from odl.common.precision import ALIGN, DTYPE_BYTES, align as _align
 
-ALIGN = 16
 RESIDENT_SPAN = 64      # a scratch used by calls at most this far apart (outside loops) may live in L1 throughout
 FORWARD_SPAN = 8        # a result stays in L1 for a reader at most this many tiles later (longer holds crowd L1)
 CHAN_STRETCH = 1.5      # a channel-split tile may exceed the tile budget by this factor to give every core a channel
-ELEM = {"f32": 4, "i32": 4, "u8": 1}
 
 
 # ---- which struct fields are pointers, and which of them the kernel only reads (const) ------------------------
@@ -87,7 +86,7 @@ class Region:
 
 
 def _esize(buf: Buffer, eb: int) -> int:
-    return eb if buf.dtype == "odl" else ELEM[buf.dtype]
+    return eb if buf.dtype == "odl" else DTYPE_BYTES[buf.dtype]
 
 
 def _r(p: Ptr, off: int, rows: int, row_len: int, stride: int, mode: str, ld: str | None = None) -> Region:
@@ -106,10 +105,6 @@ def _split(total: int, parts: int, quantum: int = 1) -> list[tuple[int, int]]:
     step = max(quantum, -(-total // parts))
     step = -(-step // quantum) * quantum
     return [(a, min(total, a + step)) for a in range(0, total, step)]
-
-
-def _align(v: int) -> int:
-    return (v + ALIGN - 1) // ALIGN * ALIGN
 
 
 def _mm_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):

@@ -40,8 +40,8 @@ from odl.train import data as datamod
 from odl.common.errors import OdlError, ToolError
 from odl.lower.lowering import Buffer, Call, CExpr, Program, Ptr, TrainConfig, step_prologue
 from odl.tile.memory import WB_TICKETS
+from odl.common.precision import align as _align, dtype_np, precision_of
 
-ALIGN = 16
 DATA_OFFSET = 16 << 20          # data region: 16 MiB past the arena start (QEMU virt RAM is 128 MiB)
 DATA_BYTES = 96 << 20
 CTL_FIELDS = [("step", "<u4"), ("updates", "<u4"), ("b1t", "<f4"), ("b2t", "<f4"), ("scale", "<f4"),
@@ -49,10 +49,6 @@ CTL_FIELDS = [("step", "<u4"), ("updates", "<u4"), ("b1t", "<f4"), ("b2t", "<f4"
 CTL_DTYPE = np.dtype([(n, t) for n, t in CTL_FIELDS])
 SCALE_INIT, SCALE_INTERVAL = 65536.0, 2000     # torch.amp.GradScaler's defaults
 CKPT_VERSION = 1
-
-
-def _align(v: int) -> int:
-    return (v + ALIGN - 1) // ALIGN * ALIGN
 
 
 @dataclass
@@ -198,7 +194,7 @@ def build_programs(model: nn.Module, sample_shape: tuple, ntrain: int, nval: int
     from odl.lower.lowering import lower
     from odl.plan.planner import plan
     B = opts.batch
-    dev = "fp16" if opts.precision in ("fp16", "mixed") else "fp32"
+    dev = precision_of(opts.precision).device
     # mixed precision skips a step's updates together when a gradient overflows: they follow the whole backward
     cfg = dataclasses.replace(opts.cfg, fuse_updates=False) if opts.precision == "mixed" else opts.cfg
     sizes = []
@@ -298,9 +294,7 @@ def render_firmware(fw: Firmware, model_name: str, opts: TrainOptions, out_dir: 
 
 # ---- host <-> device values ---------------------------------------------------------------------------------
 def _np_dtype(b: Buffer, dev: str):
-    if b.dtype == "odl":
-        return np.float16 if dev == "fp16" else np.float32
-    return {"f32": np.float32, "i32": np.int32, "u8": np.uint8}[b.dtype]
+    return dtype_np(b.dtype, dev)
 
 
 def initial_shared(fw: Firmware, model: nn.Module, opts: TrainOptions) -> bytes:
@@ -516,7 +510,7 @@ def _open_session(fw: Firmware, elf: Path, opts: TrainOptions, target, work: Pat
 
 def _data_blob(ds, fw: Firmware, loss: str) -> tuple[bytes, int, int, int, int]:
     """x (train then validation samples) in the device's element type, then labels (int32) or targets."""
-    xdt = np.float16 if fw.dev_precision == "fp16" else np.float32
+    xdt = precision_of(fw.dev_precision).np_dtype
     x = np.concatenate([ds.x, ds.x_val]).astype(xdt)
     if loss == "xent":
         y = np.concatenate([ds.y, ds.y_val]).astype(np.int32)
@@ -542,8 +536,7 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
     cfg = opts.cfg
     cfg.seed = opts.seed
     # ---- options and inputs: everything checked before the device starts -------------------------------------
-    if opts.precision not in ("fp32", "fp16", "mixed"):
-        raise OdlError(f"unknown precision '{opts.precision}' (expected fp32, fp16 or mixed)")
+    precision_of(opts.precision)
     if opts.loss_scale != "dynamic":
         try:
             s = float(opts.loss_scale)
@@ -609,7 +602,7 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
         raise OdlError(f"--batch {opts.batch}: at most 4096")
 
     budget = target.memory_budget_bytes
-    dev = "fp16" if opts.precision in ("fp16", "mixed") else "fp32"
+    dev = precision_of(opts.precision).device
     fw = build_programs(model, ds.sample_shape, ntrain, nval, opts, load_costs(target.name, dev, opts.cores), budget)
     model.load_state_dict(initial_model)
     main = fw.programs[0].prog
@@ -691,7 +684,7 @@ def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, s
     cfg = opts.cfg
     link = r.link
     hello = r.hello
-    bits = 16 if fw.dev_precision == "fp16" else 32
+    bits = precision_of(fw.dev_precision).bits
     if hello.precision_bits != bits or hello.num_cores != opts.cores or hello.arena_bytes != fw.arena_bytes:
         raise ToolError(f"the device runs other firmware: it says {hello.precision_bits}-bit, {hello.num_cores} "
                         f"cores, a {hello.arena_bytes}-byte arena; this run needs {bits}-bit, {opts.cores} cores, "
@@ -704,7 +697,7 @@ def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, s
     for _ in range(5):
         link.info()
     rtt = (time.perf_counter() - t0) / 5
-    xdt = np.float16 if fw.dev_precision == "fp16" else np.float32
+    xdt = precision_of(fw.dev_precision).np_dtype
 
     def put_batch(dp, idx, xs, ys):
         p = dp.prog

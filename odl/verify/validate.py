@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from odl.verify.compare import TOLERANCE, TORCH_FACTOR, at_floor, judge, passes
+from odl.verify.compare import TORCH_FACTOR, at_floor, judge, passes
 from odl.tile.memory import memory_for
 from odl.common.errors import OdlError
 from odl.lower.lowering import Program, TrainConfig, lower
@@ -21,6 +21,7 @@ from odl.verify.reference import first_update, reference_steps
 from odl.target.description import load_target
 from odl.common.fsutil import write_text_atomic
 from odl.common.progress import Phases
+from odl.common.precision import STEP_PRECISIONS, precision_of
 
 COUNTER_NOTE = ("instructions/cycles of all harts summed (QEMU -icount: one counter shared by the harts); "
                 "the step's time is the critical path that odl profile reports")
@@ -55,7 +56,7 @@ def run_device(runner, prog: Program, prep: Prepared, cores: int):
     step. Step 1's data is already loaded; later steps' inputs and targets travel over the protocol (WRITE)."""
     steps = len(prep.batches)
     hello = runner.hello
-    bits = 16 if prog.precision == "fp16" else 32
+    bits = precision_of(prog.precision).bits
     if hello.precision_bits != bits or hello.num_cores != cores or hello.arena_bytes != prog.arena_bytes:
         raise OdlError(f"the device runs other firmware: it says {hello.precision_bits}-bit, "
                        f"{hello.num_cores} cores, {hello.arena_bytes}-byte arena; this step needs {bits}-bit, "
@@ -89,8 +90,7 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     hier = memory_for(target, memory)
     if not 1 <= cores <= target.harts:
         raise OdlError(f"--cores {cores}: target {target.name} has {target.harts} harts")
-    if precision not in TOLERANCE:
-        raise OdlError(f"unknown precision '{precision}' (expected fp32 or fp16)")
+    precision_of(precision, STEP_PRECISIONS)
     phase("trace", model_spec)
     prep = prepare(model_spec, input_shape, seed, precision, steps, cfg.loss)
     graph = prep.graph
@@ -123,10 +123,10 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
             shutil.rmtree(work, ignore_errors=True)
 
     phase("compare", "PyTorch references (FP64 and the run's precision), tensor by tensor")
-    # References (DESIGN.md, "what correct means"): FP64 is the truth every device tensor is measured against;
+    # References (docs/validation.md): FP64 is the truth every device tensor is measured against;
     # PyTorch at the run's precision (FP32, or FP16 with the update in FP32 as on the device) shows how far the
     # problem itself lets a correct implementation at that precision stray from it.
-    tdtype = torch.float16 if precision == "fp16" else torch.float32
+    tdtype = precision_of(precision).torch_dtype
     refs = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, torch.float64)
     refst = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, tdtype)
     ref, reft = refs[0], refst[0]
