@@ -27,3 +27,20 @@ def test_a_wrong_name_is_refused_with_the_choices():
         precision_of("mixed", STEP_PRECISIONS)
     with pytest.raises(OdlError, match="'bf16'"):
         precision_of("bf16")
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch, capsys):
+    """Redirected, a bar draws nothing (no carriage-return frames in a log); ODL_PROGRESS=1 forces it on."""
+    from odl.common.progress import bar
+    monkeypatch.delenv("ODL_PROGRESS", raising=False)
+    with bar(total=3, desc="t") as b:    # pytest's stderr is not a terminal
+        for _ in range(3):
+            b.update(1)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("ODL_PROGRESS", "1")
+    with bar(total=3, desc="t") as b:
+        b.update(3)
+    assert "odl t" in capsys.readouterr().err
+    with bar(total=3, desc="t", enabled=False) as b:   # --no-progress
+        b.update(3)
+    assert capsys.readouterr().err == ""

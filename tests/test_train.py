@@ -3,6 +3,7 @@ checkpoints (strict load, host accuracy = device accuracy, bitwise resume after 
 import json
 import os
 import signal
+import re
 import subprocess
 import sys
 import time
@@ -282,9 +283,12 @@ def test_train_on_a_serial_board(tmp_path):
     ck, js = tmp_path / "c.pt", tmp_path / "r.json"
     try:
         r = _cli(CNN, "--data", npz, "--epochs", "2", "--batch", "16", "--cores", "3", "--precision", "mixed",
-                 "--loss-scale", "1024", "--init", init, "--checkpoint", ck, "--json", js, "--no-progress",
+                 "--loss-scale", "1024", "--init", init, "--checkpoint", ck, "--json", js,
                  "--port", f"socket://127.0.0.1:{port}", "--flash", board)
         assert r.returncode == 0, r.stdout + r.stderr
+        # redirected (not a terminal): no progress-bar frames, one plain line per epoch
+        assert "\r" not in r.stdout + r.stderr
+        assert re.findall(r"^epoch +(\d+/\d+):", r.stdout, re.M) == ["1/2", "2/2"]
     finally:
         if pidfile.exists():
             try:

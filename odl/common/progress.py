@@ -35,13 +35,15 @@ class Phases:
               file=stream, flush=True)
 
 
-def bar(iterable=None, total: int | None = None, desc: str = ""):
-    """A tqdm progress bar on stderr (a plain iterable when quiet or tqdm is missing)."""
+def bar(iterable=None, total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True):
+    """A tqdm progress bar on stderr, only when stderr is a terminal (quiet() is false) and `enabled`; otherwise a
+    stand-in with the same methods that draws nothing, so a redirected command writes no carriage-return frames
+    into its log, only its plain lines."""
     try:
         from tqdm import tqdm
     except ImportError:
         tqdm = None
-    if tqdm is None or quiet():
+    if tqdm is None or quiet() or not enabled:
         class _Null:
             def __init__(self, it): self.it = it
             def __iter__(self): return iter(self.it)
@@ -51,4 +53,13 @@ def bar(iterable=None, total: int | None = None, desc: str = ""):
             def __enter__(self): return self
             def __exit__(self, *a): pass
         return _Null(iterable if iterable is not None else range(total or 0))
-    return tqdm(iterable, total=total, desc=f"odl {desc}", file=sys.stderr, leave=False, dynamic_ncols=True)
+    return tqdm(iterable, total=total, desc=f"odl {desc}", unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def note(msg: str) -> None:
+    """One line on stderr that does not break a progress bar drawn there."""
+    try:
+        from tqdm import tqdm
+        tqdm.write(msg, file=sys.stderr)
+    except ImportError:
+        print(msg, file=sys.stderr, flush=True)

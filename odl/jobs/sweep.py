@@ -24,6 +24,7 @@ from pathlib import Path
 
 from odl.jobs.engines import run_tasks
 from odl.common.errors import OdlError, ToolError
+from odl.common.progress import bar as progress_bar, note
 from odl.common.fsutil import atomic_path, write_text_atomic
 
 COMMANDS = ("validate", "profile", "train")
@@ -254,8 +255,7 @@ def sweep(spec_path: str, options_of, engine: str = "local", address: str | None
     todo = [j for j in all_jobs if j["job"] not in rows]
     log(f"odl sweep: {len(all_jobs)} jobs ({len(all_jobs) - len(todo)} already done), engine {engine}, "
         f"{n} at a time, results in {out}/")
-    from tqdm import tqdm
-    bar = tqdm(total=len(todo), desc="jobs", unit="job", disable=not todo, file=sys.stderr)
+    bar = progress_bar(total=len(todo), desc="sweep", unit="job", enabled=bool(todo))
 
     def done(row):
         rows[row["job"]] = row
@@ -263,7 +263,7 @@ def sweep(spec_path: str, options_of, engine: str = "local", address: str | None
         bar.update(1)
         bar.set_postfix_str(f"{row['status']} {row['wall_s']:.1f}s")
         if row["status"] != "ok":
-            tqdm.write(f"job {row['job']} {row['options']} failed: {row['error']}", file=sys.stderr)
+            note(f"job {row['job']} {row['options']} failed: {row['error']}")
 
     try:
         run_tasks(run_job, todo, engine, address, n, done)

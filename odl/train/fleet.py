@@ -20,7 +20,6 @@ import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ import torch
 from odl.train import data as datamod
 from odl.jobs.engines import run_tasks
 from odl.common.errors import OdlError, ToolError
+from odl.common.progress import bar as progress_bar, note
 from odl.common.fsutil import atomic_path, write_text_atomic
 from odl.ir.program import TrainConfig
 
@@ -174,20 +174,19 @@ def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
         return host_eval(model, ds.x_val, ds.y_val, cfg.loss)
 
     acc0, loss0 = global_acc(global_sd)
-    from tqdm import tqdm
     for r in range(opts.rounds):
         init = _sd_bytes(global_sd)
         jobs = [{"model": model_spec, "device": k, "round": r, "init": init, "opts": dict(jopts, cfg=local_cfg),
                  "arrays": {"x": ds.x[idx], "y": ds.y[idx], "x_val": ds.x_val, "y_val": ds.y_val}}
                 for k, idx in enumerate(shards)]
         results = []
-        bar = tqdm(total=len(jobs), desc=f"round {r + 1}/{opts.rounds}", unit="device", file=sys.stderr)
+        bar = progress_bar(total=len(jobs), desc=f"fleet round {r + 1}/{opts.rounds}", unit="device")
 
         def done(res):
             results.append(res)
             bar.update(1)
             if not res["ok"]:
-                tqdm.write(f"device {res['device']} failed in round {r + 1}: {res['error']}", file=sys.stderr)
+                note(f"device {res['device']} failed in round {r + 1}: {res['error']}")
         try:
             run_tasks(device_round, jobs, opts.engine, opts.address, opts.jobs or min(len(jobs), os.cpu_count() or 1),
                       done)

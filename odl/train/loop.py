@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from odl import __version__
 from odl.train import data as datamod
 from odl.common.errors import OdlError, ToolError
+from odl.common.progress import bar as progress_bar
 from odl.lower.lowering import Buffer, Call, CExpr, Program, Ptr, TrainConfig, step_prologue
 from odl.tile.memory import WB_TICKETS
 from odl.common.precision import align as _align, dtype_np, precision_of
@@ -680,7 +681,6 @@ def _cpu_seconds(pid: int | None) -> float | None:
 
 
 def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, step0, initial_model, dlayout, log):
-    from tqdm import tqdm
     cfg = opts.cfg
     link = r.link
     hello = r.hello
@@ -747,8 +747,8 @@ def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, s
         te = time.perf_counter()
         order = datamod.epoch_order(ntrain, opts.seed, epoch)
         losses, rlosses, weights = [], [], []
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="step", leave=False,
-                   disable=not opts.progress, dynamic_ncols=True)
+        bar = progress_bar(total=steps_per_epoch, desc=f"train epoch {epoch + 1}/{opts.epochs}", unit="step",
+                           enabled=opts.progress)
         seen = 0
         for s in range(steps_per_epoch):
             idx = order[s * B:(s + 1) * B]
