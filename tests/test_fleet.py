@@ -39,6 +39,16 @@ def test_fedprox_settings_are_checked():
         fleet(TINY, FleetOptions(strategy="fedprox", mu=-1.0), log=lambda s: None)
 
 
+def test_fleet_refuses_what_train_refuses(capsys):
+    """A model that does not take the data's samples, or too many cores, is refused in one line (exit 2) before any
+    device starts, as odl train refuses it: fleet makes train's checks."""
+    from odl.cli.main import main
+    assert main(["fleet", "resnet8", "--data", "digits", "--devices", "2", "--rounds", "1"]) == 2
+    assert "samples are [1, 8, 8] but the model takes [3, 32, 32]" in capsys.readouterr().err
+    with pytest.raises(OdlError, match="--cores 9: target rv32-cluster has 8 harts"):
+        fleet(TINY, FleetOptions(cores=9), log=lambda s: None)
+
+
 @needs_qemu
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_proximal_term_on_the_device_matches_pytorch(precision):

@@ -136,7 +136,7 @@ def device_round(job: dict) -> dict:
 
 def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
     from odl.frontend.trace import load_model
-    from odl.train.loop import TrainOptions, host_eval, train
+    from odl.train.loop import TrainOptions, check_device_options, check_model_takes_data, host_eval, train
     t_start = time.perf_counter()
     if opts.strategy not in ("fedavg", "fedprox"):
         raise OdlError(f"unknown --strategy '{opts.strategy}' (expected fedavg or fedprox)")
@@ -149,6 +149,7 @@ def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
     for flag, v in (("--devices", opts.devices), ("--rounds", opts.rounds), ("--local-epochs", opts.local_epochs)):
         if v < 1:
             raise OdlError(f"{flag} {v}: must be >= 1")
+    check_device_options(opts.precision, opts.cores, opts.target, opts.batch)
     cfg = opts.cfg
     ds = datamod.load(opts.data, cfg.loss, opts.val_split, opts.seed)       # normalised with the global statistics
     shards = shard(ds.y, opts.devices, opts.split, opts.seed)
@@ -157,6 +158,7 @@ def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
         raise OdlError(f"--devices {opts.devices}: a shard would be empty")
     torch.manual_seed(opts.seed)
     model = load_model(model_spec)
+    check_model_takes_data(model, ds, opts.batch, cfg.loss)     # the same refusals as odl train, before any device
     global_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     initial_sd = global_sd      # the centralized baseline starts from the same weights (global_sd is rebound)
     name = model_spec if ":" not in model_spec else model_spec.rsplit(":", 1)[1]

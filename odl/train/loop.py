@@ -528,16 +528,43 @@ def _data_blob(ds, fw: Firmware, loss: str) -> tuple[bytes, int, int, int, int]:
     return bytes(blob), 0, x.nbytes // n, yoff, y.nbytes // n
 
 
-def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
-    from odl.frontend.trace import default_input_shape, load_model, trace
+def check_device_options(precision: str, cores: int, target_name: str, batch: int):
+    """The checks every command that trains on devices (train, fleet) makes before anything is built; returns the
+    target."""
     from odl.target.description import load_target
+    precision_of(precision)
+    target = load_target(target_name)
+    if not 1 <= cores <= target.harts:
+        raise OdlError(f"--cores {cores}: target {target.name} has {target.harts} harts")
+    if batch < 1:
+        raise OdlError(f"--batch {batch}: must be >= 1")
+    return target
+
+
+def check_model_takes_data(model: nn.Module, ds, batch: int, loss: str) -> None:
+    """Refuse (naming the data's and the model's shapes) a model that does not take the data's samples or whose
+    output does not match its targets, before anything is built. Tracing runs the model on random inputs in
+    training mode, which moves batch-norm running statistics: the weights are restored afterwards."""
+    from odl.frontend.trace import default_input_shape, trace
+    pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    declared = default_input_shape(model)
+    if declared is not None and tuple(declared[1:]) != ds.sample_shape:
+        datamod.check_fits(ds, tuple(declared), (), loss)      # names the data's and the model's shapes
+    try:
+        g0 = trace(model, (batch, *ds.sample_shape))
+    finally:
+        model.load_state_dict(pristine)
+    datamod.check_fits(ds, g0.input_shape, g0.shapes[g0.output], loss)
+
+
+def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
+    from odl.frontend.trace import load_model
     from odl.target.toolchain import build_firmware
     from odl.lower.costs import load_costs
     t_start = time.perf_counter()
     cfg = opts.cfg
     cfg.seed = opts.seed
     # ---- options and inputs: everything checked before the device starts -------------------------------------
-    precision_of(opts.precision)
     if opts.loss_scale != "dynamic":
         try:
             s = float(opts.loss_scale)
@@ -556,9 +583,7 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
                        "of odl train does not add it")
     if opts.init and opts.resume:
         raise OdlError("--init and --resume exclude each other (a checkpoint already holds the weights)")
-    target = load_target(opts.target)
-    if not 1 <= opts.cores <= target.harts:
-        raise OdlError(f"--cores {opts.cores}: target {target.name} has {target.harts} harts")
+    target = check_device_options(opts.precision, opts.cores, opts.target, opts.batch)
     if opts.checkpoint:
         check_writable(opts.checkpoint)
     if opts.png:
@@ -569,15 +594,7 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
     model = load_model(model_spec)
     name = model_spec if ":" not in model_spec else model_spec.rsplit(":", 1)[1]
     ds = datamod.load(opts.data, cfg.loss, opts.val_split, opts.seed, normalize=opts.normalize)
-    # tracing runs the model on random inputs in training mode, which moves batch-norm running statistics:
-    # the weights as they are now are restored after every trace
-    pristine = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    declared = default_input_shape(model)
-    if declared is not None and tuple(declared[1:]) != ds.sample_shape:
-        datamod.check_fits(ds, tuple(declared), (), cfg.loss)      # names the data's and the model's shapes
-    g0 = trace(model, (opts.batch, *ds.sample_shape))
-    model.load_state_dict(pristine)
-    datamod.check_fits(ds, g0.input_shape, g0.shapes[g0.output], cfg.loss)
+    check_model_takes_data(model, ds, opts.batch, cfg.loss)
     resume = None
     if opts.resume:
         ck = load_checkpoint(opts.resume, "--resume")
