@@ -93,17 +93,67 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     precision_of(precision, STEP_PRECISIONS)
     phase("trace", model_spec)
     prep = prepare(model_spec, input_shape, seed, precision, steps, cfg.loss)
-    graph = prep.graph
-    phase("lower/plan", f"{len(graph.nodes)} nodes, {precision}, {cores} cores")
-    # The deployable step must fit the target's budget; the validation build additionally keeps every layer
-    # input gradient alive for read-back (reported separately, not held against the budget).
+    phase("lower/plan", f"{len(prep.graph.nodes)} nodes, {precision}, {cores} cores")
+    budget = budget or target.memory_budget_bytes
+    cfg, prog, mem, mem_val = _lower(prep, precision, cfg, target, cores, hier, budget)
+    run = _build_and_run(prog, prep, target, cores, hier, keep_dir, phase, steps, port, baud, bulk, flash, emulator,
+                         step_timeout)
+    phase("compare", "PyTorch references (FP64 and the run's precision), tensor by tensor")
+    refs = _references(prep, prog, cfg, run["arena"], precision)
+    rows = _judge_tensors(_device_and_reference_tensors(prep, prog, refs, run, precision, steps), prep, cfg,
+                          precision)
+    loss_dev = float(np.frombuffer(run["arena"], np.float32, 1, prog.loss.offset)[0])
+    step_rows = _loss_rows(run["results"], refs["plain"], refs["torch"], precision)
+    loss_ok = all(r["passed"] for r in step_rows) and \
+        abs(run["results"][0].loss - loss_dev) <= 1e-6 * max(1, abs(loss_dev))
+    report = {
+        "model": prep.name, "target": target.name, "runner": "serial" if port else emulator,
+        "bulk": "uart" if port or emulator == "renode" else bulk, "precision": precision, "cores": cores,
+        "input_shape": list(prep.x.shape), "seed": seed, "lr": lr, "passed": loss_ok and all(r["passed"] for r in rows),
+        "config": {"train": cfg.train, "bn": cfg.bn, "loss": cfg.loss, "optimizer": cfg.optimizer,
+                   "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps},
+        "trainable": prog.trainable,
+        "reference": {"truth": "pytorch fp64", "torch": f"pytorch {precision}",
+                      "rule": f"rel_l2 within the {precision} tolerance, or <= {TORCH_FACTOR:g} x torch_rel_l2"},
+        "loss": {"device": loss_dev, "reference": refs["plain"][0].loss, "rel_err": step_rows[0]["rel_err"],
+                 "torch": refs["torch"][0].loss, "torch_rel_err": step_rows[0]["torch_rel_err"], "passed": loss_ok},
+        "steps": step_rows,
+        "relu_flips": {"decisions": refs["decisions"], "flipped": sum(refs["flips"].values()), "by_layer": refs["flips"],
+                       "gradients_vs": "references with the device's ReLU decisions" if refs["flips"]
+                       else "plain references"},
+        "tensors": rows,
+        "macs": {"forward": prog.macs_forward, "backward": prog.macs_backward,
+                 "total": prog.macs_forward + prog.macs_backward},
+        "memory": {"arena_bytes": mem.arena_bytes, "budget_bytes": budget,
+                   "naive_bytes": mem.naive_bytes, "validation_arena_bytes": mem_val.arena_bytes},
+        # STEP_DONE's counters are read on hart 0 around the step; under QEMU -icount all harts share one counter,
+        # so these are every hart's instructions summed, not the step's time: `odl profile` measures the
+        # critical path (critical_path_cycles there).
+        "device": {**run["results"][0].labelled(), "note": COUNTER_NOTE},
+        "link": run["link"],
+        "timing_s": run["timing_s"],
+        "wall_s": round(time.perf_counter() - t0, 3),
+    }
+    log(format_report(report))
+    if json_path:
+        write_text_atomic(json_path, json.dumps(report, indent=2))
+    return report
+
+
+def _lower(prep: Prepared, precision: str, cfg: TrainConfig, target, cores: int, hier, budget: int):
+    """(cfg, validation program, deployable step's memory report, validation build's memory report). The
+    deployable step must fit the target's budget; the validation build additionally keeps every layer input
+    gradient alive for read-back (reported separately, not held against the budget)."""
     from odl.lower.costs import load_costs
     costs = load_costs(target.name, precision, cores)
-    budget = budget or target.memory_budget_bytes
-    cfg, _, mem = fit(graph, precision, cfg, budget, costs=costs, cores=cores, memory=hier)
-    prog = lower(graph, precision, cfg, observe=True, costs=costs, cores=cores, memory=hier)
-    mem_val = plan(prog)
+    cfg, _, mem = fit(prep.graph, precision, cfg, budget, costs=costs, cores=cores, memory=hier)
+    prog = lower(prep.graph, precision, cfg, observe=True, costs=costs, cores=cores, memory=hier)
+    return cfg, prog, mem, plan(prog)
 
+
+def _build_and_run(prog: Program, prep: Prepared, target, cores: int, hier, keep_dir, phase, steps: int, port, baud,
+                   bulk, flash, emulator, step_timeout) -> dict:
+    """Build the validation firmware, run its steps, and return the device's results, arenas and link figures."""
     work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="odl_"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -116,25 +166,31 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         with open_runner(target, elf, prog, prep, cores, work / "run", port, baud, bulk, flash, emulator,
                          step_timeout) as r:
             results, arena, arena_last = run_device(r, prog, prep, cores)
-        link_stats = asdict(r.link.stats)
         t_end = time.perf_counter()
+        return {"results": results, "arena": arena, "arena_last": arena_last, "link": asdict(r.link.stats),
+                "timing_s": {"build": round(t_run - t_build, 3), "run": round(t_end - t_run, 3)}}
     finally:
         if not keep_dir:
             shutil.rmtree(work, ignore_errors=True)
 
-    phase("compare", "PyTorch references (FP64 and the run's precision), tensor by tensor")
-    # References (docs/validation.md): FP64 is the truth every device tensor is measured against;
-    # PyTorch at the run's precision (FP32, or FP16 with the update in FP32 as on the device) shows how far the
-    # problem itself lets a correct implementation at that precision stray from it.
+
+def _references(prep: Prepared, prog: Program, cfg: TrainConfig, arena: bytes, precision: str) -> dict:
+    """PyTorch's steps in FP64 ("plain") and at the run's precision ("torch"), and the same first step with the
+    device's ReLU decisions ("grad", "grad_torch") that the gradients are compared with.
+
+    References (docs/validation.md): FP64 is the truth every device tensor is measured against; PyTorch at the
+    run's precision (FP32, or FP16 with the update in FP32 as on the device) shows how far the problem itself lets
+    a correct implementation at that precision stray from it.
+
+    ReLU decisions: an activation within rounding of zero may be positive on the device and not in FP64 (or the
+    other way); such a flip moves a whole gradient element and says nothing about the arithmetic. Gradients are
+    therefore compared with references that take the device's ReLU decisions ("aligned"); the flips are counted
+    and reported, and forward values are compared with the plain references."""
+    graph = prep.graph
     tdtype = precision_of(precision).torch_dtype
     refs = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, torch.float64)
     refst = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, tdtype)
     ref, reft = refs[0], refst[0]
-
-    # ReLU decisions: an activation within rounding of zero may be positive on the device and not in FP64 (or the
-    # other way); such a flip moves a whole gradient element and says nothing about the arithmetic. Gradients
-    # are therefore compared with references that take the device's ReLU decisions ("aligned"); the flips are
-    # counted and reported, and forward values are compared with the plain references.
     masks, flips, decisions = {}, {}, 0
     for node in graph.nodes:
         if node.op in ("relu", "relu6") and node.name in {v for _, v in prog.activations.values()}:
@@ -155,10 +211,17 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
                                 masks=masks)[0]
     else:
         gref, greft = ref, reft
+    return {"plain": refs, "torch": refst, "grad": gref, "grad_torch": greft, "flips": flips, "decisions": decisions}
 
+
+def _device_and_reference_tensors(prep: Prepared, prog: Program, refs: dict, run: dict, precision: str,
+                                  steps: int) -> list:
+    """(name, kind, device value, FP64 reference, reference at the run's precision) for every compared tensor."""
+    graph = prep.graph
+    ref, reft, gref, greft = refs["plain"][0], refs["torch"][0], refs["grad"], refs["grad_torch"]
     pending = []
 
-    def add(name, kind, buf, refv, rt=None, mem=arena):
+    def add(name, kind, buf, refv, rt=None, mem=run["arena"]):
         pending.append((name, kind, read_tensor(mem, buf, refv.shape, precision), refv.numpy(),
                         None if rt is None else rt.numpy()))
 
@@ -175,15 +238,19 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     for sname, sb in prog.state.items():
         add(sname, "state_updated", sb, ref.buffers[sname], reft.buffers.get(sname))
     if steps > 1:
-        last, lastt = refs[-1], refst[-1]
+        last, lastt = refs["plain"][-1], refs["torch"][-1]
         for pname in prog.param_grads:
             add(pname, "param_final", prog.params[pname], last.updated[pname], lastt.updated.get(pname),
-                mem=arena_last)
+                mem=run["arena_last"])
+    return pending
 
-    # A gradient at the noise floor (mathematically ~0, e.g. a conv bias before training-mode batch norm) makes the
-    # update that follows it noise too, and Adam turns noise into full-size steps (m/sqrt(v) ~ +-1). Such a
-    # parameter's first update is checked against the FP64 update computed from the device's own gradient: that
-    # is what the update kernel must do, while the gradient itself is judged against its floor above.
+
+def _judge_tensors(pending: list, prep: Prepared, cfg: TrainConfig, precision: str) -> list[dict]:
+    """The comparison rows. A gradient at the noise floor (mathematically ~0, e.g. a conv bias before
+    training-mode batch norm) makes the update that follows it noise too, and Adam turns noise into full-size
+    steps (m/sqrt(v) ~ +-1). Such a parameter's first update is checked against the FP64 update computed from the
+    device's own gradient: that is what the update kernel must do, while the gradient itself is judged against
+    its floor."""
     floored = {n for n, k in at_floor(pending) if k == "param_grad"}
     if floored:
         dev_g = {n: d for n, k, d, _, _ in pending if k == "param_grad" and n in floored}
@@ -194,7 +261,11 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     for row in rows:
         if row["kind"] == "param_updated" and row["name"] in floored:
             row["reference"] = "fp64 update of the device's gradient"
-    loss_dev = float(np.frombuffer(arena, np.float32, 1, prog.loss.offset)[0])
+    return rows
+
+
+def _loss_rows(results: list, refs: list, refst: list, precision: str) -> list[dict]:
+    """One row per step: the device's loss against FP64's, with PyTorch's own error at the run's precision."""
     step_rows = []
     for k, (res, rk, rt) in enumerate(zip(results, refs, refst)):
         rel = abs(res.loss - rk.loss) / max(abs(rk.loss), 1e-12)
@@ -203,40 +274,7 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         step_rows.append({"step": k + 1, "device": res.loss, "reference": rk.loss, "rel_err": rel,
                           "torch": rt.loss, "torch_rel_err": trel, "passed": ok, "rule": rule,
                           **res.labelled()})
-    loss_rel = step_rows[0]["rel_err"]
-    loss_ok = all(r["passed"] for r in step_rows) and abs(results[0].loss - loss_dev) <= 1e-6 * max(1, abs(loss_dev))
-    passed = loss_ok and all(r["passed"] for r in rows)
-    report = {
-        "model": prep.name, "target": target.name, "runner": "serial" if port else emulator,
-        "bulk": "uart" if port or emulator == "renode" else bulk, "precision": precision, "cores": cores,
-        "input_shape": list(prep.x.shape), "seed": seed, "lr": lr, "passed": passed,
-        "config": {"train": cfg.train, "bn": cfg.bn, "loss": cfg.loss, "optimizer": cfg.optimizer,
-                   "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps},
-        "trainable": prog.trainable,
-        "reference": {"truth": "pytorch fp64", "torch": f"pytorch {precision}",
-                      "rule": f"rel_l2 within the {precision} tolerance, or <= {TORCH_FACTOR:g} x torch_rel_l2"},
-        "loss": {"device": loss_dev, "reference": ref.loss, "rel_err": loss_rel,
-                 "torch": reft.loss, "torch_rel_err": step_rows[0]["torch_rel_err"], "passed": loss_ok},
-        "steps": step_rows,
-        "relu_flips": {"decisions": decisions, "flipped": sum(flips.values()), "by_layer": flips,
-                       "gradients_vs": "references with the device's ReLU decisions" if flips else "plain references"},
-        "tensors": rows,
-        "macs": {"forward": prog.macs_forward, "backward": prog.macs_backward,
-                 "total": prog.macs_forward + prog.macs_backward},
-        "memory": {"arena_bytes": mem.arena_bytes, "budget_bytes": budget,
-                   "naive_bytes": mem.naive_bytes, "validation_arena_bytes": mem_val.arena_bytes},
-        # STEP_DONE's counters are read on hart 0 around the step; under QEMU -icount all harts share one counter,
-        # so these are every hart's instructions summed, not the step's time: `odl profile` measures the
-        # critical path (critical_path_cycles there).
-        "device": {**results[0].labelled(), "note": COUNTER_NOTE},
-        "link": link_stats,
-        "timing_s": {"build": round(t_run - t_build, 3), "run": round(t_end - t_run, 3)},
-        "wall_s": round(time.perf_counter() - t0, 3),
-    }
-    log(format_report(report))
-    if json_path:
-        write_text_atomic(json_path, json.dumps(report, indent=2))
-    return report
+    return step_rows
 
 
 def format_report(rep: dict) -> str:
