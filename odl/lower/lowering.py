@@ -352,11 +352,25 @@ class Lowering:
         return order
 
     def run(self) -> Program:
-        g, cfg = self.g, self.cfg
+        """The training step (or, forward_only, the forward pass) as a Program, lowered phase by phase."""
         self.preload: list[Buffer] = []
         self.state_bufs: dict[str, Buffer] = {}
         self.prologue: list[str] = []
         self.dropout: dict[str, dict] = {}
+        inp = self._inputs()
+        if self.forward_only:
+            return self._forward_only_program(inp, self.shape(self.g.output))
+        labels = self._labels()
+        self.preload += [inp, labels]
+        self._param_grad_buffers()
+        macs_f = self._forward()
+        logits, loss = self._loss(labels)
+        macs_b = self._backward_and_updates()
+        return self._assemble(inp, labels, logits, loss, macs_f, macs_b)
+
+    def _inputs(self) -> Buffer:
+        """Buffers of the parameters (preloaded) and of the model input; returns the input's."""
+        g = self.g
         for pname, shape in g.params.items():
             self.params[pname] = self.new_buffer(pname, math.prod(shape), role="param", persistent=True, shape=shape,
                                                  init=("param", pname))
@@ -364,10 +378,14 @@ class Lowering:
         inp = self.new_buffer("input", math.prod(g.input_shape), role="input", persistent=True, shape=g.input_shape,
                               init=("input",))
         self.value_buf[g.input] = inp
+        return inp
+
+    def _labels(self) -> Buffer:
+        """The buffer of the loss's labels (class indices) or targets (values), after checking the loss fits the
+        model's output."""
+        g, cfg = self.g, self.cfg
         out_shape = self.shape(g.output)
         batch = g.input_shape[0]
-        if self.forward_only:
-            return self._forward_only_program(inp, out_shape)
         from odl.lower.ops.reduce import check_loss
         check_loss(g, cfg.loss)
         if cfg.loss in ("xent", "nll"):
@@ -375,14 +393,16 @@ class Lowering:
                 raise OdlError(f"{'cross-entropy' if cfg.loss == 'xent' else 'NLL'} needs [N, classes] "
                                f"{'logits' if cfg.loss == 'xent' else 'log-probabilities'} from the model, "
                                f"got {list(out_shape)}")
-            labels = self.new_buffer("labels", batch, dtype="i32", role="label", persistent=True, shape=(batch,),
-                                     init=("labels",))
-        elif cfg.loss in ("mse", "bce"):
-            labels = self.new_buffer("targets", math.prod(out_shape), role="label", persistent=True,
-                                     shape=out_shape, init=("labels",))
-        else:
-            raise OdlError(f"unknown loss '{cfg.loss}' (expected xent, mse, nll or bce)")
-        self.preload += [inp, labels]
+            return self.new_buffer("labels", batch, dtype="i32", role="label", persistent=True, shape=(batch,),
+                                   init=("labels",))
+        if cfg.loss in ("mse", "bce"):
+            return self.new_buffer("targets", math.prod(out_shape), role="label", persistent=True,
+                                   shape=out_shape, init=("labels",))
+        raise OdlError(f"unknown loss '{cfg.loss}' (expected xent, mse, nll or bce)")
+
+    def _param_grad_buffers(self):
+        """A gradient buffer per trainable parameter."""
+        g = self.g
         for pname in g.params:
             if pname in self.trainable:
                 # the deployable step frees a gradient after its (fused) update; validation reads them back
@@ -390,13 +410,19 @@ class Lowering:
                     "grad_" + pname, self.params[pname].nelem, role="param_grad", persistent=self.observe,
                     shape=g.params[pname])
 
-        macs_f = macs_b = 0
-        for node in g.nodes:
-            op = opreg.get(node.op)
+    def _forward(self) -> int:
+        """Emit every node's forward; returns the forward's MACs."""
+        macs_f = 0
+        for node in self.g.nodes:
             n0 = len(self.calls)
-            op.forward(node, self)
+            opreg.get(node.op).forward(node, self)
             macs_f += sum(c.macs for c in self.calls[n0:])
+        return macs_f
 
+    def _loss(self, labels: Buffer) -> tuple[Buffer, Buffer]:
+        """Emit the loss and the gradient of the logits; returns (logits, loss) buffers."""
+        g, cfg = self.g, self.cfg
+        out_shape = self.shape(g.output)
         logits = self.value(g.output)
         logits.persistent = True
         loss = self.new_buffer("loss", 1, dtype="f32", role="loss", persistent=True, shape=())
@@ -418,7 +444,13 @@ class Lowering:
         else:
             self.call("odl_mse", "loss", "loss", pred=Ptr(logits), target=Ptr(labels), dpred=Ptr(dlogits[0]),
                       loss_out=Ptr(loss), len=math.prod(out_shape))
+        return logits, loss
 
+    def _backward_and_updates(self) -> int:
+        """Emit every node's backward in backward order, each parameter's update once its gradient is complete;
+        returns the backward's MACs."""
+        g, cfg = self.g, self.cfg
+        macs_b = 0
         # Fused updates: a parameter is updated as soon as its gradient is complete (after the backward of the last
         # node using it, in backward order), so the deployable step keeps no gradient buffer beyond its layer.
         uses = {p: sum(p in n.params.values() for n in g.nodes) for p in self.param_grads}
@@ -445,14 +477,18 @@ class Lowering:
         if not cfg.fuse_updates:
             for pname in self.param_grads:
                 self._update(pname)
+        return macs_b
 
+    def _observed(self) -> tuple[dict, dict]:
+        """(observed input gradients, last activations) the validation build keeps past the step (both empty in
+        the deployable step)."""
         # Validation reads every layer's input gradient after the step, so they must outlive it: extra memory
         # that only the instrumented (validation) build pays; the deployable step does not keep them.
         observed = self._observed_input_grads() if self.observe else {}
         activations = {}
         if self.observe:
             last = {}  # buffer -> the last forward value written into it (in-place outputs overwrite inputs)
-            for node in g.nodes:
+            for node in self.g.nodes:
                 b = self.value_buf.get(node.name)
                 if b is not None and b.role == "act" and node.name not in self.view_of:
                     last[id(b)] = (b, node)
@@ -460,6 +496,13 @@ class Lowering:
                 activations[node.report_name if node.report_name not in activations else node.name] = (b, node.name)
         for b, _ in list(observed.values()) + list(activations.values()):
             b.persistent = True
+        return observed, activations
+
+    def _assemble(self, inp: Buffer, labels: Buffer, logits: Buffer, loss: Buffer, macs_f: int,
+                  macs_b: int) -> Program:
+        """The Program of the lowered step, with the observed buffers and the profile buffer when asked for."""
+        g, cfg = self.g, self.cfg
+        observed, activations = self._observed()
         prof = None
         if self.profile:  # per call, per core (up to MAX_CORES) instruction counts, summed over loop iterations
             prof = self.new_buffer("profile_counts", len(self.calls) * MAX_CORES, dtype="i32", role="profile",
@@ -483,11 +526,7 @@ class Lowering:
     def _forward_only_program(self, inp: Buffer, out_shape: tuple) -> Program:
         """The forward pass alone (odl train's evaluation program): batch norm as the config says (evaluation
         passes bn='frozen': running statistics), dropout the identity, logits kept for the host."""
-        macs_f = 0
-        for node in self.g.nodes:
-            n0 = len(self.calls)
-            opreg.get(node.op).forward(node, self)
-            macs_f += sum(c.macs for c in self.calls[n0:])
+        macs_f = self._forward()
         logits = self.value(self.g.output)
         logits.persistent = True
         return Program(graph=self.g, precision=self.precision, calls=self.calls, buffers=self.buffers,

@@ -592,30 +592,35 @@ def _resident_alive(prog: Program, resident: set, eb: int) -> list[int]:
 
 
 def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resident: set, budgets: list[int]):
+    """The flat calls cut into tile calls with DMA, each flat call's tiles within its budget: (tile calls, L1
+    buffers, L1 peak bytes, dropped write-backs); raises _NoFit where they do not fit the L1."""
     eb = prog.elem_bytes
     l1cap = hier.l1_data_bytes
-    res_l1: dict[int, Buffer] = {}      # resident L2-scratch id -> its L1 buffer
-    calls: list[Call] = []
-    l1bufs: list[Buffer] = []
-    spans: list[list] = []              # [buffer, first tile, last tile]
-    tiles_regions: list[dict] = []
-    tiles_l1: list[dict] = []           # per tile: buffer id -> its L1 buffer
-    span_of: dict[int, list] = {}       # id(L1 buffer) -> its span entry
-    res_span: dict[int, list] = {}
-    pad_sig: dict[int, tuple] = {}      # resident columns -> the padding layout its zeros are in now
-    carry = []                          # gathers whose padding is already in place: they ride on the next tile
-    work = []                           # per flat call: its tiles as (fields, MACs)
+    work = _cut_calls(flat, budgets, eb, resident, cores, l1cap)
+    tiles = _TileCalls(flat, budgets, eb, l1cap, resident)
+    for ci, ti in _interleave(flat, work):
+        tiles.add(ci, *work[ci][ti])
+    if tiles.carry:
+        raise OdlError("tile: an im2col gather is the last call of the step (internal)")
+    calls = tiles.calls
+    spans = _forward(calls, tiles.tiles_regions, tiles.tiles_l1, tiles.spans, tiles.span_of, resident)
+    dropped = _drop_dead_writebacks(calls, eb)
+    kept = {id(sp[0]) for sp in spans}
+    l1bufs = [b for b in tiles.l1bufs if b.role == "l1_resident" or id(b) in kept]
+    spans += list(tiles.res_span.values())
+    _prefetch(calls)
+    l1 = _place_l1(calls, spans, eb, l1cap)
+    _early_inputs(calls, l1)
+    peak = l1.peak()
+    for t, c in enumerate(calls):       # L1 bytes in use (highest end) while tile t computes
+        c.l1_bytes = max((o + s for o, s in l1.alive.get(t, ())), default=0)
+    _writeback_waits(calls, eb)
+    return calls, l1bufs, peak, dropped
 
-    def res_buf(buf, idx):
-        """The L1 buffer of resident L2 scratch `buf`, alive through tile idx."""
-        bid = id(buf)
-        if bid not in res_l1:
-            lb = Buffer(f"{buf.name}", buf.nelem, dtype=buf.dtype, role="l1_resident", space="l1")
-            res_l1[bid] = lb
-            l1bufs.append(lb)
-            res_span[bid] = [lb, idx, idx]
-        res_span[bid][2] = max(res_span[bid][2], idx)
-        return res_l1[bid]
+
+def _cut_calls(flat: list[Call], budgets: list[int], eb: int, resident: set, cores: int, l1cap: int) -> list:
+    """Per flat call: its tiles as (fields, MACs); raises _NoFit for a call its tiler cannot cut."""
+    work = []                           # per flat call: its tiles as (fields, MACs)
     for ci, call in enumerate(flat):
         tiler = _tiler(call.kernel)
         tiles = tiler(call, budgets[ci], eb, resident, cores)
@@ -627,46 +632,106 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
         vol = ([t["m"] * t["n"] * t["k"] for t in tiles] if tiler is _mm_tiles else [1] * len(tiles))
         shares = [call.macs * v // sum(vol) for v in vol[:-1]]
         work.append(list(zip(tiles, shares + [call.macs - sum(shares)])))
-    for ci, ti in _interleave(flat, work):
-        call = flat[ci]
-        budget = budgets[ci]
-        tiler = _tiler(call.kernel)
-        g, macs = work[ci][ti]
-        idx = len(calls)
+    return work
+
+
+class _TileCalls:
+    """The tile calls in the order they run, built one tile at a time, with their L1 buffers and the lives of
+    those buffers in tiles."""
+
+    def __init__(self, flat: list[Call], budgets: list[int], eb: int, l1cap: int, resident: set):
+        self.flat, self.budgets, self.eb, self.l1cap, self.resident = flat, budgets, eb, l1cap, resident
+        self.res_l1: dict[int, Buffer] = {}     # resident L2-scratch id -> its L1 buffer
+        self.calls: list[Call] = []
+        self.l1bufs: list[Buffer] = []
+        self.spans: list[list] = []             # [buffer, first tile, last tile]
+        self.tiles_regions: list[dict] = []
+        self.tiles_l1: list[dict] = []          # per tile: buffer id -> its L1 buffer
+        self.span_of: dict[int, list] = {}      # id(L1 buffer) -> its span entry
+        self.res_span: dict[int, list] = {}
+        self.pad_sig: dict[int, tuple] = {}     # resident columns -> the padding layout its zeros are in now
+        self.carry = []                         # gathers whose padding is already in place: they ride on the next tile
+
+    def res_buf(self, buf: Buffer, idx: int) -> Buffer:
+        """The L1 buffer of resident L2 scratch `buf`, alive through tile idx."""
+        bid = id(buf)
+        if bid not in self.res_l1:
+            lb = Buffer(f"{buf.name}", buf.nelem, dtype=buf.dtype, role="l1_resident", space="l1")
+            self.res_l1[bid] = lb
+            self.l1bufs.append(lb)
+            self.res_span[bid] = [lb, idx, idx]
+        self.res_span[bid][2] = max(self.res_span[bid][2], idx)
+        return self.res_l1[bid]
+
+    def add(self, ci: int, g: dict, macs: int):
+        """Append the tile call of flat call ci whose fields (Regions of L2 buffers) are g, or, for a gather that
+        needs no kernel, carry the gather to the next tile."""
+        call = self.flat[ci]
+        idx = len(self.calls)
         gather = g.pop("_gather", None)
+        gt = None
         if gather is not None:
-            x, geom = gather
-            gt = Gather(x.buf, x.elem, x.per_sample, None, g["col"].start, geom, zero=False)
-            sig = (tuple(pc[1:] for pc in gt.pieces()), g["col"].nelem)
-            in_place = pad_sig.get(id(g["col"].buf)) == sig
-            pad_sig[id(g["col"].buf)] = sig
-            if in_place or geom["wo"] * eb <= DMA_ZERO_BYTES:
-                # no kernel: the zeros of the last gather into these columns are where this one needs them, or the
-                # DMA writes them (from a zero row) after the data; the gather rides on the next tile
-                carry.append((dataclasses.replace(gt, zero=not in_place, wide=gather_wide(geom, eb)), g["col"].buf))
-                continue
+            gt = self._gather(gather, g["col"])
+            if gt is None:
+                return
         regs = _merge(g, ci, call)
-        staged = {bid: r for bid, r in regs.items() if bid not in resident}
-        need = sum(_align(r[2] * r[3] * _esize(r[0], eb)) for r in staged.values())
-        if need > budget * (CHAN_STRETCH if tiler is _chan_tiles else 1):
+        self._check_fits(ci, call, regs)
+        l1of, dma_in, dma_out = self._l1_buffers(regs, idx)
+        fields = self._fields(g, call, regs, l1of)
+        # gathers into resident columns (this tile's, and those carried from skipped padding tiles) may run
+        # during the tile before (prefetch): the columns' L1 life starts there
+        gathers = self.carry + ([(gt, g["col"].buf)] if gt is not None else [])
+        self.carry = []
+        for gt, cbuf in gathers:
+            dma_in.append(dataclasses.replace(gt, l1=self.res_buf(cbuf, idx)))
+            sp = self.res_span[id(cbuf)]
+            sp[1] = max(0, min(sp[1], idx - 1))
+        self.calls.append(dataclasses.replace(call, fields=fields, macs=macs, dma_in=dma_in, dma_out=dma_out,
+                                              prefetch=False, origin=ci))
+        self.tiles_regions.append(regs)
+        self.tiles_l1.append({bid: lb for bid, (lb, _) in l1of.items()})
+
+    def _gather(self, gather: tuple, col: Region) -> Gather | None:
+        """The DMA gather of an im2col tile into the columns `col`; None when it rides on the next tile instead."""
+        eb = self.eb
+        x, geom = gather
+        gt = Gather(x.buf, x.elem, x.per_sample, None, col.start, geom, zero=False)
+        sig = (tuple(pc[1:] for pc in gt.pieces()), col.nelem)
+        in_place = self.pad_sig.get(id(col.buf)) == sig
+        self.pad_sig[id(col.buf)] = sig
+        if in_place or geom["wo"] * eb <= DMA_ZERO_BYTES:
+            # no kernel: the zeros of the last gather into these columns are where this one needs them, or the
+            # DMA writes them (from a zero row) after the data; the gather rides on the next tile
+            self.carry.append((dataclasses.replace(gt, zero=not in_place, wide=gather_wide(geom, eb)), col.buf))
+            return None
+        return gt
+
+    def _check_fits(self, ci: int, call: Call, regs: dict):
+        """Raise _NoFit when one tile of call ci needs more L1 than its budget."""
+        staged = {bid: r for bid, r in regs.items() if bid not in self.resident}
+        need = sum(_align(r[2] * r[3] * _esize(r[0], self.eb)) for r in staged.values())
+        if need > self.budgets[ci] * (CHAN_STRETCH if _tiler(call.kernel) is _chan_tiles else 1):
             raise _NoFit(f"--memory hierarchy: call {ci} ({call.kernel}, layer {call.layer}, {call.step}) needs "
                          f"{need} B of L1 for one tile (every buffer it points into: "
-                         f"{', '.join(r[0].name for r in staged.values())}); the L1 holds {l1cap} B for tiles, "
+                         f"{', '.join(r[0].name for r in staged.values())}); the L1 holds {self.l1cap} B for tiles, "
                          f"double-buffered. odl has no tiler that cuts this kernel smaller; use --memory flat",
                          [ci])
-        # L1 buffers of this tile
+
+    def _l1_buffers(self, regs: dict, idx: int) -> tuple[dict, list, list]:
+        """The L1 buffers of tile idx and the DMA transfers that fill and empty them: ({L2 buffer id: (L1 buffer,
+        first L2 element it holds)}, transfers in, transfers out)."""
         l1of: dict[int, tuple[Buffer, int]] = {}
         dma_in, dma_out = [], []
         for bid, (buf, start, rows, row_len, stride, ps, mode) in regs.items():
-            if bid in resident:
-                l1of[bid] = (res_buf(buf, idx), 0)
+            if bid in self.resident:
+                l1of[bid] = (self.res_buf(buf, idx), 0)
                 continue
             lb = Buffer(f"t{idx}_{buf.name}", rows * row_len, dtype=buf.dtype, role="l1", space="l1")
-            l1bufs.append(lb)
+            self.l1bufs.append(lb)
             lo = idx - 1 if mode != "w" else idx
             hi = idx + 1 if mode != "r" else idx
-            spans.append([lb, lo, hi])
-            span_of[id(lb)] = spans[-1]
+            self.spans.append([lb, lo, hi])
+            self.span_of[id(lb)] = self.spans[-1]
             l1of[bid] = (lb, start)
             # contiguous rows move as one 1-D transfer
             shape = (1, rows * row_len, rows * row_len) if (rows == 1 or stride == row_len) else \
@@ -675,11 +740,16 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                 dma_in.append(Transfer("in", buf, start, ps, lb, 0, *shape))
             if mode in ("w", "rw"):
                 dma_out.append(Transfer("out", buf, start, ps, lb, 0, *shape))
+        return l1of, dma_in, dma_out
+
+    def _fields(self, g: dict, call: Call, regs: dict, l1of: dict) -> dict:
+        """The tile call's fields: each Region of g as a pointer into its L1 buffer, with the row strides (ld
+        fields) the L1 layout has."""
         fields, lds = {}, {}
         for k, v in g.items():
             if isinstance(v, Region):
                 lb, base = l1of[id(v.buf)]
-                if id(v.buf) not in resident:
+                if id(v.buf) not in self.resident:
                     r = regs[id(v.buf)]
                     # dense in L1: the merged region's rows are r[3] apart
                     off = v.start - base
@@ -694,25 +764,12 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
             else:
                 fields[k] = v
         fields.update(lds)
-        # gathers into resident columns (this tile's, and those carried from skipped padding tiles) may run
-        # during the tile before (prefetch): the columns' L1 life starts there
-        gathers = carry + ([(gt, g["col"].buf)] if gather is not None else [])
-        carry = []
-        for gt, cbuf in gathers:
-            dma_in.append(dataclasses.replace(gt, l1=res_buf(cbuf, idx)))
-            sp = res_span[id(cbuf)]
-            sp[1] = max(0, min(sp[1], idx - 1))
-        calls.append(dataclasses.replace(call, fields=fields, macs=macs, dma_in=dma_in, dma_out=dma_out,
-                                         prefetch=False, origin=ci))
-        tiles_regions.append(regs)
-        tiles_l1.append({bid: lb for bid, (lb, _) in l1of.items()})
-    if carry:
-        raise OdlError("tile: an im2col gather is the last call of the step (internal)")
-    spans = _forward(calls, tiles_regions, tiles_l1, spans, span_of, resident)
-    dropped = _drop_dead_writebacks(calls, eb)
-    kept = {id(sp[0]) for sp in spans}
-    l1bufs = [b for b in l1bufs if b.role == "l1_resident" or id(b) in kept]
-    spans += list(res_span.values())
+        return fields
+
+
+def _prefetch(calls: list[Call]):
+    """Mark which tiles' inputs are fetched during the tile before (prefetch) and which wait for its write-backs
+    (late)."""
     # prefetch: the next tile's inputs are fetched during this tile's compute when both run in the same block (same
     # per-sample loop body, or both outside loops); those that read what this tile writes back, or gather into
     # columns this tile uses, go out after its write-backs instead, at the next tile (late): the weights of a
@@ -750,6 +807,11 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                 _overlap(_treg(o), _treg(i)) for o in calls[t - 2].dma_out for i in b.dma_in):
             b.wb_first = True
         b.prefetch = True
+
+
+def _place_l1(calls: list[Call], spans: list[list], eb: int, l1cap: int) -> _L1Fit:
+    """The L1 placement of the tiles' buffers; raises _NoFit, naming the largest buffers at the fullest tile, when
+    it exceeds the L1."""
     # the L1 placement (first fit by lifetime in tiles, largest first), then early inputs where the L1 they then
     # hold longer still fits
     l1 = _L1Fit(spans, eb, l1cap)
@@ -761,12 +823,7 @@ def _tile_all(prog: Program, flat: list[Call], hier: Hierarchy, cores: int, resi
                      f"{l1cap} B left after the stacks (at tile {worst}, {calls[worst].kernel} of layer "
                      f"{calls[worst].layer}: {', '.join(f'{n} {s} B' for s, n in big)})",
                      [calls[t].origin for t in range(max(0, worst - 2), min(len(calls), worst + 3))])
-    _early_inputs(calls, l1)
-    peak = l1.peak()
-    for t, c in enumerate(calls):       # L1 bytes in use (highest end) while tile t computes
-        c.l1_bytes = max((o + s for o, s in l1.alive.get(t, ())), default=0)
-    _writeback_waits(calls, eb)
-    return calls, l1bufs, peak, dropped
+    return l1
 
 
 EARLY_SPAN = 8      # tiles a gather may go out ahead of the tile that reads it

@@ -557,14 +557,9 @@ def check_model_takes_data(model: nn.Module, ds, batch: int, loss: str) -> None:
     datamod.check_fits(ds, g0.input_shape, g0.shapes[g0.output], loss)
 
 
-def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
-    from odl.frontend.trace import load_model
-    from odl.target.toolchain import build_firmware
-    from odl.lower.costs import load_costs
-    t_start = time.perf_counter()
+def _check_train_options(opts: TrainOptions) -> None:
+    """Refuse contradictory or out-of-range train options (exit 2) before anything is loaded."""
     cfg = opts.cfg
-    cfg.seed = opts.seed
-    # ---- options and inputs: everything checked before the device starts -------------------------------------
     if opts.loss_scale != "dynamic":
         try:
             s = float(opts.loss_scale)
@@ -583,18 +578,11 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
                        "of odl train does not add it")
     if opts.init and opts.resume:
         raise OdlError("--init and --resume exclude each other (a checkpoint already holds the weights)")
-    target = check_device_options(opts.precision, opts.cores, opts.target, opts.batch)
-    if opts.checkpoint:
-        check_writable(opts.checkpoint)
-    if opts.png:
-        from odl.perf.profile import have_matplotlib
-        if not have_matplotlib():
-            raise OdlError("--png needs matplotlib, which is not installed (pip install matplotlib)")
-    torch.manual_seed(opts.seed)
-    model = load_model(model_spec)
-    name = model_spec if ":" not in model_spec else model_spec.rsplit(":", 1)[1]
-    ds = datamod.load(opts.data, cfg.loss, opts.val_split, opts.seed, normalize=opts.normalize)
-    check_model_takes_data(model, ds, opts.batch, cfg.loss)
+
+
+def _load_start(model: nn.Module, opts: TrainOptions, name: str) -> dict | None:
+    """Load --resume's checkpoint (returned, after checking it is this model's with the same settings) or
+    --init's weights into `model`; None unless resuming."""
     resume = None
     if opts.resume:
         ck = load_checkpoint(opts.resume, "--resume")
@@ -614,6 +602,31 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
         ck = load_checkpoint(opts.init, "--init")
         sd = ck["model"] if isinstance(ck, dict) and "model" in ck and isinstance(ck["model"], dict) else ck
         load_into(model, sd, opts.init, name, "--init")
+    return resume
+
+
+def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
+    from odl.frontend.trace import load_model
+    from odl.target.toolchain import build_firmware
+    from odl.lower.costs import load_costs
+    t_start = time.perf_counter()
+    cfg = opts.cfg
+    cfg.seed = opts.seed
+    # ---- options and inputs: everything checked before the device starts -------------------------------------
+    _check_train_options(opts)
+    target = check_device_options(opts.precision, opts.cores, opts.target, opts.batch)
+    if opts.checkpoint:
+        check_writable(opts.checkpoint)
+    if opts.png:
+        from odl.perf.profile import have_matplotlib
+        if not have_matplotlib():
+            raise OdlError("--png needs matplotlib, which is not installed (pip install matplotlib)")
+    torch.manual_seed(opts.seed)
+    model = load_model(model_spec)
+    name = model_spec if ":" not in model_spec else model_spec.rsplit(":", 1)[1]
+    ds = datamod.load(opts.data, cfg.loss, opts.val_split, opts.seed, normalize=opts.normalize)
+    check_model_takes_data(model, ds, opts.batch, cfg.loss)
+    resume = _load_start(model, opts, name)
     initial_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
     ntrain, nval = len(ds.x), len(ds.x_val)
     if opts.batch > 4096:       # an evaluation reply carries one u16 class per sample of a batch
@@ -698,107 +711,117 @@ def _cpu_seconds(pid: int | None) -> float | None:
 
 
 def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, step0, initial_model, dlayout, log):
-    cfg = opts.cfg
-    link = r.link
-    hello = r.hello
-    bits = precision_of(fw.dev_precision).bits
-    if hello.precision_bits != bits or hello.num_cores != opts.cores or hello.arena_bytes != fw.arena_bytes:
-        raise ToolError(f"the device runs other firmware: it says {hello.precision_bits}-bit, {hello.num_cores} "
-                        f"cores, a {hello.arena_bytes}-byte arena; this run needs {bits}-bit, {opts.cores} cores, "
-                        f"a {fw.arena_bytes}-byte arena")
-    ntrain, nval = len(ds.x), len(ds.x_val)
-    if fast:
-        link.dataset(dlayout[0], dlayout[1], dlayout[2], dlayout[3], ntrain + nval)
-    # protocol round trip (an INFO request and its HELLO): the transfer cost of every RUN beyond its payload
-    t0 = time.perf_counter()
-    for _ in range(5):
-        link.info()
-    rtt = (time.perf_counter() - t0) / 5
-    xdt = precision_of(fw.dev_precision).np_dtype
+    """Train epochs start_epoch..opts.epochs-1 on the device behind runner `r`; returns the run's report."""
+    return DeviceTraining(r, fast, fw, model, ds, opts, ref, name, history, step0, initial_model, dlayout,
+                          log).run(start_epoch)
 
-    def put_batch(dp, idx, xs, ys):
+
+class DeviceTraining:
+    """One training run on a booted device: its epochs (`epoch`), evaluations on the device (`evaluate`),
+    checkpoints (`checkpoint`) and the run's report (`report`). Timings are kept per kind of work."""
+
+    def __init__(self, r, fast, fw, model, ds, opts, ref, name, history, step0, initial_model, dlayout, log):
+        self.r, self.link, self.fast, self.fw, self.model, self.ds = r, r.link, fast, fw, model, ds
+        self.opts, self.cfg, self.ref, self.name, self.log = opts, opts.cfg, ref, name, log
+        self.history, self.step, self.initial_model = history, step0, initial_model
+        hello = r.hello
+        bits = precision_of(fw.dev_precision).bits
+        if hello.precision_bits != bits or hello.num_cores != opts.cores or hello.arena_bytes != fw.arena_bytes:
+            raise ToolError(f"the device runs other firmware: it says {hello.precision_bits}-bit, {hello.num_cores} "
+                            f"cores, a {hello.arena_bytes}-byte arena; this run needs {bits}-bit, {opts.cores} "
+                            f"cores, a {fw.arena_bytes}-byte arena")
+        self.ntrain, self.nval = len(ds.x), len(ds.x_val)
+        if fast:
+            self.link.dataset(dlayout[0], dlayout[1], dlayout[2], dlayout[3], self.ntrain + self.nval)
+        # protocol round trip (an INFO request and its HELLO): the transfer cost of every RUN beyond its payload
+        t0 = time.perf_counter()
+        for _ in range(5):
+            self.link.info()
+        self.rtt = (time.perf_counter() - t0) / 5
+        self.xdt = precision_of(fw.dev_precision).np_dtype
+        self.t = {"dev": 0.0, "ref": 0.0, "eval": 0.0, "ckpt": 0.0, "train_wall": 0.0}
+        self.n_runs, self.cycles, self.run_steps, self.stopped = 0, [], 0, False
+        self.last_blob = None
+
+    def put_batch(self, dp, idx, xs, ys) -> None:
+        """Write a batch's samples (and targets) into program dp's input buffers over the link."""
         p = dp.prog
-        link.write(p.input.offset, np.ascontiguousarray(xs[idx], dtype=xdt).tobytes())
+        self.link.write(p.input.offset, np.ascontiguousarray(xs[idx], dtype=self.xdt).tobytes())
         if p.labels is not None:
-            ydt = np.int32 if cfg.loss == "xent" else xdt
-            link.write(p.labels.offset, np.ascontiguousarray(ys[idx], dtype=ydt).tobytes())
+            ydt = np.int32 if self.cfg.loss == "xent" else self.xdt
+            self.link.write(p.labels.offset, np.ascontiguousarray(ys[idx], dtype=ydt).tobytes())
 
-    def evaluate():
+    def _run(self, k: int, idx, xs, ys, offset: int = 0):
+        """Run program k on the samples idx: by index when the data set is on the device, else written first."""
+        if self.fast:
+            return self.link.run(k, (idx + offset).tolist())
+        self.put_batch(self.fw.programs[k], idx, xs, ys)
+        return self.link.run(k)
+
+    def evaluate(self) -> tuple:
+        """(accuracy, None) for classification, (None, MSE) otherwise, over the validation set on the device."""
+        fw, ds, nval = self.fw, self.ds, self.nval
         preds, outs = [], []
         i = 0
         eb_full = fw.programs[[k for k, dp in enumerate(fw.programs) if dp.kind == "eval"][0]].batch
         while i < nval:
             bs = min(eb_full, nval - i)
             k = fw.index[("eval", bs)]
-            dp = fw.programs[k]
-            idx = np.arange(i, i + bs)
-            if fast:
-                res = link.run(k, (idx + ntrain).tolist())
-            else:
-                put_batch(dp, idx, ds.x_val, ds.y_val)
-                res = link.run(k)
-            if cfg.loss == "xent":
+            res = self._run(k, np.arange(i, i + bs), ds.x_val, ds.y_val, offset=self.ntrain)
+            if self.cfg.loss == "xent":
                 preds.append(np.frombuffer(res.data, np.uint16, bs))
             else:
-                outs.append(np.frombuffer(res.data, xdt).astype(np.float32).reshape(bs, -1))
+                outs.append(np.frombuffer(res.data, self.xdt).astype(np.float32).reshape(bs, -1))
             i += bs
-        if cfg.loss == "xent":
-            pr = np.concatenate(preds)
-            return float((pr == ds.y_val).mean()), None
+        if self.cfg.loss == "xent":
+            return float((np.concatenate(preds) == ds.y_val).mean()), None
         o = np.concatenate(outs).reshape(ds.y_val.shape)
         return None, float(((o - ds.y_val) ** 2).mean())
 
-    B = opts.batch
-    step = step0
-    steps_per_epoch = -(-ntrain // B)
-    t_dev = t_ref = t_eval = t_ckpt = 0.0
-    n_runs = 0
-    cycles = []
-    skipped_total = 0
-    stopped = False
-    run_steps = 0
-    train_wall = 0.0
-    emu_pid = getattr(getattr(r, "proc", None), "pid", None)
-    emu_cpu0, host_cpu0 = _cpu_seconds(emu_pid), time.process_time()
-    for epoch in range(start_epoch, opts.epochs):
-        te = time.perf_counter()
-        order = datamod.epoch_order(ntrain, opts.seed, epoch)
+    def _train_steps(self, epoch: int, te: float) -> tuple:
+        """Every step of one epoch: (device losses, reference losses, batch sizes); sets self.stopped when a test's
+        stop_after_steps is reached."""
+        opts, ds, B = self.opts, self.ds, self.opts.batch
+        order = datamod.epoch_order(self.ntrain, opts.seed, epoch)
+        steps_per_epoch = -(-self.ntrain // B)
         losses, rlosses, weights = [], [], []
         bar = progress_bar(total=steps_per_epoch, desc=f"train epoch {epoch + 1}/{opts.epochs}", unit="step",
                            enabled=opts.progress)
         seen = 0
         for s in range(steps_per_epoch):
             idx = order[s * B:(s + 1) * B]
-            k = fw.index[("train", len(idx))]
+            k = self.fw.index[("train", len(idx))]
             t0 = time.perf_counter()
-            if fast:
-                res = link.run(k, idx.tolist())
-            else:
-                put_batch(fw.programs[k], idx, ds.x, ds.y)
-                res = link.run(k)
+            res = self._run(k, idx, ds.x, ds.y)
             t1 = time.perf_counter()
-            t_dev += t1 - t0
-            n_runs += 1
-            cycles.append(res.cycles)
-            skipped_total += int(res.skipped)
+            self.t["dev"] += t1 - t0
+            self.n_runs += 1
+            self.cycles.append(res.cycles)
             losses.append(res.loss)
             weights.append(len(idx))
-            if ref is not None:
-                rlosses.append(ref.step(ds.x[idx], ds.y[idx]))
-                t_ref += time.perf_counter() - t1
-            step += 1
-            run_steps += 1
+            if self.ref is not None:
+                rlosses.append(self.ref.step(ds.x[idx], ds.y[idx]))
+                self.t["ref"] += time.perf_counter() - t1
+            self.step += 1
+            self.run_steps += 1
             seen += len(idx)
             el = time.perf_counter() - te
             bar.set_postfix_str(f"loss {res.loss:.4f} {seen / max(el, 1e-9):.0f} samples/s")
             bar.update(1)
-            if opts.stop_after_steps is not None and run_steps >= opts.stop_after_steps:
-                stopped = True
+            if opts.stop_after_steps is not None and self.run_steps >= opts.stop_after_steps:
+                self.stopped = True
                 break
         bar.close()
-        if stopped:
-            break
-        train_wall += time.perf_counter() - te
+        return losses, rlosses, weights
+
+    def epoch(self, epoch: int) -> dict | None:
+        """Train one epoch, evaluate when due, checkpoint when asked; the epoch's row (None if stopped)."""
+        opts = self.opts
+        te = time.perf_counter()
+        losses, rlosses, weights = self._train_steps(epoch, te)
+        if self.stopped:
+            return None
+        self.t["train_wall"] += time.perf_counter() - te
         w = np.array(weights, dtype=np.float64)
         fin = np.isfinite(losses)
         train_loss = float(np.sum(np.array(losses)[fin] * w[fin]) / max(w[fin].sum(), 1))
@@ -807,68 +830,94 @@ def _train_loop(r, fast, fw, model, ds, opts, ref, name, start_epoch, history, s
                "ref_val_acc": None, "ref_val_loss": None}
         if (epoch + 1) % opts.eval_every == 0 or epoch + 1 == opts.epochs:
             t0 = time.perf_counter()
-            row["val_acc"], row["val_loss"] = evaluate()
-            t_eval += time.perf_counter() - t0
-            if ref is not None:
-                row["ref_val_acc"], row["ref_val_loss"] = ref.evaluate(ds.x_val, ds.y_val)
+            row["val_acc"], row["val_loss"] = self.evaluate()
+            self.t["eval"] += time.perf_counter() - t0
+            if self.ref is not None:
+                row["ref_val_acc"], row["ref_val_loss"] = self.ref.evaluate(self.ds.x_val, self.ds.y_val)
         blob = None
         if opts.checkpoint or epoch + 1 == opts.epochs:
             t0 = time.perf_counter()
-            blob = r.read_arena(0, fw.shared_bytes)
-            ctl = read_ctl(fw, blob)
+            blob = self.r.read_arena(0, self.fw.shared_bytes)
+            ctl = read_ctl(self.fw, blob)
             row["loss_scale"] = ctl["scale"] if opts.precision == "mixed" else None
             row["skipped_updates"] = ctl["skipped"]
         row["wall_s"] = round(time.perf_counter() - te, 3)
-        history.append(row)
+        self.history.append(row)
         if opts.checkpoint:
-            sd = state_dict_from_device(fw, model, blob, opts)
-            ck = {"model": sd, "optimizer": optimizer_state(fw, blob, opts), "epoch": epoch + 1, "step": step,
-                  "odl": {"version": CKPT_VERSION, "model": name, "normalize": ds.normalize,
-                          "precision": opts.precision, "cores": opts.cores, "settings": opts.resume_key(),
-                          "ctl": read_ctl(fw, blob), "layout": [list(t) for t in fw.layout()],
-                          "device": torch.frombuffer(bytearray(blob), dtype=torch.uint8),
-                          "initial_model": initial_model, "history": history,
-                          "reference": ({"model": ref.model.state_dict(), "optimizer": ref.opt.state_dict()}
-                                        if ref is not None else None)}}
-            save_atomic(ck, opts.checkpoint)
-            t_ckpt += time.perf_counter() - t0
+            self.checkpoint(epoch, blob, t0)
+        self.last_blob = blob
+        return row
+
+    def checkpoint(self, epoch: int, blob: bytes, t0: float) -> None:
+        """Write the checkpoint after `epoch` (weights as a state_dict, the optimizer, the device's whole state)."""
+        opts, fw, ref = self.opts, self.fw, self.ref
+        sd = state_dict_from_device(fw, self.model, blob, opts)
+        ck = {"model": sd, "optimizer": optimizer_state(fw, blob, opts), "epoch": epoch + 1, "step": self.step,
+              "odl": {"version": CKPT_VERSION, "model": self.name, "normalize": self.ds.normalize,
+                      "precision": opts.precision, "cores": opts.cores, "settings": opts.resume_key(),
+                      "ctl": read_ctl(fw, blob), "layout": [list(t) for t in fw.layout()],
+                      "device": torch.frombuffer(bytearray(blob), dtype=torch.uint8),
+                      "initial_model": self.initial_model, "history": self.history,
+                      "reference": ({"model": ref.model.state_dict(), "optimizer": ref.opt.state_dict()}
+                                    if ref is not None else None)}}
+        save_atomic(ck, opts.checkpoint)
+        self.t["ckpt"] += time.perf_counter() - t0
+
+    def log_epoch(self, row: dict) -> None:
         va = "-" if row["val_acc"] is None else f"{row['val_acc'] * 100:.2f}%"
         rva = "-" if row["ref_val_acc"] is None else f"{row['ref_val_acc'] * 100:.2f}%"
         rtl = "-" if row["ref_train_loss"] is None else f"{row['ref_train_loss']:.4f}"
-        log(f"epoch {epoch + 1:3d}/{opts.epochs}: train loss {train_loss:.4f} (ref {rtl}), val acc {va} "
-            f"(ref {rva}), {row['wall_s']:.1f} s")
-        last_blob = blob
-    emu_cpu1, host_cpu1 = _cpu_seconds(emu_pid), time.process_time()
-    rep = {"model": name, "precision": opts.precision, "cores": opts.cores, "batch": opts.batch,
-           "data": ds.name, "train_samples": ntrain, "val_samples": nval, "normalize": ds.normalize,
-           "epochs": history, "checkpoint": opts.checkpoint, "stopped": stopped, "steps": step,
-           "epochs_run": len(history) - (start_epoch if history else 0)}
-    if stopped:
+        self.log(f"epoch {row['epoch']:3d}/{self.opts.epochs}: train loss {row['train_loss']:.4f} (ref {rtl}), "
+                 f"val acc {va} (ref {rva}), {row['wall_s']:.1f} s")
+
+    def run(self, start_epoch: int) -> dict:
+        """Every remaining epoch, then the report."""
+        emu_pid = getattr(getattr(self.r, "proc", None), "pid", None)
+        cpu0 = (_cpu_seconds(emu_pid), time.process_time())
+        for epoch in range(start_epoch, self.opts.epochs):
+            row = self.epoch(epoch)
+            if row is None:
+                break
+            self.log_epoch(row)
+        cpu1 = (_cpu_seconds(emu_pid), time.process_time())
+        return self.report(start_epoch, cpu0, cpu1)
+
+    def report(self, start_epoch: int, cpu0: tuple, cpu1: tuple) -> dict:
+        """The run's report: epochs, final accuracies (the device's, the reference's, and the checkpoint weights'
+        on the host), throughput and where the time went."""
+        opts, ds, history = self.opts, self.ds, self.history
+        rep = {"model": self.name, "precision": opts.precision, "cores": opts.cores, "batch": opts.batch,
+               "data": ds.name, "train_samples": self.ntrain, "val_samples": self.nval, "normalize": ds.normalize,
+               "epochs": history, "checkpoint": opts.checkpoint, "stopped": self.stopped, "steps": self.step,
+               "epochs_run": len(history) - (start_epoch if history else 0)}
+        if self.stopped:
+            return rep
+        final = history[-1]
+        rep["final"] = {"val_acc": final["val_acc"], "ref_val_acc": final["ref_val_acc"],
+                        "val_loss": final["val_loss"], "ref_val_loss": final["ref_val_loss"]}
+        # the trained weights as the host sees them: the state_dict loads strictly into the nn.Module, and its
+        # host accuracy is set beside the device's own evaluation
+        sd = state_dict_from_device(self.fw, self.model, self.last_blob, opts)
+        host_model = copy.deepcopy(self.model)
+        host_model.load_state_dict(sd, strict=True)
+        hacc, hloss = host_eval(host_model, ds.x_val, ds.y_val, self.cfg.loss)
+        rep["final"]["host_val_acc"] = hacc
+        rep["final"]["host_val_loss"] = hloss
+        samples = (opts.epochs - start_epoch) * self.ntrain
+        t, train_wall = self.t, self.t["train_wall"]
+        rep["samples_per_s"] = round(samples / train_wall, 1) if train_wall > 0 else None
+        rep["device_cycles_per_step"] = int(np.median(self.cycles)) if self.cycles else None
+        rep["skipped_updates"] = read_ctl(self.fw, self.last_blob)["skipped"]
+        rep["time"] = {"device_runs_s": round(t["dev"], 2), "runs": self.n_runs,
+                       "protocol_rtt_ms": round(self.rtt * 1e3, 2),
+                       "transfer_est_s": round(self.rtt * self.n_runs, 2), "reference_s": round(t["ref"], 2),
+                       "evaluation_s": round(t["eval"], 2), "checkpoint_s": round(t["ckpt"], 2),
+                       "train_wall_s": round(train_wall, 2),
+                       "host_other_s": round(max(train_wall - t["dev"] - t["ref"], 0.0), 2),
+                       "emulator_cpu_s": round(cpu1[0] - cpu0[0], 2) if cpu0[0] is not None and cpu1[0] else None,
+                       "host_cpu_s": round(cpu1[1] - cpu0[1], 2),
+                       "path": "indices (device gathers)" if self.fast else "samples by WRITE"}
         return rep
-    final = history[-1]
-    rep["final"] = {"val_acc": final["val_acc"], "ref_val_acc": final["ref_val_acc"],
-                    "val_loss": final["val_loss"], "ref_val_loss": final["ref_val_loss"]}
-    # the trained weights as the host sees them: the state_dict loads strictly into the nn.Module, and its host
-    # accuracy is set beside the device's own evaluation
-    sd = state_dict_from_device(fw, model, last_blob, opts)
-    host_model = copy.deepcopy(model)
-    host_model.load_state_dict(sd, strict=True)
-    hacc, hloss = host_eval(host_model, ds.x_val, ds.y_val, cfg.loss)
-    rep["final"]["host_val_acc"] = hacc
-    rep["final"]["host_val_loss"] = hloss
-    samples = (opts.epochs - start_epoch) * ntrain
-    rep["samples_per_s"] = round(samples / train_wall, 1) if train_wall > 0 else None
-    rep["device_cycles_per_step"] = int(np.median(cycles)) if cycles else None
-    rep["skipped_updates"] = read_ctl(fw, last_blob)["skipped"]
-    rep["time"] = {"device_runs_s": round(t_dev, 2), "runs": n_runs, "protocol_rtt_ms": round(rtt * 1e3, 2),
-                   "transfer_est_s": round(rtt * n_runs, 2), "reference_s": round(t_ref, 2),
-                   "evaluation_s": round(t_eval, 2), "checkpoint_s": round(t_ckpt, 2),
-                   "train_wall_s": round(train_wall, 2),
-                   "host_other_s": round(max(train_wall - t_dev - t_ref, 0.0), 2),
-                   "emulator_cpu_s": round(emu_cpu1 - emu_cpu0, 2) if emu_cpu0 is not None and emu_cpu1 else None,
-                   "host_cpu_s": round(host_cpu1 - host_cpu0, 2),
-                   "path": "indices (device gathers)" if fast else "samples by WRITE"}
-    return rep
 
 
 def _report(rep: dict, opts: TrainOptions, log) -> None:
