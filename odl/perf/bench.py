@@ -87,46 +87,73 @@ def deployable_l2(target, prep) -> int:
 
 def bench(json_path: str | None = None, md_path: str | None = None, keep_dir: str | None = None, log=print,
           jobs: int = 2) -> dict:
+    """Measure every number of the table, log the table and its notes, write them to md_path / json_path; returns
+    the result (rows, sync, wall, top kernels, bench seconds)."""
     from odl.common.fsutil import write_text_atomic
-    from odl.perf.profile import measure_sync, profile_prepared
-    from odl.pipeline import prepare_module
     from odl.target.description import load_target
-    from odl.pipeline import prepare
     t_start = time.perf_counter()
     target = load_target("rv32-cluster")
     work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="odl_bench_"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        syncs = {c: measure_sync(target, c, work / f"sync{c}") for c in (1, 8)}
-
-        # inputs and initial weights are made here, one after the other (torch's global seed is not thread-safe);
-        # the builds and QEMU runs then go in parallel
-        preps = {k: prepare(k[0], None, 0, k[1]) for k in GRID}
-        preps.update({("conv", p, 8, mem): prepare_module(conv_model(), "conv2d", (1, 16, 16, 16), 0, p)
-                      for p in ("fp32", "fp16") for mem in MEMS})
-
-        def run(key):
-            m, p, c, mem = key
-            # ResNet8 FP16 under the hierarchy is measured as the goal asks: fitted into an L2 of GOALS['l2_bytes']
-            budget = GOALS["l2_bytes"] if (m, p, mem) == ("resnet8", "fp16", "hierarchy") else None
-            return key, profile_prepared(preps[key], target, p, c, work=work / f"{m}_{p}_{c}_{mem}", sync=syncs[c],
-                                         memory=mem, budget=budget)
-
-        from concurrent.futures import as_completed
-        from odl.common.progress import bar
-        reps = {}
-        with ThreadPoolExecutor(max_workers=jobs) as ex, bar(total=len(preps) + 1, desc="bench") as pb:
-            for fut in as_completed([ex.submit(run, k) for k in preps]):
-                key, rep = fut.result()
-                reps[key] = rep
-                pb.set_postfix_str(" ".join(map(str, key)))
-                pb.update(1)
-            wall = wall_step(target, work / "wall")
-            pb.update(1)
+        syncs, preps, reps, wall = _measure(target, work, jobs)
     finally:
         if not keep_dir:
             shutil.rmtree(work, ignore_errors=True)
 
+    rows = _step_rows(reps) + _conv_rows(reps) + _speedup_rows(reps)
+    rows += _hierarchy_rows(target, reps, preps, wall)
+    result = {"rows": rows, "sync": syncs, "wall": wall,
+              "top_kernels": {f"{m} fp16 8": reps[(m, "fp16", 8, "hierarchy")]["kernels_summary"][:6]
+                              for m in ("resnet8", "dscnn")},
+              "bench_seconds": round(time.perf_counter() - t_start, 1)}
+    table = format_table(rows)
+    extra = _notes(result, reps, syncs)
+    text = table + "\n\n" + "\n".join(extra)
+    log(text)
+    if md_path:
+        write_text_atomic(md_path, "# odl bench\n\n" + table + "\n\n" + "\n".join(f"- {e}" for e in extra) + "\n")
+    if json_path:
+        write_text_atomic(json_path, json.dumps(result, indent=2))
+    return result
+
+
+def _measure(target, work: Path, jobs: int) -> tuple[dict, dict, dict, dict]:
+    """Profile every step of the grid and the Conv2D step (`jobs` at a time), then time the wall step: (sync costs
+    per core count, prepared models, profile reports, wall step), the first three keyed like GRID."""
+    from odl.perf.profile import measure_sync, profile_prepared
+    from odl.pipeline import prepare, prepare_module
+    syncs = {c: measure_sync(target, c, work / f"sync{c}") for c in (1, 8)}
+
+    # inputs and initial weights are made here, one after the other (torch's global seed is not thread-safe);
+    # the builds and QEMU runs then go in parallel
+    preps = {k: prepare(k[0], None, 0, k[1]) for k in GRID}
+    preps.update({("conv", p, 8, mem): prepare_module(conv_model(), "conv2d", (1, 16, 16, 16), 0, p)
+                  for p in ("fp32", "fp16") for mem in MEMS})
+
+    def run(key):
+        m, p, c, mem = key
+        # ResNet8 FP16 under the hierarchy is measured as the goal asks: fitted into an L2 of GOALS['l2_bytes']
+        budget = GOALS["l2_bytes"] if (m, p, mem) == ("resnet8", "fp16", "hierarchy") else None
+        return key, profile_prepared(preps[key], target, p, c, work=work / f"{m}_{p}_{c}_{mem}", sync=syncs[c],
+                                     memory=mem, budget=budget)
+
+    from concurrent.futures import as_completed
+    from odl.common.progress import bar
+    reps = {}
+    with ThreadPoolExecutor(max_workers=jobs) as ex, bar(total=len(preps) + 1, desc="bench") as pb:
+        for fut in as_completed([ex.submit(run, k) for k in preps]):
+            key, rep = fut.result()
+            reps[key] = rep
+            pb.set_postfix_str(" ".join(map(str, key)))
+            pb.update(1)
+        wall = wall_step(target, work / "wall")
+        pb.update(1)
+    return syncs, preps, reps, wall
+
+
+def _step_rows(reps: dict) -> list[dict]:
+    """A row per training step of the grid: cycles and MAC/cycle, beside PULP-TrainLib's and the goal."""
     rows = []
     for m, p, c, mem in GRID:
         r = reps[(m, p, c, mem)]
@@ -138,6 +165,12 @@ def bench(json_path: str | None = None, md_path: str | None = None, keep_dir: st
                      "met": None if goal is None else r["mac_per_cycle"] >= goal, "memory": mem,
                      "dma_cycles": r["dma_cycles"], "dma_exposed_cycles": r["dma_exposed_cycles"],
                      "l1_peak_bytes": r["l1_peak_bytes"], "l2_bytes": r["l2_bytes"]})
+    return rows
+
+
+def _conv_rows(reps: dict) -> list[dict]:
+    """A row per memory model: the Conv2D step's FP16/FP32 cycle ratio."""
+    rows = []
     for mem in MEMS:
         c32, c16 = conv_cycles(reps[("conv", "fp32", 8, mem)]), conv_cycles(reps[("conv", "fp16", 8, mem)])
         ratio = c32 / c16
@@ -145,27 +178,38 @@ def bench(json_path: str | None = None, md_path: str | None = None, keep_dir: st
         rows.append({"name": f"Conv2D step FP16/FP32 (8 harts) {mem}", "cycles": c16, "cycles_fp32": c32,
                      "value": ratio, "unit": "x", "pulp": PULP["conv_ratio"], "goal": goal,
                      "met": None if goal is None else ratio >= goal, "memory": mem})
+    return rows
+
+
+def _speedup_rows(reps: dict) -> list[dict]:
+    """A row per memory model: ResNet8 FP16's 8-vs-1 hart speedup."""
+    rows = []
     for mem in MEMS:
         sp = reps[("resnet8", "fp16", 1, mem)]["cycles"] / reps[("resnet8", "fp16", 8, mem)]["cycles"]
         goal = GOALS["speedup"] if mem == "hierarchy" else None
         rows.append({"name": f"resnet8 fp16 8-vs-1 harts {mem}", "cycles": None, "value": sp, "unit": "x",
                      "pulp": None, "goal": goal, "met": None if goal is None else sp >= goal, "memory": mem})
+    return rows
+
+
+def _hierarchy_rows(target, reps: dict, preps: dict, wall: dict) -> list[dict]:
+    """The rows of ResNet8 FP16 on 8 harts: exposed DMA share and deployable L2 arena (hierarchy), QEMU wall time."""
     rh = reps[("resnet8", "fp16", 8, "hierarchy")]
     share = rh["dma_exposed_cycles"] / rh["cycles"]
-    rows.append({"name": "resnet8 fp16 8 harts exposed DMA share", "cycles": rh["dma_exposed_cycles"],
-                 "value": 100 * share, "unit": "%", "pulp": None, "goal": 100 * GOALS["exposed"], "le": True,
-                 "met": share <= GOALS["exposed"], "memory": "hierarchy"})
+    rows = [{"name": "resnet8 fp16 8 harts exposed DMA share", "cycles": rh["dma_exposed_cycles"],
+             "value": 100 * share, "unit": "%", "pulp": None, "goal": 100 * GOALS["exposed"], "le": True,
+             "met": share <= GOALS["exposed"], "memory": "hierarchy"}]
     l2 = deployable_l2(target, preps[("resnet8", "fp16", 8, "hierarchy")])
     rows.append({"name": "resnet8 fp16 full-update L2 arena", "cycles": None, "value": l2, "unit": "B",
                  "pulp": None, "goal": GOALS["l2_bytes"], "le": True, "met": l2 <= GOALS["l2_bytes"],
                  "memory": "hierarchy"})
     rows.append({"name": "resnet8 fp16 8 harts wall (QEMU)", "cycles": None, "value": wall["seconds"], "unit": "s",
                  "pulp": None, "goal": GOALS["wall_s"], "met": wall["seconds"] <= GOALS["wall_s"], "le": True})
-    result = {"rows": rows, "sync": syncs, "wall": wall,
-              "top_kernels": {f"{m} fp16 8": reps[(m, "fp16", 8, "hierarchy")]["kernels_summary"][:6]
-                              for m in ("resnet8", "dscnn")},
-              "bench_seconds": round(time.perf_counter() - t_start, 1)}
-    table = format_table(rows)
+    return rows
+
+
+def _notes(result: dict, reps: dict, syncs: dict) -> list[str]:
+    """The lines under the table: top kernels, DMA and L1 of the headline steps, sync costs, the cost model."""
     extra = []
     for m in ("resnet8", "dscnn"):
         ks = result["top_kernels"][f"{m} fp16 8"]
@@ -179,13 +223,7 @@ def bench(json_path: str | None = None, md_path: str | None = None, keep_dir: st
                  f"(8 harts); bench took {result['bench_seconds']} s")
     extra.append("cost model: 1 instruction = 1 cycle per core, DMA = setup + bytes / bandwidth on one FIFO channel; "
                  "it leaves out load-use stalls, L1 bank conflicts, FPU sharing and DMA contention with the cores")
-    text = table + "\n\n" + "\n".join(extra)
-    log(text)
-    if md_path:
-        write_text_atomic(md_path, "# odl bench\n\n" + table + "\n\n" + "\n".join(f"- {e}" for e in extra) + "\n")
-    if json_path:
-        write_text_atomic(json_path, json.dumps(result, indent=2))
-    return result
+    return extra
 
 
 def format_table(rows: list[dict]) -> str:

@@ -391,23 +391,24 @@ def _mse_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
     return tiles
 
 
+# kernel -> its tiler, by family; a kernel not named here gets one tile holding every buffer (_whole_tiles)
+_TILER_FAMILIES = (
+    (("odl_mse",), _mse_tiles),
+    (("odl_mm_nn", "odl_mm_nt", "odl_mm_tn"), _mm_tiles),
+    (tuple(sorted(_ELEMENTWISE)), _len_tiles),
+    (("odl_im2col", "odl_col2im", "odl_im2col_dilated", "odl_col2im_dilated"), _im2col_tiles),
+    (("odl_bias_add", "odl_bias_grad", "odl_bn_fwd", "odl_bn_bwd", "odl_maxpool_fwd", "odl_maxpool_bwd",
+      "odl_avgpool_fwd", "odl_avgpool_bwd", "odl_dwconv_fwd", "odl_dwconv_wgrad", "odl_dwconv_igrad"), _chan_tiles),
+    (("odl_transpose",), _transpose_tiles),
+    (("odl_conv_wflip",), _wflip_tiles),
+)
+TILERS = {k: tiler for names, tiler in _TILER_FAMILIES for k in names}
+assert len(TILERS) == sum(len(names) for names, _ in _TILER_FAMILIES), "a kernel in two tiler families"
+
+
 def _tiler(kernel: str):
-    if kernel == "odl_mse":
-        return _mse_tiles
-    if kernel in ("odl_mm_nn", "odl_mm_nt", "odl_mm_tn"):
-        return _mm_tiles
-    if kernel in _ELEMENTWISE:
-        return _len_tiles
-    if kernel in ("odl_im2col", "odl_col2im", "odl_im2col_dilated", "odl_col2im_dilated"):
-        return _im2col_tiles
-    if kernel in ("odl_bias_add", "odl_bias_grad", "odl_bn_fwd", "odl_bn_bwd", "odl_maxpool_fwd", "odl_maxpool_bwd",
-                  "odl_avgpool_fwd", "odl_avgpool_bwd", "odl_dwconv_fwd", "odl_dwconv_wgrad", "odl_dwconv_igrad"):
-        return _chan_tiles
-    if kernel == "odl_transpose":
-        return _transpose_tiles
-    if kernel == "odl_conv_wflip":
-        return _wflip_tiles
-    return _whole_tiles
+    """The tiler of a kernel (TILERS; _whole_tiles for the others)."""
+    return TILERS.get(kernel, _whole_tiles)
 
 
 # ---- the pass ------------------------------------------------------------------------------------------------------

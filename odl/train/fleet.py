@@ -134,10 +134,9 @@ def device_round(job: dict) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
-    from odl.frontend.trace import load_model
-    from odl.train.loop import TrainOptions, check_device_options, check_model_takes_data, host_eval, train
-    t_start = time.perf_counter()
+def _check_fleet_options(opts: FleetOptions) -> None:
+    """Refuse bad fleet options (exit 2) before anything is loaded; the device options as odl train checks them."""
+    from odl.train.loop import check_device_options
     if opts.strategy not in ("fedavg", "fedprox"):
         raise OdlError(f"unknown --strategy '{opts.strategy}' (expected fedavg or fedprox)")
     if opts.strategy == "fedprox":
@@ -150,6 +149,52 @@ def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
         if v < 1:
             raise OdlError(f"{flag} {v}: must be >= 1")
     check_device_options(opts.precision, opts.cores, opts.target, opts.batch)
+
+
+def _round(r: int, jobs: list, opts: FleetOptions) -> tuple[list, list]:
+    """Run one round's device jobs on the engine: (results of the devices that trained, of those that failed),
+    each by device number."""
+    results = []
+    bar = progress_bar(total=len(jobs), desc=f"fleet round {r + 1}/{opts.rounds}", unit="device")
+
+    def done(res):
+        results.append(res)
+        bar.update(1)
+        if not res["ok"]:
+            note(f"device {res['device']} failed in round {r + 1}: {res['error']}")
+    try:
+        run_tasks(device_round, jobs, opts.engine, opts.address, opts.jobs or min(len(jobs), os.cpu_count() or 1),
+                  done)
+    finally:
+        bar.close()
+    ok = sorted((x for x in results if x["ok"]), key=lambda x: x["device"])
+    failed = sorted((x for x in results if not x["ok"]), key=lambda x: x["device"])
+    return ok, failed
+
+
+def _centralized(model_spec: str, ds, initial_sd: dict, jopts: dict, opts: FleetOptions) -> list[dict]:
+    """The baseline: one device trains on all the data for as many epochs as each device did in total, from the
+    same initial weights; its accuracy after every `local_epochs`."""
+    from odl.train.loop import TrainOptions, train
+    tmp = Path(tempfile.mkdtemp(prefix="odl_fleet_central_"))
+    try:
+        np.savez(tmp / "all.npz", x=ds.x, y=ds.y, x_val=ds.x_val, y_val=ds.y_val)
+        torch.save(initial_sd, tmp / "init.pt")
+        crep = train(model_spec, TrainOptions(
+            data=str(tmp / "all.npz"), epochs=opts.rounds * opts.local_epochs, batch=opts.batch,
+            precision=opts.precision, cores=opts.cores, target=opts.target, cfg=TrainConfig(**jopts["cfg"]),
+            seed=opts.seed, init=str(tmp / "init.pt"), reference="none", progress=False, normalize=False,
+            eval_every=opts.local_epochs), log=lambda s: None)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [{"device_epochs": e["epoch"], "val_acc": e["val_acc"]} for e in crep["epochs"] if e["val_acc"] is not None]
+
+
+def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
+    from odl.frontend.trace import load_model
+    from odl.train.loop import check_model_takes_data, host_eval
+    t_start = time.perf_counter()
+    _check_fleet_options(opts)
     cfg = opts.cfg
     ds = datamod.load(opts.data, cfg.loss, opts.val_split, opts.seed)       # normalised with the global statistics
     shards = shard(ds.y, opts.devices, opts.split, opts.seed)
@@ -181,21 +226,7 @@ def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
         jobs = [{"model": model_spec, "device": k, "round": r, "init": init, "opts": dict(jopts, cfg=local_cfg),
                  "arrays": {"x": ds.x[idx], "y": ds.y[idx], "x_val": ds.x_val, "y_val": ds.y_val}}
                 for k, idx in enumerate(shards)]
-        results = []
-        bar = progress_bar(total=len(jobs), desc=f"fleet round {r + 1}/{opts.rounds}", unit="device")
-
-        def done(res):
-            results.append(res)
-            bar.update(1)
-            if not res["ok"]:
-                note(f"device {res['device']} failed in round {r + 1}: {res['error']}")
-        try:
-            run_tasks(device_round, jobs, opts.engine, opts.address, opts.jobs or min(len(jobs), os.cpu_count() or 1),
-                      done)
-        finally:
-            bar.close()
-        ok = sorted((x for x in results if x["ok"]), key=lambda x: x["device"])
-        failed = sorted((x for x in results if not x["ok"]), key=lambda x: x["device"])
+        ok, failed = _round(r, jobs, opts)
         if ok:
             global_sd = fedavg([_sd_load(x["state"]) for x in ok], [x["samples"] for x in ok])
         acc, loss = global_acc(global_sd)
@@ -211,19 +242,7 @@ def fleet(model_spec: str, opts: FleetOptions, log=print) -> dict:
 
     central = None
     if opts.centralized:
-        tmp = Path(tempfile.mkdtemp(prefix="odl_fleet_central_"))
-        try:
-            np.savez(tmp / "all.npz", x=ds.x, y=ds.y, x_val=ds.x_val, y_val=ds.y_val)
-            torch.save(initial_sd, tmp / "init.pt")
-            crep = train(model_spec, TrainOptions(
-                data=str(tmp / "all.npz"), epochs=opts.rounds * opts.local_epochs, batch=opts.batch,
-                precision=opts.precision, cores=opts.cores, target=opts.target, cfg=TrainConfig(**jopts["cfg"]),
-                seed=opts.seed, init=str(tmp / "init.pt"), reference="none", progress=False, normalize=False,
-                eval_every=opts.local_epochs), log=lambda s: None)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        central = [{"device_epochs": e["epoch"], "val_acc": e["val_acc"]} for e in crep["epochs"]
-                   if e["val_acc"] is not None]
+        central = _centralized(model_spec, ds, initial_sd, jopts, opts)
         log(f"centralized on the device, {opts.rounds * opts.local_epochs} epochs: val acc "
             f"{_pct(central[-1]['val_acc'])}")
     rep = {"model": name, "data": ds.name, "devices": opts.devices, "split": opts.split, "rounds_total": opts.rounds,
