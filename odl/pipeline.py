@@ -25,6 +25,7 @@ from odl.ir.graph import Graph
 from odl.ir.program import Program
 from odl.lower.lowering import lower, recompute_candidates
 from odl.plan.planner import plan
+from odl.run.device import DeviceOptions
 from odl.common.precision import dtype_np, precision_of
 
 
@@ -135,21 +136,22 @@ def step_timeout_for(macs: int) -> float:
     return 60.0 + 2e-6 * macs
 
 
-def open_runner(target, elf: Path, prog: Program, prep: Prepared, cores: int, workdir: Path, port: str | None,
-                baud: int, bulk: str, flash: str | None, emulator: str = "qemu", step_timeout: float | None = None):
+def open_runner(target, elf: Path, prog: Program, prep: Prepared, cores: int, workdir: Path,
+                device: DeviceOptions = DeviceOptions()):
     """A runner session for one training step's firmware, its preload being the step's initial arena."""
-    return open_session(target, elf, cores, workdir, [(0, preload_blob(prog, prep))], port, baud, bulk, flash,
-                        emulator, step_timeout=step_timeout or step_timeout_for(prog.macs_forward + prog.macs_backward))
+    return open_session(target, elf, cores, workdir, [(0, preload_blob(prog, prep))], device,
+                        step_timeout=device.step_timeout or step_timeout_for(prog.macs_forward + prog.macs_backward))
 
 
 def open_session(target, elf: Path, cores: int, workdir: Path, preload: list[tuple[int, bytes]],
-                 port: str | None = None, baud: int = 115200, bulk: str = "fast", flash: str | None = None,
-                 emulator: str = "qemu", fast_preload: list[tuple[int, bytes]] = (), step_timeout: float = 600.0):
-    """The last stage: a session with the device that runs `elf` (QEMU, Renode, or a board on `port` after the
-    optional flash command), the arena preloaded with `preload` [(offset, bytes)]. fast_preload is loaded only
+                 device: DeviceOptions = DeviceOptions(), fast_preload: list[tuple[int, bytes]] = (),
+                 step_timeout: float = 600.0):
+    """The last stage: a session with the device that runs `elf` (QEMU, Renode, or a board on device.port after
+    the optional flash command), the arena preloaded with `preload` [(offset, bytes)]. fast_preload is loaded only
     where a bulk fast path exists (QEMU's loader with bulk='fast'); elsewhere the caller sends it over the link.
     step_timeout: how long one request may run on the device before it counts as hung."""
-    if port is None and emulator == "renode":
+    port, bulk, flash = device.port, device.bulk, device.flash
+    if port is None and device.emulator == "renode":
         from odl.run.runners.renode import RenodeRunner
         return RenodeRunner(target, elf, cores, workdir, preload=list(preload))
     if port is None:
@@ -162,7 +164,7 @@ def open_session(target, elf: Path, cores: int, workdir: Path, preload: list[tup
         p = subprocess.run(cmd, shell=True, capture_output=True, text=True)
         if p.returncode != 0:
             raise ToolError(f"flash command failed ({p.returncode}): {cmd}\n{(p.stdout + p.stderr)[-2000:]}")
-    return SerialRunner(port, baud, preload=list(preload), timeout=step_timeout)
+    return SerialRunner(port, device.baud, preload=list(preload), timeout=step_timeout)
 
 
 def fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):

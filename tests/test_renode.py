@@ -8,6 +8,7 @@ import pytest
 from conftest import MODELS
 from odl.run.runners.renode import platform_repl, script_resc
 from odl.target.description import load_target
+from odl.run.device import DeviceOptions
 
 
 def test_platform_matches_the_qemu_memory_map():
@@ -38,5 +39,5 @@ def test_script():
 def test_validate_on_renode():
     from odl.verify.validate import validate
     rep = validate(f"{MODELS / 'spine_model.py'}:SpineNet", precision="fp16", cores=4, input_shape="2x3x7x8",
-                   emulator="renode", log=lambda s: None)
+                   device=DeviceOptions(emulator="renode"), log=lambda s: None)
     assert rep["passed"] and rep["runner"] == "renode"

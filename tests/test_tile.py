@@ -235,7 +235,7 @@ def test_l1_check_stops_a_kernel_pointer_outside_l1(tmp_path):
     c.fields["y"] = Ptr(prog.input)           # an L2 buffer
     elf = build(prog, prep.name, TARGET, 2, tmp_path, defines=["ODL_CHECK_L1"])
     with pytest.raises(Exception) as e:
-        with open_runner(TARGET, elf, prog, prep, 2, tmp_path / "run", None, 115200, "fast", None) as r:
+        with open_runner(TARGET, elf, prog, prep, 2, tmp_path / "run") as r:
             r.link.step(1)
     assert f"[{victim}] odl_relu_fwd" in str(e.value) and "outside L1" in str(e.value)
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import MODELS, ROOT, needs_qemu
+from odl.run.device import DeviceOptions
 
 CNN = f"{MODELS / 'digits_cnn.py'}:TinyDigits"
 MLP = f"{MODELS / 'digits_cnn.py'}:DigitsMLP"
@@ -218,7 +219,7 @@ def test_fn_data_and_flat_npz_over_the_uart(tmp_path):
     assert rep["train_samples"] == 120 and rep["final"]["val_acc"] is not None
     assert abs(rep["epochs"][0]["train_loss"] - rep["epochs"][0]["ref_train_loss"]) < 1e-3
     npz = _digits_npz(tmp_path / "f.npz", n=100, flat=True, val=True)
-    rep = train(MLP, _opts(data=str(npz), epochs=1, batch=16, bulk="uart", cores=1), log=lambda *a: None)
+    rep = train(MLP, _opts(data=str(npz), epochs=1, batch=16, device=DeviceOptions(bulk="uart"), cores=1), log=lambda *a: None)
     assert rep["time"]["path"] == "samples by WRITE" and rep["train_samples"] == 100
     assert abs(rep["epochs"][0]["train_loss"] - rep["epochs"][0]["ref_train_loss"]) < 1e-4
     assert rep["final"]["val_acc"] == pytest.approx(rep["final"]["host_val_acc"], abs=1e-6)

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from odl.common.errors import OdlError, ToolError
+from odl.run.device import DeviceOptions
 
 
 def train_config(a):
@@ -47,8 +48,7 @@ def _cmd_validate(a) -> int:
     from odl.deploy.compile import parse_bytes
     from odl.verify.validate import validate
     rep = validate(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, a.lr, a.json, a.keep,
-                   steps=a.steps, cfg=train_config(a), port=a.port, baud=a.baud, bulk=a.bulk, flash=a.flash,
-                   emulator=a.emulator, step_timeout=a.step_timeout, memory=a.memory,
+                   steps=a.steps, cfg=train_config(a), device=DeviceOptions.from_args(a), memory=a.memory,
                    budget=parse_bytes(a.budget) if a.budget is not None else None)
     return 0 if rep["passed"] else 1
 
@@ -112,8 +112,8 @@ def _cmd_train(a) -> int:
     opts = TrainOptions(data=a.data, epochs=a.epochs, batch=a.batch, val_split=a.val_split, precision=a.precision,
                         cores=a.cores, target=a.target, cfg=cfg, loss_scale=a.loss_scale, seed=a.seed, init=a.init,
                         checkpoint=a.checkpoint, resume=a.resume, eval_every=a.eval_every, reference=a.reference,
-                        json_path=a.json, png=a.png, emulator=a.emulator, port=a.port, baud=a.baud, flash=a.flash,
-                        bulk=a.bulk, keep=a.keep, progress=not a.no_progress, memory=a.memory)
+                        json_path=a.json, png=a.png, device=DeviceOptions.from_args(a), keep=a.keep,
+                        progress=not a.no_progress, memory=a.memory)
     train(a.model, opts)
     return 0
 

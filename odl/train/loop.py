@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from odl import __version__
 from odl.train import data as datamod
 from odl.common.errors import OdlError, ToolError
+from odl.run.device import DeviceOptions
 from odl.common.progress import bar as progress_bar
 from odl.lower.lowering import Buffer, Call, CExpr, Program, Ptr, TrainConfig, step_prologue
 from odl.tile.memory import WB_TICKETS
@@ -71,11 +72,7 @@ class TrainOptions:
     reference: str = "fp32"
     json_path: str | None = None
     png: str | None = None
-    emulator: str = "qemu"
-    port: str | None = None
-    baud: int = 115200
-    flash: str | None = None
-    bulk: str = "fast"
+    device: DeviceOptions = field(default_factory=DeviceOptions)
     keep: str | None = None
     progress: bool = True
     normalize: bool = True        # False: the data is fed as given (odl fleet normalises globally)
@@ -504,9 +501,8 @@ def load_into(model: nn.Module, sd, path: str, model_name: str, what: str) -> No
 def _open_session(fw: Firmware, elf: Path, opts: TrainOptions, target, work: Path, shared: bytes, data_blob: bytes):
     """(session, whether the data set sits in device memory so a step sends only sample indices)."""
     from odl.pipeline import open_session
-    fast = opts.port is None and opts.emulator == "qemu" and opts.bulk == "fast"
-    return open_session(target, elf, opts.cores, work, [(0, shared)], opts.port, opts.baud, opts.bulk, opts.flash,
-                        opts.emulator, fast_preload=[(DATA_OFFSET, data_blob)]), fast
+    return (open_session(target, elf, opts.cores, work, [(0, shared)], opts.device,
+                         fast_preload=[(DATA_OFFSET, data_blob)]), opts.device.data_in_memory)
 
 
 def _data_blob(ds, fw: Firmware, loss: str) -> tuple[bytes, int, int, int, int]:

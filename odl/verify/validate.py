@@ -17,6 +17,7 @@ from odl.common.errors import OdlError
 from odl.lower.lowering import Program, TrainConfig, lower
 from odl.pipeline import Prepared, fit, build, host_array, open_runner, prepare, read_tensor
 from odl.plan.planner import plan
+from odl.run.device import DeviceOptions
 from odl.verify.reference import first_update, reference_steps
 from odl.target.description import load_target
 from odl.common.fsutil import write_text_atomic
@@ -77,11 +78,10 @@ def run_device(runner, prog: Program, prep: Prepared, cores: int):
 def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp32", cores: int = 8,
              input_shape: str | None = None, seed: int = 0, lr: float = 0.01, json_path: str | None = None,
              keep_dir: str | None = None, log=print, steps: int = 1, cfg: TrainConfig | None = None,
-             port: str | None = None, baud: int = 115200, bulk: str = "fast", flash: str | None = None,
-             emulator: str = "qemu", step_timeout: float | None = None, memory: str = "hierarchy",
-             budget: int | None = None) -> dict:
-    """port: validate on a board (or any pyserial URL) instead of QEMU; bulk='uart' makes QEMU move all data over
-    the protocol as a board would; flash: a shell command that flashes {elf} before connecting."""
+             device: DeviceOptions = DeviceOptions(), memory: str = "hierarchy", budget: int | None = None) -> dict:
+    """One training step (or `steps`) on the device against PyTorch, tensor by tensor. device: where it runs (a
+    board or any pyserial URL instead of QEMU; bulk='uart' makes QEMU move all data over the protocol as a board
+    would; a flash command run before connecting)."""
     t0 = time.perf_counter()
     phase = Phases("validate")
     cfg = cfg or TrainConfig()
@@ -96,8 +96,7 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     phase("lower/plan", f"{len(prep.graph.nodes)} nodes, {precision}, {cores} cores")
     budget = budget or target.memory_budget_bytes
     cfg, prog, mem, mem_val = _lower(prep, precision, cfg, target, cores, hier, budget)
-    run = _build_and_run(prog, prep, target, cores, hier, keep_dir, phase, steps, port, baud, bulk, flash, emulator,
-                         step_timeout)
+    run = _build_and_run(prog, prep, target, cores, hier, keep_dir, phase, steps, device)
     phase("compare", "PyTorch references (FP64 and the run's precision), tensor by tensor")
     refs = _references(prep, prog, cfg, run["arena"], precision)
     rows = _judge_tensors(_device_and_reference_tensors(prep, prog, refs, run, precision, steps), prep, cfg,
@@ -107,8 +106,8 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     loss_ok = all(r["passed"] for r in step_rows) and \
         abs(run["results"][0].loss - loss_dev) <= 1e-6 * max(1, abs(loss_dev))
     report = {
-        "model": prep.name, "target": target.name, "runner": "serial" if port else emulator,
-        "bulk": "uart" if port or emulator == "renode" else bulk, "precision": precision, "cores": cores,
+        "model": prep.name, "target": target.name, "runner": device.runner, "bulk": device.bulk_path,
+        "precision": precision, "cores": cores,
         "input_shape": list(prep.x.shape), "seed": seed, "lr": lr, "passed": loss_ok and all(r["passed"] for r in rows),
         "config": {"train": cfg.train, "bn": cfg.bn, "loss": cfg.loss, "optimizer": cfg.optimizer,
                    "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps},
@@ -151,8 +150,8 @@ def _lower(prep: Prepared, precision: str, cfg: TrainConfig, target, cores: int,
     return cfg, prog, mem, plan(prog)
 
 
-def _build_and_run(prog: Program, prep: Prepared, target, cores: int, hier, keep_dir, phase, steps: int, port, baud,
-                   bulk, flash, emulator, step_timeout) -> dict:
+def _build_and_run(prog: Program, prep: Prepared, target, cores: int, hier, keep_dir, phase, steps: int,
+                   device: DeviceOptions) -> dict:
     """Build the validation firmware, run its steps, and return the device's results, arenas and link figures."""
     work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="odl_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -162,9 +161,8 @@ def _build_and_run(prog: Program, prep: Prepared, target, cores: int, hier, keep
         # the validation build checks that every pointer a tiled kernel gets lies in L1
         elf = build(prog, prep.name, target, cores, work, defines=["ODL_CHECK_L1"] if hier else ())
         t_run = time.perf_counter()
-        phase("run", f"{steps} step{'s' if steps > 1 else ''} on " + (port or emulator))
-        with open_runner(target, elf, prog, prep, cores, work / "run", port, baud, bulk, flash, emulator,
-                         step_timeout) as r:
+        phase("run", f"{steps} step{'s' if steps > 1 else ''} on " + device.where)
+        with open_runner(target, elf, prog, prep, cores, work / "run", device) as r:
             results, arena, arena_last = run_device(r, prog, prep, cores)
         t_end = time.perf_counter()
         return {"results": results, "arena": arena, "arena_last": arena_last, "link": asdict(r.link.stats),
