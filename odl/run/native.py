@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from odl.common.resources import resource_dir
+from odl.ir.kernel_structs import ctypes_struct
 
 KERNELS_DIR = resource_dir("kernels_c")
 PRECISIONS = {"fp16": np.float16, "fp32": np.float32}
@@ -31,139 +32,36 @@ _FP16_FLAGS = ["-DODL_FP16=1"]
 # clang: round every FP16 operation to FP16 (as the target does) instead of keeping FP32 excess precision
 _CLANG_FP16_FLAGS = ["-Xclang", "-ffloat16-excess-precision=none"]
 
-_P = ctypes.c_void_p
-_I = ctypes.c_int
-_F = ctypes.c_float
+_P, _I, _F, _U32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_uint32
 
-
-class MmArgs(ctypes.Structure):
-    _fields_ = [("a", _P), ("b", _P), ("c", _P), ("m", _I), ("n", _I), ("k", _I), ("accumulate", _I),
-                ("lda", _I), ("ldb", _I), ("ldc", _I), ("ct", _I), ("bias", _P), ("plan", _I)]
-
-
-class Im2colArgs(ctypes.Structure):
-    _fields_ = [("x", _P), ("col", _P)] + [(f, _I) for f in
-                                           ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo", "dh", "dw",
-                                            "pad_only")]
-
-
-class Col2imArgs(ctypes.Structure):
-    _fields_ = [("col", _P), ("dx", _P)] + [(f, _I) for f in
-                                            ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo",
-                                             "accumulate", "dh", "dw")]
-
-
-class TransposeArgs(ctypes.Structure):
-    _fields_ = [("src", _P), ("dst", _P), ("rows", _I), ("cols", _I), ("ldi", _I), ("ldo", _I)]
-
-
-class BiasAddArgs(ctypes.Structure):
-    _fields_ = [("y", _P), ("bias", _P), ("n", _I), ("c", _I), ("hw", _I)]
-
-
-class BiasGradArgs(ctypes.Structure):
-    _fields_ = [("dy", _P), ("db", _P), ("n", _I), ("c", _I), ("hw", _I), ("accumulate", _I)]
-
-
-class ReluArgs(ctypes.Structure):
-    _fields_ = [("x", _P), ("y", _P), ("len", _I)]
-
-
-class ReluBwdArgs(ctypes.Structure):
-    _fields_ = [("y", _P), ("dy", _P), ("dx", _P), ("len", _I), ("accumulate", _I)]
-
-
-class SoftmaxXentArgs(ctypes.Structure):
-    _fields_ = [("logits", _P), ("labels", _P), ("dlogits", _P), ("loss_out", _P), ("n", _I), ("c", _I)]
-
-
-class SgdArgs(ctypes.Structure):
-    _fields_ = [("w", _P), ("g", _P), ("len", _I), ("lr", _F)]
-
-
-class FillArgs(ctypes.Structure):
-    _fields_ = [("x", _P), ("len", _I), ("value", _F)]
-
-
-_U32 = ctypes.c_uint32
-
-
-class BnFwdArgs(ctypes.Structure):
-    _fields_ = [("x", _P), ("y", _P), ("gamma", _P), ("beta", _P), ("mean", _P), ("rstd", _P),
-                ("running_mean", _P), ("running_var", _P), ("n", _I), ("c", _I), ("hw", _I), ("eps", _F),
-                ("momentum", _F), ("training", _I)]
-
-
-class BnBwdArgs(ctypes.Structure):
-    _fields_ = [("x", _P), ("dy", _P), ("dx", _P), ("gamma", _P), ("mean", _P), ("rstd", _P), ("dgamma", _P),
-                ("dbeta", _P), ("n", _I), ("c", _I), ("hw", _I), ("training", _I), ("accumulate", _I)]
-
-
-class AddArgs(ctypes.Structure):
-    _fields_ = [("a", _P), ("b", _P), ("y", _P), ("len", _I)]
-
-
-class CopyArgs(ctypes.Structure):
-    _fields_ = [("src", _P), ("dst", _P), ("len", _I), ("accumulate", _I)]
-
-
-_POOL_GEOM = ("n", "c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo")
-
-
-class MaxpoolFwdArgs(ctypes.Structure):
-    _fields_ = [("x", _P), ("y", _P), ("argmax", _P)] + [(f, _I) for f in _POOL_GEOM]
-
-
-class MaxpoolBwdArgs(ctypes.Structure):
-    _fields_ = [("dy", _P), ("argmax", _P), ("dx", _P)] + [(f, _I) for f in
-                                                           ("n", "c", "h", "w", "ho", "wo", "accumulate")]
-
-
-class AvgpoolFwdArgs(ctypes.Structure):
-    _fields_ = [("x", _P), ("y", _P)] + [(f, _I) for f in _POOL_GEOM + ("count_include_pad",)]
-
-
-class AvgpoolBwdArgs(ctypes.Structure):
-    _fields_ = [("dy", _P), ("dx", _P)] + [(f, _I) for f in _POOL_GEOM + ("count_include_pad", "accumulate")]
-
-
-class DropoutFwdArgs(ctypes.Structure):
-    _fields_ = [("x", _P), ("y", _P), ("mask", _P), ("len", _I), ("seed", _U32), ("threshold", _U32),
-                ("scale", _F), ("base", _U32)]
-
-
-class DropoutBwdArgs(ctypes.Structure):
-    _fields_ = [("dy", _P), ("mask", _P), ("dx", _P), ("len", _I), ("scale", _F), ("accumulate", _I)]
-
-
-class MseArgs(ctypes.Structure):
-    _fields_ = [("pred", _P), ("target", _P), ("dpred", _P), ("loss_out", _P), ("len", _I), ("total", _I),
-                ("accumulate", _I)]
-
-
-class SgdMomentumArgs(ctypes.Structure):
-    _fields_ = [("w", _P), ("g", _P), ("buf", _P), ("len", _I), ("lr", _F), ("momentum", _F), ("wd", _F),
-                ("first", _I), ("center", _P), ("mu", _F)]
-
-
-class AdamArgs(ctypes.Structure):
-    _fields_ = [("w", _P), ("g", _P), ("m", _P), ("v", _P), ("len", _I)] + [
-        (f, _F) for f in ("lr", "b1", "b2", "eps", "wd", "bc1", "bc2")]
-
-
-_DW_GEOM = ("c", "h", "w_", "kh", "kw", "sh", "sw", "pt", "pl", "ho", "wo")
-
-
-class DwconvFwdArgs(ctypes.Structure):
-    _fields_ = [("x", _P), ("w", _P), ("y", _P)] + [(f, _I) for f in _DW_GEOM]
-
-
-class DwconvWgradArgs(ctypes.Structure):
-    _fields_ = [("x", _P), ("dy", _P), ("dw", _P)] + [(f, _I) for f in _DW_GEOM + ("accumulate",)]
-
-
-class DwconvIgradArgs(ctypes.Structure):
-    _fields_ = [("dy", _P), ("w", _P), ("dx", _P)] + [(f, _I) for f in _DW_GEOM + ("accumulate",)]
+# The kernels' argument structs as ctypes Structures, laid out from odl_kernels.h itself (odl.ir.kernel_structs).
+MmArgs = ctypes_struct("odl_mm_args_t")
+Im2colArgs = ctypes_struct("odl_im2col_args_t")
+Col2imArgs = ctypes_struct("odl_col2im_args_t")
+TransposeArgs = ctypes_struct("odl_transpose_args_t")
+BiasAddArgs = ctypes_struct("odl_bias_add_args_t")
+BiasGradArgs = ctypes_struct("odl_bias_grad_args_t")
+ReluArgs = ctypes_struct("odl_relu_args_t")
+ReluBwdArgs = ctypes_struct("odl_relu_bwd_args_t")
+SoftmaxXentArgs = ctypes_struct("odl_softmax_xent_args_t")
+SgdArgs = ctypes_struct("odl_sgd_args_t")
+FillArgs = ctypes_struct("odl_fill_args_t")
+BnFwdArgs = ctypes_struct("odl_bn_fwd_args_t")
+BnBwdArgs = ctypes_struct("odl_bn_bwd_args_t")
+AddArgs = ctypes_struct("odl_add_args_t")
+CopyArgs = ctypes_struct("odl_copy_args_t")
+MaxpoolFwdArgs = ctypes_struct("odl_maxpool_fwd_args_t")
+MaxpoolBwdArgs = ctypes_struct("odl_maxpool_bwd_args_t")
+AvgpoolFwdArgs = ctypes_struct("odl_avgpool_fwd_args_t")
+AvgpoolBwdArgs = ctypes_struct("odl_avgpool_bwd_args_t")
+DropoutFwdArgs = ctypes_struct("odl_dropout_fwd_args_t")
+DropoutBwdArgs = ctypes_struct("odl_dropout_bwd_args_t")
+MseArgs = ctypes_struct("odl_mse_args_t")
+SgdMomentumArgs = ctypes_struct("odl_sgd_momentum_args_t")
+AdamArgs = ctypes_struct("odl_adam_args_t")
+DwconvFwdArgs = ctypes_struct("odl_dwconv_fwd_args_t")
+DwconvWgradArgs = ctypes_struct("odl_dwconv_wgrad_args_t")
+DwconvIgradArgs = ctypes_struct("odl_dwconv_igrad_args_t")
 
 
 def _compiler() -> list[str]:

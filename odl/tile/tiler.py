@@ -26,44 +26,19 @@ compute, which is the same machinery the kernel variants use.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 
 from odl.ir import kernels
+from odl.ir.kernel_structs import pointer_fields
 from odl.common.errors import OdlError
 from odl.ir.program import Buffer, Call, CExpr, Gather, Program, Ptr, Transfer
 from odl.tile.memory import DMA_ZERO_BYTES, Hierarchy, gather_wide, gathers, same_block
 from odl.plan.planner import call_spans, first_fit, lowest_free
-from odl.common.resources import resource_dir
 from odl.common.precision import ALIGN, DTYPE_BYTES, align as _align
 
 RESIDENT_SPAN = 64      # a scratch used by calls at most this far apart (outside loops) may live in L1 throughout
 FORWARD_SPAN = 8        # a result stays in L1 for a reader at most this many tiles later (longer holds crowd L1)
 CHAN_STRETCH = 1.5      # a channel-split tile may exceed the tile budget by this factor to give every core a channel
-
-
-# ---- which struct fields are pointers, and which of them the kernel only reads (const) ------------------------
-_FIELDS: dict[str, dict[str, bool]] = {}
-
-
-def pointer_fields(args_type: str) -> dict[str, bool]:
-    """Pointer fields of a kernel argument struct -> True if const (read only), from odl_kernels.h."""
-    if not _FIELDS:
-        text = (resource_dir("kernels_c") / "include" / "odl_kernels.h").read_text()
-        text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
-        for body, name in re.findall(r"typedef\s+struct\s*\{(.*?)\}\s*(\w+)\s*;", text, flags=re.S):
-            ptrs = {}
-            for decl in body.split(";"):
-                decl = decl.strip()
-                if "*" not in decl:
-                    continue
-                const = decl.startswith("const ")
-                for part in decl.split(","):
-                    m = re.search(r"\*\s*(\w+)\s*$", part.strip())
-                    if m:
-                        ptrs[m.group(1)] = const
-            _FIELDS[name] = ptrs
-    return _FIELDS.get(args_type, {})
 
 
 # ---- regions of L2 buffers ---------------------------------------------------------------------------------------
