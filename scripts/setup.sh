@@ -32,7 +32,7 @@ fi
 $PY -c "import torch" 2>/dev/null || $PY -m pip install -q torch==2.13.0
 $PY -m pip install -q -e ".[test,chart,ray]"
 $PY -c "import torch, numpy, jinja2, serial, ziglang, matplotlib, sklearn, tqdm, ray; print('torch', torch.__version__)"
-# libFuzzer for the device protocol fuzzer (tests/test_fuzz_protocol.py): zig's clang has no libFuzzer runtime,
+# libFuzzer for the device protocol fuzzer (tests/fuzz/test_fuzz_protocol.py): zig's clang has no libFuzzer runtime,
 # Debian's clang-19 has it in libclang-rt-19-dev.
 if ! command -v clang-19 >/dev/null 2>&1 || ! ls /usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1; then
   $SUDO apt-get update -qq

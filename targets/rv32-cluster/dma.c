@@ -7,7 +7,7 @@
 #include "odl_range.h"
 #include "platform.h"
 
-#ifndef ODL_DMA_QUEUE /* a host test (tests/test_dma_gather_native.py) records every transfer in a longer queue */
+#ifndef ODL_DMA_QUEUE /* a host test (tests/kernels/test_dma_gather_native.py) records every transfer in a longer queue */
 #define ODL_DMA_QUEUE 64
 #endif
 typedef struct {

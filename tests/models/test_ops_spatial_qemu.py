@@ -2,12 +2,12 @@
 validated tensor by tensor against PyTorch in both precisions on 1 and 8 harts, with batches above 1, odd sizes,
 stride 2 on odd inputs and channel counts not divisible by 8; and the settings they still refuse. The default
 suite runs each model once, precisions and hart counts alternating between models (DEFAULT); the other three
-combinations of each are marked slow (shape coverage lives in tests/test_kernels_native_spatial.py)."""
+combinations of each are marked slow (shape coverage lives in tests/kernels/test_kernels_native_spatial.py)."""
 import pytest
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import MODELS, needs_qemu
+from helpers import MODELS, needs_qemu
 from odl.common.errors import OdlError
 from odl.frontend.trace import trace
 from odl.lower.lowering import TrainConfig

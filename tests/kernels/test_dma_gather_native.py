@@ -1,5 +1,5 @@
 """The firmware's im2col gathers (targets/rv32-cluster/dma.c, odl_dma_im2col) against their host model (odl.ir.program.Gather,
-whose transfers the DMA cost model times): dma.c built for the host (tests/native/dma_probe.c) issues exactly the
+whose transfers the DMA cost model times): dma.c built for the host (tests/kernels/native/dma_probe.c) issues exactly the
 transfers Gather lists (same destinations, sources, row lengths, rows and strides), and carrying them out gives
 numpy's im2col, for awkward geometries in every mode (per column row, element by element when strided, wide; with
 and without the zero fill)."""

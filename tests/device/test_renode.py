@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MODELS
+from helpers import MODELS
 from odl.run.runners.renode import platform_repl, script_resc
 from odl.target.description import load_target
 from odl.run.device import DeviceOptions

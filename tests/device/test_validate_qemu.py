@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import MODELS, needs_qemu
+from helpers import MODELS, needs_qemu
 
 SPINE = MODELS / "spine_model.py"
 KINDS = {"output", "activation", "param_grad", "input_grad", "param_updated"}

@@ -1,5 +1,5 @@
 """The link survives damage: a proxy between pyserial and an emulated board's UART flips, drops, duplicates and
-delays bytes (tests/faultproxy.py) in both directions. With 1 damaged byte in 1,000 each way, `odl validate --port`
+delays bytes (tests/device/faultproxy.py) in both directions. With 1 damaged byte in 1,000 each way, `odl validate --port`
 passes, and a 3-step run ends with bit-identical weights to a run over a clean link (a STEP never applied twice, a
 WRITE never half-applied)."""
 import json
@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import MODELS, free_port, needs_qemu
+from helpers import MODELS, free_port, needs_qemu
 from faultproxy import FaultProxy
 from odl.common import cleanup
 from odl.target.description import load_target

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MODELS, ROOT, needs_qemu
+from helpers import MODELS, ROOT, needs_qemu
 from odl.run.device import DeviceOptions
 
 CNN = f"{MODELS / 'digits_cnn.py'}:TinyDigits"
@@ -267,7 +267,7 @@ def test_train_on_a_serial_board(tmp_path):
     the shared state, every batch, the evaluations and the checkpoints cross the framed protocol. Starts from
     --init weights, mixed precision with a fixed loss scale."""
     import shutil
-    from conftest import free_port
+    from helpers import free_port
     from odl.frontend.trace import load_model
     from odl.target.description import load_target
     port = free_port()

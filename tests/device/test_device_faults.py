@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MODELS, ROOT, needs_qemu
+from helpers import MODELS, ROOT, needs_qemu
 from odl.run import protocol
 from odl.run.runners import QemuRunner
 from odl.target.description import load_target

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from conftest import MODELS, free_port, needs_qemu
+from helpers import MODELS, free_port, needs_qemu
 from odl.target.description import load_target
 
 

@@ -3,7 +3,7 @@ parameter adds to its gradient: a conv, a linear layer and a batch norm each cal
 by two Linear modules; several steps with momentum, so a wrong gradient would also show in the final weights."""
 import pytest
 
-from conftest import MODELS, needs_qemu
+from helpers import MODELS, check_report, needs_qemu
 from odl.frontend.trace import trace
 from odl.lower.lowering import TrainConfig, lower
 from odl.verify.validate import validate
@@ -12,9 +12,7 @@ SHARED = MODELS / "shared_models.py"
 
 
 def _check(rep):
-    bad = [(t["name"], t["kind"], t["rel_l2"]) for t in rep["tensors"] if not t["passed"]]
-    assert rep["passed"], bad
-    return {(t["name"], t["kind"]) for t in rep["tensors"]}
+    return check_report(rep)
 
 
 @needs_qemu

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import MODELS
+from helpers import MODELS
 
 SPINE = f"{MODELS / 'spine_model.py'}:SpineNet"
 

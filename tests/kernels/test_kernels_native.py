@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import rel_l2
+from helpers import check_close, f64, rnd
 from odl.run import native
 
 PRECISIONS = ["fp32", "fp16"]
@@ -22,19 +22,12 @@ SIZES = [1, 2, 3, 7, 17, 64, 127]
 
 
 
-def rnd(lib, rng, *shape, scale=1.0):
-    """Random inputs already rounded to the library's precision (the reference uses the same values)."""
-    return (rng.standard_normal(shape) * scale).astype(lib.dtype)
 
 
-def f64(x):
-    return torch.from_numpy(np.asarray(x, dtype=np.float64))
 
 
 def check(lib, dev, ref, what, tol=None):
-    err = rel_l2(dev, ref)
-    assert err <= (tol or TOL[lib.precision]), f"{what}: rel-L2 {err:.3g}"
-    return err
+    return check_close(lib, dev, ref, what, tol or TOL)
 
 
 def mm_shapes(seed):

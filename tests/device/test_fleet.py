@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MODELS, needs_qemu
+from helpers import MODELS, needs_qemu
 from odl.common.errors import OdlError
 from odl.train.fleet import FleetOptions, fedavg, fleet, shard
 from odl.ir.program import TrainConfig

@@ -11,31 +11,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import rel_l2
+from helpers import check_close, f64, rel_l2, rnd
 from odl.run import native
 
 PRECISIONS = ["fp32", "fp16"]
 CORES = [1, 3, 8]
 TOL = {"fp32": 1e-5, "fp16": 1e-2}
-WORST: dict = {}
 
 
 
 
-def rnd(lib, rng, *shape, scale=1.0, offset=0.0):
-    return (rng.standard_normal(shape) * scale + offset).astype(lib.dtype)
 
 
-def f64(x):
-    return torch.from_numpy(np.asarray(x, dtype=np.float64))
 
 
 def check(lib, dev, ref, what, tol=None):
-    err = rel_l2(dev, ref)
-    key = (lib.precision, what.split()[0])
-    WORST[key] = max(WORST.get(key, 0.0), err)
-    assert err <= (tol or TOL[lib.precision]), f"{what}: rel-L2 {err:.3g}"
-    return err
+    return check_close(lib, dev, ref, what, tol or TOL)
 
 
 # ---------------- batch norm ----------------
@@ -339,12 +330,6 @@ def test_dwconv_wgrad_long_fp16(cores):
     yt.backward(f64(dy)[None])
     check(lib, lib.dwconv_wgrad(x, dy, (3, 3), (1, 1), (1, 1), cores=cores), wt.grad[:, 0].numpy(),
           "dwconv_wgrad long", tol=3e-3)
-
-
-def test_report_worst():
-    """Not a check: prints the worst relative L2 error per kernel seen so far (run with -s)."""
-    for (prec, name), err in sorted(WORST.items()):
-        print(f"{prec} {name:20s} {err:.3g}")
 
 
 @pytest.mark.parametrize("cores", CORES)

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import MODELS, needs_qemu
+from helpers import MODELS, needs_qemu
 
 pytestmark = needs_qemu
 
@@ -129,7 +129,12 @@ def test_png(tmp_path):
            "layers": [{"name": "a", "steps": {"forward": 3, "weight_grad": 2}, "sync": 1},
                       {"name": "b", "steps": {"forward": 4}, "sync": 0}]}
     plot_png(rep, str(tmp_path / "p.png"))
-    assert (tmp_path / "p.png").stat().st_size > 0
+    import matplotlib.image as mpimg
+    img = mpimg.imread(tmp_path / "p.png")          # a real PNG that decodes
+    assert img.ndim == 3 and img.shape[0] >= 100 and img.shape[1] >= 100
+    # not a blank canvas: the bars and text draw several distinct colours
+    colours = {tuple(c) for c in (img[..., :3] * 255).astype(int).reshape(-1, 3)[::7]}
+    assert len(colours) >= 4
 
 
 def test_analyse_imbalance():

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import rel_l2
+from helpers import check_close, rel_l2, rnd
 from odl.run import native
 from odl.lower.ops.upsample import _attrs as upsample_attrs
 
@@ -49,8 +49,6 @@ class UpsampleBwdArgs(ctypes.Structure):
         [("rh", _F), ("rw", _F), ("accumulate", _I)]
 
 
-def rnd(lib, rng, *shape, scale=1.0, offset=0.0):
-    return (rng.standard_normal(shape) * scale + offset).astype(lib.dtype)
 
 
 def t64(a, grad=False):
@@ -62,9 +60,7 @@ def ptr(a):
 
 
 def check(lib, dev, ref, what, tol=None):
-    err = rel_l2(dev, ref)
-    assert err <= (tol or TOL[lib.precision]), f"{what}: rel-L2 {err:.3g}"
-    return err
+    return check_close(lib, dev, ref, what, tol or TOL)
 
 
 # ---------------- dilated im2col / col2im (against F.unfold / F.fold on the explicitly padded input) -------------

@@ -1,4 +1,4 @@
-/* Host build of the firmware's DMA (targets/rv32-cluster/dma.c) for tests/test_dma_gather_native.py: the same
+/* Host build of the firmware's DMA (targets/rv32-cluster/dma.c) for tests/kernels/test_dma_gather_native.py: the same
  * translation unit, a queue long enough to keep every transfer of one gather, and stubs for the platform. */
 #include <stdint.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from conftest import MODELS
+from helpers import MODELS
 
 SPINE = MODELS / "spine_model.py"
 

@@ -4,7 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch.nn as nn
-from conftest import MODELS, needs_qemu
+from helpers import MODELS, needs_qemu
 
 from odl.common.errors import OdlError
 from odl.ir.program import Buffer, Call, Gather, Ptr, TrainConfig, Transfer

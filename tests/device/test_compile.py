@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, needs_qemu
+from helpers import ROOT, needs_qemu
 from odl.cli.main import main
 from odl.deploy.compile import parse_bytes
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import rel_l2
+from helpers import check_close, f64
 
 CORES = [1, 3, 8]
 TOL = {"fp32": 1e-5, "fp16": 1e-3}
@@ -77,14 +77,10 @@ def ptr(a):
     return a.ctypes.data
 
 
-def f64(a):
-    return torch.from_numpy(np.asarray(a, dtype=np.float64))
 
 
 def check(lib, dev, ref, what, tol=None):
-    err = rel_l2(dev, ref)
-    assert err <= (tol or TOL[lib.precision]), f"{what}: rel-L2 {err:.3g}"
-    return err
+    return check_close(lib, dev, ref, what, tol or TOL)
 
 
 def act_inputs(lib, rng, size):

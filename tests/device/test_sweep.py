@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, needs_qemu
+from helpers import ROOT, needs_qemu
 from odl.cli.main import command_options
 from odl.jobs import sweep as sw
 from odl.common.errors import OdlError

@@ -2,14 +2,13 @@
 by tensor."""
 import pytest
 
-from conftest import needs_qemu
+from helpers import check_report, needs_qemu
 from odl.lower.lowering import TrainConfig
 from odl.verify.validate import validate
 
 
 def check(rep):
-    bad = [(t["name"], t["kind"], t["rel_l2"], t["cosine"]) for t in rep["tensors"] if not t["passed"]]
-    assert rep["passed"], (bad, rep["loss"], rep["steps"])
+    check_report(rep)
 
 
 @needs_qemu
