@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from odl.common.errors import ToolError
 from odl.common.resources import resource_dir
+from odl.target import objcache
 from odl.target.description import Target
 from odl.common.precision import STEP_PRECISIONS, precision_of
 
@@ -58,6 +60,12 @@ def _find_cc_cached(env_cc: str | None) -> tuple[str, ...]:
 def find_cc() -> list[str]:
     """The compiler driver command as a list (ODL_CC, split with shlex, else `python -m ziglang cc`)."""
     return list(_find_cc_cached(os.environ.get("ODL_CC") or None))
+
+
+@lru_cache(maxsize=None)
+def _cc_version(cc: tuple) -> str:
+    """The compiler's --version text: part of every cached object's key."""
+    return _probe(list(cc))[1]
 
 
 def firmware_sources(target: Target, kernels: bool = True) -> list[Path]:
@@ -130,10 +138,21 @@ def build_firmware(target: Target, precision: str, cores: int, sources: list[Pat
         obj = obj_dir / (f"{stem}.o" if seen[stem] == 1 else f"{stem}_{seen[stem]}.o")
         jobs.append((s, obj))
 
+    cache = objcache.cache_dir()
+    key_flags = compile_flags(target, precision, cores) + [f"-D{d}" for d in defines]   # without the build's own dirs
+
     def one(job):
         s, obj = job
         extra = list(target.scalar_cflags) if s in scalar else []
-        _run(cc + flags + extra + ["-c", str(s), "-o", str(obj)], f"compiling {s}")
+        k = objcache.key((*cc, _cc_version(tuple(cc))), key_flags + extra, s, include_dirs) if cache else None
+        hit = objcache.lookup(cache, k) if cache else None
+        if hit is not None:
+            shutil.copyfile(hit, obj)
+            return obj
+        dep = obj.with_suffix(".d")
+        _run(cc + flags + extra + ["-MD", "-MF", str(dep), "-c", str(s), "-o", str(obj)], f"compiling {s}")
+        if cache:
+            objcache.store(cache, k, obj, dep, s)
         return obj
 
     t0 = time.perf_counter()
