@@ -108,3 +108,16 @@ def test_protocol_takes_its_bytes_from_the_transport_not_the_command_loop():
     main = (ROOT / "targets/common/main.c").read_text()
     assert "odl_io_putc(uint8_t c) {" not in main
     assert "odl_io_putc(uint8_t c) {" in (ROOT / "targets/common/byte_io.c").read_text()
+
+
+MAX_FUNCTION_LINES = 100
+
+
+def test_no_function_longer_than_100_lines():
+    """Functions (methods included) stay short enough to read at once; a longer one is split by what it does."""
+    long = []
+    for f in PKG.rglob("*.py"):
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES:
+                long.append(f"{f.relative_to(ROOT)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)")
+    assert not long, long
