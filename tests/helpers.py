@@ -58,3 +58,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def kill_pidfile(pidfile: Path) -> None:
+    """Stop the daemonized QEMU that stands in for a board (its -pidfile), if it still runs."""
+    import os
+    import signal
+    if pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass

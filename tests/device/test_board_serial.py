@@ -2,11 +2,10 @@
 channel but its UART (no loader, no semihosting, booted before the host connects) stands in for a flashed board;
 everything crosses the framed protocol through pyserial, as with /dev/ttyUSB0."""
 import shutil
-import signal
 import subprocess
 import sys
 
-from helpers import MODELS, free_port, needs_qemu
+from helpers import MODELS, free_port, kill_pidfile, needs_qemu
 from odl.target.description import load_target
 
 
@@ -31,12 +30,7 @@ def test_validate_on_a_serial_board(tmp_path):
         rep = json.loads(out.read_text())
         assert rep["runner"] == "serial" and rep["bulk"] == "uart" and rep["passed"]
     finally:
-        if pidfile.exists():
-            try:
-                import os
-                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
+        kill_pidfile(pidfile)
 
 
 def test_serial_port_that_does_not_exist():

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import MODELS, free_port, needs_qemu
+from helpers import MODELS, free_port, kill_pidfile, needs_qemu
 from faultproxy import FaultProxy
 from odl.common import cleanup
 from odl.target.description import load_target
@@ -64,13 +64,7 @@ def test_validate_through_a_damaging_link(tmp_path):
         assert damage[0].damaged > 0 and damage[1].damaged > 0        # the proxy really damaged both directions
         assert link["retransmissions"] > 0
     finally:
-        if pidfile.exists():
-            import os
-            import signal
-            try:
-                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
+        kill_pidfile(pidfile)
 
 
 def run_on_board(elf, cores, prog, prep, rate, seed):
@@ -132,7 +126,6 @@ def test_validate_over_a_tty(tmp_path):
     """The same code path on a /dev/tty*-style device: QEMU's UART behind a pseudo-terminal (a pty chardev, with
     a symlink at a known path), started by --flash as a board would be flashed."""
     import os
-    import signal
     q = load_target("rv32-cluster").qemu
     extra = [x for x in q.extra if x != "-nographic"]
     tty, pidfile = tmp_path / "ttyBOARD0", tmp_path / "board.pid"
@@ -151,8 +144,4 @@ def test_validate_over_a_tty(tmp_path):
         assert rep["link"]["damaged_frames"] == 0 and rep["link"]["device_rejected"] == 0
         assert os.path.realpath(tty).startswith("/dev/pts/")
     finally:
-        if pidfile.exists():
-            try:
-                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
+        kill_pidfile(pidfile)

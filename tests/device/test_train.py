@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import MODELS, ROOT, needs_qemu
+from helpers import MODELS, ROOT, kill_pidfile, needs_qemu
 from odl.run.device import DeviceOptions
 
 CNN = f"{MODELS / 'digits_cnn.py'}:TinyDigits"
@@ -291,11 +291,7 @@ def test_train_on_a_serial_board(tmp_path):
         assert "\r" not in r.stdout + r.stderr
         assert re.findall(r"^epoch +(\d+/\d+):", r.stdout, re.M) == ["1/2", "2/2"]
     finally:
-        if pidfile.exists():
-            try:
-                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
+        kill_pidfile(pidfile)
     j = json.loads(js.read_text())
     assert j["time"]["path"] == "samples by WRITE" and j["train_samples"] == 60 and j["val_samples"] == 40
     e = j["epochs"][0]
