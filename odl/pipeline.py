@@ -167,6 +167,19 @@ def open_session(target, elf: Path, cores: int, workdir: Path, preload: list[tup
     return SerialRunner(port, device.baud, preload=list(preload), timeout=step_timeout)
 
 
+def step(prep: Prepared, precision: str, cfg, target, cores: int, memory, budget_bytes: int | None, **build):
+    """The step a command runs, as every command derives it: the target's measured kernel costs, the deployable
+    step fitted into the budget (`fit`), and, when `build` asks for more (observe=True for validation,
+    profile=True / tuning=True for profiling), the same step lowered again with fit's choices for that build.
+    Returns (cfg with its recompute set, the program to build, the deployable step's memory report)."""
+    from odl.lower.costs import load_costs
+    costs = load_costs(target.name, precision, cores)
+    cfg, prog, mem = fit(prep.graph, precision, cfg, budget_bytes, costs=costs, cores=cores, memory=memory)
+    if build:
+        prog = lower(prep.graph, precision, cfg, costs=costs, cores=cores, memory=memory, **build)
+    return cfg, prog, mem
+
+
 def fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):
     """Lower and plan the deployable step (parameters updated as soon as their gradient is complete). Over the
     budget, free cheap activations after the forward and recompute them in the backward (largest first, see

@@ -32,7 +32,7 @@ from odl import __version__
 from odl.common.errors import OdlError
 from odl.lower.lowering import TrainConfig
 from odl.plan.planner import MemoryReport
-from odl.pipeline import fit
+from odl.pipeline import step
 from odl.common.resources import resource_dir
 from odl.target.description import Target, load_target
 from odl.common.precision import STEP_PRECISIONS, precision_of
@@ -164,12 +164,10 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
     phase("trace", model_spec)
     prep = prepare(model_spec, input_shape, seed, precision, 1, cfg.loss)
     phase("lower/plan", f"{precision}, {cores} cores")
-    from odl.lower.costs import load_costs
     log(f"odl compile {prep.name}: {target.name}, {precision}, {cores} cores, "
         f"input {'x'.join(map(str, prep.x.shape))}")
     # the deployable step (observe=False); raises the planner's over-budget error (exit 2)
-    cfg, prog, mem = fit(prep.graph, precision, cfg, budget_bytes, costs=load_costs(target.name, precision, cores),
-                         cores=cores, memory=hier)
+    cfg, prog, mem = step(prep, precision, cfg, target, cores, hier, budget_bytes)
     log(mem.text())
 
     blob = preload_blob(prog, prep)

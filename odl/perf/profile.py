@@ -281,7 +281,7 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
     """budget: L2 bytes the step must fit (default: the target's budget); activations are recomputed to fit."""
     """Lower, build with ODL_PROFILE, run one step on QEMU, read the counts; returns the report dict."""
     from odl.codegen.render import render
-    from odl.lower.lowering import MAX_CORES, TrainConfig, lower
+    from odl.lower.lowering import MAX_CORES, TrainConfig
     from odl.plan.planner import plan
     from odl.run.runners.qemu import QemuRunner
     from odl.target.toolchain import build_firmware
@@ -301,15 +301,11 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
         phase("calibrate", f"fork/join cost on {cores} cores")
         sync = sync or measure_sync(target, cores, work / "sync")
         phase("lower/plan/build", f"profiled step, {precision}, {cores} cores")
-        from odl.lower.costs import load_costs
         from odl.tile.memory import memory_for
-        from odl.pipeline import fit
-        hier = memory_for(target, memory)
-        costs = load_costs(target.name, precision, cores)
-        # the deployable step's choices (recomputes that make it fit the budget)
-        cfg, _, _ = fit(prep.graph, precision, cfg, budget or target.memory_budget_bytes, costs=costs,
-                        cores=cores, memory=hier)
-        prog = lower(prep.graph, precision, cfg, profile=True, tuning=tuning, cores=cores, costs=costs, memory=hier)
+        from odl.pipeline import step
+        # the deployable step's choices (recomputes that make it fit the budget), built with profiling
+        cfg, prog, _ = step(prep, precision, cfg, target, cores, memory_for(target, memory),
+                            budget or target.memory_budget_bytes, profile=True, tuning=tuning)
         plan(prog)
         srcs = render(prog, prep.name, cores, work / "gen")
         elf = build_firmware(target, precision, cores, srcs, [work / "gen"], work / "build", defines=["ODL_PROFILE"],

@@ -14,8 +14,8 @@ import torch
 from odl.verify.compare import TORCH_FACTOR, at_floor, judge, passes
 from odl.tile.memory import memory_for
 from odl.common.errors import OdlError
-from odl.lower.lowering import Program, TrainConfig, lower
-from odl.pipeline import Prepared, fit, build, host_array, open_runner, prepare, read_tensor
+from odl.lower.lowering import Program, TrainConfig
+from odl.pipeline import Prepared, build, host_array, open_runner, prepare, read_tensor, step
 from odl.plan.planner import plan
 from odl.run.device import DeviceOptions
 from odl.verify.reference import first_update, reference_steps
@@ -95,7 +95,10 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     prep = prepare(model_spec, input_shape, seed, precision, steps, cfg.loss)
     phase("lower/plan", f"{len(prep.graph.nodes)} nodes, {precision}, {cores} cores")
     budget = budget or target.memory_budget_bytes
-    cfg, prog, mem, mem_val = _lower(prep, precision, cfg, target, cores, hier, budget)
+    # the deployable step must fit the budget; the validation build additionally keeps every layer input gradient
+    # alive for read-back (reported separately, not held against the budget)
+    cfg, prog, mem = step(prep, precision, cfg, target, cores, hier, budget, observe=True)
+    mem_val = plan(prog)
     run = _build_and_run(prog, prep, target, cores, hier, keep_dir, phase, steps, device)
     phase("compare", "PyTorch references (FP64 and the run's precision), tensor by tensor")
     refs = _references(prep, prog, cfg, run["arena"], precision)
@@ -137,17 +140,6 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     if json_path:
         write_text_atomic(json_path, json.dumps(report, indent=2))
     return report
-
-
-def _lower(prep: Prepared, precision: str, cfg: TrainConfig, target, cores: int, hier, budget: int):
-    """(cfg, validation program, deployable step's memory report, validation build's memory report). The
-    deployable step must fit the target's budget; the validation build additionally keeps every layer input
-    gradient alive for read-back (reported separately, not held against the budget)."""
-    from odl.lower.costs import load_costs
-    costs = load_costs(target.name, precision, cores)
-    cfg, _, mem = fit(prep.graph, precision, cfg, budget, costs=costs, cores=cores, memory=hier)
-    prog = lower(prep.graph, precision, cfg, observe=True, costs=costs, cores=cores, memory=hier)
-    return cfg, prog, mem, plan(prog)
 
 
 def _build_and_run(prog: Program, prep: Prepared, target, cores: int, hier, keep_dir, phase, steps: int,
