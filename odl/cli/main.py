@@ -55,9 +55,20 @@ def _cmd_validate(a) -> int:
 
 def _cmd_compile(a) -> int:
     from odl.deploy.compile import compile_project, parse_bytes
+    from odl.embed.library import EmbedOptions
+    from odl.embed.project import AppOptions
     budget = parse_bytes(a.budget) if a.budget is not None else None
-    compile_project(a.model, a.output, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a),
-                    budget=budget, force=a.force, memory=a.memory)
+    cfg = train_config(a)
+    embed = None
+    if a.batch is not None or a.init is not None or a.loss_scale != "dynamic":
+        from odl.frontend.trace import default_input_shape, load_model, parse_shape
+        shape = parse_shape(a.input_shape) if a.input_shape else default_input_shape(load_model(a.model))
+        embed = EmbedOptions(batch=a.batch if a.batch is not None else (shape[0] if shape else 16),
+                             precision=a.precision, cores=a.cores, target=a.target, cfg=cfg, loss_scale=a.loss_scale,
+                             memory=a.memory, init=a.init, seed=a.seed, input_shape=a.input_shape, budget=budget)
+    compile_project(a.model, a.output, a.target, a.precision, a.cores, a.input_shape, a.seed, cfg,
+                    budget=budget, force=a.force, memory=a.memory, embed=embed,
+                    app=AppOptions(app=a.app, data=a.data, epochs=a.epochs))
     return 0
 
 
@@ -234,6 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory budget instead of the target's (e.g. 262144, 512K, 2M)")
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="project directory to create")
     c.add_argument("--force", action="store_true", help="replace DIR if it exists and is not empty")
+    for act in c._actions:
+        if act.dest == "precision":
+            act.choices = ["fp32", "fp16", "mixed"]     # mixed: odl.h's library (the single step: fp16)
+    c.add_argument("--batch", type=int, default=None, help="odl.h: samples per odl_train_step (default: the model's)")
+    c.add_argument("--init", default=None, metavar="CKPT.pt",
+                   help="odl.h: the initial state (an odl train checkpoint: its input normalisation too)")
+    c.add_argument("--loss-scale", default="dynamic", metavar="dynamic|S", help="odl.h, mixed: loss scaling")
+    c.add_argument("--app", default=None, choices=["personalize"],
+                   help="build this firmware app by default: personalize (evaluate, train, save; no host)")
+    c.add_argument("--data", default=None, metavar="FILE.npz", help="--app personalize: x, y, x_val, y_val")
+    c.add_argument("--epochs", type=int, default=1, help="--app personalize: epochs to train on the device")
     c.set_defaults(fn=_cmd_compile)
     pr = sub.add_parser("profile", help="one training step with exact per-core cycle counts, per layer and step")
     add_model_args(pr)

@@ -143,7 +143,9 @@ def check_out_dir(out: Path, force: bool) -> None:
 def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv32-cluster",
                     precision: str = "fp32", cores: int = 8, input_shape: str | None = None, seed: int = 0,
                     cfg: TrainConfig | None = None, budget: int | str | None = None, force: bool = False,
-                    log=print, memory: str = "hierarchy") -> CompileResult:
+                    log=print, memory: str = "hierarchy", embed=None, app=None) -> CompileResult:
+    """embed: odl.embed.library.EmbedOptions of the embedded library (odl.h; default: this model, precision,
+    cores, memory and training settings at the model's batch); app: odl.embed.project.AppOptions."""
     from odl.codegen.render import render
     from odl.pipeline import prepare, preload_blob
 
@@ -154,7 +156,8 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
     target = load_target(target_name)
     if not 1 <= cores <= target.harts:
         raise OdlError(f"--cores {cores}: target {target.name} has {target.harts} harts")
-    precision_of(precision, STEP_PRECISIONS)
+    lib_precision = precision_of(precision).name     # odl.h's library: fp32, fp16 or mixed
+    precision = precision_of(precision).device         # the single step below: mixed computes in FP16
     budget_bytes = target.memory_budget_bytes if budget is None else parse_bytes(budget)
     from odl.tile.memory import memory_for
     hier = memory_for(target, memory)
@@ -200,6 +203,14 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
                    sources=c_srcs, qemu=q,
                    qemu_extra=" ".join(shlex.quote(a) for a in q.extra) if q else "",
                    bits=precision_of(precision).bits)
+        from odl.embed.library import EmbedOptions
+        from odl.embed.project import AppOptions, add_embed
+        eo = embed or EmbedOptions(batch=int(prep.x.shape[0]), precision=lib_precision, cores=cores, target=target_name,
+                                   cfg=cfg, memory=memory, seed=seed, input_shape=input_shape,
+                                   budget=budget_bytes)
+        emb = add_embed(tmp, model_spec, eo, app or AppOptions(), target, log)
+        ctx.update(embed_sources=[s for s in c_srcs if s != "src/model.c" and not s.startswith("common/")]
+                   + emb["embed_sources"], default_app=emb["default_app"], powercut_points=emb["powercut_points"])
         env = _env()
         for name in ("Makefile", "README.md", "run-qemu.sh", "host.py"):
             (tmp / name).write_text(env.get_template(name + ".j2").render(**ctx))

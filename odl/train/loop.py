@@ -268,23 +268,31 @@ def build_programs(model: nn.Module, sample_shape: tuple, ntrain: int, nval: int
     return Firmware(progs, shared, shared_bytes, arena, ctl, masters, index, dev)
 
 
-def render_firmware(fw: Firmware, model_name: str, opts: TrainOptions, out_dir: Path) -> Path:
-    import jinja2
-    from odl.common.resources import resource_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+def firmware_ctx(fw: Firmware, model_name: str, opts: TrainOptions) -> dict:
+    """Template values of templates/programs.c.j2 (shared by odl train's firmware and the embedded library)."""
     cfg = opts.cfg
     b1, b2 = (f"{float(v):.9g}" for v in cfg.betas)
-    ctx = dict(version=__version__, model=model_name, precision=opts.precision, cores=opts.cores,
-               programs=[dp.ctx() for dp in fw.programs], shared_bytes=fw.shared_bytes, arena_bytes=fw.arena_bytes,
-               ctl_offset=fw.ctl.offset, mixed=opts.precision == "mixed", adam=cfg.optimizer == "adam", b1=b1, b2=b2,
-               data_offset=DATA_OFFSET, data_bytes=DATA_BYTES, wb_tickets=WB_TICKETS,
-               hierarchy=any(dp.prog.memory is not None for dp in fw.programs),
-               l1_bytes=max([16] + [dp.prog.l1_peak_bytes for dp in fw.programs]),
-               wait_all="  odl_dma_wait_all();\n" if any(dp.prog.memory is not None for dp in fw.programs) else "")
+    hier = any(dp.prog.memory is not None for dp in fw.programs)
+    return dict(version=__version__, model=model_name, precision=opts.precision, cores=opts.cores,
+                programs=[dp.ctx() for dp in fw.programs], shared_bytes=fw.shared_bytes, arena_bytes=fw.arena_bytes,
+                ctl_offset=fw.ctl.offset, mixed=opts.precision == "mixed", adam=cfg.optimizer == "adam", b1=b1, b2=b2,
+                data_offset=DATA_OFFSET, data_bytes=DATA_BYTES, wb_tickets=WB_TICKETS, hierarchy=hier,
+                l1_bytes=max([16] + [dp.prog.l1_peak_bytes for dp in fw.programs]),
+                wait_all="  odl_dma_wait_all();\n" if hier else "")
+
+
+def codegen_env():
+    import jinja2
+    from odl.common.resources import resource_dir
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def render_firmware(fw: Firmware, model_name: str, opts: TrainOptions, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = codegen_env()
     src = out_dir / "train_model.c"
-    src.write_text(env.get_template("train.c.j2").render(**ctx))
+    src.write_text(env.get_template("train.c.j2").render(**firmware_ctx(fw, model_name, opts)))
     (out_dir / "odl_model.h").write_text(env.get_template("odl_model.h.j2").render(version=__version__,
                                                                                     model=model_name))
     return src

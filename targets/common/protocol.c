@@ -1,23 +1,6 @@
-/* odl framed protocol v2: CRC32, frame receive (with resynchronisation) and send, the reply kept for a repeated
+/* odl framed protocol v2: frame receive (with resynchronisation) and send, the reply kept for a repeated
  * request. Target independent; bytes go through odl_io_putc/getc. See protocol.h for the frame and the rules. */
 #include "protocol.h"
-
-static uint32_t crc_table[256];
-
-void odl_crc32_init(void) {
-  for (uint32_t i = 0; i < 256; i++) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    crc_table[i] = c;
-  }
-}
-
-uint32_t odl_crc32_update(uint32_t crc, const void *buf, uint32_t n) {
-  const uint8_t *p = (const uint8_t *)buf;
-  crc = ~crc;
-  for (uint32_t i = 0; i < n; i++) crc = crc_table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
-  return ~crc;
-}
 
 static void put_bytes(const uint8_t *p, uint32_t n) {
   for (uint32_t i = 0; i < n; i++) odl_io_putc(p[i]);

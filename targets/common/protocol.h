@@ -18,6 +18,7 @@
 #ifndef ODL_PROTOCOL_H
 #define ODL_PROTOCOL_H
 #include <stdint.h>
+#include "crc32.h"
 
 #define ODL_PROTO_VERSION 2u
 #define ODL_MAGIC0 0x4F
@@ -61,8 +62,6 @@ enum {
 void odl_io_putc(uint8_t c);
 uint8_t odl_io_getc(void);
 
-void odl_crc32_init(void);
-uint32_t odl_crc32_update(uint32_t crc, const void *buf, uint32_t n);  /* crc starts at 0 */
 
 /* Receive one frame whose header and payload CRCs hold. Returns 0 on success; ODL_ERR_CRC / ODL_ERR_TOO_LONG when a
  * frame with a valid header was rejected (*seq and *type are then the header's; the caller may say so to the host).

@@ -7,7 +7,8 @@
  *     twice in a row: it is answered from the kept reply;
  *   - every frame the device sends is well formed (its own CRCs hold).
  * Build: clang-19 -g -O1 -fsanitize=fuzzer,address -Dmain=odl_firmware_main -DODL_FUZZ -Itests/fuzz/include
- *        -Itargets/common tests/fuzz/fuzz_protocol.c targets/common/protocol.c targets/common/byte_io.c targets/common/main.c */
+ *        -Itargets/common tests/fuzz/fuzz_protocol.c targets/common/protocol.c targets/common/crc32.c
+ *        targets/common/byte_io.c targets/common/main.c */
 #include <setjmp.h>
 #include <stddef.h>
 #include <stdint.h>

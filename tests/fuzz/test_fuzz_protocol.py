@@ -33,6 +33,7 @@ def fuzzer(tmp_path_factory):
                         "-Dmain=odl_firmware_main", "-DODL_FUZZ", f"-I{ROOT / 'tests/fuzz/include'}",
                         f"-I{ROOT / 'targets/common'}", str(ROOT / "tests/fuzz/fuzz_protocol.c"),
                         str(ROOT / "targets/common/protocol.c"), str(ROOT / "targets/common/byte_io.c"),
+                        str(ROOT / "targets/common/crc32.c"),
                         str(ROOT / "targets/common/main.c"), "-o", str(exe)],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
