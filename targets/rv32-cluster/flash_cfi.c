@@ -5,9 +5,11 @@
  * checking its error bits (erase 5, program 4, VPP 3, protection 1), clearing it (0x50) and returning to read-array
  * mode (0xFF). QEMU writes every program and erase through to the -drive file, so the image persists.
  *
- * Power-cut campaign builds (-DODL_POWERCUT): the operation whose number (counted from 1) is the word at
- * ODL_POWERCUT_ADDR (set by QEMU's loader before reset; 0 = never) is not issued: the machine stops there, as power
- * lost just before it. */
+ * Power-cut campaign builds (-DODL_POWERCUT): the word at ODL_POWERCUT_ADDR (set by QEMU's loader before reset)
+ * names an operation K, counted from 1 (0: never). K: the machine stops right after operation K completed. K with
+ * bit 31 set: operation K is torn, as power lost in the middle of it, then the machine stops. A torn program leaves
+ * the word with only some of its bits programmed (half the bytes still erased); a torn erase leaves the block
+ * unerased with its first 64 words overwritten by garbage (an interrupted NOR erase leaves indeterminate data). */
 #include "odl_flash.h"
 #include "platform.h"
 
@@ -33,13 +35,15 @@ uint32_t odl_flash_ops;
 #define ODL_POWERCUT_ADDR 0x87FFFF00u
 #endif
 #define ODL_POWERCUT_EXIT 0x42
-static void op_begin(void) {
-  uint32_t cut = *(volatile uint32_t *)ODL_POWERCUT_ADDR;
-  if (cut != 0 && odl_flash_ops + 1 == cut) odl_exit(ODL_POWERCUT_EXIT);   /* power lost before this operation */
-  odl_flash_ops++;
+#define TORN 0x80000000u
+static uint32_t cut_at(void) { return *(volatile uint32_t *)ODL_POWERCUT_ADDR; }
+static int torn_now(void) { return cut_at() == (TORN | odl_flash_ops); }   /* this operation is cut half-way */
+static void op_end(void) {                                                   /* power lost right after it */
+  if (cut_at() == odl_flash_ops || torn_now()) odl_exit(ODL_POWERCUT_EXIT);
 }
 #else
-static void op_begin(void) { odl_flash_ops++; }
+static int torn_now(void) { return 0; }
+static void op_end(void) {}
 #endif
 
 uint32_t odl_flash_size(void) { return ODL_FLASH_BYTES; }
@@ -72,18 +76,29 @@ int odl_flash_program(uint32_t off, const void *src, uint32_t n) {
   const uint8_t *s = (const uint8_t *)src;
   for (uint32_t i = 0; i < n; i += 4) {
     uint32_t w = (uint32_t)s[i] | (uint32_t)s[i + 1] << 8 | (uint32_t)s[i + 2] << 16 | (uint32_t)s[i + 3] << 24;
-    op_begin();
+    odl_flash_ops++;
     REG(off + i) = CMD(0x40);
-    REG(off + i) = w;
+    REG(off + i) = torn_now() ? (w | 0xFF00FF00u) : w;
     if (finish(off + i)) return 1;
+    op_end();
   }
   return 0;
 }
 
 int odl_flash_erase(uint32_t off) {
   if (off & (ODL_FLASH_BLOCK - 1u) || off >= ODL_FLASH_BYTES) return 1;
-  op_begin();
+  odl_flash_ops++;
+  if (torn_now()) {
+    for (uint32_t i = 0; i < 64; i++) {
+      REG(off + 4 * i) = CMD(0x40);
+      REG(off + 4 * i) = 0xA5C3A5C3u ^ (i * 0x9E3779B9u);
+      finish(off + 4 * i);
+    }
+    op_end();
+  }
   REG(off) = CMD(0x20);
   REG(off) = CMD(0xD0);
-  return finish(off);
+  int err = finish(off);
+  op_end();
+  return err;
 }

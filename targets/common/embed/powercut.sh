@@ -1,8 +1,9 @@
 #!/bin/sh
 # Power-cut campaign of odl_store_save (make powercut). For each cut point k: a flash image holding Z and A (A
-# newest), a boot that saves B and loses power before flash operation k (the HAL stops the machine there), then a
-# boot that loads and checks the state by value: it must be A (old) or B (new). Cut points: every operation when a
-# save has at most POINTS of them, else POINTS spread evenly over the save plus the last 8 (the slot header).
+# newest), a boot that saves B and loses power at flash operation k (the HAL stops the machine: right after the
+# operation, or -- every other point -- in the middle of it, the operation torn), then a boot that loads and checks
+# the state by value: it must be A (old) or B (new). Cut points: every operation when a save has at most POINTS of
+# them, else POINTS spread evenly over the save plus the last 8 (the slot header, programmed last).
 #   QEMU=qemu-system-riscv32 QEMU_ARGS="..." sh embed/powercut.sh powercut.elf [POINTS]
 set -eu
 ELF=$1
@@ -31,13 +32,14 @@ fi
 n=0; old=0; new=0; lost=0
 for k in $pts; do
   cp "$WORK/base.img" "$WORK/cut.img"
-  boot "$WORK/cut.img" "$k" 2 > /dev/null
+  if [ $((n % 2)) -eq 1 ]; then cut=$(printf '0x%x' $((k | 0x80000000))); how=torn; else cut=$k; how=after; fi
+  boot "$WORK/cut.img" "$cut" 2 > /dev/null
   res=$(boot "$WORK/cut.img" 0 3)
   n=$((n + 1))
   case "$res" in
     *"recovered old"*) old=$((old + 1));;
     *"recovered new"*) new=$((new + 1));;
-    *) lost=$((lost + 1)); echo "powercut: cut before operation $k of $ops: $res" >&2;;
+    *) lost=$((lost + 1)); echo "powercut: power lost at operation $k of $ops ($how): $res" >&2;;
   esac
 done
 echo "$n cut points, $((old + new)) recovered (old $old, new $new), $lost lost"
