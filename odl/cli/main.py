@@ -44,6 +44,14 @@ def add_train_args(p):
     p.add_argument("--weight-decay", type=float, default=0.0)
 
 
+def add_embed_args(p):
+    """Flags of the embedded library (odl.h) beyond the training settings: odl compile and odl params."""
+    p.add_argument("--batch", type=int, default=None, help="odl.h: samples per odl_train_step (default: the model's)")
+    p.add_argument("--init", default=None, metavar="CKPT.pt",
+                   help="odl.h: the initial state (an odl train checkpoint: its input normalisation too)")
+    p.add_argument("--loss-scale", default="dynamic", metavar="dynamic|S", help="odl.h, mixed: loss scaling")
+
+
 def _cmd_validate(a) -> int:
     from odl.deploy.compile import parse_bytes
     from odl.verify.validate import validate
@@ -55,20 +63,30 @@ def _cmd_validate(a) -> int:
 
 def _cmd_compile(a) -> int:
     from odl.deploy.compile import compile_project, parse_bytes
-    from odl.embed.library import EmbedOptions
     from odl.embed.project import AppOptions
     budget = parse_bytes(a.budget) if a.budget is not None else None
     cfg = train_config(a)
-    embed = None
-    if a.batch is not None or a.init is not None or a.loss_scale != "dynamic":
-        from odl.frontend.trace import default_input_shape, load_model, parse_shape
-        shape = parse_shape(a.input_shape) if a.input_shape else default_input_shape(load_model(a.model))
-        embed = EmbedOptions(batch=a.batch if a.batch is not None else (shape[0] if shape else 16),
-                             precision=a.precision, cores=a.cores, target=a.target, cfg=cfg, loss_scale=a.loss_scale,
-                             memory=a.memory, init=a.init, seed=a.seed, input_shape=a.input_shape, budget=budget)
+    embed = _embed_options(a) if (a.batch is not None or a.init is not None or a.loss_scale != "dynamic") else None
     compile_project(a.model, a.output, a.target, a.precision, a.cores, a.input_shape, a.seed, cfg,
                     budget=budget, force=a.force, memory=a.memory, embed=embed,
                     app=AppOptions(app=a.app, data=a.data, epochs=a.epochs))
+    return 0
+
+
+def _embed_options(a):
+    from odl.deploy.compile import parse_bytes
+    from odl.embed.library import EmbedOptions
+    from odl.frontend.trace import default_input_shape, load_model, parse_shape
+    shape = parse_shape(a.input_shape) if a.input_shape else default_input_shape(load_model(a.model))
+    return EmbedOptions(batch=a.batch if a.batch is not None else (shape[0] if shape else 16), precision=a.precision,
+                        cores=a.cores, target=a.target, cfg=train_config(a), loss_scale=a.loss_scale,
+                        memory=a.memory, init=a.init, seed=a.seed, input_shape=a.input_shape,
+                        budget=parse_bytes(a.budget) if a.budget is not None else None)
+
+
+def _cmd_params(a) -> int:
+    from odl.embed.params import params
+    params(a.model, a.input, _embed_options(a), checkpoint=a.checkpoint, blob_out=a.blob, flash_out=a.flash)
     return 0
 
 
@@ -248,15 +266,28 @@ def build_parser() -> argparse.ArgumentParser:
     for act in c._actions:
         if act.dest == "precision":
             act.choices = ["fp32", "fp16", "mixed"]     # mixed: odl.h's library (the single step: fp16)
-    c.add_argument("--batch", type=int, default=None, help="odl.h: samples per odl_train_step (default: the model's)")
-    c.add_argument("--init", default=None, metavar="CKPT.pt",
-                   help="odl.h: the initial state (an odl train checkpoint: its input normalisation too)")
-    c.add_argument("--loss-scale", default="dynamic", metavar="dynamic|S", help="odl.h, mixed: loss scaling")
+    add_embed_args(c)
     c.add_argument("--app", default=None, choices=["personalize"],
                    help="build this firmware app by default: personalize (evaluate, train, save; no host)")
     c.add_argument("--data", default=None, metavar="FILE.npz", help="--app personalize: x, y, x_val, y_val")
     c.add_argument("--epochs", type=int, default=1, help="--app personalize: epochs to train on the device")
     c.set_defaults(fn=_cmd_compile)
+    pa = sub.add_parser("params", help="the embedded library's state: flash image or blob -> checkpoint, and back")
+    pa.add_argument("input", metavar="IMAGE|BLOB|CKPT.pt", help="flash image, state blob, or a checkpoint (.pt)")
+    pa.add_argument("--model", required=True, help="built-in model name or path/to/file.py:Name")
+    pa.add_argument("--target", default="rv32-cluster")
+    pa.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "mixed"])
+    pa.add_argument("--cores", type=int, default=8)
+    pa.add_argument("--input-shape", default=None, help="NxCxHxW (default: the model's input_shape)")
+    pa.add_argument("--memory", default="hierarchy", choices=["flat", "hierarchy"])
+    pa.add_argument("--seed", type=int, default=0)
+    add_train_args(pa)
+    add_embed_args(pa)
+    pa.add_argument("--budget", default=None, metavar="BYTES", help="as given to odl compile")
+    pa.add_argument("--checkpoint", default=None, metavar="OUT.pt", help="write the state as an odl train checkpoint")
+    pa.add_argument("--blob", default=None, metavar="OUT.bin", help="write the state blob")
+    pa.add_argument("--flash", default=None, metavar="OUT.img", help="write a flash image holding the state")
+    pa.set_defaults(fn=_cmd_params)
     pr = sub.add_parser("profile", help="one training step with exact per-core cycle counts, per layer and step")
     add_model_args(pr)
     pr.add_argument("--seed", type=int, default=0)
