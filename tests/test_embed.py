@@ -150,3 +150,112 @@ def test_powercut_campaign(tmp_path, precision):
     assert m, out
     n, rec, old, new, lost = map(int, m.groups())
     assert n >= 50 and rec == n and lost == 0 and new > 0
+
+
+def _pretrained(tmp: Path) -> tuple[Path, Path, dict]:
+    """A TinyDigits pretrained on the host on digits (normalised as odl train does, the statistics recorded in the
+    checkpoint), and shifted data for the device: the same digits as negatives (16 - x), which the pretrained model
+    gets mostly wrong."""
+    from odl import data as datamod
+    from odl.frontend import load_model
+    ds = datamod.load("digits", "xent", 0.2, 0)
+    torch.manual_seed(0)
+    m = load_model(MODEL)
+    opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+    x, y = torch.from_numpy(ds.x), torch.from_numpy(ds.y)
+    for _ in range(4):
+        for i in range(0, len(x), 32):
+            opt.zero_grad()
+            F.cross_entropy(m(x[i:i + 32]), y[i:i + 32]).backward()
+            opt.step()
+    ck = tmp / "pretrained.pt"
+    torch.save({"model": m.state_dict(), "odl": {"normalize": ds.normalize}}, ck)
+    raw = datamod.load("digits", "xent", 0.2, 0, normalize=False)
+    npz = tmp / "shifted.npz"
+    np.savez(npz, x=16.0 - raw.x[:320], y=raw.y[:320], x_val=16.0 - raw.x_val[:120], y_val=raw.y_val[:120])
+    return ck, npz, ds.normalize
+
+
+def _host_acc(model, npz: Path, norm: dict) -> float:
+    z = np.load(npz)
+    xv = ((z["x_val"].astype(np.float32) - np.float32(norm["mean"][0])) / np.float32(norm["std"][0]))
+    model.eval()
+    with torch.no_grad():
+        pred = model(torch.from_numpy(xv)).argmax(1).numpy()
+    return float((pred == z["y_val"]).mean())
+
+
+def _phases(out: str) -> dict:
+    return {d["phase"]: d for d in (json.loads(ln) for ln in out.splitlines() if ln.startswith("{"))}
+
+
+@needs_qemu
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("mixed", marks=pytest.mark.slow)])
+def test_personalize_restore_and_host_accuracy(tmp_path, precision):
+    ck, npz, norm = _pretrained(tmp_path)
+    proj = tmp_path / "pers"
+    assert main(["compile", MODEL, "--precision", precision, "--init", str(ck), "--app", "personalize", "--data",
+                 str(npz), "--epochs", "3", "--batch", "16", "--lr", "0.05", "--momentum", "0.9", "-o",
+                 str(proj)]) == 0
+    b = _make(proj)
+    assert b.returncode == 0, b.stderr[-3000:]
+    img = tmp_path / "flash.img"
+    first = _make(proj, "run", f"FLASH={img}", timeout=600)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    ph = _phases(first.stdout)
+    assert set(ph) == {"before", "after", "saved"}, first.stdout
+    assert ph["after"]["val_acc"] >= ph["before"]["val_acc"] + 0.3, ph       # a wide margin, no host
+    assert ph["saved"]["step"] == 3 * (320 // 16)
+    second = _make(proj, "run", f"FLASH={img}", timeout=600)
+    ph2 = _phases(second.stdout)
+    assert set(ph2) == {"restored"}, second.stdout
+    assert ph2["restored"]["val_acc"] == ph["after"]["val_acc"] and ph2["restored"]["step"] == ph["saved"]["step"]
+    # the flash image read on the host: a checkpoint that loads strictly and gives the device's accuracy
+    out = tmp_path / "device.pt"
+    assert main(["params", str(img), "--model", MODEL, "--precision", precision, "--init", str(ck), "--batch", "16",
+                 "--lr", "0.05", "--momentum", "0.9", "--checkpoint", str(out)]) == 0
+    from odl.frontend import load_model
+    m = load_model(MODEL)
+    saved = torch.load(out, weights_only=True)
+    m.load_state_dict(saved["model"], strict=True)
+    assert saved["step"] == ph["saved"]["step"] and saved["odl"]["normalize"] == norm
+    host = _host_acc(m, npz, norm)
+    n_val = 120
+    assert abs(host - ph["after"]["val_acc"]) <= (0.5 if precision == "fp32" else 2.5) / n_val, (host, ph["after"])
+    # and back: the checkpoint as a flash image the device restores (fresh optimizer state, its weights)
+    img2 = tmp_path / "from_host.img"
+    assert main(["params", str(out), "--model", MODEL, "--precision", precision, "--init", str(ck), "--batch", "16",
+                 "--lr", "0.05", "--momentum", "0.9", "--flash", str(img2)]) == 0
+    third = _make(proj, "run", f"FLASH={img2}", timeout=600)
+    ph3 = _phases(third.stdout)
+    assert set(ph3) == {"restored"} and ph3["restored"]["step"] == 0, third.stdout
+    assert abs(ph3["restored"]["val_acc"] - ph["after"]["val_acc"]) <= (0.5 if precision == "fp32" else 2.5) / n_val
+
+
+def test_params_refuses_other_models_and_damage(tmp_path, capsys):
+    """odl params: a blob of another build, a damaged blob, a file that is neither: exit 2 naming the problem."""
+    lib = _library_plain(tmp_path)
+    from odl.embed.library import blob_from_state_dict
+    blob = bytearray(blob_from_state_dict(lib, lib.model.state_dict()))
+    good = tmp_path / "s.bin"
+    good.write_bytes(bytes(blob))
+    args = ["--model", MODEL, "--batch", str(BATCH), "--lr", str(LR), "--momentum", str(MOMENTUM)]
+    assert main(["params", str(good), *args, "--checkpoint", str(tmp_path / "ok.pt")]) == 0
+    assert main(["params", str(good), "--model", MODEL, "--batch", str(BATCH), "--checkpoint",
+                 str(tmp_path / "x.pt")]) == 2       # no momentum: another optimizer state layout
+    assert "model hash" in capsys.readouterr().err
+    blob[100] ^= 1
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(bytes(blob))
+    assert main(["params", str(bad), *args, "--checkpoint", str(tmp_path / "y.pt")]) == 2
+    assert "CRC32" in capsys.readouterr().err
+    junk = tmp_path / "junk.img"
+    junk.write_bytes(b"\0" * 100)
+    assert main(["params", str(junk), *args, "--checkpoint", str(tmp_path / "z.pt")]) == 2
+    assert "neither" in capsys.readouterr().err
+    assert not (tmp_path / "y.pt").exists() and not (tmp_path / "z.pt").exists()
+
+
+def _library_plain(tmp: Path):
+    return build_library(MODEL, EmbedOptions(batch=BATCH, cfg=TrainConfig(lr=LR, momentum=MOMENTUM)),
+                         log=lambda *a: None)
