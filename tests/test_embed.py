@@ -64,6 +64,18 @@ def _compile(tmp: Path, precision: str, *extra) -> Path:
     return proj
 
 
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory):
+    """One compiled project per precision, shared by the tests of this module (the build is most of their time)."""
+    cache = {}
+
+    def get(precision):
+        if precision not in cache:
+            cache[precision] = _compile(tmp_path_factory.mktemp(f"embed-{precision}"), precision)
+        return cache[precision]
+    return get
+
+
 def _library(tmp: Path, precision: str):
     return build_library(MODEL, EmbedOptions(batch=BATCH, precision=precision, cfg=TrainConfig(lr=LR, momentum=MOMENTUM),
                                              init=str(tmp / "init.pt")), log=lambda *a: None)
@@ -72,8 +84,8 @@ def _library(tmp: Path, precision: str):
 @needs_qemu
 @pytest.mark.parametrize("precision", ["fp32", pytest.param("fp16", marks=pytest.mark.slow),
                                        pytest.param("mixed", marks=pytest.mark.slow)])
-def test_api_app_matches_pytorch(tmp_path, precision):
-    proj = _compile(tmp_path, precision)
+def test_api_app_matches_pytorch(tmp_path, projects, precision):
+    proj = projects(precision)
     app = ROOT / "tests" / "embed" / "api_app.c"
     b = _make(proj, f"APP={app}")
     assert b.returncode == 0, b.stderr[-3000:]
@@ -84,7 +96,7 @@ def test_api_app_matches_pytorch(tmp_path, precision):
     assert not [ln for ln in out.splitlines() if ln.startswith("check") and not ln.endswith("ok")]
     assert (tmp_path / "flash.img").stat().st_size == blobmod.FLASH_BYTES      # created erased by make run
     lines = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in out.splitlines() if " " in ln}
-    lib = _library(tmp_path, precision)
+    lib = _library(proj.parent, precision)
     assert int(lines["size"].split()[0]) == lib.blob_bytes
     blob0, blob1 = bytes.fromhex(lines["blob0"]), bytes.fromhex(lines["blob1"])
 
@@ -132,9 +144,9 @@ def _powercut(proj: Path, points: int) -> str:
 
 
 @needs_qemu
-def test_powercut_short(tmp_path):
+def test_powercut_short(projects):
     """A few cut points (after and torn, the slot header's last words included): every boot recovers old or new."""
-    out = _powercut(_compile(tmp_path, "fp32"), 4)
+    out = _powercut(projects("fp32"), 4)
     m = re.search(r"(\d+) cut points, (\d+) recovered \(old (\d+), new (\d+)\), (\d+) lost", out)
     assert m, out
     n, rec, old, new, lost = map(int, m.groups())
@@ -144,8 +156,8 @@ def test_powercut_short(tmp_path):
 @needs_qemu
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "mixed"])
-def test_powercut_campaign(tmp_path, precision):
-    out = _powercut(_compile(tmp_path, precision), 60)
+def test_powercut_campaign(projects, precision):
+    out = _powercut(projects(precision), 60)
     m = re.search(r"(\d+) cut points, (\d+) recovered \(old (\d+), new (\d+)\), (\d+) lost", out)
     assert m, out
     n, rec, old, new, lost = map(int, m.groups())

@@ -210,7 +210,8 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
                                    budget=budget_bytes)
         emb = add_embed(tmp, model_spec, eo, app or AppOptions(), target, log)
         ctx.update(embed_sources=[s for s in c_srcs if s != "src/model.c" and not s.startswith("common/")]
-                   + emb["embed_sources"], default_app=emb["default_app"], powercut_points=emb["powercut_points"])
+                   + emb["embed_sources"], default_app=emb["default_app"], powercut_points=emb["powercut_points"],
+                   flash_sources=emb["flash_sources"])
         env = _env()
         for name in ("Makefile", "README.md", "run-qemu.sh", "host.py"):
             (tmp / name).write_text(env.get_template(name + ".j2").render(**ctx))

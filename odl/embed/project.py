@@ -85,4 +85,6 @@ def add_embed(tmp: Path, model_spec: str, eo: EmbedOptions, ao: AppOptions, targ
     tr, pr = lib.program("train"), lib.program("eval")
     log(f"odl.h: batch {eo.batch}, {eo.precision}; arena {lib.fw.arena_bytes} B (odl_train_step {tr.prog.arena_bytes} B,"
         f" odl_predict {pr.prog.arena_bytes} B, state {lib.fw.shared_bytes} B); state blob {lib.blob_bytes} B")
-    return {"embed_sources": srcs, "default_app": default_app, "powercut_points": POWERCUT_POINTS, "library": lib}
+    flash = [rel for _, rel in embed_library_sources(target) if rel.startswith("target/") and rel.endswith(".c")]
+    return {"embed_sources": srcs, "default_app": default_app, "powercut_points": POWERCUT_POINTS,
+            "flash_sources": flash, "library": lib}

@@ -1,4 +1,4 @@
-/* Power-cut campaign app (make powercut; embed/powercut.sh drives it). Built with -DODL_POWERCUT: the flash HAL stops
+/* Power-cut campaign app (make powercut; embed/powercut.sh drives it). Linked with the flash driver built with -DODL_POWERCUT (make POWERCUT=1): it stops
  * the machine before the operation numbered by the word at ODL_POWERCUT_ADDR (0: never). The word after it is
  * the mode:
  *   1 prepare: save Z (the initial state), then A (after one step): the store holds Z and A, A newest.
