@@ -35,7 +35,7 @@ from odl.plan.planner import MemoryReport
 from odl.pipeline import step
 from odl.common.resources import resource_dir
 from odl.target.description import Target, load_target
-from odl.common.precision import STEP_PRECISIONS, precision_of
+from odl.common.precision import precision_of
 
 _SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _DTYPE = {"f32": "f32", "i32": "i32", "u8": "u8"}

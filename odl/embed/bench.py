@@ -11,16 +11,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..errors import OdlError
+from odl.common.errors import OdlError
 
 MODELS = ["tinycnn", "dscnn", "resnet8", "mobilenetv1_vww"]   # ad_autoencoder: mse targets, not class labels
 
 
 def measure(model: str, precision: str, work: Path, batch: int | None = None, cores: int = 8) -> dict:
-    from ..compile import compile_project
-    from ..lower import TrainConfig
-    from .library import EmbedOptions
-    from ..frontend import default_input_shape, load_model
+    from odl.deploy.compile import compile_project
+    from odl.ir.program import TrainConfig
+    from odl.embed.library import EmbedOptions
+    from odl.frontend.trace import default_input_shape, load_model
     proj = work / f"{model}-{precision}"
     b = batch or default_input_shape(load_model(model))[0]
     eo = EmbedOptions(batch=b, precision=precision, cores=cores, cfg=TrainConfig(lr=0.01, momentum=0.9))
