@@ -28,7 +28,7 @@ TOL = {"fp32": 1e-4, "fp16": 3e-2, "mixed": 3e-2}
 
 
 def _init_ckpt(path: Path) -> None:
-    from odl.frontend import load_model
+    from odl.frontend.trace import load_model
     torch.manual_seed(3)
     m = load_model(MODEL)
     with torch.no_grad():     # running statistics away from 0/1, so that inference-mode BN is really exercised
@@ -168,8 +168,8 @@ def _pretrained(tmp: Path) -> tuple[Path, Path, dict]:
     """A TinyDigits pretrained on the host on digits (normalised as odl train does, the statistics recorded in the
     checkpoint), and shifted data for the device: the same digits as negatives (16 - x), which the pretrained model
     gets mostly wrong."""
-    from odl import data as datamod
-    from odl.frontend import load_model
+    from odl.train import data as datamod
+    from odl.frontend.trace import load_model
     ds = datamod.load("digits", "xent", 0.2, 0)
     torch.manual_seed(0)
     m = load_model(MODEL)
@@ -226,7 +226,7 @@ def test_personalize_restore_and_host_accuracy(tmp_path, precision):
     out = tmp_path / "device.pt"
     assert main(["params", str(img), "--model", MODEL, "--precision", precision, "--init", str(ck), "--batch", "16",
                  "--lr", "0.05", "--momentum", "0.9", "--checkpoint", str(out)]) == 0
-    from odl.frontend import load_model
+    from odl.frontend.trace import load_model
     m = load_model(MODEL)
     saved = torch.load(out, weights_only=True)
     m.load_state_dict(saved["model"], strict=True)
