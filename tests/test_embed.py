@@ -271,3 +271,23 @@ def test_params_refuses_other_models_and_damage(tmp_path, capsys):
 def _library_plain(tmp: Path):
     return build_library(MODEL, EmbedOptions(batch=BATCH, cfg=TrainConfig(lr=LR, momentum=MOMENTUM)),
                          log=lambda *a: None)
+
+
+def test_compile_library_optional_and_bad_app_flags(tmp_path, capsys):
+    """A model the library cannot serve (mse targets) still compiles, without odl.h and saying why; asking for the
+    library with it, or for the app without its data, is exit 2 with nothing written."""
+    out = tmp_path / "ae"
+    assert main(["compile", "ad_autoencoder", "-o", str(out)]) == 0
+    assert "odl.h: not generated" in capsys.readouterr().out
+    assert (out / "src" / "model.c").exists() and not (out / "src" / "odl.h").exists()
+    assert main(["compile", "ad_autoencoder", "--batch", "4", "-o", str(tmp_path / "ae2")]) == 2
+    assert "--loss xent only" in capsys.readouterr().err
+    assert main(["compile", MODEL, "--app", "personalize", "-o", str(tmp_path / "p")]) == 2
+    assert "--data FILE.npz" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((20, 1, 7, 7), np.float32), y=np.zeros(20, np.int64),
+             x_val=np.zeros((4, 1, 7, 7), np.float32), y_val=np.zeros(4, np.int64))
+    assert main(["compile", MODEL, "--app", "personalize", "--data", str(bad), "-o", str(tmp_path / "q")]) == 2
+    assert "[1, 7, 7]" in capsys.readouterr().err
+    assert not any(p.name in ("ae2", "p", "q") for p in tmp_path.iterdir())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

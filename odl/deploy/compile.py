@@ -203,15 +203,10 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
                    sources=c_srcs, qemu=q,
                    qemu_extra=" ".join(shlex.quote(a) for a in q.extra) if q else "",
                    bits=precision_of(precision).bits)
-        from odl.embed.library import EmbedOptions
-        from odl.embed.project import AppOptions, add_embed
-        eo = embed or EmbedOptions(batch=int(prep.x.shape[0]), precision=lib_precision, cores=cores, target=target_name,
-                                   cfg=cfg, memory=memory, seed=seed, input_shape=input_shape,
-                                   budget=budget_bytes)
-        emb = add_embed(tmp, model_spec, eo, app or AppOptions(), target, log)
-        ctx.update(embed_sources=[s for s in c_srcs if s != "src/model.c" and not s.startswith("common/")]
-                   + emb["embed_sources"], default_app=emb["default_app"], powercut_points=emb["powercut_points"],
-                   flash_sources=emb["flash_sources"])
+        from odl.embed.project import project_ctx
+        ctx.update(project_ctx(tmp, model_spec, target, c_srcs, embed, app, log, dict(
+            batch=int(prep.x.shape[0]), precision=lib_precision, cores=cores, target=target_name, cfg=cfg,
+            memory=memory, seed=seed, input_shape=input_shape, budget=budget_bytes)))
         env = _env()
         for name in ("Makefile", "README.md", "run-qemu.sh", "host.py"):
             (tmp / name).write_text(env.get_template(name + ".j2").render(**ctx))

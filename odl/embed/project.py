@@ -88,3 +88,24 @@ def add_embed(tmp: Path, model_spec: str, eo: EmbedOptions, ao: AppOptions, targ
     flash = [rel for _, rel in embed_library_sources(target) if rel.startswith("target/") and rel.endswith(".c")]
     return {"embed_sources": srcs, "default_app": default_app, "powercut_points": POWERCUT_POINTS,
             "flash_sources": flash, "library": lib}
+
+
+def project_ctx(tmp: Path, model_spec: str, target, c_srcs: list[str], embed: EmbedOptions | None,
+                app: AppOptions | None, log, defaults: dict) -> dict:
+    """The Makefile's values for the library of an `odl compile` project. Without any library option (--batch,
+    --init, --loss-scale, --app) the library is built with the compile's own settings when it can be: a model
+    it cannot serve (a loss other than cross-entropy, a library over the memory budget) gets a project without it
+    and a line saying why, as before the library existed; with an option, the error is the compile's."""
+    app = app or AppOptions()
+    explicit = embed is not None or app.app is not None or bool(app.data)
+    try:
+        emb = add_embed(tmp, model_spec, embed or EmbedOptions(**defaults), app, target, log)
+    except OdlError as e:
+        if explicit:
+            raise
+        log(f"odl.h: not generated: {e}")
+        return {"embed": False, "embed_sources": [], "default_app": "", "powercut_points": POWERCUT_POINTS,
+                "flash_sources": []}
+    lib_srcs = [s for s in c_srcs if s != "src/model.c" and not s.startswith("common/")]
+    return {"embed": True, "embed_sources": lib_srcs + emb["embed_sources"], "default_app": emb["default_app"],
+            "powercut_points": emb["powercut_points"], "flash_sources": emb["flash_sources"]}
