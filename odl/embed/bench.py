@@ -42,14 +42,20 @@ def measure(model: str, precision: str, work: Path, batch: int | None = None, co
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| model | precision | batch | odl_predict bytes | odl_train_step bytes | predict/train | predict cycles | "
-           "train_step cycles | state blob bytes | save flash ops | save cycles |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """Markdown. Bytes are the arena each entry point uses: the resident training state (parameters, batch-norm
+    statistics, optimizer state, masters, control block) plus its own working buffers in L2; the working-buffer
+    columns leave the state out (what inference saves: no saved activations, no gradients); L1 holds the tiles."""
+    out = ["| model | precision | batch | odl_predict bytes | odl_train_step bytes | predict/train | "
+           "working bytes predict / train | L1 bytes predict / train | predict cycles | train_step cycles | "
+           "state blob bytes | save flash ops | save cycles |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        wp, wt = r["predict_bytes"] - r["state_bytes"], r["train_step_bytes"] - r["state_bytes"]
         out.append(f"| {r['model']} | {r['precision']} | {r['batch']} | {r['predict_bytes']:,} | "
-                   f"{r['train_step_bytes']:,} | {r['predict_share']:.0%} | {r['predict_cycles']:,} | "
-                   f"{r['train_step_cycles']:,} | {r['blob_bytes']:,} | {r['save_flash_ops']:,} | "
-                   f"{r['save_cycles']:,} |")
+                   f"{r['train_step_bytes']:,} | {r['predict_share']:.0%} | {wp:,} / {wt:,} ({wp / wt:.0%}) | "
+                   f"{r['predict_l1_bytes']:,} / {r['train_step_l1_bytes']:,} | "
+                   f"{r['predict_cycles']:,} | {r['train_step_cycles']:,} | {r['blob_bytes']:,} | "
+                   f"{r['save_flash_ops']:,} | {r['save_cycles']:,} |")
     return "\n".join(out)
 
 
