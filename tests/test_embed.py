@@ -132,7 +132,7 @@ def test_api_app_matches_pytorch(tmp_path, projects, precision):
     before = re.search(r"before acc ([\d.]+) loss ([\d.]+)", out)
     after = re.search(r"after acc ([\d.]+) loss ([\d.]+) skipped (\d+) scale ([\d.]+) steps (\d+)", out)
     assert float(after.group(1)) == 1.0 and float(after.group(2)) < 0.5 * float(before.group(2))
-    assert int(after.group(5)) == 31
+    assert int(after.group(5)) == 31 and lines["seq"] == "1"
     if precision == "mixed":     # dynamic loss scaling on the device: starts at 2^16, halves on every overflow
         assert float(after.group(4)) == 65536.0 / 2 ** int(after.group(3))
 

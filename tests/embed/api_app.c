@@ -91,6 +91,16 @@ int main(void) {
   /* back to the state after step 1: bitwise what the step gave */
   expect("import1", odl_params_import(blob1, ODL_PARAMS_BYTES), ODL_OK);
   printf("steps %u\n", odl_step_count());
+  /* the flash store (make run gives an erased flash): empty, then a save, a step, a load back to the saved state */
+  expect("load-empty", odl_store_load(), ODL_ERR_NO_STATE);
+  expect("save", odl_store_save(), ODL_OK);
+  s = odl_train_step(x, y, &loss);
+  expect("step-after-save", s == ODL_SKIPPED ? ODL_OK : s, ODL_OK);
+  expect("load", odl_store_load(), ODL_OK);
+  odl_params_export(blob2, sizeof blob2, &w);
+  printf("seq %u\n", odl_store_seq());
+  printf("check store-roundtrip %s\n", same(blob2, blob1, ODL_PARAMS_BYTES) ? "ok" : "FAIL");
+  if (!same(blob2, blob1, ODL_PARAMS_BYTES)) fails++;
   /* learn the batch */
   float acc = 0.0f, eloss = 0.0f;
   expect("evaluate", odl_evaluate(x, y, ODL_BATCH, &acc, &eloss), ODL_OK);

@@ -12,6 +12,8 @@
 
 static int inited;
 
+int odl_initialized(void) { return inited; }
+
 const char *odl_status_str(odl_status s) {
   static const char *const names[] = {"ODL_OK", "ODL_SKIPPED", "ODL_ERR_ARG", "ODL_ERR_NOT_FINITE", "ODL_ERR_STATE",
                                       "ODL_ERR_CAPACITY", "ODL_ERR_BLOB_MAGIC", "ODL_ERR_BLOB_VERSION",

@@ -36,4 +36,5 @@ typedef struct {
 typedef int (*odl_blob_read_fn)(void *ctx, uint32_t off, void *dst, uint32_t n);
 int odl_blob_import_stream(odl_blob_read_fn read, void *ctx, uint32_t n);   /* returns an odl_status */
 void odl_blob_header(odl_blob_header_t *h);   /* the header of the current state */
+int odl_initialized(void);                     /* odl_init has run */
 #endif

@@ -69,7 +69,7 @@ static int verify(uint32_t off, const void *src, uint32_t n) {
 }
 
 odl_status odl_store_save(void) {
-  if (odl_params_size() == 0) return ODL_ERR_STATE;
+  if (!odl_initialized()) return ODL_ERR_STATE;
   uint32_t sb = slot_bytes();
   if (2u * sb > odl_flash_size() || odl_flash_write_unit() > 4u || 4u % odl_flash_write_unit()) return ODL_ERR_FLASH_SIZE;
   slot_header_t h[2];
@@ -96,6 +96,7 @@ odl_status odl_store_save(void) {
 }
 
 odl_status odl_store_load(void) {
+  if (!odl_initialized()) return ODL_ERR_STATE;
   uint32_t sb = slot_bytes();
   if (2u * sb > odl_flash_size()) return ODL_ERR_FLASH_SIZE;
   slot_header_t h[2];
