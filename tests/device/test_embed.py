@@ -1,7 +1,7 @@
 """The embedded library (odl.h) from a plain C app on QEMU, checked against PyTorch; the flash store's power-cut
 campaign; the personalisation app with no host; `odl params` between the device's flash and checkpoints.
 
-The app (tests/embed/api_app.c) knows only odl.h. Its batch comes from an LCG that _batch() repeats here; the
+The app (tests/device/embed/api_app.c) knows only odl.h. Its batch comes from an LCG that _batch() repeats here; the
 initial state comes from an --init checkpoint that records an input normalisation, so the device's normalisation
 is checked too."""
 import copy
@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import MODELS, ROOT, needs_qemu, rel_l2
+from helpers import MODELS, ROOT, needs_qemu, rel_l2
 from odl.cli.main import main
 from odl.embed import blob as blobmod
 from odl.embed.library import EmbedOptions, build_library, state_dict_from_blob
@@ -86,7 +86,7 @@ def _library(tmp: Path, precision: str):
                                        pytest.param("mixed", marks=pytest.mark.slow)])
 def test_api_app_matches_pytorch(tmp_path, projects, precision):
     proj = projects(precision)
-    app = ROOT / "tests" / "embed" / "api_app.c"
+    app = ROOT / "tests" / "device" / "embed" / "api_app.c"
     b = _make(proj, f"APP={app}")
     assert b.returncode == 0, b.stderr[-3000:]
     r = _make(proj, "run", f"APP={app}", f"FLASH={tmp_path / 'flash.img'}", timeout=300)
