@@ -291,3 +291,22 @@ def test_compile_library_optional_and_bad_app_flags(tmp_path, capsys):
     assert "[1, 7, 7]" in capsys.readouterr().err
     assert not any(p.name in ("ae2", "p", "q") for p in tmp_path.iterdir())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_flash_image_newest_valid_slot():
+    """The host reads a flash image as odl_store_load does: the valid slot with the highest sequence number, the other
+    one when the newest is damaged, an error when neither holds a state of this model."""
+    import struct
+    import zlib
+    a = blobmod.pack_blob(b"A" * 64, 0x1234, 1)
+    b = blobmod.pack_blob(b"B" * 64, 0x1234, 2)
+    img = bytearray(blobmod.flash_image(a, seq=1))
+    sb = blobmod.slot_bytes(len(b))
+    head = struct.pack("<7I", blobmod.SLOT_MAGIC, 2, len(b), struct.unpack_from("<I", b, 28)[0], 0x1234, 0, 0)
+    img[sb:sb + 32] = head + struct.pack("<I", zlib.crc32(head))
+    img[sb + 32:sb + 32 + len(b)] = b
+    assert blobmod.newest_slot_blob(bytes(img), len(b), 0x1234, "img") == (2, b)
+    img[sb + 32 + 40] ^= 1                                   # the newest blob damaged: the older slot
+    assert blobmod.newest_slot_blob(bytes(img), len(b), 0x1234, "img") == (1, a)
+    with pytest.raises(Exception, match="no valid saved state"):
+        blobmod.newest_slot_blob(bytes(img), len(b), 0x9999, "img")
