@@ -158,6 +158,37 @@ def _cmd_fleet(a) -> int:
     return 0
 
 
+def add_compile_embed_args(c):
+    """odl compile's options of the embedded library (odl.h) and its apps."""
+    for act in c._actions:
+        if act.dest == "precision":
+            act.choices = ["fp32", "fp16", "mixed"]     # mixed: odl.h's library (the single step: fp16)
+    add_embed_args(c)
+    c.add_argument("--app", default=None, choices=["personalize"],
+                   help="build this firmware app by default: personalize (evaluate, train, save; no host)")
+    c.add_argument("--data", default=None, metavar="FILE.npz", help="--app personalize: x, y, x_val, y_val")
+    c.add_argument("--epochs", type=int, default=1, help="--app personalize: epochs to train on the device")
+
+
+def add_params_parser(sub):
+    pa = sub.add_parser("params", help="the embedded library's state: flash image or blob -> checkpoint, and back")
+    pa.add_argument("input", metavar="IMAGE|BLOB|CKPT.pt", help="flash image, state blob, or a checkpoint (.pt)")
+    pa.add_argument("--model", required=True, help="built-in model name or path/to/file.py:Name")
+    pa.add_argument("--target", default="rv32-cluster")
+    pa.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "mixed"])
+    pa.add_argument("--cores", type=int, default=8)
+    pa.add_argument("--input-shape", default=None, help="NxCxHxW (default: the model's input_shape)")
+    pa.add_argument("--memory", default="hierarchy", choices=["flat", "hierarchy"])
+    pa.add_argument("--seed", type=int, default=0)
+    add_train_args(pa)
+    add_embed_args(pa)
+    pa.add_argument("--budget", default=None, metavar="BYTES", help="as given to odl compile")
+    pa.add_argument("--checkpoint", default=None, metavar="OUT.pt", help="write the state as an odl train checkpoint")
+    pa.add_argument("--blob", default=None, metavar="OUT.bin", help="write the state blob")
+    pa.add_argument("--flash", default=None, metavar="OUT.img", help="write a flash image holding the state")
+    pa.set_defaults(fn=_cmd_params)
+
+
 def add_fleet_parser(sub):
     f = sub.add_parser("fleet", help="federated learning (FedAvg) over N emulated devices, beside centralized training",
                        description="N emulated devices each train E local epochs per round on their shard of the "
@@ -263,31 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory budget instead of the target's (e.g. 262144, 512K, 2M)")
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="project directory to create")
     c.add_argument("--force", action="store_true", help="replace DIR if it exists and is not empty")
-    for act in c._actions:
-        if act.dest == "precision":
-            act.choices = ["fp32", "fp16", "mixed"]     # mixed: odl.h's library (the single step: fp16)
-    add_embed_args(c)
-    c.add_argument("--app", default=None, choices=["personalize"],
-                   help="build this firmware app by default: personalize (evaluate, train, save; no host)")
-    c.add_argument("--data", default=None, metavar="FILE.npz", help="--app personalize: x, y, x_val, y_val")
-    c.add_argument("--epochs", type=int, default=1, help="--app personalize: epochs to train on the device")
+    add_compile_embed_args(c)
     c.set_defaults(fn=_cmd_compile)
-    pa = sub.add_parser("params", help="the embedded library's state: flash image or blob -> checkpoint, and back")
-    pa.add_argument("input", metavar="IMAGE|BLOB|CKPT.pt", help="flash image, state blob, or a checkpoint (.pt)")
-    pa.add_argument("--model", required=True, help="built-in model name or path/to/file.py:Name")
-    pa.add_argument("--target", default="rv32-cluster")
-    pa.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "mixed"])
-    pa.add_argument("--cores", type=int, default=8)
-    pa.add_argument("--input-shape", default=None, help="NxCxHxW (default: the model's input_shape)")
-    pa.add_argument("--memory", default="hierarchy", choices=["flat", "hierarchy"])
-    pa.add_argument("--seed", type=int, default=0)
-    add_train_args(pa)
-    add_embed_args(pa)
-    pa.add_argument("--budget", default=None, metavar="BYTES", help="as given to odl compile")
-    pa.add_argument("--checkpoint", default=None, metavar="OUT.pt", help="write the state as an odl train checkpoint")
-    pa.add_argument("--blob", default=None, metavar="OUT.bin", help="write the state blob")
-    pa.add_argument("--flash", default=None, metavar="OUT.img", help="write a flash image holding the state")
-    pa.set_defaults(fn=_cmd_params)
+    add_params_parser(sub)
     pr = sub.add_parser("profile", help="one training step with exact per-core cycle counts, per layer and step")
     add_model_args(pr)
     pr.add_argument("--seed", type=int, default=0)
