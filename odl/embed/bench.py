@@ -16,15 +16,16 @@ from odl.common.errors import OdlError
 MODELS = ["tinycnn", "dscnn", "resnet8", "mobilenetv1_vww"]   # ad_autoencoder: mse targets, not class labels
 
 
-def measure(model: str, precision: str, work: Path, batch: int | None = None, cores: int = 8) -> dict:
+def measure(model: str, precision: str, work: Path, batch: int | None = None, cores: int = 8,
+            momentum: float = 0.9) -> dict:
     from odl.deploy.compile import compile_project
     from odl.ir.program import TrainConfig
     from odl.embed.library import EmbedOptions
     from odl.frontend.trace import default_input_shape, load_model
     proj = work / f"{model}-{precision}"
     b = batch or default_input_shape(load_model(model))[0]
-    eo = EmbedOptions(batch=b, precision=precision, cores=cores, cfg=TrainConfig(lr=0.01, momentum=0.9))
-    compile_project(model, proj, precision=precision, cores=cores, cfg=TrainConfig(lr=0.01, momentum=0.9),
+    eo = EmbedOptions(batch=b, precision=precision, cores=cores, cfg=TrainConfig(lr=0.01, momentum=momentum))
+    compile_project(model, proj, precision=precision, cores=cores, cfg=TrainConfig(lr=0.01, momentum=momentum),
                     force=True, log=lambda *a: None, embed=eo)
     mk = subprocess.run(["make", "-s", "-C", str(proj), "APP=embed/apps/bench.c"], capture_output=True, text=True)
     if mk.returncode:
@@ -36,7 +37,7 @@ def measure(model: str, precision: str, work: Path, batch: int | None = None, co
     if r.returncode or line is None:
         raise OdlError(f"{model} {precision}: run failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
     rep = json.loads(line)
-    rep.update(model=model, precision=precision, batch=b, cores=cores,
+    rep.update(model=model, precision=precision, batch=b, cores=cores, momentum=momentum,
                predict_share=round(rep["predict_bytes"] / rep["train_step_bytes"], 3))
     return rep
 
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m odl.embed.bench", description=__doc__)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--precisions", default="fp16,fp32")
+    ap.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (0: no momentum buffers in the state)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--out", default=None, metavar="FILE.md")
     a = ap.parse_args(argv)
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
         for m in a.models.split(","):
             for p in a.precisions.split(","):
                 try:
-                    rows.append(measure(m, p, Path(d)))
+                    rows.append(measure(m, p, Path(d), momentum=a.momentum))
                 except OdlError as e:
                     print(f"{m} {p}: {e}", file=sys.stderr)
                     continue
