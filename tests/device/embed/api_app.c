@@ -1,4 +1,4 @@
-/* A plain C app written only against odl.h (tests/test_embed.py): one batch of pseudo-random samples (an LCG the
+/* A plain C app written only against odl.h (tests/device/test_embed.py): one batch of pseudo-random samples (an LCG the
  * test repeats in Python), predict, one step, the state blob before and after, import/export round trips, damaged
  * blobs refused without a change, bad arguments refused, then the batch learned by repeated steps. */
 #include "odl.h"
