@@ -3,7 +3,7 @@
 Blob: 32-byte header of little-endian u32 words -- magic "ODLB", format version, model hash, payload bytes, step,
 header bytes (32), reserved, CRC32 (zlib) of header bytes [0, 28) followed by the payload -- then the payload: the
 arena's shared region (parameters, batch-norm statistics, optimizer state, FP32 masters, control block) as laid out
-by odl/train/loop.py build_programs.
+by odl/resident.py build_programs.
 
 Flash store (odl_store.c): two slots of whole erase blocks, each [slot header 32 B | blob]; slot header: magic
 "ODLS", sequence, blob bytes, blob CRC, model hash, 2 reserved words, CRC32 of its first 28 bytes. The newest valid

@@ -1,6 +1,6 @@
 """Build and render the embedded library of a model (odl.h + the programs behind it).
 
-The programs are odl train's (odl/train/loop.py build_programs) on one arena: the training step at the batch size and
+The programs are odl train's (odl/resident.py build_programs) on one arena: the training step at the batch size and
 the forward-only evaluation at batch 1 (odl_predict and odl_evaluate). The optimizer's learning rate, momentum and
 weight decay become run-time values (odl_hp) instead of literals in the update calls. The initial training state
 (from --init, or the model's own initialisation) goes into the read-only image; the input normalisation the
@@ -68,7 +68,7 @@ class EmbedLibrary:
 
 def _load_init(model, path: str, name: str) -> dict | None:
     """Load --init into the model; the checkpoint's normalisation (odl train's odl.normalize) or None."""
-    from odl.train.loop import load_checkpoint, load_into
+    from odl.common.checkpoint import load_checkpoint, load_into
     ck = load_checkpoint(path, "--init")
     sd = ck["model"] if isinstance(ck, dict) and isinstance(ck.get("model"), dict) else ck
     load_into(model, sd, path, name, "--init")
@@ -80,7 +80,7 @@ def build_library(model_spec: str, o: EmbedOptions, log=print) -> EmbedLibrary:
     from odl.lower.costs import load_costs
     from odl.frontend.trace import default_input_shape, load_model, parse_shape, trace
     from odl.target.description import load_target
-    from odl.train.loop import TrainOptions, build_programs, initial_shared
+    from odl.resident import TrainOptions, build_programs, initial_shared
     if o.precision not in ("fp32", "fp16", "mixed"):
         raise OdlError(f"--precision {o.precision}: expected fp32, fp16 or mixed")
     if o.batch < 1:
@@ -146,7 +146,7 @@ def _has_terms(fw) -> tuple[int, int]:
 
 def render_library(lib: EmbedLibrary, out_src: Path) -> list[Path]:
     """Write odl.h, odl_model.c and odl_model.h into out_src; returns the C sources."""
-    from odl.train.loop import codegen_env, firmware_ctx
+    from odl.resident import codegen_env, firmware_ctx
     out_src.mkdir(parents=True, exist_ok=True)
     from odl.codegen.render import _c_value
     env = codegen_env()
@@ -183,14 +183,14 @@ def render_library(lib: EmbedLibrary, out_src: Path) -> list[Path]:
 
 def state_dict_from_blob(lib: EmbedLibrary, blob: bytes, what: str = "blob") -> tuple[dict, dict]:
     """(state_dict, header) of a blob of this library's model; OdlError when it is not one."""
-    from odl.train.loop import state_dict_from_device
+    from odl.resident import state_dict_from_device
     head, payload = blobmod.unpack_blob(blob, lib.model_hash, lib.fw.shared_bytes, what)
     return state_dict_from_device(lib.fw, lib.model, payload, lib.train_opts), head
 
 
 def blob_from_state_dict(lib: EmbedLibrary, sd: dict) -> bytes:
     """The blob of a fresh training state (optimizer state zero, step 0) holding the weights of sd."""
-    from odl.train.loop import initial_shared
+    from odl.resident import initial_shared
     m = lib.model
     keep = {k: v.detach().clone() for k, v in m.state_dict().items()}
     try:

@@ -51,7 +51,8 @@ def read_state(lib: EmbedLibrary, path: str) -> tuple[bytes, str]:
 
 
 def checkpoint_of(lib: EmbedLibrary, blob: bytes, what: str) -> dict:
-    from odl.train.loop import CKPT_VERSION, optimizer_state, read_ctl
+    from odl.common.checkpoint import CKPT_VERSION
+    from odl.resident import optimizer_state, read_ctl
     sd, head = state_dict_from_blob(lib, blob, what)
     payload = blob[blobmod.HEADER_BYTES:]
     return {"model": sd, "optimizer": optimizer_state(lib.fw, payload, lib.train_opts), "epoch": 0,
@@ -71,7 +72,7 @@ def params(model_spec: str, src: str, eo, checkpoint: str | None = None, blob_ou
     if src.endswith(".pt"):
         if checkpoint:
             raise OdlError(f"{src} is a checkpoint already: --blob or --flash turn it into device state")
-        from odl.train.loop import load_checkpoint
+        from odl.common.checkpoint import load_checkpoint
         ck = load_checkpoint(src, "input")
         sd = ck["model"] if isinstance(ck, dict) and isinstance(ck.get("model"), dict) else ck
         try:
@@ -90,7 +91,7 @@ def params(model_spec: str, src: str, eo, checkpoint: str | None = None, blob_ou
         return {"blob_bytes": len(blob)}
     ck = checkpoint_of(lib, blob, src)
     lib.model.load_state_dict(ck["model"], strict=True)       # the promise: it loads strictly
-    from odl.train.loop import save_atomic
+    from odl.common.checkpoint import save_atomic
     save_atomic(ck, checkpoint)
     log(f"odl params: {src} ({kind}, step {ck['step']}) -> {checkpoint}")
     return {"step": ck["step"], "blob_bytes": len(blob)}

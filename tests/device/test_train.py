@@ -307,9 +307,10 @@ def test_train_on_a_serial_board(tmp_path):
 def test_dynamic_loss_scale_skips_and_halves(tmp_path, monkeypatch):
     """A start scale far above what FP16 holds: the device finds Inf gradients itself, skips those updates and halves
     the scale until it fits, then doubles it after each run of clean steps (interval shortened to 4 here)."""
+    import odl.resident as R
     import odl.train.loop as T
-    monkeypatch.setattr(T, "SCALE_INIT", 2.0 ** 24)
-    monkeypatch.setattr(T, "SCALE_INTERVAL", 4)
+    monkeypatch.setattr(R, "SCALE_INIT", 2.0 ** 24)
+    monkeypatch.setattr(R, "SCALE_INTERVAL", 4)
     npz = _digits_npz(tmp_path / "d.npz", n=200)                       # 10 steps per epoch
     ck = tmp_path / "c.pt"
     rep = T.train(CNN, _opts(data=str(npz), epochs=2, batch=16, precision="mixed", checkpoint=str(ck)),
