@@ -18,8 +18,15 @@ def train_config(a):
                        weight_decay=a.weight_decay, seed=a.seed)
 
 
+def add_frontend_arg(p):
+    p.add_argument("--frontend", default=None, choices=["export", "fx"],
+                   help="how the model is read: torch.export to core ATen (default) or symbolic torch.fx (the first "
+                        "frontend); also $ODL_FRONTEND")
+
+
 def add_model_args(p):
     p.add_argument("model", help="built-in model name or path/to/file.py:Name")
+    add_frontend_arg(p)
     p.add_argument("--target", default="rv32-cluster")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     p.add_argument("--cores", type=int, default=8)
@@ -222,6 +229,7 @@ def add_fleet_parser(sub):
 def add_train_parser(sub):
     t = sub.add_parser("train", help="train a model on a data set on the device; checkpoints as PyTorch state_dicts")
     t.add_argument("model", help="built-in model name or path/to/file.py:Name")
+    add_frontend_arg(t)
     t.add_argument("--data", required=True, metavar="digits|PATH.npz|file.py:fn",
                    help="digits (scikit-learn's 8x8 digits), an .npz with x, y (+ x_val, y_val), or a function")
     t.add_argument("--epochs", type=int, default=10, help="total epochs (a resumed run ends at the same epoch)")
@@ -346,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
+    if getattr(a, "frontend", None):
+        import os
+        os.environ["ODL_FRONTEND"] = a.frontend
     from odl.common.cleanup import install_signal_handlers
     install_signal_handlers()
     try:

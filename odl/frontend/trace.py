@@ -111,7 +111,31 @@ def _propagate_shapes(gm, input_shape):
         rec.run(torch.randn(*input_shape))
 
 
-def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
+FRONTENDS = ("export", "fx")
+
+
+def default_frontend() -> str:
+    """The frontend `trace` uses: $ODL_FRONTEND (the CLI's --frontend sets it, so worker processes inherit it),
+    else torch.export."""
+    import os
+    f = os.environ.get("ODL_FRONTEND", "") or "export"
+    if f not in FRONTENDS:
+        raise OdlError(f"ODL_FRONTEND={f!r}: expected one of {', '.join(FRONTENDS)}")
+    return f
+
+
+def trace(model: nn.Module, input_shape: tuple[int, ...], frontend: str | None = None) -> Graph:
+    """The model's forward graph: torch.export (odl/frontend_export.py, the default) or symbolic torch.fx."""
+    frontend = frontend or default_frontend()
+    if frontend == "fx":
+        return trace_fx(model, input_shape)
+    if frontend == "export":
+        from .frontend_export import trace_export
+        return trace_export(model, input_shape)
+    raise OdlError(f"unknown frontend {frontend!r}: expected one of {', '.join(FRONTENDS)}")
+
+
+def trace_fx(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
     """Trace with torch.fx, propagate shapes, map every node to a supported op or refuse with exit code 2."""
     try:
         gm = torch.fx.symbolic_trace(model)

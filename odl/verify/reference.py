@@ -53,6 +53,55 @@ class _Recorder(torch.fx.Interpreter):
         return out
 
 
+class _ExportRecorder(_Recorder):
+    """The torch.export frontend's program (core ATen, parameters and buffers as inputs) run with a model's own
+    tensors: values are recorded under the exported node names, which are the graph's value names. Dropout's
+    value is the getitem of native_dropout's first result; its mask is the device's, as in _Recorder."""
+
+    def run_node(self, n):
+        if n.op == "call_function" and n.target is torch.ops.aten.native_dropout.default:
+            first = next((u.name for u in n.users if u.args[1] == 0), None)
+            spec = self.dropout.get(first)
+            if spec is not None:
+                x = self.env[n.args[0]]
+                keep = dropout_op.mask(spec["p"], dropout_op.step_seed(spec["seed"], self.step), x.numel())
+                keep_t = torch.from_numpy(keep).reshape(x.shape)
+                return x * keep_t.to(x.dtype) * (1.0 / (1.0 - spec["p"])), keep_t
+        if n.op == "call_function" and n.name not in self.masks:
+            out = torch.fx.Interpreter.run_node(self, n)
+            if isinstance(out, torch.Tensor):
+                if out.requires_grad:
+                    out.retain_grad()
+                self.values[n.name] = out
+            return out
+        return super().run_node(n)
+
+
+def _run_exported(exported, m: nn.Module, x: torch.Tensor, values, dropout, step, masks):
+    """One forward of the exported program on module m's parameters and buffers. Returns the logits and the new
+    values of the buffers it writes (running statistics, counters), for after the backward (autograd may hold the
+    old ones)."""
+    params, bufs = dict(m.named_parameters()), dict(m.named_buffers())
+    args = []
+    for kind, name in exported.inputs:
+        if kind == "param":
+            args.append(params[name])
+        elif kind == "buffer":
+            args.append(bufs[name])
+        elif kind == "input":
+            args.append(x)
+        else:
+            args.append(exported.program.constants[name])
+    outs = _ExportRecorder(exported.program.graph_module, values, dropout, step, masks).run(*args)
+    logits, writes = None, []
+    for (kind, name), v in zip(exported.outputs, outs):
+        if kind == "buffer":
+            writes.append((bufs[name], v.detach().clone()))
+        else:
+            logits = v
+    return logits, writes
+
+
 def _optimizer(params, cfg: TrainConfig):
     params = list(params)
     if cfg.optimizer == "adam":
@@ -63,16 +112,19 @@ def _optimizer(params, cfg: TrainConfig):
 
 def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
                     trainable: list[str], dropout: dict[str, dict] | None = None,
-                    dtype: torch.dtype = torch.float32, masks: dict | None = None) -> list[Reference]:
+                    dtype: torch.dtype = torch.float32, masks: dict | None = None, graph=None) -> list[Reference]:
     """K steps of the model in PyTorch. `masks` (first step only): node name -> boolean array telling where a
-    ReLU/ReLU6 passes its gradient, to align the reference with decisions the device took."""
+    ReLU/ReLU6 passes its gradient, to align the reference with decisions the device took. `graph`: the graph odl
+    lowered; when the torch.export frontend made it, its exported program is what runs (its node names are the
+    graph's value names), else the model is traced with torch.fx."""
+    exported = getattr(graph, "exported", None)
     m = copy.deepcopy(model).to(dtype)
     m.train()
     if cfg.bn == "frozen":
         for mod in m.modules():
             if isinstance(mod, nn.modules.batchnorm._BatchNorm):
                 mod.eval()
-    gm = torch.fx.symbolic_trace(m)
+    gm = m if exported is not None else torch.fx.symbolic_trace(m)
     params = dict(gm.named_parameters())
     for k, p in params.items():
         p.requires_grad_(k in trainable)
@@ -89,7 +141,11 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
         for p in train_params:
             p.grad = None
         values: dict[str, torch.Tensor] = {}
-        logits = _Recorder(gm, values, dropout or {}, step, masks if step == 0 else None).run(x.to(dtype))
+        writes = []
+        if exported is not None:
+            logits, writes = _run_exported(exported, m, x.to(dtype), values, dropout or {}, step, masks if step == 0 else None)
+        else:
+            logits = _Recorder(gm, values, dropout or {}, step, masks if step == 0 else None).run(x.to(dtype))
         if cfg.loss == "mse":
             loss = F.mse_loss(logits, target.to(dtype))
         elif cfg.loss == "nll":
@@ -99,6 +155,9 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
         else:
             loss = F.cross_entropy(logits, target.long())
         loss.backward()
+        with torch.no_grad():
+            for buf, v in writes:
+                buf.copy_(v)
         if centers is not None:   # FedProx's proximal term, as the device adds it inside its update
             prox = [cfg.prox_mu * (p.detach() - c) for p, c in zip(train_params, centers)]
         pgrads = {k: p.grad.detach().double().clone() for k, p in params.items() if p.grad is not None}

@@ -178,8 +178,8 @@ def _references(prep: Prepared, prog: Program, cfg: TrainConfig, arena: bytes, p
     and reported, and forward values are compared with the plain references."""
     graph = prep.graph
     tdtype = precision_of(precision).torch_dtype
-    refs = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, torch.float64)
-    refst = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, tdtype)
+    refs = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, torch.float64, graph=graph)
+    refst = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, tdtype, graph=graph)
     ref, reft = refs[0], refst[0]
     masks, flips, decisions = {}, {}, 0
     for node in graph.nodes:
@@ -196,9 +196,9 @@ def _references(prep: Prepared, prog: Program, cfg: TrainConfig, arena: bytes, p
                 flips[node.report_name] = int((dev != refm).sum())
     if flips:
         gref = reference_steps(prep.model, prep.batches[:1], cfg, prog.trainable, prog.dropout, torch.float64,
-                               masks=masks)[0]
+                               masks=masks, graph=graph)[0]
         greft = reference_steps(prep.model, prep.batches[:1], cfg, prog.trainable, prog.dropout, tdtype,
-                                masks=masks)[0]
+                                masks=masks, graph=graph)[0]
     else:
         gref, greft = ref, reft
     return {"plain": refs, "torch": refst, "grad": gref, "grad_torch": greft, "flips": flips, "decisions": decisions}

@@ -46,8 +46,9 @@ class BatchNorm2d:
         rm = rv = None
         if node.attrs["track"]:
             base = node.module + "." if node.module else ""
-            rm = L.state(base + "running_mean", c)
-            rv = L.state(base + "running_var", c)
+            # the export frontend names the buffers (functional batch norm need not use `<module>.running_mean`)
+            rm = L.state(node.attrs.get("running_mean", base + "running_mean"), c)
+            rv = L.state(node.attrs.get("running_var", base + "running_var"), c)
         L.call("odl_bn_fwd", node.report_name, "forward",
                x=Ptr(L.value(node.inputs[0])), y=Ptr(y),
                gamma=Ptr(L.param(node, "weight")) if "weight" in node.params else None,
