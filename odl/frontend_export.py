@@ -343,6 +343,9 @@ def _getitem(c: _Ctx, n):
     if k[0] != "tuple":
         raise Refuse(f"indexing a {k[0]} is not supported")
     _, owner, spec = k
+    if idx in spec.get("slices", {}):
+        spec["slices"][idx](n)
+        return
     if idx == 0:
         node = c.emit(n, spec["op"], spec["inputs"], spec["attrs"], spec["params"])
         node.target = aten_name(owner.target)
@@ -351,9 +354,6 @@ def _getitem(c: _Ctx, n):
     if idx in spec.get("state", {}):
         c.state_out[n.name] = spec["state"][idx]
         c.env[n.name] = ("state", spec["state"][idx])
-        return
-    if idx in spec.get("slices", {}):
-        spec["slices"][idx](n)
         return
     c.env[n.name] = ("unused", f"result {idx} of {aten_name(owner.target)} ({spec.get('unused', {}).get(idx, '')})",
                      owner)
@@ -435,6 +435,20 @@ def _binary(c: _Ctx, n, kind: str):
     if alpha != 1:
         raise Refuse(f"alpha={alpha} is not supported")
     ka, kb = c.kind(a), c.kind(b)
+    if kind == "add" and {ka[0], kb[0]} == {"param", "value"} or {ka[0], kb[0]} == {"param", "bad"}:
+        # a bias parameter broadcast over [N, C, ...]: [C, 1, 1] (or [1, C, 1, 1], or [C] on [N, C])
+        (pa, pk), (va, vk) = ((a, ka), (b, kb)) if ka[0] == "param" else ((b, kb), (a, ka))
+        ps, vs = [d for d in _shape(pa)], _shape(va)
+        while ps and ps[0] == 1 and len(ps) > len(vs) - 1:
+            ps = ps[1:]
+        if kind != "add" or len(vs) < 2 or len(ps) != len(vs) - 1 or ps[0] != vs[1] or any(d != 1 for d in ps[1:]):
+            raise Refuse(f"uses parameter '{pk[1]}' of shape {list(_shape(pa))} as an operand of {kind} with "
+                         f"{list(vs)} (odl takes a parameter here only as a per-channel bias added to [N, C, ...]: "
+                         f"[C, 1, 1] on [N, C, H, W], [C] on [N, C])")
+        if vk[0] == "bad":
+            raise _Skip()
+        c.emit(n, "bias", [c.value(va)], {}, {"bias": pk[1]})
+        return
     if "bad" in (ka[0], kb[0]):
         raise _Skip()
     if ka[0] in ("buffer", "counter") and _is_int_buffer(a) and kind == "add" and kb == ("const", 1):
@@ -796,13 +810,16 @@ def trace_export(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
 
     # report names: a layer by its module path when it is the module's only node or owns its parameters; other
     # nodes inside a module (a functional ReLU in a residual block) by their own node names, so names stay unique
-    per_path: dict[str, int] = {}
+    # (views a module wraps around its one computing node, as a 1-d pool's unsqueeze / squeeze, do not count)
+    per_path: dict[str, list] = {}
     for nd in c.nodes:
         if nd.module:
-            per_path[nd.module] = per_path.get(nd.module, 0) + 1
-    for nd in c.nodes:
-        if nd.module and per_path[nd.module] > 1 and not nd.params:
-            nd.module = None
+            per_path.setdefault(nd.module, []).append(nd)
+    for path, nds in per_path.items():
+        real = [nd for nd in nds if nd.op != "view"]
+        for nd in nds:
+            if len(nds) > 1 and not nd.params and not (len(real) == 1 and nd is real[0]):
+                nd.module = None
     declared = {k: tuple(v.shape) for k, v in model.named_parameters()}
     used = set(c.params)
     unused = sorted(set(declared) - used)

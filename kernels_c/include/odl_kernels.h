@@ -223,6 +223,28 @@ float odl_tanhf(float x);
 float odl_erff(float x);
 float odl_erfcf(float x);
 
+/* ==== elementwise ops of the torch.export frontend (kernels_c/broadcast.c); FP32 arithmetic, rounded once ==== */
+/* y = x * scale + shift (tensor with a scalar: add, sub, mul, div); y may alias x. Backward: dx (+)= scale * dy */
+typedef struct { const odl_t *x; odl_t *y; int len; float scale, shift; } odl_affine_args_t;
+void odl_affine_fwd(void *args);
+typedef struct { const odl_t *dy; odl_t *dx; int len; float scale; int accumulate; } odl_affine_bwd_args_t;
+void odl_affine_bwd(void *args);
+/* y = clamp(x, lo, hi) (bounds used where has_lo / has_hi). Backward: dx (+)= dy where x is within the bounds,
+ * inclusive (clamp) or not (hardtanh) */
+typedef struct { const odl_t *x; odl_t *y; int len; float lo, hi; int has_lo, has_hi; } odl_clamp_args_t;
+void odl_clamp_fwd(void *args);
+typedef struct { const odl_t *x; const odl_t *dy; odl_t *dx; int len; float lo, hi; int has_lo, has_hi, inclusive;
+                 int accumulate; } odl_clamp_bwd_args_t;
+void odl_clamp_bwd(void *args);
+/* y[r, i] = x[r, i] * g[r] over c rows of hw (a gate broadcast over the trailing dims; hw = 1: elementwise).
+ * Backward: dx[r, i] (+)= dy[r, i] * g[r]; dg[r] (+)= sum_i dy[r, i] * x[r, i] (FP32 sum) */
+typedef struct { const odl_t *x; const odl_t *g; odl_t *y; int c, hw; } odl_rowmul_args_t;
+void odl_rowmul_fwd(void *args);
+typedef struct { const odl_t *dy; const odl_t *g; odl_t *dx; int c, hw; int accumulate; } odl_rowmul_dx_args_t;
+void odl_rowmul_dx(void *args);
+typedef struct { const odl_t *dy; const odl_t *x; odl_t *dg; int c, hw; int accumulate; } odl_rowmul_dg_args_t;
+void odl_rowmul_dg(void *args);
+
 /* ---- sum over the middle axis of x [outer, r, inner]: y[o, i] = scale * sum_k x[o, k, i] (mean: scale = 1/r) */
 typedef struct { const odl_t *x; odl_t *y; int outer, r, inner; float scale; } odl_sum_args_t;
 void odl_sum_fwd(void *args);

@@ -204,6 +204,21 @@ _k(name="odl_nll", args_type="odl_nll_args_t", op="nll", direction="loss", sourc
 _k(name="odl_bce_logits", args_type="odl_bce_logits_args_t", op="bce_logits", direction="loss", source="reduce.c")
 _k(name="odl_sum_partials", args_type="odl_sum_partials_args_t", op="sum_partials", direction="loss",
    source="reduce.c")
+# elementwise ops of the torch.export frontend (broadcast.c): scalar affine, clamp, broadcast multiply
+_k(name="odl_affine_fwd", args_type="odl_affine_args_t", op="affine", direction="forward", source="broadcast.c",
+   cost=_elem_cost(6))
+_k(name="odl_affine_bwd", args_type="odl_affine_bwd_args_t", op="affine", direction="input_grad",
+   source="broadcast.c", cost=_elem_cost(7))
+_k(name="odl_clamp_fwd", args_type="odl_clamp_args_t", op="clamp", direction="forward", source="broadcast.c",
+   cost=_elem_cost(9))
+_k(name="odl_clamp_bwd", args_type="odl_clamp_bwd_args_t", op="clamp", direction="input_grad", source="broadcast.c",
+   cost=_elem_cost(12))
+_k(name="odl_rowmul_fwd", args_type="odl_rowmul_args_t", op="rowmul", direction="forward", source="broadcast.c",
+   cost=lambda f, c, l: _ceil(f["c"] * f["hw"], c) * 10)
+_k(name="odl_rowmul_dx", args_type="odl_rowmul_dx_args_t", op="rowmul", direction="input_grad",
+   source="broadcast.c", cost=lambda f, c, l: _ceil(f["c"] * f["hw"], c) * 12)
+_k(name="odl_rowmul_dg", args_type="odl_rowmul_dg_args_t", op="rowmul", direction="weight_grad",
+   source="broadcast.c", cost=lambda f, c, l: _ceil(f["c"], c) * (f["hw"] * 6 + 8))
 # mixed precision (odl train --precision mixed): FP16 programs with FP32 master weights
 _k(name="odl_scale", args_type="odl_scale_args_t", op="scale", direction="loss", source="mixed.c",
    precisions=("fp16",), cost=_elem_cost(4))

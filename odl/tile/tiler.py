@@ -196,7 +196,8 @@ def _len_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
 _PURE_OUT = {"odl_relu_fwd": ("y",), "odl_relu6_fwd": ("y",), "odl_relu_bwd": ("dx",), "odl_relu6_bwd": ("dx",),
              "odl_add": ("y",), "odl_copy": ("dst",), "odl_fill": ("x",), "odl_act_fwd": ("y",),
              "odl_act_bwd": ("dx",), "odl_dropout_fwd": ("y", "mask"), "odl_dropout_bwd": ("dx",),
-             "odl_mse_range": ("dpred",)}
+             "odl_mse_range": ("dpred",), "odl_affine_fwd": ("y",), "odl_affine_bwd": ("dx",),
+             "odl_clamp_fwd": ("y",), "odl_clamp_bwd": ("dx",)}
 _ELEMENTWISE = set(_PURE_OUT) | {"odl_sgd", "odl_sgd_momentum", "odl_adam", "odl_scale", "odl_grad_check",
                                  "odl_sgd_mixed", "odl_adam_mixed"}
 
@@ -213,6 +214,8 @@ def _chan_layout(k: str, f: dict) -> tuple[dict, set]:
         lay = {p: f["hw"] for p in ("x", "y", "dy", "dx")}
         lay.update({p: 1 for p in ("gamma", "beta", "mean", "rstd", "running_mean", "running_var", "dgamma", "dbeta")})
         return lay, {"x", "y", "dy", "dx"}
+    if k.startswith("odl_rowmul"):     # rows [c, hw] and the per-row gate g / its gradient dg
+        return {"x": f["hw"], "y": f["hw"], "dy": f["hw"], "dx": f["hw"], "g": 1, "dg": 1}, set()
     hw, ohw = f["h"] * f["w"], f["ho"] * f["wo"]        # pooling
     return {"x": hw, "dx": hw, "y": ohw, "dy": ohw, "argmax": ohw}, {"x", "dx", "y", "dy", "argmax"}
 
@@ -221,7 +224,8 @@ def _chan_layout(k: str, f: dict) -> tuple[dict, set]:
 _CHAN_OUT = {"odl_bias_grad": {"db": "acc"}, "odl_bn_fwd": {"y": "w"}, "odl_bn_bwd": {"dx": "acc", "dgamma": "w",
              "dbeta": "w"}, "odl_maxpool_fwd": {"y": "w", "argmax": "w"}, "odl_maxpool_bwd": {"dx": "acc"},
              "odl_avgpool_fwd": {"y": "w"}, "odl_avgpool_bwd": {"dx": "acc"}, "odl_dwconv_fwd": {"y": "w"},
-             "odl_dwconv_wgrad": {"dw": "acc"}, "odl_dwconv_igrad": {"dx": "acc"}}
+             "odl_dwconv_wgrad": {"dw": "acc"}, "odl_dwconv_igrad": {"dx": "acc"}, "odl_rowmul_fwd": {"y": "w"},
+             "odl_rowmul_dx": {"dx": "acc"}, "odl_rowmul_dg": {"dg": "acc"}}
 
 
 def _chan_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
@@ -373,7 +377,8 @@ _TILER_FAMILIES = (
     (tuple(sorted(_ELEMENTWISE)), _len_tiles),
     (("odl_im2col", "odl_col2im", "odl_im2col_dilated", "odl_col2im_dilated"), _im2col_tiles),
     (("odl_bias_add", "odl_bias_grad", "odl_bn_fwd", "odl_bn_bwd", "odl_maxpool_fwd", "odl_maxpool_bwd",
-      "odl_avgpool_fwd", "odl_avgpool_bwd", "odl_dwconv_fwd", "odl_dwconv_wgrad", "odl_dwconv_igrad"), _chan_tiles),
+      "odl_avgpool_fwd", "odl_avgpool_bwd", "odl_dwconv_fwd", "odl_dwconv_wgrad", "odl_dwconv_igrad",
+      "odl_rowmul_fwd", "odl_rowmul_dx", "odl_rowmul_dg"), _chan_tiles),
     (("odl_transpose",), _transpose_tiles),
     (("odl_conv_wflip",), _wflip_tiles),
 )

@@ -1,0 +1,141 @@
+"""The torch.export frontend (odl/frontend_export.py): the same lowered step as the fx frontend for every earlier
+model, code written as timm / torchvision write it, refusals naming every ATen op with the user's file:line, and
+the new elementwise ops (affine, clamp, broadcast multiply, slice, bias) validated against PyTorch on QEMU."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from conftest import MODELS, needs_qemu
+from odl.errors import OdlError
+from odl.frontend import trace
+from odl.frontend_export import trace_export
+from odl.ir import Ptr
+from odl.lower import TrainConfig, lower
+from odl.models import BUILTIN
+from odl.userfile import import_file
+from odl.validate import validate
+
+
+def _calls(graph, precision):
+    """The lowered step with buffers named by first use (node names differ between frontends: 'flatten' / 'view')."""
+    prog = lower(graph, precision, TrainConfig())
+    ids = {}
+
+    def canon(v):
+        if isinstance(v, Ptr):
+            b = v.buf
+            ids.setdefault(id(b), (len(ids), b.nelem, b.role, b.dtype, b.init and b.init[0]))
+            return ("ptr", ids[id(b)], v.elem, v.per_sample)
+        return v
+    return [(c.kernel, c.step, c.loop, sorted((k, canon(v)) for k, v in c.fields.items())) for c in prog.calls]
+
+
+FILE_MODELS = [("ops_models.py", "ConvBNStack", (3, 3, 7, 7)), ("ops_models.py", "ResidualPool", (4, 3, 13, 13)),
+               ("ops_models.py", "MLP", (3, 23)), ("ops_models.py", "DepthwiseSeparable", (2, 2, 9, 11)),
+               ("shared_models.py", "SharedTwice", (2, 3, 8, 8)), ("ops_models_act.py", "ActConv", (2, 3, 6, 6)),
+               ("ops_models_spatial.py", "ConvFamily1d", (3, 6, 13)), ("ops_models_spatial.py", "KWSConv1d", (2, 10, 49))]
+
+
+@pytest.mark.parametrize("name", ["resnet8", "dscnn", "mobilenetv1_vww", "ad_autoencoder", "tinycnn"])
+def test_builtin_lowering_identical_to_fx(name):
+    m = BUILTIN[name]()
+    shape = tuple(m.input_shape)
+    fx, ex = trace(m, shape, "fx"), trace_export(m, shape)
+    assert ex.params == fx.params                     # state_dict names, PyTorch's order
+    assert [n.op for n in ex.nodes] == [n.op for n in fx.nodes]
+    # layers keep their module paths (the report names)
+    assert [n.report_name for n in ex.nodes if n.params] == [n.report_name for n in fx.nodes if n.params]
+    assert _calls(ex, "fp16") == _calls(fx, "fp16")
+
+
+@pytest.mark.parametrize("file,name,shape", FILE_MODELS, ids=[m[1] for m in FILE_MODELS])
+def test_test_models_lowering_identical_to_fx(file, name, shape):
+    m = getattr(import_file(str(MODELS / file), "m"), name)()
+    assert _calls(trace_export(m, shape), "fp32") == _calls(trace(m, shape, "fx"), "fp32")
+
+
+def test_bn_running_stats_and_counters_by_state_dict_name():
+    m = import_file(str(MODELS / "ops_models.py"), "m").ConvBNStack()
+    g = trace_export(m, (3, 3, 7, 7))
+    bns = [n for n in g.nodes if n.op == "batchnorm"]
+    assert [n.attrs["running_mean"] for n in bns] == [f"{n.module}.running_mean" for n in bns]
+    assert g.counters == [f"{n.module}.num_batches_tracked" for n in bns]
+    assert all(n.attrs["momentum"] == 0.1 for n in bns)
+
+
+class Everyday(nn.Module):
+    """The constructs the fx frontend refused: shape checks, x.size(0) / x.shape[0] views, F.linear and
+    F.batch_norm with the module's own parameters."""
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 4 * 4, 5)
+
+    def forward(self, x):
+        torch._assert(x.shape[1] == 3, "RGB input")
+        x = self.conv(x)
+        x = F.batch_norm(x, self.bn.running_mean, self.bn.running_var, self.bn.weight, self.bn.bias, True, 0.1, 1e-5)
+        x = F.relu(x).view(x.shape[0], -1)
+        x = x.reshape(x.size(0), -1)
+        return F.linear(x, self.fc.weight, self.fc.bias)
+
+
+def test_everyday_constructs():
+    with pytest.raises(OdlError):          # what issue 23 reported
+        trace(Everyday(), (2, 3, 6, 6), "fx")
+    g = trace_export(Everyday(), (2, 3, 6, 6))
+    assert [n.op for n in g.nodes] == ["conv2d", "batchnorm", "relu", "view", "view", "linear"]
+    assert g.node(g.output).params == {"weight": "fc.weight", "bias": "fc.bias"}
+    assert [n for n in g.nodes if n.op == "batchnorm"][0].params == {"weight": "bn.weight", "bias": "bn.bias"}
+
+
+def test_refusal_names_every_aten_op_with_file_line():
+    m = import_file(str(MODELS / "export_models.py"), "m").Unsupported()
+    with pytest.raises(OdlError) as e:
+        trace_export(m, (2, 3, 4, 4))
+    msg = str(e.value)
+    src = (MODELS / "export_models.py").read_text().splitlines()
+    line = {k: next(i + 1 for i, s in enumerate(src) if k in s) for k in ("torch.abs", "self.scale\n", "cumsum")
+            if k != "self.scale\n"}
+    line["mul"] = next(i + 1 for i, s in enumerate(src) if "x * self.scale" in s)
+    assert "3 nodes odl cannot do" in msg
+    assert f"aten.abs of [2, 4, 4, 4] -> [2, 4, 4, 4]) at {MODELS / 'export_models.py'}:{line['torch.abs']}" in msg
+    assert f"aten.cumsum" in msg and f"export_models.py:{line['cumsum']}" in msg
+    assert "aten.mul.Tensor" in msg and f"export_models.py:{line['mul']}" in msg and "'scale'" in msg
+
+
+def test_cli_frontend_flag(monkeypatch):
+    from odl.cli import build_parser
+    from odl.frontend import default_frontend
+    a = build_parser().parse_args(["validate", "resnet8", "--frontend", "fx"])
+    assert a.frontend == "fx"
+    monkeypatch.delenv("ODL_FRONTEND", raising=False)
+    assert default_frontend() == "export"
+    monkeypatch.setenv("ODL_FRONTEND", "fx")
+    assert default_frontend() == "fx"
+    monkeypatch.setenv("ODL_FRONTEND", "nope")
+    with pytest.raises(OdlError):
+        default_frontend()
+
+
+def _check(rep):
+    bad = [(t["name"], t["kind"], t["rel_l2"], t["cosine"]) for t in rep["tensors"] if not t["passed"]]
+    assert rep["passed"], (bad, rep["loss"])
+
+
+@needs_qemu
+@pytest.mark.parametrize("precision,cores", [("fp32", 8), pytest.param("fp16", 3, marks=pytest.mark.slow)])
+def test_real_code_validates(precision, cores):
+    """SE gate (broadcast multiply), hard-swish / hard-sigmoid, clamp, scalar affine, channel slice / split / cat,
+    functional batch norm with its running statistics, F.linear: every tensor against PyTorch."""
+    rep = validate(f"{MODELS / 'export_models.py'}:RealCode", precision=precision, cores=cores, seed=2,
+                   log=lambda s: None)
+    _check(rep)
+    names = {(t["name"], t["kind"]) for t in rep["tensors"]}
+    for want in [("mul", "activation"), ("se.gate", "input_grad"), ("clamp", "input_grad"), ("fc_w", "param_grad"),
+                 ("ghost.cheap.weight", "param_grad"), ("bn1.running_var", "state_updated"), ("cat", "input_grad")]:
+        assert want in names, want
+    grads = {t["name"]: t for t in rep["tensors"] if t["kind"] == "param_grad"}
+    assert not grads["ghost.cheap.weight"].get("floor")     # the slice after the cat passes it a real gradient
