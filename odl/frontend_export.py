@@ -97,6 +97,11 @@ class Exported:
 def export(model: nn.Module, input_shape: tuple[int, ...]):
     """torch.export of the model in training mode, decomposed to core ATen (KEEP ops left whole)."""
     modes = {m: m.training for m in model.modules()}
+    # in-place dropout (torchvision's classifiers) would be functionalised into bernoulli sampling; out of place it
+    # stays one native_dropout node, which odl's dropout op takes (same values: the mask is odl's either way)
+    inplace = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.inplace]
+    for m in inplace:
+        m.inplace = False
     model.train()
     try:
         try:
@@ -116,6 +121,8 @@ def export(model: nn.Module, input_shape: tuple[int, ...]):
     finally:
         for m, t in modes.items():
             m.training = t
+        for m in inplace:
+            m.inplace = True
     return ep
 
 

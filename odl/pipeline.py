@@ -180,17 +180,30 @@ def step(prep: Prepared, precision: str, cfg, target, cores: int, memory, budget
     return cfg, prog, mem
 
 
+def _log_auto(text: str):
+    import sys
+    print(text, file=sys.stderr)
+
+
 def fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):
     """Lower and plan the deployable step (parameters updated as soon as their gradient is complete). Over the
     budget, free cheap activations after the forward and recompute them in the backward (largest first, see
     odl.lower.lowering.recompute_candidates) until the step fits; if it never does, the first plan's error (exit 2).
     Returns (cfg with its recompute set, program, memory report): lower the validation/profiling builds with
     that cfg so that they run the same step."""
+    from odl.plan.sparse import resolve
+    cfg, auto = resolve(graph, precision, cfg, budget_bytes, log=_log_auto, **lower_kw)   # --train auto
     prog = lower(graph, precision, cfg, **lower_kw)
     rep = plan(prog)
     rep.budget_bytes = budget_bytes
+    rep.auto = auto
     if budget_bytes is None or rep.arena_bytes <= budget_bytes:
         return cfg, prog, rep
+    # what no recomputation frees (parameters, running statistics, input, labels): over the budget alone, the
+    # search below cannot succeed, so refuse now (a large model would otherwise be lowered once per candidate)
+    fixed = sum(b.nbytes(prog.elem_bytes) for b in prog.preload)
+    if fixed > budget_bytes:
+        plan(prog, budget_bytes)   # raises the over-budget error naming the largest live buffers
     chosen: list[str] = []
     for v in recompute_candidates(graph, cfg):
         chosen.append(v)
@@ -198,7 +211,7 @@ def fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):
         p2 = lower(graph, precision, c, **lower_kw)
         r2 = plan(p2)
         if r2.arena_bytes <= budget_bytes:
-            r2.budget_bytes, r2.recomputed = budget_bytes, tuple(chosen)
+            r2.budget_bytes, r2.recomputed, r2.auto = budget_bytes, tuple(chosen), auto
             return c, p2, r2
     plan(prog, budget_bytes)   # raises the over-budget error naming the largest live buffers
     raise AssertionError("unreachable")

@@ -16,8 +16,11 @@ from odl.lower import ops as opreg
 def load_model(spec: str) -> nn.Module:
     """A built-in model name, or `path/to/file.py:Name` (an nn.Module subclass or a function returning one)."""
     from odl.models import BUILTIN
+    from odl.models import zoo
     if spec in BUILTIN:
         return BUILTIN[spec]()
+    if zoo.is_zoo(spec):
+        return zoo.build(spec)
     if ":" not in spec:
         raise OdlError(f"unknown model '{spec}': not a built-in ({', '.join(sorted(BUILTIN))}) "
                        f"and not of the form path/to/file.py:Name")

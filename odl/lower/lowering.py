@@ -283,6 +283,8 @@ class Lowering:
         names = list(self.g.params)
         if spec == "all":
             return set(names)
+        if spec == "auto":
+            raise OdlError("internal: --train auto is resolved to parameter names before lowering (odl/sparse.py)")
         if spec.startswith("last:"):
             try:
                 k = int(spec[5:])

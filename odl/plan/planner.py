@@ -14,6 +14,14 @@ from odl.common.precision import align as _align
 
 
 
+class OverBudget(OdlError):
+    """A step whose arena exceeds the memory budget (exit 2, as any OdlError); `over`: by how many bytes."""
+
+    def __init__(self, msg: str, over: int):
+        super().__init__(msg)
+        self.over = over
+
+
 @dataclass
 class MemoryReport:
     arena_bytes: int
@@ -22,6 +30,7 @@ class MemoryReport:
     peak_call: int
     peak_live: list[tuple[str, int]]   # largest live buffers at the peak (name, bytes)
     recomputed: tuple = ()             # values freed after the forward and recomputed for the backward (fit)
+    auto: dict | None = None           # --train auto: what it chose and the bytes (odl/sparse.py)
     hierarchy: str = ""                # the tile pass's summary (memory hierarchy), empty for flat memory
 
     def text(self) -> str:
@@ -142,6 +151,7 @@ def plan(prog: Program, budget_bytes: int | None = None) -> MemoryReport:
     rep = MemoryReport(arena, naive, budget_bytes, peak_i, peak_live, hierarchy=_hierarchy_text(prog))
     if budget_bytes is not None and arena > budget_bytes:
         big = ", ".join(f"{n} ({s} B)" for n, s in peak_live[:5])
-        raise OdlError(f"the training step needs a {arena}-byte arena, over the target's budget of {budget_bytes} "
-                       f"bytes by {arena - budget_bytes}; largest live buffers at the peak: {big}")
+        raise OverBudget(f"the training step needs a {arena}-byte arena, over the target's budget of {budget_bytes} "
+                         f"bytes by {arena - budget_bytes}; largest live buffers at the peak: {big}",
+                         over=arena - budget_bytes)
     return rep

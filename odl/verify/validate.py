@@ -115,6 +115,7 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         "config": {"train": cfg.train, "bn": cfg.bn, "loss": cfg.loss, "optimizer": cfg.optimizer,
                    "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps},
         "trainable": prog.trainable,
+        "train_auto": mem.auto,
         "reference": {"truth": "pytorch fp64", "torch": f"pytorch {precision}",
                       "rule": f"rel_l2 within the {precision} tolerance, or <= {TORCH_FACTOR:g} x torch_rel_l2"},
         "loss": {"device": loss_dev, "reference": refs["plain"][0].loss, "rel_err": step_rows[0]["rel_err"],

@@ -70,6 +70,7 @@ def _col2im(geom) -> str:
 
 
 RAMP_WO = 32
+TN_MAX_BYTES = 256 * 1024   # largest weight the forward's "tn" variant copies transposed (every built-in fits)
 
 
 class Conv2d:
@@ -186,9 +187,13 @@ class Conv2d:
                                a=a, b=xg if pw else Ptr(col), c=Ptr(y, cout * hw, gi * og * hw + r0 * wo), m=og,
                                n=(r1 - r0) * wo, k=k, accumulate=0, ldc=hw, **bias)
 
+        variants = {"nn": lambda: emit("nn"), "tn": lambda: emit("tn")}
+        if k * cout * L.elem_bytes > TN_MAX_BYTES:
+            # the transposed copy would be as large as a big weight (a classifier head's 1x1 conv: 576 KiB in
+            # FP16), live through the step's peak: memory the whole step pays for a faster forward
+            del variants["tn"]
         L.choose(node.report_name, "conv2d.forward",
-                 dict(n=n, cout=og, k=k, hw=hw, rows=rows, wo=wo, pw=int(pw)),
-                 {"nn": lambda: emit("nn"), "tn": lambda: emit("tn")})
+                 dict(n=n, cout=og, k=k, hw=hw, rows=rows, wo=wo, pw=int(pw)), variants)
 
     def backward(self, node, L):
         x, n, xs, cout, k, hw, geom = self.dims(node, L)
