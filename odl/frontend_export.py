@@ -554,11 +554,22 @@ def _permute(c, n):
         c.env[n.name] = ("param_t", k[1], tuple(dims))   # a weight transposed for addmm / mm (linear)
         return
     xs = _shape(x)
+    nd = len(xs)
+    dims = [d % nd for d in dims]
     moved = [d for d in dims if xs[d] != 1]
     if moved == sorted(moved):   # only size-1 dims move: the same memory order
         c.alias(n, c.value(x))
         return
-    raise Refuse(f"permute{tuple(dims)} of {list(xs)} moves data (odl has no transpose op in the model graph)")
+    # two adjacent groups of dims swapped: [outer, A, B, inner] -> [outer, B, A, inner]
+    i = next(d for d in range(nd) if dims[d] != d)
+    k = max(d for d in range(nd) if dims[d] != d) + 1
+    seg = dims[i:k]
+    j = seg[0]
+    if i < j < k and seg == list(range(j, k)) + list(range(i, j)):
+        c.emit(n, "transpose", [c.value(x)], dict(outer=math.prod(xs[:i]), A=math.prod(xs[i:j]), B=math.prod(xs[j:k]),
+                                                 inner=math.prod(xs[k:])))
+        return
+    raise Refuse(f"permute{tuple(dims)} of {list(xs)} moves data in a way odl does not do (it swaps two adjacent groups of dims only)")
 
 
 def _linear(c, n, bias, x, wt):
@@ -836,7 +847,7 @@ def trace_export(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
     graph = Graph(input=user, input_shape=tuple(input_shape), output=output, nodes=c.nodes, params=params,
                   shapes=c.shapes)
     graph.exported = Exported(program=ep, inputs=inputs, outputs=outputs, user_input=user)
-    graph.counters = list(dict.fromkeys(c.counters))
+    graph.counters = list(c.counters)      # one entry per batch-norm call (a module called twice counts twice)
     from .ops.pad import fold
     fold(graph)
     return graph

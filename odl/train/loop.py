@@ -387,7 +387,13 @@ def state_dict_from_device(fw: Firmware, model: nn.Module, blob: bytes, opts: Tr
         sd[pname] = torch.from_numpy(src.copy()).reshape(sd[pname].shape).to(sd[pname].dtype)
     for tname, b in main.state.items():
         sd[tname] = torch.from_numpy(vals[b.name].copy()).reshape(sd[tname].shape).to(sd[tname].dtype)
-    if opts.cfg.bn == "train":
+    counters = main.graph.counters
+    if opts.cfg.bn == "train" and counters:
+        # torch.export frontend: the exported program says which counters a step adds 1 to, once per call (a
+        # batch norm module called twice counts twice, as in PyTorch)
+        for k in counters:
+            sd[k] = sd[k] + int(ctl["step"])
+    elif opts.cfg.bn == "train":
         for k in sd:
             if k.endswith("num_batches_tracked"):
                 sd[k] = sd[k] + int(ctl["step"])

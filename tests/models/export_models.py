@@ -1,6 +1,6 @@
 """Models written as real code is (timm / torchvision style), for the torch.export frontend: functional layers
 using their own parameters, static shape checks, squeeze-excitation gates, hard-swish / hard-sigmoid, clamp,
-channel slicing, split and concatenation, mean over dims, view(x.size(0), -1)."""
+channel slicing, split, concatenation and shuffle, mean over dims, view(x.size(0), -1)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -64,6 +64,8 @@ class RealCode(nn.Module):
         x = self.bn1(self.stem(x))
         x = self.se(x)
         x = self.ghost(x)
+        n, c, h, w = x.shape                       # ShuffleNet's channel shuffle (2 groups)
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
         x = self.bn2(x)
         a, b = torch.split(x, [2, 4], dim=1)
         x = torch.cat([torch.clamp(a, -0.5, 1.5) * 0.5, 2.0 - b[:, 1:4] / 3], dim=1)

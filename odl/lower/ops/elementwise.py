@@ -144,3 +144,36 @@ class Bias:
 
 
 register(Bias())
+
+
+class Transpose:
+    """A permute that swaps two adjacent groups of dims: x viewed [outer, A, B, inner] -> y [outer, B, A, inner]
+    (ShuffleNet's channel shuffle: [N, g, C/g, H, W] -> [N, C/g, g, H, W]). One block copy per (o, a): B blocks of
+    `inner` elements; the backward copies them back."""
+    name = "transpose"
+
+    def _calls(self, node, L, src, dst, step, acc):
+        a = node.attrs
+        outer, A, B, inner = a["outer"], a["A"], a["B"], a["inner"]
+        for o in range(outer):
+            for i in range(A):
+                xs, ys = (o * A + i) * B * inner, (o * B * A + i) * inner     # x[o, i, 0, 0] and y[o, 0, i, 0]
+                if step == "forward":
+                    L.call("odl_block_copy", node.report_name, step, src=Ptr(src, elem=xs), dst=Ptr(dst, elem=ys),
+                           outer=B, len=inner, src_stride=inner, dst_stride=A * inner, accumulate=0)
+                else:
+                    L.call("odl_block_copy", node.report_name, step, src=Ptr(src, elem=ys), dst=Ptr(dst, elem=xs),
+                           outer=B, len=inner, src_stride=A * inner, dst_stride=inner, accumulate=acc)
+
+    def forward(self, node, L):
+        self._calls(node, L, L.value(node.inputs[0]), L.output(node), "forward", 0)
+
+    def backward(self, node, L):
+        tgt = L.grad_target(node.inputs[0])
+        if tgt is None:
+            return
+        dx, acc = tgt
+        self._calls(node, L, L.grad(node.name), dx, "input_grad", acc)
+
+
+register(Transpose())
