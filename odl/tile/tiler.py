@@ -370,6 +370,28 @@ def _mse_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
     return tiles
 
 
+def _block_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
+    """odl_block_copy (cat, slice, split, transpose): ranges of its outer blocks (2-D transfers of `len`-element
+    rows), or, when one block is larger than the budget, pieces of each block."""
+    f = call.fields
+    outer, ln, ss, ds = f["outer"], f["len"], f["src_stride"], f["dst_stride"]
+    dmode = _acc_mode(f.get("accumulate", 0))
+    room = budget - 2 * ALIGN
+    out = []
+    if 2 * ln * eb <= room:
+        rows = max(1, room // (2 * ln * eb))
+        for o0, o1 in _split(outer, -(-outer // rows)):
+            out.append(dict(f, outer=o1 - o0, src=_r(f["src"], o0 * ss, o1 - o0, ln, ss, "r", "src_stride"),
+                            dst=_r(f["dst"], o0 * ds, o1 - o0, ln, ds, dmode, "dst_stride")))
+        return out
+    chunk = max(16, room // (2 * eb) // 16 * 16)
+    for o in range(outer):
+        for a0, a1 in _split(ln, -(-ln // chunk)):
+            out.append(dict(f, outer=1, len=a1 - a0, src=_r(f["src"], o * ss + a0, 1, a1 - a0, a1 - a0, "r"),
+                            dst=_r(f["dst"], o * ds + a0, 1, a1 - a0, a1 - a0, dmode)))
+    return out
+
+
 # kernel -> its tiler, by family; a kernel not named here gets one tile holding every buffer (_whole_tiles)
 _TILER_FAMILIES = (
     (("odl_mse",), _mse_tiles),
@@ -380,6 +402,7 @@ _TILER_FAMILIES = (
       "odl_avgpool_fwd", "odl_avgpool_bwd", "odl_dwconv_fwd", "odl_dwconv_wgrad", "odl_dwconv_igrad",
       "odl_rowmul_fwd", "odl_rowmul_dx", "odl_rowmul_dg"), _chan_tiles),
     (("odl_transpose",), _transpose_tiles),
+    (("odl_block_copy",), _block_tiles),
     (("odl_conv_wflip",), _wflip_tiles),
 )
 TILERS = {k: tiler for names, tiler in _TILER_FAMILIES for k in names}
