@@ -34,7 +34,19 @@ class _Recorder(torch.fx.Interpreter):
     def run_node(self, n):
         spec = self.dropout.get(n.name)
         mask = self.masks.get(n.name)
-        if mask is not None:
+        if isinstance(mask, tuple):
+            # hard-swish / hard-sigmoid taking the device's decisions: the derivative of the piece (0: below -3,
+            # 1: between, 2: above 3) the device's output lies on, the values the reference's own
+            kind, region = mask
+            x = self.env[n.args[0]]
+            y = super().run_node(n)
+            r = torch.from_numpy(region).reshape(x.shape)
+            if kind == "hardswish":
+                d = torch.where(r == 2, torch.ones_like(x), torch.where(r == 1, (2 * x + 3) / 6, torch.zeros_like(x)))
+            else:
+                d = torch.where(r == 1, torch.full_like(x, 1 / 6), torch.zeros_like(x))
+            out = y.detach() + (x - x.detach()) * d.detach()
+        elif mask is not None:
             # ReLU / ReLU6 taking the device's decisions: the gradient passes exactly where the device's passed
             x = self.env[n.args[0]]
             y = super().run_node(n)
@@ -114,7 +126,8 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
                     trainable: list[str], dropout: dict[str, dict] | None = None,
                     dtype: torch.dtype = torch.float32, masks: dict | None = None, graph=None) -> list[Reference]:
     """K steps of the model in PyTorch. `masks` (first step only): node name -> boolean array telling where a
-    ReLU/ReLU6 passes its gradient, to align the reference with decisions the device took. `graph`: the graph odl
+    ReLU/ReLU6 passes its gradient, or (op, region array) for hard-swish / hard-sigmoid (the piece of the function
+    each element is on), to align the reference with decisions the device took. `graph`: the graph odl
     lowered; when the torch.export frontend made it, its exported program is what runs (its node names are the
     graph's value names), else the model is traced with torch.fx."""
     exported = getattr(graph, "exported", None)

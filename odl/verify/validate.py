@@ -195,6 +195,21 @@ def _references(prep: Prepared, prog: Program, cfg: TrainConfig, arena: bytes, p
             decisions += dev.size
             if int((dev != refm).sum()):
                 flips[node.report_name] = int((dev != refm).sum())
+        elif node.op in ("hardswish", "hardsigmoid") and node.name in {v for _, v in prog.activations.values()}:
+            # the same for the pieces of hard-swish (0 below -3, x(x+3)/6 between, x above 3) and hard-sigmoid,
+            # told apart by the output: a flip across -3 or 3 changes the derivative by a step, as a ReLU's does
+            buf = next(b for b, v in prog.activations.values() if v == node.name)
+            y = read_tensor(arena, buf, ref.values[node.name].shape, precision)
+            top = 3.0 if node.op == "hardswish" else 1.0
+
+            def pieces(v):
+                return np.where(v >= top, 2, np.where(v <= 0, 0, 1)).astype(np.int8) if node.op == "hardsigmoid" \
+                    else np.where(v >= top, 2, np.where(v == 0, 0, 1)).astype(np.int8)
+            dev, refm = pieces(y), pieces(ref.values[node.name].numpy())
+            masks[node.name] = (node.op, dev)
+            decisions += dev.size
+            if int((dev != refm).sum()):
+                flips[node.report_name] = int((dev != refm).sum())
     if flips:
         gref = reference_steps(prep.model, prep.batches[:1], cfg, prog.trainable, prog.dropout, torch.float64,
                                masks=masks, graph=graph)[0]
@@ -278,7 +293,7 @@ def format_report(rep: dict) -> str:
     hdr = f"{'tensor':32s} {'kind':14s} {'shape':16s} {'rel_l2':>9s} {'max_abs':>9s} {'cosine':>9s} {tname:>9s}"
     fl = rep.get("relu_flips")
     if fl and fl["flipped"]:
-        lines.append(f"ReLU decisions: {fl['flipped']} of {fl['decisions']} differ from FP32 "
+        lines.append(f"ReLU / hard-swish decisions: {fl['flipped']} of {fl['decisions']} differ from FP32 "
                      f"({', '.join(f'{k}: {v}' for k, v in fl['by_layer'].items())}); gradients are compared with "
                      f"the FP32 reference taking the device's decisions")
     if len(rep.get("steps", [])) > 1:
