@@ -139,3 +139,26 @@ def test_real_code_validates(precision, cores):
         assert want in names, want
     grads = {t["name"]: t for t in rep["tensors"] if t["kind"] == "param_grad"}
     assert not grads["ghost.cheap.weight"].get("floor")     # the slice after the cat passes it a real gradient
+
+
+@pytest.mark.parametrize("outer,ln,ss,ds,budget", [(6, 40, 100, 40, 1000), (3, 500, 700, 500, 1000), (1, 64, 64, 64, 4096)])
+def test_block_copy_tiles_cover_every_element_once(outer, ln, ss, ds, budget):
+    """odl_block_copy tiles (cat / slice / split / transpose at sizes beyond one L1 tile): every source element read
+    and every destination element written exactly once, rows where the kernel would touch them."""
+    from odl.ir import Buffer, Call
+    from odl.tile import _block_tiles
+    src, dst = Buffer("s", outer * ss), Buffer("d", outer * ds)
+    call = Call("odl_block_copy", dict(src=Ptr(src, elem=3), dst=Ptr(dst), outer=outer, len=ln, src_stride=ss,
+                                       dst_stride=ds, accumulate=0), "x", "forward")
+    seen_s, seen_d = [], []
+    tiles = _block_tiles(call, budget, 4, set(), 8)
+    for t in tiles:
+        for key, seen in (("src", seen_s), ("dst", seen_d)):
+            r = t[key]
+            assert r.rows * r.row_len * 4 * 2 <= budget or r.rows == 1
+            for i in range(r.rows):
+                seen += range(r.start + i * r.stride, r.start + i * r.stride + r.row_len)
+        assert t["dst"].mode == "w" and t["src"].mode == "r"
+    assert sorted(seen_s) == [3 + o * ss + j for o in range(outer) for j in range(ln)]
+    assert sorted(seen_d) == [o * ds + j for o in range(outer) for j in range(ln)]
+    assert len(tiles) > 1 or budget >= 2 * outer * ln * 4
