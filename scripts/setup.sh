@@ -31,14 +31,14 @@ fi
 # CPU build of torch, pinned (an unpinned torch pulls a multi-GB CUDA build).
 $PY -c "import torch" 2>/dev/null || $PY -m pip install -q torch==2.13.0
 $PY -m pip install -q -e ".[test,chart,ray]"
-# timm and torchvision for the model zoo (odl/zoo.py): the registry's torchvision wheels are CUDA builds whose
+# timm and torchvision for the model zoo (odl/models/zoo.py): the registry's torchvision wheels are CUDA builds whose
 # dependencies would replace the CPU torch, so both go in without dependencies, then timm's pure-Python ones.
-# torchvision's compiled ops cannot load beside the CPU torch: odl.zoo.ensure_torchvision defines the two schemas
+# torchvision's compiled ops cannot load beside the CPU torch: odl.models.zoo.ensure_torchvision defines the two schemas
 # its Python needs before importing it.
 $PY -m pip show -q torchvision >/dev/null 2>&1 || $PY -m pip install -q --no-deps torchvision==0.29.1
 $PY -m pip show -q timm >/dev/null 2>&1 || $PY -m pip install -q --no-deps timm==1.0.31
 $PY -m pip install -q pyyaml safetensors huggingface_hub
-$PY -c "from odl.zoo import ensure_torchvision; ensure_torchvision(); import timm, torchvision; print('timm', timm.__version__, 'torchvision', torchvision.__version__)"
+$PY -c "from odl.models.zoo import ensure_torchvision; ensure_torchvision(); import timm, torchvision; print('timm', timm.__version__, 'torchvision', torchvision.__version__)"
 $PY -c "import torch, numpy, jinja2, serial, ziglang, matplotlib, sklearn, tqdm, ray; print('torch', torch.__version__)"
 # libFuzzer for the device protocol fuzzer (tests/fuzz/test_fuzz_protocol.py): zig's clang has no libFuzzer runtime,
 # Debian's clang-19 has it in libclang-rt-19-dev.

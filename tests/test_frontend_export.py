@@ -1,4 +1,4 @@
-"""The torch.export frontend (odl/frontend_export.py): the same lowered step as the fx frontend for every earlier
+"""The torch.export frontend (odl/frontend/export.py): the same lowered step as the fx frontend for every earlier
 model, code written as timm / torchvision write it, refusals naming every ATen op with the user's file:line, and
 the new elementwise ops (affine, clamp, broadcast multiply, slice, bias) validated against PyTorch on QEMU."""
 import pytest
@@ -7,14 +7,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conftest import MODELS, needs_qemu
-from odl.errors import OdlError
-from odl.frontend import trace
-from odl.frontend_export import trace_export
-from odl.ir import Ptr
-from odl.lower import TrainConfig, lower
+from odl.common.errors import OdlError
+from odl.frontend.trace import trace
+from odl.frontend.export import trace_export
+from odl.ir.program import Ptr
+from odl.lower.lowering import TrainConfig, lower
 from odl.models import BUILTIN
-from odl.userfile import import_file
-from odl.validate import validate
+from odl.common.userfile import import_file
+from odl.verify.validate import validate
 
 
 def _calls(graph, precision):
@@ -107,8 +107,8 @@ def test_refusal_names_every_aten_op_with_file_line():
 
 
 def test_cli_frontend_flag(monkeypatch):
-    from odl.cli import build_parser
-    from odl.frontend import default_frontend
+    from odl.cli.main import build_parser
+    from odl.frontend.trace import default_frontend
     a = build_parser().parse_args(["validate", "resnet8", "--frontend", "fx"])
     assert a.frontend == "fx"
     monkeypatch.delenv("ODL_FRONTEND", raising=False)
@@ -145,8 +145,8 @@ def test_real_code_validates(precision, cores):
 def test_block_copy_tiles_cover_every_element_once(outer, ln, ss, ds, budget):
     """odl_block_copy tiles (cat / slice / split / transpose at sizes beyond one L1 tile): every source element read
     and every destination element written exactly once, rows where the kernel would touch them."""
-    from odl.ir import Buffer, Call
-    from odl.tile import _block_tiles
+    from odl.ir.program import Buffer, Call
+    from odl.tile.tiler import _block_tiles
     src, dst = Buffer("s", outer * ss), Buffer("d", outer * ds)
     call = Call("odl_block_copy", dict(src=Ptr(src, elem=3), dst=Ptr(dst), outer=outer, len=ln, src_stride=ss,
                                        dst_stride=ds, accumulate=0), "x", "forward")

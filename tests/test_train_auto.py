@@ -1,17 +1,18 @@
-"""--train auto (odl/sparse.py): the largest update nearest the output that the planner fits in the budget,
+"""--train auto (odl/plan/sparse.py): the largest update nearest the output that the planner fits in the budget,
 reproducible, reported with its bytes; refused with the bytes over when nothing fits; validated on QEMU."""
 import dataclasses
 
 import pytest
 
 from conftest import MODELS, needs_qemu
-from odl.errors import OdlError
-from odl.frontend_export import trace_export
-from odl.lower import TrainConfig, lower
-from odl.planner import fit, plan
-from odl.sparse import choose, spec_for
-from odl.userfile import import_file
-from odl.validate import validate
+from odl.common.errors import OdlError
+from odl.frontend.export import trace_export
+from odl.lower.lowering import TrainConfig, lower
+from odl.pipeline import fit
+from odl.plan.planner import plan
+from odl.plan.sparse import choose, spec_for
+from odl.common.userfile import import_file
+from odl.verify.validate import validate
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The MCU-class zoo (odl/zoo.py): timm and torchvision networks, random init, 10 classes, through the torch.export
+"""The MCU-class zoo (odl/models/zoo.py): timm and torchvision networks, random init, 10 classes, through the torch.export
 frontend. Every one converts without a refused op; on QEMU each validates in FP16 with --train auto (or is refused
 for memory alone, with the bytes over): slow, minutes each (docs/frontend.md lists the measured results)."""
 import importlib.util
@@ -6,21 +6,21 @@ import importlib.util
 import pytest
 
 from conftest import needs_qemu
-from odl.errors import OdlError
-from odl.lower import TrainConfig
+from odl.common.errors import OdlError
+from odl.lower.lowering import TrainConfig
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("timm") is None or
                                 importlib.util.find_spec("torchvision") is None,
                                 reason="timm / torchvision not installed (scripts/setup.sh installs them)")
 
-from odl import zoo  # noqa: E402
+from odl.models import zoo  # noqa: E402
 
 QUICK = "timm:mobilenetv3_small_050"
 
 
 @pytest.mark.parametrize("spec", [pytest.param(s, marks=() if s == QUICK else pytest.mark.slow) for s in zoo.ZOO])
 def test_zoo_converts(spec):
-    from odl.frontend_export import trace_export
+    from odl.frontend.export import trace_export
     m = zoo.build(spec)
     g = trace_export(m, (2, 3, 32, 32))
     assert g.params == {k: tuple(v.shape) for k, v in m.named_parameters()}
@@ -46,7 +46,7 @@ def test_unknown_zoo_name():
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", list(zoo.ZOO))
 def test_zoo_validates_fp16_auto(spec):
-    from odl.validate import validate
+    from odl.verify.validate import validate
     try:
         rep = validate(spec, precision="fp16", cores=8, input_shape="2x3x64x64", cfg=TrainConfig(train="auto"),
                        log=lambda s: None)

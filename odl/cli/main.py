@@ -39,7 +39,7 @@ def add_model_args(p):
 def add_train_args(p):
     p.add_argument("--train", default="all", metavar="all|auto|last:K|REGEX",
                    help="what trains: all, auto (a sparse update chosen to fit the memory budget, layers nearest the "
-                        "output first: odl/sparse.py), the last K layers with parameters, or parameters matching "
+                        "output first: odl/plan/sparse.py), the last K layers with parameters, or parameters matching "
                         "REGEX")
     p.add_argument("--bn", default="train", choices=["train", "frozen"],
                    help="batch norm: batch statistics (train) or running statistics (frozen)")

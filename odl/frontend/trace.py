@@ -128,12 +128,12 @@ def default_frontend() -> str:
 
 
 def trace(model: nn.Module, input_shape: tuple[int, ...], frontend: str | None = None) -> Graph:
-    """The model's forward graph: torch.export (odl/frontend_export.py, the default) or symbolic torch.fx."""
+    """The model's forward graph: torch.export (odl/frontend/export.py, the default) or symbolic torch.fx."""
     frontend = frontend or default_frontend()
     if frontend == "fx":
         return trace_fx(model, input_shape)
     if frontend == "export":
-        from .frontend_export import trace_export
+        from odl.frontend.export import trace_export
         return trace_export(model, input_shape)
     raise OdlError(f"unknown frontend {frontend!r}: expected one of {', '.join(FRONTENDS)}")
 

@@ -31,7 +31,7 @@ class Graph:
     nodes: list[Node]                        # topological order
     params: dict[str, tuple[int, ...]]       # PyTorch parameter name -> shape
     shapes: dict[str, tuple[int, ...]]       # value name -> shape (input included)
-    exported: object = None                  # torch.export frontend: odl.frontend_export.Exported (the reference
+    exported: object = None                  # torch.export frontend: odl.frontend.export.Exported (the reference
                                              # runs that program, so values carry the graph's names)
     counters: list = field(default_factory=list)  # integer buffers the step adds 1 to (BN num_batches_tracked)
 

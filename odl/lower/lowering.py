@@ -284,7 +284,7 @@ class Lowering:
         if spec == "all":
             return set(names)
         if spec == "auto":
-            raise OdlError("internal: --train auto is resolved to parameter names before lowering (odl/sparse.py)")
+            raise OdlError("internal: --train auto is resolved to parameter names before lowering (odl/plan/sparse.py)")
         if spec.startswith("last:"):
             try:
                 k = int(spec[5:])

@@ -30,7 +30,7 @@ class MemoryReport:
     peak_call: int
     peak_live: list[tuple[str, int]]   # largest live buffers at the peak (name, bytes)
     recomputed: tuple = ()             # values freed after the forward and recomputed for the backward (fit)
-    auto: dict | None = None           # --train auto: what it chose and the bytes (odl/sparse.py)
+    auto: dict | None = None           # --train auto: what it chose and the bytes (odl/plan/sparse.py)
     hierarchy: str = ""                # the tile pass's summary (memory hierarchy), empty for flat memory
 
     def text(self) -> str:

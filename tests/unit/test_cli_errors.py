@@ -12,12 +12,25 @@ def run(*args, cwd=None):
 
 
 def test_unsupported_op_refused(tmp_path):
-    p = run("validate", f"{SPINE}:FFTNet", "--input-shape", "1x3x7x7", "--keep", str(tmp_path / "out"))
+    p = run("validate", f"{SPINE}:FFTNet", "--input-shape", "1x3x7x7", "--keep", str(tmp_path / "out"),
+            "--frontend", "fx")
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1, p.stderr
     assert "torch.fft.fft2" in lines[0] and "'fft_fft2'" in lines[0]
     assert "Traceback" not in p.stderr
+    assert not (tmp_path / "out").exists()  # nothing generated
+
+
+def test_unsupported_aten_ops_refused_with_file_line(tmp_path):
+    """The torch.export frontend (default): every ATen op odl cannot do, one line each, with the model's line."""
+    p = run("validate", f"{SPINE}:FFTNet", "--input-shape", "1x3x7x7", "--keep", str(tmp_path / "out"))
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert lines[0].startswith("odl: error: torch.export frontend: 4 nodes odl cannot do"), p.stderr
+    line = next(i + 1 for i, s in enumerate(SPINE.read_text().splitlines()) if "fft" in s)
+    assert any("aten._fft_c2c" in s and f"spine_model.py:{line}" in s for s in lines[1:]), p.stderr
+    assert len(lines) == 5 and "Traceback" not in p.stderr and "Warning" not in p.stderr
     assert not (tmp_path / "out").exists()  # nothing generated
 
 
@@ -40,8 +53,11 @@ def test_bad_shape():
 
 
 def test_unsupported_layer_setting():
-    p = run("validate", f"{MODELS / 'bad_models.py'}:ReflectPad", "--input-shape", "1x3x8x8")
+    p = run("validate", f"{MODELS / 'bad_models.py'}:ReflectPad", "--input-shape", "1x3x8x8", "--frontend", "fx")
     assert p.returncode == 2 and "padding_mode='reflect'" in p.stderr and "'c'" in p.stderr
+    p = run("validate", f"{MODELS / 'bad_models.py'}:ReflectPad", "--input-shape", "1x3x8x8")
+    assert p.returncode == 2 and "aten.reflection_pad2d" in p.stderr and "module 'c'" in p.stderr
+    assert "bad_models.py:" in p.stderr and "torch/nn/modules" not in p.stderr
 
 
 def test_add_with_alpha_is_refused():

@@ -1,7 +1,7 @@
 """Model import through torch.export: the model is exported in training mode, decomposed to core ATen
 (`run_decompositions`, keeping a few activations odl has one kernel for), and each ATen node becomes an odl op.
 
-Why torch.export rather than symbolic torch.fx (odl/frontend.py, still selectable with --frontend fx): export runs
+Why torch.export rather than symbolic torch.fx (odl/frontend/trace.py, still selectable with --frontend fx): export runs
 the model's Python, so the code real models are written in (functional layers using their own parameters, static
 shape checks, `x.view(x.shape[0], -1)`, squeeze-excitation gates) arrives as a small set of ATen ops instead of the
 Python constructs that produced them. Names stay the user's: parameters and buffers by their state_dict names (the
@@ -15,20 +15,25 @@ from __future__ import annotations
 import math
 import operator
 import re
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from .errors import OdlError
-from .graph import Graph, Node
+from odl.common.errors import OdlError
+from odl.ir.graph import Graph, Node
 
 aten = torch.ops.aten
 
 # Ops the core-ATen decomposition would split into several elementwise nodes that odl does in one kernel each
 # (hardswish -> add, clamp, clamp, mul, div): kept whole. Everything else is decomposed to core ATen.
 KEEP = [aten.hardswish.default, aten.hardsigmoid.default, aten.hardtanh.default, aten.silu.default,
-        aten.elu.default, aten.leaky_relu.default, aten.gelu.default]
+        aten.elu.default, aten.leaky_relu.default, aten.gelu.default,
+        # not done by odl, but refused by their own names rather than as the index arithmetic they decompose to
+        aten.reflection_pad1d.default, aten.reflection_pad2d.default, aten.replication_pad1d.default,
+        aten.replication_pad2d.default, aten.upsample_nearest2d.vec, aten.upsample_bilinear2d.vec,
+        aten.upsample_nearest1d.vec, aten.upsample_linear1d.vec]
 
 # ATen ops that are no computation on a graph with static shapes (shape checks folded to True by export)
 _DROP = {"aten._assert_scalar", "aten._assert_tensor_metadata", "aten.sym_constrain_range_for_size",
@@ -55,10 +60,15 @@ def _where(n: torch.fx.Node) -> str:
     loc = ""
     st = n.meta.get("stack_trace") or ""
     frames = re.findall(r'File "([^"]+)", line (\d+)', st)
+    # the innermost frame outside torch: the model's own line (F.conv2d's caller, not torch's conv.py)
+    outside = [fl for fl in frames if not fl[0].startswith(_TORCH_DIR)]
     if frames:
-        f, line = frames[-1]
+        f, line = (outside or frames)[-1]
         loc = f"{f}:{line}"
     return ", ".join(p for p in (f"module '{path}'" if path else "", loc) if p)
+
+
+_TORCH_DIR = str(__import__("pathlib").Path(torch.__file__).parent)
 
 
 def _clean_path(path: str) -> str:
@@ -104,20 +114,24 @@ def export(model: nn.Module, input_shape: tuple[int, ...]):
         m.inplace = False
     model.train()
     try:
-        try:
-            ep = torch.export.export(model, (torch.randn(*input_shape),), strict=False)
-        except Exception as e:
-            msg = str(e).strip().splitlines()
-            raise OdlError(f"torch.export could not export the model with input {'x'.join(map(str, input_shape))}"
-                           f"{_user_frame(e)}: {type(e).__name__}: {msg[0] if msg else ''}") from None
-        table = torch.export.default_decompositions()
-        for op in KEEP:
-            table.pop(op, None)
-        try:
-            ep = ep.run_decompositions(table)
-        except Exception as e:
-            raise OdlError(f"torch.export could not decompose the model to core ATen: {type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        with warnings.catch_warnings():
+            # torch's own deprecation notices (pytree internals) would reach the user's terminal on every run
+            warnings.simplefilter("ignore", FutureWarning)
+            try:
+                ep = torch.export.export(model, (torch.randn(*input_shape),), strict=False)
+            except Exception as e:
+                msg = str(e).strip().splitlines()
+                raise OdlError(f"the model does not accept input shape {'x'.join(map(str, input_shape))} or "
+                               f"cannot be exported: torch.export stopped{_user_frame(e)}: {type(e).__name__}: "
+                               f"{msg[0] if msg else ''}") from None
+            table = torch.export.default_decompositions()
+            for op in KEEP:
+                table.pop(op, None)
+            try:
+                ep = ep.run_decompositions(table)
+            except Exception as e:
+                raise OdlError(f"torch.export could not decompose the model to core ATen: {type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''}") from None
     finally:
         for m, t in modes.items():
             m.training = t
@@ -232,7 +246,7 @@ def _args(n, *defaults):
 @_conv("aten.convolution")
 def _convolution(c: _Ctx, n):
     from types import SimpleNamespace
-    from .ops import conv as convop
+    from odl.lower.ops import conv as convop
     x, w, b, stride, padding, dilation, transposed, out_pad, groups = _args(n)
     xs, ws = _shape(x), _shape(w)
     wname, bname = c.param(w, "weight"), c.param(b, "bias")
@@ -309,7 +323,7 @@ def _bn_nostats(c: _Ctx, n):
 
 @_conv("aten.max_pool2d_with_indices")
 def _maxpool(c: _Ctx, n):
-    from .ops import pool
+    from odl.lower.ops import pool
     x, k, stride, padding, dilation, ceil = _args(n, None, None, (), 0, 1, False)
     if len(_shape(x)) != 4:
         raise Refuse(f"max pooling of a {len(_shape(x))}-d input")
@@ -323,7 +337,7 @@ def _maxpool(c: _Ctx, n):
 
 @_conv("aten.avg_pool2d")
 def _avgpool(c: _Ctx, n):
-    from .ops import pool
+    from odl.lower.ops import pool
     x, k, stride, padding, ceil, cip, div = _args(n, None, None, (), 0, False, True, None)
     if div:
         raise Refuse("divisor_override is not supported")
@@ -335,7 +349,7 @@ def _avgpool(c: _Ctx, n):
 
 @_conv("aten._adaptive_avg_pool2d")
 def _adaptive(c: _Ctx, n):
-    from .ops import pool
+    from odl.lower.ops import pool
     x = n.args[0]
     attrs, _ = pool.convert_adaptive(n.name, None, [_shape(x)], _shape(n))
     c.emit(n, "avgpool", [c.value(x)], attrs)
@@ -848,6 +862,6 @@ def trace_export(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
                   shapes=c.shapes)
     graph.exported = Exported(program=ep, inputs=inputs, outputs=outputs, user_input=user)
     graph.counters = list(c.counters)      # one entry per batch-norm call (a module called twice counts twice)
-    from .ops.pad import fold
+    from odl.lower.ops.pad import fold
     fold(graph)
     return graph
