@@ -34,7 +34,10 @@ def _calls(graph, precision):
 FILE_MODELS = [("ops_models.py", "ConvBNStack", (3, 3, 7, 7)), ("ops_models.py", "ResidualPool", (4, 3, 13, 13)),
                ("ops_models.py", "MLP", (3, 23)), ("ops_models.py", "DepthwiseSeparable", (2, 2, 9, 11)),
                ("shared_models.py", "SharedTwice", (2, 3, 8, 8)), ("ops_models_act.py", "ActConv", (2, 3, 6, 6)),
-               ("ops_models_spatial.py", "ConvFamily1d", (3, 6, 13)), ("ops_models_spatial.py", "KWSConv1d", (2, 10, 49))]
+               ("ops_models_spatial.py", "ConvFamily1d", (3, 6, 13)), ("ops_models_spatial.py", "KWSConv1d", (2, 10, 49)),
+               ("ops_models_spatial.py", "UpsampleFamily", (2, 3, 5, 4)), ("shared_models.py", "TiedModules", (5, 11)),
+               ("ops_models_act.py", "ActMLP", (3, 17)), ("ops_models_act.py", "CatSoftmax", (3, 4, 5, 7)),
+               ("ops_models_act.py", "BN1dMLP", (3, 5, 11)), ("ops_models.py", "GatherConvs", (2, 3, 21, 19))]
 
 
 @pytest.mark.parametrize("name", ["resnet8", "dscnn", "mobilenetv1_vww", "ad_autoencoder", "tinycnn"])

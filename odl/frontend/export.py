@@ -355,6 +355,29 @@ def _adaptive(c: _Ctx, n):
     c.emit(n, "avgpool", [c.value(x)], attrs)
 
 
+def _upsample(mode):
+    def fn(c: _Ctx, n):
+        from odl.lower.ops import upsample
+        x = n.args[0]
+        if mode in ("bilinear", "linear"):
+            x, size, align, scales = _args(n, None, None, False, None)
+        else:
+            x, size, scales = _args(n, None, None, None)
+            align = None
+        try:
+            attrs, _ = upsample._attrs(n.name, aten_name(n.target), _shape(x), _shape(n), scales, mode, align, False)
+        except OdlError as e:
+            raise Refuse(str(e).split("): ", 1)[-1]) from None
+        c.emit(n, "upsample", [c.value(x)], attrs)
+    return fn
+
+
+CONVERT["aten.upsample_nearest2d.vec"] = _upsample("nearest")
+CONVERT["aten.upsample_nearest1d.vec"] = _upsample("nearest")
+CONVERT["aten.upsample_bilinear2d.vec"] = _upsample("bilinear")
+CONVERT["aten.upsample_linear1d.vec"] = _upsample("linear")
+
+
 @_conv("getitem")
 def _getitem(c: _Ctx, n):
     src, idx = n.args
@@ -745,14 +768,24 @@ def trace_export(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
     c = _Ctx()
     inputs: list[tuple[str, str]] = []
     user = None
+    # a tensor reachable under several names (tied weights: `b.weight = a.weight`) is one parameter, named as
+    # named_parameters() names it (its first name), whichever name the export's signature uses
+    canon = {id(t): k for k, t in model.named_parameters()}
+    canon.update({id(t): k for k, t in model.named_buffers()})
+    every = dict(model.named_parameters(remove_duplicate=False))
+    every.update(dict(model.named_buffers(remove_duplicate=False)))
+
+    def name_of(target):
+        t = every.get(target)
+        return canon.get(id(t), target) if t is not None else target
     for spec in sig.input_specs:
         nm = spec.arg.name
         if spec.kind == InputKind.PARAMETER:
-            c.env[nm] = ("param", spec.target)
-            inputs.append(("param", spec.target))
+            c.env[nm] = ("param", name_of(spec.target))
+            inputs.append(("param", name_of(spec.target)))
         elif spec.kind == InputKind.BUFFER:
-            c.env[nm] = ("buffer", spec.target)
-            inputs.append(("buffer", spec.target))
+            c.env[nm] = ("buffer", name_of(spec.target))
+            inputs.append(("buffer", name_of(spec.target)))
         elif spec.kind == InputKind.USER_INPUT:
             if user is not None:
                 raise OdlError("the model's forward must take exactly one input tensor")
@@ -807,12 +840,13 @@ def trace_export(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
         for spec, a in zip(sig.output_specs, out_node.args[0]):
             k = c.kind(a) if isinstance(a, torch.fx.Node) else ("const", a)
             if spec.kind == OutputKind.BUFFER_MUTATION:
-                outputs.append(("buffer", spec.target))
+                target = name_of(spec.target)
+                outputs.append(("buffer", target))
                 if k[0] == "bad":
                     continue
-                if k[0] == "state" and k[1] == spec.target:
-                    state_written[spec.target] = True
-                elif k[0] == "counter" and k[1] == spec.target:
+                if k[0] == "state" and k[1] == target:
+                    state_written[target] = True
+                elif k[0] == "counter" and k[1] == target:
                     pass
                 else:
                     bad.append(f"buffer '{spec.target}' is written with something odl does not compute on the "

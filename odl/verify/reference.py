@@ -93,7 +93,8 @@ def _run_exported(exported, m: nn.Module, x: torch.Tensor, values, dropout, step
     """One forward of the exported program on module m's parameters and buffers. Returns the logits and the new
     values of the buffers it writes (running statistics, counters), for after the backward (autograd may hold the
     old ones)."""
-    params, bufs = dict(m.named_parameters()), dict(m.named_buffers())
+    params = dict(m.named_parameters(remove_duplicate=False))
+    bufs = dict(m.named_buffers(remove_duplicate=False))
     args = []
     for kind, name in exported.inputs:
         if kind == "param":

@@ -101,7 +101,8 @@ class M(nn.Module):
     assert bwd[2].fields["s"].buf is leaky.fields["x"].buf            # leaky's backward reads its input
 
 
-def test_refusal_names_every_unsupported_op(tmp_path):
+def test_refusal_names_every_unsupported_op(tmp_path, monkeypatch):
+    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/test_frontend_export.py)
     src = """
 class M(nn.Module):
     def __init__(self):
@@ -121,7 +122,8 @@ class M(nn.Module):
         assert part in msg, msg
 
 
-def test_untraceable_model_names_the_line(tmp_path):
+def test_untraceable_model_names_the_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/test_frontend_export.py)
     src = """
 class M(nn.Module):
     def __init__(self):
@@ -139,7 +141,8 @@ class M(nn.Module):
     assert f"{tmp_path / 'm.py'}:11 (if y.sum() > 0:)" in msg and "TraceError" in msg, msg
 
 
-def test_op_setting_refusals(tmp_path):
+def test_op_setting_refusals(tmp_path, monkeypatch):
+    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/test_frontend_export.py)
     cases = {
         "return x.mean(dim=(0, 2))": "not one contiguous range",
         "return F.softmax(x, dim=1)": None,            # fine as a layer; refused below as xent's input
