@@ -102,7 +102,7 @@ class M(nn.Module):
 
 
 def test_refusal_names_every_unsupported_op(tmp_path, monkeypatch):
-    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/test_frontend_export.py)
+    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/unit/test_frontend_export.py)
     src = """
 class M(nn.Module):
     def __init__(self):
@@ -123,7 +123,7 @@ class M(nn.Module):
 
 
 def test_untraceable_model_names_the_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/test_frontend_export.py)
+    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/unit/test_frontend_export.py)
     src = """
 class M(nn.Module):
     def __init__(self):
@@ -142,7 +142,7 @@ class M(nn.Module):
 
 
 def test_op_setting_refusals(tmp_path, monkeypatch):
-    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/test_frontend_export.py)
+    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/unit/test_frontend_export.py)
     cases = {
         "return x.mean(dim=(0, 2))": "not one contiguous range",
         "return F.softmax(x, dim=1)": None,            # fine as a layer; refused below as xent's input

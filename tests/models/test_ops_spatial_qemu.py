@@ -65,13 +65,13 @@ class _Interp(nn.Module):
     (nn.Conv1d(2, 4, 3, padding_mode="reflect"), (1, 2, 9), r"'layer' \(Conv1d\): padding_mode='reflect'"),
 ])
 def test_spatial_refusals(layer, shape, match, monkeypatch):
-    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/test_frontend_export.py)
+    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/unit/test_frontend_export.py)
     with pytest.raises(OdlError, match=match):
         trace(_One(layer), shape)
 
 
 def test_interpolate_refusal(monkeypatch):
-    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/test_frontend_export.py)
+    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/unit/test_frontend_export.py)
     with pytest.raises(OdlError, match=r"'interpolate' \(interpolate\): mode='bicubic'"):
         trace(_Interp(), (1, 2, 3, 3))
 
@@ -100,7 +100,7 @@ class _PadChannels1d(nn.Module):
 
 
 def test_conv1d_names_and_pad_refusal(monkeypatch):
-    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/test_frontend_export.py)
+    monkeypatch.setenv("ODL_FRONTEND", "fx")   # the fx frontend's messages (export's: tests/unit/test_frontend_export.py)
     g = trace(_One(nn.Conv1d(3, 6, 3, groups=3, dilation=2)), (2, 3, 11))
     assert [n.op for n in g.nodes] == ["conv1d"] and g.nodes[0].attrs["groups"] == 3
     g = trace(_One(nn.Conv1d(4, 4, 3, groups=4)), (2, 4, 11))

@@ -5,7 +5,7 @@ import importlib.util
 
 import pytest
 
-from conftest import needs_qemu
+from helpers import needs_qemu
 from odl.common.errors import OdlError
 from odl.lower.lowering import TrainConfig
 
