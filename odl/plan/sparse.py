@@ -64,15 +64,18 @@ def choose(graph, precision: str, cfg, budget: int, log=None, **lower_kw) -> tup
                 hi = mid - 1
         return lo
 
+    # the smallest update first (the output layer's bias, else its weight): when even that is over the budget
+    # (frozen weights alone too large), refuse after one plan instead of a search whose every plan fails
+    smallest = vec(len(rev))[:1] or full(1)[:1]
+    if not fits(smallest):
+        arena = cache[tuple(smallest)]
+        raise OdlError(f"--train auto: not even the smallest update ({smallest[0]}) fits: its step needs "
+                       f"{arena} B, over the budget of {budget} B by {arena - budget} B")
     k = largest(lambda k: fits(full(k)), 0, len(rev))
     j = largest(lambda j: fits(list(dict.fromkeys(full(k) + vec(j)))), k, len(rev))
     names = list(dict.fromkeys(full(k) + vec(j)))
-    if not names:
-        # nothing fits, not even the output layer's bias: report the smallest update's bytes
-        smallest = vec(len(rev))[:1] or full(1)
-        arena, _ = _arena(graph, precision, cfg, smallest, lower_kw)
-        raise OdlError(f"--train auto: not even the smallest update ({smallest[0]}) fits: its step needs "
-                       f"{arena} B, over the budget of {budget} B by {arena - budget} B")
+    if not names:       # the smallest update fits, so the searches found at least that
+        raise AssertionError("internal: --train auto found nothing although the smallest update fits")
     order = list(graph.params)
     names = sorted(names, key=order.index)
     arena, prog = _arena(graph, precision, cfg, names, lower_kw)
