@@ -143,3 +143,39 @@ def test_block_copy_tiles_cover_every_element_once(outer, ln, ss, ds, budget):
     assert sorted(seen_s) == [3 + o * ss + j for o in range(outer) for j in range(ln)]
     assert sorted(seen_d) == [o * ds + j for o in range(outer) for j in range(ln)]
     assert len(tiles) > 1 or budget >= 2 * outer * ln * 4
+
+
+def test_reference_takes_the_device_pieces_of_hardswish():
+    """The validation's aligned reference: hard-swish's derivative from the piece the device's output lies on
+    (0 below -3, (2x+3)/6 between, 1 above 3), forward values untouched."""
+    import numpy as np
+    from odl.verify.reference import reference_steps
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 6), nn.Hardswish(), nn.Linear(6, 3))
+    with torch.no_grad():
+        m[0].weight.mul_(8)              # inputs of the hard-swish on all three pieces
+    g = trace_export(m, (2, 4))
+    hs = next(n for n in g.nodes if n.op == "hardswish")
+    x, t = torch.randn(2, 4), torch.tensor([0, 2])
+
+    def ref(masks=None):
+        return reference_steps(m, [(x, t)], TrainConfig(), list(g.params), {}, torch.float64, masks=masks,
+                               graph=g)[0]
+    plain = ref()
+    y, xin = plain.values[hs.name].numpy(), plain.values[hs.inputs[0]].numpy()
+    region = np.where(y >= 3, 2, np.where(y == 0, 0, 1)).astype(np.int8)
+    assert set(region.ravel()) == {0, 1, 2}
+    same = ref({hs.name: ("hardswish", region)})
+    for k in plain.param_grads:
+        assert torch.allclose(same.param_grads[k], plain.param_grads[k])
+    i = tuple(np.argwhere(region == 1)[0])
+    flipped = region.copy()
+    flipped[i] = 2                        # the device saw this element above 3: derivative 1, not (2x+3)/6
+    other = ref({hs.name: ("hardswish", flipped)})
+    assert torch.equal(other.values[hs.name], plain.values[hs.name])
+    dy = plain.value_grads[hs.name].numpy()
+    gi_plain, gi_other = plain.value_grads[hs.inputs[0]].numpy(), other.value_grads[hs.inputs[0]].numpy()
+    assert np.isclose(gi_plain[i], dy[i] * (2 * xin[i] + 3) / 6) and np.isclose(gi_other[i], dy[i])
+    mask = np.ones_like(gi_plain, bool)
+    mask[i] = False
+    assert np.allclose(gi_plain[mask], gi_other[mask])
