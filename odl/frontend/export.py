@@ -312,11 +312,36 @@ def _bn_functional(c: _Ctx, n):
                                       state={3: attrs["running_mean"], 4: attrs["running_var"]}))
 
 
+@_conv("aten.repeat")
+def _repeat(c: _Ctx, n):
+    x, reps = n.args[:2]
+    k = c.kind(x)
+    if k[0] != "param" or len(reps) != 1:
+        raise Refuse("repeat of a computed tensor (odl repeats only an instance norm's affine parameters)")
+    c.env[n.name] = ("param_repeat", k[1], int(reps[0]))
+
+
 @_conv("aten._native_batch_norm_legit.no_stats")
 def _bn_nostats(c: _Ctx, n):
     x, w, b, training, momentum, eps = _args(n)
     if not training:
         raise Refuse("batch norm without running statistics must be in training mode")
+    xs = _shape(x)
+    kw, kb = (c.kind(w) if w is not None else None), (c.kind(b) if b is not None else None)
+    viewed = isinstance(x, torch.fx.Node) and aten_name(x.target) in ("aten.view", "aten._unsafe_view", "aten.reshape")
+    if xs[0] == 1 and len(xs) >= 3 and viewed and (kw is None or kw[0] == "param_repeat"):
+        # InstanceNorm: x viewed [1, N*C, ...] normalised per row, the affine parameters repeated N times; odl's
+        # norm op over rows of the same memory (as the fx frontend's instance norm)
+        nc, hw = xs[1], math.prod(xs[2:])
+        cch = _shape(x.args[0])[1]       # C of the [N, C, ...] tensor the view came from
+        params = {"weight": kw[1] if kw else None, "bias": kb[1] if kb else None}
+        c.env[n.name] = ("tuple", n, dict(op="norm", inputs=[c.value(x)],
+                                          attrs=dict(rows=nc, m=hw, g=cch, s=hw, eps=float(eps)), params=params,
+                                          state={}, unused={1: "the mean", 2: "the reciprocal standard deviation"}))
+        for v in (w, b):
+            if v is not None and any(u is not n for u in v.users):
+                raise Refuse("a repeated parameter used by something else than the instance norm")
+        return
     attrs, params = _batchnorm(c, n, x, w, b, None, None, momentum, eps, False)
     c.env[n.name] = ("tuple", n, dict(op="batchnorm", inputs=[c.value(x)], attrs=attrs, params=params, state={}))
 

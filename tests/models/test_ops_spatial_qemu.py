@@ -29,11 +29,7 @@ RUNS = [pytest.param(m, p, c, marks=() if DEFAULT[m] == (p, c) else pytest.mark.
 
 @needs_qemu
 @pytest.mark.parametrize("model,precision,cores", RUNS)
-def test_spatial_models(model, precision, cores, monkeypatch):
-    if model == "NormFamily":
-        # InstanceNorm2d exports as a batch norm over [1, N*C, H, W] with repeated affine weights (aten.repeat),
-        # which the export frontend does not convert yet: this family goes through the fx frontend
-        monkeypatch.setenv("ODL_FRONTEND", "fx")
+def test_spatial_models(model, precision, cores):
     rep = validate(f"{SPATIAL}:{model}", precision=precision, cores=cores, input_shape=CASES[model], seed=3,
                    log=lambda s: None)
     bad = [(t["name"], t["kind"], t["rel_l2"], t["cosine"]) for t in rep["tensors"] if not t["passed"]]
