@@ -40,7 +40,8 @@ FILE_MODELS = [("ops_models.py", "ConvBNStack", (3, 3, 7, 7)), ("ops_models.py",
                ("ops_models_spatial.py", "NormFamily", (3, 3, 5, 7))]
 
 
-@pytest.mark.parametrize("name", ["resnet8", "dscnn", "mobilenetv1_vww", "ad_autoencoder", "tinycnn"])
+@pytest.mark.parametrize("name", ["resnet8", "dscnn", "tinycnn", pytest.param("mobilenetv1_vww", marks=pytest.mark.slow),
+                                  pytest.param("ad_autoencoder", marks=pytest.mark.slow)])
 def test_builtin_lowering_identical_to_fx(name):
     m = BUILTIN[name]()
     shape = tuple(m.input_shape)
@@ -52,7 +53,11 @@ def test_builtin_lowering_identical_to_fx(name):
     assert _calls(ex, "fp16") == _calls(fx, "fp16")
 
 
-@pytest.mark.parametrize("file,name,shape", FILE_MODELS, ids=[m[1] for m in FILE_MODELS])
+QUICK = {"ConvBNStack", "UpsampleFamily", "NormFamily", "TiedModules", "CatSoftmax"}   # the rest: slow
+
+
+@pytest.mark.parametrize("file,name,shape", [pytest.param(*m, marks=() if m[1] in QUICK else pytest.mark.slow, id=m[1])
+                                             for m in FILE_MODELS])
 def test_test_models_lowering_identical_to_fx(file, name, shape):
     m = getattr(import_file(str(MODELS / file), "m"), name)()
     ex, fx = _calls(trace_export(m, shape), "fp32"), _calls(trace(m, shape, "fx"), "fp32")
