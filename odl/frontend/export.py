@@ -785,12 +785,10 @@ def _describe(n) -> str:
     return s + ")"
 
 
-def trace_export(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
-    """Export, decompose, convert every node; refuse with one message naming every node odl cannot do."""
-    ep = export(model, tuple(input_shape))
-    sig = ep.graph_signature
-    from torch.export.graph_signature import InputKind, OutputKind
-    c = _Ctx()
+def _read_inputs(model: nn.Module, sig, c: _Ctx, input_shape) -> tuple[list, str, object]:
+    """The placeholders by the export's graph signature: parameters and buffers by their state_dict names, the one
+    user input. Returns (inputs for the reference, the input's placeholder name, name_of)."""
+    from torch.export.graph_signature import InputKind
     inputs: list[tuple[str, str]] = []
     user = None
     # a tensor reachable under several names (tied weights: `b.weight = a.weight`) is one parameter, named as
@@ -826,9 +824,11 @@ def trace_export(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
                            f"support")
     if user is None:
         raise OdlError("the model's forward must take exactly one input tensor, it takes none")
+    return inputs, user, name_of
 
-    bad: list[str] = []
-    gm = ep.graph_module
+
+def _convert_nodes(gm, c: _Ctx, bad: list) -> object:
+    """Every computing node through its converter (CONVERT); refusals collected in `bad`. Returns the output node."""
     out_node = None
     for n in gm.graph.nodes:
         if n.op == "placeholder":
@@ -856,61 +856,78 @@ def trace_export(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
             c.env[n.name] = ("bad",)
         except _Skip:
             c.env[n.name] = ("bad",)
+    return out_node
 
-    # outputs: buffer mutations (running statistics, counters) and the one user output (the logits)
+
+def _read_outputs(sig, out_node, c: _Ctx, name_of, bad: list) -> tuple[list, str | None]:
+    """Buffer mutations (running statistics, counters: what the device computes) and the one user output (the
+    logits). Returns (outputs for the reference, the logits' value name)."""
+    from torch.export.graph_signature import OutputKind
     outputs: list[tuple[str, str]] = []
     output = None
-    state_written = {}
-    if out_node is not None:
-        for spec, a in zip(sig.output_specs, out_node.args[0]):
-            k = c.kind(a) if isinstance(a, torch.fx.Node) else ("const", a)
-            if spec.kind == OutputKind.BUFFER_MUTATION:
-                target = name_of(spec.target)
-                outputs.append(("buffer", target))
-                if k[0] == "bad":
-                    continue
-                if k[0] == "state" and k[1] == target:
-                    state_written[target] = True
-                elif k[0] == "counter" and k[1] == target:
-                    pass
-                else:
-                    bad.append(f"buffer '{spec.target}' is written with something odl does not compute on the "
-                               f"device ({k[0]})")
-            elif spec.kind == OutputKind.USER_OUTPUT:
-                outputs.append(("output", ""))
-                if output is not None:
-                    bad.append("the model returns more than one tensor (it must return the logits only)")
-                elif k[0] == "value":
-                    output = k[1]
-                elif k[0] != "bad":
-                    bad.append(f"the model returns a {k[0]}, not a tensor it computes")
-            else:
-                bad.append(f"the exported model has an output of kind {spec.kind.name}")
-    # results computed but not used by odl must really be unused (argmax indices, saved statistics, masks)
+    if out_node is None:
+        return outputs, output
+    for spec, a in zip(sig.output_specs, out_node.args[0]):
+        k = c.kind(a) if isinstance(a, torch.fx.Node) else ("const", a)
+        if spec.kind == OutputKind.BUFFER_MUTATION:
+            target = name_of(spec.target)
+            outputs.append(("buffer", target))
+            if k[0] != "bad" and not (k[0] in ("state", "counter") and k[1] == target):
+                bad.append(f"buffer '{spec.target}' is written with something odl does not compute on the "
+                           f"device ({k[0]})")
+        elif spec.kind == OutputKind.USER_OUTPUT:
+            outputs.append(("output", ""))
+            if output is not None:
+                bad.append("the model returns more than one tensor (it must return the logits only)")
+            elif k[0] == "value":
+                output = k[1]
+            elif k[0] != "bad":
+                bad.append(f"the model returns a {k[0]}, not a tensor it computes")
+        else:
+            bad.append(f"the exported model has an output of kind {spec.kind.name}")
+    return outputs, output
+
+
+def _check_unused(gm, c: _Ctx, bad: list):
+    """Results computed but not produced by odl must really be unused (argmax indices, saved statistics, masks)."""
     for n in gm.graph.nodes:
         k = c.env.get(n.name)
         if k and k[0] == "unused" and n.users:
             bad.append(f"{_describe(n)} at {_where(n)}: uses {k[1]}, which odl does not produce")
         if k and k[0] == "param_t" and any(aten_name(u.target) not in ("aten.addmm", "aten.mm") for u in n.users):
             bad.append(f"{_describe(n)} at {_where(n)}: a transposed parameter used other than as a linear weight")
+
+
+def _report_names(nodes: list[Node]):
+    """A layer by its module path when it is the module's only node or owns its parameters; other nodes inside a
+    module (a functional ReLU in a residual block) by their own node names, so names stay unique (views a module
+    wraps around its one computing node, as a 1-d pool's unsqueeze / squeeze, do not count)."""
+    per_path: dict[str, list] = {}
+    for nd in nodes:
+        if nd.module:
+            per_path.setdefault(nd.module, []).append(nd)
+    for nds in per_path.values():
+        real = [nd for nd in nds if nd.op != "view"]
+        for nd in nds:
+            if len(nds) > 1 and not nd.params and not (len(real) == 1 and nd is real[0]):
+                nd.module = None
+
+
+def trace_export(model: nn.Module, input_shape: tuple[int, ...]) -> Graph:
+    """Export, decompose, convert every node; refuse with one message naming every node odl cannot do."""
+    ep = export(model, tuple(input_shape))
+    c = _Ctx()
+    inputs, user, name_of = _read_inputs(model, ep.graph_signature, c, input_shape)
+    bad: list[str] = []
+    out_node = _convert_nodes(ep.graph_module, c, bad)
+    outputs, output = _read_outputs(ep.graph_signature, out_node, c, name_of, bad)
+    _check_unused(ep.graph_module, c, bad)
     if bad:
         raise OdlError(f"torch.export frontend: {len(bad)} node{'s' if len(bad) > 1 else ''} odl cannot do:\n  "
                        + "\n  ".join(bad))
     if output is None:
         raise OdlError("the model must return a single tensor (the logits)")
-
-    # report names: a layer by its module path when it is the module's only node or owns its parameters; other
-    # nodes inside a module (a functional ReLU in a residual block) by their own node names, so names stay unique
-    # (views a module wraps around its one computing node, as a 1-d pool's unsqueeze / squeeze, do not count)
-    per_path: dict[str, list] = {}
-    for nd in c.nodes:
-        if nd.module:
-            per_path.setdefault(nd.module, []).append(nd)
-    for path, nds in per_path.items():
-        real = [nd for nd in nds if nd.op != "view"]
-        for nd in nds:
-            if len(nds) > 1 and not nd.params and not (len(real) == 1 and nd is real[0]):
-                nd.module = None
+    _report_names(c.nodes)
     declared = {k: tuple(v.shape) for k, v in model.named_parameters()}
     used = set(c.params)
     unused = sorted(set(declared) - used)
