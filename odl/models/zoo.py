@@ -17,9 +17,10 @@ DEFAULT_SHAPE = (2, 3, 32, 32)   # batch 2: batch norm in training mode needs mo
 def ensure_torchvision():
     """Define torchvision::nms / qnms when torchvision's compiled ops cannot load, then import torchvision."""
     global _LIB
+    import importlib
     import torch
     try:
-        import torchvision  # noqa: F401
+        importlib.import_module("torchvision")
         return
     except Exception:
         pass
@@ -34,7 +35,7 @@ def ensure_torchvision():
     for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
         del sys.modules[k]        # a failed first import leaves half-initialised modules behind
     try:
-        import torchvision  # noqa: F401
+        importlib.import_module("torchvision")
     except Exception as e:
         raise OdlError(f"torchvision cannot be imported ({type(e).__name__}: {str(e).splitlines()[0]}); install "
                        f"it as scripts/setup.sh does (pip install --no-deps torchvision==0.29.1)") from None
