@@ -77,13 +77,14 @@ class TrainOptions:
     normalize: bool = True        # False: the data is fed as given (odl fleet normalises globally)
     memory: str = "hierarchy"     # 'hierarchy': L1 tiles + DMA from the L2 arena (odl/tile/tiler.py); 'flat': one memory
     stop_after_steps: int | None = None   # tests: stop (as if killed) after this many steps of this run
+    train_asked: str = ""         # --train as given when it was resolved ('auto'): what a resumed run must ask again
 
     def resume_key(self) -> dict:
         """Settings a resumed run must share with the run that wrote the checkpoint (bitwise continuation)."""
         c = self.cfg
         return {"data": self.data, "batch": self.batch, "val_split": self.val_split, "precision": self.precision,
                 "cores": self.cores, "target": self.target, "seed": self.seed, "loss_scale": self.loss_scale,
-                "lr": c.lr, "train": c.train, "bn": c.bn, "loss": c.loss, "optimizer": c.optimizer,
+                "lr": c.lr, "train": self.train_asked or c.train, "bn": c.bn, "loss": c.loss, "optimizer": c.optimizer,
                 "momentum": c.momentum, "weight_decay": c.weight_decay}
 
 
@@ -207,7 +208,7 @@ def _build_auto(model, ds, ntrain, nval, opts, target, dev, budget):
         cfg, _ = resolve(g0, dev, base, room, log=lambda t: print(t, file=sys.stderr), costs=costs, cores=opts.cores,
                          memory=memory_for(target, opts.memory))
         cfg = dataclasses.replace(opts.cfg, train=cfg.train)
-        o = dataclasses.replace(opts, cfg=cfg)
+        o = dataclasses.replace(opts, cfg=cfg, train_asked="auto")   # the same choice again on --resume
         try:
             return build_programs(model, ds.sample_shape, ntrain, nval, o, costs, budget), cfg, o
         except OverBudget as e:
