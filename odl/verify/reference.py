@@ -70,7 +70,14 @@ class _ExportRecorder(_Recorder):
     tensors: values are recorded under the exported node names, which are the graph's value names. Dropout's
     value is the getitem of native_dropout's first result; its mask is the device's, as in _Recorder."""
 
+    frozen_bn = False     # --bn frozen: batch norm on the running statistics, which stay as they are
+
     def run_node(self, n):
+        if self.frozen_bn and n.op == "call_function" and \
+                n.target is torch.ops.aten._native_batch_norm_legit_functional.default:
+            x, w, b, rm, rv, _, momentum, eps = (self.env[a] if isinstance(a, torch.fx.Node) else a for a in n.args)
+            out, mean, rstd = torch.ops.aten._native_batch_norm_legit_no_training(x, w, b, rm, rv, momentum, eps)
+            return out, mean, rstd, rm, rv
         if n.op == "call_function" and n.target is torch.ops.aten.native_dropout.default:
             first = next((u.name for u in n.users if u.args[1] == 0), None)
             spec = self.dropout.get(first)
@@ -89,7 +96,7 @@ class _ExportRecorder(_Recorder):
         return super().run_node(n)
 
 
-def _run_exported(exported, m: nn.Module, x: torch.Tensor, values, dropout, step, masks):
+def _run_exported(exported, m: nn.Module, x: torch.Tensor, values, dropout, step, masks, frozen_bn=False):
     """One forward of the exported program on module m's parameters and buffers. Returns the logits and the new
     values of the buffers it writes (running statistics, counters), for after the backward (autograd may hold the
     old ones)."""
@@ -105,7 +112,9 @@ def _run_exported(exported, m: nn.Module, x: torch.Tensor, values, dropout, step
             args.append(x)
         else:
             args.append(exported.program.constants[name])
-    outs = _ExportRecorder(exported.program.graph_module, values, dropout, step, masks).run(*args)
+    rec = _ExportRecorder(exported.program.graph_module, values, dropout, step, masks)
+    rec.frozen_bn = frozen_bn
+    outs = rec.run(*args)
     logits, writes = None, []
     for (kind, name), v in zip(exported.outputs, outs):
         if kind == "buffer":
@@ -157,7 +166,8 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
         values: dict[str, torch.Tensor] = {}
         writes = []
         if exported is not None:
-            logits, writes = _run_exported(exported, m, x.to(dtype), values, dropout or {}, step, masks if step == 0 else None)
+            logits, writes = _run_exported(exported, m, x.to(dtype), values, dropout or {}, step,
+                                           masks if step == 0 else None, frozen_bn=cfg.bn == "frozen")
         else:
             logits = _Recorder(gm, values, dropout or {}, step, masks if step == 0 else None).run(x.to(dtype))
         if cfg.loss == "mse":
