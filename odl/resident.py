@@ -54,13 +54,14 @@ class TrainOptions:
     normalize: bool = True        # False: the data is fed as given (odl fleet normalises globally)
     memory: str = "hierarchy"     # 'hierarchy': L1 tiles + DMA from the L2 arena (odl/tile/tiler.py); 'flat': one memory
     stop_after_steps: int | None = None   # tests: stop (as if killed) after this many steps of this run
+    train_asked: str = ""         # --train as given when it was resolved ('auto'): what a resumed run must ask again
 
     def resume_key(self) -> dict:
         """Settings a resumed run must share with the run that wrote the checkpoint (bitwise continuation)."""
         c = self.cfg
         return {"data": self.data, "batch": self.batch, "val_split": self.val_split, "precision": self.precision,
                 "cores": self.cores, "target": self.target, "seed": self.seed, "loss_scale": self.loss_scale,
-                "lr": c.lr, "train": c.train, "bn": c.bn, "loss": c.loss, "optimizer": c.optimizer,
+                "lr": c.lr, "train": self.train_asked or c.train, "bn": c.bn, "loss": c.loss, "optimizer": c.optimizer,
                 "momentum": c.momentum, "weight_decay": c.weight_decay}
 
 
@@ -338,7 +339,13 @@ def state_dict_from_device(fw: Firmware, model: nn.Module, blob: bytes, opts) ->
         sd[pname] = torch.from_numpy(src.copy()).reshape(sd[pname].shape).to(sd[pname].dtype)
     for tname, b in main.state.items():
         sd[tname] = torch.from_numpy(vals[b.name].copy()).reshape(sd[tname].shape).to(sd[tname].dtype)
-    if opts.cfg.bn == "train":
+    counters = main.graph.counters
+    if opts.cfg.bn == "train" and counters:
+        # torch.export frontend: the exported program says which counters a step adds 1 to, once per call (a
+        # batch norm module called twice counts twice, as in PyTorch)
+        for k in counters:
+            sd[k] = sd[k] + int(ctl["step"])
+    elif opts.cfg.bn == "train":
         for k in sd:
             if k.endswith("num_batches_tracked"):
                 sd[k] = sd[k] + int(ctl["step"])
