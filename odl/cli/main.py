@@ -121,8 +121,17 @@ def _cmd_profile(a) -> int:
               "run without --png or install it", file=sys.stderr)
         return 2
     from odl.deploy.compile import parse_bytes
-    profile(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a), a.json, a.png, a.keep,
-            memory=a.memory, budget=parse_bytes(a.budget) if a.budget is not None else None)
+    overrides = {"fpus": a.fpus} if a.fpus is not None else None
+    if a.cycle_model == "ipc1" and (overrides or a.check_races):
+        print("odl: error: --fpus and --check-races need --cycle-model timed", file=sys.stderr)
+        return 2
+    rep = profile(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a), a.json, a.png,
+                  a.keep, memory=a.memory, budget=parse_bytes(a.budget) if a.budget is not None else None,
+                  cycle_model=a.cycle_model, overrides=overrides, races=a.check_races)
+    if a.check_races and rep["races"].get("count"):
+        print(f"odl: error: {rep['races']['count']} data races between harts (first: {rep['races']['first'][:3]})",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -314,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--budget", default=None, metavar="BYTES",
                     help="memory (L2) budget instead of the target's (e.g. 512K): cheap activations are recomputed "
                          "in the backward to fit it")
+    pr.add_argument("--cycle-model", choices=("timed", "ipc1"), default="timed",
+                    help="timed (default): the QEMU timing plugin's cycle-approximate model, every instruction counted; "
+                         "ipc1: one instruction = one cycle per core over the kernel calls (the earlier figures)")
+    pr.add_argument("--fpus", type=int, default=None, metavar="N",
+                    help="timed model: N FPUs shared by the cores (default: the target's; 0 = one per core)")
+    pr.add_argument("--check-races", action="store_true",
+                    help="timed model: report any address one hart writes and another reads or writes within one "
+                         "parallel region, and exit 1 if there is one")
     pr.add_argument("--json", default=None, help="write the profile as JSON to this file")
     pr.add_argument("--png", default=None, help="write a stacked bar chart (cycles per layer by step); needs matplotlib")
     pr.add_argument("--keep", default=None, metavar="DIR", help="keep generated C, firmware and run files in DIR")

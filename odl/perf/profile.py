@@ -275,22 +275,38 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
             if dma is not None else [(0, 0)] * len(prog.calls)}
 
 
-def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: Path | None = None,
-                     sync: dict | None = None, tuning: bool = False, phase=None, memory: str = "hierarchy",
-                     budget: int | None = None) -> dict:
-    """budget: L2 bytes the step must fit (default: the target's budget); activations are recomputed to fit."""
-    """Lower, build with ODL_PROFILE, run one step on QEMU, read the counts; returns the report dict."""
+def _build_step(prep, target, precision: str, cores: int, cfg, work: Path, memory: str, budget: int | None,
+                profile: bool, tuning: bool = False, defines=("ODL_PROFILE",)):
+    """The deployable step's program (the recomputes that make it fit the budget), rendered and built with `defines`."""
     from odl.codegen.render import render
-    from odl.lower.lowering import MAX_CORES, TrainConfig
+    from odl.lower.lowering import MAX_CORES
+    from odl.pipeline import step
     from odl.plan.planner import plan
-    from odl.run.runners.qemu import QemuRunner
     from odl.target.toolchain import build_firmware
-    from odl.pipeline import preload_blob
-    cfg = cfg or TrainConfig()
+    from odl.tile.memory import memory_for
     if not 1 <= cores <= min(target.harts, MAX_CORES):
         raise OdlError(f"--cores {cores}: target {target.name} has {target.harts} harts")
     if target.qemu is None:
         raise OdlError(f"target {target.name} has no QEMU configuration: odl profile needs an emulator")
+    cfg, prog, _ = step(prep, precision, cfg, target, cores, memory_for(target, memory),
+                        budget or target.memory_budget_bytes, profile=profile, tuning=tuning)
+    plan(prog)
+    srcs = render(prog, prep.name, cores, work / "gen")
+    elf = build_firmware(target, precision, cores, srcs, [work / "gen"], work / "build", defines=list(defines),
+                         scalar_sources=srcs)
+    return prog, elf
+
+
+def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: Path | None = None,
+                     sync: dict | None = None, tuning: bool = False, phase=None, memory: str = "hierarchy",
+                     budget: int | None = None) -> dict:
+    """Lower, build with ODL_PROFILE, run one step on QEMU, read the counts; returns the report dict (the ipc1
+    cycle model). budget: L2 bytes the step must fit (default: the target's budget); activations are recomputed to
+    fit."""
+    from odl.lower.lowering import MAX_CORES, TrainConfig
+    from odl.run.runners.qemu import QemuRunner
+    from odl.pipeline import preload_blob
+    cfg = cfg or TrainConfig()
     tmp = None
     if work is None:
         tmp = work = Path(tempfile.mkdtemp(prefix="odl_prof_"))
@@ -301,15 +317,7 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
         phase("calibrate", f"fork/join cost on {cores} cores")
         sync = sync or measure_sync(target, cores, work / "sync")
         phase("lower/plan/build", f"profiled step, {precision}, {cores} cores")
-        from odl.tile.memory import memory_for
-        from odl.pipeline import step
-        # the deployable step's choices (recomputes that make it fit the budget), built with profiling
-        cfg, prog, _ = step(prep, precision, cfg, target, cores, memory_for(target, memory),
-                            budget or target.memory_budget_bytes, profile=True, tuning=tuning)
-        plan(prog)
-        srcs = render(prog, prep.name, cores, work / "gen")
-        elf = build_firmware(target, precision, cores, srcs, [work / "gen"], work / "build", defines=["ODL_PROFILE"],
-                             scalar_sources=srcs)
+        prog, elf = _build_step(prep, target, precision, cores, cfg, work, memory, budget, True, tuning)
         t_run = time.perf_counter()
         phase("run", "one profiled step on QEMU")
         with QemuRunner(target, elf, cores, work / "run", preload=[(0, preload_blob(prog, prep))],
@@ -336,6 +344,48 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
                               "dma_cycles": per_dma[i][0], "dma_exposed_cycles": per_dma[i][1]}
                              for i, c in enumerate(prog.calls)],
                 "decisions": prog.decisions,
+                "timing_s": {"build": round(t_run - t0, 3), "run": round(t_end - t_run, 3)},
+                "cycle_model": "ipc1"})
+    return rep
+
+
+def profile_timed(prep, target, precision: str, cores: int, cfg=None, work: Path | None = None, phase=None,
+                  memory: str = "hierarchy", budget: int | None = None, overrides: dict | None = None,
+                  races: bool = False) -> dict:
+    """The deployable step (real fork/join, DMA programmed by hart 0) under the timing plugin: two steps run, the
+    second is reported (the first warms the I-cache). overrides: timing parameters to change (e.g. {"fpus": 4})."""
+    from odl.lower.lowering import TrainConfig
+    from odl.perf.timing import analyse_timed, parameters, run_timed
+    from odl.pipeline import preload_blob
+    cfg = cfg or TrainConfig()
+    params = parameters(target, overrides)
+    tmp = None
+    if work is None:
+        tmp = work = Path(tempfile.mkdtemp(prefix="odl_prof_"))
+    work = Path(work)
+    try:
+        t0 = time.perf_counter()
+        phase = phase or (lambda *a: None)
+        phase("lower/plan/build", f"timed step, {precision}, {cores} cores")
+        prog, elf = _build_step(prep, target, precision, cores, cfg, work, memory, budget, False,
+                                defines=("ODL_TIMED",))
+        t_run = time.perf_counter()
+        phase("run", "two steps on QEMU under the timing model")
+        raw = run_timed(target, elf, cores, work / "timed", [(0, preload_blob(prog, prep))], steps=2, params=params,
+                        races=races)
+        t_end = time.perf_counter()
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    rep = analyse_timed(prog, raw, STEPS)
+    t = target.raw.get("timing", {})
+    rep.update({"model": prep.name, "target": target.name, "precision": precision, "cores": cores,
+                "input_shape": list(prep.batches[0][0].shape), "loss": raw.get("loss"), "cycle_model": "timed",
+                "timing": {k: {"value": params[k], "source": t[k]["source"] if k in t else "override"}
+                           for k in params},
+                "memory_model": "hierarchy" if getattr(prog, "memory", None) is not None else "flat",
+                "l1_peak_bytes": getattr(prog, "l1_peak_bytes", 0), "l2_bytes": getattr(prog, "arena_bytes", 0),
+                "decisions": prog.decisions,
                 "timing_s": {"build": round(t_run - t0, 3), "run": round(t_end - t_run, 3)}})
     return rep
 
@@ -355,16 +405,26 @@ def setup(model_spec: str, target_name: str, precision: str, input_shape: str | 
 def profile(model_spec: str, target_name: str = "rv32-cluster", precision: str = "fp32", cores: int = 8,
             input_shape: str | None = None, seed: int = 0, cfg=None, json_path: str | None = None,
             png_path: str | None = None, keep_dir: str | None = None, log=print, memory: str = "hierarchy",
-            budget: int | None = None) -> dict:
+            budget: int | None = None, cycle_model: str = "timed", overrides: dict | None = None,
+            races: bool = False) -> dict:
     from odl.common.fsutil import atomic_path, write_text_atomic
     from odl.common.progress import Phases
     phase = Phases("profile")
     phase("trace", model_spec)
     target, prep, cfg = setup(model_spec, target_name, precision, input_shape, seed, cfg)
-    rep = profile_prepared(prep, target, precision, cores, cfg, Path(keep_dir) if keep_dir else None, phase=phase,
-                           memory=memory, budget=budget)
+    keep = Path(keep_dir) if keep_dir else None
+    if cycle_model == "timed":
+        from odl.perf.timing import format_timed
+        rep = profile_timed(prep, target, precision, cores, cfg, keep, phase=phase, memory=memory, budget=budget,
+                            overrides=overrides, races=races)
+        text = format_timed(rep)
+    elif cycle_model == "ipc1":
+        rep = profile_prepared(prep, target, precision, cores, cfg, keep, phase=phase, memory=memory, budget=budget)
+        text = format_report(rep)
+    else:
+        raise OdlError(f"--cycle-model {cycle_model!r}: expected timed or ipc1")
     if log:
-        log(format_report(rep))
+        log(text)
     if json_path:
         write_text_atomic(json_path, json.dumps(rep, indent=2))
     if png_path:
@@ -439,13 +499,13 @@ def plot_png(rep: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(11, 0.32 * len(layers) + 1.8))
     left = np.zeros(len(layers))
     for s in STEPS + ("sync",):
-        vals = np.array([L["sync"] if s == "sync" else L["steps"].get(s, 0) for L in layers], dtype=float)
+        vals = np.array([L.get("sync", 0) if s == "sync" else L["steps"].get(s, 0) for L in layers], dtype=float)
         if vals.sum() == 0:
             continue
         ax.barh(names, vals, left=left, label=s)
         left += vals
     ax.invert_yaxis()
-    ax.set_xlabel("cycles (critical path)")
+    ax.set_xlabel("cycles (timed model)" if rep.get("cycle_model") == "timed" else "cycles (critical path, ipc1)")
     ax.set_title(f"{rep['model']} {rep['precision']} {rep['cores']} cores: {rep['cycles']} cycles, "
                  f"{rep['mac_per_cycle']:.2f} MAC/cycle")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")

@@ -1,5 +1,9 @@
 /* rv32-cluster platform: exit device, counters, semihosting, trap report. */
 #include "platform.h"
+#include "odl_timing.h"
+
+/* The timing model's mark word (odl_timing.h); written only by -DODL_TIMED builds. */
+volatile uint32_t odl_timing_port;
 #define ODL_MAX_HARTS_GUARD 8u   /* link.ld ODL_MAX_HARTS */
 
 #define TEST_DEVICE 0x00100000u
