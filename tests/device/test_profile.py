@@ -11,7 +11,7 @@ pytestmark = needs_qemu
 
 def _run(model, cores, precision="fp16"):
     from odl.perf.profile import profile
-    return profile(model, precision=precision, cores=cores, log=None)
+    return profile(model, precision=precision, cores=cores, log=None, cycle_model="ipc1")
 
 
 def _check_consistent(rep, spec="tinycnn", shape=None):
@@ -72,8 +72,8 @@ def test_totals_and_fields(tiny):
 def test_flat_and_hierarchy_side_by_side():
     """--memory flat counts no data movement; the hierarchy adds the exposed DMA, and its tiles may add compute."""
     from odl.perf.profile import profile
-    flat = profile("tinycnn", precision="fp16", cores=8, log=None, memory="flat")
-    hier = profile("tinycnn", precision="fp16", cores=8, log=None, memory="hierarchy")
+    flat = profile("tinycnn", precision="fp16", cores=8, log=None, memory="flat", cycle_model="ipc1")
+    hier = profile("tinycnn", precision="fp16", cores=8, log=None, memory="hierarchy", cycle_model="ipc1")
     _check_consistent(flat)
     _check_consistent(hier)
     assert flat["memory_model"] == "flat" and hier["memory_model"] == "hierarchy"
@@ -104,7 +104,7 @@ def test_user_model_cli_json(tmp_path):
     out = tmp_path / "p.json"
     spec = f"{MODELS / 'spine_model.py'}:SpineNet"
     assert main(["profile", spec, "--precision", "fp32", "--cores", "3", "--input-shape", "2x3x8x8",
-                 "--json", str(out)]) == 0
+                 "--cycle-model", "ipc1", "--json", str(out)]) == 0
     rep = json.loads(out.read_text())
     assert rep["model"] == "SpineNet" and rep["cores"] == 3 and rep["precision"] == "fp32"
     names = [L["name"] for L in rep["layers"]]
@@ -153,3 +153,31 @@ def test_analyse_imbalance():
     L = r["layers"][0]
     assert L["steps"] == {"forward": 50, "update": 5}
     assert L["step_detail"]["forward"]["imbalance"] == pytest.approx((0.5 * 30 + 0 * 20) / 50)
+
+
+def test_timed_cli_json(tmp_path):
+    """The default cycle model: the timing plugin's cycles, every instruction counted, stalls by cause, parameters
+    with their sources; the per-call figures add up to the step; no races in the step."""
+    from odl.cli.main import main
+    from odl.perf.timing import REPORT_CAUSES
+    out = tmp_path / "t.json"
+    assert main(["profile", "tinycnn", "--precision", "fp16", "--check-races", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["cycle_model"] == "timed" and rep["races"]["count"] == 0
+    assert rep["cycles"] > rep["instructions"] > 0 and rep["unknown_instructions"] == 0
+    assert set(rep["stall_cycles"]) == set(REPORT_CAUSES)
+    assert all(v["source"] for v in rep["timing"].values())
+    assert sum(c["cycles"] for c in rep["per_call"]) + rep["tail_cycles"] == rep["cycles"]
+    assert 0 <= rep["tail_cycles"] < 0.05 * rep["cycles"]
+    assert sum(L["cycles"] for L in rep["layers"]) == sum(c["cycles"] for c in rep["per_call"])
+    assert abs(rep["mac_per_cycle"] - rep["macs"] / rep["cycles"]) < 1e-9
+    ipc1 = _run("tinycnn", 8)
+    # every instruction counted (DMA programming, glue, fork/join): at least the kernels' critical path
+    assert rep["instructions"] >= ipc1["compute_cycles"]
+
+
+def test_timed_shared_fpus_slower():
+    from odl.perf.profile import profile
+    a = profile("tinycnn", precision="fp16", cores=8, log=None)
+    b = profile("tinycnn", precision="fp16", cores=8, log=None, overrides={"fpus": 2})
+    assert b["cycles"] > a["cycles"] and b["stall_cycles"]["fpu_contention"] > 0 == a["stall_cycles"]["fpu_contention"]
