@@ -21,7 +21,8 @@
  * The firmware marks the step with stores to `odl_timing_port` (targets/rv32-cluster/odl_timing.h): step begin/end
  * and kernel call begin/end (hart 0, around odl_parallel). The DMA is watched at the entries of its functions
  * (targets/rv32-cluster/dma.c): odl_dma_start issues a transfer (its row bytes and rows read from a2, a3),
- * odl_dma_wait waits for a ticket (a0), and odl_dma_engine_run, QEMU's stand-in for the DMA engine, copies: its
+ * odl_dma_wait waits for a ticket (a0), start_when_full waits for the oldest of a full command queue, and
+ * odl_dma_engine_run, QEMU's stand-in for the DMA engine, copies: its
  * instructions are charged to no hart (a real DMA does the copy), up to its return address. With races=1 the plugin also reports every address one hart writes and
  * another reads or writes within the same parallel region (between the same barriers).
  *
@@ -58,7 +59,7 @@ static param_t PARAMS[] = {
   {"icache_bytes", 4096}, {"icache_ways", 4}, {"icache_line", 16}, {"icache_refill", 10},
   {"tcdm_banks", 16}, {"bank_word", 4},
   {"fpus", 0},            /* 0: a private FPU per core; N: N FPUs shared, core k uses FPU k % N */
-  {"dma_setup", 10}, {"dma_bytes_per_cycle", 8},
+  {"dma_setup", 10}, {"dma_bytes_per_cycle", 8}, {"dma_queue", 64},
   {"wake", 2},            /* cycles from the software interrupt to the woken hart's first instruction */
   {"races", 0},
   {"harts", 8},
@@ -70,7 +71,7 @@ static long P(const char *n) {
   return 0;
 }
 static long p_load_use, p_branch, p_jump, p_jump_reg, p_mul, p_mulh, p_div, p_fp, p_fdiv, p_fsqrt, p_fcvt, p_dp,
-    p_vlen, p_ic_bytes, p_ic_ways, p_ic_line, p_ic_refill, p_banks, p_bank_word, p_fpus, p_dma_setup, p_dma_bpc,
+    p_vlen, p_ic_bytes, p_ic_ways, p_ic_line, p_ic_refill, p_banks, p_bank_word, p_fpus, p_dma_setup, p_dma_bpc, p_dma_queue,
     p_wake, p_races, p_harts;
 
 /* ---- stall causes --------------------------------------------------------------------------------------------- */
@@ -105,7 +106,8 @@ static odl_g_byte_array *regbuf;
 
 /* ---- firmware addresses --------------------------------------------------------------------------------------- */
 static uint32_t port_addr, sync_lo, sync_hi, l1_lo, l1_hi, barrier_addr, fn_dma_start, fn_dma_wait, fn_dma_engine;
-enum { F_DMA_START = 1, F_DMA_WAIT, F_DMA_ENGINE };
+enum { F_DMA_START = 1, F_DMA_WAIT, F_DMA_ENGINE, F_DMA_FULL };
+static uint32_t fn_dma_full;
 static char *out_path;
 
 /* ---- happens-before through the runtime's shared words -------------------------------------------------------- */
@@ -136,6 +138,10 @@ static uint32_t call_idx;
 static uint64_t call_t0, call_it0, prev_end, prev_iend, prev_wait, call_insns0[MAX_HARTS], call_stall0[MAX_HARTS][S_COUNT];
 static uint64_t step_t0, step_it0, step_cycles, step_icycles, step_insns, steps;
 static uint64_t unknown_insns;
+/* with pcs=1: hart 0's cycles between kernel calls by instruction address (first MiB of RAM), to find where the
+ * glue goes; the report lists the addresses with the most */
+#define PC_SLOTS (1u << 19)
+static uint32_t *glue_pc;
 
 /* ---- race detector -------------------------------------------------------------------------------------------- */
 typedef struct { uint32_t addr, region, epoch; uint8_t writers, readers; } shadow_t;
@@ -256,6 +262,12 @@ static void special(hart_t *h, const insn_t *d) {
   } else if (d->special == F_DMA_ENGINE) {
     h->emu = 1;
     h->emu_ret = xread(1);
+  } else if (d->special == F_DMA_FULL) {
+    /* the emulation's queue is full: a hardware queue of that depth stalls the issuing hart until its oldest
+     * transfer completes; the emulated wait (running the oldest copy, re-enqueueing) is charged to no hart */
+    h->emu = 1;
+    h->emu_ret = xread(1);
+    if (dma_issued >= (uint32_t)p_dma_queue) dma_wait(h, dma_issued - (uint32_t)p_dma_queue);
   }
 }
 
@@ -332,6 +344,8 @@ static void exec_insn(unsigned vcpu, void *ud) {
     h->ready_cause[d->rd] = (uint8_t)src_cause(d->kind);
   }
   h->last_cost = t + occ - h->clock;
+  if (glue_pc && in_step && !call_open && cur == 0 && d->pc - 0x80000000u < 2 * PC_SLOTS)
+    glue_pc[(d->pc - 0x80000000u) / 2] += (uint32_t)(t + occ - h->clock + 0);
   h->mem_t0 = t;
   h->mem_k = 0;
   h->mem_word = UINT32_MAX;
@@ -363,6 +377,7 @@ static void reset_step(void) {
   dma_busy = dma_transfers = dma_bytes = 0;
   prev_end = prev_iend = prev_wait = 0;
   ic_misses = ic_accesses = 0;             /* counted per step; the cache keeps its contents */
+  if (glue_pc) memset(glue_pc, 0, PC_SLOTS * sizeof *glue_pc);
   for (size_t i = 0; i < ncalls; i++) memset(&calls[i], 0, sizeof calls[i]);
 }
 
@@ -627,6 +642,7 @@ static void translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
     if (d->pc == fn_dma_start) d->special = F_DMA_START;
     else if (d->pc == fn_dma_wait) d->special = F_DMA_WAIT;
     else if (d->pc == fn_dma_engine) d->special = F_DMA_ENGINE;
+    else if (d->pc == fn_dma_full) d->special = F_DMA_FULL;
     int vreads = d->special || (d->kind == K_VSET && (d->avl == 0 || d->vtype_reg));
     qemu_plugin_register_vcpu_insn_exec_cb(in, exec_insn, vreads ? QEMU_PLUGIN_CB_R_REGS : QEMU_PLUGIN_CB_NO_REGS, d);
     qemu_plugin_register_vcpu_mem_cb(in, mem_access, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW, d);
@@ -687,7 +703,13 @@ static void write_report(qemu_plugin_id_t id, void *ud) {
   for (uint64_t i = 0; i < nraces && i < MAX_RACES; i++)
     fprintf(f, "%s{\"call\": %u, \"addr\": %u, \"pc\": %u, \"harts\": [%u, %u], \"store\": %u}", i ? ", " : "",
             races[i].call, races[i].addr, races[i].pc, races[i].first, races[i].second, races[i].kind);
-  fprintf(f, "]},\n \"parameters\": {");
+  fprintf(f, "]},\n \"glue_pcs\": [");
+  if (glue_pc) {
+    int n = 0;
+    for (uint32_t i = 0; i < PC_SLOTS; i++)
+      if (glue_pc[i] > 2000) fprintf(f, "%s[%u, %u]", n++ ? ", " : "", 0x80000000u + 2 * i, glue_pc[i]);
+  }
+  fprintf(f, "],\n \"parameters\": {");
   for (size_t i = 0; i < NPARAMS; i++) fprintf(f, "%s\"%s\": %ld", i ? ", " : "", PARAMS[i].name, PARAMS[i].value);
   fprintf(f, "}}\n");
   fclose(f);
@@ -712,9 +734,11 @@ ODL_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t
     else if (!strcmp(k, "sync")) parse_range(v, &sync_lo, &sync_hi);
     else if (!strcmp(k, "l1")) parse_range(v, &l1_lo, &l1_hi);
     else if (!strcmp(k, "barrier")) barrier_addr = parse_u32(v);
+    else if (!strcmp(k, "pcs")) glue_pc = atoi(v) ? calloc(PC_SLOTS, sizeof *glue_pc) : NULL;
     else if (!strcmp(k, "dma_start")) fn_dma_start = parse_u32(v);
     else if (!strcmp(k, "dma_wait")) fn_dma_wait = parse_u32(v);
     else if (!strcmp(k, "dma_engine")) fn_dma_engine = parse_u32(v);
+    else if (!strcmp(k, "dma_full")) fn_dma_full = parse_u32(v);
     else {
       size_t p = 0;
       while (p < NPARAMS && strcmp(PARAMS[p].name, k)) p++;
@@ -728,10 +752,10 @@ ODL_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t
   p_fsqrt = P("fp_sqrt"); p_fcvt = P("fp_cvt"); p_dp = P("datapath_bits"); p_vlen = P("vlen");
   p_ic_bytes = P("icache_bytes"); p_ic_ways = P("icache_ways"); p_ic_line = P("icache_line");
   p_ic_refill = P("icache_refill"); p_banks = P("tcdm_banks"); p_bank_word = P("bank_word"); p_fpus = P("fpus");
-  p_dma_setup = P("dma_setup"); p_dma_bpc = P("dma_bytes_per_cycle"); p_wake = P("wake"); p_races = P("races");
+  p_dma_setup = P("dma_setup"); p_dma_bpc = P("dma_bytes_per_cycle"); p_dma_queue = P("dma_queue"); p_wake = P("wake"); p_races = P("races");
   p_harts = P("harts");
   if (p_harts < 1 || p_harts > MAX_HARTS || p_dp <= 0 || p_banks < 1 || p_banks > 256 || p_bank_word < 1 ||
-      p_dma_bpc < 1 || p_fpus < 0 || p_fpus > MAX_HARTS || p_ic_line < 1 || p_ic_ways < 1) {
+      p_dma_bpc < 1 || p_dma_queue < 1 || p_fpus < 0 || p_fpus > MAX_HARTS || p_ic_line < 1 || p_ic_ways < 1) {
     fprintf(stderr, "odl timing plugin: a parameter is out of range\n");
     return 1;
   }

@@ -25,11 +25,11 @@ PLUGIN_SOURCES = ("timing.c", "decode.c", "decode.h", "qemu_plugin_abi.h")
 
 
 def host_cc() -> str:
-    for cc in (os.environ.get("ODL_HOST_CC"), "cc", "gcc", "clang-19", "clang"):
+    for cc in (os.environ.get("ODL_PLUGIN_CC"), "cc", "gcc", "clang-19", "clang"):
         if cc and shutil.which(cc):
             return cc
-    raise ToolError("the timing model's QEMU plugin needs a host C compiler (cc, gcc or clang; or set ODL_HOST_CC): "
-                    "none found. Install one (apt-get install gcc) or use --cycle-model ipc1")
+    raise ToolError("the timing model's QEMU plugin needs a host C compiler (cc, gcc or clang, or ODL_PLUGIN_CC): "
+                    "none found. Install one (apt-get install gcc), set ODL_PLUGIN_CC, or use --cycle-model ipc1")
 
 
 def plugin_path() -> Path:
@@ -62,7 +62,7 @@ def parameters(target, overrides: dict | None = None) -> dict:
         raise OdlError(f"target {target.name} has no \"timing\" section in target.json: use --cycle-model ipc1")
     out = {k: int(v["value"]) for k, v in t.items() if isinstance(v, dict)}
     for k, v in (overrides or {}).items():
-        if k not in out and k not in ("races",):
+        if k not in out and k not in ("races", "pcs"):
             raise OdlError(f"unknown timing parameter {k!r} (target {target.name} has: {', '.join(sorted(out))})")
         out[k] = int(v)
     return out
@@ -84,7 +84,7 @@ def plugin_args(target, elf: Path, cores: int, out: Path, params: dict, races: b
             "sync": f"{addr('__odl_sync_start'):#x}:{addr('__odl_sync_end'):#x}",
             "l1": f"{l1_lo:#x}:{l1_hi:#x}", "harts": cores, "races": int(races)}
     for name, key in (("bar_count", "barrier"), ("odl_dma_start", "dma_start"), ("odl_dma_wait", "dma_wait"),
-                      ("odl_dma_engine_run", "dma_engine")):
+                      ("odl_dma_engine_run", "dma_engine"), ("start_when_full", "dma_full")):
         if name in sym:
             args[key] = hex(sym[name][0])
     args.update({k: v for k, v in params.items()})

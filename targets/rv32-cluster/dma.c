@@ -38,10 +38,8 @@ __attribute__((noinline)) void odl_dma_engine_run(void) {
   done++;
 }
 
-/* odl_dma_start and odl_dma_wait stay functions of their own (not inlined): the timing model watches their entries. */
-__attribute__((noinline)) uint32_t odl_dma_start(void *dst, const void *src, uint32_t row_bytes, uint32_t rows,
-                                                 uint32_t dst_stride, uint32_t src_stride) {
-  if (issued - done == ODL_DMA_QUEUE) odl_dma_engine_run();
+static inline uint32_t enqueue(void *dst, const void *src, uint32_t row_bytes, uint32_t rows, uint32_t dst_stride,
+                               uint32_t src_stride) {
   dma_job_t *j = &queue[issued % ODL_DMA_QUEUE];
   j->d = (unsigned char *)dst;
   j->s = (const unsigned char *)src;
@@ -52,6 +50,23 @@ __attribute__((noinline)) uint32_t odl_dma_start(void *dst, const void *src, uin
   return ++issued;
 }
 
+/* A full queue first waits for its oldest transfer. A function of its own, entered by a tail call, so that
+ * odl_dma_start's common path saves no registers (it is hart 0's most frequent call between kernels). */
+__attribute__((noinline, cold)) static uint32_t start_when_full(void *dst, const void *src, uint32_t row_bytes,
+                                                                uint32_t rows, uint32_t dst_stride, uint32_t src_stride) {
+  odl_dma_engine_run();
+  return enqueue(dst, src, row_bytes, rows, dst_stride, src_stride);
+}
+
+/* odl_dma_start and odl_dma_wait stay functions of their own (not inlined): the timing model watches their entries. */
+__attribute__((noinline)) uint32_t odl_dma_start(void *dst, const void *src, uint32_t row_bytes, uint32_t rows,
+                                                 uint32_t dst_stride, uint32_t src_stride) {
+  if (__builtin_expect(issued - done == ODL_DMA_QUEUE, 0))
+    return start_when_full(dst, src, row_bytes, rows, dst_stride, src_stride);
+  return enqueue(dst, src, row_bytes, rows, dst_stride, src_stride);
+}
+
+#define ODL_IM2COL_MAX_K 11 /* kernel rows/columns whose ranges odl_dma_im2col computes once */
 static const unsigned char zero_row[ODL_DMA_ZERO_BYTES]; /* the source of the zero-filling transfers */
 
 /* rows x n zero elements from element off on, rows `stride` elements apart */
@@ -99,13 +114,22 @@ uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int
   int zero = mode & ODL_IM2COL_ZERO;
   if (mode & ODL_IM2COL_WIDE) return im2col_wide(d, s, es, c, h, w, kh, kw, pt, pl, ho, wo, zero);
   uint32_t t = issued; /* no transfer: the last ticket issued */
+  /* the output ranges of each kernel row and column, the same for every channel: computed once (they divide) */
+  int rv0[ODL_IM2COL_MAX_K], rv1[ODL_IM2COL_MAX_K], ca[ODL_IM2COL_MAX_K], cb[ODL_IM2COL_MAX_K];
+  int cache = kh <= ODL_IM2COL_MAX_K && kw <= ODL_IM2COL_MAX_K;
+  if (cache) {
+    for (int i = 0; i < kh; i++) odl_out_range(i, h, sh, pt, ho, &rv0[i], &rv1[i]);
+    for (int j = 0; j < kw; j++) odl_out_range(j, w, sw, pl, wo, &ca[j], &cb[j]);
+  }
   for (int ci = 0; ci < c; ci++)
     for (int i = 0; i < kh; i++) {
       int v0, v1;
-      odl_out_range(i, h, sh, pt, ho, &v0, &v1);
+      if (cache) v0 = rv0[i], v1 = rv1[i];
+      else odl_out_range(i, h, sh, pt, ho, &v0, &v1);
       for (int j = 0; j < kw; j++) {
         int a, b;
-        odl_out_range(j, w, sw, pl, wo, &a, &b);
+        if (cache) a = ca[j], b = cb[j];
+        else odl_out_range(j, w, sw, pl, wo, &a, &b);
         uint32_t base = (uint32_t)((ci * kh + i) * kw + j) * ho * wo;
         if (v1 <= v0 || b <= a) { /* no input reaches this column row: all padding */
           if (zero) t = zero_rows(d, es, base, ho, wo, (uint32_t)wo);
