@@ -45,16 +45,40 @@ ODL_INLINE int pad_to(int x, int b) { return (x + b - 1) / b * b; }
  * -mllvm -riscv-lower-ext-max-web-size=64 (default 18, which would leave vfwcvt + spills in the loop). */
 #define MM_UNROLL _Pragma("clang loop unroll(full)")
 
+/* Accumulators. By default FP16 accumulates in FP32 lanes (above). Built with -DODL_MM_ACC16 (odl's
+ * --accumulate fp16) it accumulates in FP16 lanes, as PULP-TrainLib's FP16 matmuls do: vfmacc at VL=2 writes 32
+ * bits (one cycle per 2 MACs on a 32-bit FPU, where vfwmacc's two FP32 results take two), at the price of an FP16
+ * rounding per multiply-add; whether a model still validates so is for odl validate to say. */
+#if ODL_LANES == 2 && defined(ODL_MM_ACC16)
+typedef odl_vec_t mm_acc_t;
+#define mm_fma(s, a, b) odl_vfma((s), (a), (b))
+#define mm_mul(a, b) ((a) * (b))
+#define mm_splat(x) odl_vsplat((odl_t)(x))
+#define mm_from(v) (v)
+#define mm_to(s) (s)
+#define mm_hsum(s) odl_vhsum(s)
+#define mm_zero() odl_vzero()
+#else
+typedef odl_wvec_t mm_acc_t;
+#define mm_fma(s, a, b) odl_wfma((s), (a), (b))
+#define mm_mul(a, b) odl_wmul((a), (b))
+#define mm_splat(x) odl_wsplat((float)(x))
+#define mm_from(v) odl_widen(v)
+#define mm_to(s) odl_narrow(s)
+#define mm_hsum(s) odl_whsum(s)
+#define mm_zero() odl_wzero()
+#endif
+
 /* C element (i, j) of a tile lives at c[i*ldc + j*cjs] (cjs = 1: row-major C; ldc = 1: C stored transposed). */
-ODL_INLINE void mm_store(odl_t *pc, int cjs, odl_wvec_t s, int accumulate) {
+ODL_INLINE void mm_store(odl_t *pc, int cjs, mm_acc_t s, int accumulate) {
   if (cjs == 1) {
-    odl_vstore(pc, odl_narrow(accumulate ? odl_widen(odl_vload(pc)) + s : s));
+    odl_vstore(pc, mm_to(accumulate ? mm_from(odl_vload(pc)) + s : s));
   } else {
 #if ODL_LANES == 2
-    odl_vec_t v = odl_narrow(s);
+    odl_vec_t v = mm_to(s);
     if (accumulate) {
-      pc[0] = (odl_t)((float)pc[0] + s[0]);
-      pc[cjs] = (odl_t)((float)pc[cjs] + s[1]);
+      pc[0] = (odl_t)((float)pc[0] + (float)s[0]);
+      pc[cjs] = (odl_t)((float)pc[cjs] + (float)s[1]);
     } else {
       pc[0] = v[0];
       pc[cjs] = v[1];
@@ -82,7 +106,7 @@ ODL_INLINE void mm_store(odl_t *pc, int cjs, odl_wvec_t s, int accumulate) {
     MM_UNROLL for (int v = 0; v < V; v++) bv_[v] = odl_vload((PB) + v * ODL_LANES);                     \
     MM_UNROLL for (int r = 0; r < R; r++) {                                                             \
       odl_vec_t av_ = odl_vsplat((PA)[r * (RS)]);                                                       \
-      MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wfma(s[r][v], av_, bv_[v]);                   \
+      MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = mm_fma(s[r][v], av_, bv_[v]);                     \
     }                                                                                                   \
   } while (0)
 
@@ -92,16 +116,16 @@ ODL_INLINE void mm_store(odl_t *pc, int cjs, odl_wvec_t s, int accumulate) {
  * (NULL: none); it initialises the accumulators, one move each. */
 ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
                           int K, int R, int V, int ptrmode, int accumulate, const odl_t *br, const odl_t *bc) {
-  odl_wvec_t s[MM_R][MM_V];
+  mm_acc_t s[MM_R][MM_V];
   if (br) {
     MM_UNROLL for (int r = 0; r < R; r++) {
-      odl_wvec_t t = odl_wsplat((float)br[r]);
+      mm_acc_t t = mm_splat(br[r]);
       MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = t;
     }
     MM_STEP(a, rs, b);
   } else if (bc) {
     MM_UNROLL for (int v = 0; v < V; v++) {
-      odl_wvec_t t = odl_widen(odl_vload(bc + v * ODL_LANES));
+      mm_acc_t t = mm_from(odl_vload(bc + v * ODL_LANES));
       MM_UNROLL for (int r = 0; r < R; r++) s[r][v] = t;
     }
     MM_STEP(a, rs, b);
@@ -110,7 +134,7 @@ ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ld
     MM_UNROLL for (int v = 0; v < V; v++) bv[v] = odl_vload(b + v * ODL_LANES);
     MM_UNROLL for (int r = 0; r < R; r++) {
       odl_vec_t av = odl_vsplat(a[r * rs]);
-      MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = odl_wmul(av, bv[v]);
+      MM_UNROLL for (int v = 0; v < V; v++) s[r][v] = mm_mul(av, bv[v]);
     }
   }
   const odl_t *pb = b + ldb;
@@ -134,7 +158,7 @@ ODL_INLINE void mm_tile_v(const odl_t *a, int rs, int ks, const odl_t *b, int ld
         MM_UNROLL for (int r = 0; r < R; r++) av[r] = ap[r][u];
         MM_UNROLL for (int v = 0; v < V; v++) {
           odl_vec_t bv = odl_vload(pb + u * ldb + v * ODL_LANES);
-          MM_UNROLL for (int r = 0; r < R; r++) s[r][v] = odl_wfma(s[r][v], odl_vsplat(av[r]), bv);
+          MM_UNROLL for (int r = 0; r < R; r++) s[r][v] = mm_fma(s[r][v], odl_vsplat(av[r]), bv);
         }
         if (u == 1) MM_SCHED_BARRIER();
       }
@@ -379,9 +403,9 @@ ODL_INLINE void mm_split(int m, int n, int unit, int tile_cols, int *i0, int *i1
 
 ODL_INLINE void mm_tile_nt(const odl_t *a, int lda, const odl_t *b, int ldb, odl_t *c, int ldc, int K, int R,
                            int C, int accumulate) {
-  odl_wvec_t f[MM_NT][MM_NT];
+  mm_acc_t f[MM_NT][MM_NT];
   for (int r = 0; r < R; r++)
-    for (int q = 0; q < C; q++) f[r][q] = odl_wzero();
+    for (int q = 0; q < C; q++) f[r][q] = mm_zero();
   const odl_t *a0 = a, *a1 = a + (R > 1 ? lda : 0), *a2 = a + (R > 2 ? 2 * lda : 0), *a3 = a + (R > 3 ? 3 * lda : 0);
   const odl_t *b0 = b, *b1 = b + (C > 1 ? ldb : 0), *b2 = b + (C > 2 ? 2 * ldb : 0), *b3 = b + (C > 3 ? 3 * ldb : 0);
   int nvec = K / ODL_LANES; /* whole vectors along K */
@@ -398,13 +422,13 @@ ODL_INLINE void mm_tile_nt(const odl_t *a, int lda, const odl_t *b, int ldb, odl
       if (C > 2) { vb[2] = odl_vload(b2); b2 += ODL_LANES; }
       if (C > 3) { vb[3] = odl_vload(b3); b3 += ODL_LANES; }
       for (int r = 0; r < R; r++)
-        for (int q = 0; q < C; q++) f[r][q] = odl_wfma(f[r][q], va[r], vb[q]);
+        for (int q = 0; q < C; q++) f[r][q] = mm_fma(f[r][q], va[r], vb[q]);
     } while (a0 != aend);
   }
   const odl_t *pa[MM_NT] = {a0, a1, a2, a3}, *pb[MM_NT] = {b0, b1, b2, b3};
   for (int r = 0; r < R; r++)
     for (int q = 0; q < C; q++) {
-      float t = odl_whsum(f[r][q]);
+      float t = mm_hsum(f[r][q]);
       if (K % ODL_LANES) t += (float)pa[r][0] * (float)pb[q][0]; /* odd K in FP16: last element */
       odl_t *pc = c + r * ldc + q;
       *pc = accumulate ? (odl_t)((float)*pc + t) : (odl_t)t;

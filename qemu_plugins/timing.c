@@ -81,7 +81,7 @@ static const char *CAUSE[S_COUNT] = {"load_use", "branch", "fp_latency", "mul_di
                                      "fpu_contention", "icache", "dma_wait", "sync"};
 
 /* ---- per-hart state ------------------------------------------------------------------------------------------- */
-typedef struct { uint64_t t; uint32_t res; uint8_t fp; uint8_t occ; } ev_t;   /* a TCDM access or an FPU use */
+typedef struct { uint64_t t; uint32_t res; uint8_t fp; uint8_t occ; } ev_t;   /* fp: 0 TCDM access, 1 FPU use, 2 I-cache line fetch */
 typedef struct {
   uint64_t clock, iclock, insns;           /* timed clock, one-instruction-one-cycle clock, instructions */
   uint64_t ready[96];
@@ -186,10 +186,10 @@ static uint64_t vec_cycles(const hart_t *h, const insn_t *d) {
   return c ? c : 1;
 }
 
-static void icache(hart_t *h, uint32_t pc) {
-  uint32_t line = pc / (uint32_t)p_ic_line;
-  if (line == h->last_line || p_ic_bytes <= 0) return;
-  h->last_line = line;
+static void record(hart_t *h, uint32_t res, int fp, uint64_t occ, uint64_t t);
+
+/* Looks a line up in the shared cache (LRU); returns 1 on a miss (the line is then filled). */
+static int icache_lookup(uint32_t line) {
   ic_accesses++;
   long set = (long)(line % (uint32_t)ic_sets);
   uint32_t *tag = ic_tag + set * p_ic_ways;
@@ -198,15 +198,31 @@ static void icache(hart_t *h, uint32_t pc) {
   for (long w = 0; w < p_ic_ways; w++) {
     if (tag[w] == line + 1) {
       use[w] = ++ic_tick;
-      return;
+      return 0;
     }
     if (use[w] < use[victim]) victim = w;
   }
   ic_misses++;
   tag[victim] = line + 1;
   use[victim] = ++ic_tick;
-  h->stall[S_ICACHE] += (uint64_t)p_ic_refill;
-  h->clock += (uint64_t)p_ic_refill;
+  return 1;
+}
+
+/* A fetch from a new line. Inside a kernel call the cores share the cache: the fetch is recorded and looked up when
+ * the call's streams are replayed in modelled time (QEMU's order of running the harts is not the hardware's, nor
+ * the same from run to run); between calls only hart 0 runs and looks up at once. */
+static void icache(hart_t *h, uint32_t pc) {
+  uint32_t line = pc / (uint32_t)p_ic_line;
+  if (line == h->last_line || p_ic_bytes <= 0) return;
+  h->last_line = line;
+  if (call_open) {
+    record(h, line, 2, (uint64_t)p_ic_refill, h->clock);
+    return;
+  }
+  if (icache_lookup(line)) {
+    h->stall[S_ICACHE] += (uint64_t)p_ic_refill;
+    h->clock += (uint64_t)p_ic_refill;
+  }
 }
 
 static void record(hart_t *h, uint32_t res, int fp, uint64_t occ, uint64_t t) {
@@ -428,6 +444,13 @@ static void replay(uint64_t delay[MAX_HARTS]) {
     const ev_t *e = all[i];
     int k = who[i];
     uint64_t t = e->t + delay[k];
+    if (e->fp == 2) {                         /* an instruction fetch from a new line: the shared I-cache */
+      if (icache_lookup(e->res)) {
+        H[k].stall[S_ICACHE] += e->occ;
+        delay[k] += e->occ;
+      }
+      continue;
+    }
     uint64_t *slot = e->fp ? &fpu_free[e->res % MAX_HARTS] : &bank_free[e->res & 255];
     if (*slot > t) {
       H[k].stall[e->fp ? S_FPU : S_BANK] += *slot - t;

@@ -14,8 +14,12 @@ def train_config(a):
     if loss is None:  # the model's own default (e.g. ad_autoencoder: mse), else cross-entropy
         from odl.frontend.trace import default_loss, load_model
         loss = default_loss(load_model(a.model))
+    acc = getattr(a, "accumulate", "fp32")
+    if acc == "fp16" and getattr(a, "precision", "fp16") == "fp32":
+        raise OdlError("--accumulate fp16: FP16 accumulation is for --precision fp16 (or mixed); fp32 steps "
+                       "accumulate in FP32")
     return TrainConfig(lr=a.lr, train=a.train, bn=a.bn, loss=loss, optimizer=a.optimizer, momentum=a.momentum,
-                       weight_decay=a.weight_decay, seed=a.seed)
+                       weight_decay=a.weight_decay, seed=a.seed, accumulate=acc)
 
 
 def add_frontend_arg(p):
@@ -51,6 +55,9 @@ def add_train_args(p):
     p.add_argument("--lr", type=float, default=0.01, help="learning rate")
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--accumulate", default="fp32", choices=["fp32", "fp16"],
+                   help="FP16 matmul accumulators: fp32 lanes (default, as PyTorch) or fp16 (as PULP-TrainLib: faster "
+                        "on a 32-bit FPU, less accurate; validate says whether the model still passes)")
 
 
 def add_embed_args(p):

@@ -279,6 +279,8 @@ class TrainConfig:
                                   # after the whole backward, as mixed precision's skip-on-overflow needs)
     recompute: frozenset = frozenset()  # values freed after the forward and recomputed where the backward needs
                                         # them (see lower.recompute_candidates; chosen by planner.fit)
+    accumulate: str = "fp32"      # FP16 matmul accumulators: 'fp32' lanes (as PyTorch) or 'fp16' (as PULP-TrainLib;
+                                  # built with -DODL_MM_ACC16, kernels_c/matmul.c)
 
 
 @dataclass
@@ -310,6 +312,11 @@ class Program:
     memory: object = None               # odl.tile.memory.Hierarchy when the step was tiled for L1 + L2 + DMA, else None
     l1_peak_bytes: int = 0              # L1 data bytes in use at the busiest tile (tiled steps)
     dropped_writebacks: tuple = (0, 0)  # (transfers, bytes) of the write-backs nothing reads, dropped (odl/tile/tiler.py)
+
+    @property
+    def kernel_defines(self) -> list[str]:
+        """-D macros the kernels of this step are built with (FP16 accumulation of the matmuls)."""
+        return ["ODL_MM_ACC16"] if self.config is not None and self.config.accumulate == "fp16" else []
 
     @property
     def elem_bytes(self) -> int:

@@ -292,8 +292,8 @@ def _build_step(prep, target, precision: str, cores: int, cfg, work: Path, memor
                         budget or target.memory_budget_bytes, profile=profile, tuning=tuning)
     plan(prog)
     srcs = render(prog, prep.name, cores, work / "gen")
-    elf = build_firmware(target, precision, cores, srcs, [work / "gen"], work / "build", defines=list(defines),
-                         scalar_sources=srcs)
+    elf = build_firmware(target, precision, cores, srcs, [work / "gen"], work / "build",
+                         defines=list(defines) + prog.kernel_defines, scalar_sources=srcs)
     return prog, elf
 
 
