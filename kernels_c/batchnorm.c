@@ -10,10 +10,11 @@
 #include "odl_kernels.h"
 #include "odl_simd.h"
 
-/* Channel sums are blocked: BLOCK elements into a fresh accumulator, then into the total (error ~ BLOCK + M/BLOCK
- * ulps instead of ~M; a 48x48 plane at batch 1 is 2,304 elements, and the errors of mean and variance shift and
- * scale every output). */
-#define BLOCK 128
+/* Channel sums are blocked and compensated (odl_simd.h): BLOCK elements into a fresh FP32 accumulator, then the
+ * block's sum into a compensated total (error ~ BLOCK ulps of a block instead of ~M ulps of the running sum; a 48x48
+ * plane at batch 1 is 2,304 elements, the errors of mean and variance shift and scale every output, and the
+ * backward's sums cancel to ~0 when the batch norm's input gradient feeds a conv bias). */
+#define BLOCK (2 * ODL_SUM_BLOCK)
 
 /* The loops below go 4 vectors per iteration (one branch and one pointer update per 4 instead of per vector);
  * sums still add into one accumulator in element order, so results are bit-identical to the plain loops. */
@@ -50,32 +51,30 @@ ODL_INLINE odl_wvec_t run_sq(const odl_t *p, odl_vec_t mv, int len) {
 
 /* sum over the channel's N planes of x (FP32) */
 ODL_INLINE float chan_sum(const odl_t *x, int n, int c, int hw) {
-  odl_wvec_t total = odl_wzero();
-  float tail = 0.0f;
+  odl_ksum_t total = odl_ksum_zero();
   int body = hw - hw % ODL_LANES;
   for (int s = 0; s < n; s++) {
     const odl_t *p = x + (size_t)s * c * hw;
-    for (int i = 0; i < body; i += BLOCK) total += run_sum(p + i, body - i < BLOCK ? body - i : BLOCK);
-    for (int i = body; i < hw; i++) tail += (float)p[i];
+    for (int i = 0; i < body; i += BLOCK) odl_ksum_add(&total, odl_whsum(run_sum(p + i, body - i < BLOCK ? body - i : BLOCK)));
+    for (int i = body; i < hw; i++) odl_ksum_add(&total, (float)p[i]);
   }
-  return odl_whsum(total) + tail;
+  return odl_ksum_value(total);
 }
 
 /* sum of (x - mh)^2 */
 ODL_INLINE float chan_sq(const odl_t *x, odl_t mh, int n, int c, int hw) {
-  odl_wvec_t total = odl_wzero();
+  odl_ksum_t total = odl_ksum_zero();
   odl_vec_t mv = odl_vsplat(mh);
-  float tail = 0.0f;
   int body = hw - hw % ODL_LANES;
   for (int s = 0; s < n; s++) {
     const odl_t *p = x + (size_t)s * c * hw;
-    for (int i = 0; i < body; i += BLOCK) total += run_sq(p + i, mv, body - i < BLOCK ? body - i : BLOCK);
+    for (int i = 0; i < body; i += BLOCK) odl_ksum_add(&total, odl_whsum(run_sq(p + i, mv, body - i < BLOCK ? body - i : BLOCK)));
     for (int i = body; i < hw; i++) {
       float t = (float)(odl_t)(p[i] - mh);
-      tail += t * t;
+      odl_ksum_add(&total, t * t);
     }
   }
-  return odl_whsum(total) + tail;
+  return odl_ksum_value(total);
 }
 
 /* y = (x - mean) * a + b over the channel's N planes (or one plane with n = 1), in FP32 lanes (widened loads, one
@@ -147,9 +146,8 @@ void odl_bn_fwd(void *args) {
 /* sdy = sum dy, sdt = sum dy * (x - mh), over the channel */
 ODL_INLINE void chan_bwd_sums(const odl_t *x, const odl_t *dy, odl_t mh, int n, int c, int hw, float *sdy,
                               float *sdt) {
-  odl_wvec_t a1 = odl_wzero(), a2 = odl_wzero();
+  odl_ksum_t a1 = odl_ksum_zero(), a2 = odl_ksum_zero();
   odl_vec_t mv = odl_vsplat(mh);
-  float t1 = 0.0f, t2 = 0.0f;
   for (int s = 0; s < n; s++) {
     const odl_t *px = x + (size_t)s * c * hw, *pd = dy + (size_t)s * c * hw;
     int i = 0;
@@ -169,16 +167,16 @@ ODL_INLINE void chan_bwd_sums(const odl_t *x, const odl_t *dy, odl_t mh, int n, 
         b1 = odl_wadd(b1, g);
         b2 = odl_wfma(b2, g, odl_vload(px + i) - mv);
       }
-      a1 += b1;
-      a2 += b2;
+      odl_ksum_add(&a1, odl_whsum(b1));
+      odl_ksum_add(&a2, odl_whsum(b2));
     }
     for (; i < hw; i++) {
-      t1 += (float)pd[i];
-      t2 += (float)pd[i] * (float)(odl_t)(px[i] - mh);
+      odl_ksum_add(&a1, (float)pd[i]);
+      odl_ksum_add(&a2, (float)pd[i] * (float)(odl_t)(px[i] - mh));
     }
   }
-  *sdy = odl_whsum(a1) + t1;
-  *sdt = odl_whsum(a2) + t2;
+  *sdy = odl_ksum_value(a1);
+  *sdt = odl_ksum_value(a2);
 }
 
 /* dx (+)= k1 * (dy - ((x - mean) * kb + ka)) over the channel's N planes (or one plane with n = 1), computed in

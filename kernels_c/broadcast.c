@@ -4,6 +4,7 @@
  * backward kernels. One source for both precisions: arithmetic in FP32 per element, rounded once to odl_t, as
  * PyTorch computes FP16 elementwise ops on the CPU. Each core takes a balanced contiguous share (odl_split). */
 #include "odl_kernels.h"
+#include "odl_simd.h"
 
 void odl_affine_fwd(void *args) {
   const odl_affine_args_t *p = (const odl_affine_args_t *)args;
@@ -77,8 +78,14 @@ void odl_rowmul_dg(void *args) {
   odl_split(p->c, &lo, &hi);
   for (int r = lo; r < hi; r++) {
     const odl_t *dy = p->dy + (size_t)r * hw, *x = p->x + (size_t)r * hw;
-    float s = 0.0f;
-    for (int i = 0; i < hw; i++) s += (float)dy[i] * (float)x[i];
+    odl_ksum_t k = odl_ksum_zero();   /* blocked and compensated (odl_simd.h) */
+    for (int i = 0; i < hw;) {
+      int end = odl_min_i(hw, i + ODL_SUM_BLOCK);
+      float b = 0.0f;
+      for (; i < end; i++) b += (float)dy[i] * (float)x[i];
+      odl_ksum_add(&k, b);
+    }
+    float s = odl_ksum_value(k);
     p->dg[r] = p->accumulate ? (odl_t)((float)p->dg[r] + s) : (odl_t)s;
   }
 }

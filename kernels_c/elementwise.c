@@ -26,28 +26,33 @@ void odl_bias_add(void *args) {
   }
 }
 
-/* db[c] = sum over n, hw: FP16 vector partial sums over at most ODL_FP16_BLOCK elements, added in FP32. */
+/* db[c] = sum over n, hw, blocked and compensated (odl_simd.h, ODL_SUM_BLOCK): every element is added into FP32
+ * lanes (vfwadd.wv in FP16: same count as an FP16 add) of a block accumulator, and the block sums go into a
+ * compensated total, so a gradient that cancels to ~0 (a conv bias before batch norm) is not buried in the rounding
+ * of a long running sum. */
 void odl_bias_grad(void *args) {
   const odl_bias_grad_args_t *p = (const odl_bias_grad_args_t *)args;
   int hw = p->hw, c = p->c, lo, hi;
   odl_split(c, &lo, &hi);
   for (int ch = lo; ch < hi; ch++) {
-    odl_wvec_t acc = odl_wzero();
-    float tail = 0.0f;
+    odl_ksum_t total = odl_ksum_zero();
+    int body = hw - hw % ODL_LANES;
     for (int n = 0; n < p->n; n++) {
       const odl_t *d = p->dy + ((size_t)n * c + ch) * hw;
-      int i = 0;
-      /* every element is added into FP32 lanes (vfwadd.wv: same count as an FP16 add), so a gradient that
-       * cancels to ~0 (a conv bias before batch norm) is not buried in FP16 rounding of partial sums */
-      for (; i + 4 * ODL_LANES <= hw; i += 4 * ODL_LANES) {   /* 4 per iteration, still added in order */
-        odl_vec_t v0 = odl_vload(d + i), v1 = odl_vload(d + i + ODL_LANES), v2 = odl_vload(d + i + 2 * ODL_LANES),
-                  v3 = odl_vload(d + i + 3 * ODL_LANES);
-        acc = odl_wadd(odl_wadd(odl_wadd(odl_wadd(acc, v0), v1), v2), v3);
+      for (int i = 0; i < body;) {
+        int end = odl_min_i(body, i + ODL_SUM_BLOCK);
+        odl_wvec_t acc = odl_wzero();
+        for (; i + 4 * ODL_LANES <= end; i += 4 * ODL_LANES) {   /* 4 per iteration, still added in order */
+          odl_vec_t v0 = odl_vload(d + i), v1 = odl_vload(d + i + ODL_LANES), v2 = odl_vload(d + i + 2 * ODL_LANES),
+                    v3 = odl_vload(d + i + 3 * ODL_LANES);
+          acc = odl_wadd(odl_wadd(odl_wadd(odl_wadd(acc, v0), v1), v2), v3);
+        }
+        for (; i < end; i += ODL_LANES) acc = odl_wadd(acc, odl_vload(d + i));
+        odl_ksum_add(&total, odl_whsum(acc));
       }
-      for (; i + ODL_LANES <= hw; i += ODL_LANES) acc = odl_wadd(acc, odl_vload(d + i));
-      for (; i < hw; i++) tail += (float)d[i];
+      if (body < hw) odl_ksum_add(&total, (float)d[body]);   /* FP16: the odd element of the plane */
     }
-    float t = odl_whsum(acc) + tail;
+    float t = odl_ksum_value(total);
     p->db[ch] = p->accumulate ? (odl_t)((float)p->db[ch] + t) : (odl_t)t;
   }
 }

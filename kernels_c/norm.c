@@ -4,7 +4,8 @@
  *   GroupNorm(G groups) on [N,C,HW]: R = N*G, M = C/G*HW, S = HW  (gamma[channel])
  *   InstanceNorm on [N,C,HW]:        R = N*C, M = HW, G = C, S = HW  (gamma[channel])
  * The affine index of element m of row r is ((r % G)*M + m) / S. Statistics and the backward's sums are FP32
- * in both precisions (as the batch-norm kernels do).
+ * in both precisions (as the batch-norm kernels do), blocked and compensated (odl_simd.h), partials combined in
+ * a fixed order.
  * Work split: every row is cut into `chunks` equal element ranges and the work unit is one (row, chunk) pair, so
  * the cores stay busy when there are fewer rows than cores (LayerNorm over [C, H, W] at batch 1: one row). A
  * statistics kernel writes per-unit partials (forward: the chunk's mean and sum of squared deviations from it,
@@ -40,15 +41,25 @@ void odl_norm_stats(void *args) {
     int r = u / ch, a, b;
     chunk_range(u - r * ch, ch, M, &a, &b);
     const odl_t *x = p->x + (size_t)r * M;
-    float s = 0.0f, q = 0.0f;
-    for (int m = a; m < b; m++) s += (float)x[m];
-    float mean = b > a ? s / (float)(b - a) : 0.0f;
-    for (int m = a; m < b; m++) {
-      float t = (float)x[m] - mean;
-      q += t * t;
+    odl_ksum_t s = odl_ksum_zero(), q = odl_ksum_zero();   /* blocked and compensated (odl_simd.h) */
+    for (int m = a; m < b;) {
+      int e = odl_min_i(b, m + ODL_SUM_BLOCK);
+      float t = 0.0f;
+      for (; m < e; m++) t += (float)x[m];
+      odl_ksum_add(&s, t);
+    }
+    float mean = b > a ? odl_ksum_value(s) / (float)(b - a) : 0.0f;
+    for (int m = a; m < b;) {
+      int e = odl_min_i(b, m + ODL_SUM_BLOCK);
+      float t2 = 0.0f;
+      for (; m < e; m++) {
+        float t = (float)x[m] - mean;
+        t2 += t * t;
+      }
+      odl_ksum_add(&q, t2);
     }
     p->part[2 * u] = mean;
-    p->part[2 * u + 1] = q;
+    p->part[2 * u + 1] = odl_ksum_value(q);
   }
 }
 
@@ -60,18 +71,18 @@ void odl_norm_fwd(void *args) {
     int r = u / ch, c = u - r * ch, a, b;
     /* the row's statistics from its chunks' partials */
     const float *pt = p->part + (size_t)2 * r * ch;
-    float mean = 0.0f, q = 0.0f;
+    odl_ksum_t ks = odl_ksum_zero(), kq = odl_ksum_zero();   /* in chunk order, compensated */
     for (int i = 0; i < ch; i++) {
       chunk_range(i, ch, M, &a, &b);
-      mean += pt[2 * i] * (float)(b - a);
+      odl_ksum_add(&ks, pt[2 * i] * (float)(b - a));
     }
-    mean /= (float)M;
+    float mean = odl_ksum_value(ks) / (float)M;
     for (int i = 0; i < ch; i++) {
       chunk_range(i, ch, M, &a, &b);
       float d = pt[2 * i] - mean;
-      q += pt[2 * i + 1] + d * d * (float)(b - a);
+      odl_ksum_add(&kq, pt[2 * i + 1] + d * d * (float)(b - a));
     }
-    float rstd = 1.0f / odl_sqrtf(q / (float)M + p->eps);
+    float rstd = 1.0f / odl_sqrtf(odl_ksum_value(kq) / (float)M + p->eps);
     if (c == 0) {
       p->mean[r] = mean;
       p->rstd[r] = rstd;
@@ -95,17 +106,24 @@ void odl_norm_bwd_stats(void *args) {
     int r = u / ch, a, b;
     chunk_range(u - r * ch, ch, M, &a, &b);
     const odl_t *x = p->x + (size_t)r * M, *dy = p->dy + (size_t)r * M;
-    float mean = p->mean[r], rstd = p->rstd[r], sa = 0.0f, sb = 0.0f;
+    float mean = p->mean[r], rstd = p->rstd[r];
+    odl_ksum_t sa = odl_ksum_zero(), sb = odl_ksum_zero();   /* blocked and compensated (odl_simd.h) */
     NORM_BLOCKS(r, a, b, M, G, S, k, m0, m1, {
       float g = p->gamma ? (float)p->gamma[k] : 1.0f;
-      for (int m = m0; m < m1; m++) {
-        float gd = g * (float)dy[m];
-        sa += gd;
-        sb += gd * ((float)x[m] - mean) * rstd;
+      for (int m = m0; m < m1;) {
+        int e = odl_min_i(m1, m + ODL_SUM_BLOCK);
+        float ba = 0.0f, bb = 0.0f;
+        for (; m < e; m++) {
+          float gd = g * (float)dy[m];
+          ba += gd;
+          bb += gd * ((float)x[m] - mean) * rstd;
+        }
+        odl_ksum_add(&sa, ba);
+        odl_ksum_add(&sb, bb);
       }
     })
-    p->part[2 * u] = sa;
-    p->part[2 * u + 1] = sb;
+    p->part[2 * u] = odl_ksum_value(sa);
+    p->part[2 * u + 1] = odl_ksum_value(sb);
   }
 }
 
@@ -117,13 +135,12 @@ void odl_norm_bwd(void *args) {
   for (int u = lo; u < hi; u++) {
     int r = u / ch, a, b;
     const float *pt = p->part + (size_t)2 * r * ch;
-    float sa = 0.0f, sb = 0.0f;
+    odl_ksum_t ka = odl_ksum_zero(), kb = odl_ksum_zero();   /* in chunk order, compensated */
     for (int i = 0; i < ch; i++) {
-      sa += pt[2 * i];
-      sb += pt[2 * i + 1];
+      odl_ksum_add(&ka, pt[2 * i]);
+      odl_ksum_add(&kb, pt[2 * i + 1]);
     }
-    sa /= (float)M;
-    sb /= (float)M;
+    float sa = odl_ksum_value(ka) / (float)M, sb = odl_ksum_value(kb) / (float)M;
     chunk_range(u - r * ch, ch, M, &a, &b);
     const odl_t *x = p->x + (size_t)r * M, *dy = p->dy + (size_t)r * M;
     odl_t *dx = p->dx + (size_t)r * M;
@@ -145,17 +162,24 @@ void odl_norm_wgrad(void *args) {
   odl_split(P, &lo, &hi);
   for (int k = lo; k < hi; k++) {
     int rg = (k * S) / M, off = (k * S) - rg * M;  /* row within the sample, offset within the row */
-    float sg = 0.0f, sb = 0.0f;
+    odl_ksum_t kg = odl_ksum_zero(), kb = odl_ksum_zero();   /* blocked and compensated (odl_simd.h) */
     for (int n = 0; n < N; n++) {
       int r = n * G + rg;
       const odl_t *x = p->x + (size_t)r * M + off, *dy = p->dy + (size_t)r * M + off;
       float mean = p->mean[r], rstd = p->rstd[r];
-      for (int s = 0; s < S; s++) {
-        float d = (float)dy[s];
-        sb += d;
-        sg += d * ((float)x[s] - mean) * rstd;
+      for (int s = 0; s < S;) {
+        int e = odl_min_i(S, s + ODL_SUM_BLOCK);
+        float bg = 0.0f, bb = 0.0f;
+        for (; s < e; s++) {
+          float d = (float)dy[s];
+          bb += d;
+          bg += d * ((float)x[s] - mean) * rstd;
+        }
+        odl_ksum_add(&kg, bg);
+        odl_ksum_add(&kb, bb);
       }
     }
+    float sg = odl_ksum_value(kg), sb = odl_ksum_value(kb);
     if (p->dgamma) p->dgamma[k] = (odl_t)(p->accumulate_w ? (float)p->dgamma[k] + sg : sg);
     if (p->dbeta) p->dbeta[k] = (odl_t)(p->accumulate_w ? (float)p->dbeta[k] + sb : sb);
   }

@@ -68,7 +68,7 @@ void odl_adam(void *args) {
 }
 
 /* MSE: dpred is split over the cores; the loss (one FP32 number, no barrier to combine partial sums) is summed
- * by core 0 alone, in FP32. */
+ * by core 0 alone, in FP32, blocked and compensated (odl_simd.h). */
 void odl_mse(void *args) {
   const odl_mse_args_t *p = (const odl_mse_args_t *)args;
   int lo, hi, len = p->len;
@@ -79,11 +79,16 @@ void odl_mse(void *args) {
   if (p->dpred)
     for (int i = lo; i < hi; i++) p->dpred[i] = (odl_t)(((float)a[i] - (float)b[i]) * k);
   if (odl_core_id() == 0 && p->loss_out) {
-    float s = 0.0f;
-    for (int i = 0; i < len; i++) {
-      float d = (float)a[i] - (float)b[i];
-      s += d * d;
+    odl_ksum_t k = odl_ksum_zero();   /* blocked and compensated (odl_simd.h) */
+    for (int i = 0; i < len;) {
+      int end = odl_min_i(len, i + ODL_SUM_BLOCK);
+      float s = 0.0f;
+      for (; i < end; i++) {
+        float d = (float)a[i] - (float)b[i];
+        s += d * d;
+      }
+      odl_ksum_add(&k, s);
     }
-    p->loss_out[0] = (p->accumulate ? p->loss_out[0] : 0.0f) + s / (float)total;
+    p->loss_out[0] = (p->accumulate ? p->loss_out[0] : 0.0f) + odl_ksum_value(k) / (float)total;
   }
 }

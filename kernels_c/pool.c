@@ -3,7 +3,7 @@
  * Max backward: a scatter to the argmax positions, split over whole planes (a plane's outputs may hit the same
  * input pixel, so planes are never shared). Average backward is a gather: the unit is one input row (plane, ih),
  * and its core sums every output whose window covers it. Global average pooling (window = the whole plane) has
- * its own path: one vector reduction per plane (FP32 accumulation) forward, one broadcast backward. */
+ * its own path: one vector reduction per plane (FP32, blocked and compensated: odl_simd.h) forward, one broadcast backward. */
 #include "odl_kernels.h"
 #include "odl_simd.h"
 
@@ -68,12 +68,18 @@ void odl_avgpool_fwd(void *args) {
     odl_split(p->n * p->c, &lo, &hi);
     for (int plane = lo; plane < hi; plane++) {
       const odl_t *x = p->x + (size_t)plane * hw;
-      odl_wvec_t acc = odl_wzero();
-      float tail = 0.0f;
+      /* blocked and compensated (odl_simd.h), with short blocks: a plane's values are often all of one sign
+       * (post-ReLU), and this runs once a model */
+      odl_ksum_t total = odl_ksum_zero();
       int i = 0;
-      for (; i + ODL_LANES <= hw; i += ODL_LANES) acc = odl_wadd(acc, odl_vload(x + i));
-      for (; i < hw; i++) tail += (float)x[i];
-      p->y[plane] = (odl_t)((odl_whsum(acc) + tail) * inv);
+      while (i + ODL_LANES <= hw) {
+        int end = odl_min_i(hw - hw % ODL_LANES, i + ODL_SUM_BLOCK / 4);
+        odl_wvec_t acc = odl_wzero();
+        for (; i < end; i += ODL_LANES) acc = odl_wadd(acc, odl_vload(x + i));
+        odl_ksum_add(&total, odl_whsum(acc));
+      }
+      for (; i < hw; i++) odl_ksum_add(&total, (float)x[i]);
+      p->y[plane] = (odl_t)(odl_ksum_value(total) * inv);
     }
     return;
   }

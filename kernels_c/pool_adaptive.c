@@ -1,7 +1,8 @@
 /* Adaptive average pooling to any output size, x [N, C, H, W] -> y [N, C, HO, WO] (1-D: H = HO = 1).
  * PyTorch's windows: rows [floor(oh*H/HO), ceil((oh+1)*H/HO)), columns likewise; windows may overlap when HO
  * does not divide H, and each output is the mean of its window.
- * Forward: the work unit is one output row (plane, oh), split evenly over cores, FP32 sums.
+ * Forward: the work unit is one output row (plane, oh), split evenly over cores, FP32 sums (window rows added
+ * plainly, the row sums compensated).
  * Backward is a gather: the unit is one input row (plane, ih); its core adds dy/count of every output whose
  * window covers that row (accumulated over overlapping windows in FP32, one rounding per dx element), so cores
  * own disjoint rows of dx. Sizes that divide evenly take the plain average-pooling kernels instead. */
@@ -22,10 +23,13 @@ void odl_adaptive_avgpool_fwd(void *args) {
     int h0 = ad_start(oh, h, ho), h1 = ad_end(oh, h, ho);
     for (int ow = 0; ow < wo; ow++) {
       int w0 = ad_start(ow, w, wo), w1 = ad_end(ow, w, wo);
-      float s = 0.0f;
-      for (int ih = h0; ih < h1; ih++)
-        for (int iw = w0; iw < w1; iw++) s += (float)x[ih * w + iw];
-      y[ow] = (odl_t)(s / (float)((h1 - h0) * (w1 - w0)));
+      odl_ksum_t s = odl_ksum_zero();   /* each window row summed plainly, the rows compensated (odl_simd.h) */
+      for (int ih = h0; ih < h1; ih++) {
+        float r = 0.0f;
+        for (int iw = w0; iw < w1; iw++) r += (float)x[ih * w + iw];
+        odl_ksum_add(&s, r);
+      }
+      y[ow] = (odl_t)(odl_ksum_value(s) / (float)((h1 - h0) * (w1 - w0)));
     }
   }
 }

@@ -2,7 +2,8 @@
  * their gradients), softmax / log_softmax over one dim, and the NLL and BCE-with-logits losses.
  *
  * A tensor reduced or normalised over a dim range is viewed as [outer, r, inner]: the reduced (or softmax) axis
- * has r elements with stride `inner`. All sums are FP32 (FP16 values are widened), results rounded once.
+ * has r elements with stride `inner`. All sums are FP32 (FP16 values are widened), results rounded once; the sums
+ * over r and the loss sums are blocked / compensated (odl_simd.h).
  * Work splits over cores by independent outputs (odl_split); the losses are small and run on core 0, like
  * odl_softmax_xent. */
 #include "odl_kernels.h"
@@ -16,9 +17,14 @@ void odl_sum_fwd(void *args) {
   for (int u = lo; u < hi; u++) {
     int o = u / inner, i = u - o * inner;
     const odl_t *x = p->x + (size_t)o * r * inner + i;
-    float s = 0.0f;
-    for (int k = 0; k < r; k++) s += (float)x[(size_t)k * inner];
-    p->y[u] = (odl_t)(s * p->scale);
+    odl_ksum_t s = odl_ksum_zero();   /* blocked and compensated (odl_simd.h) */
+    for (int k = 0; k < r;) {
+      int end = odl_min_i(r, k + ODL_SUM_BLOCK);
+      float b = 0.0f;
+      for (; k < end; k++) b += (float)x[(size_t)k * inner];
+      odl_ksum_add(&s, b);
+    }
+    p->y[u] = (odl_t)(odl_ksum_value(s) * p->scale);
   }
 }
 
@@ -109,13 +115,14 @@ void odl_nll(void *args) {
   const odl_nll_args_t *p = (const odl_nll_args_t *)args;
   if (odl_core_id() != 0) return;
   int n = p->n, c = p->c;
-  float inv_n = 1.0f / (float)n, loss = 0.0f;
+  float inv_n = 1.0f / (float)n;
+  odl_ksum_t loss = odl_ksum_zero();
   for (int s = 0; s < n; s++) {
     int lab = p->labels[s];
-    loss -= (float)p->logp[(size_t)s * c + lab];
+    odl_ksum_add(&loss, -(float)p->logp[(size_t)s * c + lab]);
     for (int k = 0; k < c; k++) p->dlogp[(size_t)s * c + k] = (odl_t)(k == lab ? -inv_n : 0.0f);
   }
-  p->loss_out[0] = loss * inv_n;
+  p->loss_out[0] = odl_ksum_value(loss) * inv_n;
 }
 
 /* log(1 + u) for u >= 0 without cancellation: log(w) * u / (w - 1), w = 1 + u rounded (exact when w == 1) */
@@ -131,23 +138,24 @@ static float log1p_pos(float u) {
 void odl_bce_logits(void *args) {
   const odl_bce_logits_args_t *p = (const odl_bce_logits_args_t *)args;
   int len = p->len, lo, hi;
-  float inv = 1.0f / (float)len, acc = 0.0f;
+  float inv = 1.0f / (float)len;
+  odl_ksum_t acc = odl_ksum_zero();   /* compensated per element: cheap next to an exp and a log */
   odl_split(len, &lo, &hi);
   for (int i = lo; i < hi; i++) {
     float z = (float)p->z[i], t = (float)p->target[i];
     float e = odl_expf(z >= 0.0f ? -z : z); /* exp(-|z|) */
     float s = z >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
     p->dz[i] = (odl_t)((s - t) * inv);
-    acc += (z > 0.0f ? z : 0.0f) - z * t + log1p_pos(e);
+    odl_ksum_add(&acc, (z > 0.0f ? z : 0.0f) - z * t + log1p_pos(e));
   }
-  p->partial[odl_core_id()] = acc;
+  p->partial[odl_core_id()] = odl_ksum_value(acc);
 }
 
 /* out[0] = scale * sum of partial[0 .. cores), on core 0 */
 void odl_sum_partials(void *args) {
   const odl_sum_partials_args_t *p = (const odl_sum_partials_args_t *)args;
   if (odl_core_id() != 0) return;
-  float s = 0.0f;
-  for (int k = 0; k < odl_num_cores(); k++) s += p->partial[k];
-  p->out[0] = s * p->scale;
+  odl_ksum_t s = odl_ksum_zero();   /* in core order, compensated */
+  for (int k = 0; k < odl_num_cores(); k++) odl_ksum_add(&s, p->partial[k]);
+  p->out[0] = odl_ksum_value(s) * p->scale;
 }

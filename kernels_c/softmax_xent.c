@@ -64,7 +64,8 @@ void odl_softmax_xent(void *args) {
   const odl_softmax_xent_args_t *p = (const odl_softmax_xent_args_t *)args;
   if (odl_core_id() != 0) return;
   int n = p->n, c = p->c;
-  float inv_n = 1.0f / (float)n, loss = 0.0f;
+  float inv_n = 1.0f / (float)n;
+  odl_ksum_t loss = odl_ksum_zero();   /* the batch's losses, compensated (odl_simd.h) */
   for (int s = 0; s < n; s++) {
     const odl_t *z = p->logits + (size_t)s * c;
     odl_t *dz = p->dlogits + (size_t)s * c;
@@ -74,7 +75,7 @@ void odl_softmax_xent(void *args) {
     for (int k = 0; k < c; k++) sum += odl_expf((float)z[k] - mx);
     float lse = mx + odl_logf(sum);
     int lab = p->labels[s];
-    loss += lse - (float)z[lab];
+    odl_ksum_add(&loss, lse - (float)z[lab]);
     float scale = inv_n / sum;
     for (int k = 0; k < c; k++) {
       float g = odl_expf((float)z[k] - mx) * scale;
@@ -82,5 +83,5 @@ void odl_softmax_xent(void *args) {
       dz[k] = (odl_t)g;
     }
   }
-  p->loss_out[0] = loss * inv_n;
+  p->loss_out[0] = odl_ksum_value(loss) * inv_n;
 }

@@ -10,8 +10,26 @@
 
 #define ODL_INLINE static inline __attribute__((always_inline))
 
-/* FP16 long reductions: vector partial sums over at most this many elements, then added into FP32. */
-#define ODL_FP16_BLOCK 64
+/* Long reductions (bias gradients, batch-norm and norm statistics and their backward sums, average pooling, sums
+ * and means, loss sums) are blocked and compensated, so that a sum that cancels (a conv bias gradient before a
+ * batch norm: ~0 in exact arithmetic) is no noisier than PyTorch's cascade sums: at most ODL_SUM_BLOCK elements
+ * are added plainly in FP32 (FP16 values widened) into a fresh accumulator (the batch-norm kernels: twice as many),
+ * and each block's sum goes into a compensated FP32 total (odl_ksum_t). The error is then ~ODL_SUM_BLOCK ulps of the block sums instead of
+ * ~M ulps of the running total, for a few instructions per block. Each core reduces its own share (the split over
+ * cores is unchanged) and partials are combined in a fixed order: results do not depend on timing. */
+#define ODL_SUM_BLOCK 64
+
+typedef struct { float s, c; } odl_ksum_t;   /* total s, and the rounding errors of forming it, c */
+ODL_INLINE odl_ksum_t odl_ksum_zero(void) { odl_ksum_t k = {0.0f, 0.0f}; return k; }
+/* s + c += x: the rounding error of s + x, exact in FP32 (Knuth's TwoSum, branch-free: 6 adds), is kept in c
+ * (Neumaier's compensated sum) */
+ODL_INLINE void odl_ksum_add(odl_ksum_t *k, float x) {
+  float t = k->s + x, z = t - k->s;
+  k->c += (k->s - (t - z)) + (x - z);
+  k->s = t;
+}
+/* the total; a non-finite total stays non-finite (inf may come out as NaN) */
+ODL_INLINE float odl_ksum_value(odl_ksum_t k) { return k.s + k.c; }
 
 #if ODL_LANES == 2
 typedef odl_v2_t odl_vec_t;

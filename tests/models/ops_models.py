@@ -110,3 +110,16 @@ class NameClash(nn.Module):
 
     def forward(self, x):
         return self.a_b(F.relu(self.a.b(x)))
+
+
+class ConvBiasBN1d(nn.Module):
+    """A conv with a bias whose output, flattened, goes through a BatchNorm1d over all C*H*W features (issue 25):
+    the conv bias gradient is 0 in exact arithmetic, a sum over N*H*W that cancels; input 4x3x16x16."""
+    def __init__(self, c=16, hw=16):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.bn = nn.BatchNorm1d(c * hw * hw)
+        self.fc = nn.Linear(c * hw * hw, 10)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.bn(torch.flatten(self.conv(x), 1))))

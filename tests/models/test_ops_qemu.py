@@ -77,3 +77,15 @@ def test_conv_variants(monkeypatch, variants):
     for precision in ("fp32", "fp16"):
         check(validate(f"{OPS}:ResidualPool", precision=precision, cores=3, input_shape="4x3x13x13", seed=2,
                        log=lambda s: None))
+
+
+@needs_qemu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_conv_bias_into_batchnorm1d(precision):
+    """The conv bias gradient before a BatchNorm1d over the flattened features cancels to ~0: it is judged against
+    the noise floor and must be no noisier than PyTorch's (the blocked, compensated sums of kernels_c/)."""
+    rep = validate(f"{OPS}:ConvBiasBN1d", precision=precision, cores=8, input_shape="4x3x16x16", seed=5,
+                   log=lambda s: None)
+    check(rep)
+    row = next(t for t in rep["tensors"] if t["name"] == "conv.bias" and t["kind"] == "param_grad")
+    assert row.get("floor") and row["rel_l2"] <= 2 * row["torch_rel_l2"], row
