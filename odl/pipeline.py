@@ -157,7 +157,13 @@ def open_session(target, elf: Path, cores: int, workdir: Path, preload: list[tup
     if port is None:
         from odl.run.runners.qemu import QemuRunner
         pre = list(preload) + (list(fast_preload) if bulk == "fast" else [])
-        return QemuRunner(target, elf, cores, workdir, preload=pre, timeout=step_timeout, bulk=bulk)
+        extra = []
+        if device.check_races:
+            from odl.run.timing_plugin import parameters, plugin_args
+            Path(workdir).mkdir(parents=True, exist_ok=True)
+            extra = plugin_args(target, elf, cores, Path(workdir) / "races.json", parameters(target), races=True)
+        return QemuRunner(target, elf, cores, workdir, preload=pre, timeout=step_timeout, bulk=bulk,
+                          extra_args=extra)
     from odl.run.runners.serial_port import SerialRunner
     if flash:
         cmd = flash.replace("{elf}", str(elf))

@@ -163,6 +163,9 @@ def preflight(args) -> None:
     check_train_flags(args)
     check_cores(args)
     check_output_paths(args)
+    if getattr(args, "check_races", False) and hasattr(args, "emulator"):
+        from odl.run.device import DeviceOptions
+        DeviceOptions.from_args(args)          # --check-races with --port or renode: refused before anything else
     check_port(args)
 
 

@@ -275,6 +275,7 @@ def add_train_parser(sub):
                    help="QEMU: data set in device memory by the loader, batches as indices (fast), or every "
                         "batch over the UART as with a board (uart)")
     t.add_argument("--keep", default=None, metavar="DIR", help="keep generated C, firmware and run files in DIR")
+    t.add_argument("--check-races", action="store_true", help="run under QEMU's timing plugin and fail if one hart writes an address another reads or writes within one parallel region (docs/performance.md)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--memory", default="hierarchy", choices=["flat", "hierarchy"],
                    help="hierarchy: kernels work on L1 tiles that DMA moves from and to the L2 arena; flat: one memory")
@@ -302,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--baud", type=int, default=115200)
     v.add_argument("--flash", default=None, metavar="CMD",
                    help="shell command that flashes the built firmware ({elf}) before --port is opened")
+    v.add_argument("--check-races", action="store_true", help="run under QEMU's timing plugin and fail if one hart writes an address another reads or writes within one parallel region (docs/performance.md)")
     v.add_argument("--bulk", default="fast", choices=["fast", "uart"],
                    help="QEMU: move tensors by loader/semihosting (fast) or over the UART protocol like a board")
     v.add_argument("--budget", default=None, metavar="BYTES",

@@ -355,7 +355,8 @@ def profile_timed(prep, target, precision: str, cores: int, cfg=None, work: Path
     """The deployable step (real fork/join, DMA programmed by hart 0) under the timing plugin: two steps run, the
     second is reported (the first warms the I-cache). overrides: timing parameters to change (e.g. {"fpus": 4})."""
     from odl.lower.lowering import TrainConfig
-    from odl.perf.timing import analyse_timed, parameters, run_timed
+    from odl.perf.timing import analyse_timed
+    from odl.run.timing_plugin import parameters, run_timed
     from odl.pipeline import preload_blob
     cfg = cfg or TrainConfig()
     params = parameters(target, overrides)

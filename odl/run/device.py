@@ -14,6 +14,18 @@ class DeviceOptions:
     bulk: str = "fast"                  # QEMU: data loaded into memory (fast) or moved over the UART as a board (uart)
     step_timeout: float | None = None   # seconds one request may run before the device counts as hung (None: sized
                                         # by the program's work)
+    check_races: bool = False           # QEMU under the timing plugin's race detector (firmware built -DODL_TIMED)
+
+    @property
+    def build_defines(self) -> list[str]:
+        """-D macros the firmware needs for these options (the race detector reads the timed build's call marks)."""
+        return ["ODL_TIMED"] if self.check_races else []
+
+    def check(self) -> None:
+        if self.check_races and (self.port or self.emulator != "qemu"):
+            from odl.common.errors import OdlError
+            raise OdlError("--check-races runs under QEMU's timing plugin: it cannot be combined with --port or "
+                           "--emulator renode")
 
     @property
     def runner(self) -> str:
@@ -38,4 +50,6 @@ class DeviceOptions:
     @classmethod
     def from_args(cls, args) -> "DeviceOptions":
         """The options from parsed command-line arguments (those the command has)."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+        opts = cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+        opts.check()
+        return opts

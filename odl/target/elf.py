@@ -1,5 +1,5 @@
 """Symbols of a 32-bit little-endian ELF (the firmware): name -> (address, size), read from its symbol table.
-Used by the timing model (odl/perf/timing.py) to find the runtime's addresses it watches."""
+Used by the timing plugin (odl/run/timing_plugin.py) to find the runtime's addresses it watches."""
 from __future__ import annotations
 
 import struct

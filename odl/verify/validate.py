@@ -134,6 +134,7 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         # critical path (critical_path_cycles there).
         "device": {**run["results"][0].labelled(), "note": COUNTER_NOTE},
         "link": run["link"],
+        "races": run["races"],
         "timing_s": run["timing_s"],
         "wall_s": round(time.perf_counter() - t0, 3),
     }
@@ -152,14 +153,19 @@ def _build_and_run(prog: Program, prep: Prepared, target, cores: int, hier, keep
         t_build = time.perf_counter()
         phase("build", "generated C + kernels -> firmware")
         # the validation build checks that every pointer a tiled kernel gets lies in L1
-        elf = build(prog, prep.name, target, cores, work, defines=["ODL_CHECK_L1"] if hier else ())
+        elf = build(prog, prep.name, target, cores, work,
+                    defines=(["ODL_CHECK_L1"] if hier else []) + device.build_defines)
         t_run = time.perf_counter()
         phase("run", f"{steps} step{'s' if steps > 1 else ''} on " + device.where)
         with open_runner(target, elf, prog, prep, cores, work / "run", device) as r:
             results, arena, arena_last = run_device(r, prog, prep, cores)
         t_end = time.perf_counter()
+        races = None
+        if device.check_races:
+            from odl.run.timing_plugin import check_races
+            races = check_races(work / "run", "the validation steps")
         return {"results": results, "arena": arena, "arena_last": arena_last, "link": asdict(r.link.stats),
-                "timing_s": {"build": round(t_run - t_build, 3), "run": round(t_end - t_run, 3)}}
+                "timing_s": {"build": round(t_run - t_build, 3), "run": round(t_end - t_run, 3)}, "races": races}
     finally:
         if not keep_dir:
             shutil.rmtree(work, ignore_errors=True)

@@ -14,4 +14,7 @@ extern volatile uint32_t odl_timing_port;
 #else
 #define ODL_TIMING_MARK(code, arg) ((void)0)
 #endif
+/* A kernel call through the real fork, marked (the generated code's ODL_RUN in timed builds). */
+#define ODL_TIMED_RUN(idx, fn, args) \
+  do { ODL_TIMING_MARK(ODL_MARK_CALL_BEGIN, (idx)); odl_parallel((fn), (args)); ODL_TIMING_MARK(ODL_MARK_CALL_END, (idx)); } while (0)
 #endif

@@ -16,7 +16,7 @@ PARALLEL = ("fork_join", "one_bank", "sixteen_banks")
 
 
 def _run(tmp: Path, racy: bool = False, fpus: int | None = None):
-    from odl.perf.timing import parameters, run_timed
+    from odl.run.timing_plugin import parameters, run_timed
     from odl.target.description import load_target
     from odl.target.toolchain import build_firmware
     t = load_target("rv32-cluster")
@@ -79,3 +79,17 @@ def test_deterministic(bench, tmp_path):
     _, c, _ = bench
     _, c2, _ = _run(tmp_path)
     assert c == c2
+
+
+def test_validate_check_races(tmp_path):
+    """validate --check-races: the step (forward, backward, update) under the race detector; none in tinycnn."""
+    from odl.cli.main import main
+    out = tmp_path / "v.json"
+    assert main(["validate", "tinycnn", "--precision", "fp16", "--check-races", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["races"]["count"] == 0
+
+
+def test_check_races_needs_qemu(capsys):
+    from odl.cli.main import main
+    assert main(["validate", "tinycnn", "--check-races", "--port", "socket://127.0.0.1:1"]) == 2
+    assert "--check-races" in capsys.readouterr().err
