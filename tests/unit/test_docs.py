@@ -114,7 +114,7 @@ def test_docs_name_no_design_document_outside_the_repository():
 def test_every_repository_path_the_docs_name_exists():
     """Paths such as odl/tile/tiler.py or targets/common/main.c named in the docs exist (a module moved or renamed
     makes its docs wrong). Placeholders (<target>) and the wheel's odl/_data are not files of the checkout."""
-    path = re.compile(r"(?<![\w./~-])((?:odl|targets|kernels_c|templates|tests|scripts|bench)/[\w./-]*[\w/])")
+    path = re.compile(r"(?<![\w./~-])((?:odl|targets|kernels_c|templates|tests|scripts|bench|qemu_plugins)/[\w./-]*[\w/])")
     bad = []
     for page in PAGES:
         for m in path.finditer(page.read_text()):
