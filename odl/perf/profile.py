@@ -53,6 +53,7 @@ import json
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -159,29 +160,10 @@ def measure_sync(target, cores: int, work: Path | None = None) -> dict:
     return res
 
 
-def _layer_of(prog) -> tuple[dict, list]:
-    """Call layer name -> (report layer name, op); and the layer order (graph order, loss last)."""
-    g = prog.graph
-    by_report = {n.report_name: n for n in g.nodes}
-    param_owner = {p: n for n in g.nodes for p in n.params.values()}
-    order = [n.report_name for n in g.nodes]
-
-    def resolve(call):
-        if call.layer in by_report:
-            n = by_report[call.layer]
-            return n.report_name, n.op
-        if call.layer in param_owner:
-            n = param_owner[call.layer]
-            return n.report_name, n.op
-        if call.step == "loss" or call.layer == "loss":
-            return "loss", "loss"
-        return call.layer, call.step
-    return resolve, order
-
-
 def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
     """Aggregate the [calls, cores] counts into the report's numbers (everything but run metadata)."""
-    resolve, order = _layer_of(prog)
+    from odl.perf.timing import layer_resolver
+    resolve, order = layer_resolver(prog)
     counts = counts[:, :cores].astype(np.int64)
     crit = counts.max(axis=1)
     # memory hierarchy: replay the DMA schedule (odl/tile/memory.py) with each tile's compute time per invocation
@@ -297,6 +279,19 @@ def _build_step(prep, target, precision: str, cores: int, cfg, work: Path, memor
     return prog, elf
 
 
+@contextmanager
+def _workdir(work: Path | None):
+    """`work`, or a temporary directory removed afterwards."""
+    if work is not None:
+        yield Path(work)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="odl_prof_"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: Path | None = None,
                      sync: dict | None = None, tuning: bool = False, phase=None, memory: str = "hierarchy",
                      budget: int | None = None) -> dict:
@@ -307,13 +302,9 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
     from odl.run.runners.qemu import QemuRunner
     from odl.pipeline import preload_blob
     cfg = cfg or TrainConfig()
-    tmp = None
-    if work is None:
-        tmp = work = Path(tempfile.mkdtemp(prefix="odl_prof_"))
-    work = Path(work)
-    try:
+    phase = phase or (lambda *a: None)
+    with _workdir(work) as work:
         t0 = time.perf_counter()
-        phase = phase or (lambda *a: None)
         phase("calibrate", f"fork/join cost on {cores} cores")
         sync = sync or measure_sync(target, cores, work / "sync")
         phase("lower/plan/build", f"profiled step, {precision}, {cores} cores")
@@ -326,9 +317,6 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
             raw = r.read_arena(prog.profile.offset, prog.profile.nelem * 4)
             r.exit(0)
         t_end = time.perf_counter()
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     counts = np.frombuffer(raw, np.uint32).reshape(len(prog.calls), MAX_CORES)
     rep = analyse(prog, counts, cores, sync["per_call"])
     per_dma = rep.pop("_per_call_dma")
@@ -360,13 +348,9 @@ def profile_timed(prep, target, precision: str, cores: int, cfg=None, work: Path
     from odl.pipeline import preload_blob
     cfg = cfg or TrainConfig()
     params = parameters(target, overrides)
-    tmp = None
-    if work is None:
-        tmp = work = Path(tempfile.mkdtemp(prefix="odl_prof_"))
-    work = Path(work)
-    try:
+    phase = phase or (lambda *a: None)
+    with _workdir(work) as work:
         t0 = time.perf_counter()
-        phase = phase or (lambda *a: None)
         phase("lower/plan/build", f"timed step, {precision}, {cores} cores")
         prog, elf = _build_step(prep, target, precision, cores, cfg, work, memory, budget, False,
                                 defines=("ODL_TIMED",))
@@ -375,9 +359,6 @@ def profile_timed(prep, target, precision: str, cores: int, cfg=None, work: Path
         raw = run_timed(target, elf, cores, work / "timed", [(0, preload_blob(prog, prep))], steps=2, params=params,
                         races=races)
         t_end = time.perf_counter()
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     rep = analyse_timed(prog, raw, STEPS)
     t = target.raw.get("timing", {})
     rep.update({"model": prep.name, "target": target.name, "precision": precision, "cores": cores,
