@@ -209,7 +209,7 @@ def fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):
     # search below cannot succeed, so refuse now (a large model would otherwise be lowered once per candidate)
     fixed = sum(b.nbytes(prog.elem_bytes) for b in prog.preload)
     if fixed > budget_bytes:
-        _over_budget(prog, budget_bytes, auto is None)
+        _over_budget(prog, budget_bytes, auto is None, graph, precision, cfg, lower_kw)
     chosen: list[str] = []
     for v in recompute_candidates(graph, cfg):
         chosen.append(v)
@@ -219,18 +219,20 @@ def fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):
         if r2.arena_bytes <= budget_bytes:
             r2.budget_bytes, r2.recomputed, r2.auto = budget_bytes, tuple(chosen), auto
             return c, p2, r2
-    _over_budget(prog, budget_bytes, auto is None)
+    _over_budget(prog, budget_bytes, auto is None, graph, precision, cfg, lower_kw)
     raise AssertionError("unreachable")
 
 
-def _over_budget(prog, budget_bytes: int, hint: bool):
-    """Raise the planner's over-budget error (it names the largest live buffers), pointing at --train auto when the
-    update was not chosen by it."""
+def _over_budget(prog, budget_bytes: int, hint: bool, graph, precision: str, cfg, lower_kw: dict):
+    """Raise the planner's over-budget error (it names the largest live buffers) and, when the update was not
+    chosen by --train auto, the largest update that would fit, as --train auto chooses it."""
     from odl.plan.planner import OverBudget
+    from odl.plan.sparse import largest_fitting
     try:
         plan(prog, budget_bytes)
     except OverBudget as e:
         if hint:
-            raise OverBudget(f"{e}; --train auto chooses a sparse update that fits, if one does", e.over) from None
+            fits = largest_fitting(graph, precision, cfg, budget_bytes, **lower_kw)
+            raise OverBudget(f"{e}; the largest update that fits: {fits}", e.over) from None
         raise
     raise AssertionError("unreachable: the step was over the budget")

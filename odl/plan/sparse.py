@@ -67,10 +67,13 @@ def choose(graph, precision: str, cfg, budget: int, log=None, **lower_kw) -> tup
     # the smallest update first (the output layer's bias, else its weight): when even that is over the budget
     # (frozen weights alone too large), refuse after one plan instead of a search whose every plan fails
     smallest = vec(len(rev))[:1] or full(1)[:1]
-    if not fits(smallest):
-        arena = cache[tuple(smallest)]
-        raise OdlError(f"--train auto: not even the smallest update ({smallest[0]}) fits: its step needs "
-                       f"{arena} B, over the budget of {budget} B by {arena - budget} B")
+    arena, prog = _arena(graph, precision, cfg, smallest, lower_kw)
+    cache[tuple(smallest)] = arena
+    trials.append((1, arena))
+    if arena > budget:
+        raise NothingFits(f"--train auto: not even the smallest update ({smallest[0]}) fits: its step needs "
+                          f"{arena} B, over the budget of {budget} B by {arena - budget} B; the largest update "
+                          f"that fits: {_none_fits(prog, arena, budget)}", arena - budget, smallest[0])
     k = largest(lambda k: fits(full(k)), 0, len(rev))
     j = largest(lambda j: fits(list(dict.fromkeys(full(k) + vec(j)))), k, len(rev))
     names = list(dict.fromkeys(full(k) + vec(j)))
@@ -97,13 +100,65 @@ def choose(graph, precision: str, cfg, budget: int, log=None, **lower_kw) -> tup
     return names, report
 
 
-def describe(r: dict) -> str:
+class NothingFits(OdlError):
+    """--train auto refused: not even the smallest update fits the budget; `over`: its step's bytes over."""
+
+    def __init__(self, msg: str, over: int, smallest: str):
+        super().__init__(msg)
+        self.over, self.smallest = over, smallest
+
+
+def _none_fits(prog, arena: int, budget: int) -> str:
+    """Why no update fits, from the smallest update's step (prog, planned: `arena` bytes): what of it no sparse
+    update can shed (the frozen parameters, the running statistics, input and labels) against what is the
+    forward's and the loss's (activations and scratch at the peak)."""
+    eb = prog.elem_bytes
+    params = sum(b.nbytes(eb) for b in prog.params.values())
+    state = sum(b.nbytes(eb) for b in prog.state.values())
+    io = sum(b.nbytes(eb) for b in (prog.input, prog.labels))
+    prec = prog.precision
+    if params > budget:
+        return (f"none: the parameters alone ({sum(b.nelem for b in prog.params.values())} in {prec}) take "
+                f"{params} B, over the budget by {params - budget} B")
+    fixed = params + state + io
+    what = f"parameters {params} B" + (f", running statistics {state} B" if state else "") + \
+        f", input and labels {io} B"
+    if fixed > budget:
+        return f"none: what every step holds ({what}) takes {fixed} B, over the budget by {fixed - budget} B"
+    return (f"none: of the smallest update's {arena} B, {what}, and {arena - fixed} B activations, gradients and "
+            f"scratch at the peak")
+
+
+def _smallest_named(why: str, smallest: str, arena: int) -> str:
+    """_none_fits's text naming the smallest update, for a refusal that has not named it already."""
+    if why.startswith("none: of the smallest update's "):
+        return why.replace("of the smallest update's", f"of the smallest update's ({smallest})", 1)
+    return f"{why} (the smallest update, {smallest}, needs {arena} B)"
+
+
+def summary(r: dict) -> str:
+    """What a choice trains, and its step's arena (one line)."""
     full = ", ".join(r["full_layers"]) or "none"
     vec = f"; biases / norm affine of {len(r['vector_layers'])} more layers back to {r['vector_layers'][-1]}" \
         if r["vector_layers"] else ""
-    return (f"--train auto: {len(r['trainable'])} tensors, {r['trainable_params']} parameters "
+    return (f"{len(r['trainable'])} tensors, {r['trainable_params']} parameters "
             f"({r['trainable_bytes']} B; frozen {r['frozen_bytes']} B): all of {full}{vec}; step arena "
-            f"{r['arena_bytes']} B of {r['budget_bytes']} B ({r['trials']} plans tried)")
+            f"{r['arena_bytes']} B of {r['budget_bytes']} B")
+
+
+def describe(r: dict) -> str:
+    return f"--train auto: {summary(r)} ({r['trials']} plans tried)"
+
+
+def largest_fitting(graph, precision: str, cfg, budget: int, **lower_kw) -> str:
+    """The largest update that fits the budget, as --train auto chooses it (the same searches, so the same answer
+    on every run), for a refusal of another update: its summary, or 'none: ...' with why."""
+    try:
+        _, rep = choose(graph, precision, dataclasses.replace(cfg, train="auto"), budget, **lower_kw)
+    except NothingFits as e:
+        why = str(e).split("; the largest update that fits: ", 1)[1]
+        return _smallest_named(why, e.smallest, budget + e.over)
+    return f"--train auto's choice, {summary(rep)}"
 
 
 def resolve(graph, precision: str, cfg, budget: int | None, log=None, **lower_kw):
