@@ -39,7 +39,7 @@
 
 ODL_PLUGIN_EXPORT int qemu_plugin_version = ODL_QEMU_PLUGIN_API;
 
-#define MAX_HARTS 8
+#define MAX_HARTS 9   /* 8 cores and the DMA controller */
 #define CLINT_MSIP 0x02000000u
 
 /* ---- parameters ---------------------------------------------------------------------------------------------- */
@@ -62,7 +62,8 @@ static param_t PARAMS[] = {
   {"dma_setup", 10}, {"dma_bytes_per_cycle", 8}, {"dma_queue", 64},
   {"wake", 2},            /* cycles from the software interrupt to the woken hart's first instruction */
   {"races", 0},
-  {"harts", 8},
+  {"harts", 8},           /* harts running, the DMA controller included */
+  {"ctrl", -1},           /* the DMA controller's hart (-1: none): not a core, so a call's end does not wait for it */
 };
 #define NPARAMS (sizeof PARAMS / sizeof PARAMS[0])
 static long P(const char *n) {
@@ -72,7 +73,7 @@ static long P(const char *n) {
 }
 static long p_load_use, p_branch, p_jump, p_jump_reg, p_mul, p_mulh, p_div, p_fp, p_fdiv, p_fsqrt, p_fcvt, p_dp,
     p_vlen, p_ic_bytes, p_ic_ways, p_ic_line, p_ic_refill, p_banks, p_bank_word, p_fpus, p_dma_setup, p_dma_bpc, p_dma_queue,
-    p_wake, p_races, p_harts;
+    p_wake, p_races, p_harts, p_ctrl;
 
 /* ---- stall causes --------------------------------------------------------------------------------------------- */
 enum cause { S_LOAD_USE, S_BRANCH, S_FP_LATENCY, S_MUL, S_VECTOR, S_BANK, S_FPU, S_ICACHE, S_DMA_WAIT, S_SYNC,
@@ -144,7 +145,7 @@ static uint64_t unknown_insns;
 static uint32_t *glue_pc;
 
 /* ---- race detector -------------------------------------------------------------------------------------------- */
-typedef struct { uint32_t addr, region, epoch; uint8_t writers, readers; } shadow_t;
+typedef struct { uint32_t addr, region, epoch; uint16_t writers, readers; } shadow_t;
 #define SHADOW_BITS 22
 static shadow_t *shadow;
 static uint32_t region_id;
@@ -489,10 +490,11 @@ static void call_end(uint32_t idx) {
   call_open = 0;
   uint64_t delay[MAX_HARTS], base = 0, extra = 0;
   replay(delay);
-  for (int k = 1; k < p_harts; k++) base = max64(base, H[k].clock);
+  for (int k = 1; k < p_harts; k++)
+    if (k != p_ctrl) base = max64(base, H[k].clock);
   extra = delay[0];
   for (int k = 1; k < p_harts; k++)
-    if (H[k].clock + delay[k] > base + extra) extra = H[k].clock + delay[k] - base;
+    if (k != p_ctrl && H[k].clock + delay[k] > base + extra) extra = H[k].clock + delay[k] - base;
   for (int k = 1; k < p_harts; k++) H[k].clock += delay[k];
   h0->clock += extra;
   call_t *c = call_at(idx);
@@ -502,9 +504,10 @@ static void call_end(uint32_t idx) {
   /* the critical hart's stalls: the one that finished last */
   int crit = 0;
   for (int k = 1; k < p_harts; k++)
-    if (H[k].clock > H[crit].clock) crit = k;
+    if (k != p_ctrl && H[k].clock > H[crit].clock) crit = k;
   uint64_t most = 0;
-  for (int k = 0; k < p_harts; k++) most = max64(most, H[k].insns - call_insns0[k]);
+  for (int k = 0; k < p_harts; k++)
+    if (k != p_ctrl) most = max64(most, H[k].insns - call_insns0[k]);
   c->insns += most;
   for (int s = 0; s < S_COUNT; s++) c->stall[s] += H[crit].stall[s] - call_stall0[crit][s];
   if (crit != 0) c->stall[S_SYNC] += H[0].stall[S_SYNC] - call_stall0[0][S_SYNC];
@@ -578,8 +581,8 @@ static void race_check(hart_t *h, uint32_t addr, int store, unsigned size) {
     if (s->region != region_id || s->epoch != h->epoch) {
       s->addr = a; s->region = region_id; s->epoch = h->epoch; s->writers = s->readers = 0;
     }
-    uint8_t me = (uint8_t)(1u << cur);
-    uint8_t other = store ? (uint8_t)((s->writers | s->readers) & ~me) : (uint8_t)(s->writers & ~me);
+    uint16_t me = (uint16_t)(1u << cur);
+    uint16_t other = store ? (uint16_t)((s->writers | s->readers) & ~me) : (uint16_t)(s->writers & ~me);
     if (other) {
       if (nraces < MAX_RACES) {
         int first = __builtin_ctz(other);
@@ -776,8 +779,8 @@ ODL_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t
   p_ic_bytes = P("icache_bytes"); p_ic_ways = P("icache_ways"); p_ic_line = P("icache_line");
   p_ic_refill = P("icache_refill"); p_banks = P("tcdm_banks"); p_bank_word = P("bank_word"); p_fpus = P("fpus");
   p_dma_setup = P("dma_setup"); p_dma_bpc = P("dma_bytes_per_cycle"); p_dma_queue = P("dma_queue"); p_wake = P("wake"); p_races = P("races");
-  p_harts = P("harts");
-  if (p_harts < 1 || p_harts > MAX_HARTS || p_dp <= 0 || p_banks < 1 || p_banks > 256 || p_bank_word < 1 ||
+  p_harts = P("harts"); p_ctrl = P("ctrl");
+  if (p_harts < 1 || p_harts > MAX_HARTS || p_ctrl >= p_harts || p_dp <= 0 || p_banks < 1 || p_banks > 256 || p_bank_word < 1 ||
       p_dma_bpc < 1 || p_dma_queue < 1 || p_fpus < 0 || p_fpus > MAX_HARTS || p_ic_line < 1 || p_ic_ways < 1) {
     fprintf(stderr, "odl timing plugin: a parameter is out of range\n");
     return 1;

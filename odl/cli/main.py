@@ -19,7 +19,8 @@ def train_config(a):
         raise OdlError("--accumulate fp16: FP16 accumulation is for --precision fp16 (or mixed); fp32 steps "
                        "accumulate in FP32")
     return TrainConfig(lr=a.lr, train=a.train, bn=a.bn, loss=loss, optimizer=a.optimizer, momentum=a.momentum,
-                       weight_decay=a.weight_decay, seed=a.seed, accumulate=acc)
+                       weight_decay=a.weight_decay, seed=a.seed, accumulate=acc,
+                       dma_controller=getattr(a, "dma_controller", False))
 
 
 def add_frontend_arg(p):
@@ -58,6 +59,9 @@ def add_train_args(p):
     p.add_argument("--accumulate", default="fp32", choices=["fp32", "fp16"],
                    help="FP16 matmul accumulators: fp32 lanes (default, as PyTorch) or fp16 (as PULP-TrainLib: faster "
                         "on a 32-bit FPU, less accurate; validate says whether the model still passes)")
+    p.add_argument("--dma-controller", action="store_true",
+                   help="memory hierarchy, QEMU: one more hart, a DMA controller, issues the next tiles' transfers "
+                        "while the cores run the kernel (as a PULP cluster's controller core)")
 
 
 def add_embed_args(p):

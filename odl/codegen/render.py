@@ -98,6 +98,15 @@ def _dma_lines(c, prev, nxt, eb: int, prefetched: bool, keep_prev: str = "", kee
     return pre, post
 
 
+def split_issue(pre: list[str]) -> tuple[list[str], list[str]]:
+    """A tiled call's statements before its kernel -> (those up to its last DMA wait, the rest). The rest only
+    issues transfers for later tiles (prefetches, the previous tile's write-backs, early gathers) and keeps their
+    tickets: nothing the kernel reads or writes, so with a DMA controller (ODL_DMA_CTRL) it runs on the controller
+    hart while the cores run the kernel (ODL_ISSUE, targets/rv32-cluster/odl_dma.h)."""
+    last = max((k for k, line in enumerate(pre) if line.startswith("odl_dma_wait(")), default=-1)
+    return pre[:last + 1], pre[last + 1:]
+
+
 def call_blocks(indexed_calls, precision: str = "fp32") -> list[dict]:
     """(index, Call) pairs -> template blocks: consecutive calls of one per-sample loop group share a block. Tiled
     calls (memory hierarchy) get their DMA statements (pre, post) and, with ODL_CHECK_L1, checks that every
@@ -123,10 +132,12 @@ def call_blocks(indexed_calls, precision: str = "fp32") -> list[dict]:
         prefetched = c.prefetch and prev is not None
         pre, post = _dma_lines(c, prev, nxt, eb, prefetched, slot(i - 1), slot(i),
                                slot(waits[i]) if i in waits else "odl_tkw") if c.origin >= 0 else ([], [])
+        pre, issue = split_issue(pre)
         checks = [(k, f"[{i}] {c.kernel} {c.layer} {c.step} .{k}") for k, v in c.fields.items()
                   if isinstance(v, Ptr)] if c.origin >= 0 else []
         rc = dict(index=i, layer=c.layer, step=c.step, kernel=c.kernel, args_type=kernels.get(c.kernel).args_type,
-                  fields=[(k, _c_value(v)) for k, v in c.fields.items()], pre=pre, post=post, checks=checks)
+                  fields=[(k, _c_value(v)) for k, v in c.fields.items()], pre=pre, issue=issue, post=post,
+                  checks=checks)
         if c.loop and blocks and blocks[-1]["group"] == c.group:
             blocks[-1]["calls"].append(rc)
         else:

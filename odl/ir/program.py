@@ -281,6 +281,14 @@ class TrainConfig:
                                         # them (see lower.recompute_candidates; chosen by planner.fit)
     accumulate: str = "fp32"      # FP16 matmul accumulators: 'fp32' lanes (as PyTorch) or 'fp16' (as PULP-TrainLib;
                                   # built with -DODL_MM_ACC16, kernels_c/matmul.c)
+    dma_controller: bool = False  # memory hierarchy: a controller hart issues the DMA while the cores compute
+                                  # (-DODL_DMA_CTRL; targets/rv32-cluster/odl_dma.h)
+
+    @property
+    def build_defines(self) -> list[str]:
+        """-D macros the firmware of a step with this configuration is built with."""
+        return (["ODL_MM_ACC16"] if self.accumulate == "fp16" else []) + (["ODL_DMA_CTRL"] if self.dma_controller
+                                                                            else [])
 
 
 @dataclass
@@ -315,8 +323,8 @@ class Program:
 
     @property
     def kernel_defines(self) -> list[str]:
-        """-D macros the kernels of this step are built with (FP16 accumulation of the matmuls)."""
-        return ["ODL_MM_ACC16"] if self.config is not None and self.config.accumulate == "fp16" else []
+        """-D macros this step's firmware is built with (TrainConfig.build_defines)."""
+        return self.config.build_defines if self.config is not None else []
 
     @property
     def elem_bytes(self) -> int:

@@ -73,9 +73,11 @@ def plugin_args(target, elf: Path, cores: int, out: Path, params: dict, races: b
     l1 = target.raw.get("memory", {}).get("l1")
     l1_lo = addr("__odl_l1_start")
     l1_hi = (int(l1["addr"], 0) + int(l1["bytes"])) if l1 else addr("__odl_l1_end")
+    ctrl = "odl_dma_ctrl_hart" in sym           # a DMA controller hart beside the cores (ODL_DMA_CTRL)
     args = {"out": str(out), "port": hex(addr("odl_timing_port")),
             "sync": f"{addr('__odl_sync_start'):#x}:{addr('__odl_sync_end'):#x}",
-            "l1": f"{l1_lo:#x}:{l1_hi:#x}", "harts": cores, "races": int(races)}
+            "l1": f"{l1_lo:#x}:{l1_hi:#x}", "harts": cores + ctrl, "ctrl": cores if ctrl else -1,
+            "races": int(races)}
     for name, key in (("bar_count", "barrier"), ("odl_dma_start", "dma_start"), ("odl_dma_wait", "dma_wait"),
                       ("odl_dma_engine_run", "dma_engine"), ("start_when_full", "dma_full")):
         if name in sym:

@@ -307,8 +307,7 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
         t_b = time.perf_counter()
         src = render_firmware(fw, name, opts, work / "gen")
         elf = build_firmware(target, dev, opts.cores, [src], [work / "gen"], work / "build", scalar_sources=[src],
-                             defines=(["ODL_MM_ACC16"] if opts.cfg.accumulate == "fp16" else [])
-                             + opts.device.build_defines)
+                             defines=opts.cfg.build_defines + opts.device.build_defines)
         build_s = time.perf_counter() - t_b
         runner, fast = _open_session(fw, elf, opts, target, work / "run", shared, data_blob)
         # the reference's small batches run fastest on one thread, and leave the other cores to the emulator

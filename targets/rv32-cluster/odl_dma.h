@@ -32,6 +32,21 @@ uint32_t odl_dma_im2col(void *col, const void *x, uint32_t es, int c, int h, int
 #define ODL_DMA_ZERO_BYTES 256
 void odl_dma_wait_all(void);
 
+/* DMA programming off the cores' path (-DODL_DMA_CTRL): a controller hart (hart ODL_NUM_CORES, as a PULP cluster's
+ * controller core) runs the statements that issue a tile's prefetches and write-backs, fn(n), while the cores run the
+ * tile's kernel; odl_dma_ctrl_join() waits until it has. Without ODL_DMA_CTRL the issuing hart runs fn(n) itself,
+ * before the kernel, as it always did. The generated code uses the ODL_ISSUE macros. */
+typedef void (*odl_issue_fn)(int n);
+void odl_dma_ctrl_post(odl_issue_fn fn, int n);
+void odl_dma_ctrl_join(void);
+#ifdef ODL_DMA_CTRL
+#define ODL_ISSUE(fn, n) odl_dma_ctrl_post((fn), (n))
+#define ODL_ISSUE_JOIN() odl_dma_ctrl_join()
+#else
+#define ODL_ISSUE(fn, n) (fn)(n)
+#define ODL_ISSUE_JOIN() ((void)0)
+#endif
+
 /* L1 (TCDM) bounds, from the linker script: tiles live in [__odl_l1_start, __odl_l1_end). */
 extern unsigned char __odl_l1_start[], __odl_l1_end[];
 /* Stops the run with a report naming the call when p is not in L1 (the validation build checks every kernel

@@ -16,11 +16,16 @@ _start:
   .option pop
   csrr  t0, mhartid
   li    t1, MAX_HARTS
-  bgeu  t0, t1, park                 /* harts beyond the stack area: park forever */
+  bltu  t0, t1, 4f
+  bne   t0, t1, park                 /* harts beyond the stack area and the controller's: park forever */
+  la    sp, __ctrl_stack_top         /* hart MAX_HARTS: the DMA controller of an 8-core build (team.c, ODL_DMA_CTRL) */
+  j     5f
+4:
   /* sp = __stack_top - hartid * 2 KiB */
   la    sp, __stack_top
   slli  t1, t0, STACK_SHIFT
   sub   sp, sp, t1
+5:
   /* trap vector: report and exit */
   la    t1, odl_trap_entry
   csrw  mtvec, t1

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include "odl_team.h"
 #include "odl_profile.h"
+#include "odl_dma.h"
 
 #ifndef ODL_NUM_CORES
 #define ODL_NUM_CORES 8
@@ -30,6 +31,12 @@ static volatile uint32_t bar_count SHARED = 0;         /* sense-reversing barrie
 static volatile uint32_t bar_sense SHARED = 0;
 static uint32_t bar_local_sense[8] SHARED = {0};       /* per hart */
 static volatile uint32_t team_active SHARED = 0;       /* inside odl_parallel (barriers outside are no-ops) */
+#ifdef ODL_DMA_CTRL
+static odl_issue_fn volatile ctrl_fn SHARED = (odl_issue_fn)0;   /* the controller's posted job */
+static volatile int32_t ctrl_arg SHARED = 0;
+static volatile uint32_t ctrl_gen SHARED = 0;                    /* bumped by every post */
+static volatile uint32_t ctrl_done SHARED = 0;                   /* the last generation the controller finished */
+#endif
 #ifdef ODL_PROFILE
 static volatile int32_t team_only SHARED = -1;         /* >= 1: only that worker runs the job (profiling) */
 static volatile uint64_t team_instret SHARED = 0;      /* profiling: the lone worker's count */
@@ -144,9 +151,57 @@ void odl_parallel_profiled(odl_task_fn fn, void *args, uint64_t *core_instret) {
 }
 #endif
 
+#ifdef ODL_DMA_CTRL
+/* The hart that programs the DMA (the runner starts ODL_NUM_CORES + 1 harts when the firmware has this symbol). */
+volatile uint32_t odl_dma_ctrl_hart __attribute__((used)) SHARED = ODL_NUM_CORES;   /* kept: .data.odl_team is KEEP */
+
+/* The DMA controller (hart ODL_NUM_CORES): sleeps until a job is posted, runs it, tells hart 0. */
+static void ctrl_main(void) __attribute__((noreturn));
+static void ctrl_main(void) {
+  uint32_t seen = 0;
+  for (;;) {
+    CLINT_MSIP[ODL_NUM_CORES] = 0;
+    fence();
+    uint32_t g = __atomic_load_n(&ctrl_gen, __ATOMIC_ACQUIRE);
+    if (g == seen) {
+      wfi();
+      continue;
+    }
+    seen = g;
+    ctrl_fn(ctrl_arg);
+    fence();
+    __atomic_store_n(&ctrl_done, g, __ATOMIC_RELEASE);
+    CLINT_MSIP[0] = 1;
+  }
+}
+
+void odl_dma_ctrl_post(odl_issue_fn fn, int n) {
+  ctrl_fn = fn;
+  ctrl_arg = n;
+  __atomic_add_fetch(&ctrl_gen, 1u, __ATOMIC_RELEASE);
+  fence();
+  CLINT_MSIP[ODL_NUM_CORES] = 1;
+}
+
+void odl_dma_ctrl_join(void) {
+  for (;;) {
+    CLINT_MSIP[0] = 0;
+    fence();
+    if (__atomic_load_n(&ctrl_done, __ATOMIC_ACQUIRE) == __atomic_load_n(&ctrl_gen, __ATOMIC_RELAXED)) break;
+    wfi();
+  }
+}
+#else
+void odl_dma_ctrl_post(odl_issue_fn fn, int n) { fn(n); }
+void odl_dma_ctrl_join(void) {}
+#endif
+
 /* Entry of harts 1..7 from startup.S (never returns). */
 void odl_team_worker_main(int id) __attribute__((noreturn));
 void odl_team_worker_main(int id) {
+#ifdef ODL_DMA_CTRL
+  if (id == ODL_NUM_CORES) ctrl_main();      /* the DMA controller */
+#endif
   if (id >= ODL_NUM_CORES) {                 /* not in the team: sleep forever, never woken */
     for (;;) wfi();
   }

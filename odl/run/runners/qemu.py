@@ -24,6 +24,13 @@ class RunnerError(ToolError):
     pass
 
 
+def dma_controller(elf: Path) -> int:
+    """1 when the firmware programs the DMA from a controller hart of its own (built with ODL_DMA_CTRL: one hart
+    more than its cores), else 0."""
+    from odl.target.elf import symbols
+    return int("odl_dma_ctrl_hart" in symbols(elf))
+
+
 class QemuRunner:
     """with QemuRunner(target, elf, cores, workdir, preload=[(offset, bytes)]) as r:
            r.link.step(1); data = r.read_arena(off, n); r.exit()"""
@@ -64,7 +71,7 @@ class QemuRunner:
         exe = shutil.which(q.binary)
         if exe is None:
             raise RunnerError(f"{q.binary} not found on PATH (QEMU >= 8 with zvfh is needed; see scripts/setup.sh)")
-        cmd = [exe, "-machine", q.machine, "-cpu", q.cpu, "-smp", str(self.cores), *q.extra,
+        cmd = [exe, "-machine", q.machine, "-cpu", q.cpu, "-smp", str(self.cores + dma_controller(self.elf)), *q.extra,
                "-semihosting-config", "enable=on,target=native",
                "-serial", f"tcp:127.0.0.1:{tcp_port},nodelay=on",   # QEMU is the client: odl listens
                "-kernel", str(self.elf)]

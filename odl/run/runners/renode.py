@@ -62,6 +62,9 @@ class RenodeRunner(UartSession):
         super().__init__((), timeout)
         self.target, self.elf, self.cores, self.workdir = target, Path(elf).resolve(), cores, Path(workdir)
         self.blobs, self.boot_timeout = list(preload), boot_timeout
+        from odl.run.runners.qemu import dma_controller
+        if dma_controller(self.elf):
+            raise RunnerError("--dma-controller: the Renode platform has no controller hart; run it on QEMU")
         self.proc = None
 
     def files(self, port: int) -> Path:
