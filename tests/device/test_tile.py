@@ -211,7 +211,7 @@ def test_dma_schedule_waits_for_one_tiles_write_backs_not_what_went_out_after():
     from odl.codegen.render import call_blocks
     calls = [_call(0, 400, False), _call(0, 400, True), _call(0, 0, True), _call(0, 0, True)]
     calls[3].wait_wb, calls[3].wb_wait = True, 0
-    pre = [r["pre"] for b in call_blocks(enumerate(calls), "fp16") for r in b["calls"]]
+    pre = [r["pre"] + r["issue"] for b in call_blocks(enumerate(calls), "fp16") for r in b["calls"]]
     assert "odl_tkr[0] = odl_tkw;" in pre[1] and "odl_dma_wait(odl_tkr[0]);" in pre[3]
 
 

@@ -93,3 +93,13 @@ def test_check_races_needs_qemu(capsys):
     from odl.cli.main import main
     assert main(["validate", "tinycnn", "--check-races", "--port", "socket://127.0.0.1:1"]) == 2
     assert "--check-races" in capsys.readouterr().err
+
+
+def test_dma_controller_validates_without_races(tmp_path):
+    """--dma-controller: a controller hart issues the next tiles' DMA while the cores compute; the step still
+    validates tensor by tensor, the race detector finds nothing, and QEMU ran one hart more than the cores."""
+    from odl.cli.main import main
+    out = tmp_path / "v.json"
+    assert main(["validate", "tinycnn", "--precision", "fp16", "--cores", "3", "--dma-controller", "--check-races",
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["races"]["count"] == 0
