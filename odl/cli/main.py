@@ -133,9 +133,13 @@ def _cmd_profile(a) -> int:
         return 2
     from odl.deploy.compile import parse_bytes
     overrides = {"fpus": a.fpus} if a.fpus is not None else None
-    if a.cycle_model == "ipc1" and (overrides or a.check_races):
-        print("odl: error: --fpus and --check-races need --cycle-model timed", file=sys.stderr)
+    if a.cycle_model == "ipc1" and (overrides or a.check_races or a.dma_controller):
+        print("odl: error: --fpus, --check-races and --dma-controller need --cycle-model timed", file=sys.stderr)
         return 2
+    if overrides:
+        from odl.run.timing_plugin import parameters
+        from odl.target.description import load_target
+        parameters(load_target(a.target), overrides)      # a bad --fpus: exit 2 before anything is built
     rep = profile(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a), a.json, a.png,
                   a.keep, memory=a.memory, budget=parse_bytes(a.budget) if a.budget is not None else None,
                   cycle_model=a.cycle_model, overrides=overrides, races=a.check_races)

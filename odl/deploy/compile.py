@@ -170,11 +170,15 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
     log(f"odl compile {prep.name}: {target.name}, {precision}, {cores} cores, "
         f"input {'x'.join(map(str, prep.x.shape))}")
     # the deployable step (observe=False); raises the planner's over-budget error (exit 2)
+    if cfg.dma_controller:
+        raise OdlError("--dma-controller: the generated project does not start a controller hart yet; validate, "
+                       "profile and train take it")
     cfg, prog, mem = step(prep, precision, cfg, target, cores, hier, budget_bytes)
     log(mem.text())
 
     blob = preload_blob(prog, prep)
     flags = make_flags(target, precision, cores)
+    flags["cflags"] = list(flags["cflags"]) + [f"-D{d}" for d in prog.kernel_defines]   # e.g. --accumulate fp16
     files = _sources(target)
 
     phase("write", f"project into {out}")

@@ -58,6 +58,11 @@ def parameters(target, overrides: dict | None = None) -> dict:
         if k not in out and k not in ("races", "pcs"):
             raise OdlError(f"unknown timing parameter {k!r} (target {target.name} has: {', '.join(sorted(out))})")
         out[k] = int(v)
+    if not 0 <= out.get("fpus", 0) <= target.harts:
+        raise OdlError(f"--fpus {out['fpus']}: expected 0 (a private FPU per core) to {target.harts} shared FPUs")
+    bad = [k for k, v in out.items() if v < 0]
+    if bad:
+        raise OdlError(f"timing parameters must be >= 0: {', '.join(f'{k}={out[k]}' for k in bad)}")
     return out
 
 
