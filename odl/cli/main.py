@@ -158,7 +158,8 @@ def _cmd_bench(a) -> int:
 
 def _cmd_tune(a) -> int:
     from odl.perf.tune import tune
-    tune(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a), memory=a.memory)
+    tune(a.model, a.target, a.precision, a.cores, a.input_shape, a.seed, train_config(a), memory=a.memory,
+         cycle_model=a.cycle_model)
     return 0
 
 
@@ -362,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(t)
     t.add_argument("--seed", type=int, default=0)
     add_train_args(t)
+    t.add_argument("--cycle-model", choices=("timed", "ipc1"), default="timed",
+                   help="what a variant costs: timed cycles (the timing plugin) or instruction counts (ipc1)")
     t.set_defaults(fn=_cmd_tune)
     sw = sub.add_parser("sweep", help="run a grid of validate/profile/train jobs (SPEC.toml) on a process pool or Ray",
                         description="Every combination of SPEC.toml's [grid] (with its [options]) runs as one odl "

@@ -339,7 +339,7 @@ def profile_prepared(prep, target, precision: str, cores: int, cfg=None, work: P
 
 def profile_timed(prep, target, precision: str, cores: int, cfg=None, work: Path | None = None, phase=None,
                   memory: str = "hierarchy", budget: int | None = None, overrides: dict | None = None,
-                  races: bool = False) -> dict:
+                  races: bool = False, tuning: bool = False) -> dict:
     """The deployable step (real fork/join, DMA programmed by hart 0) under the timing plugin: two steps run, the
     second is reported (the first warms the I-cache). overrides: timing parameters to change (e.g. {"fpus": 4})."""
     from odl.lower.lowering import TrainConfig
@@ -352,7 +352,7 @@ def profile_timed(prep, target, precision: str, cores: int, cfg=None, work: Path
     with _workdir(work) as work:
         t0 = time.perf_counter()
         phase("lower/plan/build", f"timed step, {precision}, {cores} cores")
-        prog, elf = _build_step(prep, target, precision, cores, cfg, work, memory, budget, False,
+        prog, elf = _build_step(prep, target, precision, cores, cfg, work, memory, budget, False, tuning,
                                 defines=("ODL_TIMED",))
         t_run = time.perf_counter()
         phase("run", "two steps on QEMU under the timing model")

@@ -57,6 +57,7 @@ def analyse_timed(prog, raw: dict, steps=("forward", "weight_grad", "input_grad"
         cyc = int(c["cycles"]) + int(c["glue"])
         ins = int(c["ipc1_cycles"]) + int(c["glue_instructions"])
         per_call.append({"index": i, "layer": call.layer, "step": call.step, "kernel": call.kernel, "macs": call.macs,
+                         "variant": call.variant, "loop": call.loop,
                          "invocations": int(c["invocations"]), "cycles": cyc, "region_cycles": int(c["cycles"]),
                          "glue_cycles": int(c["glue"]), "instructions": ins, "stall_cycles": st})
         L = layers.setdefault(name, {"name": name, "op": op, "macs": 0, "cycles": 0, "instructions": 0, "steps": {},

@@ -103,3 +103,13 @@ def test_dma_controller_validates_without_races(tmp_path):
     assert main(["validate", "tinycnn", "--precision", "fp16", "--cores", "3", "--dma-controller", "--check-races",
                  "--json", str(out)]) == 0
     assert json.loads(out.read_text())["races"]["count"] == 0
+
+
+def test_tune_measures_timed_cycles(tmp_path, monkeypatch):
+    """odl tune measures every variant of every choice under the timed model (the default) into the cache."""
+    from odl.perf.tune import tune
+    monkeypatch.setenv("ODL_CACHE_DIR", str(tmp_path))
+    r = tune("tinycnn", precision="fp16", cores=8, log=None)
+    assert r["cycle_model"] == "timed" and len(r["costs"]) >= 2
+    assert all(len(v) >= 2 and min(v.values()) > 0 for v in r["costs"].values())
+    assert (tmp_path / "costs-rv32-cluster.json").is_file()
