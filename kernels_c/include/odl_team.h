@@ -4,7 +4,11 @@
 #define ODL_TEAM_H
 typedef void (*odl_task_fn)(void *args);
 int  odl_core_id(void);                       /* 0 .. odl_num_cores()-1 */
+#ifdef ODL_NUM_CORES                          /* a target build: the team's size is a constant (divisions by it fold) */
+static inline int odl_num_cores(void) { return ODL_NUM_CORES; }
+#else
 int  odl_num_cores(void);                     /* cores in the team */
+#endif
 void odl_parallel(odl_task_fn fn, void *args);/* run fn(args) on every core of the team; returns when all are done */
 void odl_barrier(void);                       /* all cores of the running team meet here */
 

@@ -135,9 +135,12 @@ def call_blocks(indexed_calls, precision: str = "fp32") -> list[dict]:
         pre, issue = split_issue(pre)
         checks = [(k, f"[{i}] {c.kernel} {c.layer} {c.step} .{k}") for k, v in c.fields.items()
                   if isinstance(v, Ptr)] if c.origin >= 0 else []
+        fields = [(k, _c_value(v)) for k, v in c.fields.items()]
+        # arguments that are all compile-time constants (no run-time expression, no per-sample index n) are a
+        # constant in memory, not built on the issuing hart's stack at every call
+        static = not any(isinstance(v, CExpr) or (isinstance(v, Ptr) and v.per_sample) for v in c.fields.values())
         rc = dict(index=i, layer=c.layer, step=c.step, kernel=c.kernel, args_type=kernels.get(c.kernel).args_type,
-                  fields=[(k, _c_value(v)) for k, v in c.fields.items()], pre=pre, issue=issue, post=post,
-                  checks=checks)
+                  fields=fields, pre=pre, issue=issue, post=post, checks=checks, static=static)
         if c.loop and blocks and blocks[-1]["group"] == c.group:
             blocks[-1]["calls"].append(rc)
         else:

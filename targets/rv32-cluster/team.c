@@ -62,7 +62,6 @@ static inline void wfi(void) { __asm__ volatile("wfi" ::: "memory"); }
 static inline void fence(void) { __asm__ volatile("fence rw, rw" ::: "memory"); }
 
 int odl_core_id(void) { return hartid(); }
-int odl_num_cores(void) { return ODL_NUM_CORES; }
 
 /* Sense-reversing barrier. Waiters sleep in wfi (the last one to arrive raises msip on the others):
  * under QEMU's round-robin TCG with -icount a spinning hart would burn a whole scheduling slice
