@@ -495,11 +495,18 @@ void odl_col2im(void *args) {
 }
 
 /* dst[j*ldo + i] = src[i*ldi + j] for i < rows, j < cols: each core writes whole rows of dst. */
+/* transpose and the weight flip: each core's share starts a few cycles after the previous core's (odl_skew): their
+ * strided reads otherwise meet in the same TCDM banks in lockstep */
+#ifndef CT_SKEW
+#define CT_SKEW 6
+#endif
+
 void odl_transpose(void *args) {
   const odl_transpose_args_t *p = (const odl_transpose_args_t *)args;
   int rows = p->rows, ldi = p->ldi ? p->ldi : p->cols, ldo = p->ldo ? p->ldo : rows;
   int lo, hi;
   odl_split(p->cols, &lo, &hi);
+  odl_skew(CT_SKEW);
   for (int j = lo; j < hi; j++) {
     const ct_ea_t *s = (const ct_ea_t *)p->src + j;
     ct_ea_t *d = (ct_ea_t *)p->dst + (size_t)j * ldo;
@@ -533,6 +540,7 @@ void odl_conv_wflip(void *args) {
   int lo, hi;
   odl_split(p->cout * cin, &lo, &hi);
   if (lo >= hi) return;
+  odl_skew(CT_SKEW);
   int co = lo / cin, ci = lo - co * cin;
   const ct_ea_t *s = (const ct_ea_t *)p->src + (size_t)lo * kk;
   for (int u = lo; u < hi; u++, s += kk) {

@@ -197,6 +197,7 @@ void odl_copy(void *args) {
   const odl_copy_args_t *p = (const odl_copy_args_t *)args;
   int lo, hi;
   odl_split(p->len, &lo, &hi);
+  odl_skew(6);          /* the cores' chunks often start in the same TCDM bank: not in the same cycle (odl_team.h) */
   const odl_t *s = p->src;
   odl_t *d = p->dst;
   int i = lo;

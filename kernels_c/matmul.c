@@ -314,7 +314,7 @@ ODL_INLINE void mm_v_run(const odl_t *a, int rs, int ks, const odl_t *b, int ldb
    * bank for the same word in the same cycle, again and again (the banks serve one request a cycle, no broadcast).
    * Measured under the timed model (odl profile resnet8 --precision fp16 --budget 512K --dma-controller
    * --accumulate fp16): 6,679,214 cycles without, 6,374,098 with MM_SKEW 6 (1: 6,419,190; 12: 6,385,226). */
-  for (int s = odl_core_id() * MM_SKEW; s > 0; s--) __asm__ volatile("");
+  odl_skew(MM_SKEW);
   mm_block(a, rs, ks, b, ldb, c, ldc, cjs, K, i0, i1, j0, j1, pm, acc, bias, bcols);
 }
 

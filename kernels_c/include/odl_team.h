@@ -12,6 +12,12 @@ int  odl_num_cores(void);                     /* cores in the team */
 void odl_parallel(odl_task_fn fn, void *args);/* run fn(args) on every core of the team; returns when all are done */
 void odl_barrier(void);                       /* all cores of the running team meet here */
 
+/* Core k waits k * iters empty loop iterations (a few cycles each) before its share: cores that would read the same
+ * words, or words in the same TCDM bank, in lockstep no longer ask one bank in the same cycle (docs/performance.md). */
+static inline void odl_skew(int iters) {
+  for (int s = odl_core_id() * iters; s > 0; s--) __asm__ volatile("");
+}
+
 /* Split [0, n) into odl_num_cores() balanced chunks; this core gets [*lo, *hi). */
 static inline void odl_split(int n, int *lo, int *hi) {
   int p = odl_num_cores(), id = odl_core_id();
