@@ -12,7 +12,7 @@ from helpers import needs_qemu
 pytestmark = [needs_qemu]
 SRC = Path(__file__).parent / "timing" / "microbench.c"
 SERIAL = ("empty", "load_use", "taken", "not_taken", "fma_chain", "widening_fma", "straight")
-PARALLEL = ("fork_join", "one_bank", "sixteen_banks")
+PARALLEL = ("fork_join", "one_bank", "sixteen_banks", "fmas")
 
 
 def _run(tmp: Path, racy: bool = False, fpus: int | None = None):
@@ -64,6 +64,18 @@ def test_banks(bench):
     # (5%: the workers wake one after the other and each calls its task, which the empty region does not show)
     _near(c["sixteen_banks"] - fj, alone, tol=0.05)     # cores on distinct banks: no conflict
     _near(c["one_bank"] - fj, 8 * 16 * 64, tol=0.05)    # 8 cores on one bank: the loads serialize
+
+
+def test_shared_fpus(bench, tmp_path):
+    """256 independent FMAs per core: one a cycle on a private FPU; 8 cores on N shared FPUs take 8/N times as
+    long (each FPU serves one operation a cycle)."""
+    p, c, _ = bench
+    fj = c["fork_join"]
+    alone = 16 * (16 + 1 + 1 + p["branch_taken"])
+    _near(c["fmas"] - fj, alone, tol=0.05)
+    for fpus in (4, 2):
+        _, cs, _ = _run(tmp_path / f"fpus{fpus}", fpus=fpus)
+        _near(cs["fmas"] - cs["fork_join"], 16 * 16 * 8 // fpus, tol=0.08)
 
 
 def test_races(bench, tmp_path):

@@ -25,15 +25,16 @@ def test_firmware_uses_at_most_two_lanes(tmp_path, model, precision):
 
 
 def test_checker_sees_wide_vectors(tmp_path):
-    """The same model code built with vectors allowed (no scalar_cflags) is caught: the check is not vacuous."""
+    """Code built with vectors allowed (no scalar_cflags) is caught: the check is not vacuous. (The generated model's
+    argument structs, which clang used to copy with wide vectors, are now mostly static constants: a struct copy
+    stands in for them.)"""
     import subprocess
     from odl.target.toolchain import compile_flags, find_cc
     t = load_target("rv32-cluster")
-    prep = prepare("tinycnn", None, 0, "fp16")
-    prog = lower(prep.graph, "fp16")
-    plan(prog)
-    src = render(prog, "tinycnn", 8, tmp_path / "gen")[0]
-    obj = tmp_path / "model.o"
-    flags = compile_flags(t, "fp16", 8, [tmp_path / "gen"])   # the target's flags, without scalar_cflags
+    src = tmp_path / "copy.c"
+    src.write_text("typedef struct { int v[16]; } args_t;\n"
+                   "void copy_args(args_t *d, const args_t *s) { *d = *s; }\n")
+    obj = tmp_path / "copy.o"
+    flags = compile_flags(t, "fp16", 8, [])   # the target's flags, without scalar_cflags
     subprocess.run(find_cc() + flags + ["-c", str(src), "-o", str(obj)], check=True, capture_output=True)
-    assert vector_length_violations(obj), "expected clang to copy the argument structs with wide vectors"
+    assert vector_length_violations(obj), "expected clang to copy the struct with wide vectors"

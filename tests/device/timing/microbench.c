@@ -40,6 +40,13 @@ static void loads(void *arg) {
   __asm__ volatile("li t1, 16\n2:\n.rept 64\nlw t0, 0(%0)\n.endr\naddi t1, t1, -1\nbnez t1, 2b" ::"r"(p)
                    : "t0", "t1", "memory");
 }
+/* 256 independent FMAs per core (4 accumulators: the latency is hidden), then a loop of 16 x 16 of them */
+static void fmas(void *arg) {
+  (void)arg;
+  __asm__ volatile("li t1, 16\n3:\n.rept 4\nfmadd.s ft4, ft1, ft2, ft4\nfmadd.s ft5, ft1, ft2, ft5\n"
+                   "fmadd.s ft6, ft1, ft2, ft6\nfmadd.s ft7, ft1, ft2, ft7\n.endr\naddi t1, t1, -1\nbnez t1, 3b"
+                   ::: "t1", "ft4", "ft5", "ft6", "ft7");
+}
 static void nothing(void *arg) { (void)arg; }
 static void racy(void *arg) { (void)arg; l1buf[0] = (uint32_t)odl_core_id(); }
 static void private_words(void *arg) { (void)arg; l1buf[odl_core_id() * 16] = (uint32_t)odl_core_id(); }
@@ -66,6 +73,12 @@ float odl_model_step(void) {
       ODL_TIMING_MARK(ODL_MARK_CALL_END, idx);
       idx++;
     }
+  for (int rep = 0; rep < 2; rep++) {
+    ODL_TIMING_MARK(ODL_MARK_CALL_BEGIN, idx);
+    odl_parallel(fmas, 0);
+    ODL_TIMING_MARK(ODL_MARK_CALL_END, idx);
+    idx++;
+  }
   ODL_TIMING_MARK(ODL_MARK_CALL_BEGIN, idx);
   odl_parallel(private_words, 0);
   ODL_TIMING_MARK(ODL_MARK_CALL_END, idx);
