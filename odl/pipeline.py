@@ -127,7 +127,7 @@ def build(prog: Program, model_name: str, target, cores: int, out_dir: Path, def
     from odl.target.toolchain import build_firmware
     srcs = render(prog, model_name, cores, out_dir / "gen")
     return build_firmware(target, prog.precision, cores, srcs, [out_dir / "gen"], out_dir / "build", scalar_sources=srcs,
-                          defines=list(defines) + prog.kernel_defines)
+                          defines=list(defines) + prog.build_defines)
 
 
 def step_timeout_for(macs: int) -> float:

@@ -360,12 +360,11 @@ static void exec_insn(unsigned vcpu, void *ud) {
   if (p_fpus > 0 && call_open && (d->kind == K_FP || d->kind == K_FDIV || d->kind == K_FSQRT || d->kind == K_FCVT ||
                      d->kind == K_VFP || d->kind == K_VRED))
     record(h, (uint32_t)(cur % (unsigned)p_fpus), 1, occ, t);
-  h->clock = t;                            /* register stalls already counted above */
-  if (d->rd != R_NONE) {
+  if (d->rd != R_NONE) {                   /* (the register stalls up to t are counted above) */
     h->ready[d->rd] = t + lat;
     h->ready_cause[d->rd] = (uint8_t)src_cause(d->kind);
   }
-  h->last_cost = t + occ - h->clock;
+  h->last_cost = occ;
   h->mem_t0 = t;
   h->mem_k = 0;
   h->mem_word = UINT32_MAX;

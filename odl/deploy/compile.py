@@ -178,7 +178,7 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
 
     blob = preload_blob(prog, prep)
     flags = make_flags(target, precision, cores)
-    flags["cflags"] = list(flags["cflags"]) + [f"-D{d}" for d in prog.kernel_defines]   # e.g. --accumulate fp16
+    flags["cflags"] = list(flags["cflags"]) + [f"-D{d}" for d in prog.build_defines]   # e.g. --accumulate fp16
     files = _sources(target)
 
     phase("write", f"project into {out}")

@@ -322,8 +322,8 @@ class Program:
     dropped_writebacks: tuple = (0, 0)  # (transfers, bytes) of the write-backs nothing reads, dropped (odl/tile/tiler.py)
 
     @property
-    def kernel_defines(self) -> list[str]:
-        """-D macros this step's firmware is built with (TrainConfig.build_defines)."""
+    def build_defines(self) -> list[str]:
+        """-D macros this step's firmware is built with (its TrainConfig's)."""
         return self.config.build_defines if self.config is not None else []
 
     @property

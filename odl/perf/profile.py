@@ -275,7 +275,7 @@ def _build_step(prep, target, precision: str, cores: int, cfg, work: Path, memor
     plan(prog)
     srcs = render(prog, prep.name, cores, work / "gen")
     elf = build_firmware(target, precision, cores, srcs, [work / "gen"], work / "build",
-                         defines=list(defines) + prog.kernel_defines, scalar_sources=srcs)
+                         defines=list(defines) + prog.build_defines, scalar_sources=srcs)
     return prog, elf
 
 

@@ -40,9 +40,9 @@ def _stalls(c: dict) -> dict:
     return s
 
 
-def analyse_timed(prog, raw: dict, steps=("forward", "weight_grad", "input_grad", "transform", "loss", "update")) -> dict:
-    """Per-call plugin figures -> per-layer and per-step totals (cycles = the region on hart 0's clock, fork/join
-    included, plus the glue before it: DMA programming, waits and loop code between calls)."""
+def analyse_timed(prog, raw: dict, steps: tuple[str, ...]) -> dict:
+    """Per-call plugin figures -> per-layer and per-step totals, steps in the order given (cycles = the region on hart
+    0's clock, fork/join included, plus the glue before it: DMA programming, waits and loop code between calls)."""
     resolve, order = layer_resolver(prog)
     by_idx = {int(c["index"]): c for c in raw["calls"]}
     layers: dict[str, dict] = {}
