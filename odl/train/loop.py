@@ -67,13 +67,18 @@ class Reference:
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
 
-    def step(self, x: np.ndarray, y: np.ndarray) -> float:
+    def step(self, x: np.ndarray, y: np.ndarray, skip_update: bool = False) -> float:
+        """One step on the batch. `skip_update`: the device skipped this step's update (its loss-scaled FP16
+        gradients overflowed), so the reference does what torch's GradScaler does then: the forward (batch-norm
+        running statistics included) and the backward run, the optimizer does not step (no weight, momentum or Adam
+        state changes). The reference has no overflow of its own in FP32, so it follows the device's decision."""
         self._train_mode()
         self.opt.zero_grad(set_to_none=True)
         out = self.model(torch.from_numpy(x))
         loss = loss_fn(out, torch.from_numpy(y), self.cfg.loss)
         loss.backward()
-        self.opt.step()
+        if not skip_update:
+            self.opt.step()
         return float(loss.detach())
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float | None, float]:
@@ -440,7 +445,7 @@ class DeviceTraining:
             losses.append(res.loss)
             weights.append(len(idx))
             if self.ref is not None:
-                rlosses.append(self.ref.step(ds.x[idx], ds.y[idx]))
+                rlosses.append(self.ref.step(ds.x[idx], ds.y[idx], skip_update=res.skipped))
                 self.t["ref"] += time.perf_counter() - t1
             self.step += 1
             self.run_steps += 1
