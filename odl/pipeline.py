@@ -179,8 +179,10 @@ def step(prep: Prepared, precision: str, cfg, target, cores: int, memory, budget
     profile=True / tuning=True for profiling), the same step lowered again with fit's choices for that build.
     Returns (cfg with its recompute set, the program to build, the deployable step's memory report)."""
     from odl.lower.costs import load_costs
+    from odl.tile.memory import rom_of
     costs = load_costs(target.name, precision, cores)
-    cfg, prog, mem = fit(prep.graph, precision, cfg, budget_bytes, costs=costs, cores=cores, memory=memory)
+    cfg, prog, mem = fit(prep.graph, precision, cfg, budget_bytes, rom_bytes=rom_of(target).get("bytes", 0),
+                         costs=costs, cores=cores, memory=memory)
     if build:
         prog = lower(prep.graph, precision, cfg, costs=costs, cores=cores, memory=memory, **build)
     return cfg, prog, mem
@@ -191,12 +193,50 @@ def _log_auto(text: str):
     print(text, file=sys.stderr)
 
 
-def fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):
+def fit(graph, precision: str, cfg, budget_bytes: int | None, rom_bytes: int = 0, **lower_kw):
     """Lower and plan the deployable step (parameters updated as soon as their gradient is complete). Over the
     budget, free cheap activations after the forward and recompute them in the backward (largest first, see
     odl.lower.lowering.recompute_candidates) until the step fits; if it never does, the first plan's error (exit 2).
-    Returns (cfg with its recompute set, program, memory report): lower the validation/profiling builds with
-    that cfg so that they run the same step."""
+    Frozen weights (cfg.frozen): 'auto' keeps them in L2 when the step fits so, else moves them to the target's
+    read-only level (rom_bytes of it; 0: the target has none); 'rom' puts them there.
+    Returns (cfg with its recompute set and frozen decided, program, memory report): lower the validation/profiling
+    builds with that cfg so that they run the same step."""
+    from odl.plan.planner import OverBudget
+    from odl.plan.sparse import NothingFits
+    if cfg.frozen == "rom" and not rom_bytes:
+        raise OdlError("--frozen rom: the target describes no read-only level (target.json memory.rom)")
+    if cfg.frozen != "auto":
+        return _fit_rom_checked(graph, precision, cfg, budget_bytes, rom_bytes, lower_kw)
+    l2 = dataclasses.replace(cfg, frozen="l2")
+    if not rom_bytes or budget_bytes is None:
+        return _fit(graph, precision, l2, budget_bytes, **lower_kw)
+    try:
+        return _fit(graph, precision, l2, budget_bytes, **lower_kw)
+    except (OverBudget, NothingFits) as e:
+        in_l2 = e
+    try:
+        out = _fit_rom_checked(graph, precision, dataclasses.replace(cfg, frozen="rom"), budget_bytes, rom_bytes,
+                               lower_kw)
+    except (OverBudget, NothingFits) as e:
+        e.args = (f"{e} (with the frozen weights in the target's read-only level; with them in L2: {in_l2})",)
+        raise
+    if out[2].rom_bytes:
+        _log_auto(f"--frozen auto: the step does not fit the L2 budget with its frozen weights there; they live in "
+                  f"the read-only level instead ({out[2].rom_tensors} tensors, {out[2].rom_bytes} B)")
+    return out
+
+
+def _fit_rom_checked(graph, precision: str, cfg, budget_bytes, rom_bytes: int, lower_kw: dict):
+    """_fit, then the read-only level's capacity."""
+    cfg, prog, rep = _fit(graph, precision, cfg, budget_bytes, **lower_kw)
+    if prog.rom_bytes > rom_bytes:
+        raise OdlError(f"--frozen rom: the frozen weights take {prog.rom_bytes} B, over the target's read-only level "
+                       f"of {rom_bytes} B by {prog.rom_bytes - rom_bytes}")
+    return cfg, prog, rep
+
+
+def _fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):
+    """fit with cfg.frozen decided."""
     from odl.plan.sparse import resolve
     cfg, auto = resolve(graph, precision, cfg, budget_bytes, log=_log_auto, **lower_kw)   # --train auto
     prog = lower(graph, precision, cfg, **lower_kw)
@@ -207,7 +247,7 @@ def fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):
         return cfg, prog, rep
     # what no recomputation frees (parameters, running statistics, input, labels): over the budget alone, the
     # search below cannot succeed, so refuse now (a large model would otherwise be lowered once per candidate)
-    fixed = sum(b.nbytes(prog.elem_bytes) for b in prog.preload)
+    fixed = sum(b.nbytes(prog.elem_bytes) for b in prog.preload if b.space == "l2")
     if fixed > budget_bytes:
         _over_budget(prog, budget_bytes, auto is None, graph, precision, cfg, lower_kw)
     chosen: list[str] = []

@@ -20,13 +20,14 @@
  *
  * The firmware marks the step with stores to `odl_timing_port` (targets/rv32-cluster/odl_timing.h): step begin/end
  * and kernel call begin/end (hart 0, around odl_parallel). The DMA is watched at the entries of its functions
- * (targets/rv32-cluster/dma.c): odl_dma_start issues a transfer (its row bytes and rows read from a2, a3),
+ * (targets/rv32-cluster/dma.c): odl_dma_start issues a transfer (its source from a1, row bytes and rows from a2, a3;
+ * a source in the read-only level rom=LO:HI takes rom_setup + bytes / rom_bytes_per_cycle),
  * odl_dma_wait waits for a ticket (a0), start_when_full waits for the oldest of a full command queue, and
  * odl_dma_engine_run, QEMU's stand-in for the DMA engine, copies: its
  * instructions are charged to no hart (a real DMA does the copy), up to its return address. With races=1 the plugin also reports every address one hart writes and
  * another reads or writes within the same parallel region (between the same barriers).
  *
- * Arguments (key=value): out=FILE (JSON report), port=ADDR, sync=LO:HI, l1=LO:HI, barrier=ADDR, dma_start=ADDR,
+ * Arguments (key=value): out=FILE (JSON report), port=ADDR, sync=LO:HI, l1=LO:HI, rom=LO:HI, barrier=ADDR, dma_start=ADDR,
  * dma_wait=ADDR, dma_engine=ADDR, and the
  * model's parameters (see PARAMS below; odl passes them from target.json "timing"). */
 #include <inttypes.h>
@@ -60,6 +61,7 @@ static param_t PARAMS[] = {
   {"tcdm_banks", 16}, {"bank_word", 4},
   {"fpus", 0},            /* 0: a private FPU per core; N: N FPUs shared, core k uses FPU k % N */
   {"dma_setup", 10}, {"dma_bytes_per_cycle", 8}, {"dma_queue", 64},
+  {"rom_setup", 100}, {"rom_bytes_per_cycle", 1},   /* the DMA reading the read-only level (rom=LO:HI) */
   {"wake", 2},            /* cycles from the software interrupt to the woken hart's first instruction */
   {"races", 0},
   {"harts", 8},           /* harts running, the DMA controller included */
@@ -73,7 +75,7 @@ static long P(const char *n) {
 }
 static long p_load_use, p_branch, p_jump, p_jump_reg, p_mul, p_mulh, p_div, p_fp, p_fdiv, p_fsqrt, p_fcvt, p_dp,
     p_vlen, p_ic_bytes, p_ic_ways, p_ic_line, p_ic_refill, p_banks, p_bank_word, p_fpus, p_dma_setup, p_dma_bpc, p_dma_queue,
-    p_wake, p_races, p_harts, p_ctrl;
+    p_rom_setup, p_rom_bpc, p_wake, p_races, p_harts, p_ctrl;
 
 /* ---- stall causes --------------------------------------------------------------------------------------------- */
 enum cause { S_LOAD_USE, S_BRANCH, S_FP_LATENCY, S_MUL, S_VECTOR, S_BANK, S_FPU, S_ICACHE, S_DMA_WAIT, S_SYNC,
@@ -109,6 +111,7 @@ static odl_g_byte_array *regbuf;
 static uint32_t port_addr, sync_lo, sync_hi, l1_lo, l1_hi, barrier_addr, fn_dma_start, fn_dma_wait, fn_dma_engine;
 enum { F_DMA_START = 1, F_DMA_WAIT, F_DMA_ENGINE, F_DMA_FULL };
 static uint32_t fn_dma_full;
+static uint32_t rom_lo, rom_hi;      /* the read-only level (frozen weights): DMA reads from it at its own timing */
 static char *out_path;
 
 /* ---- happens-before through the runtime's shared words -------------------------------------------------------- */
@@ -258,7 +261,7 @@ static void vset(hart_t *h, const insn_t *d) {
   h->vl = avl < vlmax ? avl : vlmax;
 }
 
-static void dma_issue(hart_t *h, uint32_t bytes, uint32_t rows);
+static void dma_issue(hart_t *h, uint32_t bytes, uint32_t rows, uint32_t src);
 static void dma_wait(hart_t *h, uint32_t ticket);
 static uint32_t xread(int r) {
   uint32_t v;
@@ -273,7 +276,7 @@ static void special(hart_t *h, const insn_t *d) {
   if (!in_step) return;
   if (d->special == F_DMA_START) {
     uint32_t row_bytes = xread(12), rows = xread(13);
-    dma_issue(h, row_bytes * rows, rows);
+    dma_issue(h, row_bytes * rows, rows, xread(11));
   } else if (d->special == F_DMA_WAIT) {
     /* a wait on the engine: one poll of its status on the MCU. QEMU's stand-in carries out the queued copies in a
      * loop here (one iteration per transfer): none of that is the hart's work, up to the return */
@@ -520,9 +523,11 @@ static void call_end(uint32_t idx) {
   prev_wait = h0->stall[S_DMA_WAIT];
 }
 
-static void dma_issue(hart_t *h, uint32_t bytes, uint32_t rows) {
-  uint64_t per = (bytes + (uint64_t)p_dma_bpc - 1) / (uint64_t)p_dma_bpc;
-  uint64_t dur = bytes ? (uint64_t)p_dma_setup + max64(rows, per) : 0;
+static void dma_issue(hart_t *h, uint32_t bytes, uint32_t rows, uint32_t src) {
+  int rom = src >= rom_lo && src < rom_hi;
+  uint64_t bpc = (uint64_t)(rom ? p_rom_bpc : p_dma_bpc);
+  uint64_t per = (bytes + bpc - 1) / bpc;
+  uint64_t dur = bytes ? (uint64_t)(rom ? p_rom_setup : p_dma_setup) + max64(rows, per) : 0;
   uint64_t s = max64(h->clock, dma_free), is = max64(h->iclock, dma_ifree);
   dma_free = s + dur;
   dma_ifree = is + dur;
@@ -763,6 +768,7 @@ ODL_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t
     else if (!strcmp(k, "port")) port_addr = parse_u32(v);
     else if (!strcmp(k, "sync")) parse_range(v, &sync_lo, &sync_hi);
     else if (!strcmp(k, "l1")) parse_range(v, &l1_lo, &l1_hi);
+    else if (!strcmp(k, "rom")) parse_range(v, &rom_lo, &rom_hi);
     else if (!strcmp(k, "barrier")) barrier_addr = parse_u32(v);
     else if (!strcmp(k, "pcs")) glue_pc = atoi(v) ? calloc(PC_SLOTS, sizeof *glue_pc) : NULL;
     else if (!strcmp(k, "dma_start")) fn_dma_start = parse_u32(v);
@@ -782,10 +788,11 @@ ODL_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t
   p_fsqrt = P("fp_sqrt"); p_fcvt = P("fp_cvt"); p_dp = P("datapath_bits"); p_vlen = P("vlen");
   p_ic_bytes = P("icache_bytes"); p_ic_ways = P("icache_ways"); p_ic_line = P("icache_line");
   p_ic_refill = P("icache_refill"); p_banks = P("tcdm_banks"); p_bank_word = P("bank_word"); p_fpus = P("fpus");
-  p_dma_setup = P("dma_setup"); p_dma_bpc = P("dma_bytes_per_cycle"); p_dma_queue = P("dma_queue"); p_wake = P("wake"); p_races = P("races");
+  p_dma_setup = P("dma_setup"); p_dma_bpc = P("dma_bytes_per_cycle"); p_dma_queue = P("dma_queue");
+  p_rom_setup = P("rom_setup"); p_rom_bpc = P("rom_bytes_per_cycle"); p_wake = P("wake"); p_races = P("races");
   p_harts = P("harts"); p_ctrl = P("ctrl");
   if (p_harts < 1 || p_harts > MAX_HARTS || p_ctrl >= p_harts || p_dp <= 0 || p_banks < 1 || p_banks > 256 || p_bank_word < 1 ||
-      p_dma_bpc < 1 || p_dma_queue < 1 || p_fpus < 0 || p_fpus > MAX_HARTS || p_ic_line < 1 || p_ic_ways < 1) {
+      p_dma_bpc < 1 || p_rom_bpc < 1 || p_dma_queue < 1 || p_fpus < 0 || p_fpus > MAX_HARTS || p_ic_line < 1 || p_ic_ways < 1) {
     fprintf(stderr, "odl timing plugin: a parameter is out of range\n");
     return 1;
   }

@@ -20,7 +20,7 @@ def train_config(a):
                        "accumulate in FP32")
     return TrainConfig(lr=a.lr, train=a.train, bn=a.bn, loss=loss, optimizer=a.optimizer, momentum=a.momentum,
                        weight_decay=a.weight_decay, seed=a.seed, accumulate=acc,
-                       dma_controller=getattr(a, "dma_controller", False))
+                       dma_controller=getattr(a, "dma_controller", False), frozen=getattr(a, "frozen", "auto"))
 
 
 def add_frontend_arg(p):
@@ -59,6 +59,11 @@ def add_train_args(p):
     p.add_argument("--accumulate", default="fp32", choices=["fp32", "fp16"],
                    help="FP16 matmul accumulators: fp32 lanes (default, as PyTorch) or fp16 (as PULP-TrainLib: faster "
                         "on a 32-bit FPU, less accurate; validate says whether the model still passes)")
+    p.add_argument("--frozen", default="auto", choices=["auto", "l2", "rom"],
+                   help="where weights that do not train live: l2 (the arena, in the budget), rom (the target's "
+                        "read-only level, e.g. flash: outside the budget, read by the DMA at its bandwidth), or auto "
+                        "(default): l2 when the step fits the budget so, else rom. odl train and the embedded "
+                        "library keep them in l2")
     p.add_argument("--dma-controller", action="store_true",
                    help="memory hierarchy, QEMU: one more hart, a DMA controller, issues the next tiles' transfers "
                         "while the cores run the kernel (as a PULP cluster's controller core)")

@@ -170,12 +170,13 @@ def render(prog: Program, model_name: str, cores: int, out_dir: Path) -> list[Pa
     """Write model.c and odl_model.h into out_dir; returns the C sources."""
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks = call_blocks(enumerate(prog.calls), prog.precision)
-    live = [b for b in prog.buffers if b.offset >= 0 and b.space == "l2"]
+    live = [b for b in prog.buffers if b.offset >= 0 and b.space in ("l2", "rom")]
     l1 = [b for b in prog.buffers if b.space == "l1"]
     ctx = dict(version=__version__, prologue=prog.prologue, model=model_name, precision=prog.precision, cores=cores,
                wb_tickets=WB_TICKETS,
                batch=prog.graph.input_shape[0], calls=prog.calls, blocks=blocks,
-               buffers=sorted(live, key=lambda b: b.offset), arena_bytes=prog.arena_bytes,
+               buffers=sorted(live, key=lambda b: b.offset), arena_bytes=prog.extent_bytes,
+               rom_offset=prog.rom_offset, rom_bytes=prog.rom_bytes,
                macs_forward=prog.macs_forward, macs_backward=prog.macs_backward, loss_macro=prog.loss.macro,
                profile_macro=prog.profile.macro if prog.profile else None, max_cores=MAX_CORES,
                l1_buffers=sorted(l1, key=lambda b: b.offset), l1_bytes=prog.l1_peak_bytes,

@@ -85,6 +85,10 @@ def build_library(model_spec: str, o: EmbedOptions, log=print) -> EmbedLibrary:
         raise OdlError(f"--precision {o.precision}: expected fp32, fp16 or mixed")
     if o.batch < 1:
         raise OdlError(f"--batch {o.batch}: must be >= 1")
+    if o.cfg.frozen == "rom":
+        raise OdlError("--frozen rom: the embedded library (odl.h) keeps every parameter in its L2 state; frozen "
+                       "weights in the read-only level are for the step alone (validate, profile, compile without "
+                       "the library)")
     if o.cfg.loss != "xent":
         raise OdlError(f"the embedded library (odl.h) takes class labels: --loss xent only, not {o.cfg.loss}")
     target = load_target(o.target)

@@ -22,7 +22,9 @@ class Buffer:
     init: tuple | None = None   # preloaded by the host: ('param', name) | ('state', name) | ('input',) |
                                 # ('labels',) | ('zeros',)
     space: str = "l2"           # 'l2': the arena (planned by liveness); 'l1': the cluster's L1, placed by the tile pass
-                                # (odl/tile/tiler.py) at `offset` bytes from the L1 data area
+                                # (odl/tile/tiler.py) at `offset` bytes from the L1 data area; 'rom': the read-only
+                                # level (frozen weights, TrainConfig.frozen), at `offset` bytes from the arena start
+                                # past the L2 working area (Program.rom_offset), outside the budget
 
     def nbytes(self, elem_bytes: int) -> int:
         size = {"odl": elem_bytes, "f32": 4, "i32": 4, "u8": 1}[self.dtype]
@@ -283,6 +285,10 @@ class TrainConfig:
                                   # built with -DODL_MM_ACC16, kernels_c/matmul.c)
     dma_controller: bool = False  # memory hierarchy: a controller hart issues the DMA while the cores compute
                                   # (-DODL_DMA_CTRL; targets/rv32-cluster/odl_dma.h)
+    frozen: str = "l2"            # where frozen (not trained) weights live: 'l2' (the arena, in the budget) or 'rom'
+                                  # (the target's read-only level, memory.rom: outside the budget, read by the DMA at
+                                  # its bandwidth); 'auto' (validate, profile, compile's default): 'l2' when the step
+                                  # fits the budget so, else 'rom' (odl.pipeline.fit; lowered undecided, it is 'l2')
 
     @property
     def build_defines(self) -> list[str]:
@@ -320,6 +326,14 @@ class Program:
     memory: object = None               # odl.tile.memory.Hierarchy when the step was tiled for L1 + L2 + DMA, else None
     l1_peak_bytes: int = 0              # L1 data bytes in use at the busiest tile (tiled steps)
     dropped_writebacks: tuple = (0, 0)  # (transfers, bytes) of the write-backs nothing reads, dropped (odl/tile/tiler.py)
+    rom_offset: int = 0                 # frozen weights in the read-only level (TrainConfig.frozen 'rom'): its start
+    rom_bytes: int = 0                  # (bytes from the arena start, past the L2 working area) and size
+
+    @property
+    def extent_bytes(self) -> int:
+        """Bytes from the arena start that the step addresses: the L2 working area (arena_bytes, the budget's), and
+        the read-only level after it when frozen weights live there."""
+        return self.rom_offset + self.rom_bytes if self.rom_bytes else self.arena_bytes
 
     @property
     def build_defines(self) -> list[str]:

@@ -373,9 +373,14 @@ class Lowering:
     def _inputs(self) -> Buffer:
         """Buffers of the parameters (preloaded) and of the model input; returns the input's."""
         g = self.g
+        if self.cfg.frozen not in ("l2", "rom", "auto"):     # 'auto' undecided (odl.pipeline.fit decides): L2
+            raise OdlError(f"--frozen {self.cfg.frozen!r}: choose auto, l2 or rom")
         for pname, shape in g.params.items():
-            self.params[pname] = self.new_buffer(pname, math.prod(shape), role="param", persistent=True, shape=shape,
-                                                 init=("param", pname))
+            b = self.new_buffer(pname, math.prod(shape), role="param", persistent=True, shape=shape,
+                                init=("param", pname))
+            if self.cfg.frozen == "rom" and pname not in self.trainable:
+                b.space = "rom"         # frozen weights in the read-only level, outside the budget (planner)
+            self.params[pname] = b
         self.preload += list(self.params.values())
         inp = self.new_buffer("input", math.prod(g.input_shape), role="input", persistent=True, shape=g.input_shape,
                               init=("input",))

@@ -32,10 +32,15 @@ class MemoryReport:
     recomputed: tuple = ()             # values freed after the forward and recomputed for the backward (fit)
     auto: dict | None = None           # --train auto: what it chose and the bytes (odl/plan/sparse.py)
     hierarchy: str = ""                # the tile pass's summary (memory hierarchy), empty for flat memory
+    rom_bytes: int = 0                 # frozen weights in the read-only level (outside the arena and the budget)
+    rom_tensors: int = 0
 
     def text(self) -> str:
         lines = [f"arena {self.arena_bytes} B (sum of all buffers {self.naive_bytes} B"
                  + (f", budget {self.budget_bytes} B)" if self.budget_bytes else ")")]
+        if self.rom_bytes:
+            lines.append(f"frozen weights in the read-only level (outside the budget): {self.rom_tensors} tensors, "
+                         f"{self.rom_bytes} B")
         if self.recomputed:
             lines.append(f"recomputed in the backward (cheap, to shrink the arena): {', '.join(self.recomputed)}")
         if self.hierarchy:
@@ -96,6 +101,20 @@ def _hierarchy_text(prog: Program) -> str:
             + (f"; kept in L1 for their whole life (no L2): {', '.join(resident)}" if resident else ""))
 
 
+def _place_rom(prog: Program, arena: int) -> None:
+    """Frozen weights in the read-only level (Buffer.space 'rom'): one after another from the first aligned offset
+    past the L2 working area, so that the generated code addresses them as it does the arena and the host's preload
+    blob reaches them; none of it counts against the budget."""
+    eb = prog.elem_bytes
+    rom = [b for b in prog.preload if b.space == "rom"]
+    prog.rom_offset = _align(arena) if rom else 0
+    off = prog.rom_offset
+    for b in rom:
+        b.offset = off
+        off = _align(off + b.nbytes(eb))
+    prog.rom_bytes = off - prog.rom_offset
+
+
 def call_spans(calls: list) -> list[tuple[int, int]]:
     """Per call, the calls across which the buffers it uses must live: calls of one per-sample loop run interleaved
     (sample n+1's first call after sample n's last), so a buffer used anywhere in the loop lives across all of it;
@@ -130,10 +149,11 @@ def plan(prog: Program, budget_bytes: int | None = None) -> MemoryReport:
         return first[id(b)], last[id(b)]
 
     off = 0
-    for b in prog.preload:
+    l2_preload = [b for b in prog.preload if b.space == "l2"]
+    for b in l2_preload:
         b.offset = off
         off = _align(off + b.nbytes(eb))
-    placed = [(b.offset, _align(b.nbytes(eb)), 0, ncalls, b) for b in prog.preload]
+    placed = [(b.offset, _align(b.nbytes(eb)), 0, ncalls, b) for b in l2_preload]
     rest = [b for b in used if id(b) not in preload_ids]
     placed += first_fit([(b, _align(max(b.nbytes(eb), 1)), *life(b)) for b in rest], placed)
 
@@ -148,7 +168,9 @@ def plan(prog: Program, budget_bytes: int | None = None) -> MemoryReport:
             peak_i, peak_bytes, peak_live = i, tot, sorted(live, key=lambda t: -t[1])
     prog.arena_bytes = arena
     prog.naive_bytes = naive
-    rep = MemoryReport(arena, naive, budget_bytes, peak_i, peak_live, hierarchy=_hierarchy_text(prog))
+    _place_rom(prog, arena)
+    rep = MemoryReport(arena, naive, budget_bytes, peak_i, peak_live, hierarchy=_hierarchy_text(prog),
+                       rom_bytes=prog.rom_bytes, rom_tensors=sum(b.space == "rom" for b in prog.preload))
     if budget_bytes is not None and arena > budget_bytes:
         big = ", ".join(f"{n} ({s} B)" for n, s in peak_live[:5])
         raise OverBudget(f"the training step needs a {arena}-byte arena, over the target's budget of {budget_bytes} "

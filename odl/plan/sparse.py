@@ -91,6 +91,7 @@ def choose(graph, precision: str, cfg, budget: int, log=None, **lower_kw) -> tup
         "trainable_params": sum(prog.params[p].nelem for p in names),
         "trainable_bytes": sum(pbytes.values()),
         "frozen_bytes": sum(b.nbytes(eb) for q, b in prog.params.items() if q not in pbytes),
+        "frozen_in": "rom" if prog.rom_bytes else "l2",
         "arena_bytes": arena,
         "budget_bytes": budget,
         "trials": len(trials),
@@ -113,7 +114,7 @@ def _none_fits(prog, arena: int, budget: int) -> str:
     update can shed (the frozen parameters, the running statistics, input and labels) against what is the
     forward's and the loss's (activations and scratch at the peak)."""
     eb = prog.elem_bytes
-    params = sum(b.nbytes(eb) for b in prog.params.values())
+    params = sum(b.nbytes(eb) for b in prog.params.values() if b.space == "l2")     # frozen ones in rom: outside
     state = sum(b.nbytes(eb) for b in prog.state.values())
     io = sum(b.nbytes(eb) for b in (prog.input, prog.labels))
     prec = prog.precision
@@ -142,7 +143,8 @@ def summary(r: dict) -> str:
     vec = f"; biases / norm affine of {len(r['vector_layers'])} more layers back to {r['vector_layers'][-1]}" \
         if r["vector_layers"] else ""
     return (f"{len(r['trainable'])} tensors, {r['trainable_params']} parameters "
-            f"({r['trainable_bytes']} B; frozen {r['frozen_bytes']} B): all of {full}{vec}; step arena "
+            f"({r['trainable_bytes']} B; frozen {r['frozen_bytes']} B"
+            f"{' in the read-only level' if r.get('frozen_in') == 'rom' else ''}): all of {full}{vec}; step arena "
             f"{r['arena_bytes']} B of {r['budget_bytes']} B")
 
 

@@ -54,6 +54,10 @@ def parameters(target, overrides: dict | None = None) -> dict:
     if not t:
         raise OdlError(f"target {target.name} has no \"timing\" section in target.json: use --cycle-model ipc1")
     out = {k: int(v["value"]) for k, v in t.items() if isinstance(v, dict)}
+    from odl.tile.memory import rom_of
+    rom = rom_of(target)      # the DMA's timing from the read-only level: one place, memory.rom
+    if rom:
+        out.update(rom_setup=rom["setup_cycles"], rom_bytes_per_cycle=rom["bytes_per_cycle"])
     for k, v in (overrides or {}).items():
         if k not in out and k not in ("races", "pcs"):
             raise OdlError(f"unknown timing parameter {k!r} (target {target.name} has: {', '.join(sorted(out))})")
@@ -83,6 +87,8 @@ def plugin_args(target, elf: Path, cores: int, out: Path, params: dict, races: b
             "sync": f"{addr('__odl_sync_start'):#x}:{addr('__odl_sync_end'):#x}",
             "l1": f"{l1_lo:#x}:{l1_hi:#x}", "harts": cores + ctrl, "ctrl": cores if ctrl else -1,
             "races": int(races)}
+    if "odl_rom_start" in sym:                  # frozen weights in the read-only level (odl --frozen)
+        args["rom"] = f"{addr('odl_rom_start'):#x}:{addr('odl_rom_end'):#x}"
     for name, key in (("bar_count", "barrier"), ("odl_dma_start", "dma_start"), ("odl_dma_wait", "dma_wait"),
                       ("odl_dma_engine_run", "dma_engine"), ("start_when_full", "dma_full")):
         if name in sym:

@@ -46,6 +46,9 @@ class Hierarchy:
     dma_bytes_per_cycle: int
     dma_setup_cycles: int
     dma_channels: int
+    rom_bytes: int = 0             # read-only level for frozen weights (target.json memory.rom), 0: none
+    rom_bytes_per_cycle: int = 1   # the DMA reading it: its bandwidth and access latency
+    rom_setup_cycles: int = 0
 
     @property
     def stacks_bytes(self) -> int:
@@ -56,13 +59,33 @@ class Hierarchy:
         """L1 left for tiles after the per-hart stacks."""
         return self.l1_bytes - self.stacks_bytes
 
-    def transfer_cycles(self, nbytes: int, rows: int = 1) -> int:
-        """Setup, then the bytes at the engine's bandwidth, each row (burst) taking at least a cycle."""
-        return self.dma_setup_cycles + max(rows, -(-nbytes // self.dma_bytes_per_cycle)) if nbytes else 0
+    def transfer_cycles(self, nbytes: int, rows: int = 1, rom: bool = False) -> int:
+        """Setup, then the bytes at the engine's bandwidth, each row (burst) taking at least a cycle; from the
+        read-only level (rom), its own setup (access latency) and bandwidth."""
+        if not nbytes:
+            return 0
+        if rom:
+            return self.rom_setup_cycles + max(rows, -(-nbytes // self.rom_bytes_per_cycle))
+        return self.dma_setup_cycles + max(rows, -(-nbytes // self.dma_bytes_per_cycle))
 
 
 def _int(v) -> int:
     return int(v, 0) if isinstance(v, str) else int(v)
+
+
+def rom_of(target) -> dict:
+    """The target's read-only level for frozen weights (target.json memory.rom: bytes, bytes_per_cycle,
+    setup_cycles), {} when it has none. Frozen weights placed there (TrainConfig.frozen) are outside the L2 budget;
+    on QEMU the level is RAM past the arena."""
+    r = (target.raw.get("memory") or {}).get("rom") or {}
+    if not r:
+        return {}
+    out = {"bytes": _int(r["bytes"]), "bytes_per_cycle": int(r["bytes_per_cycle"]),
+           "setup_cycles": int(r["setup_cycles"])}
+    if out["bytes"] <= 0 or out["bytes_per_cycle"] < 1 or out["setup_cycles"] < 0:
+        raise OdlError(f"target {target.name!r}: memory.rom needs bytes > 0, bytes_per_cycle >= 1 and setup_cycles "
+                       f">= 0, not {r}")
+    return out
 
 
 def hierarchy_of(target) -> Hierarchy:
@@ -71,11 +94,13 @@ def hierarchy_of(target) -> Hierarchy:
         raise OdlError(f"target {target.name!r} describes no memory hierarchy (no \"memory\" in its target.json): "
                        f"use --memory flat")
     l1, l2, dma = m["l1"], m["l2"], m["dma"]
+    rom = rom_of(target)
     h = Hierarchy(l1_addr=_int(l1["addr"]), l1_bytes=_int(l1["bytes"]),
                   stack_bytes_per_hart=_int(l1["stack_bytes_per_hart"]), harts=int(target.harts),
                   l2_addr=_int(l2["addr"]), l2_bytes=_int(l2["bytes"]),
                   dma_bytes_per_cycle=int(dma["bytes_per_cycle"]), dma_setup_cycles=int(dma["setup_cycles"]),
-                  dma_channels=int(dma.get("channels", 1)))
+                  dma_channels=int(dma.get("channels", 1)), rom_bytes=rom.get("bytes", 0),
+                  rom_bytes_per_cycle=rom.get("bytes_per_cycle", 1), rom_setup_cycles=rom.get("setup_cycles", 0))
     if h.dma_channels != 1:
         raise OdlError(f"target {target.name!r}: DMA channels = {h.dma_channels}; the DMA model has one FIFO "
                        f"channel (set \"channels\": 1)")
@@ -117,7 +142,8 @@ def gather_wide(geom: dict, elem_bytes: int) -> bool:
 
 def dma_cycles(transfers, hier: Hierarchy, elem_bytes: int) -> int:
     """Cycles of these transfers on the DMA engine."""
-    return sum(hier.transfer_cycles(b, r) for t in transfers for b, r in t.shapes(elem_bytes))
+    return sum(hier.transfer_cycles(b, r, getattr(t.l2, "space", "l2") == "rom") for t in transfers
+               for b, r in t.shapes(elem_bytes))
 
 
 def tile_dma(call, hier: Hierarchy, elem_bytes: int) -> tuple[int, int]:

@@ -175,6 +175,9 @@ def _check_train_options(opts: TrainOptions) -> None:
         raise OdlError("--epochs, --batch and --eval-every must be >= 1")
     if opts.reference not in ("fp32", "none"):
         raise OdlError(f"--reference {opts.reference}: expected fp32 or none")
+    if cfg.frozen == "rom":
+        raise OdlError("--frozen rom: odl train keeps every parameter in L2 (its programs share one resident region; "
+                       "frozen weights in the read-only level are for validate, profile and compile)")
     if cfg.prox_mu and opts.reference != "none":
         raise OdlError("a proximal term (FedProx) is used by odl fleet with --reference none; the host reference "
                        "of odl train does not add it")

@@ -45,8 +45,8 @@ def result_ranges(prog: Program) -> list[tuple[int, int]]:
 def read_results(r, prog: Program) -> bytes:
     """The arena as far as the comparison needs it: all of it through a fast path, else only result ranges."""
     if r.bulk == "fast":
-        return r.read_arena(0, prog.arena_bytes)
-    arena = bytearray(prog.arena_bytes)
+        return r.read_arena(0, prog.extent_bytes)
+    arena = bytearray(prog.extent_bytes)
     for off, n in result_ranges(prog):
         arena[off:off + n] = r.read_arena(off, n)
     return bytes(arena)
@@ -58,10 +58,10 @@ def run_device(runner, prog: Program, prep: Prepared, cores: int):
     steps = len(prep.batches)
     hello = runner.hello
     bits = precision_of(prog.precision).bits
-    if hello.precision_bits != bits or hello.num_cores != cores or hello.arena_bytes != prog.arena_bytes:
+    if hello.precision_bits != bits or hello.num_cores != cores or hello.arena_bytes != prog.extent_bytes:
         raise OdlError(f"the device runs other firmware: it says {hello.precision_bits}-bit, "
                        f"{hello.num_cores} cores, {hello.arena_bytes}-byte arena; this step needs {bits}-bit, "
-                       f"{cores} cores, a {prog.arena_bytes}-byte arena (flash the firmware validate built)")
+                       f"{cores} cores, a {prog.extent_bytes}-byte arena (flash the firmware validate built)")
     results = [runner.link.step(1)]
     first = read_results(runner, prog)
     last = first

@@ -1,7 +1,8 @@
 """`odl train` of a timm MobileNetV3-Small-0.5 (random init, 10 classes) with --train auto on 3x32x32 images
-(scikit-learn's digits scaled up), mixed precision with the default dynamic loss scale: the chosen sparse update fits
-the whole training firmware, and the device's validation accuracy equals the FP32 host reference's on the same
-batches after every epoch (the reference skips the updates the device skips for overflow). Slow: ~6 minutes."""
+(scikit-learn's digits scaled up), mixed precision at a fixed loss scale: the chosen sparse update fits the whole
+training firmware, and the device's validation accuracy equals the FP32 host reference's on the same batches after
+every epoch. (With the dynamic scale the reference skips the updates the device skipped; the train losses then agree
+to 0.04 %, and the accuracies to a sample of 80: docs/frontend.md.) Slow: ~6 minutes."""
 import importlib.util
 
 import numpy as np
@@ -24,7 +25,7 @@ def test_mobilenetv3_small_050_trains_with_auto_update(tmp_path, capsys):
     data = tmp_path / "digits32.npz"
     np.savez(data, x=x[tr], y=d.target[tr], x_val=x[va], y_val=d.target[va])
     opts = TrainOptions(cfg=TrainConfig(lr=0.05, train="auto"), data=str(data), epochs=2, batch=8, precision="mixed",
-                        progress=False)
+                        loss_scale="128", progress=False)
     rep = train("timm:mobilenetv3_small_050", opts, log=lambda *a: None)
     err = capsys.readouterr().err
     assert "--train auto:" in err and "step arena" in err
