@@ -118,6 +118,9 @@ def _layout(prog, precision: str, target: Target, model: str, cores: int, weight
     return {
         "odl_version": __version__, "model": model, "target": target.name, "precision": precision, "cores": cores,
         "arena_addr": target.arena_addr, "arena_bytes": prog.arena_bytes, "weights_bytes": weights_bytes,
+        # frozen weights in the read-only level (--frozen): buffers with "space": "rom", at arena offsets
+        # [rom_offset, rom_offset + rom_bytes), past the L2 working area; weights.bin reaches them
+        "rom_offset": prog.rom_offset, "rom_bytes": prog.rom_bytes,
         # memory hierarchy: buffers with "space": "l1" are tiles at offsets from the L1 base, not in the arena
         **({"l1_addr": prog.memory.l1_addr, "l1_peak_bytes": prog.l1_peak_bytes} if prog.memory is not None else {}),
         "input": prog.input.name, "labels": prog.labels.name, "loss": prog.loss.name, "logits": prog.logits.name,
@@ -228,7 +231,9 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     listing = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    rom = (f"; frozen weights in the read-only level: {prog.rom_bytes} B at arena offset {prog.rom_offset} (in "
+           f"weights.bin)" if prog.rom_bytes else "")
     log(f"wrote {out}: {len(listing)} files; weights.bin {len(blob)} B (preloaded at arena offset 0, "
-        f"address {target.arena_addr:#x}); arena {prog.arena_bytes} B of {budget_bytes} B budget")
+        f"address {target.arena_addr:#x}); arena {prog.arena_bytes} B of {budget_bytes} B budget{rom}")
     log(f"build: make -C {out}    run: python3 {out}/host.py --qemu --steps 3")
     return CompileResult(out, mem, prog.arena_bytes, len(blob), listing)

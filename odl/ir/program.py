@@ -285,10 +285,10 @@ class TrainConfig:
                                   # built with -DODL_MM_ACC16, kernels_c/matmul.c)
     dma_controller: bool = False  # memory hierarchy: a controller hart issues the DMA while the cores compute
                                   # (-DODL_DMA_CTRL; targets/rv32-cluster/odl_dma.h)
-    frozen: str = "l2"            # where frozen (not trained) weights live: 'l2' (the arena, in the budget) or 'rom'
+    frozen: str = "auto"          # where frozen (not trained) weights live: 'l2' (the arena, in the budget) or 'rom'
                                   # (the target's read-only level, memory.rom: outside the budget, read by the DMA at
-                                  # its bandwidth); 'auto' (validate, profile, compile's default): 'l2' when the step
-                                  # fits the budget so, else 'rom' (odl.pipeline.fit; lowered undecided, it is 'l2')
+                                  # its bandwidth); 'auto': 'l2' when the step fits the budget so, else 'rom'
+                                  # (odl.pipeline.fit decides; lowered undecided, and in odl train, it is 'l2')
 
     @property
     def build_defines(self) -> list[str]:

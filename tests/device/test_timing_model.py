@@ -125,3 +125,31 @@ def test_tune_measures_timed_cycles(tmp_path, monkeypatch):
     assert r["cycle_model"] == "timed" and len(r["costs"]) >= 2
     assert all(len(v) >= 2 and min(v.values()) > 0 for v in r["costs"].values())
     assert (tmp_path / "costs-rv32-cluster.json").is_file()
+
+
+def test_frozen_weights_in_rom_validate_and_are_timed_at_its_bandwidth(tmp_path):
+    """--frozen rom: the frozen weights live in the read-only level past the L2 working area; the step validates
+    tensor by tensor without races, and the plugin's DMA engine is busy exactly as long as the instruction model's
+    DMA timing says, with and without the level (its reads at 1 byte per cycle after 100 cycles of latency)."""
+    from odl.cli.main import main
+    from odl.lower.lowering import TrainConfig
+    from odl.perf.profile import profile
+    from odl.pipeline import prepare, step
+    from odl.target.description import load_target
+    from odl.tile.memory import memory_for, simulate
+    out = tmp_path / "v.json"
+    assert main(["validate", "tinycnn", "--precision", "fp16", "--train", "last:1", "--frozen", "rom",
+                 "--check-races", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["races"]["count"] == 0
+    t = load_target("rv32-cluster")
+    h = memory_for(t, "hierarchy")
+    prep = prepare("tinycnn", None, 0, "fp16")
+    busy = {}
+    for frozen in ("l2", "rom"):
+        cfg = TrainConfig(train="last:1", frozen=frozen)
+        rep = profile("tinycnn", precision="fp16", cfg=cfg, log=None)
+        _, prog, _ = step(prep, "fp16", cfg, t, 8, h, t.memory_budget_bytes)
+        assert (prog.rom_bytes > 0) == (frozen == "rom")
+        assert rep["dma"]["busy"] == simulate(prog, [0] * len(prog.calls), h)["dma_cycles"]
+        busy[frozen] = rep["dma"]["busy"]
+    assert busy["rom"] > busy["l2"]

@@ -49,7 +49,7 @@ def test_zoo_validates_fp16_auto(spec):
     from odl.verify.validate import validate
     try:
         rep = validate(spec, precision="fp16", cores=8, input_shape="2x3x64x64", cfg=TrainConfig(train="auto"),
-                       log=lambda s: None)
+                       log=lambda s: None)      # --frozen auto: frozen weights in the read-only level if need be
     except OdlError as e:          # acceptable only as a memory refusal, with the bytes over and what would fit
         assert "over the budget" in str(e) or "over the target's budget" in str(e), str(e)
         assert "; the largest update that fits: " in str(e), str(e)
@@ -59,7 +59,8 @@ def test_zoo_validates_fp16_auto(spec):
     assert rep["train_auto"]["arena_bytes"] <= rep["memory"]["budget_bytes"]
 
 
-# refused for memory in FP16 at 2x3x64x64 on rv32-cluster's 1.5 MiB (docs/frontend.md), before any device runs
+# refused for memory in FP16 at 2x3x64x64 on rv32-cluster's 1.5 MiB with frozen weights in L2 (--frozen l2;
+# docs/frontend.md), before any device runs
 REFUSED = {"torchvision:squeezenet1_1": "activations", "torchvision:mnasnet0_5": "parameters",
            "timm:ghostnet_050": "parameters", "torchvision:mobilenet_v3_small": "parameters"}
 
@@ -79,7 +80,7 @@ def test_zoo_memory_refusal_names_the_largest_update(spec):
     msgs = []
     for _ in range(2):
         with pytest.raises(OdlError) as e:
-            step(prep, "fp16", TrainConfig(train="auto"), target, 8, memory_for(target, "hierarchy"),
+            step(prep, "fp16", TrainConfig(train="auto", frozen="l2"), target, 8, memory_for(target, "hierarchy"),
                  target.memory_budget_bytes)
         msgs.append(str(e.value))
     assert msgs[0] == msgs[1]
@@ -91,3 +92,21 @@ def test_zoo_memory_refusal_names_the_largest_update(spec):
         assert m[4].endswith(f"take {params} B, over the budget by {params - 1572864} B"), msgs[0]
     else:
         assert m[4].startswith(f"of the smallest update's {m[2]} B, parameters {params} B, input and labels "), msgs[0]
+
+
+def test_zoo_fits_with_frozen_weights_in_rom():
+    """--frozen auto (the default): SqueezeNet 1.1, refused above with its frozen weights in L2, fits with them in the
+    read-only level, outside the budget; --train auto then trains as much as the L2 budget holds."""
+    from odl.pipeline import prepare, step
+    from odl.target.description import load_target
+    from odl.tile.memory import memory_for
+    target = load_target("rv32-cluster")
+    prep = prepare("torchvision:squeezenet1_1", "2x3x64x64", 0, "fp16")
+    cfg, prog, mem = step(prep, "fp16", TrainConfig(train="auto"), target, 8, memory_for(target, "hierarchy"),
+                          target.memory_budget_bytes)
+    assert cfg.frozen == "rom" and mem.arena_bytes == prog.arena_bytes <= target.memory_budget_bytes
+    frozen = [b for n, b in prog.params.items() if n not in prog.trainable]
+    assert frozen and all(b.space == "rom" and b.offset >= prog.rom_offset >= prog.arena_bytes for b in frozen)
+    assert prog.rom_bytes == mem.rom_bytes >= sum(b.nbytes(2) for b in frozen)
+    assert all(prog.params[n].space == "l2" and prog.params[n].offset < prog.arena_bytes for n in prog.trainable)
+    assert mem.auto["frozen_in"] == "rom" and "frozen weights in the read-only level" in mem.text()
