@@ -69,3 +69,20 @@ def kill_pidfile(pidfile: Path) -> None:
             os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
         except (OSError, ValueError):
             pass
+
+
+def im2col_ref(x, kh, kw, sh, sw, pt, pl, ho, wo):
+    """im2col of one sample x [c, h, w] in numpy (padding: zeros; pt / pl may be negative: a chunk of rows),
+    [c*kh*kw, ho*wo]: the reference of the tile pass's and the DMA's gathers."""
+    c, h, w = x.shape
+    col = np.zeros((c, kh, kw, ho, wo), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            for oh in range(ho):
+                ih = oh * sh - pt + i
+                if 0 <= ih < h:
+                    for ow in range(wo):
+                        iw = ow * sw - pl + j
+                        if 0 <= iw < w:
+                            col[:, i, j, oh, ow] = x[:, ih, iw]
+    return col.reshape(c * kh * kw, ho * wo)

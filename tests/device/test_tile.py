@@ -4,7 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch.nn as nn
-from helpers import MODELS, needs_qemu
+from helpers import MODELS, im2col_ref, needs_qemu
 
 from odl.common.errors import OdlError
 from odl.ir.program import Buffer, Call, Gather, Ptr, TrainConfig, Transfer
@@ -273,21 +273,6 @@ def test_stack_guard_names_the_hart_whose_stack_overflowed(tmp_path):
     assert "stack overflow" in str(e.value) and "hart=00000000" in str(e.value)
 
 
-def _im2col_ref(x, kh, kw, sh, sw, pt, pl, ho, wo):
-    c, h, w = x.shape
-    col = np.zeros((c, kh, kw, ho, wo), x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            for oh in range(ho):
-                ih = oh * sh - pt + i
-                if 0 <= ih < h:
-                    for ow in range(wo):
-                        iw = ow * sw - pl + j
-                        if 0 <= iw < w:
-                            col[:, i, j, oh, ow] = x[:, ih, iw]
-    return col.reshape(c * kh * kw, ho * wo)
-
-
 @pytest.mark.parametrize("geom", [
     dict(c=3, h=7, w=5, kh=3, kw=3, sh=1, sw=1, pt=1, pl=1, ho=7, wo=5),      # same conv, odd sizes
     dict(c=2, h=9, w=6, kh=3, kw=3, sh=2, sw=1, pt=1, pl=1, ho=5, wo=6),      # stride 2 along H only
@@ -313,7 +298,7 @@ def test_dma_gather_places_every_in_image_element_as_im2col_does(geom):
             src, dst = l2o + r * l2s, l1o + r * l1s
             assert np.isnan(col[dst:dst + n]).all()     # every element is written once
             col[dst:dst + n] = flat[src:src + n]
-    ref = _im2col_ref(x, g["kh"], g["kw"], g["sh"], g["sw"], g["pt"], g["pl"], g["ho"], g["wo"])
+    ref = im2col_ref(x, g["kh"], g["kw"], g["sh"], g["sw"], g["pt"], g["pl"], g["ho"], g["wo"])
     assert (np.isnan(col) == (ref.reshape(-1) == 0)).all()     # the data transfers write exactly the image
     for l1o, rows, n, l1s in t.zeros():                           # then the zero fill, exactly the padding
         for r in range(rows):
@@ -345,7 +330,7 @@ def test_dma_wide_gather_gives_im2col(geom):
     assert gather_wide(g, 2)
     x = rng.standard_normal((g["c"], g["h"], g["w"])).astype(np.float32) + 10
     xb, cb = Buffer("x", x.size), Buffer("col", g["c"] * g["kh"] * g["kw"] * g["ho"] * g["wo"])
-    ref = _im2col_ref(x, g["kh"], g["kw"], g["sh"], g["sw"], g["pt"], g["pl"], g["ho"], g["wo"]).reshape(-1)
+    ref = im2col_ref(x, g["kh"], g["kw"], g["sh"], g["sw"], g["pt"], g["pl"], g["ho"], g["wo"]).reshape(-1)
     flat = x.reshape(-1)
     for zero in (True, False):
         t = Gather(xb, 0, 0, cb, 0, g, zero=zero, wide=True)

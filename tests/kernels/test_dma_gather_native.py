@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import im2col_ref
 from odl.run import native
 from odl.ir.program import Buffer, Gather
 from odl.tile.memory import gather_wide
 from odl.common.resources import resource_dir
 
-from test_tile import _im2col_ref
 
 GEOMS = [
     dict(c=3, h=7, w=5, kh=3, kw=3, sh=1, sw=1, pt=1, pl=1, ho=7, wo=5),      # same conv, odd sizes
@@ -61,7 +61,7 @@ def _model(t: Gather) -> list[tuple]:
 def _data(rng, g):
     """x (no zeros) and numpy's im2col of it, FP16."""
     x = (rng.standard_normal((g["c"], g["h"], g["w"])) + 10).astype(np.float16)
-    ref = _im2col_ref(x.astype(np.float32), g["kh"], g["kw"], g["sh"], g["sw"], g["pt"], g["pl"], g["ho"],
+    ref = im2col_ref(x.astype(np.float32), g["kh"], g["kw"], g["sh"], g["sw"], g["pt"], g["pl"], g["ho"],
                       g["wo"]).astype(np.float16).reshape(-1)
     return x, ref
 
