@@ -117,10 +117,11 @@ def _layout(prog, precision: str, target: Target, model: str, cores: int, weight
                      "init": list(b.init) if b.init else None, "macro": b.macro})
     return {
         "odl_version": __version__, "model": model, "target": target.name, "precision": precision, "cores": cores,
-        "arena_addr": target.arena_addr, "arena_bytes": prog.arena_bytes, "weights_bytes": weights_bytes,
+        "arena_addr": target.arena_addr, "arena_bytes": prog.extent_bytes, "weights_bytes": weights_bytes,
         # frozen weights in the read-only level (--frozen): buffers with "space": "rom", at arena offsets
-        # [rom_offset, rom_offset + rom_bytes), past the L2 working area; weights.bin reaches them
-        "rom_offset": prog.rom_offset, "rom_bytes": prog.rom_bytes,
+        # [rom_offset, rom_offset + rom_bytes), past the L2 working area of l2_bytes (the budget's); the static arena
+        # (arena_bytes, what the device's HELLO says) spans both, and weights.bin reaches them
+        "l2_bytes": prog.arena_bytes, "rom_offset": prog.rom_offset, "rom_bytes": prog.rom_bytes,
         # memory hierarchy: buffers with "space": "l1" are tiles at offsets from the L1 base, not in the arena
         **({"l1_addr": prog.memory.l1_addr, "l1_peak_bytes": prog.l1_peak_bytes} if prog.memory is not None else {}),
         "input": prog.input.name, "labels": prog.labels.name, "loss": prog.loss.name, "logits": prog.logits.name,
@@ -201,7 +202,7 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
         c_srcs = [rel for _, rel in files if rel.endswith((".c", ".S"))] + ["src/model.c"]
         ctx = dict(version=__version__, model=prep.name, model_spec=model_spec, target=target, precision=precision,
                    cores=cores, input_shape="x".join(map(str, prep.x.shape)), seed=seed, cfg=cfg,
-                   arena_bytes=prog.arena_bytes, arena_addr=f"{target.arena_addr:#x}", weights_bytes=len(blob),
+                   arena_bytes=prog.extent_bytes, arena_addr=f"{target.arena_addr:#x}", weights_bytes=len(blob),
                    budget_bytes=budget_bytes, mem_text=mem.text(), layout=layout,
                    cflags=" ".join(shlex.quote(f) for f in flags["cflags"]),
                    scalar_cflags=" ".join(shlex.quote(f) for f in flags["scalar_cflags"]),

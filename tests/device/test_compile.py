@@ -120,3 +120,22 @@ def test_parse_bytes():
     assert parse_bytes("64kb") == 65536
     with pytest.raises(Exception):
         parse_bytes("lots")
+
+
+def test_frozen_weights_in_rom_layout(tmp_path, capsys):
+    """--frozen rom: the layout places the frozen weights past the L2 working area the budget counts, inside the
+    static arena the device reports and inside weights.bin; the library (odl.h), which keeps every parameter in L2,
+    is left out with a line saying why."""
+    out = tmp_path / "p"
+    assert main(["compile", "tinycnn", "--precision", "fp16", "--train", "last:1", "--frozen", "rom",
+                 "-o", str(out)]) == 0
+    assert "odl.h: not generated: --frozen rom" in capsys.readouterr().out
+    lay = json.loads((out / "layout.json").read_text())
+    assert lay["rom_bytes"] > 0 and lay["rom_offset"] >= lay["l2_bytes"]
+    assert lay["arena_bytes"] == lay["rom_offset"] + lay["rom_bytes"]
+    assert (out / "weights.bin").stat().st_size == lay["weights_bytes"] <= lay["arena_bytes"]
+    rom = [b for b in lay["buffers"] if b["space"] == "rom"]
+    assert rom and all(b["role"] == "param" and b["name"] not in lay["trainable"] and b["preloaded"] for b in rom)
+    assert all(lay["rom_offset"] <= b["offset"] and b["offset"] + b["bytes"] <= lay["arena_bytes"] for b in rom)
+    assert all(b["offset"] + b["bytes"] <= lay["l2_bytes"] for b in lay["buffers"] if b["space"] == "l2")
+    assert "frozen weights" in (out / "README.md").read_text()
