@@ -13,8 +13,8 @@ from odl.tile.memory import WB_TICKETS, same_block
 from odl.common.resources import resource_dir
 from odl.common.precision import DTYPE_BYTES, precision_of
 
-_PTR = {"odl": "T", "f32": "F32", "i32": "I32", "u8": "U8"}
-_PTR_L1 = {"odl": "LT", "f32": "LF32", "i32": "LI32", "u8": "LU8"}
+_PTR = {"odl": "T", "f32": "F32", "i32": "I32", "u8": "U8", "f8": "U8"}
+_PTR_L1 = {"odl": "LT", "f32": "LF32", "i32": "LI32", "u8": "LU8", "f8": "LU8"}
 
 
 def _c_value(v) -> str:

@@ -9,6 +9,7 @@ A precision is how the training step computes:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,8 +80,9 @@ def precision_of(name: "str | Precision", allowed=tuple(PRECISIONS)) -> Precisio
 
 # Element types of buffers other than the step's floats, in bytes and as numpy dtypes ("odl" is the step's float:
 # ask the Precision).
-DTYPE_BYTES = {"f32": 4, "i32": 4, "u8": 1}
-DTYPE_NP = {"f32": np.float32, "i32": np.int32, "u8": np.uint8}
+# "f8": an FP8 code (E4M3 or E5M2, see Fp8Format), stored and moved as a byte.
+DTYPE_BYTES = {"f32": 4, "i32": 4, "u8": 1, "f8": 1}
+DTYPE_NP = {"f32": np.float32, "i32": np.int32, "u8": np.uint8, "f8": np.uint8}
 
 
 def dtype_bytes(dtype: str, precision: "str | Precision") -> int:
@@ -90,3 +92,51 @@ def dtype_bytes(dtype: str, precision: "str | Precision") -> int:
 
 def dtype_np(dtype: str, precision: "str | Precision") -> type:
     return precision_of(precision).np_dtype if dtype == "odl" else DTYPE_NP[dtype]
+
+
+# ---- FP8 storage (--store fp8, docs/formats.md) --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fp8Format:
+    """An 8-bit float format tensors are stored in (kernels_c/fp8.c, odl_fp8_pack / odl_fp8_unpack)."""
+    name: str            # "e4m3" | "e5m2"
+    code: int            # the kernels' fmt argument (ODL_FP8_E4M3 / ODL_FP8_E5M2 in odl_kernels.h)
+    exp_bits: int
+    mant_bits: int
+    bias: int
+    max: float           # the largest finite value: packing saturates to +-max
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch.float8_e4m3fn if self.name == "e4m3" else torch.float8_e5m2
+
+
+E4M3 = Fp8Format("e4m3", 0, 4, 3, 7, 448.0)        # "fn": no infinity, NaN = S.1111.111 (activations)
+E5M2 = Fp8Format("e5m2", 1, 5, 2, 15, 57344.0)     # IEEE-like: inf and NaNs (gradients)
+FP8_FORMATS = {f.name: f for f in (E4M3, E5M2)}
+FP8_HISTORY = 16              # amax history entries per scaled tensor (delayed scaling)
+FP8_STATE_HEAD = 2            # a tensor's state: [scale, amax, history[FP8_HISTORY]] (ODL_FP8_STATE_HEAD)
+FP8_SCALE_EXP = 64            # scales are powers of two in [2^-64, 2^64]
+STORES = ("compute", "fp8")   # --store: tensors kept for the backward in the compute precision, or in FP8
+
+
+def fp8_scale(history, fmt: Fp8Format) -> float:
+    """The scale of a tensor from its amax history (delayed scaling; odl_fp8_scale in kernels_c/fp8.c is the same
+    rule): the smallest power of two s in [2^-64, 2^64] with max(history) <= fmt.max * s, the maximum taken over
+    the finite entries; 1 when none is finite and positive. A power of two makes x / s and q * s exact."""
+    m = max((abs(float(np.float32(h))) for h in history if np.isfinite(h)), default=0.0)
+    if m == 0.0:
+        return 1.0
+    k = math.ceil(math.log2(m / fmt.max))          # a first guess, corrected exactly below
+    while fmt.max * 2.0 ** k < m:
+        k += 1
+    while fmt.max * 2.0 ** (k - 1) >= m:
+        k -= 1
+    return 2.0 ** min(FP8_SCALE_EXP, max(-FP8_SCALE_EXP, k))
+
+
+def fp8_cast(x: torch.Tensor, scale: float, fmt: Fp8Format) -> torch.Tensor:
+    """What storing `x` in `fmt` with `scale` and reading it back gives, in x's dtype: the FP32 value x / scale
+    clamped to +-max, cast with torch's float8 dtype (round to nearest even), times the scale, rounded once to x's
+    dtype. The device's pack and unpack give bitwise the same (tests/kernels/test_kernels_native_fp8.py)."""
+    q = (x.float() / scale).clamp(-fmt.max, fmt.max).to(fmt.torch_dtype)
+    return (q.float() * scale).to(x.dtype)

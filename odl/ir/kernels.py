@@ -229,6 +229,14 @@ _k(name="odl_sgd_mixed", args_type="odl_sgd_mixed_args_t", op="sgd_mixed", direc
 _k(name="odl_adam_mixed", args_type="odl_adam_mixed_args_t", op="adam_mixed", direction="update",
    source="mixed.c", precisions=("fp16",), cost=_elem_cost(30))
 
+# FP8 storage (--store fp8, fp8.c): pack into E4M3 / E5M2 with a per-tensor scale, unpack, the scales of a step
+_k(name="odl_fp8_pack", args_type="odl_fp8_pack_args_t", op="fp8_pack", direction="any", source="fp8.c",
+   cost=_elem_cost(40))
+_k(name="odl_fp8_unpack", args_type="odl_fp8_unpack_args_t", op="fp8_unpack", direction="any", source="fp8.c",
+   cost=_elem_cost(20))
+_k(name="odl_fp8_scale", args_type="odl_fp8_scale_args_t", op="fp8_scale", direction="any", source="fp8.c",
+   cost=lambda f, c, l: f["count"] * (f["hist"] * 8 + 40))
+
 
 def get(name: str) -> Kernel:
     try:

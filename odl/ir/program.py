@@ -7,14 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from odl.ir.graph import Graph
-from odl.common.precision import precision_of
+from odl.common.precision import DTYPE_BYTES, precision_of
 
 
 @dataclass(eq=False)
 class Buffer:
     name: str
     nelem: int
-    dtype: str = "odl"          # 'odl' (the precision's element type), 'f32', 'i32', 'u8'
+    dtype: str = "odl"          # 'odl' (the precision's element type), 'f32', 'i32', 'u8', 'f8' (an FP8 code)
     role: str = "act"           # param, input, label, param_grad, act, grad, scratch, loss
     persistent: bool = False    # lives for the whole step (the host reads it, or it holds state)
     offset: int = -1            # bytes from the arena start, set by the planner
@@ -27,8 +27,7 @@ class Buffer:
                                 # past the L2 working area (Program.rom_offset), outside the budget
 
     def nbytes(self, elem_bytes: int) -> int:
-        size = {"odl": elem_bytes, "f32": 4, "i32": 4, "u8": 1}[self.dtype]
-        return self.nelem * size
+        return self.nelem * (elem_bytes if self.dtype == "odl" else DTYPE_BYTES[self.dtype])
 
     @property
     def macro(self) -> str:

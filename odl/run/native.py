@@ -62,6 +62,9 @@ AdamArgs = ctypes_struct("odl_adam_args_t")
 DwconvFwdArgs = ctypes_struct("odl_dwconv_fwd_args_t")
 DwconvWgradArgs = ctypes_struct("odl_dwconv_wgrad_args_t")
 DwconvIgradArgs = ctypes_struct("odl_dwconv_igrad_args_t")
+Fp8PackArgs = ctypes_struct("odl_fp8_pack_args_t")
+Fp8UnpackArgs = ctypes_struct("odl_fp8_unpack_args_t")
+Fp8ScaleArgs = ctypes_struct("odl_fp8_scale_args_t")
 
 
 def _compiler() -> list[str]:
@@ -502,6 +505,30 @@ class Kernels:
         self.run("dwconv_igrad", DwconvIgradArgs(self._ptr(dy), self._ptr(w), self._ptr(dx), *geom,
                                                  int(accumulate)), cores)
         return dx
+
+    # -- FP8 storage (fp8.c) --
+    def fp8_pack(self, x, scale: float, fmt: int, amax=None, cores=1):
+        """(uint8 codes of x / scale in format fmt (0 E4M3, 1 E5M2), the amax recorded: max(amax, |x|))."""
+        x = self._arr(x)
+        q = np.empty(x.shape, np.uint8)
+        s = np.array([scale], np.float32)
+        a = np.array([0.0 if amax is None else amax], np.float32)
+        self.run("fp8_pack", Fp8PackArgs(self._ptr(x), self._ptr(q), x.size, int(fmt), self._ptr(s), self._ptr(a)),
+                 cores)
+        return q, float(a[0])
+
+    def fp8_unpack(self, q, scale: float, fmt: int, cores=1):
+        q = np.ascontiguousarray(q, np.uint8)
+        x = np.empty(q.shape, self.dtype)
+        s = np.array([scale], np.float32)
+        self.run("fp8_unpack", Fp8UnpackArgs(self._ptr(q), self._ptr(x), q.size, int(fmt), self._ptr(s)), cores)
+        return x
+
+    def fp8_scale(self, state, hist: int, fmt: int, cores=1):
+        """odl_fp8_scale on a [count, 2 + hist] float32 state array (updated in place)."""
+        assert state.dtype == np.float32 and state.flags.c_contiguous and state.shape[1] == 2 + hist
+        self.run("fp8_scale", Fp8ScaleArgs(self._ptr(state), state.shape[0], hist, int(fmt)), cores)
+        return state
 
 
 _LOADED: dict[str, Kernels] = {}
