@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from odl.common.errors import OdlError, ToolError
 from odl.frontend.trace import default_input_shape, load_model, parse_shape, trace
 from odl.ir.graph import Graph
 from odl.ir.program import Program
+from odl.lower.fp8 import kept_for_backward
 from odl.lower.lowering import lower, recompute_candidates
 from odl.plan.planner import plan
 from odl.run.device import DeviceOptions
@@ -38,6 +39,8 @@ class Prepared:
     model: torch.nn.Module
     graph: Graph
     batches: list[tuple[torch.Tensor, torch.Tensor]]
+    fp8_state: dict = field(default_factory=dict)   # --store fp8: state buffer name -> its preloaded rows (the
+                                                    # command computes them, e.g. odl/verify/fp8ref.initial_state)
 
     @property
     def x(self) -> torch.Tensor:
@@ -102,6 +105,10 @@ def host_array(prog: Program, prep: Prepared, buf, step: int = 0) -> np.ndarray:
         arr = prep.batches[step][1].numpy()
     elif kind == "zeros":
         arr = np.zeros(buf.nelem)
+    elif kind == "fp8":
+        if buf.name not in prep.fp8_state:
+            raise OdlError(f"internal: --store fp8: the scale state {buf.name} was not initialised")
+        arr = prep.fp8_state[buf.name]
     else:
         raise ValueError(f"buffer {buf.name}: unknown init {buf.init}")
     return np.ascontiguousarray(arr, dtype=np_dtype(buf, prog.precision)).ravel()
@@ -243,6 +250,7 @@ def _fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):
     rep = plan(prog)
     rep.budget_bytes = budget_bytes
     rep.auto = auto
+    rep.kept = kept_for_backward(prog)
     if budget_bytes is None or rep.arena_bytes <= budget_bytes:
         return cfg, prog, rep
     # what no recomputation frees (parameters, running statistics, input, labels): over the budget alone, the
@@ -251,13 +259,14 @@ def _fit(graph, precision: str, cfg, budget_bytes: int | None, **lower_kw):
     if fixed > budget_bytes:
         _over_budget(prog, budget_bytes, auto is None, graph, precision, cfg, lower_kw)
     chosen: list[str] = []
-    for v in recompute_candidates(graph, cfg):
+    for v in recompute_candidates(graph, cfg) if cfg.store != "fp8" else ():   # fp8: its inputs are FP8 copies
         chosen.append(v)
         c = dataclasses.replace(cfg, recompute=frozenset(chosen))
         p2 = lower(graph, precision, c, **lower_kw)
         r2 = plan(p2)
         if r2.arena_bytes <= budget_bytes:
             r2.budget_bytes, r2.recomputed, r2.auto = budget_bytes, tuple(chosen), auto
+            r2.kept = kept_for_backward(p2)
             return c, p2, r2
     _over_budget(prog, budget_bytes, auto is None, graph, precision, cfg, lower_kw)
     raise AssertionError("unreachable")

@@ -172,6 +172,9 @@ def build_programs(model: nn.Module, sample_shape: tuple, ntrain: int, nval: int
     dev = precision_of(opts.precision).device
     # mixed precision skips a step's updates together when a gradient overflows: they follow the whole backward
     cfg = dataclasses.replace(opts.cfg, fuse_updates=False) if opts.precision == "mixed" else opts.cfg
+    if cfg.store != "compute":
+        raise OdlError(f"--store {cfg.store}: the resident programs of odl train and odl.h do not support FP8 storage "
+                       f"yet (odl validate and odl profile do)")
     sizes = []
     if ntrain >= B:
         sizes.append(("train", B))

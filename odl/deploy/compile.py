@@ -157,6 +157,9 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
     check_out_dir(out, force)
     cfg = cfg or TrainConfig()
     cfg.seed = seed
+    if cfg.store != "compute":
+        raise OdlError(f"--store {cfg.store}: odl compile does not write FP8 storage's scale state yet (odl validate "
+                       f"and odl profile run it)")
     target = load_target(target_name)
     if not 1 <= cores <= target.harts:
         raise OdlError(f"--cores {cores}: target {target.name} has {target.harts} harts")

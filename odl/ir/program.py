@@ -288,6 +288,8 @@ class TrainConfig:
                                   # (the target's read-only level, memory.rom: outside the budget, read by the DMA at
                                   # its bandwidth); 'auto': 'l2' when the step fits the budget so, else 'rom'
                                   # (odl.pipeline.fit decides; lowered undecided, and in odl train, it is 'l2')
+    store: str = "compute"        # tensors kept for the backward and gradients between layers: 'compute' (the
+                                  # step's precision) | 'fp8' (E4M3 / E5M2 with per-tensor scales, odl/lower/fp8.py)
 
     @property
     def build_defines(self) -> list[str]:
@@ -333,6 +335,7 @@ class Program:
         """Bytes from the arena start that the step addresses: the L2 working area (arena_bytes, the budget's), and
         the read-only level after it when frozen weights live there."""
         return self.rom_offset + self.rom_bytes if self.rom_bytes else self.arena_bytes
+    fp8: object = None                  # odl.lower.fp8.Fp8Plan with --store fp8: what is stored in FP8, the scales
 
     @property
     def build_defines(self) -> list[str]:

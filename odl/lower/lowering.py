@@ -16,7 +16,7 @@ from odl.ir.graph import Graph, Node
 from odl.ir.program import MAX_CORES, Buffer, Call, CExpr, Program, Ptr, TrainConfig  # noqa: F401  (re-exported)
 from odl.ir import kernels
 from odl.lower import ops as opreg
-from odl.common.precision import STEP_PRECISIONS, precision_of
+from odl.common.precision import STEP_PRECISIONS, STORES, precision_of
 
 
 
@@ -73,6 +73,8 @@ class Lowering:
         self._pgrad_written: set[str] = set()     # parameters whose gradient buffer holds a contribution
         self._pgrad_use: dict[tuple, Buffer] = {}  # (node, role) -> where that use writes its contribution
         self._pgrad_pending: list[tuple] = []      # (partial, gradient, node): adds after the node's backward
+        self.bwd_bufs: dict[str, set] = {}         # node -> ids of the buffers its backward's calls use
+        self.fp8 = None                            # odl.lower.fp8.Fp8Store with --store fp8
 
     # ---- buffers -------------------------------------------------------------------------------
     @property
@@ -364,11 +366,27 @@ class Lowering:
             return self._forward_only_program(inp, self.shape(self.g.output))
         labels = self._labels()
         self.preload += [inp, labels]
+        if self.cfg.store == "fp8":
+            from odl.lower.fp8 import Fp8Store
+            self.fp8 = Fp8Store(self, self._backward_reads())
         self._param_grad_buffers()
         macs_f = self._forward()
+        if self.fp8:
+            self.fp8.pack_activations()
         logits, loss = self._loss(labels)
         macs_b = self._backward_and_updates()
-        return self._assemble(inp, labels, logits, loss, macs_f, macs_b)
+        prog = self._assemble(inp, labels, logits, loss, macs_f, macs_b)
+        return prog
+
+    def _backward_reads(self) -> dict[str, list[str]]:
+        """--store fp8: per node, the forward values its backward reads, from the same step lowered without FP8
+        storage (odl/lower/fp8.py backward_reads)."""
+        import dataclasses
+        from odl.lower.fp8 import backward_reads
+        sub = Lowering(self.g, self.precision, dataclasses.replace(self.cfg, store="compute"), cores=self.est_cores,
+                       costs=self.costs)
+        sub.run()
+        return backward_reads(sub)
 
     def _inputs(self) -> Buffer:
         """Buffers of the parameters (preloaded) and of the model input; returns the input's."""
@@ -462,7 +480,12 @@ class Lowering:
         # node using it, in backward order), so the deployable step keeps no gradient buffer beyond its layer.
         uses = {p: sum(p in n.params.values() for n in g.nodes) for p in self.param_grads}
         self._update_prologue()
+        if self.fp8:
+            self.fp8.start_backward()
         for node in self._backward_order():
+            if self.fp8:
+                self.fp8.unpack_grad(node)
+            saved = {}
             if (self.needs_grad.get(node.name, False)
                     and self._grad_root(node.name) in self.grad_buf):  # else the value does not reach the loss
                 op = opreg.get(node.op)
@@ -470,9 +493,14 @@ class Lowering:
                 for v in node.inputs:
                     if v in cfg.recompute:
                         self._recompute(v)
+                saved = self.fp8.unpack_values(node) if self.fp8 else {}
+                n1 = len(self.calls)
                 op.backward(node, self)
                 self._flush_shared_param_grads()
+                self.bwd_bufs[node.name] = {id(b) for c in self.calls[n1:] for b in c.buffers()}
                 macs_b += sum(c.macs for c in self.calls[n0:])
+            if self.fp8:
+                self.fp8.after_backward(node, saved)
             for pname in dict.fromkeys(node.params.values()):
                 if pname in uses:
                     uses[pname] -= 1
@@ -509,6 +537,7 @@ class Lowering:
                   macs_b: int) -> Program:
         """The Program of the lowered step, with the observed buffers and the profile buffer when asked for."""
         g, cfg = self.g, self.cfg
+        fp8 = self.fp8.finish() if self.fp8 else None
         observed, activations = self._observed()
         prof = None
         if self.profile:  # per call, per core (up to MAX_CORES) instruction counts, summed over loop iterations
@@ -519,7 +548,7 @@ class Lowering:
                        logits=logits, observed_grads=observed, preload=self.preload,
                        macs_forward=macs_f, macs_backward=macs_b, state=self.state_bufs, prologue=self.prologue,
                        dropout=self.dropout, activations=activations, profile=prof, decisions=self.decisions,
-                       trainable=[p for p in g.params if p in self.trainable], config=cfg)
+                       trainable=[p for p in g.params if p in self.trainable], config=cfg, fp8=fp8)
 
     def _recompute(self, value: str):
         """Emit the producer of `value` again into a new buffer, right before the backward that reads it, so the
@@ -585,7 +614,7 @@ class Lowering:
         for node in self.g.nodes:
             for v in node.inputs:
                 root = self._grad_root(v)
-                b = self.grad_buf.get(root)
+                b = (self.fp8.grad_pre.get(root) if self.fp8 else None) or self.grad_buf.get(root)
                 if b is None or id(b) in seen:
                     continue
                 seen.add(id(b))
@@ -636,6 +665,11 @@ def lower(graph: Graph, precision: str, cfg: TrainConfig | None = None, observe:
     the lowered (untiled) Program in place before tiling."""
     precision_of(precision, STEP_PRECISIONS)
     cfg = cfg or TrainConfig()
+    if cfg.store not in STORES:
+        raise OdlError(f"--store must be one of {', '.join(STORES)}, not {cfg.store!r}")
+    if cfg.store == "fp8" and cfg.recompute:
+        raise OdlError("--store fp8 does not recompute activations in the backward (their inputs are FP8 copies): "
+                       f"drop the recompute of {', '.join(sorted(cfg.recompute))}")
     lanes = precision_of(precision).lanes
     if memory is None:
         prog = Lowering(graph, precision, cfg, observe, profile, costs, tuning, cores, forward_only).run()

@@ -273,6 +273,9 @@ def _build_step(prep, target, precision: str, cores: int, cfg, work: Path, memor
     cfg, prog, _ = step(prep, precision, cfg, target, cores, memory_for(target, memory),
                         budget or target.memory_budget_bytes, profile=profile, tuning=tuning)
     plan(prog)
+    if prog.fp8 is not None:      # --store fp8: the scales' initial amax histories, as odl validate sets them
+        from odl.verify.fp8ref import initial_state
+        prep.fp8_state = initial_state(prog.fp8, prep, cfg, prog.trainable, prog.dropout)
     srcs = render(prog, prep.name, cores, work / "gen")
     elf = build_firmware(target, precision, cores, srcs, [work / "gen"], work / "build",
                          defines=list(defines) + prog.build_defines, scalar_sources=srcs)

@@ -34,6 +34,7 @@ class MemoryReport:
     hierarchy: str = ""                # the tile pass's summary (memory hierarchy), empty for flat memory
     rom_bytes: int = 0                 # frozen weights in the read-only level (outside the arena and the budget)
     rom_tensors: int = 0
+    kept: dict | None = None           # bytes alive across the forward -> backward boundary (lower.fp8.kept_for_backward)
 
     def text(self) -> str:
         lines = [f"arena {self.arena_bytes} B (sum of all buffers {self.naive_bytes} B"
@@ -41,6 +42,9 @@ class MemoryReport:
         if self.rom_bytes:
             lines.append(f"frozen weights in the read-only level (outside the budget): {self.rom_tensors} tensors, "
                          f"{self.rom_bytes} B")
+        if self.kept:
+            lines.append(f"kept for the backward: {self.kept['bytes']} B in {self.kept['tensors']} tensors"
+                         + (f" ({self.kept['fp8_bytes']} B of them FP8)" if self.kept["fp8_bytes"] else ""))
         if self.recomputed:
             lines.append(f"recomputed in the backward (cheap, to shrink the arena): {', '.join(self.recomputed)}")
         if self.hierarchy:

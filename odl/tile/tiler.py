@@ -171,7 +171,8 @@ def _mm_search(call, f, M, N, K, sa, sb, sc, c_rw, budget, cores, lanes):
 def _len_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
     f = call.fields
     L = f["len"]
-    per = sum(_esize(v.buf, eb) for v in f.values() if isinstance(v, Ptr) and id(v.buf) not in resident)
+    per = sum(_esize(v.buf, eb) for k, v in f.items() if isinstance(v, Ptr) and id(v.buf) not in resident
+              and k not in _WHOLE)
     chunk = max(16, budget // max(1, per) // 16 * 16)
     out = []
     ptr = pointer_fields(kernels.get(call.kernel.replace("_range", "")).args_type)
@@ -182,8 +183,8 @@ def _len_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
             g["base"] = f.get("base", 0) + a0
         for k, v in f.items():
             if isinstance(v, Ptr):
-                if k in ("flag",):
-                    g[k] = _r(v, 0, 1, 1, 1, "rw")
+                if k in _WHOLE:
+                    g[k] = _r(v, 0, 1, 1, 1, _WHOLE[k])
                     continue
                 mode = "r" if ptr.get(k) else ("w" if k in pure_out and _acc_mode(f.get("accumulate", 0)) == "w"
                                                else "rw")
@@ -197,9 +198,12 @@ _PURE_OUT = {"odl_relu_fwd": ("y",), "odl_relu6_fwd": ("y",), "odl_relu_bwd": ("
              "odl_add": ("y",), "odl_copy": ("dst",), "odl_fill": ("x",), "odl_act_fwd": ("y",),
              "odl_act_bwd": ("dx",), "odl_dropout_fwd": ("y", "mask"), "odl_dropout_bwd": ("dx",),
              "odl_mse_range": ("dpred",), "odl_affine_fwd": ("y",), "odl_affine_bwd": ("dx",),
-             "odl_clamp_fwd": ("y",), "odl_clamp_bwd": ("dx",)}
+             "odl_clamp_fwd": ("y",), "odl_clamp_bwd": ("dx",), "odl_fp8_pack": ("q",), "odl_fp8_unpack": ("x",)}
 _ELEMENTWISE = set(_PURE_OUT) | {"odl_sgd", "odl_sgd_momentum", "odl_adam", "odl_scale", "odl_grad_check",
                                  "odl_sgd_mixed", "odl_adam_mixed"}
+# single-element fields of elementwise kernels that every range tile gets whole, with their mode: an overflow flag,
+# an FP8 tensor's scale (read) and the amax its packs fold their ranges into (read and written)
+_WHOLE = {"flag": "rw", "scale": "r", "amax": "rw"}
 
 
 # channel-split kernels: field -> elements per channel (None: the per-channel plane of the call's geometry), and

@@ -96,7 +96,7 @@ class _ExportRecorder(_Recorder):
         return super().run_node(n)
 
 
-def _run_exported(exported, m: nn.Module, x: torch.Tensor, values, dropout, step, masks, frozen_bn=False):
+def _run_exported(exported, m: nn.Module, x: torch.Tensor, values, dropout, step, masks, frozen_bn=False, fp8=None):
     """One forward of the exported program on module m's parameters and buffers. Returns the logits and the new
     values of the buffers it writes (running statistics, counters), for after the backward (autograd may hold the
     old ones)."""
@@ -112,7 +112,10 @@ def _run_exported(exported, m: nn.Module, x: torch.Tensor, values, dropout, step
             args.append(x)
         else:
             args.append(exported.program.constants[name])
-    rec = _ExportRecorder(exported.program.graph_module, values, dropout, step, masks)
+    gm = exported.program.graph_module
+    # --store fp8: a recorder that casts where the device packs (odl/verify/fp8ref.py)
+    rec = _ExportRecorder(gm, values, dropout, step, masks) if fp8 is None else fp8.recorder(gm, values, dropout,
+                                                                                             step, masks)
     rec.frozen_bn = frozen_bn
     outs = rec.run(*args)
     logits, writes = None, []
@@ -134,12 +137,14 @@ def _optimizer(params, cfg: TrainConfig):
 
 def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
                     trainable: list[str], dropout: dict[str, dict] | None = None,
-                    dtype: torch.dtype = torch.float32, masks: dict | None = None, graph=None) -> list[Reference]:
+                    dtype: torch.dtype = torch.float32, masks: dict | None = None, graph=None,
+                    fp8=None) -> list[Reference]:
     """K steps of the model in PyTorch. `masks` (first step only): node name -> boolean array telling where a
     ReLU/ReLU6 passes its gradient, or (op, region array) for hard-swish / hard-sigmoid (the piece of the function
     each element is on), to align the reference with decisions the device took. `graph`: the graph odl
     lowered; when the torch.export frontend made it, its exported program is what runs (its node names are the
-    graph's value names), else the model is traced with torch.fx."""
+    graph's value names), else the model is traced with torch.fx. `fp8`: an odl.verify.fp8ref.Fp8Reference, to
+    cast to float8 where a --store fp8 step packs (first step's scales; the torch.export program only)."""
     exported = getattr(graph, "exported", None)
     m = copy.deepcopy(model).to(dtype)
     m.train()
@@ -167,7 +172,7 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
         writes = []
         if exported is not None:
             logits, writes = _run_exported(exported, m, x.to(dtype), values, dropout or {}, step,
-                                           masks if step == 0 else None, frozen_bn=cfg.bn == "frozen")
+                                           masks if step == 0 else None, frozen_bn=cfg.bn == "frozen", fp8=fp8)
         else:
             logits = _Recorder(gm, values, dropout or {}, step, masks if step == 0 else None).run(x.to(dtype))
         if cfg.loss == "mse":

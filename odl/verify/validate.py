@@ -91,6 +91,9 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     if not 1 <= cores <= target.harts:
         raise OdlError(f"--cores {cores}: target {target.name} has {target.harts} harts")
     precision_of(precision, STEP_PRECISIONS)
+    if cfg.store == "fp8" and steps > 1:
+        raise OdlError("--store fp8 validates one step (--steps 1): the scales of later steps come from each side's "
+                       "own amax, which the device and PyTorch need not round to the same power of two")
     phase("trace", model_spec)
     prep = prepare(model_spec, input_shape, seed, precision, steps, cfg.loss)
     phase("lower/plan", f"{len(prep.graph.nodes)} nodes, {precision}, {cores} cores")
@@ -99,11 +102,21 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     # alive for read-back (reported separately, not held against the budget)
     cfg, prog, mem = step(prep, precision, cfg, target, cores, hier, budget, observe=True)
     mem_val = plan(prog)
+    store_mem = _store_memory(prep, precision, cfg, target, cores, hier, budget, mem)
+    if prog.fp8 is not None:
+        from odl.verify.fp8ref import initial_state
+        prep.fp8_state = initial_state(prog.fp8, prep, cfg, prog.trainable, prog.dropout)
     run = _build_and_run(prog, prep, target, cores, hier, keep_dir, phase, steps, device)
     phase("compare", "PyTorch references (FP64 and the run's precision), tensor by tensor")
     refs = _references(prep, prog, cfg, run["arena"], precision)
-    rows = _judge_tensors(_device_and_reference_tensors(prep, prog, refs, run, precision, steps), prep, cfg,
-                          precision)
+    pending = _device_and_reference_tensors(prep, prog, refs, run, precision, steps)
+    fp8 = None
+    if prog.fp8 is not None:
+        from odl.verify.fp8ref import amax_and_scales
+        amax, fp8 = amax_and_scales(prog.fp8, prep.fp8_state, run["arena"], refs,
+                                    lambda b, shape: read_tensor(run["arena"], b, shape, precision))
+        pending += amax
+    rows = _judge_tensors(pending, prep, cfg, precision)
     loss_dev = float(np.frombuffer(run["arena"], np.float32, 1, prog.loss.offset)[0])
     step_rows = _loss_rows(run["results"], refs["plain"], refs["torch"], precision)
     loss_ok = all(r["passed"] for r in step_rows) and \
@@ -111,12 +124,16 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     report = {
         "model": prep.name, "target": target.name, "runner": device.runner, "bulk": device.bulk_path,
         "precision": precision, "cores": cores,
-        "input_shape": list(prep.x.shape), "seed": seed, "lr": lr, "passed": loss_ok and all(r["passed"] for r in rows),
+        "input_shape": list(prep.x.shape), "seed": seed, "lr": lr,
+        "passed": loss_ok and all(r["passed"] for r in rows) and (fp8 is None or fp8["scales_equal"]),
         "config": {"train": cfg.train, "bn": cfg.bn, "loss": cfg.loss, "optimizer": cfg.optimizer,
-                   "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps},
+                   "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps, "store": cfg.store},
+        "fp8": fp8,
         "trainable": prog.trainable,
         "train_auto": mem.auto,
-        "reference": {"truth": "pytorch fp64", "torch": f"pytorch {precision}",
+        "reference": {"truth": "pytorch fp64", "torch": f"pytorch {precision}" + (
+                          " casting to float8 where the device packs (E4M3 activations, E5M2 gradients)"
+                          if fp8 is not None else ""),
                       "rule": f"rel_l2 within the {precision} tolerance, or <= {TORCH_FACTOR:g} x torch_rel_l2"},
         "loss": {"device": loss_dev, "reference": refs["plain"][0].loss, "rel_err": step_rows[0]["rel_err"],
                  "torch": refs["torch"][0].loss, "torch_rel_err": step_rows[0]["torch_rel_err"], "passed": loss_ok},
@@ -128,7 +145,7 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         "macs": {"forward": prog.macs_forward, "backward": prog.macs_backward,
                  "total": prog.macs_forward + prog.macs_backward},
         "memory": {"arena_bytes": mem.arena_bytes, "budget_bytes": budget,
-                   "naive_bytes": mem.naive_bytes, "validation_arena_bytes": mem_val.arena_bytes},
+                   "naive_bytes": mem.naive_bytes, "validation_arena_bytes": mem_val.arena_bytes, **store_mem},
         # STEP_DONE's counters are read on hart 0 around the step; under QEMU -icount all harts share one counter,
         # so these are every hart's instructions summed, not the step's time: `odl profile` measures the
         # critical path (critical_path_cycles there).
@@ -142,6 +159,24 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     if json_path:
         write_text_atomic(json_path, json.dumps(report, indent=2))
     return report
+
+
+def _store_memory(prep: Prepared, precision: str, cfg: TrainConfig, target, cores: int, hier, budget: int,
+                  mem) -> dict:
+    """The deployable step's bytes kept for the backward, and with --store fp8 the same step planned without it
+    (tensors kept in the compute precision) beside it."""
+    out = {"kept_for_backward_bytes": mem.kept["bytes"], "kept_tensors": mem.kept["tensors"]}
+    if cfg.store == "compute":
+        return out
+    import dataclasses
+    _, _, base = step(prep, precision, dataclasses.replace(cfg, store="compute", recompute=frozenset()), target,
+                      cores, hier, budget)
+    out["kept_fp8_bytes"] = mem.kept["fp8_bytes"]
+    out["store_compute"] = {"arena_bytes": base.arena_bytes, "kept_for_backward_bytes": base.kept["bytes"],
+                            "recomputed": list(base.recomputed)}
+    out["kept_ratio"] = round(mem.kept["bytes"] / max(1, base.kept["bytes"]), 4)
+    out["arena_ratio"] = round(mem.arena_bytes / max(1, base.arena_bytes), 4)
+    return out
 
 
 def _build_and_run(prog: Program, prep: Prepared, target, cores: int, hier, keep_dir, phase, steps: int,
@@ -185,8 +220,13 @@ def _references(prep: Prepared, prog: Program, cfg: TrainConfig, arena: bytes, p
     and reported, and forward values are compared with the plain references."""
     graph = prep.graph
     tdtype = precision_of(precision).torch_dtype
+    fp8 = None
+    if prog.fp8 is not None:      # --store fp8: PyTorch at the run's precision casts where the device packs
+        from odl.verify.fp8ref import Fp8Reference, device_decisions
+        fp8 = Fp8Reference(prog.fp8, prep.fp8_state, graph)
     refs = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, torch.float64, graph=graph)
-    refst = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, tdtype, graph=graph)
+    refst = reference_steps(prep.model, prep.batches, cfg, prog.trainable, prog.dropout, tdtype, graph=graph,
+                            fp8=fp8)
     ref, reft = refs[0], refst[0]
     masks, flips, decisions = {}, {}, 0
     for node in graph.nodes:
@@ -195,6 +235,8 @@ def _references(prep: Prepared, prog: Program, cfg: TrainConfig, arena: bytes, p
             y = read_tensor(arena, buf, ref.values[node.name].shape, precision)
             hi = 6.0 if node.op == "relu6" else np.inf
             dev = (y > 0) & (y < hi)
+            if fp8 is not None and node.name in fp8.act_scale:    # its backward reads the FP8 copy of y
+                dev = device_decisions(node.op, y, fp8.act_scale[node.name])
             r = ref.values[node.name].numpy()
             refm = (r > 0) & (r < hi)
             masks[node.name] = dev
@@ -216,11 +258,11 @@ def _references(prep: Prepared, prog: Program, cfg: TrainConfig, arena: bytes, p
             decisions += dev.size
             if int((dev != refm).sum()):
                 flips[node.report_name] = int((dev != refm).sum())
-    if flips:
+    if flips or (fp8 is not None and masks):
         gref = reference_steps(prep.model, prep.batches[:1], cfg, prog.trainable, prog.dropout, torch.float64,
                                masks=masks, graph=graph)[0]
         greft = reference_steps(prep.model, prep.batches[:1], cfg, prog.trainable, prog.dropout, tdtype,
-                                masks=masks, graph=graph)[0]
+                                masks=masks, graph=graph, fp8=fp8)[0]
     else:
         gref, greft = ref, reft
     return {"plain": refs, "torch": refst, "grad": gref, "grad_torch": greft, "flips": flips, "decisions": decisions}
@@ -322,6 +364,7 @@ def format_report(rep: dict) -> str:
                  + f"; MACs fwd {m['forward']} bwd {m['backward']}; arena {rep['memory']['arena_bytes']} B "
                  f"(validation build {rep['memory']['validation_arena_bytes']} B); "
                  f"wall {rep['wall_s']:.1f} s")
+    lines += _fp8_lines(rep)
     dev = rep.get("device", {})
     if "device_instructions_all_harts" in dev:
         lines.append(f"device counters, step 1: {dev['device_instructions_all_harts']} instructions of all harts summed "
@@ -336,3 +379,17 @@ def format_report(rep: dict) -> str:
                      "measured against that floor and cosine is not checked")
     lines.append("PASSED" if rep["passed"] else f"FAILED: {n_bad} of {len(rep['tensors']) + 1} compared values out of tolerance")
     return "\n".join(lines)
+
+
+def _fp8_lines(rep: dict) -> list[str]:
+    """--store fp8: the scales check and the memory beside the compute-precision store."""
+    f, m = rep.get("fp8"), rep["memory"]
+    if not f:
+        return []
+    base = m["store_compute"]
+    return [f"--store fp8: {f['activations']} activations in E4M3, {f['gradients']} gradients in E5M2; device scales "
+            + ("equal the host's" if f["scales_equal"] else "DIFFER from the host's: " + "; ".join(
+                f["scale_mismatches"][:4])),
+            f"kept for the backward {m['kept_for_backward_bytes']} B ({m['kept_fp8_bytes']} B FP8) vs "
+            f"{base['kept_for_backward_bytes']} B with --store compute ({m['kept_ratio']:.3f}x); arena "
+            f"{m['arena_bytes']} B vs {base['arena_bytes']} B ({m['arena_ratio']:.3f}x)"]
