@@ -5,12 +5,14 @@
  * pack:   q = fp8(clamp(x / scale, -max, max)), round to nearest even, in integer arithmetic on the FP32 bits of
  *         x / scale (x widened to FP32; scale is a power of two, so the division is exact). NaN stays NaN (S.1111111),
  *         as torch's .to(torch.float8_e4m3fn / float8_e5m2) of the same clamped FP32 value: bitwise equal.
- *         Each core also folds the largest |x| of its share into *amax (the delayed-scaling history's next entry).
+ *         Each core also folds the largest |x| of its share into its own amax slot (no two cores write one word;
+ *         the slots' maximum is the tensor's amax, the delayed-scaling history's next entry).
  * unpack: x = (odl_t)(fp8 value * scale), the product exact in FP32, rounded once to the compute type.
- * scale:  one core, at the start of a step: per tensor, push the amax the last step recorded into its history,
- *         take scale = the smallest power of two with max(history) <= fmt max * scale (odl/common/precision.py
- *         fp8_scale is the same rule), and zero the amax for this step's packs.
- * State of a tensor (float): [scale, amax, history[hist]] (ODL_FP8_STATE_HEAD + hist floats). */
+ * scale:  one core, at the start of a step: per tensor, push the amax the last step recorded (the largest of its
+ *         slots) into its history, take scale = the smallest power of two with max(history) <= fmt max * scale
+ *         (odl/common/precision.py fp8_scale is the same rule), and zero the amax slots for this step's packs.
+ * State of a tensor (float): [scale, amax[ODL_FP8_AMAX_SLOTS] (one per core), history[hist]]
+ * (ODL_FP8_STATE_HEAD + hist floats). */
 #include "odl_kernels.h"
 
 typedef struct { int mbits, bias; uint32_t max_bits; uint8_t max_code; } fp8_fmt_t;
@@ -72,10 +74,9 @@ void odl_fp8_pack(void *args) {
     if (a > amax) amax = a;
     p->q[i] = fp8_encode(v * inv, f);
   }
-  if (p->amax && hi > lo) {
-    uint32_t *dst = (uint32_t *)p->amax, cur = __atomic_load_n(dst, __ATOMIC_RELAXED);
-    while (amax > cur && !__atomic_compare_exchange_n(dst, &cur, amax, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-    }
+  if (p->amax && hi > lo) {                                  /* this core's slot: max with the earlier tiles' */
+    float *slot = p->amax + odl_core_id();
+    if (amax > f_bits(*slot)) *slot = bits_f(amax);
   }
 }
 
@@ -105,13 +106,18 @@ void odl_fp8_scale(void *args) {
   int stride = ODL_FP8_STATE_HEAD + p->hist;
   for (int t = 0; t < p->count; t++) {
     float *s = p->state + t * stride, *h = s + ODL_FP8_STATE_HEAD, m = 0.0f;
+    uint32_t last = 0;
+    for (int c = 0; c < ODL_FP8_AMAX_SLOTS; c++) {
+      uint32_t b = f_bits(s[1 + c]) & 0x7FFFFFFFu;            /* |amax| bits: NaN above inf above the rest */
+      if (b > last) last = b;
+      s[1 + c] = 0.0f;
+    }
     for (int j = p->hist - 1; j > 0; j--) h[j] = h[j - 1];
-    h[0] = s[1];
+    h[0] = bits_f(last);
     for (int j = 0; j < p->hist; j++) {
       uint32_t b = f_bits(h[j]) & 0x7FFFFFFFu;              /* the largest finite entry (inf / NaN: skipped) */
       if (b < 0x7F800000u && b > f_bits(m)) m = bits_f(b);
     }
     s[0] = fp8_scale_of(m, f);
-    s[1] = 0.0f;
   }
 }

@@ -281,15 +281,17 @@ typedef struct { odl_t *w; float *master; const odl_t *g; float *m, *v; int len;
 void odl_adam_mixed(void *args);
 
 /* ---- FP8 storage (kernels_c/fp8.c, --store fp8): formats ODL_FP8_E4M3 / ODL_FP8_E5M2, per-tensor scales ----
- * A scaled tensor's state is ODL_FP8_STATE_HEAD + hist floats: [scale, amax, history[hist]]. */
+ * A scaled tensor's state is ODL_FP8_STATE_HEAD + hist floats: [scale, amax[ODL_FP8_AMAX_SLOTS], history[hist]],
+ * one amax slot per core (at most ODL_FP8_AMAX_SLOTS cores). */
 #define ODL_FP8_E4M3 0
 #define ODL_FP8_E5M2 1
-#define ODL_FP8_STATE_HEAD 2
+#define ODL_FP8_AMAX_SLOTS 8
+#define ODL_FP8_STATE_HEAD (1 + ODL_FP8_AMAX_SLOTS)
 typedef struct { const odl_t *x; uint8_t *q; int len; int fmt; const float *scale; float *amax; } odl_fp8_pack_args_t;
-void odl_fp8_pack(void *args);    /* q = fp8(clamp(x / scale)); *amax = max(*amax, |x|) (amax may be NULL) */
+void odl_fp8_pack(void *args);    /* q = fp8(clamp(x / scale)); amax[core] = max(amax[core], |x|) (may be NULL) */
 typedef struct { const uint8_t *q; odl_t *x; int len; int fmt; const float *scale; } odl_fp8_unpack_args_t;
 void odl_fp8_unpack(void *args);  /* x = q * scale */
 typedef struct { float *state; int count; int hist; int fmt; } odl_fp8_scale_args_t;
-void odl_fp8_scale(void *args);   /* per tensor: push amax into the history, scale from it, amax = 0 (core 0) */
+void odl_fp8_scale(void *args);   /* per tensor: push the amax into the history, scale from it, amax = 0 (core 0) */
 
 #endif

@@ -114,7 +114,8 @@ E4M3 = Fp8Format("e4m3", 0, 4, 3, 7, 448.0)        # "fn": no infinity, NaN = S.
 E5M2 = Fp8Format("e5m2", 1, 5, 2, 15, 57344.0)     # IEEE-like: inf and NaNs (gradients)
 FP8_FORMATS = {f.name: f for f in (E4M3, E5M2)}
 FP8_HISTORY = 16              # amax history entries per scaled tensor (delayed scaling)
-FP8_STATE_HEAD = 2            # a tensor's state: [scale, amax, history[FP8_HISTORY]] (ODL_FP8_STATE_HEAD)
+FP8_AMAX_SLOTS = 8            # amax slots per tensor, one per core (ODL_FP8_AMAX_SLOTS)
+FP8_STATE_HEAD = 1 + FP8_AMAX_SLOTS   # a tensor's state: [scale, amax[slots], history[FP8_HISTORY]]
 FP8_SCALE_EXP = 64            # scales are powers of two in [2^-64, 2^64]
 STORES = ("compute", "fp8")   # --store: tensors kept for the backward in the compute precision, or in FP8
 
@@ -132,6 +133,15 @@ def fp8_scale(history, fmt: Fp8Format) -> float:
     while fmt.max * 2.0 ** (k - 1) >= m:
         k -= 1
     return 2.0 ** min(FP8_SCALE_EXP, max(-FP8_SCALE_EXP, k))
+
+
+def fp8_pushed_history(row) -> np.ndarray:
+    """The amax history of a state row [scale, amax slots, history] once a step's odl_fp8_scale has pushed the
+    recorded amax (the largest slot, NaN above all) into it: the entries its scale comes from."""
+    row = np.asarray(row, np.float32)
+    slots = np.abs(row[1:FP8_STATE_HEAD])
+    last = np.nan if np.isnan(slots).any() else slots.max()
+    return np.concatenate([[last], row[FP8_STATE_HEAD:-1]]).astype(np.float32)
 
 
 def fp8_cast(x: torch.Tensor, scale: float, fmt: Fp8Format) -> torch.Tensor:

@@ -231,11 +231,12 @@ class Fp8Store:
 
 def kept_for_backward(prog) -> dict:
     """Bytes of the tensors alive across the forward -> backward boundary (the loss call), not counting the
-    persistent ones (parameters, input, state): what the forward keeps for the backward."""
+    persistent ones (parameters, input, state): what the forward keeps for the backward; of them, the FP8 copies
+    and the FP32 per-channel statistics (batch norm's mean and rstd, which no store changes)."""
     from odl.plan.planner import call_spans
     loss_at = next((i for i, c in enumerate(prog.calls) if c.step == "loss"), None)
     if loss_at is None:
-        return {"bytes": 0, "fp8_bytes": 0, "tensors": 0}
+        return {"bytes": 0, "fp8_bytes": 0, "stats_bytes": 0, "tensors": 0}
     first, last = {}, {}
     for i, (c, (lo, hi)) in enumerate(zip(prog.calls, call_spans(prog.calls))):
         for b in c.buffers():
@@ -247,4 +248,5 @@ def kept_for_backward(prog) -> dict:
             b not in prog.preload]
     return {"bytes": sum(b.nbytes(eb) for b in kept),
             "fp8_bytes": sum(b.nbytes(eb) for b in kept if b.dtype == "f8"),
+            "stats_bytes": sum(b.nbytes(eb) for b in kept if b.dtype == "f32"),   # batch-norm mean / rstd
             "tensors": len(kept)}

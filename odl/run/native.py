@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from odl.common.resources import resource_dir
+from odl.common.precision import FP8_AMAX_SLOTS, FP8_STATE_HEAD
 from odl.ir.kernel_structs import ctypes_struct
 
 KERNELS_DIR = resource_dir("kernels_c")
@@ -512,10 +513,11 @@ class Kernels:
         x = self._arr(x)
         q = np.empty(x.shape, np.uint8)
         s = np.array([scale], np.float32)
-        a = np.array([0.0 if amax is None else amax], np.float32)
+        a = np.zeros(FP8_AMAX_SLOTS, np.float32)      # one slot per core
+        a[0] = 0.0 if amax is None else amax
         self.run("fp8_pack", Fp8PackArgs(self._ptr(x), self._ptr(q), x.size, int(fmt), self._ptr(s), self._ptr(a)),
                  cores)
-        return q, float(a[0])
+        return q, float(np.nan if np.isnan(a).any() else a.max())
 
     def fp8_unpack(self, q, scale: float, fmt: int, cores=1):
         q = np.ascontiguousarray(q, np.uint8)
@@ -525,8 +527,8 @@ class Kernels:
         return x
 
     def fp8_scale(self, state, hist: int, fmt: int, cores=1):
-        """odl_fp8_scale on a [count, 2 + hist] float32 state array (updated in place)."""
-        assert state.dtype == np.float32 and state.flags.c_contiguous and state.shape[1] == 2 + hist
+        """odl_fp8_scale on a [count, FP8_STATE_HEAD + hist] float32 state array (updated in place)."""
+        assert state.dtype == np.float32 and state.flags.c_contiguous and state.shape[1] == FP8_STATE_HEAD + hist
         self.run("fp8_scale", Fp8ScaleArgs(self._ptr(state), state.shape[0], hist, int(fmt)), cores)
         return state
 

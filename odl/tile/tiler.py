@@ -34,7 +34,7 @@ from odl.common.errors import OdlError
 from odl.ir.program import Buffer, Call, CExpr, Gather, Program, Ptr, Transfer
 from odl.tile.memory import DMA_ZERO_BYTES, Hierarchy, gather_wide, gathers, same_block
 from odl.plan.planner import call_spans, first_fit, lowest_free
-from odl.common.precision import ALIGN, DTYPE_BYTES, align as _align
+from odl.common.precision import ALIGN, DTYPE_BYTES, FP8_AMAX_SLOTS, align as _align
 
 RESIDENT_SPAN = 64      # a scratch used by calls at most this far apart (outside loops) may live in L1 throughout
 FORWARD_SPAN = 8        # a result stays in L1 for a reader at most this many tiles later (longer holds crowd L1)
@@ -184,7 +184,8 @@ def _len_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
         for k, v in f.items():
             if isinstance(v, Ptr):
                 if k in _WHOLE:
-                    g[k] = _r(v, 0, 1, 1, 1, _WHOLE[k])
+                    mode, n = _WHOLE[k]
+                    g[k] = _r(v, 0, 1, n, n, mode)
                     continue
                 mode = "r" if ptr.get(k) else ("w" if k in pure_out and _acc_mode(f.get("accumulate", 0)) == "w"
                                                else "rw")
@@ -201,9 +202,9 @@ _PURE_OUT = {"odl_relu_fwd": ("y",), "odl_relu6_fwd": ("y",), "odl_relu_bwd": ("
              "odl_clamp_fwd": ("y",), "odl_clamp_bwd": ("dx",), "odl_fp8_pack": ("q",), "odl_fp8_unpack": ("x",)}
 _ELEMENTWISE = set(_PURE_OUT) | {"odl_sgd", "odl_sgd_momentum", "odl_adam", "odl_scale", "odl_grad_check",
                                  "odl_sgd_mixed", "odl_adam_mixed"}
-# single-element fields of elementwise kernels that every range tile gets whole, with their mode: an overflow flag,
-# an FP8 tensor's scale (read) and the amax its packs fold their ranges into (read and written)
-_WHOLE = {"flag": "rw", "scale": "r", "amax": "rw"}
+# small fields of elementwise kernels that every range tile gets whole, with their mode and elements: an overflow
+# flag, an FP8 tensor's scale (read) and the per-core amax slots its packs fold their ranges into (read and written)
+_WHOLE = {"flag": ("rw", 1), "scale": ("r", 1), "amax": ("rw", FP8_AMAX_SLOTS)}
 
 
 # channel-split kernels: field -> elements per channel (None: the per-channel plane of the call's geometry), and

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from odl.common.errors import OdlError
-from odl.common.precision import E4M3, E5M2, FP8_HISTORY, FP8_STATE_HEAD, fp8_cast, fp8_scale
+from odl.common.precision import E4M3, E5M2, FP8_HISTORY, FP8_STATE_HEAD, fp8_cast, fp8_pushed_history, fp8_scale
 from odl.verify.reference import _ExportRecorder, reference_steps
 
 
@@ -47,9 +47,10 @@ class _GradCast(torch.autograd.Function):
 
 
 def initial_state(plan, prep, cfg, trainable: list[str], dropout: dict) -> dict[str, np.ndarray]:
-    """State buffer name -> its preloaded rows [scale, amax, history]: every history entry and the amax are the
-    tensor's amax in an FP32 step of the first batch (PyTorch, no FP8), so the first step's scales are
-    fp8_scale([amax]) on the device and in the reference alike (the amax row is pushed into the history first)."""
+    """State buffer name -> its preloaded rows [scale, amax slots, history]: every history entry and the amax
+    (core 0's slot) are the tensor's amax in an FP32 step of the first batch (PyTorch, no FP8), so the first step's
+    scales are fp8_scale([amax]) on the device and in the reference alike (the amax is pushed into the history
+    first)."""
     ref = reference_steps(prep.model, prep.batches[:1], cfg, trainable, dropout, torch.float32, graph=prep.graph)[0]
     out = {}
     for fmt, entries, source in ((E4M3, plan.acts, ref.values), (E5M2, plan.grads, ref.value_grads)):
@@ -59,7 +60,9 @@ def initial_state(plan, prep, cfg, trainable: list[str], dropout: dict) -> dict[
             if v not in source:
                 raise OdlError(f"internal: --store fp8: the reference has no {'value' if fmt is E4M3 else 'gradient'}"
                                f" '{v}' to initialise its scale from")
-            rows[e.index, 1:] = np.float32(float(source[v].abs().max()))
+            a0 = np.float32(float(source[v].abs().max()))
+            rows[e.index, 1] = a0                          # core 0's amax slot (the others 0)
+            rows[e.index, FP8_STATE_HEAD:] = a0
         out[plan.states[fmt.name].name] = rows.ravel()
     return out
 
@@ -68,8 +71,7 @@ def scales(plan, state: dict) -> tuple[dict, dict]:
     """(value -> E4M3 scale, gradient root -> E5M2 scale) of the first step, from the preloaded state."""
     def of(fmt, entries):
         rows = state[plan.states[fmt.name].name].reshape(-1, FP8_STATE_HEAD + FP8_HISTORY)
-        return {e.index: fp8_scale(np.concatenate([rows[e.index, 1:2], rows[e.index, FP8_STATE_HEAD:-1]]), fmt)
-                for e in entries}
+        return {e.index: fp8_scale(fp8_pushed_history(rows[e.index]), fmt) for e in entries}
     sa, sg = of(E4M3, plan.acts), of(E5M2, plan.grads)
     return ({v: sa[e.index] for e in plan.acts for v in e.values},
             {e.values[0]: sg[e.index] for e in plan.grads})
@@ -165,7 +167,7 @@ def amax_and_scales(plan, state: dict, arena: bytes, refs: dict, read) -> tuple[
         else:
             truth = [float(gref.value_grads[e.values[0]].abs().max()) for e in entries]
             own = [float(greft.value_grads[e.values[0]].abs().max()) for e in entries]
-        rows.append((f"fp8 amax {fmt.name}", f"amax_{fmt.name}", dev[:len(entries), 1].copy(),
+        rows.append((f"fp8 amax {fmt.name}", f"amax_{fmt.name}", dev[:len(entries), 1:FP8_STATE_HEAD].max(axis=1),
                      np.array(truth), np.array(own)))
     return rows, {"scales_equal": not bad, "scale_mismatches": bad, "activations": len(plan.acts),
                   "gradients": len(plan.grads)}

@@ -172,8 +172,11 @@ def _store_memory(prep: Prepared, precision: str, cfg: TrainConfig, target, core
     _, _, base = step(prep, precision, dataclasses.replace(cfg, store="compute", recompute=frozenset()), target,
                       cores, hier, budget)
     out["kept_fp8_bytes"] = mem.kept["fp8_bytes"]
+    out["kept_stats_bytes"] = mem.kept["stats_bytes"]
     out["store_compute"] = {"arena_bytes": base.arena_bytes, "kept_for_backward_bytes": base.kept["bytes"],
-                            "recomputed": list(base.recomputed)}
+                            "kept_stats_bytes": base.kept["stats_bytes"], "recomputed": list(base.recomputed)}
+    acts = mem.kept["bytes"] - mem.kept["stats_bytes"], base.kept["bytes"] - base.kept["stats_bytes"]
+    out["activation_ratio"] = round(acts[0] / max(1, acts[1]), 4)    # the tensors alone, without the statistics
     out["kept_ratio"] = round(mem.kept["bytes"] / max(1, base.kept["bytes"]), 4)
     out["arena_ratio"] = round(mem.arena_bytes / max(1, base.arena_bytes), 4)
     return out
@@ -391,5 +394,6 @@ def _fp8_lines(rep: dict) -> list[str]:
             + ("equal the host's" if f["scales_equal"] else "DIFFER from the host's: " + "; ".join(
                 f["scale_mismatches"][:4])),
             f"kept for the backward {m['kept_for_backward_bytes']} B ({m['kept_fp8_bytes']} B FP8) vs "
-            f"{base['kept_for_backward_bytes']} B with --store compute ({m['kept_ratio']:.3f}x); arena "
+            f"{base['kept_for_backward_bytes']} B with --store compute ({m['kept_ratio']:.3f}x; activation tensors "
+            f"without the {m['kept_stats_bytes']} B of FP32 batch-norm statistics: {m['activation_ratio']:.3f}x); arena "
             f"{m['arena_bytes']} B vs {base['arena_bytes']} B ({m['arena_ratio']:.3f}x)"]

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from odl.common.precision import E4M3, E5M2, FP8_HISTORY, FP8_STATE_HEAD, fp8_cast, fp8_scale
+from odl.common.precision import (E4M3, E5M2, FP8_AMAX_SLOTS, FP8_HISTORY, FP8_STATE_HEAD, fp8_cast,
+                                  fp8_pushed_history, fp8_scale)
 
 FORMATS = [E4M3, E5M2]
 CORES = [1, 3, 8]
@@ -102,14 +103,32 @@ def test_scale_rule(lib, fmt):
     hist[3, :] = fmt.max * 2.0 ** np.arange(-8, 8)     # exact powers of two of the format's max
     hist[4, :] = 1e-38                                 # far below the scale range: clamped to 2^-64
     state[:, FP8_STATE_HEAD:] = hist.astype(np.float32)
-    state[:, 1] = np.abs(rng.standard_normal(count)) * 100
-    state[5, 1] = fmt.max * 2.0 ** 70                  # beyond the range: clamped to 2^64
+    state[:, 1:FP8_STATE_HEAD] = np.abs(rng.standard_normal((count, FP8_AMAX_SLOTS))) * 100   # the cores' slots
+    state[4, 1:FP8_STATE_HEAD] = 0.0
+    state[5, 3] = fmt.max * 2.0 ** 70                  # beyond the range: clamped to 2^64
+    state[6, 1:FP8_STATE_HEAD] = 0.0
+    state[6, 2] = np.nan                               # a NaN amax: pushed, then skipped
     before = state.copy()
     lib.fp8_scale(state, FP8_HISTORY, fmt.code, cores=3)
     for t in range(count):
-        h = np.concatenate([[before[t, 1]], before[t, FP8_STATE_HEAD:-1]])
-        assert np.array_equal(state[t, FP8_STATE_HEAD:], h)
+        h = fp8_pushed_history(before[t])
+        want = np.nanmax(np.abs(before[t, 1:FP8_STATE_HEAD])) if t != 6 else np.nan
+        assert np.array_equal(h[:1], [want], equal_nan=True) and np.array_equal(h[1:], before[t, FP8_STATE_HEAD:-1])
+        assert np.array_equal(state[t, FP8_STATE_HEAD:], h, equal_nan=True)
         assert state[t, 0] == np.float32(fp8_scale(h, fmt)), (t, state[t, 0], fp8_scale(h, fmt))
-        assert state[t, 1] == 0.0
-    assert state[1, 0] != 1.0 or before[1, 1] == 0     # the pushed amax counts
-    assert state[4, 0] >= 2.0 ** -64 and state[5, 0] == 2.0 ** 64
+        assert not state[t, 1:FP8_STATE_HEAD].any()
+    assert state[4, 0] == 2.0 ** -64 and state[5, 0] == 2.0 ** 64
+
+
+def test_pack_amax_slots_per_core(lib):
+    """Each core folds its share's amax into its own slot (no two cores write one word); tiles add to them."""
+    x = np.arange(1, 17, dtype=lib.dtype)
+    slots = np.zeros(FP8_AMAX_SLOTS, np.float32)
+    from odl.run.native import Fp8PackArgs
+    q = np.empty(x.size, np.uint8)
+    s = np.ones(1, np.float32)
+    for lo, hi in ((0, 8), (8, 16)):               # two tiles of one tensor, 4 cores each
+        part = np.ascontiguousarray(x[lo:hi])
+        lib.run("fp8_pack", Fp8PackArgs(part.ctypes.data, q.ctypes.data, part.size, 0, s.ctypes.data,
+                                        slots.ctypes.data), 4)
+    assert list(slots[:4]) == [10, 12, 14, 16] and not slots[4:].any()
