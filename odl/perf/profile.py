@@ -60,6 +60,7 @@ import numpy as np
 
 from odl.common.errors import OdlError
 from odl.common.precision import STEP_PRECISIONS, precision_of
+from odl.lower.fp8 import kept_for_backward
 
 STEPS = ("forward", "weight_grad", "input_grad", "transform", "loss", "update")
 
@@ -253,6 +254,7 @@ def analyse(prog, counts: np.ndarray, cores: int, sync_per_call: int) -> dict:
             "memory_model": "hierarchy" if hier is not None else "flat",
             "dma_cycles": int(dma["dma_cycles"]) if dma is not None else 0, "dma_exposed_cycles": exposed,
             "l1_peak_bytes": getattr(prog, "l1_peak_bytes", 0), "l2_bytes": getattr(prog, "arena_bytes", 0),
+            "kept_for_backward": kept_for_backward(prog),
             "_per_call_dma": [(int(d), int(round(e))) for d, e in zip(dma["per_call_dma"], dma["per_call_exposed"])]
             if dma is not None else [(0, 0)] * len(prog.calls)}
 
@@ -370,6 +372,7 @@ def profile_timed(prep, target, precision: str, cores: int, cfg=None, work: Path
                            for k in params},
                 "memory_model": "hierarchy" if getattr(prog, "memory", None) is not None else "flat",
                 "l1_peak_bytes": getattr(prog, "l1_peak_bytes", 0), "l2_bytes": getattr(prog, "arena_bytes", 0),
+                "kept_for_backward": kept_for_backward(prog), "store": cfg.store,
                 "decisions": prog.decisions,
                 "timing_s": {"build": round(t_run - t0, 3), "run": round(t_end - t_run, 3)}})
     return rep
@@ -408,6 +411,10 @@ def profile(model_spec: str, target_name: str = "rv32-cluster", precision: str =
         text = format_report(rep)
     else:
         raise OdlError(f"--cycle-model {cycle_model!r}: expected timed or ipc1")
+    kept = rep["kept_for_backward"]
+    rep["store"] = cfg.store
+    text += (f"\nkept for the backward (--store {cfg.store}): {kept['bytes']} B in {kept['tensors']} tensors"
+             + (f", {kept['fp8_bytes']} B of them FP8" if kept["fp8_bytes"] else ""))
     if log:
         log(text)
     if json_path:
