@@ -6,6 +6,10 @@ A precision is how the training step computes:
 - `fp16`: every kernel in FP16, 2 lanes per 32-bit word (the target's packed-FP16 SIMD, `-DODL_FP16=1`).
 - `mixed`: `odl train` only. The step computes in FP16 as `fp16` does, while the device keeps FP32 master weights
   (and optimizer state) that the update writes, and scales the loss dynamically (overflowing steps are skipped).
+
+Storage formats (`--store fp8`, docs/formats.md): E4M3 and E5M2, the per-tensor delayed-scaling rule (fp8_scale) and
+what storing a tensor in FP8 and reading it back gives (fp8_cast, the reference's cast; kernels_c/fp8.c is bitwise
+the same).
 """
 from __future__ import annotations
 
