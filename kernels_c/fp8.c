@@ -15,11 +15,14 @@
  * (ODL_FP8_STATE_HEAD + hist floats). */
 #include "odl_kernels.h"
 
-typedef struct { int mbits, bias; uint32_t max_bits; uint8_t max_code; } fp8_fmt_t;
+/* min_bits: FP32 bits of the smallest normal value; rebias: (127 - bias) << 23, FP32 exponent -> FP8 exponent;
+ * top: the largest code of a finite normal value (the codes above are NaN / inf) */
+typedef struct { int mbits, bias; uint32_t max_bits; uint8_t max_code; uint32_t min_bits, rebias; uint8_t top; }
+  fp8_fmt_t;
 
 static const fp8_fmt_t FMTS[2] = {
-  {3, 7, 0x43E00000u, 0x7Eu},    /* E4M3: 448 = 1.75 * 2^8 */
-  {2, 15, 0x47600000u, 0x7Bu},   /* E5M2: 57344 = 1.75 * 2^15 */
+  {3, 7, 0x43E00000u, 0x7Eu, 121u << 23, 120u << 23, 0x7Eu},    /* E4M3: 448 = 1.75 * 2^8, normals from 2^-6 */
+  {2, 15, 0x47600000u, 0x7Bu, 113u << 23, 112u << 23, 0x7Bu},   /* E5M2: 57344 = 1.75 * 2^15, normals from 2^-14 */
 };
 
 static inline uint32_t f_bits(float f) { union { float f; uint32_t u; } v = {f}; return v.u; }
@@ -67,12 +70,20 @@ void odl_fp8_pack(void *args) {
   odl_split(p->len, &lo, &hi);
   const fp8_fmt_t *f = &FMTS[p->fmt];
   float inv = 1.0f / p->scale[0];                            /* a power of two: exact */
-  uint32_t amax = 0;
+  uint32_t amax = 0, lo_bits = f->min_bits, hi_bits = f->max_bits, rebias = f->rebias;
+  int sh = 23 - f->mbits;
+  uint32_t half = (1u << (sh - 1)) - 1u;
   for (int i = lo; i < hi; i++) {
     float v = (float)p->x[i];
     uint32_t a = f_bits(v) & 0x7FFFFFFFu;                    /* |x| as bits: ordered as the values (NaN on top) */
     if (a > amax) amax = a;
-    p->q[i] = fp8_encode(v * inv, f);
+    uint32_t u = f_bits(v * inv), b = u & 0x7FFFFFFFu;
+    if (b - lo_bits < hi_bits - lo_bits) {                   /* a normal FP8 value: rebias, round to nearest even */
+      uint32_t r = b - rebias;                               /* (a carry moves the exponent; never past max) */
+      p->q[i] = (uint8_t)(((u >> 24) & 0x80u) | ((r + half + ((r >> sh) & 1u)) >> sh));
+    } else {
+      p->q[i] = fp8_encode(bits_f(u), f);                    /* subnormal, zero, +-max and beyond, NaN */
+    }
   }
   if (p->amax && hi > lo) {                                  /* this core's slot: max with the earlier tiles' */
     float *slot = p->amax + odl_core_id();
@@ -85,7 +96,16 @@ void odl_fp8_unpack(void *args) {
   int lo, hi;
   odl_split(p->len, &lo, &hi);
   float s = p->scale[0];
-  for (int i = lo; i < hi; i++) p->x[i] = (odl_t)(fp8_decode(p->q[i], p->fmt) * s);
+  const fp8_fmt_t *f = &FMTS[p->fmt];
+  uint32_t first = 1u << f->mbits, top = f->top, rebias = f->rebias;
+  int sh = 23 - f->mbits;
+  for (int i = lo; i < hi; i++) {
+    uint32_t c = p->q[i], m = c & 0x7Fu;
+    float v = m - first <= top - first                     /* a normal value: its bits, rebiased */
+      ? bits_f(((c & 0x80u) << 24) | ((m << sh) + rebias))
+      : fp8_decode((uint8_t)c, p->fmt);                    /* subnormal, zero, inf, NaN */
+    p->x[i] = (odl_t)(v * s);
+  }
 }
 
 /* the smallest power of two s (2^-64 .. 2^64) with m <= fmt max * s; 1 when no finite positive amax was seen */
