@@ -172,9 +172,9 @@ def build_programs(model: nn.Module, sample_shape: tuple, ntrain: int, nval: int
     dev = precision_of(opts.precision).device
     # mixed precision skips a step's updates together when a gradient overflows: they follow the whole backward
     cfg = dataclasses.replace(opts.cfg, fuse_updates=False) if opts.precision == "mixed" else opts.cfg
-    if cfg.store != "compute":
-        raise OdlError(f"--store {cfg.store}: the resident programs of odl train and odl.h do not support FP8 storage "
-                       f"yet (odl validate and odl profile do)")
+    if cfg.store != "compute" and opts.precision == "mixed":
+        raise OdlError(f"--store {cfg.store}: with --precision fp16 or fp32 (mixed precision's loss scaling rewrites "
+                       f"the gradients FP8 storage packs)")
     sizes = []
     if ntrain >= B:
         sizes.append(("train", B))
@@ -283,7 +283,9 @@ def _np_dtype(b: Buffer, dev: str):
     return dtype_np(b.dtype, dev)
 
 
-def initial_shared(fw: Firmware, model: nn.Module, opts) -> bytes:
+def initial_shared(fw: Firmware, model: nn.Module, opts, fp8_state: dict | None = None) -> bytes:
+    """The shared region's first contents. fp8_state: --store fp8's state rows by buffer name (the initial amax
+    histories, e.g. odl/verify/fp8ref.py initial_state)."""
     params = dict(model.named_parameters())
     bufs = dict(model.named_buffers())
     blob = bytearray(fw.shared_bytes)
@@ -296,6 +298,10 @@ def initial_shared(fw: Firmware, model: nn.Module, opts) -> bytes:
             a = bufs[b.init[1]].detach().numpy()
         elif kind == "zeros":
             a = np.zeros(b.nelem)
+        elif kind == "fp8":
+            if not fp8_state or b.name not in fp8_state:
+                raise OdlError(f"internal: --store fp8: the scale state {b.name} was not initialised")
+            a = fp8_state[b.name]
         elif kind == "ctl":
             c = np.zeros(1, CTL_DTYPE)
             c["b1t"] = c["b2t"] = 1.0

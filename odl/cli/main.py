@@ -20,7 +20,8 @@ def train_config(a):
                        "accumulate in FP32")
     store = getattr(a, "store", "compute")
     if store == "fp8" and getattr(a, "precision", "fp16") not in ("fp16", "fp32"):
-        raise OdlError(f"--store fp8: with --precision fp16 or fp32 (a one-step program), not {a.precision}")
+        raise OdlError(f"--store fp8: with --precision fp16 or fp32, not {a.precision} (mixed precision's loss "
+                       f"scaling rewrites the gradients FP8 storage packs)")
     return TrainConfig(lr=a.lr, train=a.train, bn=a.bn, loss=loss, optimizer=a.optimizer, momentum=a.momentum,
                        weight_decay=a.weight_decay, seed=a.seed, accumulate=acc,
                        dma_controller=getattr(a, "dma_controller", False), frozen=getattr(a, "frozen", "auto"),
@@ -30,8 +31,8 @@ def train_config(a):
 def refuse_store(a, command: str):
     """Commands that do not run a --store fp8 step yet say so (instead of running the compute-precision one)."""
     if getattr(a, "store", "compute") != "compute":
-        raise OdlError(f"--store {a.store}: odl {command} does not support FP8 storage yet (odl validate and odl "
-                       f"profile do)")
+        raise OdlError(f"--store {a.store}: odl {command} does not support FP8 storage yet (odl validate, profile "
+                       f"and train do)")
 
 
 def add_frontend_arg(p):
@@ -193,7 +194,6 @@ def _cmd_sweep(a) -> int:
 
 
 def _cmd_train(a) -> int:
-    refuse_store(a, "train")
     from odl.train.loop import TrainOptions, train
     cfg = train_config(a)
     opts = TrainOptions(data=a.data, epochs=a.epochs, batch=a.batch, val_split=a.val_split, precision=a.precision,

@@ -292,7 +292,7 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
         history = list(resume["odl"]["history"])
         step0 = int(resume["step"])
     else:
-        shared = initial_shared(fw, model, opts)
+        shared = initial_shared(fw, model, opts, _fp8_initial_state(fw, model, ds, opts))
         start_epoch, history, step0 = 0, [], 0
     ref = None
     if opts.reference == "fp32":
@@ -344,6 +344,21 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
     if not rep.get("stopped"):
         _report(rep, opts, log)
     return rep
+
+
+def _fp8_initial_state(fw, model, ds, opts) -> dict | None:
+    """--store fp8: every stored tensor's amax history starts at its amax in a PyTorch FP32 step of the first
+    training samples (as odl validate starts it; docs/formats.md), or None without FP8 storage."""
+    main = fw.programs[0].prog
+    if main.fp8 is None:
+        return None
+    from types import SimpleNamespace
+    from odl.verify.fp8ref import initial_state
+    b = fw.programs[0].batch
+    x = torch.as_tensor(np.asarray(ds.x[:b]), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(ds.y[:b]))
+    prep = SimpleNamespace(model=model, batches=[(x, y)], graph=main.graph)
+    return initial_state(main.fp8, prep, opts.cfg, main.trainable, main.dropout)
 
 
 def _cpu_seconds(pid: int | None) -> float | None:
