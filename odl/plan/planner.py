@@ -34,7 +34,7 @@ class MemoryReport:
     hierarchy: str = ""                # the tile pass's summary (memory hierarchy), empty for flat memory
     rom_bytes: int = 0                 # frozen weights in the read-only level (outside the arena and the budget)
     rom_tensors: int = 0
-    kept: dict | None = None           # bytes alive across the forward -> backward boundary (lower.fp8.kept_for_backward)
+    kept: dict | None = None           # bytes alive from the forward into the backward (lower.fp8.kept_for_backward)
 
     def text(self) -> str:
         lines = [f"arena {self.arena_bytes} B (sum of all buffers {self.naive_bytes} B"

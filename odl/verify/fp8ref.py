@@ -106,7 +106,8 @@ class Fp8Reference:
         if key not in self.reads:
             key = next((u.name for u in n.users if u.op == "call_function" and u.args[1:2] == (0,)), key)
         wanted = set(self.reads.get(key, ())) - {key}
-        return [(a, self.act_scale[a.name]) for a in dict.fromkeys(n.all_input_nodes) if a.name in wanted and a.name in self.act_scale]
+        return [(a, self.act_scale[a.name]) for a in dict.fromkeys(n.all_input_nodes)
+                if a.name in wanted and a.name in self.act_scale]
 
 
 def _combine(exact, shadow):

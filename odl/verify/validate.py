@@ -395,5 +395,6 @@ def _fp8_lines(rep: dict) -> list[str]:
                 f["scale_mismatches"][:4])),
             f"kept for the backward {m['kept_for_backward_bytes']} B ({m['kept_fp8_bytes']} B FP8) vs "
             f"{base['kept_for_backward_bytes']} B with --store compute ({m['kept_ratio']:.3f}x; activation tensors "
-            f"without the {m['kept_stats_bytes']} B of FP32 batch-norm statistics: {m['activation_ratio']:.3f}x); arena "
+            f"without the {m['kept_stats_bytes']} B of FP32 batch-norm statistics: {m['activation_ratio']:.3f}x); "
+            f"arena "
             f"{m['arena_bytes']} B vs {base['arena_bytes']} B ({m['arena_ratio']:.3f}x)"]
