@@ -96,6 +96,9 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
                        "own amax, which the device and PyTorch need not round to the same power of two")
     phase("trace", model_spec)
     prep = prepare(model_spec, input_shape, seed, precision, steps, cfg.loss)
+    if cfg.store == "fp8" and getattr(prep.graph, "exported", None) is None:
+        raise OdlError("--store fp8 validates against the torch.export frontend's program (the default "
+                       "--frontend export), not --frontend fx")
     phase("lower/plan", f"{len(prep.graph.nodes)} nodes, {precision}, {cores} cores")
     budget = budget or target.memory_budget_bytes
     # the deployable step must fit the budget; the validation build additionally keeps every layer input gradient

@@ -26,11 +26,14 @@ def _check(rep, kept_ratio):
 
 @needs_qemu
 def test_tinycnn_fp8_validates():
+    """The default suite's one emulator run of --store fp8 (the others are slow: ResNet8 ~25 s, DS-CNN ~19 s,
+    MobileNetV1-VWW ~60 s on an idle machine)."""
     rep = _validate("tinycnn", cores=3)
     _check(rep, 0.5)
 
 
 @needs_qemu
+@pytest.mark.slow
 def test_a_wrong_scale_fails(monkeypatch):
     """The host expecting other scales than the device computed must fail the step, not pass it."""
     from odl.verify import fp8ref
@@ -45,6 +48,7 @@ def test_a_wrong_scale_fails(monkeypatch):
 
 
 @needs_qemu
+@pytest.mark.slow
 def test_dscnn_fp8_validates():
     """DS-CNN (dropout, depthwise convolutions) in FP16 with FP8 storage: about half the bytes kept for the
     backward (docs/formats.md)."""

@@ -131,6 +131,11 @@ def test_refusals_name_the_flag():
 
 def test_fx_frontend_is_refused_by_the_reference(monkeypatch):
     from odl.verify.fp8ref import Fp8Reference
+    from odl.verify.validate import validate
+    monkeypatch.setenv("ODL_FRONTEND", "fx")            # refused before anything is built or run
+    with pytest.raises(OdlError, match="--store fp8 validates against the torch.export"):
+        validate("tinycnn", precision="fp16", cfg=TrainConfig(store="fp8"), log=lambda s: None)
+    monkeypatch.delenv("ODL_FRONTEND")
     prep, prog = _lowered("tinycnn", "fp8", memory="flat")
     g = dataclasses.replace(prep.graph) if dataclasses.is_dataclass(prep.graph) else prep.graph
     monkeypatch.setattr(g, "exported", None, raising=False)
