@@ -294,4 +294,26 @@ void odl_fp8_unpack(void *args);  /* x = q * scale */
 typedef struct { float *state; int count; int hist; int fmt; } odl_fp8_scale_args_t;
 void odl_fp8_scale(void *args);   /* per tensor: push the amax into the history, scale from it, amax = 0 (core 0) */
 
+/* ---- fake quantization (quantization-aware training, --qat int8; kernels_c/fakequant.c) ----
+ * A tensor is [c, inner]: c channels (a weight [Cout, ...], per channel) or c = 1 (per tensor). Observer state and
+ * qparams are FP32 vectors of c: the running range run_min / run_max (+inf / -inf before the first observation),
+ * scale and zp (an integer value). part: 2 * c floats per core of scratch, the cores' partial min / max.
+ * odl_fq_minmax: part[k][ch] = (min, max) of core k's share of x[ch, :] (accumulate: combined with part's values).
+ * odl_fq_observe: update = 1: run = this step's range the first time, else run += avg * (cur - run); then (update or
+ * not) scale / zp from run as torch.ao.quantization's _calculate_qparams (range widened to 0, eps; symmetric:
+ * scale = max|.| / ((qmax - qmin) / 2); affine: scale = (max - min) / (qmax - qmin), zp = qmin - round(min / scale)).
+ * odl_fq_fwd: y = (clamp(q, qmin, qmax) - zp) * scale, q = zp + round_half_even(x * (1 / scale)); mask = q in range;
+ *   element i is in channel (base + i) / inner (base: element 0's index in the whole tensor).
+ * odl_fq_bwd: dx (+)= dy where mask (straight-through), else 0. */
+typedef struct { const odl_t *x; float *part; int c, inner; int accumulate; } odl_fq_minmax_args_t;
+void odl_fq_minmax(void *args);
+typedef struct { const float *part; float *run_min, *run_max, *scale, *zp; int c; float avg; int qmin, qmax;
+                 int symmetric, update; } odl_fq_observe_args_t;
+void odl_fq_observe(void *args);
+typedef struct { const odl_t *x; odl_t *y; uint8_t *mask; const float *scale, *zp; int len, inner, base; int qmin, qmax;
+               } odl_fq_fwd_args_t;
+void odl_fq_fwd(void *args);
+typedef struct { const odl_t *dy; const uint8_t *mask; odl_t *dx; int len; int accumulate; } odl_fq_bwd_args_t;
+void odl_fq_bwd(void *args);
+
 #endif

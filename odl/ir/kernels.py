@@ -237,6 +237,16 @@ _k(name="odl_fp8_unpack", args_type="odl_fp8_unpack_args_t", op="fp8_unpack", di
 _k(name="odl_fp8_scale", args_type="odl_fp8_scale_args_t", op="fp8_scale", direction="any", source="fp8.c",
    cost=lambda f, c, l: f["count"] * (f["hist"] * 8 + 40))
 
+# fake quantization (--qat int8, fakequant.c): observer min/max partials, observer step + qparams, forward + mask, STE
+_k(name="odl_fq_minmax", args_type="odl_fq_minmax_args_t", op="fq_minmax", direction="forward",
+   source="fakequant.c", cost=lambda f, c, l: f["c"] * (_ceil(f["inner"], c) * 4 + 6))
+_k(name="odl_fq_observe", args_type="odl_fq_observe_args_t", op="fq_observe", direction="forward",
+   source="fakequant.c", cost=lambda f, c, l: _ceil(f["c"], c) * 60)
+_k(name="odl_fq_fwd", args_type="odl_fq_fwd_args_t", op="fq", direction="forward", source="fakequant.c",
+   cost=lambda f, c, l: _ceil(f["len"], c) * 14)
+_k(name="odl_fq_bwd", args_type="odl_fq_bwd_args_t", op="fq", direction="input_grad", source="fakequant.c",
+   cost=lambda f, c, l: _ceil(f["len"], c) * 6)
+
 
 def get(name: str) -> Kernel:
     try:
