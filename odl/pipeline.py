@@ -109,6 +109,8 @@ def host_array(prog: Program, prep: Prepared, buf, step: int = 0) -> np.ndarray:
         if buf.name not in prep.fp8_state:
             raise OdlError(f"internal: --store fp8: the scale state {buf.name} was not initialised")
         arr = prep.fp8_state[buf.name]
+    elif kind == "fill":        # a constant (observer state before the first observation: --qat)
+        arr = np.full(buf.nelem, buf.init[1])
     else:
         raise ValueError(f"buffer {buf.name}: unknown init {buf.init}")
     return np.ascontiguousarray(arr, dtype=np_dtype(buf, prog.precision)).ravel()

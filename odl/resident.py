@@ -302,6 +302,8 @@ def initial_shared(fw: Firmware, model: nn.Module, opts, fp8_state: dict | None 
             if not fp8_state or b.name not in fp8_state:
                 raise OdlError(f"internal: --store fp8: the scale state {b.name} was not initialised")
             a = fp8_state[b.name]
+        elif kind == "fill":
+            a = np.full(b.nelem, b.init[1])
         elif kind == "ctl":
             c = np.zeros(1, CTL_DTYPE)
             c["b1t"] = c["b2t"] = 1.0

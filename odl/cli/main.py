@@ -22,10 +22,11 @@ def train_config(a):
     if store == "fp8" and getattr(a, "precision", "fp16") not in ("fp16", "fp32"):
         raise OdlError(f"--store fp8: with --precision fp16 or fp32, not {a.precision} (mixed precision's loss "
                        f"scaling rewrites the gradients FP8 storage packs)")
-    return TrainConfig(lr=a.lr, train=a.train, bn=a.bn, loss=loss, optimizer=a.optimizer, momentum=a.momentum,
+    qat, bn = qat_options(a)
+    return TrainConfig(lr=a.lr, train=a.train, bn=bn, loss=loss, optimizer=a.optimizer, momentum=a.momentum,
                        weight_decay=a.weight_decay, seed=a.seed, accumulate=acc,
                        dma_controller=getattr(a, "dma_controller", False), frozen=getattr(a, "frozen", "auto"),
-                       store=store)
+                       store=store, qat=qat)
 
 
 def refuse_store(a, command: str):
@@ -33,6 +34,23 @@ def refuse_store(a, command: str):
     if getattr(a, "store", "compute") != "compute":
         raise OdlError(f"--store {a.store}: odl {command} does not support FP8 storage yet (odl validate, profile "
                        f"and train do)")
+
+
+def qat_options(a) -> tuple[str, str]:
+    """(--qat, the batch norm mode): --qat-bn frozen runs batch norm on its running statistics, train on batch
+    statistics as --bn train does; fold is refused (not built)."""
+    qat, qbn = getattr(a, "qat", "none"), getattr(a, "qat_bn", None)
+    if qbn is None:
+        return qat, a.bn
+    if qat == "none":
+        raise OdlError(f"--qat-bn {qbn} needs --qat int8")
+    if qbn == "fold":
+        raise OdlError("--qat-bn fold (batch norm folded into the convolution weights before their fake "
+                       "quantization, as torch's ConvBn2d QAT modules do) is not built yet: use --qat-bn frozen "
+                       "(running statistics) or train (batch statistics)")
+    if a.bn != "train" and a.bn != qbn:
+        raise OdlError(f"--bn {a.bn} and --qat-bn {qbn} contradict each other: give one of them")
+    return qat, qbn
 
 
 def add_frontend_arg(p):
@@ -80,6 +98,14 @@ def add_train_args(p):
                    help="tensors kept for the backward and gradients passed between layers: in the compute "
                         "precision (default), or fp8: E4M3 activations, E5M2 gradients, per-tensor delayed scaling "
                         "(docs/formats.md)")
+    p.add_argument("--qat", default="none", choices=["none", "int8"],
+                   help="quantization-aware training: int8 fake-quantizes every Conv/Linear weight (symmetric, per "
+                        "output channel) and the activations an int8 model requantizes (per tensor, uint8, ranges "
+                        "by moving average) with straight-through gradients, as torch.ao.quantization does "
+                        "(docs/quantization.md)")
+    p.add_argument("--qat-bn", default=None, choices=["frozen", "train", "fold"],
+                   help="--qat: batch norm on its running statistics (frozen) or on batch statistics (train); fold "
+                        "is not built yet. Default: as --bn")
     p.add_argument("--dma-controller", action="store_true",
                    help="memory hierarchy, QEMU: one more hart, a DMA controller, issues the next tiles' transfers "
                         "while the cores run the kernel (as a PULP cluster's controller core)")

@@ -291,6 +291,9 @@ class TrainConfig:
     store: str = "compute"        # tensors kept for the backward and gradients between layers: 'compute' (the
                                   # step's precision) | 'fp8' (E4M3 / E5M2 with per-tensor scales, odl/lower/fp8.py)
 
+    qat: str = "none"             # quantization-aware training: 'int8' fake-quantizes weights (per channel) and
+                                  # activations (per tensor) as torch.ao.quantization does (odl/lower/ops/fakequant.py)
+
     @property
     def build_defines(self) -> list[str]:
         """-D macros the firmware of a step with this configuration is built with."""

@@ -53,6 +53,12 @@ class Lowering:
         self.est_cores = cores          # for cost hints when nothing is measured
         self.decisions: list[dict] = []
         self._variant = ""
+        self.param_override: dict[str, Buffer] = {}   # parameter -> the buffer layers read instead (--qat: its
+                                                       # fake-quantized copy)
+        if cfg.qat != "none":
+            from odl.lower.ops import fakequant
+            fakequant.check(graph, cfg)
+            graph = fakequant.insert(graph)
         self.g = graph
         self.precision = precision
         self.cfg = cfg
@@ -157,7 +163,8 @@ class Lowering:
         return b
 
     def param(self, node: Node, role: str) -> Buffer:
-        return self.params[node.params[role]]
+        pname = node.params[role]
+        return self.param_override.get(pname) or self.params[pname]
 
     def param_grad(self, node: Node, role: str) -> Buffer | None:
         """Where `node`'s backward writes the gradient of its parameter `role` (overwriting: ops never add to it).
@@ -438,6 +445,9 @@ class Lowering:
     def _forward(self) -> int:
         """Emit every node's forward; returns the forward's MACs."""
         macs_f = 0
+        if self.cfg.qat != "none":
+            from odl.lower.ops import fakequant
+            fakequant.quantize_weights(self)
         for node in self.g.nodes:
             n0 = len(self.calls)
             opreg.get(node.op).forward(node, self)
@@ -507,6 +517,9 @@ class Lowering:
                     if uses[pname] == 0:
                         if pname not in self._pgrad_written:
                             raise OdlError(f"parameter '{pname}' trains but its layer does not reach the loss")
+                        if cfg.qat != "none":
+                            from odl.lower.ops import fakequant
+                            fakequant.mask_weight_grad(self, pname)
                         if cfg.fuse_updates:
                             self._update(pname)
         if not cfg.fuse_updates:

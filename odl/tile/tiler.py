@@ -179,13 +179,16 @@ def _len_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
     pure_out = _PURE_OUT.get(call.kernel, ())
     for a0, a1 in _split(L, -(-L // chunk)):
         g = dict(f, len=a1 - a0)
-        if call.kernel == "odl_dropout_fwd":
+        if call.kernel in ("odl_dropout_fwd", "odl_fq_fwd"):
             g["base"] = f.get("base", 0) + a0
         for k, v in f.items():
             if isinstance(v, Ptr):
                 if k in _WHOLE:
                     mode, n = _WHOLE[k]
                     g[k] = _r(v, 0, 1, n, n, mode)
+                    continue
+                if call.kernel == "odl_fq_fwd" and k in ("scale", "zp"):    # per-channel vectors: whole
+                    g[k] = _r(v, 0, 1, v.buf.nelem - v.elem, v.buf.nelem - v.elem, "r")
                     continue
                 mode = "r" if ptr.get(k) else ("w" if k in pure_out and _acc_mode(f.get("accumulate", 0)) == "w"
                                                else "rw")
@@ -199,7 +202,8 @@ _PURE_OUT = {"odl_relu_fwd": ("y",), "odl_relu6_fwd": ("y",), "odl_relu_bwd": ("
              "odl_add": ("y",), "odl_copy": ("dst",), "odl_fill": ("x",), "odl_act_fwd": ("y",),
              "odl_act_bwd": ("dx",), "odl_dropout_fwd": ("y", "mask"), "odl_dropout_bwd": ("dx",),
              "odl_mse_range": ("dpred",), "odl_affine_fwd": ("y",), "odl_affine_bwd": ("dx",),
-             "odl_clamp_fwd": ("y",), "odl_clamp_bwd": ("dx",), "odl_fp8_pack": ("q",), "odl_fp8_unpack": ("x",)}
+             "odl_clamp_fwd": ("y",), "odl_clamp_bwd": ("dx",), "odl_fp8_pack": ("q",), "odl_fp8_unpack": ("x",),
+             "odl_fq_fwd": ("y", "mask"), "odl_fq_bwd": ("dx",)}
 _ELEMENTWISE = set(_PURE_OUT) | {"odl_sgd", "odl_sgd_momentum", "odl_adam", "odl_scale", "odl_grad_check",
                                  "odl_sgd_mixed", "odl_adam_mixed"}
 # small fields of elementwise kernels that every range tile gets whole, with their mode and elements: an overflow
@@ -397,6 +401,20 @@ def _block_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
     return out
 
 
+def _minmax_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
+    """odl_fq_minmax per tensor (c = 1): ranges of the tensor, each tile's partial min / max combined with the
+    previous tiles' (accumulate); per channel (a weight): one tile."""
+    f = call.fields
+    if f["c"] != 1:
+        return _whole_tiles(call, budget, eb, resident, cores)
+    part, n = f["part"], f["part"].buf.nelem - f["part"].elem
+    room = max(16 * eb, budget - n * 4)
+    chunk = max(16, room // _esize(f["x"].buf, eb) // 16 * 16)
+    return [dict(f, inner=a1 - a0, accumulate=int(i > 0), x=_r(f["x"], a0, 1, a1 - a0, a1 - a0, "r"),
+                 part=_r(part, 0, 1, n, n, "rw"))
+            for i, (a0, a1) in enumerate(_split(f["inner"], -(-f["inner"] // chunk)))]
+
+
 # kernel -> its tiler, by family; a kernel not named here gets one tile holding every buffer (_whole_tiles)
 _TILER_FAMILIES = (
     (("odl_mse",), _mse_tiles),
@@ -409,6 +427,7 @@ _TILER_FAMILIES = (
     (("odl_transpose",), _transpose_tiles),
     (("odl_block_copy",), _block_tiles),
     (("odl_conv_wflip",), _wflip_tiles),
+    (("odl_fq_minmax",), _minmax_tiles),
 )
 TILERS = {k: tiler for names, tiler in _TILER_FAMILIES for k in names}
 assert len(TILERS) == sum(len(names) for names, _ in _TILER_FAMILIES), "a kernel in two tiler families"

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from odl.lower.lowering import TrainConfig
 from odl.lower.ops import dropout as dropout_op
+from odl.lower.ops.fakequant import fq_name
 
 
 @dataclass
@@ -27,11 +28,26 @@ class Reference:
 
 
 class _Recorder(torch.fx.Interpreter):
-    def __init__(self, gm, values, dropout, step, masks=None):
+    def __init__(self, gm, values, dropout, step, masks=None, qat=None):
         super().__init__(gm)
         self.values, self.dropout, self.step, self.masks = values, dropout, step, masks or {}
+        self.qat = qat      # --qat int8: odl.lower.ops.fakequant_torch.TorchFakeQuant (torch's fake quantization)
 
     def run_node(self, n):
+        out = self._run(n)
+        q = self.qat.after(n.name, out) if self.qat is not None else None
+        if q is None:
+            return out
+        if q.requires_grad:
+            q.retain_grad()
+        self.values[fq_name(n.name)] = q     # the device's fake-quant node; the value before it keeps its name
+        return q
+
+    def call_module(self, target, args, kwargs):
+        out = self.qat.module_forward(self.fetch_attr(target), target, args, kwargs) if self.qat is not None else None
+        return super().call_module(target, args, kwargs) if out is None else out
+
+    def _run(self, n):
         spec = self.dropout.get(n.name)
         mask = self.masks.get(n.name)
         if isinstance(mask, tuple):
@@ -72,7 +88,7 @@ class _ExportRecorder(_Recorder):
 
     frozen_bn = False     # --bn frozen: batch norm on the running statistics, which stay as they are
 
-    def run_node(self, n):
+    def _run(self, n):
         if self.frozen_bn and n.op == "call_function" and \
                 n.target is torch.ops.aten._native_batch_norm_legit_functional.default:
             x, w, b, rm, rv, _, momentum, eps = (self.env[a] if isinstance(a, torch.fx.Node) else a for a in n.args)
@@ -93,10 +109,11 @@ class _ExportRecorder(_Recorder):
                     out.retain_grad()
                 self.values[n.name] = out
             return out
-        return super().run_node(n)
+        return super()._run(n)
 
 
-def _run_exported(exported, m: nn.Module, x: torch.Tensor, values, dropout, step, masks, frozen_bn=False, fp8=None):
+def _run_exported(exported, m: nn.Module, x: torch.Tensor, values, dropout, step, masks, frozen_bn=False, fp8=None,
+                  qat=None):
     """One forward of the exported program on module m's parameters and buffers. Returns the logits and the new
     values of the buffers it writes (running statistics, counters), for after the backward (autograd may hold the
     old ones)."""
@@ -105,7 +122,7 @@ def _run_exported(exported, m: nn.Module, x: torch.Tensor, values, dropout, step
     args = []
     for kind, name in exported.inputs:
         if kind == "param":
-            args.append(params[name])
+            args.append(params[name] if qat is None else qat.weight(name, params[name]))
         elif kind == "buffer":
             args.append(bufs[name])
         elif kind == "input":
@@ -114,8 +131,8 @@ def _run_exported(exported, m: nn.Module, x: torch.Tensor, values, dropout, step
             args.append(exported.program.constants[name])
     gm = exported.program.graph_module
     # --store fp8: a recorder that casts where the device packs (odl/verify/fp8ref.py)
-    rec = _ExportRecorder(gm, values, dropout, step, masks) if fp8 is None else fp8.recorder(gm, values, dropout,
-                                                                                             step, masks)
+    rec = (_ExportRecorder(gm, values, dropout, step, masks, qat) if fp8 is None
+           else fp8.recorder(gm, values, dropout, step, masks))
     rec.frozen_bn = frozen_bn
     outs = rec.run(*args)
     logits, writes = None, []
@@ -138,13 +155,16 @@ def _optimizer(params, cfg: TrainConfig):
 def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
                     trainable: list[str], dropout: dict[str, dict] | None = None,
                     dtype: torch.dtype = torch.float32, masks: dict | None = None, graph=None,
-                    fp8=None) -> list[Reference]:
+                    fp8=None, qat_align: dict | None = None) -> list[Reference]:
     """K steps of the model in PyTorch. `masks` (first step only): node name -> boolean array telling where a
     ReLU/ReLU6 passes its gradient, or (op, region array) for hard-swish / hard-sigmoid (the piece of the function
     each element is on), to align the reference with decisions the device took. `graph`: the graph odl
     lowered; when the torch.export frontend made it, its exported program is what runs (its node names are the
     graph's value names), else the model is traced with torch.fx. `fp8`: an odl.verify.fp8ref.Fp8Reference, to
-    cast to float8 where a --store fp8 step packs (first step's scales; the torch.export program only)."""
+    cast to float8 where a --store fp8 step packs (first step's scales; the torch.export program only). --qat int8
+    (cfg.qat): torch's FakeQuantize modules at the device's points, starting from the same (empty) observer state;
+    `qat_align` (first step only): value -> (device codes, device mask) for a reference taking the device's
+    quantization decisions."""
     exported = getattr(graph, "exported", None)
     m = copy.deepcopy(model).to(dtype)
     m.train()
@@ -163,8 +183,14 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
               if dtype == torch.float16 else None)
     opt = _optimizer(shadow if shadow is not None else train_params, cfg)
     centers = [p.detach().clone() for p in train_params] if cfg.prox_mu else None
+    qat = None
+    if cfg.qat != "none":
+        from odl.lower.ops.fakequant_torch import TorchFakeQuant
+        qat = TorchFakeQuant(graph)
     out = []
     for step, (x, target) in enumerate(batches):
+        if qat is not None:
+            qat.align, qat.used = (qat_align or {}) if step == 0 else {}, set()
         opt.zero_grad(set_to_none=True)
         for p in train_params:
             p.grad = None
@@ -172,9 +198,12 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
         writes = []
         if exported is not None:
             logits, writes = _run_exported(exported, m, x.to(dtype), values, dropout or {}, step,
-                                           masks if step == 0 else None, frozen_bn=cfg.bn == "frozen", fp8=fp8)
+                                           masks if step == 0 else None, frozen_bn=cfg.bn == "frozen", fp8=fp8,
+                                           qat=qat)
         else:
-            logits = _Recorder(gm, values, dropout or {}, step, masks if step == 0 else None).run(x.to(dtype))
+            logits = _Recorder(gm, values, dropout or {}, step, masks if step == 0 else None, qat).run(x.to(dtype))
+        if qat is not None:
+            qat.check_used()
         if cfg.loss == "mse":
             loss = F.mse_loss(logits, target.to(dtype))
         elif cfg.loss == "nll":
@@ -205,6 +234,8 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
                     p.copy_(sp.detach().to(dtype))
         updated = {k: p.detach().double().clone() for k, p in params.items() if k in trainable}
         bufs = {k: b.detach().double().clone() for k, b in gm.named_buffers() if b.is_floating_point()}
+        if qat is not None:
+            bufs.update(qat.state())
         vals = {k: v.detach().double().clone() for k, v in values.items()}
         out.append(Reference(loss=float(loss.detach()), logits=logits.detach().double(), param_grads=pgrads,
                              value_grads=vgrads, values=vals, updated=updated, buffers=bufs))

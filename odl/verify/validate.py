@@ -124,14 +124,17 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
     step_rows = _loss_rows(run["results"], refs["plain"], refs["torch"], precision)
     loss_ok = all(r["passed"] for r in step_rows) and \
         abs(run["results"][0].loss - loss_dev) <= 1e-6 * max(1, abs(loss_dev))
+    qat_ok = refs["qat"] is None or not refs["qat"]["mismatches"]
     report = {
         "model": prep.name, "target": target.name, "runner": device.runner, "bulk": device.bulk_path,
         "precision": precision, "cores": cores,
         "input_shape": list(prep.x.shape), "seed": seed, "lr": lr,
-        "passed": loss_ok and all(r["passed"] for r in rows) and (fp8 is None or fp8["scales_equal"]),
+        "passed": loss_ok and qat_ok and all(r["passed"] for r in rows) and (fp8 is None or fp8["scales_equal"]),
         "config": {"train": cfg.train, "bn": cfg.bn, "loss": cfg.loss, "optimizer": cfg.optimizer,
-                   "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps, "store": cfg.store},
+                   "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps, "store": cfg.store,
+                   "qat": cfg.qat},
         "fp8": fp8,
+        "qat": refs["qat"],
         "trainable": prog.trainable,
         "train_auto": mem.auto,
         "reference": {"truth": "pytorch fp64", "torch": f"pytorch {precision}" + (
@@ -264,14 +267,21 @@ def _references(prep: Prepared, prog: Program, cfg: TrainConfig, arena: bytes, p
             decisions += dev.size
             if int((dev != refm).sum()):
                 flips[node.report_name] = int((dev != refm).sum())
-    if flips or (fp8 is not None and masks):
+    align, qat = {}, None
+    if cfg.qat != "none":
+        from odl.verify.qat_check import qat_decisions
+        align, qat = qat_decisions(prep, prog, arena, ref, precision, read_tensor)
+    if flips or (fp8 is not None and masks) or align:
         gref = reference_steps(prep.model, prep.batches[:1], cfg, prog.trainable, prog.dropout, torch.float64,
-                               masks=masks, graph=graph)[0]
+                               masks=masks, graph=graph, qat_align=align)[0]
         greft = reference_steps(prep.model, prep.batches[:1], cfg, prog.trainable, prog.dropout, tdtype,
-                                masks=masks, graph=graph, fp8=fp8)[0]
+                                masks=masks, graph=graph, fp8=fp8, qat_align=align)[0]
     else:
         gref, greft = ref, reft
-    return {"plain": refs, "torch": refst, "grad": gref, "grad_torch": greft, "flips": flips, "decisions": decisions}
+    if align:   # a flipped code moves a whole quantum forward too: every step-1 value is compared with the
+        refs, refst = [gref] + refs[1:], [greft] + refst[1:]    # references taking the device's codes
+    return {"plain": refs, "torch": refst, "grad": gref, "grad_torch": greft, "flips": flips, "decisions": decisions,
+            "qat": qat}
 
 
 def _device_and_reference_tensors(prep: Prepared, prog: Program, refs: dict, run: dict, precision: str,
@@ -350,6 +360,9 @@ def format_report(rep: dict) -> str:
         lines.append(f"ReLU / hard-swish decisions: {fl['flipped']} of {fl['decisions']} differ from FP32 "
                      f"({', '.join(f'{k}: {v}' for k, v in fl['by_layer'].items())}); gradients are compared with "
                      f"the FP32 reference taking the device's decisions")
+    q = rep.get("qat")
+    if q:
+        lines.append(format_qat(q))
     if len(rep.get("steps", [])) > 1:
         lines.append("  ".join(f"step {r['step']}: {r['device']:.5f}/{r['reference']:.5f}"
                                + ("" if r["passed"] else " FAIL") for r in rep["steps"]))
@@ -379,7 +392,7 @@ def format_report(rep: dict) -> str:
     if lk and (lk["retransmissions"] or lk["damaged_frames"] or lk["device_rejected"]):
         lines.append(f"link: {lk['requests']} requests, {lk['retransmissions']} retransmitted, "
                      f"{lk['damaged_frames']} damaged frames dropped, {lk['device_rejected']} rejected by the device")
-    n_bad = sum(not r["passed"] for r in rep["tensors"]) + (not rep["loss"]["passed"])
+    n_bad = sum(not r["passed"] for r in rep["tensors"]) + (not rep["loss"]["passed"]) + bool(q and q["mismatches"])
     if any(r.get("floor") for r in rep["tensors"]):
         lines.append("* reference at the noise floor (norm < 10% of the typical tensor of its kind): rel_l2 is "
                      "measured against that floor and cosine is not checked")
@@ -401,3 +414,17 @@ def _fp8_lines(rep: dict) -> list[str]:
             f"without the {m['kept_stats_bytes']} B of FP32 batch-norm statistics: {m['activation_ratio']:.3f}x); "
             f"arena "
             f"{m['arena_bytes']} B vs {base['arena_bytes']} B ({m['arena_ratio']:.3f}x)"]
+
+
+def format_qat(q: dict) -> str:
+    """The report's line on the quantization decisions (--qat)."""
+    text = (f"QAT int8: {q['points']} activation points, {q['codes']} codes; {q['flipped']} differ from FP64's "
+            f"(at a rounding boundary" + (f", at most {q['max_code_diff']} apart" if q["flipped"] else "") + ")"
+            + (f": {', '.join(f'{k}: {v}' for k, v in q['by_point'].items())}; every tensor of step 1 is compared "
+               f"with references taking the device's codes" if q["flipped"] else ""))
+    if q["unobservable"]:
+        text += f"; not observable after the step (overwritten in place): {', '.join(q['unobservable'])}"
+    if q["mismatches"]:
+        text += (f"\nQAT FAIL: the device's fake quantization differs from torch's on the device's own input and "
+                 f"qparams: {', '.join(f'{k}: {v}' for k, v in q['mismatches'].items())} elements")
+    return text

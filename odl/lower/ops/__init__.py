@@ -9,4 +9,4 @@ and method converters the torch.fx node (for its arguments). attrs['_op'] may re
 from __future__ import annotations
 
 from odl.lower.ops.registry import FUNCTIONS, METHODS, MODULES, backward_reads_output, get, register, supported  # noqa: F401  (the registry's interface)
-from odl.lower.ops import conv, linear, activation, shape, batchnorm, arith, pool, dropout, pad, norm, upsample, smooth, reduce, elementwise  # noqa: F401  (each registers its ops)
+from odl.lower.ops import conv, linear, activation, shape, batchnorm, arith, pool, dropout, pad, norm, upsample, smooth, reduce, elementwise, fakequant  # noqa: F401  (each registers its ops)
