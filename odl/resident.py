@@ -62,7 +62,7 @@ class TrainOptions:
         return {"data": self.data, "batch": self.batch, "val_split": self.val_split, "precision": self.precision,
                 "cores": self.cores, "target": self.target, "seed": self.seed, "loss_scale": self.loss_scale,
                 "lr": c.lr, "train": self.train_asked or c.train, "bn": c.bn, "loss": c.loss, "optimizer": c.optimizer,
-                "momentum": c.momentum, "weight_decay": c.weight_decay}
+                "momentum": c.momentum, "weight_decay": c.weight_decay, **({"qat": c.qat} if c.qat != "none" else {})}
 
 
 # ---- programs ---------------------------------------------------------------------------------------------------
@@ -349,6 +349,8 @@ def state_dict_from_device(fw: Firmware, model: nn.Module, blob: bytes, opts) ->
         src = vals[fw.masters[pname].name] if pname in fw.masters else vals[main.params[pname].name]
         sd[pname] = torch.from_numpy(src.copy()).reshape(sd[pname].shape).to(sd[pname].dtype)
     for tname, b in main.state.items():
+        if tname.startswith("qat."):    # observers of --qat: not the model's (odl/train/qat.py checkpoints them)
+            continue
         sd[tname] = torch.from_numpy(vals[b.name].copy()).reshape(sd[tname].shape).to(sd[tname].dtype)
     counters = main.graph.counters
     if opts.cfg.bn == "train" and counters:

@@ -47,9 +47,14 @@ from odl.resident import (DATA_BYTES, DATA_OFFSET, Firmware, TrainOptions, build
 class Reference:
     """PyTorch FP32 on the host: the same model from the same initial weights on the same batches, same order."""
 
-    def __init__(self, model: nn.Module, trainable: list[str], opts: TrainOptions):
+    def __init__(self, model: nn.Module, trainable: list[str], opts: TrainOptions, sample_shape: tuple = (),
+                 prog=None):
         self.model = copy.deepcopy(model).float()
         self.cfg = opts.cfg
+        self.net = self.model       # what runs: the model, or (--qat) the model with torch's fake quantization
+        if self.cfg.qat != "none":
+            from odl.train.qat import reference_net
+            self.net = reference_net(self.model, opts, sample_shape, prog)
         params = dict(self.model.named_parameters())
         for n, p in params.items():
             p.requires_grad_(n in trainable)
@@ -61,7 +66,7 @@ class Reference:
             self.opt = torch.optim.Adam(ps, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay)
 
     def _train_mode(self):
-        self.model.train()
+        self.net.train()
         if self.cfg.bn == "frozen":
             for m in self.model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -74,7 +79,7 @@ class Reference:
         state changes). The reference has no overflow of its own in FP32, so it follows the device's decision."""
         self._train_mode()
         self.opt.zero_grad(set_to_none=True)
-        out = self.model(torch.from_numpy(x))
+        out = self.net(torch.from_numpy(x))
         loss = loss_fn(out, torch.from_numpy(y), self.cfg.loss)
         loss.backward()
         if not skip_update:
@@ -82,7 +87,7 @@ class Reference:
         return float(loss.detach())
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float | None, float]:
-        return host_eval(self.model, x, y, self.cfg.loss)
+        return host_eval(self.net, x, y, self.cfg.loss)
 
 
 def loss_fn(out, y, loss):
@@ -296,11 +301,13 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
         start_epoch, history, step0 = 0, [], 0
     ref = None
     if opts.reference == "fp32":
-        ref = Reference(model, main.trainable, opts)
+        ref = Reference(model, main.trainable, opts, ds.sample_shape, main)
         if resume is not None:
             r = resume["odl"]["reference"]
             ref.model.load_state_dict(r["model"], strict=True)
             ref.opt.load_state_dict(r["optimizer"])
+            if r.get("qat") is not None:
+                ref.net.qat.load_state(r["qat"])
     log(f"odl train {name}: {opts.precision}, {opts.cores} cores, batch {opts.batch}, data {ds.name} "
         f"({ntrain} train / {nval} val, sample {'x'.join(map(str, ds.sample_shape))}); programs: "
         + ", ".join(f"{dp.kind}@{dp.batch}" for dp in fw.programs)
@@ -521,8 +528,12 @@ class DeviceTraining:
                       "ctl": read_ctl(fw, blob), "layout": [list(t) for t in fw.layout()],
                       "device": torch.frombuffer(bytearray(blob), dtype=torch.uint8),
                       "initial_model": self.initial_model, "history": self.history,
-                      "reference": ({"model": ref.model.state_dict(), "optimizer": ref.opt.state_dict()}
+                      "reference": ({"model": ref.model.state_dict(), "optimizer": ref.opt.state_dict(),
+                                     "qat": ref.net.qat.state() if ref.net is not ref.model else None}
                                     if ref is not None else None)}}
+        if self.cfg.qat != "none":
+            from odl.train.qat import checkpoint_entry
+            ck["odl"]["qat"] = checkpoint_entry(fw, blob, self.cfg)
         save_atomic(ck, opts.checkpoint)
         self.t["ckpt"] += time.perf_counter() - t0
 
@@ -563,6 +574,9 @@ class DeviceTraining:
         sd = state_dict_from_device(self.fw, self.model, self.last_blob, opts)
         host_model = copy.deepcopy(self.model)
         host_model.load_state_dict(sd, strict=True)
+        if self.cfg.qat != "none":      # with the device's observers, as the device evaluates
+            from odl.train.qat import host_model as qat_host_model
+            host_model = qat_host_model(host_model, self.fw, self.last_blob, opts, ds.sample_shape)
         hacc, hloss = host_eval(host_model, ds.x_val, ds.y_val, self.cfg.loss)
         rep["final"]["host_val_acc"] = hacc
         rep["final"]["host_val_loss"] = hloss
