@@ -128,8 +128,15 @@ def _cmd_validate(a) -> int:
     return 0 if rep["passed"] else 1
 
 
+def refuse_qat(a, command: str, why: str) -> None:
+    if getattr(a, "qat", "none") != "none":
+        raise OdlError(f"--qat {a.qat}: odl {command} does not support quantization-aware training yet ({why}); "
+                       f"odl validate, profile and train do")
+
+
 def _cmd_compile(a) -> int:
     refuse_store(a, "compile")
+    refuse_qat(a, "compile", "its project and odl.h do not carry the observers' state into checkpoints")
     from odl.deploy.compile import compile_project, parse_bytes
     from odl.embed.project import AppOptions
     budget = parse_bytes(a.budget) if a.budget is not None else None
@@ -154,6 +161,7 @@ def _embed_options(a):
 
 def _cmd_params(a) -> int:
     refuse_store(a, "params")
+    refuse_qat(a, "params", "the observers' state would not travel between blob and checkpoint")
     from odl.embed.params import params
     params(a.model, a.input, _embed_options(a), checkpoint=a.checkpoint, blob_out=a.blob, flash_out=a.flash)
     return 0
@@ -233,6 +241,7 @@ def _cmd_train(a) -> int:
 
 def _cmd_fleet(a) -> int:
     refuse_store(a, "fleet")
+    refuse_qat(a, "fleet", "FedAvg does not average the observers' state")
     from odl.train.fleet import FleetOptions, fleet
     opts = FleetOptions(data=a.data, devices=a.devices, rounds=a.rounds, local_epochs=a.local_epochs,
                         strategy=a.strategy, mu=a.mu, split=a.split, batch=a.batch, val_split=a.val_split,

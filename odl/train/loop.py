@@ -299,15 +299,7 @@ def train(model_spec: str, opts: TrainOptions, log=print) -> dict:
     else:
         shared = initial_shared(fw, model, opts, _fp8_initial_state(fw, model, ds, opts))
         start_epoch, history, step0 = 0, [], 0
-    ref = None
-    if opts.reference == "fp32":
-        ref = Reference(model, main.trainable, opts, ds.sample_shape, main)
-        if resume is not None:
-            r = resume["odl"]["reference"]
-            ref.model.load_state_dict(r["model"], strict=True)
-            ref.opt.load_state_dict(r["optimizer"])
-            if r.get("qat") is not None:
-                ref.net.qat.load_state(r["qat"])
+    ref = _reference(model, main, opts, ds, resume) if opts.reference == "fp32" else None
     log(f"odl train {name}: {opts.precision}, {opts.cores} cores, batch {opts.batch}, data {ds.name} "
         f"({ntrain} train / {nval} val, sample {'x'.join(map(str, ds.sample_shape))}); programs: "
         + ", ".join(f"{dp.kind}@{dp.batch}" for dp in fw.programs)
@@ -366,6 +358,18 @@ def _fp8_initial_state(fw, model, ds, opts) -> dict | None:
     y = torch.as_tensor(np.asarray(ds.y[:b]))
     prep = SimpleNamespace(model=model, batches=[(x, y)], graph=main.graph)
     return initial_state(main.fp8, prep, opts.cfg, main.trainable, main.dropout)
+
+
+def _reference(model: nn.Module, main, opts: TrainOptions, ds, resume: dict | None) -> Reference:
+    """The host reference from the run's initial weights, or from a resumed checkpoint's reference state."""
+    ref = Reference(model, main.trainable, opts, ds.sample_shape, main)
+    if resume is not None:
+        r = resume["odl"]["reference"]
+        ref.model.load_state_dict(r["model"], strict=True)
+        ref.opt.load_state_dict(r["optimizer"])
+        if r.get("qat") is not None:
+            ref.net.qat.load_state(r["qat"])
+    return ref
 
 
 def _cpu_seconds(pid: int | None) -> float | None:
