@@ -35,8 +35,9 @@ static inline float fq_rne(float v) {
   return v;
 }
 
-/* part[(k * c + ch) * 2 + {0, 1}] (+)= min / max of core k's share of x[ch, :] (x is [c, inner]); a core with an
- * empty share writes +inf / -inf. accumulate: combine with what part holds (a later tile of the same tensor). */
+/* part[(ch * ODL_FQ_PART + k) * 2 + {0, 1}] (+)= min / max of core k's share of x[ch, :] (x is [c, inner]); a core
+ * with an empty share writes +inf / -inf. accumulate: combine with what part holds (a later tile of the same tensor).
+ * A channel's partials are contiguous, so a range of channels is a tile of x and of part alike. */
 void odl_fq_minmax(void *args) {
   const odl_fq_minmax_args_t *p = (const odl_fq_minmax_args_t *)args;
   int c = p->c, inner = p->inner, lo, hi, k = odl_core_id();
@@ -49,7 +50,7 @@ void odl_fq_minmax(void *args) {
       mn = v < mn ? v : mn;
       mx = v > mx ? v : mx;
     }
-    float *o = p->part + ((size_t)k * c + ch) * 2;
+    float *o = p->part + ((size_t)ch * ODL_FQ_PART + k) * 2;
     if (p->accumulate) {
       mn = o[0] < mn ? o[0] : mn;
       mx = o[1] > mx ? o[1] : mx;
@@ -96,7 +97,7 @@ void odl_fq_observe(void *args) {
     if (p->update) {
       float mn = __builtin_inff(), mx = -__builtin_inff();
       for (int k = 0; k < cores; k++) {
-        const float *o = p->part + ((size_t)k * c + ch) * 2;
+        const float *o = p->part + ((size_t)ch * ODL_FQ_PART + k) * 2;
         mn = o[0] < mn ? o[0] : mn;
         mx = o[1] > mx ? o[1] : mx;
       }

@@ -297,14 +297,16 @@ void odl_fp8_scale(void *args);   /* per tensor: push the amax into the history,
 /* ---- fake quantization (quantization-aware training, --qat int8; kernels_c/fakequant.c) ----
  * A tensor is [c, inner]: c channels (a weight [Cout, ...], per channel) or c = 1 (per tensor). Observer state and
  * qparams are FP32 vectors of c: the running range run_min / run_max (+inf / -inf before the first observation),
- * scale and zp (an integer value). part: 2 * c floats per core of scratch, the cores' partial min / max.
- * odl_fq_minmax: part[k][ch] = (min, max) of core k's share of x[ch, :] (accumulate: combined with part's values).
+ * scale and zp (an integer value). part: [c][ODL_FQ_PART][2] floats of scratch, the cores' partial min / max (a team
+ * has at most ODL_FQ_PART cores).
+ * odl_fq_minmax: part[ch][k] = (min, max) of core k's share of x[ch, :] (accumulate: combined with part's values).
  * odl_fq_observe: update = 1: run = this step's range the first time, else run += avg * (cur - run); then (update or
  * not) scale / zp from run as torch.ao.quantization's _calculate_qparams (range widened to 0, eps; symmetric:
  * scale = max|.| / ((qmax - qmin) / 2); affine: scale = (max - min) / (qmax - qmin), zp = qmin - round(min / scale)).
  * odl_fq_fwd: y = (clamp(q, qmin, qmax) - zp) * scale, q = zp + round_half_even(x * (1 / scale)); mask = q in range;
  *   element i is in channel (base + i) / inner (base: element 0's index in the whole tensor).
  * odl_fq_bwd: dx (+)= dy where mask (straight-through), else 0. */
+#define ODL_FQ_PART 8
 typedef struct { const odl_t *x; float *part; int c, inner; int accumulate; } odl_fq_minmax_args_t;
 void odl_fq_minmax(void *args);
 typedef struct { const float *part; float *run_min, *run_max, *scale, *zp; int c; float avg; int qmin, qmax;

@@ -238,6 +238,7 @@ _k(name="odl_fp8_scale", args_type="odl_fp8_scale_args_t", op="fp8_scale", direc
    cost=lambda f, c, l: f["count"] * (f["hist"] * 8 + 40))
 
 # fake quantization (--qat int8, fakequant.c): observer min/max partials, observer step + qparams, forward + mask, STE
+FQ_PART = 8     # cores one channel's partial min / max hold room for (ODL_FQ_PART in odl_kernels.h)
 _k(name="odl_fq_minmax", args_type="odl_fq_minmax_args_t", op="fq_minmax", direction="forward",
    source="fakequant.c", cost=lambda f, c, l: f["c"] * (_ceil(f["inner"], c) * 4 + 6))
 _k(name="odl_fq_observe", args_type="odl_fq_observe_args_t", op="fq_observe", direction="forward",

@@ -403,16 +403,21 @@ def _block_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
 
 def _minmax_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
     """odl_fq_minmax per tensor (c = 1): ranges of the tensor, each tile's partial min / max combined with the
-    previous tiles' (accumulate); per channel (a weight): one tile."""
+    previous tiles' (accumulate); per channel (a weight): ranges of channels (x's rows and their partials)."""
     f = call.fields
-    if f["c"] != 1:
-        return _whole_tiles(call, budget, eb, resident, cores)
-    part, n = f["part"], f["part"].buf.nelem - f["part"].elem
-    room = max(16 * eb, budget - n * 4)
-    chunk = max(16, room // _esize(f["x"].buf, eb) // 16 * 16)
+    part, inner, c = f["part"], f["inner"], f["c"]
+    pc = 2 * kernels.FQ_PART                # partials of one channel (ODL_FQ_PART cores x min, max)
+    es = _esize(f["x"].buf, eb)
+    if c != 1:
+        per = max(1, (budget - 2 * ALIGN) // (inner * es + pc * 4))
+        return [dict(f, c=c1 - c0, x=_r(f["x"], c0 * inner, 1, (c1 - c0) * inner, (c1 - c0) * inner, "r"),
+                     part=_r(part, c0 * pc, 1, (c1 - c0) * pc, (c1 - c0) * pc, _acc_mode(f["accumulate"])))
+                for c0, c1 in _split(c, -(-c // per))]
+    room = max(16 * es, budget - pc * 4 - 2 * ALIGN)
+    chunk = max(16, room // es // 16 * 16)
     return [dict(f, inner=a1 - a0, accumulate=int(i > 0), x=_r(f["x"], a0, 1, a1 - a0, a1 - a0, "r"),
-                 part=_r(part, 0, 1, n, n, "rw"))
-            for i, (a0, a1) in enumerate(_split(f["inner"], -(-f["inner"] // chunk)))]
+                 part=_r(part, 0, 1, pc, pc, "rw" if i else "w"))
+            for i, (a0, a1) in enumerate(_split(inner, -(-inner // chunk)))]
 
 
 # kernel -> its tiler, by family; a kernel not named here gets one tile holding every buffer (_whole_tiles)

@@ -11,6 +11,7 @@ import torch
 from torch.ao.quantization import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
 
 from odl.ir.kernel_structs import ctypes_struct
+from odl.ir.kernels import FQ_PART
 
 CORES = [1, 3, 8]
 MinmaxArgs = ctypes_struct("odl_fq_minmax_args_t")
@@ -26,15 +27,23 @@ def _p(a):
 
 
 def observe(lib, x, state, c, avg, q, cores, update=1, tiles=1):
-    """odl_fq_minmax (over `tiles` pieces of each channel when c == 1) + odl_fq_observe; state: (min, max) arrays
-    updated in place; returns (scale, zp)."""
+    """odl_fq_minmax in `tiles` pieces as the tiler cuts it (c == 1: ranges of the tensor, accumulated; c > 1:
+    ranges of channels, each with its partials) + odl_fq_observe; state: (min, max) arrays updated in place;
+    returns (scale, zp)."""
     x = np.ascontiguousarray(x, lib.dtype).ravel()
     inner = x.size // c
-    part = np.zeros(2 * 8 * c, np.float32)
-    bounds = np.linspace(0, inner, tiles + 1).astype(int) if c == 1 else [0, inner]
+    pc = 2 * FQ_PART
+    part = np.zeros(pc * c, np.float32)
+    bounds = np.linspace(0, inner if c == 1 else c, tiles + 1).astype(int)
     for t, (a0, a1) in enumerate(zip(bounds[:-1], bounds[1:])):
-        piece = np.ascontiguousarray(x[a0:a1]) if c == 1 else x
-        lib.run("fq_minmax", MinmaxArgs(x=_p(piece), part=_p(part), c=c, inner=a1 - a0, accumulate=int(t > 0)), cores)
+        if c == 1:
+            piece = np.ascontiguousarray(x[a0:a1])
+            lib.run("fq_minmax", MinmaxArgs(x=_p(piece), part=_p(part), c=1, inner=a1 - a0, accumulate=int(t > 0)),
+                    cores)
+            continue
+        piece, pp = np.ascontiguousarray(x[a0 * inner:a1 * inner]), np.zeros(pc * (a1 - a0), np.float32)
+        lib.run("fq_minmax", MinmaxArgs(x=_p(piece), part=_p(pp), c=a1 - a0, inner=inner, accumulate=0), cores)
+        part[a0 * pc:a1 * pc] = pp
     scale, zp = np.zeros(c, np.float32), np.zeros(c, np.float32)
     lib.run("fq_observe", ObserveArgs(part=_p(part), run_min=_p(state[0]), run_max=_p(state[1]), scale=_p(scale),
                                       zp=_p(zp), c=c, avg=avg, update=update, **q), cores)
@@ -113,7 +122,7 @@ def test_weight_observer_qparams_fp32(cores):
         ws = w + 0.01 * step * rng.standard_normal(w.shape).astype(np.float32)
         obs(torch.from_numpy(ws))
         ts, tz = obs.calculate_qparams()
-        s, z = observe(lib, ws, st, 6, 1.0, WGT, cores)
+        s, z = observe(lib, ws, st, 6, 1.0, WGT, cores, tiles=1 + step)
         np.testing.assert_array_equal(st[0], obs.min_val.numpy())
         np.testing.assert_array_equal(st[1], obs.max_val.numpy())
         np.testing.assert_array_equal(s, ts.numpy())

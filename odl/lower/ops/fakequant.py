@@ -24,7 +24,8 @@ import math
 
 from odl.common.errors import OdlError
 from odl.ir.graph import Graph, Node
-from odl.ir.program import MAX_CORES, Ptr
+from odl.ir.kernels import FQ_PART
+from odl.ir.program import Ptr
 from odl.lower.ops.registry import register
 
 PREFIX = "qat."
@@ -123,7 +124,7 @@ def observer_state(L, point: str, c: int) -> dict:
 
 def observe(L, layer: str, x: Ptr, st: dict, c: int, inner: int, q: dict, update: bool):
     """The observer's step (update) and the qparams into st['scale'] / st['zero_point']."""
-    part = L.new_buffer(f"{layer}_fq_part", 2 * MAX_CORES * c, dtype="f32", role="scratch")
+    part = L.new_buffer(f"{layer}_fq_part", 2 * FQ_PART * c, dtype="f32", role="scratch")
     if update:
         L.call("odl_fq_minmax", layer, "forward", x=x, part=Ptr(part), c=c, inner=inner, accumulate=0)
     L.call("odl_fq_observe", layer, "forward", part=Ptr(part), run_min=Ptr(st["min_val"]),
