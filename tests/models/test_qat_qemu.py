@@ -46,7 +46,7 @@ def test_train_digits_checkpoint_holds_the_observers(tmp_path):
                         cfg=TrainConfig(lr=0.05, momentum=0.9, qat="int8"))
     train(f"{MODELS / 'digits_cnn.py'}:TinyDigits", opts, log=lambda *a: None)
     f = json.loads(js.read_text())["final"]
-    assert f["val_acc"] == f["host_val_acc"] and f["val_acc"] > 0.5
+    assert abs(f["val_acc"] - f["host_val_acc"]) < 1e-6 and f["val_acc"] > 0.5     # float32 mean on the host
     c = torch.load(ck, weights_only=True)
     q = c["odl"]["qat"]
     assert q["points"] == ["input", "relu", "addmm"] and q["quantized_weights"] == ["conv.weight", "fc.weight"]
