@@ -77,6 +77,7 @@ def test_conv_transpose_refused():
     (["--qat-bn", "fold", "--qat", "int8"], "--qat-bn fold"),
     (["--qat-bn", "frozen"], "needs --qat int8"),
     (["--qat", "int8", "--qat-bn", "train", "--bn", "frozen"], "contradict"),
+    (["--qat", "int8", "--store", "fp8"], "with --store fp8"),
 ])
 def test_cli_refusals(args, text, capsys):
     from odl.cli.main import main
