@@ -171,8 +171,9 @@ def _mm_search(call, f, M, N, K, sa, sb, sc, c_rw, budget, cores, lanes):
 def _len_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
     f = call.fields
     L = f["len"]
+    whole = _whole_fields(call)
     per = sum(_esize(v.buf, eb) for k, v in f.items() if isinstance(v, Ptr) and id(v.buf) not in resident
-              and k not in _WHOLE)
+              and k not in whole)
     chunk = max(16, budget // max(1, per) // 16 * 16)
     out = []
     ptr = pointer_fields(kernels.get(call.kernel.replace("_range", "")).args_type)
@@ -183,18 +184,24 @@ def _len_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
             g["base"] = f.get("base", 0) + a0
         for k, v in f.items():
             if isinstance(v, Ptr):
-                if k in _WHOLE:
-                    mode, n = _WHOLE[k]
+                if k in whole:
+                    mode, n = whole[k]
                     g[k] = _r(v, 0, 1, n, n, mode)
-                    continue
-                if call.kernel == "odl_fq_fwd" and k in ("scale", "zp"):    # per-channel vectors: whole
-                    g[k] = _r(v, 0, 1, v.buf.nelem - v.elem, v.buf.nelem - v.elem, "r")
                     continue
                 mode = "r" if ptr.get(k) else ("w" if k in pure_out and _acc_mode(f.get("accumulate", 0)) == "w"
                                                else "rw")
                 g[k] = _r(v, a0, 1, a1 - a0, a1 - a0, mode)
         out.append(g)
     return out
+
+
+def _whole_fields(call: Call) -> dict:
+    """The fields every range tile of an elementwise call gets whole: _WHOLE's, or odl_fq_fwd's scale and zero point
+    (per-channel vectors of a weight's fake quantization, as long as they are; one element per tensor)."""
+    if call.kernel != "odl_fq_fwd":
+        return _WHOLE
+    f = call.fields
+    return {k: ("r", f[k].buf.nelem - f[k].elem) for k in ("scale", "zp")}
 
 
 # kernels whose output field(s) are written whole (when accumulate is 0) without being read

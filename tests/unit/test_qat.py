@@ -94,3 +94,23 @@ def test_commands_without_qat_refuse_it(cmd, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "does not support quantization-aware training" in err, err
     assert not (tmp_path / "o").exists()
+
+
+
+def test_tiles_read_whole_per_channel_qparams():
+    """Under the memory hierarchy a weight's fake quantization is cut into ranges; every range has the whole
+    per-channel scale and zero-point vectors in L1 (a tile holding only the first channel's quantizes the others
+    with whatever L1 holds beside it)."""
+    from odl.target.description import load_target
+    from odl.tile.memory import memory_for
+    g = digits_graph()
+    p = lower(g, "fp32", TrainConfig(qat="int8"), memory=memory_for(load_target("rv32-cluster"), "hierarchy"))
+    chans = {w: g.params[w][0] for w in fq.weights(g)}
+    seen = set()
+    for c in p.calls:
+        if c.kernel == "odl_fq_fwd" and c.layer in chans:
+            for k in ("scale", "zp"):
+                ptr = c.fields[k]
+                assert ptr.buf.nelem - ptr.elem >= chans[c.layer], (c.layer, k, ptr.buf.name, ptr.buf.nelem)
+            seen.add(c.layer)
+    assert seen == set(chans)
