@@ -418,10 +418,15 @@ def _fp8_lines(rep: dict) -> list[str]:
 
 def format_qat(q: dict) -> str:
     """The report's line on the quantization decisions (--qat)."""
-    text = (f"QAT int8: {q['points']} activation points, {q['codes']} codes; {q['flipped']} differ from FP64's "
-            f"(at a rounding boundary" + (f", at most {q['max_code_diff']} apart" if q["flipped"] else "") + ")"
-            + (f": {', '.join(f'{k}: {v}' for k, v in q['by_point'].items())}; every tensor of step 1 is compared "
-               f"with references taking the device's codes" if q["flipped"] else ""))
+    text = f"QAT int8: {q['points']} activation points, {q['codes']} codes; "
+    if not q["flipped"]:
+        text += "every code equals FP64's"
+    else:
+        where = ("at a rounding boundary" if q["max_code_diff"] <= 1 else
+                 "some more than one code apart: the input itself differs, see its row")
+        text += (f"{q['flipped']} differ from FP64's ({where}; at most {q['max_code_diff']} apart): "
+                 f"{', '.join(f'{k}: {v}' for k, v in q['by_point'].items())}; every tensor of step 1 is compared "
+                 f"with references taking the device's codes")
     if q["unobservable"]:
         text += f"; not observable after the step (overwritten in place): {', '.join(q['unobservable'])}"
     if q["mismatches"]:
