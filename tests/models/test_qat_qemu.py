@@ -53,3 +53,32 @@ def test_train_digits_checkpoint_holds_the_observers(tmp_path):
     assert q["activations"]["qmax"] == 255 and q["weights"]["qmin"] == -128
     assert float(q["state"]["qat.relu.min_val"]) == 0.0 and float(q["state"]["qat.relu.scale"]) > 0
     assert q["state"]["qat.conv.weight.scale"].shape == (4,)
+
+
+@needs_qemu
+@pytest.mark.slow
+def test_resume_with_observers_is_bitwise(tmp_path):
+    """Killed mid-epoch and resumed from the epoch-1 checkpoint: the same device bytes (weights, observers) and
+    the same reference observers as an uninterrupted run."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from odl.train.loop import TrainOptions, train
+    d = load_digits()
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=d.images[:120].astype(np.float32)[:, None], y=d.target[:120].astype(np.int64))
+    model = f"{MODELS / 'digits_cnn.py'}:TinyDigits"
+
+    def run(ck, **kw):
+        return train(model, TrainOptions(data=str(npz), epochs=2, batch=16, checkpoint=str(ck), progress=False,
+                                         cfg=TrainConfig(lr=0.05, momentum=0.9, qat="int8"), **kw),
+                     log=lambda *a: None)
+    full, part = tmp_path / "full.pt", tmp_path / "part.pt"
+    run(full)
+    assert run(part, stop_after_steps=8)["stopped"]
+    run(part, resume=str(part))
+    a, b = torch.load(full, weights_only=True), torch.load(part, weights_only=True)
+    assert torch.equal(a["odl"]["device"], b["odl"]["device"])
+    for k, v in a["odl"]["qat"]["state"].items():
+        assert torch.equal(v, b["odl"]["qat"]["state"][k]), k
+    for k, v in a["odl"]["reference"]["qat"].items():
+        assert torch.equal(v, b["odl"]["reference"]["qat"][k]), k
