@@ -119,6 +119,7 @@ def test_zoo_memory_refusal_names_the_largest_update(spec):
         assert m[4].startswith(f"of the smallest update's {m[2]} B, parameters {params} B, input and labels "), msgs[0]
 
 
+@pytest.mark.slow           # ~40 s of lowering and planning on 2 cores; tests/unit/test_frozen_rom.py is the quick one
 def test_zoo_fits_with_frozen_weights_in_rom():
     """--frozen auto (the default): SqueezeNet 1.1, refused above with its frozen weights in L2, fits with them in the
     read-only level, outside the budget; --train auto then trains as much as the L2 budget holds."""
