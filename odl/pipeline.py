@@ -216,12 +216,11 @@ def fit(graph, precision: str, cfg, budget_bytes: int | None, rom_bytes: int = 0
         raise OdlError("--frozen rom: the target describes no read-only level (target.json memory.rom)")
     if cfg.frozen != "auto":
         return _fit_rom_checked(graph, precision, cfg, budget_bytes, rom_bytes, lower_kw)
-    l2 = dataclasses.replace(cfg, frozen="l2")
-    if not rom_bytes or budget_bytes is None:
-        return _fit(graph, precision, l2, budget_bytes, **lower_kw)
     try:
-        return _fit(graph, precision, l2, budget_bytes, **lower_kw)
+        return _fit(graph, precision, dataclasses.replace(cfg, frozen="l2"), budget_bytes, **lower_kw)
     except (OverBudget, NothingFits) as e:
+        if not rom_bytes:
+            raise
         in_l2 = e
     try:
         out = _fit_rom_checked(graph, precision, dataclasses.replace(cfg, frozen="rom"), budget_bytes, rom_bytes,

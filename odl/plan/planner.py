@@ -109,14 +109,18 @@ def _place_rom(prog: Program, arena: int) -> None:
     """Frozen weights in the read-only level (Buffer.space 'rom'): one after another from the first aligned offset
     past the L2 working area, so that the generated code addresses them as it does the arena and the host's preload
     blob reaches them; none of it counts against the budget."""
-    eb = prog.elem_bytes
     rom = [b for b in prog.preload if b.space == "rom"]
     prog.rom_offset = _align(arena) if rom else 0
-    off = prog.rom_offset
-    for b in rom:
+    prog.rom_bytes = _one_after_another(rom, prog.rom_offset, prog.elem_bytes) - prog.rom_offset
+
+
+def _one_after_another(bufs: list, start: int, eb: int) -> int:
+    """Place bufs contiguously (each aligned) from offset `start`; the offset past the last."""
+    off = start
+    for b in bufs:
         b.offset = off
         off = _align(off + b.nbytes(eb))
-    prog.rom_bytes = off - prog.rom_offset
+    return off
 
 
 def call_spans(calls: list) -> list[tuple[int, int]]:
@@ -152,11 +156,8 @@ def plan(prog: Program, budget_bytes: int | None = None) -> MemoryReport:
             return 0, ncalls
         return first[id(b)], last[id(b)]
 
-    off = 0
     l2_preload = [b for b in prog.preload if b.space == "l2"]
-    for b in l2_preload:
-        b.offset = off
-        off = _align(off + b.nbytes(eb))
+    _one_after_another(l2_preload, 0, eb)
     placed = [(b.offset, _align(b.nbytes(eb)), 0, ncalls, b) for b in l2_preload]
     rest = [b for b in used if id(b) not in preload_ids]
     placed += first_fit([(b, _align(max(b.nbytes(eb), 1)), *life(b)) for b in rest], placed)
