@@ -17,6 +17,10 @@
  * decisions so that its first depthwise batch norm's weight gradient (a tensor PyTorch's own FP16 gets 20% wrong)
  * came out 2.07x PyTorch's error, over the validation rule's 2x, where the blocked total gives 1.47x. */
 #define BLOCK (2 * ODL_SUM_BLOCK)
+/* FP32's forward statistics: blocks of STAT_BLOCK elements into a compensated total, so that the mean and the
+ * variance are within about an ulp (a per-channel error every output of the channel shares; PyTorch's CPU kernel sums
+ * in double). FP16 keeps the plain blocked total (below). */
+#define STAT_BLOCK 16
 
 /* The loops below go 4 vectors per iteration (one branch and one pointer update per 4 instead of per vector);
  * sums still add into one accumulator in element order, so results are bit-identical to the plain loops. */
@@ -54,31 +58,41 @@ ODL_INLINE odl_wvec_t run_sq(const odl_t *p, odl_vec_t mv, int len) {
 /* sum over the channel's N planes of x (FP32) */
 ODL_INLINE float chan_sum(const odl_t *x, int n, int c, int hw) {
   odl_wvec_t total = odl_wzero();
+  odl_ksum_t k = odl_ksum_zero();   /* FP32: short blocks into a compensated total (STAT_BLOCK) */
   float tail = 0.0f;
   int body = hw - hw % ODL_LANES;
   for (int s = 0; s < n; s++) {
     const odl_t *p = x + (size_t)s * c * hw;
+#if ODL_LANES == 1
+    for (int i = 0; i < hw; i += STAT_BLOCK) odl_ksum_add(&k, odl_whsum(run_sum(p + i, hw - i < STAT_BLOCK ? hw - i : STAT_BLOCK)));
+#else
     for (int i = 0; i < body; i += BLOCK) total += run_sum(p + i, body - i < BLOCK ? body - i : BLOCK);
     for (int i = body; i < hw; i++) tail += (float)p[i];
+#endif
   }
-  return odl_whsum(total) + tail;
+  return odl_whsum(total) + tail + odl_ksum_value(k);
 }
 
 /* sum of (x - mh)^2 */
 ODL_INLINE float chan_sq(const odl_t *x, odl_t mh, int n, int c, int hw) {
   odl_wvec_t total = odl_wzero();
+  odl_ksum_t k = odl_ksum_zero();
   odl_vec_t mv = odl_vsplat(mh);
   float tail = 0.0f;
   int body = hw - hw % ODL_LANES;
   for (int s = 0; s < n; s++) {
     const odl_t *p = x + (size_t)s * c * hw;
+#if ODL_LANES == 1
+    for (int i = 0; i < hw; i += STAT_BLOCK) odl_ksum_add(&k, odl_whsum(run_sq(p + i, mv, hw - i < STAT_BLOCK ? hw - i : STAT_BLOCK)));
+#else
     for (int i = 0; i < body; i += BLOCK) total += run_sq(p + i, mv, body - i < BLOCK ? body - i : BLOCK);
     for (int i = body; i < hw; i++) {
       float t = (float)(odl_t)(p[i] - mh);
       tail += t * t;
     }
+#endif
   }
-  return odl_whsum(total) + tail;
+  return odl_whsum(total) + tail + odl_ksum_value(k);
 }
 
 /* y = (x - mean) * a + b over the channel's N planes (or one plane with n = 1), in FP32 lanes (widened loads, one
@@ -87,7 +101,23 @@ ODL_INLINE float chan_sq(const odl_t *x, odl_t mh, int n, int c, int hw) {
  * nets such as MobileNet-VWW), and FP16 arithmetic with a and b rounded to FP16 would put a systematic per-channel
  * scale and shift error on every output (1.26x PyTorch's FP16 error after one batch norm). FP16 cost: a widening,
  * an FP32 subtract and multiply-add, a narrowing, two vtype switches per vector (bn_fwd +18% on MobileNet-VWW). */
-ODL_INLINE void chan_affine(const odl_t *x, odl_t *y, float mean, float a, float b, int n, int c, int hw) {
+ODL_INLINE void chan_affine(const odl_t *x, odl_t *y, float mean, float g, float rstd, float b, int n, int c, int hw) {
+  float a = g * rstd;
+#if ODL_LANES == 1
+  /* FP32: the output is rounded once from (x - mean) * g * rstd + b carried to about twice FP32's precision: the
+   * subtraction's rounding error (TwoSum) and the product g * rstd's (FMA) go into the sum, so a channel's outputs
+   * share no scale error and each is within ~half an ulp (PyTorch's CPU batch norm: 3.6e-8 rel-L2 against FP64 on
+   * [2, 64, 8, 8]; the plain (x - mean) * a + b: 6.6e-8, 1.84x). Four more FP operations per element than FP16's path. */
+  float alo = __builtin_fmaf(g, rstd, -a);
+  for (int s = 0; s < n; s++) {
+    const odl_t *p = x + (size_t)s * c * hw;
+    odl_t *q = y + (size_t)s * c * hw;
+    for (int i = 0; i < hw; i++) {
+      float d = p[i] - mean, t = d - p[i], dl = (p[i] - (d - t)) - (mean + t);
+      q[i] = __builtin_fmaf(d, a, __builtin_fmaf(d, alo, __builtin_fmaf(dl, a, b)));
+    }
+  }
+#else
   odl_wvec_t mv = odl_wsplat(mean), av = odl_wsplat(a), bv = odl_wsplat(b);
   for (int s = 0; s < n; s++) {
     const odl_t *p = x + (size_t)s * c * hw;
@@ -103,6 +133,18 @@ ODL_INLINE void chan_affine(const odl_t *x, odl_t *y, float mean, float a, float
     for (; i + ODL_LANES <= hw; i += ODL_LANES) odl_vstore(q + i, odl_narrow((odl_widen(odl_vload(p + i)) - mv) * av + bv));
     for (; i < hw; i++) q[i] = (odl_t)(((float)p[i] - mean) * a + b);
   }
+#endif
+}
+
+/* 1 / sqrt(v) to within about half an ulp: the FP32 estimate (a square root and a division, up to ~1.5 ulp: a
+ * per-channel scale error that every output of the channel shares) refined by one Newton step, whose residual
+ * 1 - v r^2 is formed with r^2 split into its rounded value and that rounding's error (exact by FMA). PyTorch's CPU
+ * batch norm forms its statistics in double, so its own error has no such per-channel part. */
+ODL_INLINE float bn_rsqrt(float v) {
+  float r = 1.0f / __builtin_elementwise_sqrt(v);
+  float h = r * r, hl = __builtin_fmaf(r, r, -h);
+  float e = __builtin_fmaf(-v, h, 1.0f) - v * hl;
+  return __builtin_fmaf(0.5f * r, e, r);
 }
 
 void odl_bn_fwd(void *args) {
@@ -112,28 +154,27 @@ void odl_bn_fwd(void *args) {
     odl_split(c, &lo, &hi);
     for (int ch = lo; ch < hi; ch++) {
       p->mean[ch] = p->running_mean[ch];
-      p->rstd[ch] = 1.0f / __builtin_elementwise_sqrt(p->running_var[ch] + p->eps);
+      p->rstd[ch] = bn_rsqrt(p->running_var[ch] + p->eps);
     }
     odl_split(n * c, &lo, &hi);
     for (int u = lo; u < hi; u++) {
       int ch = u % c;
-      float rstd = 1.0f / __builtin_elementwise_sqrt(p->running_var[ch] + p->eps);
+      float rstd = bn_rsqrt(p->running_var[ch] + p->eps);
       float g = p->gamma ? (float)p->gamma[ch] : 1.0f, be = p->beta ? (float)p->beta[ch] : 0.0f;
-      float a = g * rstd;
-      chan_affine(p->x + (size_t)u * hw, p->y + (size_t)u * hw, p->running_mean[ch], a, be, 1, c, hw);
+      chan_affine(p->x + (size_t)u * hw, p->y + (size_t)u * hw, p->running_mean[ch], g, rstd, be, 1, c, hw);
     }
     return;
   }
-  float m = (float)n * (float)hw, inv_m = 1.0f / m;
+  float m = (float)n * (float)hw;
   odl_split(c, &lo, &hi);
   for (int ch = lo; ch < hi; ch++) {
     const odl_t *x = p->x + (size_t)ch * hw;
-    float mean = chan_sum(x, n, c, hw) * inv_m;
+    float mean = chan_sum(x, n, c, hw) / m;
     odl_t mh = (odl_t)mean;
     float d = mean - (float)mh;
-    float var = chan_sq(x, mh, n, c, hw) * inv_m - d * d;
+    float var = chan_sq(x, mh, n, c, hw) / m - d * d;
     if (var < 0.0f) var = 0.0f;
-    float rstd = 1.0f / __builtin_elementwise_sqrt(var + p->eps);
+    float rstd = bn_rsqrt(var + p->eps);
     p->mean[ch] = mean;
     p->rstd[ch] = rstd;
     if (p->running_mean) p->running_mean[ch] = (1.0f - p->momentum) * p->running_mean[ch] + p->momentum * mean;
@@ -142,8 +183,7 @@ void odl_bn_fwd(void *args) {
       p->running_var[ch] = (1.0f - p->momentum) * p->running_var[ch] + p->momentum * uv;
     }
     float g = p->gamma ? (float)p->gamma[ch] : 1.0f, be = p->beta ? (float)p->beta[ch] : 0.0f;
-    float a = g * rstd;
-    chan_affine(x, p->y + (size_t)ch * hw, mean, a, be, n, c, hw);
+    chan_affine(x, p->y + (size_t)ch * hw, mean, g, rstd, be, n, c, hw);
   }
 }
 
