@@ -302,6 +302,15 @@ static void mm_grid_block(int m, int n, int pr, int unit, int *i0, int *i1, int 
   *j1 = odl_min_i(hi * unit, n);
 }
 
+/* FP32 sums K in chunks of at most MM_KB terms, each into fresh accumulators, the chunk sums added to C one after
+ * another (blocked summation, as BLAS kernels block K): the rounding error of one long running sum grows with K (a
+ * 3x3 convolution of K = 432 came out 1.69x PyTorch's FP32 error on its output, a linear layer of K = 4,096 1.2-1.6x),
+ * a chunked one with MM_KB + K / MM_KB. Chunks are of equal length (K = 432: 7 of 61-62). Each chunk after the first
+ * costs a load, an add and a store per element of C. FP16 accumulates in FP32 lanes and rounds once to FP16, which
+ * hides the running sum's error: one pass. */
+#define MM_KB 64
+ODL_INLINE int mm_k_chunks(int K) { return (K + MM_KB - 1) / MM_KB; }
+
 /* C(i, j) = bias(i or j) + sum_k a[i*rs + k*ks] * b[k*ldb + j], stored at c[i*ldc + j*cjs]; bias[i] (bcols = 0) or
  * bias[j] (bcols = 1: the swapped orientation of tn), NULL: none. */
 ODL_INLINE void mm_v_run(const odl_t *a, int rs, int ks, const odl_t *b, int ldb, odl_t *c, int ldc, int cjs,
@@ -315,7 +324,18 @@ ODL_INLINE void mm_v_run(const odl_t *a, int rs, int ks, const odl_t *b, int ldb
    * Measured under the timed model (odl profile resnet8 --precision fp16 --budget 512K --dma-controller
    * --accumulate fp16): 6,679,214 cycles without, 6,374,098 with MM_SKEW 6 (1: 6,419,190; 12: 6,385,226). */
   odl_skew(MM_SKEW);
+#if ODL_LANES == 1
+  /* FP32: K in chunks (mm_k_chunks), each summed into fresh accumulators and added to C */
+  int nk = mm_k_chunks(K);
+  for (int q = 0, k0 = 0; q < nk; q++) {
+    int k1 = (int)((long)K * (q + 1) / nk);
+    mm_block(a + (size_t)k0 * ks, rs, ks, b + (size_t)k0 * ldb, ldb, c, ldc, cjs, k1 - k0, i0, i1, j0, j1, pm,
+             acc || q, q ? (const odl_t *)0 : bias, bcols);
+    k0 = k1;
+  }
+#else
   mm_block(a, rs, ks, b, ldb, c, ldc, cjs, K, i0, i1, j0, j1, pm, acc, bias, bcols);
+#endif
 }
 
 /* The plan of the last shape each core ran, per form: the grid search costs ~800 instructions per orientation
@@ -459,8 +479,17 @@ void odl_mm_nt(void *args) {
   int i0, i1, j0, j1;
   mm_split(m, n, 1, MM_NT, &i0, &i1, &j0, &j1);
   if (j0 >= j1) return;
-  int i = i0;
-  for (; i + MM_NT <= i1; i += MM_NT)
-    mm_nt_rows(p->a + i * lda, lda, p->b, ldb, p->c + i * ldc, ldc, K, j0, j1, MM_NT, acc);
-  for (; i < i1; i++) mm_nt_rows(p->a + i * lda, lda, p->b, ldb, p->c + i * ldc, ldc, K, j0, j1, 1, acc);
+#if ODL_LANES == 1
+  int nk = mm_k_chunks(K);   /* FP32: K in chunks, as mm_v_run */
+#else
+  int nk = 1;
+#endif
+  for (int q = 0, k0 = 0; q < nk; q++) {
+    int k1 = (int)((long)K * (q + 1) / nk), i = i0;
+    const odl_t *pa = p->a + k0, *pb = p->b + k0;
+    for (; i + MM_NT <= i1; i += MM_NT)
+      mm_nt_rows(pa + i * lda, lda, pb, ldb, p->c + i * ldc, ldc, k1 - k0, j0, j1, MM_NT, acc || q);
+    for (; i < i1; i++) mm_nt_rows(pa + i * lda, lda, pb, ldb, p->c + i * ldc, ldc, k1 - k0, j0, j1, 1, acc || q);
+    k0 = k1;
+  }
 }
