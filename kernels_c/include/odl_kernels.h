@@ -161,7 +161,8 @@ float odl_sqrtf(float x);
 
 /* ---- depthwise Conv2d (groups = C, one filter per channel), one sample: x [C,H,W], w [C,KH,KW], y [C,HO,WO].
  * Direct kernels (no im2col), work split over (channel, output row) so C < cores still balances. */
-typedef struct { const odl_t *x; const odl_t *w; odl_t *y; int c, h, w_, kh, kw, sh, sw, pt, pl, ho, wo; } odl_dwconv_fwd_args_t;
+/* bias: per channel, added in FP32 before the output's single rounding (NULL: none) */
+typedef struct { const odl_t *x; const odl_t *w; odl_t *y; int c, h, w_, kh, kw, sh, sw, pt, pl, ho, wo; const odl_t *bias; } odl_dwconv_fwd_args_t;
 void odl_dwconv_fwd(void *args);
 /* dw[c] (+)= sum over positions of dy * x-window (FP32 partial sums); split over channels. */
 typedef struct { const odl_t *x; const odl_t *dy; odl_t *dw; int c, h, w_, kh, kw, sh, sw, pt, pl, ho, wo; int accumulate; } odl_dwconv_wgrad_args_t;

@@ -474,15 +474,17 @@ class Kernels:
         ho, wo = self.conv_out_size(h, w, kh, kw, stride, pad)
         return (c, h, w, kh, kw, stride[0], stride[1], pad[0], pad[1], ho, wo)
 
-    def dwconv_fwd(self, x, w, stride=(1, 1), padding=(0, 0), cores=1):
-        """Depthwise conv, one sample: x [C,H,W], w [C,KH,KW] (or [C,1,KH,KW]) -> y [C,HO,WO]."""
+    def dwconv_fwd(self, x, w, stride=(1, 1), padding=(0, 0), cores=1, bias=None):
+        """Depthwise conv, one sample: x [C,H,W], w [C,KH,KW] (or [C,1,KH,KW]) (+ bias [C]) -> y [C,HO,WO]."""
         x = self._arr(x)
         c = x.shape[0]
         w = self._arr(w)
         w = w.reshape(c, w.shape[-2], w.shape[-1])
         geom = self._dw_geom(x.shape, w.shape[1:], stride, padding)
         y = np.empty((c, geom[-2], geom[-1]), self.dtype)
-        self.run("dwconv_fwd", DwconvFwdArgs(self._ptr(x), self._ptr(w), self._ptr(y), *geom), cores)
+        b = None if bias is None else self._arr(bias)
+        self.run("dwconv_fwd", DwconvFwdArgs(self._ptr(x), self._ptr(w), self._ptr(y), *geom,
+                                             None if b is None else self._ptr(b)), cores)
         return y
 
     def dwconv_wgrad(self, x, dy, kernel, stride=(1, 1), padding=(0, 0), out=None, accumulate=False, cores=1):

@@ -223,7 +223,7 @@ _WHOLE = {"flag": ("rw", 1), "scale": ("r", 1), "amax": ("rw", FP8_AMAX_SLOTS)}
 def _chan_layout(k: str, f: dict) -> tuple[dict, set]:
     if k.startswith("odl_dwconv"):     # one sample: x [C, H, W], y [C, HO, WO], w [C, KH, KW]
         hw, ohw, kk = f["h"] * f["w_"], f["ho"] * f["wo"], f["kh"] * f["kw"]
-        return {"x": hw, "dx": hw, "y": ohw, "dy": ohw, "w": kk, "dw": kk}, set()
+        return {"x": hw, "dx": hw, "y": ohw, "dy": ohw, "w": kk, "dw": kk, "bias": 1}, set()
     if k in ("odl_bias_add", "odl_bias_grad"):
         return {"y": f["hw"], "dy": f["hw"], "bias": 1, "db": 1}, {"y", "dy"}
     if k in ("odl_bn_fwd", "odl_bn_bwd"):

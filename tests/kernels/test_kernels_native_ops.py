@@ -319,6 +319,28 @@ def test_dwconv(lib, case, cores):
     check(lib, dx, xt.grad[0].numpy() + dx0.astype(np.float64), f"dwconv_igrad acc {case}")
 
 
+@pytest.mark.parametrize("prec", ["fp16", "fp32"])
+@pytest.mark.parametrize("case", DW_CASES, ids=lambda c: "x".join(map(str, c[:5])) + f"s{c[5][0]}p{''.join(map(str, c[6]))}")
+def test_dwconv_bias_rounds_once(prec, case):
+    """The bias starts the depthwise forward's FP32 sums: each output is the exact conv + bias rounded once (within
+    half an ulp, plus the FP32 sum's own error), as PyTorch's FP16 rounds it; a bias added after a rounded conv
+    is up to an ulp off."""
+    lib = native.load(prec)
+    c, h, w, kh, kw, stride, pad = case
+    rng = np.random.default_rng(3 + c * h)
+    x = rnd(lib, rng, c, h, w)
+    k = rnd(lib, rng, c, kh, kw, scale=0.5)
+    b = rnd(lib, rng, c)
+    _, _, yt = dw_ref(x, k, stride, pad)
+    want = yt[0].detach().numpy() + b.astype(np.float64)[:, None, None]
+    mag = dw_ref(np.abs(x), np.abs(k), stride, pad)[2][0].detach().numpy() + np.abs(b.astype(np.float64))[:, None, None]
+    for cores in (1, 3, 8):
+        y = lib.dwconv_fwd(x, k, stride, pad, cores=cores, bias=b).astype(np.float64)
+        ulp = np.spacing(np.abs(want).astype(lib.dtype)).astype(np.float64)
+        tol = 0.5 * ulp * (1 + 2.0 ** -10) + 12 * 2.0 ** -24 * mag
+        assert (np.abs(y - want) <= tol).all(), f"{prec} {case} cores={cores}: {np.abs(y - want).max()}"
+
+
 @pytest.mark.parametrize("cores", [1, 8])
 def test_dwconv_wgrad_long_fp16(cores):
     """A weight gradient over 64x64 positions with all-positive products stays accurate (FP32 accumulation)."""

@@ -396,11 +396,9 @@ class DepthwiseConv2d:
         y = y or L.output(node)
         macs = macs if macs_credit else 0
         with L.per_sample(n):
+            bias = {"bias": Ptr(L.param(node, "bias"))} if "bias" in node.params else {}   # added before the rounding
             L.call("odl_dwconv_fwd", node.report_name, "forward", macs=macs, x=Ptr(L.value(x), xs),
-                   w=Ptr(L.param(node, "weight")), y=Ptr(y, ys), **geom)
-        if "bias" in node.params:
-            L.call("odl_bias_add", node.report_name, "forward", y=Ptr(y), bias=Ptr(L.param(node, "bias")),
-                   n=n, c=geom["c"], hw=geom["ho"] * geom["wo"])
+                   w=Ptr(L.param(node, "weight")), y=Ptr(y, ys), **geom, **bias)
 
     def backward(self, node, L):
         x, n, xs, ys, macs, geom = self.dims(node, L)
