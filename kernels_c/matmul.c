@@ -432,7 +432,7 @@ ODL_INLINE void mm_split(int m, int n, int unit, int tile_cols, int *i0, int *i1
 }
 
 ODL_INLINE void mm_tile_nt(const odl_t *a, int lda, const odl_t *b, int ldb, odl_t *c, int ldc, int K, int R,
-                           int C, int accumulate) {
+                           int C, int accumulate, const odl_t *bj) {
   mm_acc_t f[MM_NT][MM_NT];
   for (int r = 0; r < R; r++)
     for (int q = 0; q < C; q++) f[r][q] = mm_zero();
@@ -460,16 +460,19 @@ ODL_INLINE void mm_tile_nt(const odl_t *a, int lda, const odl_t *b, int ldb, odl
     for (int q = 0; q < C; q++) {
       float t = mm_hsum(f[r][q]);
       if (K % ODL_LANES) t += (float)pa[r][0] * (float)pb[q][0]; /* odd K in FP16: last element */
+      if (bj) t += (float)bj[q];                                  /* column bias, before the rounding */
       odl_t *pc = c + r * ldc + q;
       *pc = accumulate ? (odl_t)((float)*pc + t) : (odl_t)t;
     }
 }
 
 ODL_INLINE void mm_nt_rows(const odl_t *a, int lda, const odl_t *b, int ldb, odl_t *c, int ldc, int K, int j0,
-                           int j1, int R, int acc) {
+                           int j1, int R, int acc, const odl_t *bias) {
   int j = j0;
-  for (; j + MM_NT <= j1; j += MM_NT) mm_tile_nt(a, lda, b + j * ldb, ldb, c + j, ldc, K, R, MM_NT, acc);
-  for (; j < j1; j++) mm_tile_nt(a, lda, b + j * ldb, ldb, c + j, ldc, K, R, 1, acc);
+#define MM_BJ(j) (bias ? bias + (j) : (const odl_t *)0)
+  for (; j + MM_NT <= j1; j += MM_NT) mm_tile_nt(a, lda, b + j * ldb, ldb, c + j, ldc, K, R, MM_NT, acc, MM_BJ(j));
+  for (; j < j1; j++) mm_tile_nt(a, lda, b + j * ldb, ldb, c + j, ldc, K, R, 1, acc, MM_BJ(j));
+#undef MM_BJ
 }
 
 void odl_mm_nt(void *args) {
@@ -486,10 +489,11 @@ void odl_mm_nt(void *args) {
 #endif
   for (int q = 0, k0 = 0; q < nk; q++) {
     int k1 = (int)((long)K * (q + 1) / nk), i = i0;
-    const odl_t *pa = p->a + k0, *pb = p->b + k0;
+    const odl_t *pa = p->a + k0, *pb = p->b + k0, *bias = q ? (const odl_t *)0 : p->bias;
     for (; i + MM_NT <= i1; i += MM_NT)
-      mm_nt_rows(pa + i * lda, lda, pb, ldb, p->c + i * ldc, ldc, k1 - k0, j0, j1, MM_NT, acc || q);
-    for (; i < i1; i++) mm_nt_rows(pa + i * lda, lda, pb, ldb, p->c + i * ldc, ldc, k1 - k0, j0, j1, 1, acc || q);
+      mm_nt_rows(pa + i * lda, lda, pb, ldb, p->c + i * ldc, ldc, k1 - k0, j0, j1, MM_NT, acc || q, bias);
+    for (; i < i1; i++)
+      mm_nt_rows(pa + i * lda, lda, pb, ldb, p->c + i * ldc, ldc, k1 - k0, j0, j1, 1, acc || q, bias);
     k0 = k1;
   }
 }

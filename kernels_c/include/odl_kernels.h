@@ -14,8 +14,8 @@
 typedef struct { const odl_t *a, *b; odl_t *c; int m, n, k; int accumulate;
                  int lda, ldb, ldc; /* row strides in elements of A, B, C as stored; 0 = dense (K or M, N or K, N) */
                  int ct; /* nn / tn only: 1 = C is stored transposed, C^T[N,M] with row stride ldc (0 = M) */
-                 const odl_t *bias; /* nn / tn only: NULL, or bias[i] added to row i of C (a conv's bias), in FP32
-                                     * before the single rounding */
+                 const odl_t *bias; /* NULL, or (nn / tn) bias[i] added to row i of C (a conv's bias), (nt) bias[j]
+                                     * added to column j (a linear layer's), in FP32 before the single rounding */
                  int plan; /* nn / tn only: 0 = the kernel plans its core grid; else the grid planned ahead
                             * (odl/ir/kernels.py mm_plan_field): pr | swap << 8 | cores << 16, used when the call
                             * runs on that many cores (pr dividing them) */

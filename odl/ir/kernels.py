@@ -127,7 +127,7 @@ _MM = "odl_mm_args_t"
 _k(name="odl_mm_nn", args_type=_MM, op="matmul", direction="any", layout="nn", source="matmul.c",
    cost=_mm_cost("nn"))
 _k(name="odl_mm_nt", args_type=_MM, op="matmul", direction="any", layout="nt", source="matmul.c",
-   applies=lambda f: "bias" not in f, cost=_mm_cost("nt"))      # nt has no bias
+   cost=_mm_cost("nt"))      # its bias is per column (a linear layer's), not per row
 _k(name="odl_mm_tn", args_type=_MM, op="matmul", direction="any", layout="tn", source="matmul.c",
    cost=_mm_cost("tn"))
 # im2col / col2im: instructions per col element on the busiest core, ResNet8 FP16 8-hart averages from

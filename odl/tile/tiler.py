@@ -114,7 +114,7 @@ def _mm_tiles(call: Call, budget: int, eb: int, resident: set, cores: int):
         g = dict(f, a=ra, b=rb, c=rc, m=tm, n=tn, k=tk, accumulate=cacc)
         g.pop("bias", None)
         if bias is not None and first_k:        # the bias goes in once, with the first range of K
-            g["bias"] = _r(bias, m0, 1, tm, tm, "r")
+            g["bias"] = _r(bias, n0, 1, tn, tn, "r") if form == "nt" else _r(bias, m0, 1, tm, tm, "r")
         return g
 
     sa, sb, sc = (_esize(p.buf, eb) * (id(p.buf) not in resident) for p in (a, b, c))

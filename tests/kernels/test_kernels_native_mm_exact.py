@@ -122,3 +122,27 @@ def test_mm_fp32_sums_k_in_chunks(form):
     err_kernel = np.abs(c - exact).max()
     err_running = np.abs(run - exact).max()
     assert err_kernel < err_running / 5, (err_kernel, err_running)
+
+
+@pytest.mark.parametrize("prec", ["fp16", "fp32"])
+def test_mm_nt_column_bias(prec):
+    """nt takes a bias per column of C (a linear layer's), added in FP32 before the single rounding: every output
+    within half an ulp of the exact A B^T + bias, plus the FP32 sum's own error; accumulate adds C as well."""
+    lib = native.load(prec)
+    dt = lib.dtype
+    rng = np.random.default_rng(11)
+    for m, n, k in ((2, 10, 4096), (3, 7, 5), (13, 17, 130), (1, 1, 1)):
+        a = rng.standard_normal((m, k)).astype(dt)
+        b = rng.standard_normal((n, k)).astype(dt)
+        bias = rng.standard_normal(n).astype(dt)
+        exact = a.astype(np.float64) @ b.astype(np.float64).T + bias.astype(np.float64)
+        mag = np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)).T + np.abs(bias.astype(np.float64))
+        for acc in (0, 1):
+            c0 = rng.standard_normal((m, n)).astype(dt)
+            c = c0.copy()
+            want = exact + (c0.astype(np.float64) if acc else 0)
+            lib.run("mm_nt", MmArgs(a.ctypes.data, b.ctypes.data, c.ctypes.data, m, n, k, acc, 0, 0, 0, 0,
+                                    bias.ctypes.data), 3)
+            ulp = np.spacing(np.abs(want).astype(dt)).astype(np.float64)
+            tol = 0.5 * ulp * (1 + 2.0 ** -10) + 2 * 2.0 ** -24 * (mag + (np.abs(c0) if acc else 0)) * (1 + k / 64 + 64)
+            assert (np.abs(c.astype(np.float64) - want) <= tol).all(), (prec, m, n, k, acc)

@@ -23,11 +23,9 @@ class Linear:
         n, fin = L.shape(x)
         fout = node.shape[1]
         y = L.output(node)
+        bias = {"bias": Ptr(L.param(node, "bias"))} if "bias" in node.params else {}   # added before the rounding
         L.call("odl_mm_nt", node.report_name, "forward", macs=n * fin * fout,
-               a=Ptr(L.value(x)), b=Ptr(L.param(node, "weight")), c=Ptr(y), m=n, n=fout, k=fin, accumulate=0)
-        if "bias" in node.params:
-            L.call("odl_bias_add", node.report_name, "forward", y=Ptr(y), bias=Ptr(L.param(node, "bias")),
-                   n=n, c=fout, hw=1)
+               a=Ptr(L.value(x)), b=Ptr(L.param(node, "weight")), c=Ptr(y), m=n, n=fout, k=fin, accumulate=0, **bias)
 
     def backward(self, node, L):
         x = node.inputs[0]
