@@ -29,11 +29,19 @@ def _steps(net, x, y, steps, lr, batch, gen):
         opt.step()
 
 
-def make(model, path, float_steps=60, qat_steps=30, batch=32, seed=0):
-    """Train `model` (in place) and write its QAT checkpoint to `path`; returns (x_norm, y, normalize)."""
+def random_data(shape, classes=10, n=256, seed=0):
+    """n random samples of `shape` (per sample) with labels: for the figures of models without their data set"""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *shape, generator=g)
+    return x, torch.randint(0, classes, (n,), generator=g), {"mean": [0.0], "std": [1.0]}
+
+
+def make(model, path, float_steps=60, qat_steps=30, batch=32, seed=0, data=None):
+    """Train `model` (in place) on `data` ((x raw, y, normalize); default: digits) and write its QAT checkpoint to
+    `path`; returns (x_norm, y, normalize)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    x, y, norm = digits()
+    x, y, norm = data or digits()
     xn = (x - norm["mean"][0]) / norm["std"][0]
     model.train()
     _steps(model, xn, y, float_steps, 0.05, batch, gen)

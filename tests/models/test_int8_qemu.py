@@ -10,8 +10,12 @@ import pytest
 import torch
 
 from helpers import MODELS, needs_qemu
+from odl.deploy.int8 import host as int8_host
+from odl.deploy.int8.lower import lower
+from odl.deploy.int8.plan import plan
 from odl.deploy.int8.project import compile_int8
 from odl.deploy.int8.qat_checkpoint import fake_quant_model, read
+from odl.pipeline import prepare
 
 sys.path.insert(0, str(MODELS))
 import qat_checkpoints  # noqa: E402
@@ -56,6 +60,7 @@ def codes(logits: np.ndarray, scale: float, zp: int) -> np.ndarray:
 @needs_qemu
 def test_digits_cnn_int8_agrees_with_fake_quant_model(tmp_path):
     ck_path, proj = tmp_path / "qat.pt", tmp_path / "proj"
+    torch.manual_seed(0)
     model = DigitsCNN()
     xn, _, norm = qat_checkpoints.make(model, ck_path)
     info = compile_int8(f"{MODELS / 'digits_cnn.py'}:DigitsCNN", proj, str(ck_path), log=lambda *a: None)
@@ -76,6 +81,12 @@ def test_digits_cnn_int8_agrees_with_fake_quant_model(tmp_path):
     argmax_diff = int((dev.argmax(1) != host.argmax(1)).sum())
     print(f"int8 vs fake-quant: {flips} of {qd.size} logit codes differ (max {np.abs(qd - qh).max()}), "
           f"argmax differs on {argmax_diff} of {N} samples")
+    # the device runs the host build's kernels' program bit for bit (the codes and FP32 logits)
+    prep = prepare(f"{MODELS / 'digits_cnn.py'}:DigitsCNN", "1x1x8x8", 0, "fp32")
+    P = lower(prep.graph, prep.model, read(str(ck_path), prep.model, "DigitsCNN"), "DigitsCNN")
+    arena = plan(P)
+    on_host = np.stack([int8_host.run(P, x_host[i:i + 1].numpy(), arena)["logits"] for i in range(N)])
+    assert np.array_equal(on_host.view(np.uint32), dev.view(np.uint32))
     assert np.abs(qd - qh).max() <= 1
     assert flips <= qd.size // 50
     assert argmax_diff <= 1
