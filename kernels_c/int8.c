@@ -5,16 +5,19 @@
 #include "odl_kernels.h"
 #include "odl_int8.h"
 #include "odl_round.h"
+#include "odl_range.h"
 
 typedef int8_t i8x4_u __attribute__((vector_size(4), aligned(1)));   /* an unaligned 4-lane load */
 typedef int16_t i16x4_t __attribute__((vector_size(8)));
 typedef int32_t i32x4_t __attribute__((vector_size(16)));
+typedef float f32x4_t __attribute__((vector_size(16)));
 
-/* clamp(rne(v) + zp, lo, hi); v is already rounded to FP32 on its own (ODL_ROUNDED) */
+/* clamp(rne(v) + zp, lo, hi); v is already rounded to FP32 on its own (ODL_ROUNDED). Clamping v to the integers
+ * [lo - zp, hi - zp] first gives the same code (rounding is monotone and keeps integers) and keeps odl_rne's range. */
 static inline int8_t i8_code(float v, int zp, int lo, int hi) {
-  v = v < -1024.0f ? -1024.0f : (v > 1024.0f ? 1024.0f : v); /* beyond any code: (int) stays defined */
-  int q = (int)odl_rne(v) + zp;
-  return (int8_t)(q < lo ? lo : (q > hi ? hi : q));
+  float l = (float)(lo - zp), h = (float)(hi - zp);
+  v = v < l ? l : (v > h ? h : v);
+  return (int8_t)((int)odl_rne(v) + zp);
 }
 
 static inline int8_t i8_requant(int32_t acc, float mult, int zp, int lo, int hi) {
@@ -55,40 +58,100 @@ void odl_i8_dequantize(void *args) {
   for (int i = lo; i < hi; i++) p->y[i] = (float)(p->x[i] - p->zp) * p->scale;
 }
 
-/* rows split over the cores: output pixel j's patch is row j */
-void odl_i8_im2row(void *args) {
-  const odl_i8_im2row_args_t *p = (const odl_i8_im2row_args_t *)args;
-  int lo, hi, k = p->c * p->kh * p->kw;
-  odl_split(p->ho * p->wo, &lo, &hi);
-  for (int j = lo; j < hi; j++) {
-    int oy = j / p->wo, ox = j % p->wo;
-    int8_t *row = p->rows + (size_t)j * k;
-    for (int c = 0; c < p->c; c++) {
-      const int8_t *x = p->x + (size_t)c * p->h * p->w;
-      for (int i = 0; i < p->kh; i++) {
-        int iy = oy * p->sh - p->pt + i;
-        for (int t = 0; t < p->kw; t++) {
-          int ix = ox * p->sw - p->pl + t;
-          *row++ = (iy >= 0 && iy < p->h && ix >= 0 && ix < p->w) ? x[iy * p->w + ix] : (int8_t)p->pad;
-        }
+/* rows of cols split over the cores: row (c, i, t) holds tap (i, t) of channel c for every output pixel; per output
+ * row the pixels whose tap lies in the image are a range (odl_out_range), the others hold the pad code */
+void odl_i8_im2col(void *args) {
+  const odl_i8_im2col_args_t *p = (const odl_i8_im2col_args_t *)args;
+  int lo, hi, taps = p->kh * p->kw, sw = p->sw;
+  int8_t pad = (int8_t)p->pad;
+  odl_split(p->c * taps, &lo, &hi);
+  for (int r = lo; r < hi; r++) {
+    int c = r / taps, i = (r % taps) / p->kw, t = r % p->kw, x0, x1;
+    odl_out_range(t, p->w, sw, p->pl, p->wo, &x0, &x1);
+    const int8_t *x = p->x + (size_t)c * p->h * p->w + t - p->pl;
+    int8_t *col = p->cols + (size_t)r * p->ho * p->wo;
+    for (int oy = 0; oy < p->ho; oy++, col += p->wo) {
+      int iy = oy * p->sh - p->pt + i;
+      if (iy < 0 || iy >= p->h) {
+        for (int ox = 0; ox < p->wo; ox++) col[ox] = pad;
+        continue;
       }
+      const int8_t *xr = x + iy * p->w;
+      for (int ox = 0; ox < x0; ox++) col[ox] = pad;
+      for (int ox = x0; ox < x1; ox++) col[ox] = xr[ox * sw];
+      for (int ox = x1; ox < p->wo; ox++) col[ox] = pad;
     }
   }
 }
 
-/* outputs (i, j) split over the cores in row-major order: balanced for convs (many j) and linears (n = 1) alike */
+static inline void i8_store(const odl_i8_gemm_args_t *p, int i, int j, int32_t acc) {
+  p->y[(size_t)i * p->n + j] = i8_requant(acc + p->bias[i], p->mult[i], p->zp, p->lo, p->hi);
+}
+
+/* y[i, j .. j + 3] from channel i's 4 accumulators: i8_requant in 4 lanes (the same operations: the product rounded
+ * to FP32, clamped, rounded half to even; the clamp between the product and the rounding's add keeps them unfused),
+ * stored as one word */
+static inline void i8_store4(const odl_i8_gemm_args_t *p, int i, int j, i32x4_t acc) {
+#if defined(__has_builtin) && __has_builtin(__builtin_elementwise_min)
+  const float big = 12582912.0f; /* odl_rne's 1.5 * 2^23 */
+  float l = (float)(p->lo - p->zp), h = (float)(p->hi - p->zp);
+  f32x4_t v = __builtin_convertvector(acc + p->bias[i], f32x4_t) * p->mult[i];
+  v = __builtin_elementwise_min(__builtin_elementwise_max(v, (f32x4_t){l, l, l, l}), (f32x4_t){h, h, h, h});
+  v = (v + big) - big;
+  i32x4_t q = __builtin_convertvector(v, i32x4_t) + p->zp;
+  *(i8x4_u *)(p->y + (size_t)i * p->n + j) = __builtin_convertvector(q, odl_i8x4_t);
+#else
+  for (int l = 0; l < 4; l++) i8_store(p, i, j + l, acc[l]);
+#endif
+}
+
+/* 4 output channels x 4 pixels: each step of k loads the 4 pixels' codes as one word (4 lanes), widens them to int32
+ * lanes and accumulates them times each channel's weight (a scalar): 16 products per word loaded */
+static inline void i8_tile4x4(const odl_i8_gemm_args_t *p, int i, int j) {
+  int n = p->n, k = p->k;
+  const int8_t *a = p->a + j, *w0 = p->wt + (size_t)i * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+  i32x4_t acc0 = {0, 0, 0, 0}, acc1 = acc0, acc2 = acc0, acc3 = acc0;
+  for (int t = 0; t < k; t++) {
+    i32x4_t v = __builtin_convertvector(*(const i8x4_u *)(a + (size_t)t * n), i32x4_t);
+    acc0 += v * (int32_t)w0[t];
+    acc1 += v * (int32_t)w1[t];
+    acc2 += v * (int32_t)w2[t];
+    acc3 += v * (int32_t)w3[t];
+  }
+  i8_store4(p, i, j, acc0);
+  i8_store4(p, i + 1, j, acc1);
+  i8_store4(p, i + 2, j, acc2);
+  i8_store4(p, i + 3, j, acc3);
+}
+
+/* one output of a partial tile (channels or pixels past the last multiple of 4) */
+static inline void i8_one(const odl_i8_gemm_args_t *p, int i, int j) {
+  const int8_t *w = p->wt + (size_t)i * p->k, *a = p->a + j;
+  int32_t acc = 0;
+  for (int t = 0; t < p->k; t++) acc += (int32_t)w[t] * a[(size_t)t * p->n];
+  i8_store(p, i, j, acc);
+}
+
+/* n == 1 (a linear layer): output channels split over the cores, each a dot product along k (4 lanes). Otherwise
+ * tiles of 4 channels x 4 pixels split over the cores. */
 void odl_i8_gemm(void *args) {
   const odl_i8_gemm_args_t *p = (const odl_i8_gemm_args_t *)args;
   int lo, hi;
-  odl_split(p->m * p->n, &lo, &hi);
-  int i = lo / p->n, j = lo % p->n;   /* one division per core; (i, j) advance with o */
-  for (int o = lo; o < hi; o++) {
-    int32_t acc = i8_dot(p->wt + (size_t)i * p->k, p->a + (size_t)j * p->k, p->k) + p->bias[i];
-    p->y[o] = i8_requant(acc, p->mult[i], p->zp, p->lo, p->hi);
-    if (++j == p->n) {
-      j = 0;
-      i++;
+  if (p->n == 1) {
+    odl_split(p->m, &lo, &hi);
+    for (int i = lo; i < hi; i++) i8_store(p, i, 0, i8_dot(p->wt + (size_t)i * p->k, p->a, p->k));
+    return;
+  }
+  int nb = (p->n + 3) / 4;
+  odl_split(((p->m + 3) / 4) * nb, &lo, &hi);
+  for (int u = lo; u < hi; u++) {
+    int i = (u / nb) * 4, j = (u % nb) * 4;
+    if (i + 4 <= p->m && j + 4 <= p->n) {
+      i8_tile4x4(p, i, j);
+      continue;
     }
+    for (int r = i; r < i + 4 && r < p->m; r++)
+      for (int l = j; l < j + 4 && l < p->n; l++) i8_one(p, r, l);
   }
 }
 
@@ -136,19 +199,22 @@ static inline void i8_window(int oy, int ox, int h, int w, int kh, int kw, int s
   *x1 = tx + kw > w ? w : tx + kw;
 }
 
+/* output rows (c, oy) split over the cores */
 void odl_i8_maxpool(void *args) {
   const odl_i8_maxpool_args_t *p = (const odl_i8_maxpool_args_t *)args;
-  int lo, hi, plane = p->ho * p->wo;
-  odl_split(p->c * plane, &lo, &hi);
-  for (int o = lo; o < hi; o++) {
-    int c = o / plane, y0, y1, x0, x1;
-    i8_window((o % plane) / p->wo, o % p->wo, p->h, p->w, p->kh, p->kw, p->sh, p->sw, p->pt, p->pl, &y0, &y1, &x0,
-              &x1);
+  int lo, hi;
+  odl_split(p->c * p->ho, &lo, &hi);
+  for (int r = lo; r < hi; r++) {
+    int c = r / p->ho, oy = r % p->ho, y0, y1, x0, x1;
     const int8_t *x = p->x + (size_t)c * p->h * p->w;
-    int m = -128;
-    for (int iy = y0; iy < y1; iy++)
-      for (int ix = x0; ix < x1; ix++) m = x[iy * p->w + ix] > m ? x[iy * p->w + ix] : m;
-    p->y[o] = (int8_t)m;
+    int8_t *y = p->y + (size_t)r * p->wo;
+    for (int ox = 0; ox < p->wo; ox++) {
+      i8_window(oy, ox, p->h, p->w, p->kh, p->kw, p->sh, p->sw, p->pt, p->pl, &y0, &y1, &x0, &x1);
+      int m = -128;
+      for (int iy = y0; iy < y1; iy++)
+        for (int ix = x0; ix < x1; ix++) m = x[iy * p->w + ix] > m ? x[iy * p->w + ix] : m;
+      y[ox] = (int8_t)m;
+    }
   }
 }
 

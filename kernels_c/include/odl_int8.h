@@ -23,14 +23,14 @@ void odl_i8_quantize(void *args);
 typedef struct { const int8_t *x; float *y; int n; float scale; int zp; } odl_i8_dequantize_args_t;
 void odl_i8_dequantize(void *args);
 
-/* odl_i8_im2row: x [C, H, W] -> rows [HO * WO, C * KH * KW]: output pixel p's receptive field, contiguous, in the
- * weight's (c, kh, kw) order; taps outside the image hold `pad` (the input's zero point: a real 0). */
-typedef struct { const int8_t *x; int8_t *rows; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; int pad; }
-  odl_i8_im2row_args_t;
-void odl_i8_im2row(void *args);
+/* odl_i8_im2col: x [C, H, W] -> cols [C * KH * KW, HO * WO]: row (c, kh, kw), in the weight's order, holds that tap
+ * for every output pixel; taps outside the image hold `pad` (the input's zero point: a real 0). */
+typedef struct { const int8_t *x; int8_t *cols; int c, h, w, kh, kw, sh, sw, pt, pl, ho, wo; int pad; }
+  odl_i8_im2col_args_t;
+void odl_i8_im2col(void *args);
 
-/* odl_i8_gemm: y[i, j] = requant(sum_k wt[i, k] * a[j, k] + bias[i]) for i < m, j < n: wt [M, K], a [N, K],
- * y [M, N] (a conv: M output channels, N output pixels, a = odl_i8_im2row's rows; a linear: N = 1). The bias holds
+/* odl_i8_gemm: y[i, j] = requant(sum_k wt[i, k] * a[k, j] + bias[i]) for i < m, j < n: wt [M, K], a [K, N],
+ * y [M, N] (a conv: M output channels, N output pixels, a = odl_i8_im2col's cols; a linear: N = 1). The bias holds
  * the layer's bias at scale s_in * s_w[i] and -zp_in * sum_k wt[i, k] (the input's zero point, folded). */
 typedef struct { const int8_t *wt, *a; int8_t *y; const int32_t *bias; const float *mult; int m, n, k; int zp, lo, hi; }
   odl_i8_gemm_args_t;

@@ -72,7 +72,7 @@ CONV_CASES = [  # c, h, w, m, kh, kw, stride, pad
 
 @pytest.mark.parametrize("cores", CORES)
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_conv_as_im2row_gemm(lib, case, cores):
+def test_conv_as_im2col_gemm(lib, case, cores):
     c, h, w, m, kh, kw, st, pad = case
     rng = np.random.default_rng(hash(case) % 2**32)
     x, wt = setup(rng, (c, h, w)), setup(rng, (m, c, kh, kw), -127)
@@ -80,12 +80,12 @@ def test_conv_as_im2row_gemm(lib, case, cores):
     bias, mult = layer(rng, m)
     ho, wo = (h + 2 * pad[0] - kh) // st[0] + 1, (w + 2 * pad[1] - kw) // st[1] + 1
     k = c * kh * kw
-    rows, y = np.zeros((ho * wo, k), np.int8), np.zeros((m, ho * wo), np.int8)
-    run(lib, "i8_im2row", cores, x=_p(x), rows=_p(rows), c=c, h=h, w=w, kh=kh, kw=kw, sh=st[0], sw=st[1], pt=pad[0],
+    cols, y = np.zeros((k, ho * wo), np.int8), np.zeros((m, ho * wo), np.int8)
+    run(lib, "i8_im2col", cores, x=_p(x), cols=_p(cols), c=c, h=h, w=w, kh=kh, kw=kw, sh=st[0], sw=st[1], pt=pad[0],
         pl=pad[1], ho=ho, wo=wo, pad=zp_in)
     wflat = np.ascontiguousarray(wt.reshape(m, k))
     gb = (bias - zp_in * wflat.astype(np.int32).sum(1)).astype(np.int32)     # the input's zero point, folded
-    run(lib, "i8_gemm", cores, wt=_p(wflat), a=_p(rows), y=_p(y), bias=_p(gb), mult=_p(mult), m=m, n=ho * wo, k=k,
+    run(lib, "i8_gemm", cores, wt=_p(wflat), a=_p(cols), y=_p(y), bias=_p(gb), mult=_p(mult), m=m, n=ho * wo, k=k,
         zp=zp, lo=lo, hi=hi)
     acc = ref_conv_acc(x, wt, st, pad, zp_in) + bias[:, None, None]
     want = ref_requant(acc, mult, zp, lo, hi).reshape(m, -1)

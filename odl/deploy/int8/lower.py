@@ -128,12 +128,12 @@ class _Lowering:
         c, h, w = x.shape
         m, ho, wo = t.shape
         k = c * at["kh"] * at["kw"]
-        rows = self.P.tensor(f"{n.name}_rows", (ho * wo, k))
+        cols = self.P.tensor(f"{n.name}_cols", (k, ho * wo))
         wt = self.P.const(f"{n.name}_w", codes.reshape(m, k))
-        self.P.call("odl_i8_im2row", n.name, rows.name, [x.name], x=Ref("t", x.name), rows=Ref("t", rows.name), c=c,
+        self.P.call("odl_i8_im2col", n.name, cols.name, [x.name], x=Ref("t", x.name), cols=Ref("t", cols.name), c=c,
                     h=h, w=w, kh=at["kh"], kw=at["kw"], sh=at["sh"], sw=at["sw"], pt=at["pt"], pl=at["pl"], ho=ho,
                     wo=wo, pad=x.zp)
-        self.P.call("odl_i8_gemm", n.name, t.name, [rows.name], wt=wt, a=Ref("t", rows.name), y=Ref("t", t.name),
+        self.P.call("odl_i8_gemm", n.name, t.name, [cols.name], wt=wt, a=Ref("t", cols.name), y=Ref("t", t.name),
                     bias=bias, mult=mult, m=m, n=ho * wo, k=k, zp=t.zp, lo=lo, hi=hi)
         self.done.update(nd.name for nd in chain)
 
