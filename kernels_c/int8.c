@@ -105,23 +105,28 @@ static inline void i8_store4(const odl_i8_gemm_args_t *p, int i, int j, i32x4_t 
 #endif
 }
 
-/* 4 output channels x 4 pixels: each step of k loads the 4 pixels' codes as one word (4 lanes), widens them to int32
- * lanes and accumulates them times each channel's weight (a scalar): 16 products per word loaded */
-static inline void i8_tile4x4(const odl_i8_gemm_args_t *p, int i, int j) {
+/* 4 output channels x 4 * nv pixels (nv = 1 or 2, a constant once inlined): each step of k loads the pixels' codes a
+ * word (4 lanes) at a time, widens them to int32 lanes and accumulates them times each channel's weight (a scalar):
+ * 16 products per word loaded */
+static inline __attribute__((always_inline)) void i8_tile(const odl_i8_gemm_args_t *p, int i, int j, const int nv) {
   int n = p->n, k = p->k;
   const int8_t *a = p->a + j, *w0 = p->wt + (size_t)i * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
-  i32x4_t acc0 = {0, 0, 0, 0}, acc1 = acc0, acc2 = acc0, acc3 = acc0;
+  i32x4_t acc[2][4];
+  for (int h = 0; h < 2; h++)
+    for (int r = 0; r < 4; r++) acc[h][r] = (i32x4_t){0, 0, 0, 0};
   for (int t = 0; t < k; t++) {
-    i32x4_t v = __builtin_convertvector(*(const i8x4_u *)(a + (size_t)t * n), i32x4_t);
-    acc0 += v * (int32_t)w0[t];
-    acc1 += v * (int32_t)w1[t];
-    acc2 += v * (int32_t)w2[t];
-    acc3 += v * (int32_t)w3[t];
+    const int8_t *at = a + (size_t)t * n;
+    int32_t c0 = w0[t], c1 = w1[t], c2 = w2[t], c3 = w3[t];
+    for (int h = 0; h < nv; h++) {
+      i32x4_t v = __builtin_convertvector(*(const i8x4_u *)(at + 4 * h), i32x4_t);
+      acc[h][0] += v * c0;
+      acc[h][1] += v * c1;
+      acc[h][2] += v * c2;
+      acc[h][3] += v * c3;
+    }
   }
-  i8_store4(p, i, j, acc0);
-  i8_store4(p, i + 1, j, acc1);
-  i8_store4(p, i + 2, j, acc2);
-  i8_store4(p, i + 3, j, acc3);
+  for (int h = 0; h < nv; h++)
+    for (int r = 0; r < 4; r++) i8_store4(p, i + r, j + 4 * h, acc[h][r]);
 }
 
 /* one output of a partial tile (channels or pixels past the last multiple of 4) */
@@ -133,7 +138,7 @@ static inline void i8_one(const odl_i8_gemm_args_t *p, int i, int j) {
 }
 
 /* n == 1 (a linear layer): output channels split over the cores, each a dot product along k (4 lanes). Otherwise
- * tiles of 4 channels x 4 pixels split over the cores. */
+ * units of 4 channels x 8 pixels split over the cores: tiles of 8 or 4 pixels, single outputs at the edges. */
 void odl_i8_gemm(void *args) {
   const odl_i8_gemm_args_t *p = (const odl_i8_gemm_args_t *)args;
   int lo, hi;
@@ -142,16 +147,21 @@ void odl_i8_gemm(void *args) {
     for (int i = lo; i < hi; i++) i8_store(p, i, 0, i8_dot(p->wt + (size_t)i * p->k, p->a, p->k));
     return;
   }
-  int nb = (p->n + 3) / 4;
+  int nb = (p->n + 7) / 8;   /* units of 4 channels x 8 pixels */
   odl_split(((p->m + 3) / 4) * nb, &lo, &hi);
   for (int u = lo; u < hi; u++) {
-    int i = (u / nb) * 4, j = (u % nb) * 4;
-    if (i + 4 <= p->m && j + 4 <= p->n) {
-      i8_tile4x4(p, i, j);
-      continue;
+    int i = (u / nb) * 4, j = (u % nb) * 8, l = j, end = j + 8 < p->n ? j + 8 : p->n;
+    if (i + 4 <= p->m) {
+      if (l + 8 <= end) {
+        i8_tile(p, i, l, 2);
+        l += 8;
+      } else if (l + 4 <= end) {
+        i8_tile(p, i, l, 1);
+        l += 4;
+      }
     }
-    for (int r = i; r < i + 4 && r < p->m; r++)
-      for (int l = j; l < j + 4 && l < p->n; l++) i8_one(p, r, l);
+    for (int r = i; r < i + 4 && r < p->m; r++)   /* what no tile took: pixels [l, end), or all of a partial unit */
+      for (int c = l; c < end; c++) i8_one(p, r, c);
   }
 }
 
