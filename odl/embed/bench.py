@@ -66,12 +66,13 @@ def predict_table(rows: list[dict]) -> str:
     biases, FP32 multipliers) and the arena; no L1 tiles."""
     out = ["| model | precision | weight bytes | working bytes (L2) | L1 tile bytes | total bytes | predict cycles |",
            "|---|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
+    order = {"int8": 0, "fp16": 1, "fp32": 2}
+    for r in sorted(rows, key=lambda r: (r["model"], order.get(r["precision"], 3))):
         if r["precision"] == "int8":
             w, wk, l1 = r["weight_bytes"], r["arena_bytes"], 0
         else:
             w, wk, l1 = r["state_bytes"], r["predict_bytes"] - r["state_bytes"], r["predict_l1_bytes"]
-        out.append(f"| {r['model']} | {r['precision']} | {w:,} | {wk:,} | {l1:,} | {w + wk + l1:,} | "
+        out.append(f"| {Path(r['model']).name} | {r['precision']} | {w:,} | {wk:,} | {l1:,} | {w + wk + l1:,} | "
                    f"{r['predict_cycles']:,} |")
     return "\n".join(out)
 
