@@ -2,7 +2,6 @@
 (batch norm collects running statistics), then a few steps of quantization-aware training through the host's
 fake-quant model (torch's FakeQuantize modules at odl's points, batch norm frozen), written in `odl train --qat int8
 --qat-bn frozen`'s checkpoint format (odl.qat holds the observers under the device's point names)."""
-import numpy as np
 import torch
 
 from odl.frontend.trace import trace

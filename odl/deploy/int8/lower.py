@@ -211,9 +211,9 @@ class _Lowering:
             if n.name in self.done:
                 continue
             if n.op not in SUPPORTED or n.op in ("batchnorm", "bias", "relu", "relu6"):
-                _refuse(n, f"no int8 kernel for it here (int8 deploy covers conv2d, dwconv2d, linear with the "
-                           f"bias / frozen batch norm / ReLU / ReLU6 that follow them, residual add (+ ReLU), "
-                           f"max / average pooling, flatten)")
+                _refuse(n, "no int8 kernel for it here (int8 deploy covers conv2d, dwconv2d, linear with the "
+                           "bias / frozen batch norm / ReLU / ReLU6 that follow them, residual add (+ ReLU), "
+                           "max / average pooling, flatten)")
             getattr(self, n.op)(n)
         out = P.tensors[g.output]
         P.output = out.name

@@ -12,10 +12,8 @@ Written into a temporary directory and renamed into place: an error leaves nothi
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -105,11 +103,9 @@ def makefile_ctx(target, cores: int, model: str, files) -> dict:
 
 
 def write_project(P: Int8Program, arena_bytes: int, out: Path, target, cores: int, checkpoint: str) -> list[str]:
-    from odl.deploy.compile import _env
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    from odl.deploy.compile import _env, write_project_dir
+
+    def fill(tmp: Path) -> None:
         files = _files(target)
         for src, rel in files:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -119,18 +115,7 @@ def write_project(P: Int8Program, arena_bytes: int, out: Path, target, cores: in
                                     checkpoint=Path(checkpoint).name), tmp / "src")
         (tmp / "Makefile").write_text(_env().get_template("Makefile.j2").render(
             **makefile_ctx(target, cores, P.model, files)))
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rename(out, old / "x")
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    return write_project_dir(out, fill)
 
 
 def compile_int8(model_spec: str, out_dir: str | Path, init: str | None, target_name: str = "rv32-cluster",
