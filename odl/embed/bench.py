@@ -48,9 +48,7 @@ def measure_int8(model: str, init: str, work: Path, cores: int = 8) -> dict:
     from odl.deploy.int8.project import compile_int8
     proj = work / f"{Path(model).name.replace(':', '-')}-int8"
     info = compile_int8(model, proj, init, cores=cores, force=True, log=lambda *a: None)
-    r = subprocess.run(["make", "-s", "-C", str(proj), "run", f"FLASH={work / 'flash.img'}"], capture_output=True,
-                       text=True, timeout=3600)
-    (work / "flash.img").unlink(missing_ok=True)
+    r = subprocess.run(["make", "-s", "-C", str(proj), "run"], capture_output=True, text=True, timeout=3600)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("{")), None)
     if r.returncode or line is None:
         raise OdlError(f"{model} int8: run failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
