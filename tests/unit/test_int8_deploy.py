@@ -136,13 +136,36 @@ def test_refuses_an_op_without_int8_kernel(tmp_path, capsys):
     assert "op sigmoid" in err and "shape [1, 4, 6, 6]" in err and not (tmp_path / "p").exists()
 
 
+def isolated_flips(P, arena, acts, names, i):
+    """node -> (codes that differ, codes, largest difference) of each residual add, conv (im2col + gemm, or a 1x1 gemm)
+    and depthwise conv run alone on the fake-quant model's own input codes of sample i (the linear after average
+    pooling reads the rounded mean, not a point: left out)"""
+    def codes(v):
+        t = P.tensors[v]
+        return (np.rint(acts[names[v]][i] / np.float32(t.scale)) + t.zp).astype(np.int64).reshape(t.shape)
+    out = {}
+    for c in P.calls:
+        first = next(d for d in P.calls if d.node == c.node)
+        if c.writes not in names or c.kernel not in ("odl_i8_add", "odl_i8_gemm", "odl_i8_dwconv") or \
+                any(r not in names for r in first.reads):
+            continue
+        got = host.run_node(P, c.node, {r: codes(r) for r in first.reads}, arena)
+        want = codes(c.writes)
+        out[c.node] = (c.kernel, int((got != want).sum()), int(want.size), int(np.abs(got - want).max()))
+    return out
+
+
+def points_by_graph_order(spec, shape, acts):
+    from odl.lower.ops import fakequant as fq
+    return dict(zip(fq.points(prepare(spec, "x".join(map(str, (1, *shape))), 0, "fp32").graph), acts))
+
+
 def test_resnet8_residual_adds_are_exact_and_layers_flip_rarely(tmp_path):
     """ResNet8 (QAT a few steps on random data): given the fake-quant model's own input codes, each residual add (+ ReLU)
     gives its codes exactly (torch's arithmetic, FP32) and each conv (+ batch norm, ReLU) flips at most 0.2 % of
-    them by one code (measured: 1 to 13, at most 0.13 %); through the whole network the flips propagate (a flipped code moves every output reading it):
-    the logits' argmax agrees on 7 of 8 samples at least."""
+    them by one code (measured: 1 to 13, at most 0.13 %); through the whole network the flips propagate (a flipped
+    code moves every output reading it): the logits' argmax agrees on 7 of 8 samples at least."""
     from odl.frontend.trace import load_model
-    from odl.lower.ops import fakequant as fq
     torch.manual_seed(0)
     ck = tmp_path / "r8.pt"
     xn, _, _ = qat_checkpoints.make(load_model("resnet8"), ck, float_steps=10, qat_steps=5, batch=16,
@@ -150,24 +173,31 @@ def test_resnet8_residual_adds_are_exact_and_layers_flip_rarely(tmp_path):
     P, arena = program("resnet8", (3, 32, 32), ck)
     x = xn[:8]
     acts = host_points(lambda: load_model("resnet8"), ck, (3, 32, 32), x)
-    names = dict(zip(fq.points(prepare("resnet8", "1x3x32x32", 0, "fp32").graph), acts))   # graph order
+    names = points_by_graph_order("resnet8", (3, 32, 32), acts)
     assert len(names) == len(acts) == 14
-
-    def codes(v, i):
-        t = P.tensors[v]
-        return (np.rint(acts[names[v]][i] / np.float32(t.scale)) + t.zp).astype(np.int64).reshape(t.shape)
-    adds = {c.node: c for c in P.calls if c.kernel == "odl_i8_add"}
-    convs = {c.node: c for i, c in enumerate(P.calls) if c.kernel == "odl_i8_gemm" and
-             P.calls[i - 1].kernel == "odl_i8_im2col"}       # the linear reads the rounded mean: not isolated
-    assert len(adds) == 3 and len(convs) == 9
     for i in range(2):
-        for node, c in {**adds, **convs}.items():
-            src = c.reads if c.kernel == "odl_i8_add" else [P.calls[P.calls.index(c) - 1].reads[0]]
-            got = host.run_node(P, node, {r: codes(r, i) for r in src}, arena)
-            want = codes(c.writes, i)
-            flips = int((got != want).sum())
-            assert flips == 0 if c.kernel == "odl_i8_add" else flips <= want.size // 500, (node, flips)
-            assert np.abs(got - want).max() <= 1
+        iso = isolated_flips(P, arena, acts, names, i)
+        assert sorted(k for k, *_ in iso.values()).count("odl_i8_add") == 3 and len(iso) == 12
+        for node, (kernel, flips, size, worst) in iso.items():
+            assert flips == 0 if kernel == "odl_i8_add" else flips <= size // 500, (node, flips)
+            assert worst <= 1
     logits = np.stack([host.run(P, x[i:i + 1].numpy(), arena)["logits"] for i in range(len(x))])
     assert (logits.argmax(1) == acts["fc"].argmax(1)).sum() >= 7
     assert P.notes == ["mean: average pooling rounds its mean to a code of its input's scale"]
+
+
+def test_dscnn_depthwise_pointwise_dropout(tmp_path):
+    """DS-CNN (QAT a few steps on random data): depthwise convs, 1x1 convs read their input as it is (no im2col),
+    dropout is the identity; each layer alone flips at most 0.2 % of its codes by one code."""
+    from odl.frontend.trace import load_model
+    torch.manual_seed(0)
+    ck, shape = tmp_path / "ds.pt", (1, 49, 10)
+    xn, _, _ = qat_checkpoints.make(load_model("dscnn"), ck, float_steps=5, qat_steps=3, batch=8,
+                                    data=qat_checkpoints.random_data(shape, classes=12))
+    P, arena = program("dscnn", shape, ck)
+    kernels = [c.kernel for c in P.calls]
+    assert kernels.count("odl_i8_im2col") == 1 and kernels.count("odl_i8_dwconv") == 4
+    acts = host_points(lambda: load_model("dscnn"), ck, shape, xn[:2])
+    iso = isolated_flips(P, arena, acts, points_by_graph_order("dscnn", shape, acts), 0)
+    assert len(iso) == 8          # the first depthwise conv reads the dropout's view of its point: not isolated
+    assert all(flips <= size // 500 and worst <= 1 for _, flips, size, worst in iso.values()), iso

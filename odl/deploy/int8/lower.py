@@ -8,7 +8,8 @@ evaluation (odl/lower/ops/fakequant_torch.py) with integers:
   y = a[c] * (s_in * s_w[c] * acc) + b[c] = (a[c] * s_in * s_w[c]) * (acc + b[c] / (a[c] * s_in * s_w[c]));
   the weight codes stay those the fake-quant model uses (batch norm is applied after its conv, not folded into the
   weight before quantization); the ReLU / ReLU6 is the clamp;
-- max pooling and flatten work on the codes (they commute with the quantization); average pooling rounds its mean to
+- max pooling, flatten and dropout (the identity in evaluation) work on the codes (they commute with the
+  quantization); average pooling rounds its mean to
   a code of the input's scale (the fake-quant model keeps the mean unrounded: a note, counted by the agreement test).
 Anything else is refused naming the node, its op and shape."""
 from __future__ import annotations
@@ -23,7 +24,7 @@ from odl.lower.ops import fakequant as fqmod
 
 F32 = np.float32
 SUPPORTED = ("conv2d", "dwconv2d", "linear", "batchnorm", "bias", "relu", "relu6", "add", "maxpool", "avgpool",
-             "view", "flatten")
+             "view", "flatten", "dropout")
 I32_LIMIT = 2 ** 31 - 1
 
 
@@ -128,13 +129,15 @@ class _Lowering:
         c, h, w = x.shape
         m, ho, wo = t.shape
         k = c * at["kh"] * at["kw"]
-        cols = self.P.tensor(f"{n.name}_cols", (k, ho * wo))
-        wt = self.P.const(f"{n.name}_w", codes.reshape(m, k))
-        self.P.call("odl_i8_im2col", n.name, cols.name, [x.name], x=Ref("t", x.name), cols=Ref("t", cols.name), c=c,
-                    h=h, w=w, kh=at["kh"], kw=at["kw"], sh=at["sh"], sw=at["sw"], pt=at["pt"], pl=at["pl"], ho=ho,
-                    wo=wo, pad=x.zp)
-        self.P.call("odl_i8_gemm", n.name, t.name, [cols.name], wt=wt, a=Ref("t", cols.name), y=Ref("t", t.name),
-                    bias=bias, mult=mult, m=m, n=ho * wo, k=k, zp=t.zp, lo=lo, hi=hi)
+        src = x.name                       # a 1x1 conv of stride 1 without padding: x [C, H * W] is its own cols
+        if (at["kh"], at["kw"], at["sh"], at["sw"], at["pt"], at["pl"]) != (1, 1, 1, 1, 0, 0):
+            src = self.P.tensor(f"{n.name}_cols", (k, ho * wo)).name
+            self.P.call("odl_i8_im2col", n.name, src, [x.name], x=Ref("t", x.name), cols=Ref("t", src), c=c, h=h,
+                        w=w, kh=at["kh"], kw=at["kw"], sh=at["sh"], sw=at["sw"], pt=at["pt"], pl=at["pl"], ho=ho,
+                        wo=wo, pad=x.zp)
+        self.P.call("odl_i8_gemm", n.name, t.name, [src], wt=self.P.const(f"{n.name}_w", codes.reshape(m, k)),
+                    a=Ref("t", src), y=Ref("t", t.name), bias=bias, mult=mult, m=m, n=ho * wo, k=k, zp=t.zp, lo=lo,
+                    hi=hi)
         self.done.update(nd.name for nd in chain)
 
     def dwconv2d(self, n):
@@ -192,6 +195,7 @@ class _Lowering:
         self.P.tensor(n.name, n.shape[1:], x.scale, x.zp, alias=x.name)
 
     flatten = view
+    dropout = view        # the identity in evaluation, as in the fake-quant model's eval()
 
     def run(self) -> Int8Program:
         g, P = self.g, self.P
@@ -213,7 +217,7 @@ class _Lowering:
             if n.op not in SUPPORTED or n.op in ("batchnorm", "bias", "relu", "relu6"):
                 _refuse(n, "no int8 kernel for it here (int8 deploy covers conv2d, dwconv2d, linear with the "
                            "bias / frozen batch norm / ReLU / ReLU6 that follow them, residual add (+ ReLU), "
-                           "max / average pooling, flatten)")
+                           "max / average pooling, flatten, dropout)")
             getattr(self, n.op)(n)
         out = P.tensors[g.output]
         P.output = out.name
