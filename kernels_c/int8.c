@@ -165,23 +165,51 @@ void odl_i8_gemm(void *args) {
   }
 }
 
+#define I8_DW_CHUNK 64   /* outputs of a row accumulated at once (int32 on the hart's stack) */
+typedef int32_t i32x4_u __attribute__((vector_size(16), aligned(4)));
+
+/* acc[o] += (x[o * sw] - zp) * wv for o in [0, n): 4 lanes a step when the taps are contiguous (stride 1) */
+static inline void i8_dw_tap(int32_t *acc, const int8_t *x, int n, int sw, int zp, int32_t wv) {
+  int o = 0;
+  if (sw == 1) {
+    for (; o + 4 <= n; o += 4) {
+      i32x4_t v = __builtin_convertvector(*(const i8x4_u *)(x + o), i32x4_t) - zp;
+      *(i32x4_u *)(acc + o) += v * wv;
+    }
+  }
+  for (; o < n; o++) acc[o] += (x[o * sw] - zp) * wv;
+}
+
+/* output rows (c, oy) split over the cores; per row and tap, the outputs whose tap lies in the image are a range
+ * (odl_out_range, once per call), accumulated in chunks of I8_DW_CHUNK */
 void odl_i8_dwconv(void *args) {
   const odl_i8_dwconv_args_t *p = (const odl_i8_dwconv_args_t *)args;
-  int lo, hi, plane = p->ho * p->wo;
-  odl_split(p->c * plane, &lo, &hi);
-  for (int o = lo; o < hi; o++) {
-    int c = o / plane, oy = (o % plane) / p->wo, ox = o % p->wo;
-    const int8_t *x = p->x + (size_t)c * p->h * p->w, *wt = p->wt + (size_t)c * p->kh * p->kw;
-    int32_t acc = p->bias[c];
-    for (int i = 0; i < p->kh; i++) {
-      int iy = oy * p->sh - p->pt + i;
-      if (iy < 0 || iy >= p->h) continue;
-      for (int t = 0; t < p->kw; t++) {
-        int ix = ox * p->sw - p->pl + t;
-        if (ix >= 0 && ix < p->w) acc += (int32_t)(x[iy * p->w + ix] - p->zp_in) * wt[i * p->kw + t];
+  /* the geometry in locals: the accumulator stores could alias the argument struct's fields */
+  const int h = p->h, w = p->w, kh = p->kh, kw = p->kw, sh = p->sh, sw = p->sw, pt = p->pt, ho = p->ho, wo = p->wo;
+  const int zp_in = p->zp_in, zp = p->zp, qlo = p->lo, qhi = p->hi;
+  int lo, hi, ra[kw], rb[kw];   /* per tap column, the outputs whose tap lies in the image */
+  int32_t acc[I8_DW_CHUNK];
+  for (int t = 0; t < kw; t++) odl_out_range(t, w, sw, p->pl, wo, &ra[t], &rb[t]);
+  odl_split(p->c * ho, &lo, &hi);
+  for (int r = lo; r < hi; r++) {
+    int c = r / ho, oy = r % ho;
+    const int8_t *x = p->x + (size_t)c * h * w - p->pl, *wt = p->wt + (size_t)c * kh * kw;
+    int32_t bias = p->bias[c];
+    float mult = p->mult[c];
+    for (int o0 = 0; o0 < wo; o0 += I8_DW_CHUNK) {
+      int n = wo - o0 < I8_DW_CHUNK ? wo - o0 : I8_DW_CHUNK;
+      for (int o = 0; o < n; o++) acc[o] = bias;
+      for (int i = 0; i < kh; i++) {
+        int iy = oy * sh - pt + i;
+        if (iy < 0 || iy >= h) continue;
+        for (int t = 0; t < kw; t++) {
+          int a = ra[t] < o0 ? o0 : ra[t], b = rb[t] > o0 + n ? o0 + n : rb[t];
+          if (a < b) i8_dw_tap(acc + a - o0, x + iy * w + a * sw + t, b - a, sw, zp_in, wt[i * kw + t]);
+        }
       }
+      int8_t *y = p->y + (size_t)r * wo + o0;
+      for (int o = 0; o < n; o++) y[o] = i8_requant(acc[o], mult, zp, qlo, qhi);
     }
-    p->y[o] = i8_requant(acc, p->mult[c], p->zp, p->lo, p->hi);
   }
 }
 

@@ -107,7 +107,8 @@ def test_linear_gemm(lib, m, k, cores):
 
 
 @pytest.mark.parametrize("cores", CORES)
-@pytest.mark.parametrize("c, h, w, k, st, pad", [(3, 7, 7, 3, 2, 1), (9, 6, 5, 3, 1, 1), (1, 4, 4, 1, 1, 0)])
+@pytest.mark.parametrize("c, h, w, k, st, pad", [(3, 7, 7, 3, 2, 1), (9, 6, 5, 3, 1, 1), (1, 4, 4, 1, 1, 0),
+                                                (2, 3, 150, 3, 1, 1)])   # rows past a chunk of 64
 def test_dwconv(lib, c, h, w, k, st, pad, cores):
     rng = np.random.default_rng(c * h * w)
     x, wt = setup(rng, (c, h, w)), setup(rng, (c, 1, k, k), -127)
