@@ -5,35 +5,12 @@
  *   y = (clamp(q, qmin, qmax) - zp) * scale,  mask = qmin <= q <= qmax
  * Each operation is rounded as PyTorch rounds it: no multiply-add may be fused here, and the target builds with
  * -ffp-contract=fast, which fuses across statements and ignores `#pragma clang fp contract`: every product that an
- * add follows (x * inv before the rounding, avg * d of the moving average) goes through FQ_ROUNDED.
+ * add follows (x * inv before the rounding, avg * d of the moving average) goes through ODL_ROUNDED (odl_round.h).
  * One source for both precisions: the values are odl_t, the arithmetic and the observer state FP32. */
 #include "odl_kernels.h"
-
-/* v as rounded to FP32 here: an empty asm the value must pass through, so the product that made it cannot be
- * fused into the add that follows */
-#if defined(__riscv)
-#define FQ_ROUNDED(v) __asm__("" : "+f"(v))
-#elif defined(__x86_64__) || defined(__i386__)
-#define FQ_ROUNDED(v) __asm__("" : "+x"(v))
-#elif defined(__aarch64__)
-#define FQ_ROUNDED(v) __asm__("" : "+w"(v))
-#else
-#define FQ_ROUNDED(v) do { volatile float fq_v_ = (v); (v) = fq_v_; } while (0)
-#endif
+#include "odl_round.h" /* ODL_ROUNDED, odl_rne */
 
 #define FQ_EPS 1.1920928955078125e-07f /* torch.finfo(torch.float32).eps, the smallest scale torch allows */
-
-/* Round half to even (std::nearbyint in the default rounding mode) without libm: adding and subtracting 1.5 * 2^23
- * leaves the integer nearest v, ties to even, for |v| < 2^22; larger magnitudes are clamped away anyway (they lie
- * beyond any 8-bit code), so they pass unchanged. */
-static inline float fq_rne(float v) {
-  const float big = 12582912.0f; /* 0x1.8p23 */
-  if (v < 4194304.0f && v > -4194304.0f) {
-    float t = v + big; /* rounded to FP32 (no excess precision, no reassociation without -ffast-math) */
-    return t - big;
-  }
-  return v;
-}
 
 /* part[(ch * ODL_FQ_PART + k) * 2 + {0, 1}] (+)= min / max of core k's share of x[ch, :] (x is [c, inner]); a core
  * with an empty share writes +inf / -inf. accumulate: combine with what part holds (a later tile of the same tensor).
@@ -77,7 +54,7 @@ static void fq_qparams(float mn, float mx, int qmin, int qmax, int symmetric, fl
   }
   s = s > FQ_EPS ? s : FQ_EPS;
   if (!symmetric) {
-    z = (float)qmin - fq_rne(neg / s);
+    z = (float)qmin - odl_rne(neg / s);
     z = z < (float)qmin ? (float)qmin : (z > (float)qmax ? (float)qmax : z);
   }
   *scale = s;
@@ -107,8 +84,8 @@ void odl_fq_observe(void *args) {
       } else {
         float a = p->avg, dmn = mn - rmn, dmx = mx - rmx;
         float tmn = a * dmn, tmx = a * dmx;
-        FQ_ROUNDED(tmn);
-        FQ_ROUNDED(tmx);
+        ODL_ROUNDED(tmn);
+        ODL_ROUNDED(tmx);
         rmn = rmn + tmn;
         rmx = rmx + tmx;
       }
@@ -136,8 +113,8 @@ void odl_fq_fwd(void *args) {
     float s = p->scale[ch], z = p->zp[ch], inv = 1.0f / s;
     for (; i < end; i++) {
       float v = (float)x[i] * inv;
-      FQ_ROUNDED(v);
-      float q = z + fq_rne(v);
+      ODL_ROUNDED(v);
+      float q = z + odl_rne(v);
       mask[i] = (uint8_t)(q >= qmin && q <= qmax);
       float qc = q < qmin ? qmin : (q > qmax ? qmax : q);
       y[i] = (odl_t)((qc - z) * s);

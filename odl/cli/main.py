@@ -135,6 +135,8 @@ def refuse_qat(a, command: str, why: str) -> None:
 
 
 def _cmd_compile(a) -> int:
+    if a.deploy == "int8":
+        return _cmd_compile_int8(a)
     refuse_store(a, "compile")
     refuse_qat(a, "compile", "its project and odl.h do not carry the observers' state into checkpoints")
     from odl.deploy.compile import compile_project, parse_bytes
@@ -145,6 +147,17 @@ def _cmd_compile(a) -> int:
     compile_project(a.model, a.output, a.target, a.precision, a.cores, a.input_shape, a.seed, cfg,
                     budget=budget, force=a.force, memory=a.memory, embed=embed,
                     app=AppOptions(app=a.app, data=a.data, epochs=a.epochs))
+    return 0
+
+
+def _cmd_compile_int8(a) -> int:
+    """odl compile --deploy int8: the inference program of a QAT checkpoint (odl/deploy/int8/)."""
+    if a.app is not None or a.data is not None:
+        raise OdlError("--deploy int8 builds odl_predict only: --app and --data are for the training library")
+    if a.precision != "fp32" or a.batch is not None:
+        raise OdlError("--deploy int8: --precision and --batch do not apply (int8 codes, one sample per odl_predict)")
+    from odl.deploy.int8.project import compile_int8
+    compile_int8(a.model, a.output, a.init, a.target, a.cores, a.input_shape, a.force)
     return 0
 
 
@@ -391,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory budget instead of the target's (e.g. 262144, 512K, 2M)")
     c.add_argument("-o", "--output", required=True, metavar="DIR", help="project directory to create")
     c.add_argument("--force", action="store_true", help="replace DIR if it exists and is not empty")
+    c.add_argument("--deploy", default=None, choices=["int8"],
+                   help="int8: the integer inference program (odl_predict) of a QAT checkpoint given by --init "
+                        "(odl train --qat int8 --qat-bn frozen) instead of the training project")
     add_compile_embed_args(c)
     c.set_defaults(fn=_cmd_compile)
     add_params_parser(sub)

@@ -144,6 +144,29 @@ def check_out_dir(out: Path, force: bool) -> None:
             raise OdlError(f"output directory {out} exists and is not empty (use --force to replace it)")
 
 
+def write_project_dir(out: Path, fill) -> list[str]:
+    """fill(tmp) writes a project into a temporary directory next to `out`, which is then renamed into place
+    (replacing `out` if it exists: --force, or an empty directory): an error leaves nothing behind. Returns the
+    files written, relative to `out`."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        fill(tmp)
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.rename(out, old / "x")
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+
+
 def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv32-cluster",
                     precision: str = "fp32", cores: int = 8, input_shape: str | None = None, seed: int = 0,
                     cfg: TrainConfig | None = None, budget: int | str | None = None, force: bool = False,
@@ -189,10 +212,8 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
     files = _sources(target)
 
     phase("write", f"project into {out}")
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         render(prog, prep.name, cores, tmp / "src")
         for src, rel in files:
             dst = tmp / rel
@@ -223,18 +244,8 @@ def compile_project(model_spec: str, out_dir: str | Path, target_name: str = "rv
             (tmp / name).write_text(env.get_template(name + ".j2").render(**ctx))
         for sh in (tmp / "run-qemu.sh", tmp / "host.py"):
             sh.chmod(sh.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        os.chmod(tmp, 0o755)
-        if out.exists():                                 # --force (or an empty dir): swap it out
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rename(out, old / "x")
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    listing = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    listing = write_project_dir(out, fill)
+    out = out.resolve()
     rom = (f"; frozen weights in the read-only level: {prog.rom_bytes} B at arena offset {prog.rom_offset} (in "
            f"weights.bin)" if prog.rom_bytes else "")
     log(f"wrote {out}: {len(listing)} files; weights.bin {len(blob)} B (preloaded at arena offset 0, "

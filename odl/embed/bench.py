@@ -22,7 +22,7 @@ def measure(model: str, precision: str, work: Path, batch: int | None = None, co
     from odl.ir.program import TrainConfig
     from odl.embed.library import EmbedOptions
     from odl.frontend.trace import default_input_shape, load_model
-    proj = work / f"{model}-{precision}"
+    proj = work / f"{Path(model).name.replace(':', '-')}-{precision}"   # a model given as a path: its name
     b = batch or default_input_shape(load_model(model))[0]
     eo = EmbedOptions(batch=b, precision=precision, cores=cores, cfg=TrainConfig(lr=0.01, momentum=momentum))
     compile_project(model, proj, precision=precision, cores=cores, cfg=TrainConfig(lr=0.01, momentum=momentum),
@@ -40,6 +40,39 @@ def measure(model: str, precision: str, work: Path, batch: int | None = None, co
     rep.update(model=model, precision=precision, batch=b, cores=cores, momentum=momentum,
                predict_share=round(rep["predict_bytes"] / rep["train_step_bytes"], 3))
     return rep
+
+
+def measure_int8(model: str, init: str, work: Path, cores: int = 8) -> dict:
+    """odl compile --deploy int8 of a QAT checkpoint: the bytes odl.h states and the cycles of one odl_predict
+    (targets/common/int8/apps/bench.c, the same measurement as bench.c's predict)."""
+    from odl.deploy.int8.project import compile_int8
+    proj = work / f"{Path(model).name.replace(':', '-')}-int8"
+    info = compile_int8(model, proj, init, cores=cores, force=True, log=lambda *a: None)
+    r = subprocess.run(["make", "-s", "-C", str(proj), "run"], capture_output=True, text=True, timeout=3600)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("{")), None)
+    if r.returncode or line is None:
+        raise OdlError(f"{model} int8: run failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    rep = json.loads(line)
+    rep.update(model=model, precision="int8", cores=cores, notes=info["notes"])
+    return rep
+
+
+def predict_table(rows: list[dict]) -> str:
+    """Markdown: what one odl_predict needs and costs. FP16 / FP32 (the training library's odl_predict, measure()):
+    weights = the resident state (parameters, batch-norm statistics, control block; with --momentum 0 no optimizer
+    state), working = its L2 buffers beyond the state, L1 = its tiles. int8: the constant weights (codes, int32
+    biases, FP32 multipliers) and the arena; no L1 tiles."""
+    out = ["| model | precision | weight bytes | working bytes (L2) | L1 tile bytes | total bytes | predict cycles |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+    order = {"int8": 0, "fp16": 1, "fp32": 2}
+    for r in sorted(rows, key=lambda r: (r["model"], order.get(r["precision"], 3))):
+        if r["precision"] == "int8":
+            w, wk, l1 = r["weight_bytes"], r["arena_bytes"], 0
+        else:
+            w, wk, l1 = r["state_bytes"], r["predict_bytes"] - r["state_bytes"], r["predict_l1_bytes"]
+        out.append(f"| {Path(r['model']).name} | {r['precision']} | {w:,} | {wk:,} | {l1:,} | {w + wk + l1:,} | "
+                   f"{r['predict_cycles']:,} |")
+    return "\n".join(out)
 
 
 def table(rows: list[dict]) -> str:
@@ -65,6 +98,9 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--precisions", default="fp16,fp32")
     ap.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (0: no momentum buffers in the state)")
+    ap.add_argument("--int8", action="append", default=[], metavar="MODEL=CKPT.pt",
+                    help="also odl compile --deploy int8 of this QAT checkpoint; prints odl_predict beside FP16 / "
+                         "FP32 (repeatable)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--out", default=None, metavar="FILE.md")
     a = ap.parse_args(argv)
@@ -78,7 +114,19 @@ def main(argv=None) -> int:
                     print(f"{m} {p}: {e}", file=sys.stderr)
                     continue
                 print(json.dumps(rows[-1]), file=sys.stderr)
-    txt = table(rows)
+    with tempfile.TemporaryDirectory(prefix="odl-embed-bench-") as d:
+        for spec in a.int8:
+            model, _, ck = spec.rpartition("=")
+            try:
+                rows.append(measure_int8(model, ck, Path(d)))
+            except OdlError as e:
+                print(f"{model} int8: {e}", file=sys.stderr)
+                continue
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    fp = [r for r in rows if r["precision"] != "int8"]
+    txt = table(fp) if fp else ""
+    if a.int8:
+        txt += ("\n\n" if txt else "") + predict_table(rows)
     print(txt)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1) + "\n")

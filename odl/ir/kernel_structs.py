@@ -1,4 +1,4 @@
-"""The kernels' argument structs, read from the one place they are declared (kernels_c/include/odl_kernels.h). The
+"""The kernels' argument structs, read from the one place they are declared (kernels_c/include/odl_kernels.h, odl_int8.h). The
 tiler asks which fields are pointers and which of those a kernel only reads (`pointer_fields`); the host build
 (odl.run.native) gets ctypes Structures with the same layout (`ctypes_struct`). Nothing copies a layout by hand."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ from functools import lru_cache
 from odl.common.resources import resource_dir
 
 # scalar field types the header uses -> ctypes; every pointer is a c_void_p (the host passes numpy buffers)
+HEADERS = ("odl_kernels.h", "odl_int8.h")     # where kernel argument structs are declared
 _SCALARS = {"int": ctypes.c_int, "float": ctypes.c_float, "uint32_t": ctypes.c_uint32, "int32_t": ctypes.c_int32}
 
 
@@ -39,8 +40,9 @@ def _fields(body: str) -> tuple[Field, ...]:
 
 @lru_cache(maxsize=None)
 def structs() -> dict[str, tuple[Field, ...]]:
-    """Every `typedef struct {...} name;` of odl_kernels.h, its fields in declaration order."""
-    text = (resource_dir("kernels_c") / "include" / "odl_kernels.h").read_text()
+    """Every `typedef struct {...} name;` of odl_kernels.h and odl_int8.h, its fields in declaration order."""
+    inc = resource_dir("kernels_c") / "include"
+    text = "".join((inc / h).read_text() for h in HEADERS)
     text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
     return {name: _fields(body) for body, name in re.findall(r"typedef\s+struct\s*\{(.*?)\}\s*(\w+)\s*;", text, re.S)}
 

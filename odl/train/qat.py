@@ -64,13 +64,17 @@ def renamed(state: dict, names: dict[str, str]) -> dict:
 def checkpoint_entry(fw, blob: bytes, cfg) -> dict:
     """odl.qat of a checkpoint: the scheme, the points and the observers' state (what an int8 deploy needs)."""
     main = fw.programs[0].prog
-    return {"scheme": cfg.qat, "bn": cfg.bn,
+    return qat_entry(cfg.qat, cfg.bn, device_points(main), fqmod.weights(main.graph), device_state(fw, blob))
+
+
+def qat_entry(scheme: str, bn: str, points: list, quantized_weights: list, state: dict) -> dict:
+    """odl.qat from its parts (state by the device's names)."""
+    return {"scheme": scheme, "bn": bn,
             "activations": {**fqmod.ACT, "dtype": "quint8", "qscheme": "per_tensor_affine",
                             "observer": "MovingAverageMinMaxObserver"},
             "weights": {**fqmod.WEIGHT, "dtype": "qint8", "qscheme": "per_channel_symmetric", "ch_axis": 0,
                         "observer": "MovingAveragePerChannelMinMaxObserver"},
-            "points": device_points(main), "quantized_weights": fqmod.weights(main.graph),
-            "state": device_state(fw, blob)}
+            "points": points, "quantized_weights": quantized_weights, "state": state}
 
 
 def host_model(model: nn.Module, fw, blob: bytes, opts, sample_shape: tuple) -> nn.Module:

@@ -1,0 +1,280 @@
+/* int8 inference kernels of `odl compile --deploy int8` (odl_int8.h: the codes, the requantization, each kernel's
+ * contract). int8 x int8 products accumulate exactly in int32, 4 lanes per 32-bit word (odl_i8x4_t); every
+ * requantization rounds as torch's fake quantization does (odl_round.h). One source for the target and the host tests
+ * (tests/kernels/test_kernels_native_int8.py: bit exact against an integer numpy reference). */
+#include "odl_kernels.h"
+#include "odl_int8.h"
+#include "odl_round.h"
+#include "odl_range.h"
+
+typedef int8_t i8x4_u __attribute__((vector_size(4), aligned(1)));   /* an unaligned 4-lane load */
+typedef int16_t i16x4_t __attribute__((vector_size(8)));
+typedef int32_t i32x4_t __attribute__((vector_size(16)));
+typedef float f32x4_t __attribute__((vector_size(16)));
+
+/* clamp(rne(v) + zp, lo, hi); v is already rounded to FP32 on its own (ODL_ROUNDED). Clamping v to the integers
+ * [lo - zp, hi - zp] first gives the same code (rounding is monotone and keeps integers) and keeps odl_rne's range. */
+static inline int8_t i8_code(float v, int zp, int lo, int hi) {
+  float l = (float)(lo - zp), h = (float)(hi - zp);
+  v = v < l ? l : (v > h ? h : v);
+  return (int8_t)((int)odl_rne(v) + zp);
+}
+
+static inline int8_t i8_requant(int32_t acc, float mult, int zp, int lo, int hi) {
+  float v = (float)acc * mult;
+  ODL_ROUNDED(v);
+  return i8_code(v, zp, lo, hi);
+}
+
+/* sum_k a[k] * b[k]: 4 lanes at a time (products in int16, accumulated in int32 lanes), the rest one by one */
+static inline int32_t i8_dot(const int8_t *a, const int8_t *b, int k) {
+  i32x4_t acc = {0, 0, 0, 0};
+  int i = 0;
+  for (; i + 4 <= k; i += 4) {
+    odl_i8x4_t va = *(const i8x4_u *)(a + i), vb = *(const i8x4_u *)(b + i);
+    i16x4_t prod = __builtin_convertvector(va, i16x4_t) * __builtin_convertvector(vb, i16x4_t);
+    acc += __builtin_convertvector(prod, i32x4_t);
+  }
+  int32_t s = acc[0] + acc[1] + acc[2] + acc[3];
+  for (; i < k; i++) s += (int32_t)a[i] * b[i];
+  return s;
+}
+
+void odl_i8_quantize(void *args) {
+  const odl_i8_quantize_args_t *p = (const odl_i8_quantize_args_t *)args;
+  int lo, hi;
+  odl_split(p->n, &lo, &hi);
+  for (int i = lo; i < hi; i++) {
+    float v = p->x[i] * p->inv;
+    ODL_ROUNDED(v);
+    p->y[i] = i8_code(v, p->zp, -128, 127);
+  }
+}
+
+void odl_i8_dequantize(void *args) {
+  const odl_i8_dequantize_args_t *p = (const odl_i8_dequantize_args_t *)args;
+  int lo, hi;
+  odl_split(p->n, &lo, &hi);
+  for (int i = lo; i < hi; i++) p->y[i] = (float)(p->x[i] - p->zp) * p->scale;
+}
+
+/* rows of cols split over the cores: row (c, i, t) holds tap (i, t) of channel c for every output pixel; per output
+ * row the pixels whose tap lies in the image are a range (odl_out_range), the others hold the pad code */
+void odl_i8_im2col(void *args) {
+  const odl_i8_im2col_args_t *p = (const odl_i8_im2col_args_t *)args;
+  int lo, hi, taps = p->kh * p->kw, sw = p->sw;
+  int8_t pad = (int8_t)p->pad;
+  odl_split(p->c * taps, &lo, &hi);
+  for (int r = lo; r < hi; r++) {
+    int c = r / taps, i = (r % taps) / p->kw, t = r % p->kw, x0, x1;
+    odl_out_range(t, p->w, sw, p->pl, p->wo, &x0, &x1);
+    const int8_t *x = p->x + (size_t)c * p->h * p->w + t - p->pl;
+    int8_t *col = p->cols + (size_t)r * p->ho * p->wo;
+    for (int oy = 0; oy < p->ho; oy++, col += p->wo) {
+      int iy = oy * p->sh - p->pt + i;
+      if (iy < 0 || iy >= p->h) {
+        for (int ox = 0; ox < p->wo; ox++) col[ox] = pad;
+        continue;
+      }
+      const int8_t *xr = x + iy * p->w;
+      for (int ox = 0; ox < x0; ox++) col[ox] = pad;
+      for (int ox = x0; ox < x1; ox++) col[ox] = xr[ox * sw];
+      for (int ox = x1; ox < p->wo; ox++) col[ox] = pad;
+    }
+  }
+}
+
+static inline void i8_store(const odl_i8_gemm_args_t *p, int i, int j, int32_t acc) {
+  p->y[(size_t)i * p->n + j] = i8_requant(acc + p->bias[i], p->mult[i], p->zp, p->lo, p->hi);
+}
+
+/* y[i, j .. j + 3] from channel i's 4 accumulators: i8_requant in 4 lanes (the same operations: the product rounded
+ * to FP32, clamped, rounded half to even; the clamp between the product and the rounding's add keeps them unfused),
+ * stored as one word */
+static inline void i8_store4(const odl_i8_gemm_args_t *p, int i, int j, i32x4_t acc) {
+#if defined(__has_builtin) && __has_builtin(__builtin_elementwise_min)
+  const float big = 12582912.0f; /* odl_rne's 1.5 * 2^23 */
+  float l = (float)(p->lo - p->zp), h = (float)(p->hi - p->zp);
+  f32x4_t v = __builtin_convertvector(acc + p->bias[i], f32x4_t) * p->mult[i];
+  v = __builtin_elementwise_min(__builtin_elementwise_max(v, (f32x4_t){l, l, l, l}), (f32x4_t){h, h, h, h});
+  v = (v + big) - big;
+  i32x4_t q = __builtin_convertvector(v, i32x4_t) + p->zp;
+  *(i8x4_u *)(p->y + (size_t)i * p->n + j) = __builtin_convertvector(q, odl_i8x4_t);
+#else
+  for (int l = 0; l < 4; l++) i8_store(p, i, j + l, acc[l]);
+#endif
+}
+
+/* 4 output channels x 4 * nv pixels (nv = 1 or 2, a constant once inlined): each step of k loads the pixels' codes a
+ * word (4 lanes) at a time, widens them to int32 lanes and accumulates them times each channel's weight (a scalar):
+ * 16 products per word loaded */
+static inline __attribute__((always_inline)) void i8_tile(const odl_i8_gemm_args_t *p, int i, int j, const int nv) {
+  int n = p->n, k = p->k;
+  const int8_t *a = p->a + j, *w0 = p->wt + (size_t)i * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+  i32x4_t acc[2][4];
+  for (int h = 0; h < 2; h++)
+    for (int r = 0; r < 4; r++) acc[h][r] = (i32x4_t){0, 0, 0, 0};
+  for (int t = 0; t < k; t++) {
+    const int8_t *at = a + (size_t)t * n;
+    int32_t c0 = w0[t], c1 = w1[t], c2 = w2[t], c3 = w3[t];
+    for (int h = 0; h < nv; h++) {
+      i32x4_t v = __builtin_convertvector(*(const i8x4_u *)(at + 4 * h), i32x4_t);
+      acc[h][0] += v * c0;
+      acc[h][1] += v * c1;
+      acc[h][2] += v * c2;
+      acc[h][3] += v * c3;
+    }
+  }
+  for (int h = 0; h < nv; h++)
+    for (int r = 0; r < 4; r++) i8_store4(p, i + r, j + 4 * h, acc[h][r]);
+}
+
+/* one output of a partial tile (channels or pixels past the last multiple of 4) */
+static inline void i8_one(const odl_i8_gemm_args_t *p, int i, int j) {
+  const int8_t *w = p->wt + (size_t)i * p->k, *a = p->a + j;
+  int32_t acc = 0;
+  for (int t = 0; t < p->k; t++) acc += (int32_t)w[t] * a[(size_t)t * p->n];
+  i8_store(p, i, j, acc);
+}
+
+/* n == 1 (a linear layer): output channels split over the cores, each a dot product along k (4 lanes). Otherwise
+ * units of 4 channels x 8 pixels split over the cores: tiles of 8 or 4 pixels, single outputs at the edges. */
+void odl_i8_gemm(void *args) {
+  const odl_i8_gemm_args_t *p = (const odl_i8_gemm_args_t *)args;
+  int lo, hi;
+  if (p->n == 1) {
+    odl_split(p->m, &lo, &hi);
+    for (int i = lo; i < hi; i++) i8_store(p, i, 0, i8_dot(p->wt + (size_t)i * p->k, p->a, p->k));
+    return;
+  }
+  int nb = (p->n + 7) / 8;   /* units of 4 channels x 8 pixels */
+  odl_split(((p->m + 3) / 4) * nb, &lo, &hi);
+  for (int u = lo; u < hi; u++) {
+    int i = (u / nb) * 4, j = (u % nb) * 8, l = j, end = j + 8 < p->n ? j + 8 : p->n;
+    if (i + 4 <= p->m) {
+      if (l + 8 <= end) {
+        i8_tile(p, i, l, 2);
+        l += 8;
+      } else if (l + 4 <= end) {
+        i8_tile(p, i, l, 1);
+        l += 4;
+      }
+    }
+    for (int r = i; r < i + 4 && r < p->m; r++)   /* what no tile took: pixels [l, end), or all of a partial unit */
+      for (int c = l; c < end; c++) i8_one(p, r, c);
+  }
+}
+
+#define I8_DW_CHUNK 64   /* outputs of a row accumulated at once (int32 on the hart's stack) */
+typedef int32_t i32x4_u __attribute__((vector_size(16), aligned(4)));
+
+/* acc[o] += (x[o * sw] - zp) * wv for o in [0, n): 4 lanes a step when the taps are contiguous (stride 1) */
+static inline void i8_dw_tap(int32_t *acc, const int8_t *x, int n, int sw, int zp, int32_t wv) {
+  int o = 0;
+  if (sw == 1) {
+    for (; o + 4 <= n; o += 4) {
+      i32x4_t v = __builtin_convertvector(*(const i8x4_u *)(x + o), i32x4_t) - zp;
+      *(i32x4_u *)(acc + o) += v * wv;
+    }
+  }
+  for (; o < n; o++) acc[o] += (x[o * sw] - zp) * wv;
+}
+
+/* output rows (c, oy) split over the cores; per row and tap, the outputs whose tap lies in the image are a range
+ * (odl_out_range, once per call), accumulated in chunks of I8_DW_CHUNK */
+void odl_i8_dwconv(void *args) {
+  const odl_i8_dwconv_args_t *p = (const odl_i8_dwconv_args_t *)args;
+  /* the geometry in locals: the accumulator stores could alias the argument struct's fields */
+  const int h = p->h, w = p->w, kh = p->kh, kw = p->kw, sh = p->sh, sw = p->sw, pt = p->pt, ho = p->ho, wo = p->wo;
+  const int zp_in = p->zp_in, zp = p->zp, qlo = p->lo, qhi = p->hi;
+  int lo, hi, ra[kw], rb[kw];   /* per tap column, the outputs whose tap lies in the image */
+  int32_t acc[I8_DW_CHUNK];
+  for (int t = 0; t < kw; t++) odl_out_range(t, w, sw, p->pl, wo, &ra[t], &rb[t]);
+  odl_split(p->c * ho, &lo, &hi);
+  for (int r = lo; r < hi; r++) {
+    int c = r / ho, oy = r % ho;
+    const int8_t *x = p->x + (size_t)c * h * w - p->pl, *wt = p->wt + (size_t)c * kh * kw;
+    int32_t bias = p->bias[c];
+    float mult = p->mult[c];
+    for (int o0 = 0; o0 < wo; o0 += I8_DW_CHUNK) {
+      int n = wo - o0 < I8_DW_CHUNK ? wo - o0 : I8_DW_CHUNK;
+      for (int o = 0; o < n; o++) acc[o] = bias;
+      for (int i = 0; i < kh; i++) {
+        int iy = oy * sh - pt + i;
+        if (iy < 0 || iy >= h) continue;
+        for (int t = 0; t < kw; t++) {
+          int a = ra[t] < o0 ? o0 : ra[t], b = rb[t] > o0 + n ? o0 + n : rb[t];
+          if (a < b) i8_dw_tap(acc + a - o0, x + iy * w + a * sw + t, b - a, sw, zp_in, wt[i * kw + t]);
+        }
+      }
+      int8_t *y = p->y + (size_t)r * wo + o0;
+      for (int o = 0; o < n; o++) y[o] = i8_requant(acc[o], mult, zp, qlo, qhi);
+    }
+  }
+}
+
+void odl_i8_add(void *args) {
+  const odl_i8_add_args_t *p = (const odl_i8_add_args_t *)args;
+  int lo, hi;
+  odl_split(p->n, &lo, &hi);
+  for (int i = lo; i < hi; i++) {
+    float a = (float)(p->a[i] - p->za) * p->sa, b = (float)(p->b[i] - p->zb) * p->sb;
+    ODL_ROUNDED(a);
+    ODL_ROUNDED(b);
+    float v = (a + b) * p->inv;
+    ODL_ROUNDED(v);
+    p->y[i] = i8_code(v, p->zp, p->lo, p->hi);
+  }
+}
+
+/* the taps of output (oy, ox) inside the image: rows [*y0, *y1), columns [*x0, *x1) */
+static inline void i8_window(int oy, int ox, int h, int w, int kh, int kw, int sh, int sw, int pt, int pl, int *y0,
+                             int *y1, int *x0, int *x1) {
+  int ty = oy * sh - pt, tx = ox * sw - pl;
+  *y0 = ty < 0 ? 0 : ty;
+  *x0 = tx < 0 ? 0 : tx;
+  *y1 = ty + kh > h ? h : ty + kh;
+  *x1 = tx + kw > w ? w : tx + kw;
+}
+
+/* output rows (c, oy) split over the cores */
+void odl_i8_maxpool(void *args) {
+  const odl_i8_maxpool_args_t *p = (const odl_i8_maxpool_args_t *)args;
+  int lo, hi;
+  odl_split(p->c * p->ho, &lo, &hi);
+  for (int r = lo; r < hi; r++) {
+    int c = r / p->ho, oy = r % p->ho, y0, y1, x0, x1;
+    const int8_t *x = p->x + (size_t)c * p->h * p->w;
+    int8_t *y = p->y + (size_t)r * p->wo;
+    for (int ox = 0; ox < p->wo; ox++) {
+      i8_window(oy, ox, p->h, p->w, p->kh, p->kw, p->sh, p->sw, p->pt, p->pl, &y0, &y1, &x0, &x1);
+      int m = -128;
+      for (int iy = y0; iy < y1; iy++)
+        for (int ix = x0; ix < x1; ix++) m = x[iy * p->w + ix] > m ? x[iy * p->w + ix] : m;
+      y[ox] = (int8_t)m;
+    }
+  }
+}
+
+void odl_i8_avgpool(void *args) {
+  const odl_i8_avgpool_args_t *p = (const odl_i8_avgpool_args_t *)args;
+  int lo, hi, plane = p->ho * p->wo;
+  odl_split(p->c * plane, &lo, &hi);
+  for (int o = lo; o < hi; o++) {
+    int c = o / plane, oy = (o % plane) / p->wo, ox = o % p->wo, y0, y1, x0, x1;
+    i8_window(oy, ox, p->h, p->w, p->kh, p->kw, p->sh, p->sw, p->pt, p->pl, &y0, &y1, &x0, &x1);
+    const int8_t *x = p->x + (size_t)c * p->h * p->w;
+    int32_t acc = 0;
+    for (int iy = y0; iy < y1; iy++)
+      for (int ix = x0; ix < x1; ix++) acc += x[iy * p->w + ix] - p->zp_in;
+    int cnt = (y1 - y0) * (x1 - x0);
+    if (p->count_include_pad) {   /* the window clipped to the padded extent, as torch counts it */
+      int ty = oy * p->sh - p->pt, tx = ox * p->sw - p->pl;
+      int ye = ty + p->kh > p->h + p->pt ? p->h + p->pt : ty + p->kh;
+      int xe = tx + p->kw > p->w + p->pl ? p->w + p->pl : tx + p->kw;
+      cnt = (ye - ty) * (xe - tx);
+    }
+    float m = p->mult / (float)cnt;
+    p->y[o] = i8_requant(acc, m, p->zp, -128, 127);
+  }
+}

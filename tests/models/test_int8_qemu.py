@@ -1,0 +1,88 @@
+"""`odl compile --deploy int8` on QEMU: DigitsCNN's int8 program from a QAT checkpoint (made on the host in a few
+seconds, tests/models/qat_checkpoints.py) against the host fake-quant model in evaluation (torch's FakeQuantize
+modules with the checkpoint's observers), sample by sample: the logits' int8 codes and the argmax."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from helpers import MODELS, needs_qemu
+from odl.deploy.int8 import host as int8_host
+from odl.deploy.int8.lower import lower
+from odl.deploy.int8.plan import plan
+from odl.deploy.int8.project import compile_int8
+from odl.deploy.int8.qat_checkpoint import fake_quant_model, read
+from odl.pipeline import prepare
+
+sys.path.insert(0, str(MODELS))
+import qat_checkpoints  # noqa: E402
+from digits_cnn import DigitsCNN  # noqa: E402
+
+N = 96
+
+
+def _app(x: np.ndarray) -> str:
+    """int main(void): odl_predict on every compiled-in raw sample, each logit's FP32 bits in hex"""
+    vals = ",\n".join(", ".join(f"{float(v).hex()}f" for v in s) for s in x.reshape(len(x), -1))
+    return (f'#include "odl.h"\nstatic const float xs[{len(x)}][ODL_INPUT_SIZE] = {{\n{vals}\n}};\n'
+            "int main(void) {\n  float lg[ODL_OUTPUT_SIZE];\n  if (odl_init() != ODL_OK) return 1;\n"
+            f"  for (int i = 0; i < {len(x)}; i++) {{\n    odl_status s = odl_predict(xs[i], lg);\n"
+            '    printf("L %d %d", i, (int)s);\n'
+            '    for (int k = 0; k < ODL_OUTPUT_SIZE; k++) printf(" %x", *(const unsigned *)&lg[k]);\n'
+            '    printf("\\n");\n  }\n  return 0;\n}\n')
+
+
+def run_device(proj, x, tmp_path) -> np.ndarray:
+    app = tmp_path / "agree.c"
+    app.write_text(_app(x))
+    r = subprocess.run(["make", "-s", "-C", str(proj), "run", f"APP={app}"], capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("L ")]
+    assert not (proj / "flash.img").exists()         # an inference build has no flash store
+    assert [int(t[1]) for t in rows] == list(range(len(x))) and all(t[2] == "0" for t in rows)
+    return np.array([[int(h, 16) for h in t[3:]] for t in rows], np.uint32).view(np.float32)
+
+
+def codes(logits: np.ndarray, scale: float, zp: int) -> np.ndarray:
+    """the int8 logits' quint8 codes back from their dequantized values (exact: (q - zp) * scale in FP32)"""
+    q = np.rint(logits / np.float32(scale)).astype(np.int64) + zp
+    assert np.array_equal((q - zp).astype(np.float32) * np.float32(scale), logits)
+    return q
+
+
+@needs_qemu
+def test_digits_cnn_int8_agrees_with_fake_quant_model(tmp_path):
+    ck_path, proj = tmp_path / "qat.pt", tmp_path / "proj"
+    torch.manual_seed(0)
+    model = DigitsCNN()
+    xn, _, norm = qat_checkpoints.make(model, ck_path)
+    info = compile_int8(f"{MODELS / 'digits_cnn.py'}:DigitsCNN", proj, str(ck_path), log=lambda *a: None)
+    assert info["notes"] == []
+    x_raw = (xn[:N] * norm["std"][0] + norm["mean"][0]).numpy().astype(np.float32)   # what a sensor gives
+    dev = run_device(proj, x_raw, tmp_path)
+
+    host_model = DigitsCNN()
+    net = fake_quant_model(host_model, read(str(ck_path), host_model, "DigitsCNN"), (1, 8, 8))
+    x_host = (torch.from_numpy(x_raw) - norm["mean"][0]) / norm["std"][0]      # the host's normalisation
+    with torch.no_grad():
+        net(x_host)                    # the weight observers take the current weights' ranges (as odl_predict's)
+        host = net(x_host).numpy()
+    out = json.loads((proj / "src" / "int8.json").read_text())["tensors"]["addmm"]
+    s, zp = out["scale"], out["zp"] + 128
+    qd, qh = codes(dev, s, zp), codes(host, s, zp)
+    flips = int((qd != qh).sum())
+    argmax_diff = int((dev.argmax(1) != host.argmax(1)).sum())
+    print(f"int8 vs fake-quant: {flips} of {qd.size} logit codes differ (max {np.abs(qd - qh).max()}), "
+          f"argmax differs on {argmax_diff} of {N} samples")
+    # the device runs the host build's kernels' program bit for bit (the codes and FP32 logits)
+    prep = prepare(f"{MODELS / 'digits_cnn.py'}:DigitsCNN", "1x1x8x8", 0, "fp32")
+    P = lower(prep.graph, prep.model, read(str(ck_path), prep.model, "DigitsCNN"), "DigitsCNN")
+    arena = plan(P)
+    on_host = np.stack([int8_host.run(P, x_host[i:i + 1].numpy(), arena)["logits"] for i in range(N)])
+    assert np.array_equal(on_host.view(np.uint32), dev.view(np.uint32))
+    assert np.abs(qd - qh).max() <= 1
+    assert flips <= qd.size // 50
+    assert argmax_diff <= 1
