@@ -131,8 +131,8 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         "input_shape": list(prep.x.shape), "seed": seed, "lr": lr,
         "passed": loss_ok and qat_ok and all(r["passed"] for r in rows) and (fp8 is None or fp8["scales_equal"]),
         "config": {"train": cfg.train, "bn": cfg.bn, "loss": cfg.loss, "optimizer": cfg.optimizer,
-                   "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps, "store": cfg.store,
-                   "qat": cfg.qat},
+                   "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps,
+                   "store": cfg.store_option, "qat": cfg.qat_option},
         "fp8": fp8,
         "qat": refs["qat"],
         "trainable": prog.trainable,
@@ -406,7 +406,7 @@ def _fp8_lines(rep: dict) -> list[str]:
     if not f:
         return []
     base = m["store_compute"]
-    return [f"--store fp8: {f['activations']} activations in E4M3, {f['gradients']} gradients in E5M2; device scales "
+    return [f"--store {rep['config']['store']}: {f['activations']} activations in E4M3, {f['gradients']} gradients in E5M2; device scales "
             + ("equal the host's" if f["scales_equal"] else "DIFFER from the host's: " + "; ".join(
                 f["scale_mismatches"][:4])),
             f"kept for the backward {m['kept_for_backward_bytes']} B ({m['kept_fp8_bytes']} B FP8) vs "
