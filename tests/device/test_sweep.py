@@ -48,6 +48,14 @@ def test_jobs_are_the_grid_with_stable_ids(tmp_path):
     assert "--cores" in a and "--precision" in a
 
 
+def test_per_layer_formats_are_grid_values(tmp_path):
+    """store / qat values with a layer pattern go to each job's command line as written."""
+    spec = sw.load_spec(_spec(tmp_path, 'command = "profile"\n[grid]\nmodel = ["resnet8"]\n'
+                                        'store = ["compute", "fp8:layer3", "fp8"]\n'), command_options)
+    stores = [sw.argv(j, "r.json") for j in sw.jobs(spec)]
+    assert sorted(a[a.index("--store") + 1] for a in stores) == ["compute", "fp8", "fp8:layer3"]
+
+
 def test_failed_job_is_retried_once_and_recorded(monkeypatch):
     monkeypatch.setattr(sw, "argv", lambda job, p: [sys.executable, "-c",
                                                      "import sys; print('odl: tool broke', file=sys.stderr); sys.exit(3)"])
@@ -78,6 +86,12 @@ def test_local_and_ray_give_the_same_rows_and_resume_skips_finished(tmp_path):
     assert {r["options"]["precision"] for r in local} == {"fp32", "fp16"}
     for name in ("results.csv", "results.json", "pareto.png"):
         assert (tmp_path / "local" / name).is_file()
+    # validate jobs: the front is over the worst rel-L2 and the memory (no cycles); every finished row is ranked
+    res = json.loads((tmp_path / "local" / "results.json").read_text())
+    assert res["pareto_objectives"] == ["min worst_rel_l2", "min memory_bytes"]
+    assert all(isinstance(r["pareto"], bool) for r in local) and any(r["pareto"] for r in local)
+    best = min(local, key=lambda r: (r["memory_bytes"], r["worst_rel_l2"]))
+    assert best["pareto"] is True
     # a sweep killed after three jobs: its results file holds three rows; --resume runs only the fourth
     out = tmp_path / "resumed"
     out.mkdir()
