@@ -84,7 +84,7 @@ def test_tinycnn_fp8_per_layer_validates():
     assert rep["config"]["store"] == "fp8:c2"
     assert rep["passed"] is True, [t for t in rep["tensors"] if not t["passed"]]
     assert rep["fp8"]["scales_equal"] is True and "float8" in rep["reference"]["torch"]
-    assert rep["fp8"]["activations"] == 1 and rep["fp8"]["gradients"] == 1
+    assert rep["fp8"]["activation_values"] == ["relu"] and rep["fp8"]["gradient_values"] == ["convolution_1"]
     assert {"amax_e4m3", "amax_e5m2", "param_grad", "input_grad"} <= {t["kind"] for t in rep["tensors"]}
     m = rep["memory"]
     assert 0 < m["kept_fp8_bytes"] < m["kept_for_backward_bytes"]      # the second ReLU's output stays FP16
