@@ -124,8 +124,7 @@ def headline(command: str, rep: dict) -> dict:
     elif command == "profile":
         row["cycles"] = rep.get("cycles")
         row["mac_per_cycle"] = rep.get("mac_per_cycle")
-        mem = rep.get("memory") or {}
-        row["memory_bytes"] = mem.get("arena_bytes", rep.get("arena_bytes"))
+        row["memory_bytes"] = rep.get("l2_bytes")        # the profiled (deployable) step's L2 arena
     else:
         row["val_acc"] = (rep.get("final") or {}).get("val_acc")
         row["cycles"] = rep.get("device_cycles_per_step")

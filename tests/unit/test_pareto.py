@@ -64,3 +64,9 @@ def test_results_files_carry_the_front(tmp_path):
     lines = pareto.front_lines(data["rows"], [r["pareto"] for r in data["rows"]], objs)
     assert lines[0].startswith("Pareto front over min memory_bytes, min cycles: 1 of 3") and lines[1:] == [
         "  store=a: memory_bytes 100, cycles 50"]
+
+
+def test_profile_headline_has_the_arena():
+    """odl profile's report names its arena l2_bytes (both cycle models): the sweep's memory_bytes."""
+    row = sw.headline("profile", {"cycles": 9233364, "mac_per_cycle": 4.0, "l2_bytes": 542752})
+    assert row == {"cycles": 9233364, "mac_per_cycle": 4.0, "memory_bytes": 542752}
