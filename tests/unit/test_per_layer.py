@@ -2,6 +2,8 @@
 layers' backward reads and their output gradients, --qat int8:REGEX quantizes exactly the matched layers' weights
 and points, the kept memory moves between none, part and all, and a bad pattern is refused (exit 2) naming the
 model's layers."""
+from types import SimpleNamespace
+
 import pytest
 
 from helpers import MODELS
@@ -70,7 +72,8 @@ def test_qat_selects_weights_and_points():
 
 
 def test_qat_lowering_and_torch_reference_agree():
-    from odl.lower.ops.fakequant_torch import QatModel, TorchFakeQuant
+    from odl.lower.ops.fakequant_torch import TorchFakeQuant
+    from odl.train.qat import reference_net
     g = _graph("tinycnn")
     prog = lower(g, "fp32", TrainConfig(qat="int8", qat_layers="c2"))
     kinds = [c.kernel for c in prog.calls]
@@ -79,8 +82,11 @@ def test_qat_lowering_and_torch_reference_agree():
     assert {k.rsplit(".", 1)[0] for k in prog.state if k.startswith("qat.")} == {"qat.relu_1", "qat.c2.weight"}
     t = TorchFakeQuant(g, "c2")
     assert set(t.act) == {"relu_1"} and set(t.wgt) == {"c2.weight"}
-    host = QatModel(load_model("tinycnn"), trace(load_model("tinycnn"), (2, 3, 9, 9), frontend="fx"), "c2")
-    assert set(host.qat.wgt) == {"c2.weight"} and len(host.qat.act) == 1
+    # odl train's host reference: the model's torch.fx trace with the same pattern, checked against the device's
+    cfg = TrainConfig(qat="int8", qat_layers="^c1$|fc")
+    net = reference_net(load_model("tinycnn"), SimpleNamespace(cfg=cfg, batch=2), (3, 9, 9), lower(g, "fp32", cfg))
+    assert net.point_names == {"input": "input", "relu": "relu", "addmm": "fc"}
+    assert set(net.qat.wgt) == {"c1.weight", "fc.weight"}
 
 
 @pytest.mark.parametrize("cfg, msg", [
