@@ -37,7 +37,8 @@ def test_validate_rows_rank_worst_rel_l2_without_cycles():
 
 def test_train_accuracy_is_maximised_and_missing_values_are_not_ranked():
     rows = [_row("a", val_acc=0.9, memory_bytes=100, cycles=10), _row("b", val_acc=0.95, memory_bytes=100, cycles=10),
-            _row("c", val_acc=None, memory_bytes=1, cycles=1), _row("d", val_acc=float("nan"), memory_bytes=1, cycles=1),
+            _row("c", val_acc=None, memory_bytes=1, cycles=1),
+            _row("d", val_acc=float("nan"), memory_bytes=1, cycles=1),
             {**_row("e"), "status": "failed", "error": "boom"}]
     objs, flags = pareto.front(rows)
     assert objs == [("val_acc", "max"), ("memory_bytes", "min"), ("cycles", "min")]

@@ -47,7 +47,8 @@ def check(graph: Graph, cfg) -> None:
     if cfg.qat not in ("none", "int8"):
         raise OdlError(f"--qat {cfg.qat}: expected none or int8")
     if getattr(cfg, "store", "compute") != "compute":
-        raise OdlError(f"--qat {cfg.qat_option} with --store {cfg.store_option}: quantization-aware training with FP8 storage is "
+        raise OdlError(f"--qat {cfg.qat_option} with --store {cfg.store_option}: quantization-aware training with "
+                       f"FP8 storage is "
                        f"not supported (their references are not built to run together)")
     for n in graph.nodes:
         if n.op == "conv_transpose2d":
