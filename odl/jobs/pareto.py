@@ -1,7 +1,9 @@
 """The Pareto front of a sweep's rows (odl/jobs/sweep.py, docs/cli.md "sweep").
 
-Objectives, each taken when at least one finished row has it: accuracy (`val_acc`, higher is better: train jobs;
-`worst_rel_l2`, lower is better: validate jobs), `memory_bytes` and `cycles` (lower is better). A row is ranked when
+Objectives: one accuracy, the first of ACCURACY that some ranked row has (`val_acc`, higher is better: train jobs;
+`grad_rel_l2`, the median parameter-gradient rel-L2, lower is better: validate jobs; `worst_rel_l2` for results
+written before grad_rel_l2 existed), then each of `memory_bytes` and `cycles` (lower is better) that some ranked row
+has (validate jobs have no cycles, profile jobs no accuracy). A row is ranked when
 it finished (`status` ok), did not fail validation (`passed` false), and has every objective; a ranked row is on the
 front (`pareto` true) when no other ranked row is at least as good in every objective and better in one. Rows with
 equal objectives are all on the front or all off it. Unranked rows get `pareto` None (blank in the CSV).
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import math
 
-OBJECTIVES = (("val_acc", "max"), ("worst_rel_l2", "min"), ("memory_bytes", "min"), ("cycles", "min"))
+ACCURACY = (("val_acc", "max"), ("grad_rel_l2", "min"), ("worst_rel_l2", "min"))
+COSTS = (("memory_bytes", "min"), ("cycles", "min"))
 
 
 def _number(v) -> float | None:
@@ -24,8 +27,11 @@ def _ranked(row: dict) -> bool:
 
 
 def objectives(rows: list[dict]) -> list[tuple[str, str]]:
-    """The (column, 'min' | 'max') objectives of these rows: those some ranked row has a number for."""
-    return [(k, d) for k, d in OBJECTIVES if any(_ranked(r) and _number(r.get(k)) is not None for r in rows)]
+    """The (column, 'min' | 'max') objectives of these rows: the first accuracy and the costs some ranked row has a
+    number for."""
+    def has(k):
+        return any(_ranked(r) and _number(r.get(k)) is not None for r in rows)
+    return [o for o in ACCURACY if has(o[0])][:1] + [o for o in COSTS if has(o[0])]
 
 
 def _dominates(a: tuple, b: tuple) -> bool:

@@ -31,7 +31,7 @@ from odl.common.fsutil import atomic_path, write_text_atomic
 
 COMMANDS = ("validate", "profile", "train")
 FIELDS = ("job", "command", "options", "status", "exit_code", "wall_s", "attempts", "passed", "worst_tensor",
-          "worst_rel_l2", "cycles", "mac_per_cycle", "memory_bytes", "val_acc", "pareto", "error")
+          "worst_rel_l2", "grad_rel_l2", "cycles", "mac_per_cycle", "memory_bytes", "val_acc", "pareto", "error")
 
 
 def load_spec(path: str, options_of) -> dict:
@@ -120,6 +120,7 @@ def headline(command: str, rep: dict) -> dict:
             worst = max(tensors, key=lambda t: t["rel_l2"] / max(t["tol"]["rel_l2"], 1e-30))
             row["worst_tensor"] = f"{worst['name']} {worst['kind']}"
             row["worst_rel_l2"] = worst["rel_l2"]
+            row["grad_rel_l2"] = grad_rel_l2(tensors)
         row["memory_bytes"] = (rep.get("memory") or {}).get("arena_bytes")
     elif command == "profile":
         row["cycles"] = rep.get("cycles")
@@ -131,6 +132,17 @@ def headline(command: str, rep: dict) -> dict:
         mem = rep.get("memory") or {}
         row["memory_bytes"] = mem.get("arena_bytes", rep.get("arena_bytes"))
     return row
+
+
+def grad_rel_l2(tensors: list[dict]) -> float | None:
+    """The median rel-L2 (against FP64) of the parameter gradients whose reference is not at the noise floor: how
+    far the device's step moves the weights' gradients (the worst tensor is often a gradient that is ~0 by
+    construction, e.g. a conv bias before a batch norm, whose rel-L2 is noise)."""
+    v = sorted(t["rel_l2"] for t in tensors if t.get("kind") == "param_grad" and not t.get("floor"))
+    if not v:
+        return None
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
 
 
 def _missing_tools(target_name: str) -> list[str]:

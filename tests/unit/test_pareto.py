@@ -24,15 +24,27 @@ def test_ties_are_all_on_the_front_and_equal_rows_do_not_dominate():
     assert pareto.front(rows)[1] == [True, True, False]
 
 
-def test_validate_rows_rank_worst_rel_l2_without_cycles():
-    """Validate reports have no cycles: the objectives are the accuracy figure and memory only."""
-    rows = [_row("compute", command="validate", passed=True, worst_rel_l2=1e-3, memory_bytes=500),
-            _row("part", command="validate", passed=True, worst_rel_l2=5e-2, memory_bytes=400),
-            _row("all", command="validate", passed=True, worst_rel_l2=8e-2, memory_bytes=450),
-            _row("out", command="validate", passed=False, worst_rel_l2=1.0, memory_bytes=10)]
+def test_validate_rows_rank_grad_rel_l2_without_cycles():
+    """Validate reports have no cycles: the objectives are the accuracy figure and memory only; the median
+    gradient rel-L2 is the accuracy, not the worst tensor's (kept in the row, not ranked)."""
+    rows = [_row("compute", command="validate", passed=True, grad_rel_l2=1e-3, worst_rel_l2=9.0, memory_bytes=500),
+            _row("part", command="validate", passed=True, grad_rel_l2=5e-2, worst_rel_l2=1.0, memory_bytes=400),
+            _row("all", command="validate", passed=True, grad_rel_l2=8e-2, worst_rel_l2=0.1, memory_bytes=450),
+            _row("out", command="validate", passed=False, grad_rel_l2=1.0, memory_bytes=10)]
     objs, flags = pareto.front(rows)
-    assert objs == [("worst_rel_l2", "min"), ("memory_bytes", "min")]
+    assert objs == [("grad_rel_l2", "min"), ("memory_bytes", "min")]
     assert flags == [True, True, False, None]      # out of tolerance: not ranked, and it dominates no one
+    old = [{k: v for k, v in r.items() if k != "grad_rel_l2"} for r in rows]     # results of an earlier odl
+    assert pareto.front(old) == ([("worst_rel_l2", "min"), ("memory_bytes", "min")], [False, True, True, None])
+
+
+def test_grad_rel_l2_is_the_median_off_the_noise_floor():
+    t = [dict(kind="param_grad", rel_l2=v) for v in (0.1, 0.3, 0.2, 0.4)] + [
+        dict(kind="param_grad", rel_l2=50.0, floor=True), dict(kind="input_grad", rel_l2=9.0)]
+    assert sw.grad_rel_l2(t) == 0.25 and sw.grad_rel_l2(t[1:]) == 0.3 and sw.grad_rel_l2(t[-2:]) is None
+    row = sw.headline("validate", {"passed": True, "tensors": [dict(t[0], name="w", tol={"rel_l2": 0.03})],
+                                   "memory": {"arena_bytes": 7}})
+    assert row["grad_rel_l2"] == 0.1 and row["worst_rel_l2"] == 0.1 and row["memory_bytes"] == 7
 
 
 def test_train_accuracy_is_maximised_and_missing_values_are_not_ranked():
