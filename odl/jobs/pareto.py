@@ -50,6 +50,10 @@ def front(rows: list[dict]) -> tuple[list[tuple[str, str]], list[bool | None]]:
     return objs, flags
 
 
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def describe(objs: list[tuple[str, str]]) -> str:
     return ", ".join(f"{d} {k}" for k, d in objs) or "none (no finished row has a figure)"
 
@@ -61,5 +65,5 @@ def front_lines(rows: list[dict], flags: list[bool | None], objs: list[tuple[str
     for r, f in zip(rows, flags):
         if f:
             opts = " ".join(f"{k}={r['options'].get(k)}" for k in varying) or r["job"]
-            out.append(f"  {opts}: " + ", ".join(f"{k} {r.get(k)}" for k, _ in objs))
+            out.append(f"  {opts}: " + ", ".join(f"{k} {_fmt(r.get(k))}" for k, _ in objs))
     return out

@@ -64,19 +64,20 @@ def test_no_figures_no_front():
 
 
 def test_results_files_carry_the_front(tmp_path):
-    rows = {"a": _row("a", memory_bytes=100, cycles=50), "b": _row("b", memory_bytes=120, cycles=60),
+    rows = {"a": _row("a", memory_bytes=100, cycles=50, grad_rel_l2=0.0015524908120271828),
+            "b": _row("b", memory_bytes=120, cycles=60, grad_rel_l2=0.2),
             "c": {**_row("c"), "status": "failed", "error": "x"}}
     objs = sw.write_results(tmp_path, {"command": "profile"}, rows, ["a", "b", "c"])
     data = json.loads((tmp_path / "results.json").read_text())
-    assert data["pareto_objectives"] == ["min memory_bytes", "min cycles"] and objs == [("memory_bytes", "min"),
-                                                                                        ("cycles", "min")]
+    assert data["pareto_objectives"] == ["min grad_rel_l2", "min memory_bytes", "min cycles"]
+    assert objs == [("grad_rel_l2", "min"), ("memory_bytes", "min"), ("cycles", "min")]
     assert [r["pareto"] for r in data["rows"]] == [True, False, None]
     csv = (tmp_path / "results.csv").read_text().splitlines()
     col = csv[0].split(",").index("pareto")
     assert [line.split(",")[col] for line in csv[1:]] == ["True", "False", ""]
     lines = pareto.front_lines(data["rows"], [r["pareto"] for r in data["rows"]], objs)
-    assert lines[0].startswith("Pareto front over min memory_bytes, min cycles: 1 of 3") and lines[1:] == [
-        "  store=a: memory_bytes 100, cycles 50"]
+    assert lines[0].startswith("Pareto front over min grad_rel_l2, min memory_bytes, min cycles: 1 of 3")
+    assert lines[1:] == ["  store=a: grad_rel_l2 0.001552, memory_bytes 100, cycles 50"]
 
 
 def test_profile_headline_has_the_arena():
