@@ -80,8 +80,11 @@ def test_local_and_ray_give_the_same_rows_and_resume_skips_finished(tmp_path):
     ray_rows = sw.sweep(spec, command_options, engine="ray", out_dir=str(tmp_path / "ray"), n_jobs=2, log=lambda s: None)
 
     def strip(r):
-        return {k: v for k, v in r.items() if k != "wall_s"}
+        return {k: v for k, v in r.items() if k not in ("wall_s", "grad_rel_l2")}
     assert [strip(r) for r in local] == [strip(r) for r in ray_rows]
+    # a median over every parameter gradient: its last digits move between runs (the host's FP64 reference of a
+    # non-worst tensor varies around 1e-16 relative); the worst tensor's figure is bitwise the same
+    assert [r["grad_rel_l2"] for r in local] == pytest.approx([r["grad_rel_l2"] for r in ray_rows], rel=1e-9)
     assert all(r["status"] == "ok" and r["passed"] for r in local)
     assert {r["options"]["precision"] for r in local} == {"fp32", "fp16"}
     for name in ("results.csv", "results.json", "pareto.png"):
