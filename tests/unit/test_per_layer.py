@@ -128,3 +128,12 @@ def test_commands_without_the_format_refuse_a_pattern_too(capsys, tmp_path):
     assert "odl compile does not support FP8 storage" in capsys.readouterr().err
     assert main(["fleet", str(MODELS / "digits_cnn.py") + ":DigitsCNN", "--data", "digits", "--qat", "int8:fc"]) == 2
     assert "odl fleet does not support quantization-aware training" in capsys.readouterr().err
+
+
+def test_train_resume_key_holds_the_patterns():
+    """odl train: a checkpoint's settings name the per-layer choice, so a resumed run with another is refused."""
+    from odl.train.loop import TrainOptions
+    assert TrainOptions(data="digits", cfg=TrainConfig(store="fp8", store_layers="c2")).resume_key()["store"] == \
+        "fp8:c2"
+    assert TrainOptions(data="digits", cfg=TrainConfig(qat="int8", qat_layers="fc")).resume_key()["qat"] == "int8:fc"
+    assert "store" not in TrainOptions(data="digits", cfg=TrainConfig()).resume_key()
