@@ -62,7 +62,9 @@ class TrainOptions:
         return {"data": self.data, "batch": self.batch, "val_split": self.val_split, "precision": self.precision,
                 "cores": self.cores, "target": self.target, "seed": self.seed, "loss_scale": self.loss_scale,
                 "lr": c.lr, "train": self.train_asked or c.train, "bn": c.bn, "loss": c.loss, "optimizer": c.optimizer,
-                "momentum": c.momentum, "weight_decay": c.weight_decay, **({"qat": c.qat} if c.qat != "none" else {})}
+                "momentum": c.momentum, "weight_decay": c.weight_decay,
+                **({"qat": c.qat_option} if c.qat != "none" else {}),
+                **({"store": c.store_option} if c.store != "compute" else {})}   # fp8:REGEX: the state rows' layout
 
 
 # ---- programs ---------------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from odl.run.device import DeviceOptions
 
 
 def train_config(a):
+    from odl.common.precision import STORES
+    from odl.lower.layers import split_option
     from odl.lower.lowering import TrainConfig
     loss = a.loss
     if loss is None:  # the model's own default (e.g. ad_autoencoder: mse), else cross-entropy
@@ -18,15 +20,16 @@ def train_config(a):
     if acc == "fp16" and getattr(a, "precision", "fp16") == "fp32":
         raise OdlError("--accumulate fp16: FP16 accumulation is for --precision fp16 (or mixed); fp32 steps "
                        "accumulate in FP32")
-    store = getattr(a, "store", "compute")
+    store, store_layers = split_option("--store", getattr(a, "store", "compute"), STORES, ("fp8",))
     if store == "fp8" and getattr(a, "precision", "fp16") not in ("fp16", "fp32"):
-        raise OdlError(f"--store fp8: with --precision fp16 or fp32, not {a.precision} (mixed precision's loss "
-                       f"scaling rewrites the gradients FP8 storage packs)")
+        raise OdlError(f"--store {a.store}: with --precision fp16 or fp32, not {a.precision} (mixed precision's "
+                       f"loss scaling rewrites the gradients FP8 storage packs)")
     qat, bn = qat_options(a)
+    qat, qat_layers = split_option("--qat", qat, ("none", "int8"), ("int8",))
     return TrainConfig(lr=a.lr, train=a.train, bn=bn, loss=loss, optimizer=a.optimizer, momentum=a.momentum,
                        weight_decay=a.weight_decay, seed=a.seed, accumulate=acc,
                        dma_controller=getattr(a, "dma_controller", False), frozen=getattr(a, "frozen", "auto"),
-                       store=store, qat=qat)
+                       store=store, qat=qat, store_layers=store_layers, qat_layers=qat_layers)
 
 
 def refuse_store(a, command: str):
@@ -43,7 +46,7 @@ def qat_options(a) -> tuple[str, str]:
     if qbn is None:
         return qat, a.bn
     if qat == "none":
-        raise OdlError(f"--qat-bn {qbn} needs --qat int8")
+        raise OdlError(f"--qat-bn {qbn} needs --qat int8 (or int8:REGEX)")
     if qbn == "fold":
         raise OdlError("--qat-bn fold (batch norm folded into the convolution weights before their fake "
                        "quantization, as torch's ConvBn2d QAT modules do) is not built yet: use --qat-bn frozen "
@@ -94,15 +97,16 @@ def add_train_args(p):
                         "read-only level, e.g. flash: outside the budget, read by the DMA at its bandwidth), or auto "
                         "(default): l2 when the step fits the budget so, else rom. odl train and the embedded "
                         "library keep them in l2")
-    p.add_argument("--store", default="compute", choices=["compute", "fp8"],
+    p.add_argument("--store", default="compute", metavar="compute|fp8|fp8:REGEX",
                    help="tensors kept for the backward and gradients passed between layers: in the compute "
                         "precision (default), or fp8: E4M3 activations, E5M2 gradients, per-tensor delayed scaling "
-                        "(docs/formats.md)")
-    p.add_argument("--qat", default="none", choices=["none", "int8"],
+                        "(docs/formats.md); fp8:REGEX only for the layers whose name (module path, as reports show "
+                        "it) REGEX matches")
+    p.add_argument("--qat", default="none", metavar="none|int8|int8:REGEX",
                    help="quantization-aware training: int8 fake-quantizes every Conv/Linear weight (symmetric, per "
                         "output channel) and the activations an int8 model requantizes (per tensor, uint8, ranges "
                         "by moving average) with straight-through gradients, as torch.ao.quantization does "
-                        "(docs/quantization.md)")
+                        "(docs/quantization.md); int8:REGEX only the layers whose name REGEX matches")
     p.add_argument("--qat-bn", default=None, choices=["frozen", "train", "fold"],
                    help="--qat: batch norm on its running statistics (frozen) or on batch statistics (train); fold "
                         "is not built yet. Default: as --bn")

@@ -293,6 +293,18 @@ class TrainConfig:
 
     qat: str = "none"             # quantization-aware training: 'int8' fake-quantizes weights (per channel) and
                                   # activations (per tensor) as torch.ao.quantization does (odl/lower/ops/fakequant.py)
+    store_layers: str = ""        # --store fp8:REGEX: only the layers whose name REGEX matches (odl/lower/layers.py);
+    qat_layers: str = ""          # --qat int8:REGEX likewise; "" = every layer (the plain --store fp8 / --qat int8)
+
+    @property
+    def store_option(self) -> str:
+        """--store as written on the command line (fp8:REGEX with a pattern)."""
+        return f"{self.store}:{self.store_layers}" if self.store_layers else self.store
+
+    @property
+    def qat_option(self) -> str:
+        """--qat as written on the command line (int8:REGEX with a pattern)."""
+        return f"{self.qat}:{self.qat_layers}" if self.qat_layers else self.qat
 
     @property
     def build_defines(self) -> list[str]:

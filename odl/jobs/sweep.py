@@ -3,7 +3,8 @@
 A job is one command line of odl run as a child process with `--json`, so a job is the same on a laptop and on a
 Ray worker: the worker's own toolchain and emulator do the work (a worker lacking them says so in its error). Rows
 are written as jobs finish (results.json, results.csv, atomically), so a killed sweep loses nothing finished and
-`--resume` runs only what is missing. A failed job is retried once, then recorded with its last error line.
+`--resume` runs only what is missing. A failed job is retried once, then recorded with its last error line. Every
+write marks the rows on the Pareto front of the finished ones (`pareto`, odl/jobs/pareto.py).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import time
 import tomllib
 from pathlib import Path
 
+from odl.jobs import pareto
 from odl.jobs.engines import run_tasks
 from odl.common.errors import OdlError, ToolError
 from odl.common.progress import bar as progress_bar, note
@@ -29,7 +31,7 @@ from odl.common.fsutil import atomic_path, write_text_atomic
 
 COMMANDS = ("validate", "profile", "train")
 FIELDS = ("job", "command", "options", "status", "exit_code", "wall_s", "attempts", "passed", "worst_tensor",
-          "worst_rel_l2", "cycles", "mac_per_cycle", "memory_bytes", "val_acc", "error")
+          "worst_rel_l2", "grad_rel_l2", "cycles", "mac_per_cycle", "memory_bytes", "val_acc", "pareto", "error")
 
 
 def load_spec(path: str, options_of) -> dict:
@@ -118,18 +120,29 @@ def headline(command: str, rep: dict) -> dict:
             worst = max(tensors, key=lambda t: t["rel_l2"] / max(t["tol"]["rel_l2"], 1e-30))
             row["worst_tensor"] = f"{worst['name']} {worst['kind']}"
             row["worst_rel_l2"] = worst["rel_l2"]
+            row["grad_rel_l2"] = grad_rel_l2(tensors)
         row["memory_bytes"] = (rep.get("memory") or {}).get("arena_bytes")
     elif command == "profile":
         row["cycles"] = rep.get("cycles")
         row["mac_per_cycle"] = rep.get("mac_per_cycle")
-        mem = rep.get("memory") or {}
-        row["memory_bytes"] = mem.get("arena_bytes", rep.get("arena_bytes"))
+        row["memory_bytes"] = rep.get("l2_bytes")        # the profiled (deployable) step's L2 arena
     else:
         row["val_acc"] = (rep.get("final") or {}).get("val_acc")
         row["cycles"] = rep.get("device_cycles_per_step")
         mem = rep.get("memory") or {}
         row["memory_bytes"] = mem.get("arena_bytes", rep.get("arena_bytes"))
     return row
+
+
+def grad_rel_l2(tensors: list[dict]) -> float | None:
+    """The median rel-L2 (against FP64) of the parameter gradients whose reference is not at the noise floor: how
+    far the device's step moves the weights' gradients (the worst tensor is often a gradient that is ~0 by
+    construction, e.g. a conv bias before a batch norm, whose rel-L2 is noise)."""
+    v = sorted(t["rel_l2"] for t in tensors if t.get("kind") == "param_grad" and not t.get("floor"))
+    if not v:
+        return None
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
 
 
 def _missing_tools(target_name: str) -> list[str]:
@@ -198,9 +211,15 @@ def load_results(out: Path) -> dict[str, dict]:
         raise OdlError(f"{p} is not a results file of odl sweep; remove it or choose another --out") from None
 
 
-def write_results(out: Path, spec: dict, rows: dict[str, dict], order: list[str]):
+def write_results(out: Path, spec: dict, rows: dict[str, dict], order: list[str]) -> list[tuple[str, str]]:
+    """results.json and results.csv of the rows so far, each row's `pareto` set among them; returns the
+    objectives of the front."""
     ordered = [rows[j] for j in order if j in rows]
-    write_text_atomic(out / "results.json", json.dumps({"spec": spec, "rows": ordered}, indent=2))
+    objs, flags = pareto.front(ordered)
+    for r, f in zip(ordered, flags):
+        r["pareto"] = f
+    write_text_atomic(out / "results.json", json.dumps(
+        {"spec": spec, "pareto_objectives": [f"{d} {k}" for k, d in objs], "rows": ordered}, indent=2))
     opt_keys = sorted({k for r in ordered for k in r["options"]})
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -209,6 +228,7 @@ def write_results(out: Path, spec: dict, rows: dict[str, dict], order: list[str]
         w.writerow([r["job"], *[r["options"].get(k, "") for k in opt_keys],
                     *["" if r.get(f) is None else r.get(f) for f in FIELDS if f not in ("job", "options")]])
     write_text_atomic(out / "results.csv", buf.getvalue())
+    return objs
 
 
 def pareto_png(out: Path, rows: list[dict]):
@@ -223,13 +243,15 @@ def pareto_png(out: Path, rows: list[dict]):
             color = plt.cm.viridis(float(r["val_acc"]))
         else:
             color = "tab:green" if r.get("passed", True) else "tab:red"
-        ax.scatter(r["memory_bytes"] / 1024, y, color=color, s=40)
+        ax.scatter(r["memory_bytes"] / 1024, y, color=color, s=80 if r.get("pareto") else 40,
+                   edgecolors="black" if r.get("pareto") else "none")
         ax.annotate(" ".join(str(v) for k, v in sorted(r["options"].items()) if k in ("model", "precision",
-                                                                                         "cores", "train")),
+                                                                                         "cores", "train", "store",
+                                                                                         "qat")),
                     (r["memory_bytes"] / 1024, y), fontsize=7)
     ax.set_xlabel("arena (KiB)")
     ax.set_ylabel("device cycles per step" if any(r.get("cycles") for r in pts) else "wall seconds")
-    ax.set_title("odl sweep: cost vs memory (green pass / red fail, or colour = val accuracy)")
+    ax.set_title("odl sweep: cost vs memory (green pass / red fail, or colour = val accuracy; ringed: Pareto front)")
     fig.tight_layout()
     with atomic_path(out / "pareto.png") as tmp:
         fig.savefig(tmp, dpi=110)
@@ -270,6 +292,9 @@ def sweep(spec_path: str, options_of, engine: str = "local", address: str | None
     finally:
         bar.close()
     final = [rows[j] for j in order]
+    objs = write_results(out, spec, rows, order)
+    for line in pareto.front_lines(final, [r["pareto"] for r in final], objs):
+        log(line)
     try:
         pareto_png(out, final)
     except ImportError:

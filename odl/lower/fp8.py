@@ -8,6 +8,11 @@ that reads it. Each packed tensor has a per-tensor scale from its amax history (
 `odl_fp8_scale` call per format at the start of the step turns the histories into this step's scales, and every
 pack records the tensor's amax for the next step. What the backward of each node reads is found by a first
 lowering without FP8 storage (`backward_reads`), so the ops need not declare it.
+
+`--store fp8:REGEX` (odl/lower/layers.py) stores only what concerns the matched layers (`select`): the activations
+some matched layer's backward reads (every backward reading such a value then reads its FP8 copy: one copy, and the
+compute-precision buffer dies after the forward), and the gradients of the matched layers' outputs (a view's: its
+base's), i.e. the gradients their backward starts from.
 """
 from __future__ import annotations
 
@@ -63,6 +68,21 @@ def holders(L) -> dict[int, str]:
     return out
 
 
+def select(L, reads: dict[str, list[str]], pattern: str) -> tuple[dict[str, list[str]], set[str]]:
+    """--store fp8:REGEX on a lowered (no FP8) step: (the backward reads kept in FP8: per node, its read values
+    whose storage some matched layer's backward reads, the gradient roots packed in E5M2: the matched layers'
+    outputs that need a gradient). Refused when the pattern matches no layer or selects nothing to store."""
+    from odl.lower.layers import matched, nothing_selected
+    nodes = matched(L.g, "--store fp8", pattern)
+    roots = {L._grad_root(v) for n, vals in reads.items() if n in nodes for v in vals}
+    kept = {n: [v for v in vals if L._grad_root(v) in roots] for n, vals in reads.items()}
+    grads = {L._grad_root(n) for n in nodes if L.needs_grad.get(n, False)} - {L.g.input}
+    if not roots and not grads:
+        raise nothing_selected("--store fp8", pattern, L.g, "keep no activation for the backward and pass no "
+                               "gradient: nothing would be stored in FP8")
+    return {n: v for n, v in kept.items() if v}, grads
+
+
 def backward_reads(L) -> dict[str, list[str]]:
     """Per node of a lowered (no FP8) step: the forward values among its inputs and output whose buffers the calls of
     its backward use (Lowering records `bwd_bufs` per node), each the value its buffer holds then or a view of it."""
@@ -81,8 +101,9 @@ def backward_reads(L) -> dict[str, list[str]]:
 class Fp8Store:
     """The FP8 bookkeeping of one Lowering (odl/lower/lowering.py calls it at the points named by its methods)."""
 
-    def __init__(self, L, reads: dict[str, list[str]]):
+    def __init__(self, L, reads: dict[str, list[str]], grads: set[str] | None = None):
         self.L = L
+        self.grads = grads          # gradient roots packed in E5M2 (None: every one)
         for node, vals in reads.items():
             op = L.g.node(node).op
             if op not in SUPPORTED_OPS:
@@ -191,13 +212,16 @@ class Fp8Store:
     def start_backward(self):
         """Before the backward: how many nodes contribute to each value's gradient (views share their base's)."""
         L = self.L
+        def wanted(r):
+            return r != L.g.input and (self.grads is None or r in self.grads)
         for n in L.g.nodes:
             for v in dict.fromkeys(n.inputs):
                 r = L._grad_root(v)
-                if r != L._grad_root(n.name) and r != L.g.input:
+                if r != L._grad_root(n.name) and wanted(r):
                     self.remaining[r] = self.remaining.get(r, 0) + 1
         for n in L.g.nodes:
-            self.remaining.setdefault(L._grad_root(n.name), 0)
+            if wanted(L._grad_root(n.name)):
+                self.remaining.setdefault(L._grad_root(n.name), 0)
         self.pack_complete("loss")
 
     def pack_complete(self, layer: str):

@@ -58,7 +58,7 @@ class Lowering:
         if cfg.qat != "none":
             from odl.lower.ops import fakequant
             fakequant.check(graph, cfg)
-            graph = fakequant.insert(graph)
+            graph = fakequant.insert(graph, cfg.qat_layers)
         self.g = graph
         self.precision = precision
         self.cfg = cfg
@@ -375,7 +375,7 @@ class Lowering:
         self.preload += [inp, labels]
         if self.cfg.store == "fp8":
             from odl.lower.fp8 import Fp8Store
-            self.fp8 = Fp8Store(self, self._backward_reads())
+            self.fp8 = Fp8Store(self, *self._backward_reads())
         self._param_grad_buffers()
         macs_f = self._forward()
         if self.fp8:
@@ -385,15 +385,17 @@ class Lowering:
         prog = self._assemble(inp, labels, logits, loss, macs_f, macs_b)
         return prog
 
-    def _backward_reads(self) -> dict[str, list[str]]:
-        """--store fp8: per node, the forward values its backward reads, from the same step lowered without FP8
-        storage (odl/lower/fp8.py backward_reads)."""
+    def _backward_reads(self) -> tuple[dict[str, list[str]], set[str] | None]:
+        """--store fp8: per node, the forward values its backward reads from FP8 copies, from the same step lowered
+        without FP8 storage (odl/lower/fp8.py backward_reads), and the gradient roots packed (None: all); with
+        --store fp8:REGEX only those of the matched layers (fp8.select)."""
         import dataclasses
-        from odl.lower.fp8 import backward_reads
-        sub = Lowering(self.g, self.precision, dataclasses.replace(self.cfg, store="compute"), cores=self.est_cores,
-                       costs=self.costs)
+        from odl.lower.fp8 import backward_reads, select
+        sub = Lowering(self.g, self.precision, dataclasses.replace(self.cfg, store="compute", store_layers=""),
+                       cores=self.est_cores, costs=self.costs)
         sub.run()
-        return backward_reads(sub)
+        reads = backward_reads(sub)
+        return select(sub, reads, self.cfg.store_layers) if self.cfg.store_layers else (reads, None)
 
     def _inputs(self) -> Buffer:
         """Buffers of the parameters (preloaded) and of the model input; returns the input's."""

@@ -372,7 +372,7 @@ def profile_timed(prep, target, precision: str, cores: int, cfg=None, work: Path
                            for k in params},
                 "memory_model": "hierarchy" if getattr(prog, "memory", None) is not None else "flat",
                 "l1_peak_bytes": getattr(prog, "l1_peak_bytes", 0), "l2_bytes": getattr(prog, "arena_bytes", 0),
-                "kept_for_backward": kept_for_backward(prog), "store": cfg.store,
+                "kept_for_backward": kept_for_backward(prog), "store": cfg.store_option,
                 "decisions": prog.decisions,
                 "timing_s": {"build": round(t_run - t0, 3), "run": round(t_end - t_run, 3)}})
     return rep
@@ -412,8 +412,8 @@ def profile(model_spec: str, target_name: str = "rv32-cluster", precision: str =
     else:
         raise OdlError(f"--cycle-model {cycle_model!r}: expected timed or ipc1")
     kept = rep["kept_for_backward"]
-    rep["store"] = cfg.store
-    text += (f"\nkept for the backward (--store {cfg.store}): {kept['bytes']} B in {kept['tensors']} tensors"
+    rep["store"] = cfg.store_option
+    text += (f"\nkept for the backward (--store {cfg.store_option}): {kept['bytes']} B in {kept['tensors']} tensors"
              + (f", {kept['fp8_bytes']} B of them FP8" if kept["fp8_bytes"] else ""))
     if log:
         log(text)

@@ -33,10 +33,11 @@ def reference_net(model: nn.Module, opts, sample_shape: tuple, prog) -> nn.Modul
                        f"use --reference none") from None
     finally:
         model.load_state_dict(pristine)
-    net = QatModel(model, g)
+    pattern = opts.cfg.qat_layers
+    net = QatModel(model, g, pattern)
     dev = device_points(prog)
-    ref = [fqmod.point_of(g, v) for v in fqmod.points(g)]
-    if len(dev) != len(ref) or set(net.qat.wgt) != set(fqmod.weights(prog.graph)):
+    ref = [fqmod.point_of(g, v) for v in fqmod.points(g, pattern)]
+    if len(dev) != len(ref) or set(net.qat.wgt) != set(fqmod.weights(prog.graph, pattern)):
         raise OdlError(f"--qat int8: the host reference would fake-quantize other points than the device "
                        f"(device: {', '.join(dev)}; torch.fx trace: {', '.join(ref)}); use --reference none")
     net.point_names = dict(zip(dev, ref))     # device point -> reference point
@@ -64,12 +65,13 @@ def renamed(state: dict, names: dict[str, str]) -> dict:
 def checkpoint_entry(fw, blob: bytes, cfg) -> dict:
     """odl.qat of a checkpoint: the scheme, the points and the observers' state (what an int8 deploy needs)."""
     main = fw.programs[0].prog
-    return qat_entry(cfg.qat, cfg.bn, device_points(main), fqmod.weights(main.graph), device_state(fw, blob))
+    return qat_entry(cfg.qat, cfg.bn, device_points(main), fqmod.weights(main.graph, cfg.qat_layers),
+                     device_state(fw, blob), cfg.qat_layers)
 
 
-def qat_entry(scheme: str, bn: str, points: list, quantized_weights: list, state: dict) -> dict:
-    """odl.qat from its parts (state by the device's names)."""
-    return {"scheme": scheme, "bn": bn,
+def qat_entry(scheme: str, bn: str, points: list, quantized_weights: list, state: dict, layers: str = "") -> dict:
+    """odl.qat from its parts (state by the device's names; layers: the --qat int8:REGEX pattern, "" for all)."""
+    return {"scheme": scheme, "layers": layers or None, "bn": bn,
             "activations": {**fqmod.ACT, "dtype": "quint8", "qscheme": "per_tensor_affine",
                             "observer": "MovingAverageMinMaxObserver"},
             "weights": {**fqmod.WEIGHT, "dtype": "qint8", "qscheme": "per_channel_symmetric", "ch_axis": 0,

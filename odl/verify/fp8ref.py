@@ -171,4 +171,5 @@ def amax_and_scales(plan, state: dict, arena: bytes, refs: dict, read) -> tuple[
         rows.append((f"fp8 amax {fmt.name}", f"amax_{fmt.name}", dev[:len(entries), 1:FP8_STATE_HEAD].max(axis=1),
                      np.array(truth), np.array(own)))
     return rows, {"scales_equal": not bad, "scale_mismatches": bad, "activations": len(plan.acts),
-                  "gradients": len(plan.grads)}
+                  "gradients": len(plan.grads), "activation_values": [e.holder for e in plan.acts],
+                  "gradient_values": [e.values[0] for e in plan.grads]}

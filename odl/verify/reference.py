@@ -186,7 +186,7 @@ def reference_steps(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Te
     qat = None
     if cfg.qat != "none":
         from odl.lower.ops.fakequant_torch import TorchFakeQuant
-        qat = TorchFakeQuant(graph)
+        qat = TorchFakeQuant(graph, cfg.qat_layers)
     out = []
     for step, (x, target) in enumerate(batches):
         if qat is not None:

@@ -131,8 +131,8 @@ def validate(model_spec: str, target_name: str = "rv32-cluster", precision: str 
         "input_shape": list(prep.x.shape), "seed": seed, "lr": lr,
         "passed": loss_ok and qat_ok and all(r["passed"] for r in rows) and (fp8 is None or fp8["scales_equal"]),
         "config": {"train": cfg.train, "bn": cfg.bn, "loss": cfg.loss, "optimizer": cfg.optimizer,
-                   "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps, "store": cfg.store,
-                   "qat": cfg.qat},
+                   "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "steps": steps,
+                   "store": cfg.store_option, "qat": cfg.qat_option},
         "fp8": fp8,
         "qat": refs["qat"],
         "trainable": prog.trainable,
@@ -401,19 +401,23 @@ def format_report(rep: dict) -> str:
 
 
 def _fp8_lines(rep: dict) -> list[str]:
-    """--store fp8: the scales check and the memory beside the compute-precision store."""
+    """--store fp8: the scales check (with a layer pattern: which values are stored) and the memory beside the
+    compute-precision store."""
     f, m = rep.get("fp8"), rep["memory"]
     if not f:
         return []
-    base = m["store_compute"]
-    return [f"--store fp8: {f['activations']} activations in E4M3, {f['gradients']} gradients in E5M2; device scales "
-            + ("equal the host's" if f["scales_equal"] else "DIFFER from the host's: " + "; ".join(
-                f["scale_mismatches"][:4])),
-            f"kept for the backward {m['kept_for_backward_bytes']} B ({m['kept_fp8_bytes']} B FP8) vs "
-            f"{base['kept_for_backward_bytes']} B with --store compute ({m['kept_ratio']:.3f}x; activation tensors "
-            f"without the {m['kept_stats_bytes']} B of FP32 batch-norm statistics: {m['activation_ratio']:.3f}x); "
-            f"arena "
-            f"{m['arena_bytes']} B vs {base['arena_bytes']} B ({m['arena_ratio']:.3f}x)"]
+    base, store = m["store_compute"], rep["config"]["store"]
+    lines = [f"--store {store}: {f['activations']} activations in E4M3, {f['gradients']} gradients in E5M2; device "
+             "scales " + ("equal the host's" if f["scales_equal"] else "DIFFER from the host's: " + "; ".join(
+                 f["scale_mismatches"][:4]))]
+    if ":" in store:
+        lines.append(f"  in E4M3: {', '.join(f['activation_values']) or '-'}; in E5M2 (gradients of): "
+                     f"{', '.join(f['gradient_values']) or '-'}")
+    return lines + [
+        f"kept for the backward {m['kept_for_backward_bytes']} B ({m['kept_fp8_bytes']} B FP8) vs "
+        f"{base['kept_for_backward_bytes']} B with --store compute ({m['kept_ratio']:.3f}x; activation tensors "
+        f"without the {m['kept_stats_bytes']} B of FP32 batch-norm statistics: {m['activation_ratio']:.3f}x); "
+        f"arena {m['arena_bytes']} B vs {base['arena_bytes']} B ({m['arena_ratio']:.3f}x)"]
 
 
 def format_qat(q: dict) -> str:

@@ -72,3 +72,20 @@ def test_mobilenetv1_vww_fp8_validates():
 @pytest.mark.slow
 def test_fp32_and_flat_fp8_validate():
     _check(_validate("tinycnn", precision="fp32", memory="flat"), 0.25)
+
+
+@needs_qemu
+def test_tinycnn_fp8_per_layer_validates():
+    """--store fp8:c2 stores only what c2's backward reads (its input, the first ReLU's output) in E4M3 and c2's
+    output gradient in E5M2; the float8 reference casts at the same points, and the memory sits between
+    --store compute and --store fp8."""
+    rep = validate("tinycnn", precision="fp16", cores=3, cfg=TrainConfig(store="fp8", store_layers="c2"),
+                   log=lambda s: None)
+    assert rep["config"]["store"] == "fp8:c2"
+    assert rep["passed"] is True, [t for t in rep["tensors"] if not t["passed"]]
+    assert rep["fp8"]["scales_equal"] is True and "float8" in rep["reference"]["torch"]
+    assert rep["fp8"]["activation_values"] == ["relu"] and rep["fp8"]["gradient_values"] == ["convolution_1"]
+    assert {"amax_e4m3", "amax_e5m2", "param_grad", "input_grad"} <= {t["kind"] for t in rep["tensors"]}
+    m = rep["memory"]
+    assert 0 < m["kept_fp8_bytes"] < m["kept_for_backward_bytes"]      # the second ReLU's output stays FP16
+    assert m["kept_for_backward_bytes"] < m["store_compute"]["kept_for_backward_bytes"]

@@ -27,6 +27,19 @@ def test_tinycnn_fp32():
 
 
 @needs_qemu
+def test_tinycnn_per_layer():
+    """--qat int8:^c1$|fc: c1's and fc's weights, the input point (c1 is the first layer) and both layers' outputs
+    are fake-quantized; c2's weight and output are not, on the device and in torch's reference alike."""
+    rep = validate("tinycnn", precision="fp32", cores=3, cfg=TrainConfig(qat="int8", qat_layers="^c1$|fc"),
+                   log=lambda s: None)
+    check_report(rep)
+    q = rep["qat"]
+    assert rep["config"]["qat"] == "int8:^c1$|fc" and q["points"] == 3 and not q["mismatches"]
+    states = {t["name"].rsplit(".", 1)[0] for t in rep["tensors"] if t["name"].startswith("qat.")}
+    assert states == {"qat.input", "qat.relu", "qat.addmm", "qat.c1.weight", "qat.fc.weight"}
+
+
+@needs_qemu
 @pytest.mark.slow
 @pytest.mark.parametrize("precision, bn", [("fp16", "frozen"), ("fp32", "train")])
 def test_digits_cnn(precision, bn):

@@ -32,6 +32,9 @@ def read(path: str, model: torch.nn.Module, model_name: str) -> QatCheckpoint:
                        f"zero points); train it with `odl train --qat int8 --qat-bn frozen`")
     if qat.get("scheme") != "int8":
         raise OdlError(f"--deploy int8 --init {path}: odl.qat scheme is {qat.get('scheme')!r}, not 'int8'")
+    if qat.get("layers"):
+        raise OdlError(f"--deploy int8 --init {path}: the checkpoint was trained with --qat int8:{qat['layers']} "
+                       f"(only some layers fake-quantized); an int8 deploy needs every layer quantized (--qat int8)")
     act, wgt = qat.get("activations", {}), qat.get("weights", {})
     if (act.get("qmin"), act.get("qmax"), act.get("qscheme")) != (0, 255, "per_tensor_affine") or \
             (wgt.get("qmin"), wgt.get("qmax"), wgt.get("qscheme")) != (-128, 127, "per_channel_symmetric"):

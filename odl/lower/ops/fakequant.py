@@ -9,6 +9,10 @@
   affine quint8 [0, 255], MovingAverageMinMaxObserver (averaging constant 0.01, the first step takes the batch's
   range). Training steps move the activation ranges; evaluation programs use them as they are.
 
+`--qat int8:REGEX` (odl/lower/layers.py) quantizes only the matched layers (LAYERS nodes whose name matches): their
+weights and their output points. The model input's point goes with the first weight layer (kept when it is matched),
+a residual add's point is kept when one of the add's inputs is a kept point (a matched layer's output reaches it).
+
 `insert(graph)` is the graph pass: a `fakequant` node after each activation point (consumers read its output).
 `quantize_weights(L)` emits the weights' observation and fake quantization at the start of the forward and makes
 the layers read the quantized copies; `mask_weight_grad(L, pname)` applies the weight's straight-through mask to its
@@ -43,20 +47,40 @@ def check(graph: Graph, cfg) -> None:
     if cfg.qat not in ("none", "int8"):
         raise OdlError(f"--qat {cfg.qat}: expected none or int8")
     if getattr(cfg, "store", "compute") != "compute":
-        raise OdlError(f"--qat {cfg.qat} with --store {cfg.store}: quantization-aware training with FP8 storage is "
+        raise OdlError(f"--qat {cfg.qat_option} with --store {cfg.store_option}: quantization-aware training with "
+                       f"FP8 storage is "
                        f"not supported (their references are not built to run together)")
     for n in graph.nodes:
         if n.op == "conv_transpose2d":
             raise OdlError(f"--qat int8: {n.describe()} is a ConvTranspose2d, whose weight is quantized per "
                            f"channel along its second axis; not supported yet")
+    pattern = getattr(cfg, "qat_layers", "")
+    if pattern and not weights(graph, pattern):
+        from odl.lower.layers import nothing_selected
+        raise nothing_selected("--qat int8", pattern, graph, f"have no quantized weight (a "
+                               f"{', '.join(LAYERS)} node)")
 
 
-def points(graph: Graph) -> list[str]:
+def _selected(graph: Graph, pattern: str) -> set[str] | None:
+    """The nodes --qat int8:REGEX matches (None: every layer)."""
+    if not pattern:
+        return None
+    from odl.lower.layers import matched
+    return matched(graph, "--qat int8", pattern)
+
+
+def points(graph: Graph, pattern: str = "") -> list[str]:
     """The values fake-quantized as activations, in graph order: the model input, then the output of every layer
-    (LAYERS, and residual adds) extended past the batch norm / bias / ReLU that is its only consumer."""
-    out = [graph.input]
+    (LAYERS, and residual adds) extended past the batch norm / bias / ReLU that is its only consumer. With a layer
+    pattern: the matched layers' outputs, the input if the first layer is matched, an add's if one of its inputs
+    is a kept point."""
+    sel = _selected(graph, pattern)
+    first = next((n.name for n in graph.nodes if n.op in LAYERS), None)
+    out = [graph.input] if sel is None or first in sel else []
     for n in graph.nodes:
         if n.op not in LAYERS + ("add",):
+            continue
+        if sel is not None and not (n.name in sel if n.op != "add" else any(i in out for i in n.inputs)):
             continue
         v, op = n.name, n.op
         while True:
@@ -69,9 +93,12 @@ def points(graph: Graph) -> list[str]:
     return out
 
 
-def weights(graph: Graph) -> list[str]:
-    """The parameter names of the fake-quantized weights, in graph order."""
-    return list(dict.fromkeys(n.params["weight"] for n in graph.nodes if n.op in LAYERS and n.params.get("weight")))
+def weights(graph: Graph, pattern: str = "") -> list[str]:
+    """The parameter names of the fake-quantized weights, in graph order (with a layer pattern: the matched
+    layers')."""
+    sel = _selected(graph, pattern)
+    return list(dict.fromkeys(n.params["weight"] for n in graph.nodes if n.op in LAYERS and n.params.get("weight")
+                              and (sel is None or n.name in sel)))
 
 
 def fq_name(value: str) -> str:
@@ -87,10 +114,10 @@ def point_of(graph: Graph, value: str) -> str:
     return "input" if value == graph.input else value
 
 
-def insert(graph: Graph) -> Graph:
-    """A copy of the graph with a `fakequant` node after every activation point; the original is left as it is
-    (the reference runs it)."""
-    pts = points(graph)
+def insert(graph: Graph, pattern: str = "") -> Graph:
+    """A copy of the graph with a `fakequant` node after every activation point (of the layers `pattern` matches);
+    the original is left as it is (the reference runs it)."""
+    pts = points(graph, pattern)
     for v in pts:
         if fq_name(v) in graph.shapes:
             raise OdlError(f"--qat int8: the graph already has a value named '{fq_name(v)}'")
@@ -140,7 +167,7 @@ def fake_quant(L, layer: str, x: Ptr, y, mask, st: dict, n: int, inner: int, q: 
 def quantize_weights(L) -> None:
     """At the start of the forward: observe every quantized weight (its current range) and fake-quantize it into a
     copy the layers read instead (L.param_override); the mask is kept for the gradient (mask_weight_grad)."""
-    for pname in weights(L.g):
+    for pname in weights(L.g, L.cfg.qat_layers):
         w = L.params[pname]
         c = int(w.shape[0])
         st = observer_state(L, pname, c)

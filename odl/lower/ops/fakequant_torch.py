@@ -34,10 +34,10 @@ class TorchFakeQuant:
     `align`: value -> (device codes, device mask) of a first step, for a reference taking the device's quantization
     decisions (odl validate)."""
 
-    def __init__(self, graph):
-        self.points = {v: point_of(graph, v) for v in points(graph)}
+    def __init__(self, graph, pattern: str = ""):
+        self.points = {v: point_of(graph, v) for v in points(graph, pattern)}
         self.act = {p: act_fake_quant() for p in self.points.values()}
-        self.wgt = {w: weight_fake_quant() for w in weights(graph)}
+        self.wgt = {w: weight_fake_quant() for w in weights(graph, pattern)}
         self.align: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.used: set[str] = set()     # weights fake-quantized by the forward that runs (check_used)
 
@@ -136,13 +136,14 @@ class _Interpreter(torch.fx.Interpreter):
 class QatModel(nn.Module):
     """`model` run through its torch.fx trace with torch's fake quantization at odl's points (`graph`: the model
     traced by odl's fx frontend, whose node names are the trace's): the host reference of `odl train --qat int8`.
-    Parameters and buffers are the model's own; eval() freezes the activation observers."""
+    Parameters and buffers are the model's own; eval() freezes the activation observers. pattern: --qat int8:REGEX's
+    layers (odl/lower/layers.py)."""
 
-    def __init__(self, model: nn.Module, graph):
+    def __init__(self, model: nn.Module, graph, pattern: str = ""):
         super().__init__()
         self.model = model
         object.__setattr__(self, "gm", torch.fx.symbolic_trace(model))   # shares the model's modules
-        self.qat = TorchFakeQuant(graph)
+        self.qat = TorchFakeQuant(graph, pattern)
 
     def train(self, mode: bool = True):
         super().train(mode)
