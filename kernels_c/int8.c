@@ -88,21 +88,26 @@ static inline void i8_store(const odl_i8_gemm_args_t *p, int i, int j, int32_t a
   p->y[(size_t)i * p->n + j] = i8_requant(acc + p->bias[i], p->mult[i], p->zp, p->lo, p->hi);
 }
 
-/* y[i, j .. j + 3] from channel i's 4 accumulators: i8_requant in 4 lanes (the same operations: the product rounded
- * to FP32, clamped, rounded half to even; the clamp between the product and the rounding's add keeps them unfused),
- * stored as one word */
-static inline void i8_store4(const odl_i8_gemm_args_t *p, int i, int j, i32x4_t acc) {
+/* i8_requant in 4 lanes (the same operations: the product rounded to FP32, clamped, rounded half to even; the clamp
+ * between the product and the rounding's add keeps them unfused) */
+static inline odl_i8x4_t i8_requant4(i32x4_t acc, float mult, int zp, int lo, int hi) {
 #if defined(__has_builtin) && __has_builtin(__builtin_elementwise_min)
   const float big = 12582912.0f; /* odl_rne's 1.5 * 2^23 */
-  float l = (float)(p->lo - p->zp), h = (float)(p->hi - p->zp);
-  f32x4_t v = __builtin_convertvector(acc + p->bias[i], f32x4_t) * p->mult[i];
+  float l = (float)(lo - zp), h = (float)(hi - zp);
+  f32x4_t v = __builtin_convertvector(acc, f32x4_t) * mult;
   v = __builtin_elementwise_min(__builtin_elementwise_max(v, (f32x4_t){l, l, l, l}), (f32x4_t){h, h, h, h});
   v = (v + big) - big;
-  i32x4_t q = __builtin_convertvector(v, i32x4_t) + p->zp;
-  *(i8x4_u *)(p->y + (size_t)i * p->n + j) = __builtin_convertvector(q, odl_i8x4_t);
+  return __builtin_convertvector(__builtin_convertvector(v, i32x4_t) + zp, odl_i8x4_t);
 #else
-  for (int l = 0; l < 4; l++) i8_store(p, i, j + l, acc[l]);
+  odl_i8x4_t q;
+  for (int l = 0; l < 4; l++) q[l] = i8_requant(acc[l], mult, zp, lo, hi);
+  return q;
 #endif
+}
+
+/* y[i, j .. j + 3] from channel i's 4 accumulators, stored as one word */
+static inline void i8_store4(const odl_i8_gemm_args_t *p, int i, int j, i32x4_t acc) {
+  *(i8x4_u *)(p->y + (size_t)i * p->n + j) = i8_requant4(acc + p->bias[i], p->mult[i], p->zp, p->lo, p->hi);
 }
 
 /* 4 output channels x 4 * nv pixels (nv = 1 or 2, a constant once inlined): each step of k loads the pixels' codes a
@@ -180,10 +185,9 @@ static inline void i8_dw_tap(int32_t *acc, const int8_t *x, int n, int sw, int z
   for (; o < n; o++) acc[o] += (x[o * sw] - zp) * wv;
 }
 
-/* output rows (c, oy) split over the cores; per row and tap, the outputs whose tap lies in the image are a range
- * (odl_out_range, once per call), accumulated in chunks of I8_DW_CHUNK */
-void odl_i8_dwconv(void *args) {
-  const odl_i8_dwconv_args_t *p = (const odl_i8_dwconv_args_t *)args;
+/* output rows (c, oy) of any stride split over the cores; per row and tap, the outputs whose tap lies in the image
+ * are a range (odl_out_range, once per call), accumulated in chunks of I8_DW_CHUNK */
+static void i8_dw_rows(const odl_i8_dwconv_args_t *p) {
   /* the geometry in locals: the accumulator stores could alias the argument struct's fields */
   const int h = p->h, w = p->w, kh = p->kh, kw = p->kw, sh = p->sh, sw = p->sw, pt = p->pt, ho = p->ho, wo = p->wo;
   const int zp_in = p->zp_in, zp = p->zp, qlo = p->lo, qhi = p->hi;
@@ -210,6 +214,91 @@ void odl_i8_dwconv(void *args) {
       int8_t *y = p->y + (size_t)r * wo + o0;
       for (int o = 0; o < n; o++) y[o] = i8_requant(acc[o], mult, zp, qlo, qhi);
     }
+  }
+}
+
+/* Stride 1: a block of output rows of one channel from a copy of its input rows padded with the zero point (a padded
+ * tap then adds zp_in * w, taken out of the start value with the whole kernel's sum), wp = wo + kw - 1 codes wide.
+ * At that width every tap is one offset, i * wp + t, for all outputs of the block: they are computed 4 at a time (one
+ * word of codes, as the gemm), branch free, wp - wo of each row's positions wasted (DS-CNN's 25 x 5 maps: 7 positions
+ * a row for 5 outputs). Measured on DS-CNN (QEMU instruction clock, 8 harts, per depthwise layer): the row kernel
+ * above about 1.1 M instructions (per row and per tap, ranges for rows of 5 outputs), these blocks about 0.32 M. */
+#define I8_DW_IN 288    /* bytes of padded input rows of a block (the hart's 2 KiB stack; DS-CNN's plane: 27 x 7) */
+#define I8_DW_OUT 256   /* bytes of a block's outputs at the padded width (DS-CNN's: 25 x 7) */
+
+/* xp [nr, wp] = input rows iy0 .. iy0 + nr - 1 of plane x, columns -pl .. wp - pl - 1, the zero point outside the
+ * image; then kw + 3 codes of slack that the last positions' taps read (for results that are thrown away) */
+static void i8_dw_pad(int8_t *xp, const int8_t *x, int h, int w, int iy0, int nr, int wp, int pl, int kw, int8_t zp) {
+  int a = pl < wp ? pl : wp, b = pl + w < wp ? pl + w : wp;   /* the image's columns: [a, b) */
+  for (int r = 0; r < nr; r++) {
+    int iy = iy0 + r;
+    int8_t *q = xp + r * wp;
+    if (iy < 0 || iy >= h) {
+      for (int c = 0; c < wp; c++) q[c] = zp;
+      continue;
+    }
+    const int8_t *xr = x + iy * w - pl;
+    for (int c = 0; c < a; c++) q[c] = zp;
+    for (int c = a; c < b; c++) q[c] = xr[c];
+    for (int c = b; c < wp; c++) q[c] = zp;
+  }
+  for (int c = 0; c < kw + 3; c++) xp[nr * wp + c] = zp;
+}
+
+/* yp[j .. j + 3] for j < n (n rounded up to 4): the taps of [kh, kw] (constants once inlined for 3 x 3, so the weights
+ * stay in registers) at offsets i * wp + t of xp, in 4 int32 lanes from acc0, requantized in 4 lanes */
+static inline __attribute__((always_inline)) void i8_dw_block(int8_t *yp, const int8_t *xp, const int8_t *wt, int n,
+                                                              int wp, const int kh, const int kw, int32_t acc0,
+                                                              float mult, int zp, int lo, int hi) {
+  int32_t wv[kh * kw];   /* local copies: the stores to yp could alias wt */
+  for (int k = 0; k < kh * kw; k++) wv[k] = wt[k];
+  for (int j = 0; j < n; j += 4) {
+    i32x4_t acc = (i32x4_t){0, 0, 0, 0} + acc0;
+    for (int i = 0; i < kh; i++)
+      for (int t = 0; t < kw; t++)
+        acc += __builtin_convertvector(*(const i8x4_u *)(xp + j + i * wp + t), i32x4_t) * wv[i * kw + t];
+    *(i8x4_u *)(yp + j) = i8_requant4(acc, mult, zp, lo, hi);
+  }
+}
+
+/* output rows [oy0, oy0 + ob) of channel c (stride 1) */
+static void i8_dw_plane(const odl_i8_dwconv_args_t *p, int c, int oy0, int ob) {
+  int8_t xp[I8_DW_IN], yp[I8_DW_OUT];
+  const int kh = p->kh, kw = p->kw, wo = p->wo, wp = wo + kw - 1, n = ob * wp;
+  const int8_t *wt = p->wt + (size_t)c * kh * kw;
+  int32_t sum = 0;
+  for (int k = 0; k < kh * kw; k++) sum += wt[k];
+  i8_dw_pad(xp, p->x + (size_t)c * p->h * p->w, p->h, p->w, oy0 - p->pt, ob + kh - 1, wp, p->pl, kw,
+            (int8_t)p->zp_in);
+  int32_t acc0 = p->bias[c] - p->zp_in * sum;
+  if (kh == 3 && kw == 3)
+    i8_dw_block(yp, xp, wt, n, wp, 3, 3, acc0, p->mult[c], p->zp, p->lo, p->hi);
+  else
+    i8_dw_block(yp, xp, wt, n, wp, kh, kw, acc0, p->mult[c], p->zp, p->lo, p->hi);
+  int8_t *y = p->y + ((size_t)c * p->ho + oy0) * wo;
+  for (int oy = 0; oy < ob; oy++, y += wo)
+    for (int ox = 0; ox < wo; ox++) y[ox] = yp[oy * wp + ox];
+}
+
+/* stride 1 with a block of at least one row within the buffers: units of (channel, block of rows) over the cores,
+ * the blocks as large as the buffers allow (a whole plane of DS-CNN); otherwise the row kernel */
+void odl_i8_dwconv(void *args) {
+  const odl_i8_dwconv_args_t *p = (const odl_i8_dwconv_args_t *)args;
+  int wp = p->wo + p->kw - 1, rows = 0, lo, hi;
+  if (p->sh == 1 && p->sw == 1) {
+    int ri = (I8_DW_IN - p->kw - 3) / wp - (p->kh - 1), ro = (I8_DW_OUT - 3) / wp;
+    rows = ri < ro ? ri : ro;
+  }
+  if (rows < 1 || p->ho < 1) {
+    i8_dw_rows(p);
+    return;
+  }
+  int nb = (p->ho + rows - 1) / rows;   /* blocks per channel, of equal rows but the last */
+  rows = (p->ho + nb - 1) / nb;
+  odl_split(p->c * nb, &lo, &hi);
+  for (int u = lo; u < hi; u++) {
+    int c = u / nb, oy0 = (u % nb) * rows, ob = p->ho - oy0 < rows ? p->ho - oy0 : rows;
+    if (ob > 0) i8_dw_plane(p, c, oy0, ob);
   }
 }
 

@@ -107,8 +107,15 @@ def test_linear_gemm(lib, m, k, cores):
 
 
 @pytest.mark.parametrize("cores", CORES)
-@pytest.mark.parametrize("c, h, w, k, st, pad", [(3, 7, 7, 3, 2, 1), (9, 6, 5, 3, 1, 1), (1, 4, 4, 1, 1, 0),
-                                                (2, 3, 150, 3, 1, 1)])   # rows past a chunk of 64
+@pytest.mark.parametrize("c, h, w, k, st, pad", [
+    (3, 7, 7, 3, 2, 1), (9, 6, 5, 3, 1, 1), (1, 4, 4, 1, 1, 0),
+    (2, 3, 150, 3, 1, 1),    # rows past a chunk of 64, wider than the stride-1 blocks' buffer: the row kernel
+    (13, 25, 5, 3, 1, 1),    # DS-CNN's narrow rows, a whole plane a block, 13 channels over 3 / 8 cores
+    (5, 1, 1, 3, 1, 1),      # 1 x 1 spatial: every tap but the centre padded
+    (3, 40, 30, 3, 1, 1),    # planes larger than a block: blocks of rows, the last one shorter
+    (4, 11, 9, 5, 1, 2),     # stride 1, not 3 x 3: the generic taps
+    (6, 8, 7, 3, 1, 0),      # no padding
+])
 def test_dwconv(lib, c, h, w, k, st, pad, cores):
     rng = np.random.default_rng(c * h * w)
     x, wt = setup(rng, (c, h, w)), setup(rng, (c, 1, k, k), -127)

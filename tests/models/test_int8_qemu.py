@@ -1,6 +1,7 @@
 """`odl compile --deploy int8` on QEMU: DigitsCNN's int8 program from a QAT checkpoint (made on the host in a few
 seconds, tests/models/qat_checkpoints.py) against the host fake-quant model in evaluation (torch's FakeQuantize
-modules with the checkpoint's observers), sample by sample: the logits' int8 codes and the argmax."""
+modules with the checkpoint's observers), sample by sample: the logits' int8 codes and the argmax; DS-CNN's against the
+host build of the same program, bit for bit."""
 import json
 import subprocess
 import sys
@@ -86,3 +87,24 @@ def test_digits_cnn_int8_agrees_with_fake_quant_model(tmp_path):
     assert np.abs(qd - qh).max() <= 1
     assert flips <= qd.size // 50
     assert argmax_diff <= 1
+
+
+@needs_qemu
+def test_dscnn_int8_device_equals_host_build(tmp_path):
+    """DS-CNN (QAT a few steps on random data): the target's kernels (the depthwise blocks of whole planes, the gemm
+    and pooling in RVV) give the host build's logits bit for bit, 4 samples"""
+    from odl.frontend.trace import load_model
+    ck_path, proj, shape = tmp_path / "ds.pt", tmp_path / "proj", (1, 49, 10)
+    torch.manual_seed(0)
+    xn, _, norm = qat_checkpoints.make(load_model("dscnn"), ck_path, float_steps=5, qat_steps=3, batch=8,
+                                       data=qat_checkpoints.random_data(shape, classes=12))
+    compile_int8("dscnn", proj, str(ck_path), log=lambda *a: None)
+    x_raw = (xn[:4] * norm["std"][0] + norm["mean"][0]).numpy().astype(np.float32)
+    dev = run_device(proj, x_raw, tmp_path)
+    prep = prepare("dscnn", "1x1x49x10", 0, "fp32")
+    P = lower(prep.graph, prep.model, read(str(ck_path), prep.model, prep.name), prep.name)
+    arena = plan(P)
+    x_host = (torch.from_numpy(x_raw) - norm["mean"][0]) / norm["std"][0]
+    on_host = np.stack([int8_host.run(P, x_host[i:i + 1].numpy(), arena)["logits"] for i in range(len(x_raw))])
+    assert np.array_equal(on_host.view(np.uint32), dev.view(np.uint32))
+    assert len(np.unique(dev)) > 8                   # logits that differ: not a constant program
