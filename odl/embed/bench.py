@@ -17,7 +17,7 @@ MODELS = ["tinycnn", "dscnn", "resnet8", "mobilenetv1_vww"]   # ad_autoencoder: 
 
 
 def measure(model: str, precision: str, work: Path, batch: int | None = None, cores: int = 8,
-            momentum: float = 0.9) -> dict:
+            momentum: float = 0.9, timed: bool = False) -> dict:
     from odl.deploy.compile import compile_project
     from odl.ir.program import TrainConfig
     from odl.embed.library import EmbedOptions
@@ -39,10 +39,31 @@ def measure(model: str, precision: str, work: Path, batch: int | None = None, co
     rep = json.loads(line)
     rep.update(model=model, precision=precision, batch=b, cores=cores, momentum=momentum,
                predict_share=round(rep["predict_bytes"] / rep["train_step_bytes"], 3))
+    if timed:
+        rep["predict_timed_cycles"] = _timed(proj, "embed/apps/bench.c", cores, work)
     return rep
 
 
-def measure_int8(model: str, init: str, work: Path, cores: int = 8) -> dict:
+def _timed(proj: Path, app: str, cores: int, work: Path) -> int:
+    """The timed model's cycles of the app's marked odl_predict: the app rebuilt with -DODL_TIMED (every source:
+    its kernel calls marked too) and run under the timing plugin, a fresh erased flash beside it."""
+    from odl.run.timing_plugin import run_app_timed
+    from odl.target.description import load_target
+    mk = subprocess.run(["make", "-B", "-s", "-C", str(proj), f"APP={app}", "APP_CFLAGS=-DODL_TIMED"],
+                        capture_output=True, text=True)
+    if mk.returncode:
+        raise OdlError(f"{proj.name}: the timed build failed:\n{mk.stderr[-2000:]}")
+    flash = work / "flash-timed.img"
+    flash.write_bytes(b"\xff" * 33554432)
+    try:
+        rep = run_app_timed(load_target("rv32-cluster"), proj / f"{Path(app).stem}.elf", cores, work / "timed",
+                            extra=["-drive", f"if=pflash,unit=1,format=raw,file={flash}"])
+    finally:
+        flash.unlink(missing_ok=True)
+    return int(rep["cycles"])
+
+
+def measure_int8(model: str, init: str, work: Path, cores: int = 8, timed: bool = False) -> dict:
     """odl compile --deploy int8 of a QAT checkpoint: the bytes odl.h states and the cycles of one odl_predict
     (targets/common/int8/apps/bench.c, the same measurement as bench.c's predict)."""
     from odl.deploy.int8.project import compile_int8
@@ -54,6 +75,8 @@ def measure_int8(model: str, init: str, work: Path, cores: int = 8) -> dict:
         raise OdlError(f"{model} int8: run failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
     rep = json.loads(line)
     rep.update(model=model, precision="int8", cores=cores, notes=info["notes"])
+    if timed:
+        rep["predict_timed_cycles"] = _timed(proj, "apps/bench.c", cores, work)
     return rep
 
 
@@ -62,8 +85,10 @@ def predict_table(rows: list[dict]) -> str:
     weights = the resident state (parameters, batch-norm statistics, control block; with --momentum 0 no optimizer
     state), working = its L2 buffers beyond the state, L1 = its tiles. int8: the constant weights (codes, int32
     biases, FP32 multipliers) and the arena; no L1 tiles."""
-    out = ["| model | precision | weight bytes | working bytes (L2) | L1 tile bytes | total bytes | predict cycles |",
-           "|---|---|---:|---:|---:|---:|---:|"]
+    timed = any("predict_timed_cycles" in r for r in rows)
+    out = ["| model | precision | weight bytes | working bytes (L2) | L1 tile bytes | total bytes | predict cycles |"
+           + (" predict timed cycles |" if timed else ""),
+           "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if timed else "")]
     order = {"int8": 0, "fp16": 1, "fp32": 2}
     for r in sorted(rows, key=lambda r: (r["model"], order.get(r["precision"], 3))):
         if r["precision"] == "int8":
@@ -71,7 +96,7 @@ def predict_table(rows: list[dict]) -> str:
         else:
             w, wk, l1 = r["state_bytes"], r["predict_bytes"] - r["state_bytes"], r["predict_l1_bytes"]
         out.append(f"| {Path(r['model']).name} | {r['precision']} | {w:,} | {wk:,} | {l1:,} | {w + wk + l1:,} | "
-                   f"{r['predict_cycles']:,} |")
+                   f"{r['predict_cycles']:,} |" + (f" {r.get('predict_timed_cycles', 0):,} |" if timed else ""))
     return "\n".join(out)
 
 
@@ -101,6 +126,8 @@ def main(argv=None) -> int:
     ap.add_argument("--int8", action="append", default=[], metavar="MODEL=CKPT.pt",
                     help="also odl compile --deploy int8 of this QAT checkpoint; prints odl_predict beside FP16 / "
                          "FP32 (repeatable)")
+    ap.add_argument("--timed", action="store_true",
+                    help="also odl_predict under the timing model (the app rebuilt with -DODL_TIMED): its cycles")
     ap.add_argument("--json", default=None)
     ap.add_argument("--out", default=None, metavar="FILE.md")
     a = ap.parse_args(argv)
@@ -109,7 +136,7 @@ def main(argv=None) -> int:
         for m in a.models.split(","):
             for p in a.precisions.split(","):
                 try:
-                    rows.append(measure(m, p, Path(d), momentum=a.momentum))
+                    rows.append(measure(m, p, Path(d), momentum=a.momentum, timed=a.timed))
                 except OdlError as e:
                     print(f"{m} {p}: {e}", file=sys.stderr)
                     continue
@@ -118,7 +145,7 @@ def main(argv=None) -> int:
         for spec in a.int8:
             model, _, ck = spec.rpartition("=")
             try:
-                rows.append(measure_int8(model, ck, Path(d)))
+                rows.append(measure_int8(model, ck, Path(d), timed=a.timed))
             except OdlError as e:
                 print(f"{model} int8: {e}", file=sys.stderr)
                 continue

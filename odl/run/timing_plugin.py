@@ -120,6 +120,29 @@ def run_timed(target, elf: Path, cores: int, workdir: Path, preload=(), steps: i
     return rep
 
 
+def run_app_timed(target, elf: Path, cores: int, workdir: Path, extra=(), timeout: float = 3600.0) -> dict:
+    """A standalone firmware (its own main, no host link) built with -DODL_TIMED, run to its exit under the plugin:
+    the report of the step it marks (e.g. one odl_predict: targets/common/*/apps/bench.c). extra: more QEMU
+    arguments (a flash drive)."""
+    q = target.qemu
+    if q is None:
+        raise OdlError(f"target {target.name} has no QEMU configuration: the timed model runs on QEMU")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / "timing.json"
+    out.unlink(missing_ok=True)
+    cmd = [q.binary, "-machine", q.machine, "-cpu", q.cpu, "-smp", str(cores), *q.extra, "-kernel", str(elf),
+           *extra, *plugin_args(target, elf, cores, out, parameters(target))]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode or not out.is_file():
+        raise ToolError(f"{elf.name} under the timing plugin: exit {r.returncode}, report "
+                        f"{'written' if out.is_file() else 'missing'}\n{r.stdout[-1000:]}{r.stderr[-1000:]}")
+    rep = json.loads(out.read_text())
+    if rep.get("steps", 0) < 1:
+        raise ToolError(f"{elf.name}: the timing plugin saw no step marks (not built with -DODL_TIMED?)")
+    return rep
+
+
 def check_races(workdir: Path, what: str) -> dict:
     """After a --check-races run: the race detector's findings (races.json in the runner's directory); raises
     OdlError naming the first ones when there is any."""

@@ -108,3 +108,21 @@ def test_dscnn_int8_device_equals_host_build(tmp_path):
     on_host = np.stack([int8_host.run(P, x_host[i:i + 1].numpy(), arena)["logits"] for i in range(len(x_raw))])
     assert np.array_equal(on_host.view(np.uint32), dev.view(np.uint32))
     assert len(np.unique(dev)) > 8                   # logits that differ: not a constant program
+
+
+@needs_qemu
+def test_int8_predict_under_the_timing_model(tmp_path):
+    """odl.embed.bench --timed: the int8 bench app's marked odl_predict is one step of the timing model; its cycles
+    are fewer than all harts' instructions (8 harts in parallel) and more than the critical path's instructions, and
+    the bench's instruction-clock figure is that same step's instructions of all harts (within 1%: the two clocks
+    are read at slightly different places)."""
+    from odl.embed.bench import measure_int8
+    ck_path = tmp_path / "qat.pt"
+    torch.manual_seed(0)
+    qat_checkpoints.make(DigitsCNN(), ck_path, float_steps=5, qat_steps=3)
+    rep = measure_int8(f"{MODELS / 'digits_cnn.py'}:DigitsCNN", str(ck_path), tmp_path, timed=True)
+    t = rep["predict_timed_cycles"]
+    raw = json.loads((tmp_path / "timed" / "timing.json").read_text())
+    assert raw["steps"] == 1 and raw["cycles"] == t
+    assert raw["instructions_critical"] < t < raw["instructions_all_harts"]
+    assert abs(raw["instructions_all_harts"] - rep["predict_cycles"]) <= 0.01 * rep["predict_cycles"]

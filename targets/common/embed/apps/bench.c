@@ -4,6 +4,7 @@
  * -icount shift=0: every hart's instructions, interleaved, between the two reads (not the cost model of odl
  * profile). */
 #include "odl.h"
+#include "odl_timing.h"   /* built with -DODL_TIMED: the measured odl_predict is one step of the timing model */
 #include "odl_flash.h"
 
 static float x[ODL_BATCH * ODL_INPUT_SIZE];
@@ -17,7 +18,9 @@ int main(void) {
   odl_status st = odl_init();
   st |= odl_predict(x, logits);
   uint64_t c0 = odl_cycles();
+  ODL_TIMING_MARK(ODL_MARK_STEP_BEGIN, 0);
   st |= odl_predict(x, logits);
+  ODL_TIMING_MARK(ODL_MARK_STEP_END, 0);
   uint64_t cp = odl_cycles() - c0;
   odl_status ts = odl_train_step(x, y, &loss);
   c0 = odl_cycles();
