@@ -82,8 +82,8 @@ ODL_INLINE odl_wvec_t row_fma(odl_wvec_t s, taps3_t a, odl_t k0, odl_t k1, odl_t
 }
 
 ODL_INLINE void out3(odl_t *yp, taps3_t a, taps3_t b, taps3_t c, k9_t k, const int m0, const int m1,
-                     const int m2, const int junk, const int acc) {
-  odl_wvec_t s = odl_wzero();
+                     const int m2, const int junk, const int acc, float b0) {
+  odl_wvec_t s = odl_wsplat(b0);   /* the bias (0: none); accumulate: y instead */
   if (acc) {
 #if ODL_LANES == 2
     s = odl_widen(junk ? (odl_vec_t){yp[0], 0} : odl_vload(yp));
@@ -103,7 +103,8 @@ ODL_INLINE void out3(odl_t *yp, taps3_t a, taps3_t b, taps3_t c, k9_t k, const i
 
 /* One column (outputs ow .. ow+LANES-1) of output rows [oh0, oh1) of y[., ldy] = x[h][w] (*) k, pads pt, pl. */
 ODL_INLINE void corr3_col(const odl_t *x, odl_t *y, int ldy, const odl_t *kp, int h, int w, int pt, int o, int oh0,
-                          int oh1, const int m0, const int m1, const int m2, const int junk, const int acc) {
+                          int oh1, const int m0, const int m1, const int m2, const int junk, const int acc,
+                          float b0) {
   k9_t k = *(const k9_t *)kp; /* a private copy: the stores to y cannot alias it, so it stays in registers */
   taps3_t A, B, C;
   int r = oh0 - pt;
@@ -118,18 +119,18 @@ ODL_INLINE void corr3_col(const odl_t *x, odl_t *y, int ldy, const odl_t *kp, in
     for (; oh + 3 <= mid; oh += 3) {
       k9_opaque(&k);
       C = load3(rp, o, w, m0, m1, m2);
-      out3(yp, A, B, C, k, m0, m1, m2, junk, acc);
+      out3(yp, A, B, C, k, m0, m1, m2, junk, acc, b0);
       A = load3(rp + w, o, w, m0, m1, m2);
-      out3(yp + ldy, B, C, A, k, m0, m1, m2, junk, acc);
+      out3(yp + ldy, B, C, A, k, m0, m1, m2, junk, acc, b0);
       B = load3(rp + 2 * w, o, w, m0, m1, m2);
-      out3(yp + 2 * ldy, C, A, B, k, m0, m1, m2, junk, acc);
+      out3(yp + 2 * ldy, C, A, B, k, m0, m1, m2, junk, acc, b0);
       rp += 3 * w;
       yp += 3 * ldy;
     }
     for (; oh < mid; oh++) {
       k9_opaque(&k);
       C = load3(rp, o, w, m0, m1, m2);
-      out3(yp, A, B, C, k, m0, m1, m2, junk, acc);
+      out3(yp, A, B, C, k, m0, m1, m2, junk, acc, b0);
       A = B;
       B = C;
       rp += w;
@@ -138,7 +139,7 @@ ODL_INLINE void corr3_col(const odl_t *x, odl_t *y, int ldy, const odl_t *kp, in
   }
   for (; oh < oh1; oh++) {
     k9_opaque(&k);
-    out3(yp, A, B, zero3(), k, m0, m1, m2, junk, acc);
+    out3(yp, A, B, zero3(), k, m0, m1, m2, junk, acc, b0);
     A = B;
     B = zero3();
     yp += ldy;
@@ -147,10 +148,10 @@ ODL_INLINE void corr3_col(const odl_t *x, odl_t *y, int ldy, const odl_t *kp, in
 
 /* Generic stride-1 correlation for single outputs (fallback columns): y[oh][ow] (+)= sum k[i][j] x[oh-pt+i][ow-pl+j] */
 static void corr3_scalar(const odl_t *x, odl_t *y, int ldy, const odl_t *k, int h, int w, int pt, int pl, int ow0,
-                         int ow1, int oh0, int oh1, int acc) {
+                         int ow1, int oh0, int oh1, int acc, float b0) {
   for (int oh = oh0; oh < oh1; oh++)
     for (int ow = ow0; ow < ow1; ow++) {
-      float s = acc ? (float)y[(size_t)oh * ldy + ow] : 0.0f;
+      float s = acc ? (float)y[(size_t)oh * ldy + ow] : b0;
       for (int i = 0; i < 3; i++) {
         int ih = oh - pt + i;
         if (ih < 0 || ih >= h) continue;
@@ -167,32 +168,32 @@ static void corr3_scalar(const odl_t *x, odl_t *y, int ldy, const odl_t *k, int 
 
 /* Output rows [oh0, oh1) of one plane: y[ho][wo] (+)= x[h][w] (*) k (3x3, stride 1, pads pt <= 2, pl; w >= 2). */
 ODL_INLINE void corr3_rows_acc(const odl_t *x, odl_t *y, const odl_t *k, int h, int w, int wo, int pt, int pl,
-                               int oh0, int oh1, const int acc) {
+                               int oh0, int oh1, const int acc, float b0) {
   for (int ow = 0; ow < wo; ow += ODL_LANES) {
     int junk = ow + ODL_LANES > wo;
     int o = ow - pl;
     int m0 = tap_mode(o, w, junk), m1 = tap_mode(o + 1, w, junk), m2 = tap_mode(o + 2, w, junk);
     odl_t *yc = y + ow;
     switch (junk * 64 + MODES(m0, m1, m2)) {
-      case MODES(TF, TF, TF): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TF, TF, TF, 0, acc); break;
-      case MODES(TZ, TF, TF): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TZ, TF, TF, 0, acc); break;
-      case MODES(TF, TF, TZ): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TF, TF, TZ, 0, acc); break;
+      case MODES(TF, TF, TF): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TF, TF, TF, 0, acc, b0); break;
+      case MODES(TZ, TF, TF): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TZ, TF, TF, 0, acc, b0); break;
+      case MODES(TF, TF, TZ): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TF, TF, TZ, 0, acc, b0); break;
 #if ODL_LANES == 2
-      case MODES(TLZ, TF, TF): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TLZ, TF, TF, 0, acc); break;
-      case MODES(TF, TF, THZ): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TF, TF, THZ, 0, acc); break;
-      case 64 + MODES(TF, TF, TF): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TF, TF, TF, 1, acc); break;
-      case 64 + MODES(TF, THZ, TZ): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TF, THZ, TZ, 1, acc); break;
-      case 64 + MODES(TF, TF, THZ): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TF, TF, THZ, 1, acc); break;
+      case MODES(TLZ, TF, TF): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TLZ, TF, TF, 0, acc, b0); break;
+      case MODES(TF, TF, THZ): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TF, TF, THZ, 0, acc, b0); break;
+      case 64 + MODES(TF, TF, TF): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TF, TF, TF, 1, acc, b0); break;
+      case 64 + MODES(TF, THZ, TZ): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TF, THZ, TZ, 1, acc, b0); break;
+      case 64 + MODES(TF, TF, THZ): corr3_col(x, yc, wo, k, h, w, pt, o, oh0, oh1, TF, TF, THZ, 1, acc, b0); break;
 #endif
-      default: corr3_scalar(x, y, wo, k, h, w, pt, pl, ow, odl_min_i(ow + ODL_LANES, wo), oh0, oh1, acc);
+      default: corr3_scalar(x, y, wo, k, h, w, pt, pl, ow, odl_min_i(ow + ODL_LANES, wo), oh0, oh1, acc, b0);
     }
   }
 }
 
 static void corr3_rows(const odl_t *x, odl_t *y, const odl_t *k, int h, int w, int wo, int pt, int pl, int oh0,
-                       int oh1, int acc) {
-  if (acc) corr3_rows_acc(x, y, k, h, w, wo, pt, pl, oh0, oh1, 1);
-  else corr3_rows_acc(x, y, k, h, w, wo, pt, pl, oh0, oh1, 0);
+                       int oh1, int acc, float b0) {
+  if (acc) corr3_rows_acc(x, y, k, h, w, wo, pt, pl, oh0, oh1, 1, 0.0f);
+  else corr3_rows_acc(x, y, k, h, w, wo, pt, pl, oh0, oh1, 0, b0);
 }
 
 ODL_INLINE int fast3(int kh, int kw, int sh, int sw, int pt, int win) {
@@ -209,10 +210,9 @@ void odl_dwconv_fwd(void *args) {
       int ch = u / ho, oh0 = u - ch * ho, oh1 = odl_min_i(ho, oh0 + hi - u);
       k9_t k;
       for (int t = 0; t < 9; t++) k.k[t] = p->w[ch * 9 + t];
-      odl_t *yc = p->y + (size_t)ch * ho * wo;
-      if (p->bias) /* the rows start at the bias (exact in odl_t) and accumulate onto it: one rounding */
-        for (int i = oh0 * wo; i < oh1 * wo; i++) yc[i] = p->bias[ch];
-      corr3_rows(p->x + (size_t)ch * h * w, yc, k.k, h, w, wo, p->pt, p->pl, oh0, oh1, p->bias != 0);
+      float b0 = p->bias ? (float)p->bias[ch] : 0.0f;   /* the sums start at the bias: one rounding */
+      corr3_rows(p->x + (size_t)ch * h * w, p->y + (size_t)ch * ho * wo, k.k, h, w, wo, p->pt, p->pl, oh0, oh1, 0,
+                 b0);
       u += oh1 - oh0;
     }
     return;
@@ -246,7 +246,7 @@ void odl_dwconv_igrad(void *args) {
       k9_t k;
       for (int t = 0; t < 9; t++) k.k[t] = p->w[ch * 9 + 8 - t];
       corr3_rows(p->dy + (size_t)ch * ho * wo, p->dx + (size_t)ch * h * w, k.k, ho, wo, w, 2 - p->pt, 2 - p->pl, ih0,
-                 ih1, p->accumulate);
+                 ih1, p->accumulate, 0.0f);
       u += ih1 - ih0;
     }
     return;
