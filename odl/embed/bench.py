@@ -30,18 +30,25 @@ def measure(model: str, precision: str, work: Path, batch: int | None = None, co
     mk = subprocess.run(["make", "-s", "-C", str(proj), "APP=embed/apps/bench.c"], capture_output=True, text=True)
     if mk.returncode:
         raise OdlError(f"{model} {precision}: build failed:\n{mk.stderr[-2000:]}")
-    r = subprocess.run(["make", "-s", "-C", str(proj), "run", "APP=embed/apps/bench.c",
-                        f"FLASH={work / 'flash.img'}"], capture_output=True, text=True, timeout=3600)
-    (work / "flash.img").unlink(missing_ok=True)
-    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("{")), None)
-    if r.returncode or line is None:
-        raise OdlError(f"{model} {precision}: run failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
-    rep = json.loads(line)
+    try:
+        rep = _run_json(proj, ["APP=embed/apps/bench.c", f"FLASH={work / 'flash.img'}"], f"{model} {precision}")
+    finally:
+        (work / "flash.img").unlink(missing_ok=True)
     rep.update(model=model, precision=precision, batch=b, cores=cores, momentum=momentum,
                predict_share=round(rep["predict_bytes"] / rep["train_step_bytes"], 3))
     if timed:
         rep["predict_timed_cycles"] = _timed(proj, "embed/apps/bench.c", cores, work)
     return rep
+
+
+def _run_json(proj: Path, make_args: list[str], what: str) -> dict:
+    """`make run` of a project's bench app on QEMU: the JSON line it prints."""
+    r = subprocess.run(["make", "-s", "-C", str(proj), "run", *make_args], capture_output=True, text=True,
+                       timeout=3600)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("{")), None)
+    if r.returncode or line is None:
+        raise OdlError(f"{what}: run failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    return json.loads(line)
 
 
 def _timed(proj: Path, app: str, cores: int, work: Path) -> int:
@@ -69,11 +76,7 @@ def measure_int8(model: str, init: str, work: Path, cores: int = 8, timed: bool 
     from odl.deploy.int8.project import compile_int8
     proj = work / f"{Path(model).name.replace(':', '-')}-int8"
     info = compile_int8(model, proj, init, cores=cores, force=True, log=lambda *a: None)
-    r = subprocess.run(["make", "-s", "-C", str(proj), "run"], capture_output=True, text=True, timeout=3600)
-    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("{")), None)
-    if r.returncode or line is None:
-        raise OdlError(f"{model} int8: run failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
-    rep = json.loads(line)
+    rep = _run_json(proj, [], f"{model} int8")
     rep.update(model=model, precision="int8", cores=cores, notes=info["notes"])
     if timed:
         rep["predict_timed_cycles"] = _timed(proj, "apps/bench.c", cores, work)

@@ -124,6 +124,7 @@ def run_app_timed(target, elf: Path, cores: int, workdir: Path, extra=(), timeou
     """A standalone firmware (its own main, no host link) built with -DODL_TIMED, run to its exit under the plugin:
     the report of the step it marks (e.g. one odl_predict: targets/common/*/apps/bench.c). extra: more QEMU
     arguments (a flash drive)."""
+    from odl.run.runners.qemu import dma_controller
     q = target.qemu
     if q is None:
         raise OdlError(f"target {target.name} has no QEMU configuration: the timed model runs on QEMU")
@@ -131,7 +132,8 @@ def run_app_timed(target, elf: Path, cores: int, workdir: Path, extra=(), timeou
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "timing.json"
     out.unlink(missing_ok=True)
-    cmd = [q.binary, "-machine", q.machine, "-cpu", q.cpu, "-smp", str(cores), *q.extra, "-kernel", str(elf),
+    cmd = [q.binary, "-machine", q.machine, "-cpu", q.cpu, "-smp", str(cores + dma_controller(elf)), *q.extra,
+           "-kernel", str(elf),
            *extra, *plugin_args(target, elf, cores, out, parameters(target))]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode or not out.is_file():

@@ -76,13 +76,14 @@ def render(P: Int8Program, arena_bytes: int, ctx: dict, out_src: Path) -> None:
 
 
 def _files(target) -> list[tuple[Path, str]]:
-    """(source, project path): the kernels, the target's runtime, printf, the bench app."""
+    """(source, project path): the kernels, the target's runtime, printf, the bench app and its measurement."""
     kdir = resource_dir("kernels_c")
     files = [(p, f"kernels/{p.name}") for p in sorted(kdir.glob("*.c"))]
     files += [(p, f"kernels/include/{p.name}") for p in sorted((kdir / "include").glob("*.h"))]
     files += [(p, f"target/{p.name}") for p in list(target.sources) + sorted(target.dir.glob("*.h"))
               + [target.linker_script, target.dir / "target.json"]]
     files.append((target.common_dir / "embed" / "odl_printf.c", "embed/odl_printf.c"))
+    files.append((target.common_dir / "embed" / "odl_bench.h", "embed/odl_bench.h"))
     files.append((target.common_dir / "int8" / "apps" / "bench.c", "apps/bench.c"))
     return files
 

@@ -4,7 +4,7 @@
  * -icount shift=0: every hart's instructions, interleaved, between the two reads (not the cost model of odl
  * profile). */
 #include "odl.h"
-#include "odl_timing.h"   /* built with -DODL_TIMED: the measured odl_predict is one step of the timing model */
+#include "odl_bench.h"
 #include "odl_flash.h"
 
 static float x[ODL_BATCH * ODL_INPUT_SIZE];
@@ -16,14 +16,9 @@ int main(void) {
   for (uint32_t i = 0; i < ODL_BATCH * ODL_INPUT_SIZE; i++) { s = s * 1664525u + 1013904223u; x[i] = (float)(s >> 20) / 4096.0f; }
   for (uint32_t i = 0; i < ODL_BATCH; i++) y[i] = (int32_t)(i % ODL_OUTPUT_SIZE);
   odl_status st = odl_init();
-  st |= odl_predict(x, logits);
-  uint64_t c0 = odl_cycles();
-  ODL_TIMING_MARK(ODL_MARK_STEP_BEGIN, 0);
-  st |= odl_predict(x, logits);
-  ODL_TIMING_MARK(ODL_MARK_STEP_END, 0);
-  uint64_t cp = odl_cycles() - c0;
+  uint64_t cp = odl_bench_predict(x, logits, &st);
   odl_status ts = odl_train_step(x, y, &loss);
-  c0 = odl_cycles();
+  uint64_t c0 = odl_cycles();
   ts = odl_train_step(x, y, &loss);
   uint64_t ct = odl_cycles() - c0;
   uint32_t ops0 = odl_flash_ops;
