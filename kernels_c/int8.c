@@ -40,6 +40,19 @@ static inline int32_t i8_dot(const int8_t *a, const int8_t *b, int k) {
   return s;
 }
 
+/* dst[0 .. n) = src[0 .. n) and dst[0 .. n) = v, a word (4 codes, one 4-lane load or store) at a time, then bytes */
+static inline void i8_copy(int8_t *dst, const int8_t *src, int n) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) *(i8x4_u *)(dst + i) = *(const i8x4_u *)(src + i);
+  for (; i < n; i++) dst[i] = src[i];
+}
+
+static inline void i8_fill(int8_t *dst, int8_t v, int n) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) *(i8x4_u *)(dst + i) = (odl_i8x4_t){v, v, v, v};
+  for (; i < n; i++) dst[i] = v;
+}
+
 void odl_i8_quantize(void *args) {
   const odl_i8_quantize_args_t *p = (const odl_i8_quantize_args_t *)args;
   int lo, hi;
@@ -88,16 +101,15 @@ static inline void i8_store(const odl_i8_gemm_args_t *p, int i, int j, int32_t a
   p->y[(size_t)i * p->n + j] = i8_requant(acc + p->bias[i], p->mult[i], p->zp, p->lo, p->hi);
 }
 
-/* i8_requant in 4 lanes (the same operations: the product rounded to FP32, clamped, rounded half to even; the clamp
- * between the product and the rounding's add keeps them unfused) */
+/* i8_requant in 4 lanes (the same operations: the product rounded to FP32 on its own, clamped, rounded half to even) */
 static inline odl_i8x4_t i8_requant4(i32x4_t acc, float mult, int zp, int lo, int hi) {
-#if defined(__has_builtin) && __has_builtin(__builtin_elementwise_min)
-  const float big = 12582912.0f; /* odl_rne's 1.5 * 2^23 */
+#if defined(__has_builtin) && __has_builtin(__builtin_elementwise_min) && __has_builtin(__builtin_elementwise_roundeven)
   float l = (float)(lo - zp), h = (float)(hi - zp);
   f32x4_t v = __builtin_convertvector(acc, f32x4_t) * mult;
   v = __builtin_elementwise_min(__builtin_elementwise_max(v, (f32x4_t){l, l, l, l}), (f32x4_t){h, h, h, h});
-  v = (v + big) - big;
-  return __builtin_convertvector(__builtin_convertvector(v, i32x4_t) + zp, odl_i8x4_t);
+  /* round half to even and convert in one instruction on RVV (vfcvt.x.f.v under round-to-nearest-even) */
+  return __builtin_convertvector(__builtin_convertvector(__builtin_elementwise_roundeven(v), i32x4_t) + zp,
+                                 odl_i8x4_t);
 #else
   odl_i8x4_t q;
   for (int l = 0; l < 4; l++) q[l] = i8_requant(acc[l], mult, zp, lo, hi);
@@ -110,40 +122,46 @@ static inline void i8_store4(const odl_i8_gemm_args_t *p, int i, int j, i32x4_t 
   *(i8x4_u *)(p->y + (size_t)i * p->n + j) = i8_requant4(acc + p->bias[i], p->mult[i], p->zp, p->lo, p->hi);
 }
 
-/* 4 output channels x 4 * nv pixels (nv = 1 or 2, a constant once inlined): each step of k loads the pixels' codes a
- * word (4 lanes) at a time, widens them to int32 lanes and accumulates them times each channel's weight (a scalar):
- * 16 products per word loaded */
-static inline __attribute__((always_inline)) void i8_tile(const odl_i8_gemm_args_t *p, int i, int j, const int nv) {
-  int n = p->n, k = p->k;
-  const int8_t *a = p->a + j, *w0 = p->wt + (size_t)i * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
-  i32x4_t acc[2][4];
+/* 8 output channels (one packed group, wg[t * 8 + r]) x 4 * nv pixels (nv = 1 or 2, a constant once inlined): each
+ * step of k loads the group's 8 weights (scalars) and the pixels' codes a word (4 lanes) at a time, widens each word
+ * once and accumulates it times each weight into int32 lanes: 32 products per 2 words loaded. Rows past m (the zero
+ * weights padding the last group) are computed and not stored. */
+static inline __attribute__((always_inline)) void i8_tile(const odl_i8_gemm_args_t *p, const int8_t *wg, int i, int j,
+                                                          const int nv) {
+  const int n = p->n, k = p->k;
+  const int8_t *a = p->a + j;
+  i32x4_t acc[2][8];
   for (int h = 0; h < 2; h++)
-    for (int r = 0; r < 4; r++) acc[h][r] = (i32x4_t){0, 0, 0, 0};
-  for (int t = 0; t < k; t++) {
-    const int8_t *at = a + (size_t)t * n;
-    int32_t c0 = w0[t], c1 = w1[t], c2 = w2[t], c3 = w3[t];
+    for (int r = 0; r < 8; r++) acc[h][r] = (i32x4_t){0, 0, 0, 0};
+  for (int t = 0; t < k; t++, wg += 8, a += n) {
+    int32_t c[8];
+    for (int r = 0; r < 8; r++) c[r] = wg[r];
     for (int h = 0; h < nv; h++) {
-      i32x4_t v = __builtin_convertvector(*(const i8x4_u *)(at + 4 * h), i32x4_t);
-      acc[h][0] += v * c0;
-      acc[h][1] += v * c1;
-      acc[h][2] += v * c2;
-      acc[h][3] += v * c3;
+      i32x4_t v = __builtin_convertvector(*(const i8x4_u *)(a + 4 * h), i32x4_t);
+      for (int r = 0; r < 8; r++) acc[h][r] += v * c[r];
     }
   }
+  const int rows = p->m - i;
+#pragma clang loop unroll(full)   /* constant indices into acc: it stays in registers */
   for (int h = 0; h < nv; h++)
-    for (int r = 0; r < 4; r++) i8_store4(p, i + r, j + 4 * h, acc[h][r]);
+#pragma clang loop unroll(full)
+    for (int r = 0; r < 8; r++)
+      if (r < rows) i8_store4(p, i + r, j + 4 * h, acc[h][r]);
 }
 
-/* one output of a partial tile (channels or pixels past the last multiple of 4) */
+/* one output (n of 2 or 3 pixels: too few for a tile) from the packed weights */
 static inline void i8_one(const odl_i8_gemm_args_t *p, int i, int j) {
-  const int8_t *w = p->wt + (size_t)i * p->k, *a = p->a + j;
+  const int8_t *w = p->wt + (size_t)(i / 8) * p->k * 8 + i % 8, *a = p->a + j;
   int32_t acc = 0;
-  for (int t = 0; t < p->k; t++) acc += (int32_t)w[t] * a[(size_t)t * p->n];
+  for (int t = 0; t < p->k; t++) acc += (int32_t)w[(size_t)t * 8] * a[(size_t)t * p->n];
   i8_store(p, i, j, acc);
 }
 
-/* n == 1 (a linear layer): output channels split over the cores, each a dot product along k (4 lanes). Otherwise
- * units of 4 channels x 8 pixels split over the cores: tiles of 8 or 4 pixels, single outputs at the edges. */
+/* n == 1 (a linear layer, row-major weights): output channels split over the cores, each a dot product along k
+ * (4 lanes). n of 2 or 3: single outputs. Otherwise (packed weights) units of one group of 8 channels x 8 pixels
+ * split over the cores, the last unit of a group taking the n % 8 pixels left as well: tiles of 8 and 4 pixels, and
+ * a last tile of 4 ending at the unit's end that recomputes (and stores again, the same codes) up to 3 pixels of the
+ * tile before it, so no pixel is left to a scalar loop. */
 void odl_i8_gemm(void *args) {
   const odl_i8_gemm_args_t *p = (const odl_i8_gemm_args_t *)args;
   int lo, hi;
@@ -152,21 +170,22 @@ void odl_i8_gemm(void *args) {
     for (int i = lo; i < hi; i++) i8_store(p, i, 0, i8_dot(p->wt + (size_t)i * p->k, p->a, p->k));
     return;
   }
-  int nb = (p->n + 7) / 8;   /* units of 4 channels x 8 pixels */
-  odl_split(((p->m + 3) / 4) * nb, &lo, &hi);
+  if (p->n < 4) {
+    odl_split(p->m * p->n, &lo, &hi);
+    for (int u = lo; u < hi; u++) i8_one(p, u / p->n, u % p->n);
+    return;
+  }
+  int nb = p->n >= 8 ? p->n / 8 : 1;   /* units of 8 channels x 8 pixels (the last of a group 4 to 15 pixels) */
+  odl_split(((p->m + 7) / 8) * nb, &lo, &hi);
   for (int u = lo; u < hi; u++) {
-    int i = (u / nb) * 4, j = (u % nb) * 8, l = j, end = j + 8 < p->n ? j + 8 : p->n;
-    if (i + 4 <= p->m) {
-      if (l + 8 <= end) {
-        i8_tile(p, i, l, 2);
-        l += 8;
-      } else if (l + 4 <= end) {
-        i8_tile(p, i, l, 1);
-        l += 4;
-      }
+    int g = u / nb, b = u % nb, i = g * 8, l = b * 8, end = b == nb - 1 ? p->n : l + 8;
+    const int8_t *wg = p->wt + (size_t)g * p->k * 8;
+    for (; l + 8 <= end; l += 8) i8_tile(p, wg, i, l, 2);
+    if (l + 4 <= end) {
+      i8_tile(p, wg, i, l, 1);
+      l += 4;
     }
-    for (int r = i; r < i + 4 && r < p->m; r++)   /* what no tile took: pixels [l, end), or all of a partial unit */
-      for (int c = l; c < end; c++) i8_one(p, r, c);
+    if (l < end) i8_tile(p, wg, i, end - 4, 1);
   }
 }
 
@@ -234,15 +253,14 @@ static void i8_dw_pad(int8_t *xp, const int8_t *x, int h, int w, int iy0, int nr
     int iy = iy0 + r;
     int8_t *q = xp + r * wp;
     if (iy < 0 || iy >= h) {
-      for (int c = 0; c < wp; c++) q[c] = zp;
+      i8_fill(q, zp, wp);
       continue;
     }
-    const int8_t *xr = x + iy * w - pl;
-    for (int c = 0; c < a; c++) q[c] = zp;
-    for (int c = a; c < b; c++) q[c] = xr[c];
-    for (int c = b; c < wp; c++) q[c] = zp;
+    i8_fill(q, zp, a);
+    i8_copy(q + a, x + iy * w - pl + a, b - a);
+    i8_fill(q + b, zp, wp - b);
   }
-  for (int c = 0; c < kw + 3; c++) xp[nr * wp + c] = zp;
+  i8_fill(xp + nr * wp, zp, kw + 3);
 }
 
 /* yp[j .. j + 3] for j < n (n rounded up to 4): the taps of [kh, kw] (constants once inlined for 3 x 3, so the weights
@@ -276,8 +294,7 @@ static void i8_dw_plane(const odl_i8_dwconv_args_t *p, int c, int oy0, int ob) {
   else
     i8_dw_block(yp, xp, wt, n, wp, kh, kw, acc0, p->mult[c], p->zp, p->lo, p->hi);
   int8_t *y = p->y + ((size_t)c * p->ho + oy0) * wo;
-  for (int oy = 0; oy < ob; oy++, y += wo)
-    for (int ox = 0; ox < wo; ox++) y[ox] = yp[oy * wp + ox];
+  for (int oy = 0; oy < ob; oy++, y += wo) i8_copy(y, yp + oy * wp, wo);
 }
 
 /* stride 1 with a block of at least one row within the buffers: units of (channel, block of rows) over the cores,

@@ -6,6 +6,7 @@ stride 2 over odd inputs, channel counts not divisible by the cores, a K that is
 import numpy as np
 import pytest
 
+from odl.deploy.int8.lower import pack_gemm
 from odl.ir.kernel_structs import ctypes_struct
 from odl.run import native
 
@@ -67,6 +68,10 @@ CONV_CASES = [  # c, h, w, m, kh, kw, stride, pad
     (3, 7, 9, 5, 3, 3, (2, 2), (1, 1)),
     (5, 9, 7, 11, 1, 1, (2, 2), (0, 0)),
     (2, 5, 5, 3, 5, 3, (1, 2), (2, 1)),
+    (4, 11, 13, 19, 1, 1, (1, 1), (0, 0)),   # N = 143: a pixel unit of 15, tiles of 8 and 4 and an overlapping 4
+    (3, 5, 3, 9, 3, 3, (2, 2), (0, 0)),      # N = 2: single outputs
+    (2, 3, 7, 8, 1, 3, (1, 1), (0, 1)),      # N = 21: units of 8 and 13
+    (6, 4, 4, 12, 3, 3, (2, 2), (1, 1)),     # N = 4: one tile of 4; M = 12: a group of 8 and one of 4
 ]
 
 
@@ -85,7 +90,8 @@ def test_conv_as_im2col_gemm(lib, case, cores):
         pl=pad[1], ho=ho, wo=wo, pad=zp_in)
     wflat = np.ascontiguousarray(wt.reshape(m, k))
     gb = (bias - zp_in * wflat.astype(np.int32).sum(1)).astype(np.int32)     # the input's zero point, folded
-    run(lib, "i8_gemm", cores, wt=_p(wflat), a=_p(cols), y=_p(y), bias=_p(gb), mult=_p(mult), m=m, n=ho * wo, k=k,
+    packed = pack_gemm(wflat) if ho * wo > 1 else wflat      # odl_i8_gemm's layouts (odl_int8.h)
+    run(lib, "i8_gemm", cores, wt=_p(packed), a=_p(cols), y=_p(y), bias=_p(gb), mult=_p(mult), m=m, n=ho * wo, k=k,
         zp=zp, lo=lo, hi=hi)
     acc = ref_conv_acc(x, wt, st, pad, zp_in) + bias[:, None, None]
     want = ref_requant(acc, mult, zp, lo, hi).reshape(m, -1)

@@ -28,6 +28,16 @@ SUPPORTED = ("conv2d", "dwconv2d", "linear", "batchnorm", "bias", "relu", "relu6
 I32_LIMIT = 2 ** 31 - 1
 
 
+def pack_gemm(codes: np.ndarray) -> np.ndarray:
+    """odl_i8_gemm's weight layout for N > 1 (odl_int8.h): [M, K] codes in groups of 8 channels, [ceil(M / 8), K, 8],
+    the last group's missing rows zero, so that one step of K reads its 8 weights from one place"""
+    m, k = codes.shape
+    g = (m + 7) // 8
+    out = np.zeros((g * 8, k), np.int8)
+    out[:m] = codes
+    return np.ascontiguousarray(out.reshape(g, 8, k).transpose(0, 2, 1))
+
+
 def _refuse(n, why: str):
     raise OdlError(f"--deploy int8: {n.describe()}, op {n.op}, shape {list(n.shape)}: {why}")
 
@@ -118,6 +128,11 @@ class _Lowering:
         codes, sw = weight_codes(torch.from_numpy(self.sd[n.params["weight"]]).float())
         return codes, sw
 
+    @staticmethod
+    def _gemm_weights(codes: np.ndarray, n: int) -> np.ndarray:
+        """row-major for N = 1 (odl_i8_gemm's dot products), packed in groups of 8 channels otherwise"""
+        return codes if n == 1 else pack_gemm(codes)
+
     # -- ops --
     def conv2d(self, n):
         if "dh" in n.attrs or n.attrs.get("groups", 1) != 1:
@@ -135,7 +150,7 @@ class _Lowering:
             self.P.call("odl_i8_im2col", n.name, src, [x.name], x=Ref("t", x.name), cols=Ref("t", src), c=c, h=h,
                         w=w, kh=at["kh"], kw=at["kw"], sh=at["sh"], sw=at["sw"], pt=at["pt"], pl=at["pl"], ho=ho,
                         wo=wo, pad=x.zp)
-        self.P.call("odl_i8_gemm", n.name, t.name, [src], wt=self.P.const(f"{n.name}_w", codes.reshape(m, k)),
+        self.P.call("odl_i8_gemm", n.name, t.name, [src], wt=self.P.const(f"{n.name}_w", self._gemm_weights(codes.reshape(m, k), ho * wo)),
                     a=Ref("t", src), y=Ref("t", t.name), bias=bias, mult=mult, m=m, n=ho * wo, k=k, zp=t.zp, lo=lo,
                     hi=hi)
         self.done.update(nd.name for nd in chain)
@@ -157,7 +172,7 @@ class _Lowering:
             _refuse(n, f"its input has shape {list(x.shape)} per sample; only flat [features] inputs are built")
         codes, sw = self.weights(n)
         t, bias, mult, lo, hi = self.requant(chain, x, codes, sw, fold_zp=True)
-        self.P.call("odl_i8_gemm", n.name, t.name, [x.name], wt=self.P.const(f"{n.name}_w", codes),
+        self.P.call("odl_i8_gemm", n.name, t.name, [x.name], wt=self.P.const(f"{n.name}_w", self._gemm_weights(codes, 1)),
                     a=Ref("t", x.name), y=Ref("t", t.name), bias=bias, mult=mult, m=codes.shape[0], n=1,
                     k=codes.shape[1], zp=t.zp, lo=lo, hi=hi)
         self.done.update(nd.name for nd in chain)
