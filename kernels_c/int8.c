@@ -9,6 +9,7 @@
 
 typedef int8_t i8x4_u __attribute__((vector_size(4), aligned(1)));   /* an unaligned 4-lane load */
 typedef int16_t i16x4_t __attribute__((vector_size(8)));
+typedef int16_t i16x4_u __attribute__((vector_size(8), aligned(1)));   /* 8 codes, unaligned */
 typedef int32_t i32x4_t __attribute__((vector_size(16)));
 typedef float f32x4_t __attribute__((vector_size(16)));
 
@@ -86,13 +87,25 @@ void odl_i8_im2col(void *args) {
     for (int oy = 0; oy < p->ho; oy++, col += p->wo) {
       int iy = oy * p->sh - p->pt + i;
       if (iy < 0 || iy >= p->h) {
-        for (int ox = 0; ox < p->wo; ox++) col[ox] = pad;
+        i8_fill(col, pad, p->wo);
         continue;
       }
-      const int8_t *xr = x + iy * p->w;
-      for (int ox = 0; ox < x0; ox++) col[ox] = pad;
-      for (int ox = x0; ox < x1; ox++) col[ox] = xr[ox * sw];
-      for (int ox = x1; ox < p->wo; ox++) col[ox] = pad;
+      const int8_t *xr = x + iy * p->w;   /* xr[ox * sw]: this tap of output ox, inside the image for ox in [x0, x1) */
+      i8_fill(col, pad, x0);
+      if (sw == 1) {
+        i8_copy(col + x0, xr + x0, x1 - x0);
+      } else {
+        int ox = x0;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        /* stride 2: 8 codes loaded as 4 int16 lanes, whose low bytes are the even codes (one narrowing); while the
+         * eighth code read, xr[2 * ox + 7], is still in the image row (column 2 * ox + 7 + t - pl < w) */
+        if (sw == 2)
+          for (; ox + 4 <= x1 && 2 * ox + 7 + t - p->pl < p->w; ox += 4)
+            *(i8x4_u *)(col + ox) = __builtin_convertvector(*(const i16x4_u *)(xr + 2 * ox), odl_i8x4_t);
+#endif
+        for (; ox < x1; ox++) col[ox] = xr[ox * sw];
+      }
+      i8_fill(col + x1, pad, p->wo - x1);
     }
   }
 }
@@ -323,7 +336,24 @@ void odl_i8_add(void *args) {
   const odl_i8_add_args_t *p = (const odl_i8_add_args_t *)args;
   int lo, hi;
   odl_split(p->n, &lo, &hi);
-  for (int i = lo; i < hi; i++) {
+  int i = lo;
+#if defined(__has_builtin) && __has_builtin(__builtin_elementwise_max) && __has_builtin(__builtin_elementwise_roundeven)
+  /* 4 lanes: each product kept apart from the add by a max with -inf (the identity on these finite values, which the
+   * compiler may not drop without no-NaNs math), as ODL_ROUNDED keeps the scalar ones */
+  const float ninf = -__builtin_inff(), l = (float)(p->lo - p->zp), h = (float)(p->hi - p->zp);
+  const f32x4_t nv = {ninf, ninf, ninf, ninf}, lv = {l, l, l, l}, hv = {h, h, h, h};
+  for (; i + 4 <= hi; i += 4) {
+    f32x4_t a = __builtin_convertvector(__builtin_convertvector(*(const i8x4_u *)(p->a + i), i32x4_t) - p->za,
+                                        f32x4_t) * p->sa;
+    f32x4_t b = __builtin_convertvector(__builtin_convertvector(*(const i8x4_u *)(p->b + i), i32x4_t) - p->zb,
+                                        f32x4_t) * p->sb;
+    f32x4_t v = (__builtin_elementwise_max(a, nv) + __builtin_elementwise_max(b, nv)) * p->inv;
+    v = __builtin_elementwise_min(__builtin_elementwise_max(v, lv), hv);
+    *(i8x4_u *)(p->y + i) = __builtin_convertvector(
+        __builtin_convertvector(__builtin_elementwise_roundeven(v), i32x4_t) + p->zp, odl_i8x4_t);
+  }
+#endif
+  for (; i < hi; i++) {
     float a = (float)(p->a[i] - p->za) * p->sa, b = (float)(p->b[i] - p->zb) * p->sb;
     ODL_ROUNDED(a);
     ODL_ROUNDED(b);

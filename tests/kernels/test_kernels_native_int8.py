@@ -72,6 +72,7 @@ CONV_CASES = [  # c, h, w, m, kh, kw, stride, pad
     (3, 5, 3, 9, 3, 3, (2, 2), (0, 0)),      # N = 2: single outputs
     (2, 3, 7, 8, 1, 3, (1, 1), (0, 1)),      # N = 21: units of 8 and 13
     (6, 4, 4, 12, 3, 3, (2, 2), (1, 1)),     # N = 4: one tile of 4; M = 12: a group of 8 and one of 4
+    (2, 5, 23, 6, 3, 3, (2, 2), (1, 1)),     # stride 2 over a wide odd row: the 8-codes-at-once gather and its end
 ]
 
 
@@ -137,10 +138,10 @@ def test_dwconv(lib, c, h, w, k, st, pad, cores):
 @pytest.mark.parametrize("cores", CORES)
 def test_add_is_torch_fake_quant_arithmetic(lib, cores):
     """(qa - za) * sa + (qb - zb) * sb, times 1 / s_out, each rounded to FP32 as torch computes a residual add of two
-    fake-quantized tensors; ReLU folded (lo = zp)"""
-    rng = np.random.default_rng(5)
-    n = 301
-    a, b = setup(rng, n), setup(rng, n)
+    fake-quantized tensors; ReLU folded (lo = zp); exhaustive over the codes, so that a product fused into the add
+    (one rounding fewer) shows"""
+    a, b = (g.ravel().astype(np.int8) for g in np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)))
+    a, b, n = a[:-3], b[:-3], a.size - 3       # every pair of codes (but 3: a tail past the 4 lanes)
     sa, sb, so = F32(0.031), F32(0.017), F32(0.04)
     inv = F32(1) / so
     y = np.zeros(n, np.int8)
