@@ -111,7 +111,7 @@ void odl_i8_im2col(void *args) {
 }
 
 static inline void i8_store(const odl_i8_gemm_args_t *p, int i, int j, int32_t acc) {
-  p->y[(size_t)i * p->n + j] = i8_requant(acc + p->bias[i], p->mult[i], p->zp, p->lo, p->hi);
+  p->y[(size_t)i * p->ldy + j] = i8_requant(acc + p->bias[i], p->mult[i], p->zp, p->lo, p->hi);
 }
 
 /* i8_requant in 4 lanes (the same operations: the product rounded to FP32 on its own, clamped, rounded half to even) */
@@ -132,21 +132,15 @@ static inline odl_i8x4_t i8_requant4(i32x4_t acc, float mult, int zp, int lo, in
 
 /* y[i, j .. j + 3] from channel i's 4 accumulators, stored as one word */
 static inline void i8_store4(const odl_i8_gemm_args_t *p, int i, int j, i32x4_t acc) {
-  *(i8x4_u *)(p->y + (size_t)i * p->n + j) = i8_requant4(acc + p->bias[i], p->mult[i], p->zp, p->lo, p->hi);
+  *(i8x4_u *)(p->y + (size_t)i * p->ldy + j) = i8_requant4(acc + p->bias[i], p->mult[i], p->zp, p->lo, p->hi);
 }
 
-/* 8 output channels (one packed group, wg[t * 8 + r]) x 4 * nv pixels (nv = 1 or 2, a constant once inlined): each
- * step of k loads the group's 8 weights (scalars) and the pixels' codes a word (4 lanes) at a time, widens each word
- * once and accumulates it times each weight into int32 lanes: 32 products per 2 words loaded. Rows past m (the zero
- * weights padding the last group) are computed and not stored. */
-static inline __attribute__((always_inline)) void i8_tile(const odl_i8_gemm_args_t *p, const int8_t *wg, int i, int j,
-                                                          const int nv) {
-  const int n = p->n, k = p->k;
-  const int8_t *a = p->a + j;
-  i32x4_t acc[2][8];
-  for (int h = 0; h < 2; h++)
-    for (int r = 0; r < 8; r++) acc[h][r] = (i32x4_t){0, 0, 0, 0};
-  for (int t = 0; t < k; t++, wg += 8, a += n) {
+/* acc += the steps [t0, t1) of k of one tile (i8_tile) */
+static inline __attribute__((always_inline)) void i8_steps(i32x4_t acc[2][8], const int8_t *wg, const int8_t *a, int n,
+                                                           int t0, int t1, const int nv) {
+  wg += (size_t)t0 * 8;
+  a += (size_t)t0 * n;
+  for (int t = t0; t < t1; t++, wg += 8, a += n) {
     int32_t c[8];
     for (int r = 0; r < 8; r++) c[r] = wg[r];
     for (int h = 0; h < nv; h++) {
@@ -154,6 +148,21 @@ static inline __attribute__((always_inline)) void i8_tile(const odl_i8_gemm_args
       for (int r = 0; r < 8; r++) acc[h][r] += v * c[r];
     }
   }
+}
+
+/* 8 output channels (one packed group, wg[t * 8 + r]) x 4 * nv pixels (nv = 1 or 2, a constant once inlined): each
+ * step of k loads the group's 8 weights (scalars) and the pixels' codes a word (4 lanes) at a time, widens each word
+ * once and accumulates it times each weight into int32 lanes: 32 products per 2 words loaded. The steps run from t0
+ * to k and then from 0 to t0 (integer sums: any order gives the same one): each core starts at its own step, so that
+ * cores working in step do not read the same L1 bank (the weights and pixels of one step) in the same cycle. Rows past
+ * m (the zero weights padding the last group) are computed and not stored. */
+static inline __attribute__((always_inline)) void i8_tile(const odl_i8_gemm_args_t *p, const int8_t *wg, int i, int j,
+                                                          int t0, const int nv) {
+  i32x4_t acc[2][8];
+  for (int h = 0; h < 2; h++)
+    for (int r = 0; r < 8; r++) acc[h][r] = (i32x4_t){0, 0, 0, 0};
+  i8_steps(acc, wg, p->a + j, p->n, t0, p->k, nv);
+  i8_steps(acc, wg, p->a + j, p->n, 0, t0, nv);
   const int rows = p->m - i;
 #pragma clang loop unroll(full)   /* constant indices into acc: it stays in registers */
   for (int h = 0; h < nv; h++)
@@ -190,15 +199,16 @@ void odl_i8_gemm(void *args) {
   }
   int nb = p->n >= 8 ? p->n / 8 : 1;   /* units of 8 channels x 8 pixels (the last of a group 4 to 15 pixels) */
   odl_split(((p->m + 7) / 8) * nb, &lo, &hi);
+  const int t0 = odl_core_id() % p->k;
   for (int u = lo; u < hi; u++) {
     int g = u / nb, b = u % nb, i = g * 8, l = b * 8, end = b == nb - 1 ? p->n : l + 8;
     const int8_t *wg = p->wt + (size_t)g * p->k * 8;
-    for (; l + 8 <= end; l += 8) i8_tile(p, wg, i, l, 2);
+    for (; l + 8 <= end; l += 8) i8_tile(p, wg, i, l, t0, 2);
     if (l + 4 <= end) {
-      i8_tile(p, wg, i, l, 1);
+      i8_tile(p, wg, i, l, t0, 1);
       l += 4;
     }
-    if (l < end) i8_tile(p, wg, i, end - 4, 1);
+    if (l < end) i8_tile(p, wg, i, end - 4, t0, 1);
   }
 }
 

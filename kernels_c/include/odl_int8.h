@@ -29,12 +29,14 @@ typedef struct { const int8_t *x; int8_t *cols; int c, h, w, kh, kw, sh, sw, pt,
   odl_i8_im2col_args_t;
 void odl_i8_im2col(void *args);
 
-/* odl_i8_gemm: y[i, j] = requant(sum_k wt[i, k] * a[k, j] + bias[i]) for i < m, j < n: a [K, N], y [M, N] (a conv:
- * M output channels, N output pixels, a = odl_i8_im2col's cols; a linear: N = 1). The weights wt[i, k] are row-major
+/* odl_i8_gemm: y[i, j] = requant(sum_k wt[i, k] * a[k, j] + bias[i]) for i < m, j < n: a [K, N], y [M, N] with rows
+ * ldy codes apart (a conv: M output channels, N output pixels, a = odl_i8_im2col's cols, ldy = N, or the image's
+ * pixels when N is a block of its output rows; a linear: N = 1). The weights wt[i, k] are row-major
  * [M, K] when N = 1, else packed in groups of 8 channels, [ceil(M / 8), K, 8] (wt[i, k] at ((i / 8) * K + k) * 8 +
  * i % 8, rows past M zero): a step of k reads its 8 weights from one place (odl.deploy.int8.lower.pack_gemm). The bias holds
  * the layer's bias at scale s_in * s_w[i] and -zp_in * sum_k wt[i, k] (the input's zero point, folded). */
-typedef struct { const int8_t *wt, *a; int8_t *y; const int32_t *bias; const float *mult; int m, n, k; int zp, lo, hi; }
+typedef struct { const int8_t *wt, *a; int8_t *y; const int32_t *bias; const float *mult; int m, n, k, ldy; int zp, lo,
+                 hi; }
   odl_i8_gemm_args_t;
 void odl_i8_gemm(void *args);
 

@@ -87,7 +87,8 @@ def predict_table(rows: list[dict]) -> str:
     """Markdown: what one odl_predict needs and costs. FP16 / FP32 (the training library's odl_predict, measure()):
     weights = the resident state (parameters, batch-norm statistics, control block; with --momentum 0 no optimizer
     state), working = its L2 buffers beyond the state, L1 = its tiles. int8: the constant weights (codes, int32
-    biases, FP32 multipliers) and the arena; no L1 tiles."""
+    biases, FP32 multipliers); the arena and the buffer each layer's constants are staged into, in L1 when they fit
+    (odl/deploy/int8/plan.py), else the arena in L2."""
     timed = any("predict_timed_cycles" in r for r in rows)
     out = ["| model | precision | weight bytes | working bytes (L2) | L1 tile bytes | total bytes | predict cycles |"
            + (" predict timed cycles |" if timed else ""),
@@ -95,7 +96,8 @@ def predict_table(rows: list[dict]) -> str:
     order = {"int8": 0, "fp16": 1, "fp32": 2}
     for r in sorted(rows, key=lambda r: (r["model"], order.get(r["precision"], 3))):
         if r["precision"] == "int8":
-            w, wk, l1 = r["weight_bytes"], r["arena_bytes"], 0
+            w, l1 = r["weight_bytes"], r.get("l1_bytes", 0)
+            wk = 0 if l1 else r["arena_bytes"]
         else:
             w, wk, l1 = r["state_bytes"], r["predict_bytes"] - r["state_bytes"], r["predict_l1_bytes"]
         out.append(f"| {Path(r['model']).name} | {r['precision']} | {w:,} | {wk:,} | {l1:,} | {w + wk + l1:,} | "

@@ -93,11 +93,37 @@ def test_conv_as_im2col_gemm(lib, case, cores):
     gb = (bias - zp_in * wflat.astype(np.int32).sum(1)).astype(np.int32)     # the input's zero point, folded
     packed = pack_gemm(wflat) if ho * wo > 1 else wflat      # odl_i8_gemm's layouts (odl_int8.h)
     run(lib, "i8_gemm", cores, wt=_p(packed), a=_p(cols), y=_p(y), bias=_p(gb), mult=_p(mult), m=m, n=ho * wo, k=k,
-        zp=zp, lo=lo, hi=hi)
+        ldy=ho * wo, zp=zp, lo=lo, hi=hi)
     acc = ref_conv_acc(x, wt, st, pad, zp_in) + bias[:, None, None]
     want = ref_requant(acc, mult, zp, lo, hi).reshape(m, -1)
     assert np.array_equal(y, want)
     assert len(np.unique(y)) > min(20, y.size // 3) and (y == lo).any()   # spread values, and the clamp is reached
+
+
+@pytest.mark.parametrize("cores", CORES)
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_conv_in_blocks_of_output_rows(lib, rows, cores):
+    """odl compile's im2col buffer bound (odl/deploy/int8/lower.py COLS_BYTES): im2col of output rows [oy0, oy0 + r)
+    (its top padding shifted by oy0 * stride, negative past the first block) and a gemm writing that block of the
+    output's rows (ldy = the image's pixels), block after block, give the whole conv"""
+    c, h, w, m, kh, kw, st, pad = 3, 9, 11, 12, 3, 3, (2, 2), (1, 1)
+    rng = np.random.default_rng(rows)
+    x, wt = setup(rng, (c, h, w)), setup(rng, (m, c, kh, kw), -127)
+    zp_in, zp, lo, hi = 11, -4, -128, 127
+    bias, mult = layer(rng, m)
+    ho, wo, k = (h + 2 * pad[0] - kh) // st[0] + 1, (w + 2 * pad[1] - kw) // st[1] + 1, c * kh * kw
+    wflat = np.ascontiguousarray(wt.reshape(m, k))
+    gb = (bias - zp_in * wflat.astype(np.int32).sum(1)).astype(np.int32)
+    packed, y = pack_gemm(wflat), np.zeros((m, ho * wo), np.int8)
+    for oy0 in range(0, ho, rows):
+        nr = min(rows, ho - oy0)
+        cols = np.zeros((k, nr * wo), np.int8)
+        run(lib, "i8_im2col", cores, x=_p(x), cols=_p(cols), c=c, h=h, w=w, kh=kh, kw=kw, sh=st[0], sw=st[1],
+            pt=pad[0] - oy0 * st[0], pl=pad[1], ho=nr, wo=wo, pad=zp_in)
+        run(lib, "i8_gemm", cores, wt=_p(packed), a=_p(cols), y=y.ctypes.data + oy0 * wo, bias=_p(gb), mult=_p(mult),
+            m=m, n=nr * wo, k=k, ldy=ho * wo, zp=zp, lo=lo, hi=hi)
+    acc = ref_conv_acc(x, wt, st, pad, zp_in) + bias[:, None, None]
+    assert np.array_equal(y, ref_requant(acc, mult, zp, lo, hi).reshape(m, -1))
 
 
 @pytest.mark.parametrize("cores", CORES)
@@ -107,7 +133,7 @@ def test_linear_gemm(lib, m, k, cores):
     w, xv = setup(rng, (m, k), -127), setup(rng, (1, k))
     bias, mult = layer(rng, m, 2e-3)
     y = np.zeros(m, np.int8)
-    run(lib, "i8_gemm", cores, wt=_p(w), a=_p(xv), y=_p(y), bias=_p(bias), mult=_p(mult), m=m, n=1, k=k, zp=-3,
+    run(lib, "i8_gemm", cores, wt=_p(w), a=_p(xv), y=_p(y), bias=_p(bias), mult=_p(mult), m=m, n=1, k=k, ldy=1, zp=-3,
         lo=-128, hi=127)
     acc = w.astype(np.int64) @ xv[0].astype(np.int64) + bias
     assert np.array_equal(y, ref_requant(acc, mult, -3, -128, 127))

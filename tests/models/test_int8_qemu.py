@@ -115,7 +115,8 @@ def test_int8_predict_under_the_timing_model(tmp_path):
     """odl.embed.bench --timed: the int8 bench app's marked odl_predict is one step of the timing model; its cycles
     are fewer than all harts' instructions (8 harts in parallel) and more than the critical path's instructions, and
     the bench's instruction-clock figure is that same step's instructions of all harts (within 1%: the two clocks
-    are read at slightly different places)."""
+    are read at slightly different places) plus the instructions of QEMU's stand-in DMA engine, which copies each
+    layer's constants into L1 (charged to no hart by the timing model, which times the transfers instead)."""
     from odl.embed.bench import measure_int8
     ck_path = tmp_path / "qat.pt"
     torch.manual_seed(0)
@@ -125,4 +126,7 @@ def test_int8_predict_under_the_timing_model(tmp_path):
     raw = json.loads((tmp_path / "timed" / "timing.json").read_text())
     assert raw["steps"] == 1 and raw["cycles"] == t
     assert raw["instructions_critical"] < t < raw["instructions_all_harts"]
-    assert abs(raw["instructions_all_harts"] - rep["predict_cycles"]) <= 0.01 * rep["predict_cycles"]
+    info = json.loads((tmp_path / "digits_cnn.py-DigitsCNN-int8" / "src" / "int8.json").read_text())
+    assert info["memory"] == "l1" and raw["dma"]["bytes"] == rep["weight_bytes"] > 0   # every constant staged once
+    copy = rep["predict_cycles"] - raw["instructions_all_harts"]
+    assert -0.01 * rep["predict_cycles"] <= copy <= 0.01 * rep["predict_cycles"] + 2 * raw["dma"]["bytes"]

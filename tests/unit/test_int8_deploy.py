@@ -88,6 +88,34 @@ def test_plan_never_overlaps_live_tensors(digits_ckpt):
     assert P.tensors["x"].offset >= 0 and P.tensors["view"].offset == P.tensors["getitem_12"].offset
 
 
+def test_placement_in_l1_with_staged_constants_or_in_l2(digits_ckpt, tmp_path):
+    """odl/deploy/int8/plan.py place: each node's constants at aligned offsets of one staging buffer (the largest
+    node's), staged before the node's first call; the generated C stages them by DMA and points the calls at the
+    copies (L1), or, when arena + buffer are over L1's budget, leaves the arena in L2 and the calls on the constants"""
+    from odl.deploy.int8.plan import place
+    from odl.deploy.int8.project import render
+    P, arena = program(DIGITS, (1, 8, 8), digits_ckpt[0])
+    ctx = dict(version="t", model=P.model, cores=8, checkpoint="qat.pt")
+    first = {c.node: i for i, c in reversed(list(enumerate(P.calls)))}
+    with_consts = {c.node for c in P.calls if any(getattr(v, "kind", "") == "c" for v in c.args.values())}
+    where = place(P, arena, 1 << 20)
+    assert where.l1 and set(where.before) == {first[n] for n in with_consts} and len(with_consts) >= 3
+    for names in where.before.values():
+        ends = [where.offsets[n] + P.consts[n].nbytes for n in names]
+        assert all(where.offsets[n] % 4 == 0 for n in names) and max(ends) <= where.stage_bytes
+        assert all(a <= where.offsets[b] for a, b in zip(ends, names[1:]))          # no two of a node overlap
+    (tmp_path / "l1").mkdir()
+    render(P, arena, where, ctx, tmp_path / "l1")
+    src = (tmp_path / "l1" / "odl_model.c").read_text()
+    assert src.count("odl_dma_start(") == sum(map(len, where.before.values())) and '".odl_l1"' in src
+    small = place(P, arena, arena + where.stage_bytes - 1)
+    assert not small.l1 and small.stage_bytes == 0 and not small.offsets
+    (tmp_path / "l2").mkdir()
+    render(P, arena, small, ctx, tmp_path / "l2")
+    src = (tmp_path / "l2" / "odl_model.c").read_text()
+    assert "odl_dma_start(" not in src and '".odl_arena"' in src and "odl_i8_stage" not in src
+
+
 def _compile(*args):
     return odl_main(["compile", *args])
 

@@ -30,7 +30,7 @@ class _Arena:
             return self.consts[v.name].ctypes.data
         if v.kind == "logits":
             return self.logits.ctypes.data
-        return self.mem.ctypes.data + self.P.tensors[v.name].offset
+        return self.mem.ctypes.data + self.P.tensors[v.name].offset + v.off
 
     def call(self, c, cores: int) -> None:
         from odl.ir.kernel_structs import ctypes_struct

@@ -26,6 +26,7 @@ F32 = np.float32
 SUPPORTED = ("conv2d", "dwconv2d", "linear", "batchnorm", "bias", "relu", "relu6", "add", "maxpool", "avgpool",
              "view", "flatten", "dropout")
 I32_LIMIT = 2 ** 31 - 1
+COLS_BYTES = 16384   # a conv's im2col buffer at most (a block of its output rows at a time; one row if it is larger)
 
 
 def pack_gemm(codes: np.ndarray) -> np.ndarray:
@@ -144,15 +145,23 @@ class _Lowering:
         c, h, w = x.shape
         m, ho, wo = t.shape
         k = c * at["kh"] * at["kw"]
-        src = x.name                       # a 1x1 conv of stride 1 without padding: x [C, H * W] is its own cols
-        if (at["kh"], at["kw"], at["sh"], at["sw"], at["pt"], at["pl"]) != (1, 1, 1, 1, 0, 0):
-            src = self.P.tensor(f"{n.name}_cols", (k, ho * wo)).name
-            self.P.call("odl_i8_im2col", n.name, src, [x.name], x=Ref("t", x.name), cols=Ref("t", src), c=c, h=h,
-                        w=w, kh=at["kh"], kw=at["kw"], sh=at["sh"], sw=at["sw"], pt=at["pt"], pl=at["pl"], ho=ho,
-                        wo=wo, pad=x.zp)
-        self.P.call("odl_i8_gemm", n.name, t.name, [src], wt=self.P.const(f"{n.name}_w", self._gemm_weights(codes.reshape(m, k), ho * wo)),
-                    a=Ref("t", src), y=Ref("t", t.name), bias=bias, mult=mult, m=m, n=ho * wo, k=k, zp=t.zp, lo=lo,
-                    hi=hi)
+        wt = self.P.const(f"{n.name}_w", self._gemm_weights(codes.reshape(m, k), ho * wo))
+        gemm = dict(wt=wt, bias=bias, mult=mult, m=m, k=k, ldy=ho * wo, zp=t.zp, lo=lo, hi=hi)
+        if (at["kh"], at["kw"], at["sh"], at["sw"], at["pt"], at["pl"]) == (1, 1, 1, 1, 0, 0):
+            # a 1x1 conv of stride 1 without padding: x [C, H * W] is its own cols
+            self.P.call("odl_i8_gemm", n.name, t.name, [x.name], a=Ref("t", x.name), y=Ref("t", t.name),
+                        n=ho * wo, **gemm)
+        else:
+            # im2col and gemm a block of output rows at a time, cols of at most COLS_BYTES (or one row)
+            rows = max(1, min(ho, COLS_BYTES // (k * wo)))
+            src = self.P.tensor(f"{n.name}_cols", (k, rows * wo)).name
+            for oy0 in range(0, ho, rows):
+                nr = min(rows, ho - oy0)
+                self.P.call("odl_i8_im2col", n.name, src, [x.name], x=Ref("t", x.name), cols=Ref("t", src), c=c,
+                            h=h, w=w, kh=at["kh"], kw=at["kw"], sh=at["sh"], sw=at["sw"], pt=at["pt"] - oy0 * at["sh"],
+                            pl=at["pl"], ho=nr, wo=wo, pad=x.zp)
+                self.P.call("odl_i8_gemm", n.name, t.name, [src], a=Ref("t", src), y=Ref("t", t.name, oy0 * wo),
+                            n=nr * wo, **gemm)
         self.done.update(nd.name for nd in chain)
 
     def dwconv2d(self, n):
@@ -172,9 +181,9 @@ class _Lowering:
             _refuse(n, f"its input has shape {list(x.shape)} per sample; only flat [features] inputs are built")
         codes, sw = self.weights(n)
         t, bias, mult, lo, hi = self.requant(chain, x, codes, sw, fold_zp=True)
-        self.P.call("odl_i8_gemm", n.name, t.name, [x.name], wt=self.P.const(f"{n.name}_w", self._gemm_weights(codes, 1)),
-                    a=Ref("t", x.name), y=Ref("t", t.name), bias=bias, mult=mult, m=codes.shape[0], n=1,
-                    k=codes.shape[1], zp=t.zp, lo=lo, hi=hi)
+        self.P.call("odl_i8_gemm", n.name, t.name, [x.name],
+                    wt=self.P.const(f"{n.name}_w", self._gemm_weights(codes, 1)), a=Ref("t", x.name), y=Ref("t", t.name), bias=bias, mult=mult, m=codes.shape[0], n=1,
+                    k=codes.shape[1], ldy=1, zp=t.zp, lo=lo, hi=hi)
         self.done.update(nd.name for nd in chain)
 
     def add(self, n):

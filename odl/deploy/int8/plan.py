@@ -3,7 +3,9 @@
 free over its life (first fit, largest first)."""
 from __future__ import annotations
 
-from odl.deploy.int8.program import Int8Program
+from dataclasses import dataclass, field
+
+from odl.deploy.int8.program import Int8Program, Ref
 
 ALIGN = 4
 
@@ -38,3 +40,42 @@ def plan(P: Int8Program) -> int:
         if t.alias:
             t.offset = P.tensors[P.root(t.name)].offset
     return max((o + z for _, _, o, z in placed), default=0)
+
+
+@dataclass
+class Placement:
+    """Where the program's memory lives (odl_model.c). In L1 when the arena and the staging buffer fit beside the
+    stacks: the kernels then read and write L1 only, as the training library's tiles do, and hart 0 copies each
+    layer's constants (weights, biases, multipliers: resident in L2 / flash) into the staging buffer by DMA before
+    the layer's first call. Otherwise the arena is in L2 and the kernels read the constants where they are."""
+    l1: bool
+    stage_bytes: int                                   # the staging buffer (0 when not in L1)
+    offsets: dict = field(default_factory=dict)        # constant -> its offset in the staging buffer
+    before: dict = field(default_factory=dict)         # call index -> the constants staged before it
+    budget: int = 0                                    # L1 beside the stacks
+
+
+def place(P: Int8Program, arena_bytes: int, l1_budget: int) -> Placement:
+    """Each graph node's constants (in the order its calls name them) at 4-byte aligned offsets from 0 of one staging
+    buffer, as large as the largest node's; in L1 when arena (16-byte aligned) + buffer <= l1_budget."""
+    offsets, before, size, seen = {}, {}, 0, set()
+    runs = [c.node for i, c in enumerate(P.calls) if i == 0 or P.calls[i - 1].node != c.node]
+    assert len(runs) == len(set(runs)), "int8 program: a node's calls are not contiguous (its staged constants)"
+    for i, c in enumerate(P.calls):
+        if c.node in seen:
+            continue
+        seen.add(c.node)
+        names = []
+        for d in P.calls[i:]:
+            if d.node != c.node:
+                break
+            names += [v.name for v in d.args.values() if isinstance(v, Ref) and v.kind == "c" and v.name not in names]
+        off = 0
+        for n in names:
+            offsets[n] = off
+            off += -(-P.consts[n].nbytes // ALIGN) * ALIGN
+        if names:
+            before[i] = names
+        size = max(size, off)
+    l1 = -(-arena_bytes // 16) * 16 + size <= l1_budget
+    return Placement(l1, size if l1 else 0, offsets if l1 else {}, before if l1 else {}, l1_budget)

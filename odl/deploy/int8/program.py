@@ -36,6 +36,7 @@ class Call:
 class Ref:
     kind: str                 # "t": a tensor in the arena, "c": a constant, "logits": odl_predict's argument
     name: str
+    off: int = 0              # bytes past the tensor's start (a block of a conv's output rows)
 
 
 @dataclass

@@ -40,27 +40,32 @@ def _const(name: str, a: np.ndarray) -> dict:
             "text": "\n".join("  " + ln for ln in lines) or "  0"}
 
 
-def _field(P: Int8Program, v) -> str:
+def _field(P: Int8Program, v, where) -> str:
     if isinstance(v, Ref):
         if v.kind == "c":
+            if v.name in where.offsets:       # the copy in L1 that odl_predict stages before the layer's calls
+                return f"(const {_CTYPE[P.consts[v.name].dtype.name]} *)(odl_i8_stage + {where.offsets[v.name]})"
             return v.name
         if v.kind == "logits":
             return "0"
         t = P.tensors[v.name]
-        return f"({'float' if t.dtype == 'f32' else 'int8_t'} *)(odl_i8_arena + {t.offset})"
+        return f"({'float' if t.dtype == 'f32' else 'int8_t'} *)(odl_i8_arena + {t.offset + v.off})"
     return _cf(v) if isinstance(v, float) else str(int(v))
 
 
-def render(P: Int8Program, arena_bytes: int, ctx: dict, out_src: Path) -> None:
+def render(P: Int8Program, arena_bytes: int, where, ctx: dict, out_src: Path) -> None:
     from odl.resident import codegen_env
     env = codegen_env()
     calls = [{"kernel": c.kernel, "type": c.kernel + "_args_t", "node": c.node,
-              "fields": ", ".join(f".{k} = {_field(P, v)}" for k, v in c.args.items())} for c in P.calls]
+              "fields": ", ".join(f".{k} = {_field(P, v, where)}" for k, v in c.args.items()),
+              "stage": [{"name": n, "off": where.offsets[n], "bytes": P.consts[n].nbytes}
+                        for n in where.before.get(i, [])]} for i, c in enumerate(P.calls)]
     norm = P.normalize or {"mean": [0.0], "std": [1.0]}
     shape = P.tensors[P.input].shape
     plane = int(np.prod(shape[1:])) if len(norm["mean"]) > 1 else int(np.prod(shape))
     inp = P.tensors[P.input]
     mctx = dict(ctx, calls=calls, consts=[_const(k, a) for k, a in P.consts.items()], arena_bytes=max(arena_bytes, 4),
+                l1=where.l1, stage_bytes=where.stage_bytes, l1_budget=where.budget,
                 weight_bytes=P.weight_bytes(), tensors=list(P.tensors.values()), notes=P.notes,
                 norm_mean=[_cf(v) for v in norm["mean"]], norm_std=[_cf(v) for v in norm["std"]], norm_plane=plane,
                 input_offset=inp.offset, input_size=int(np.prod(shape)), sample_shape="x".join(map(str, shape)),
@@ -68,7 +73,8 @@ def render(P: Int8Program, arena_bytes: int, ctx: dict, out_src: Path) -> None:
     (out_src / "odl.h").write_text(env.get_template("int8/odl.h.j2").render(**mctx))
     (out_src / "odl_model.c").write_text(env.get_template("int8/model.c.j2").render(**mctx))
     info = {"model": P.model, "checkpoint": ctx["checkpoint"], "weight_bytes": P.weight_bytes(),
-            "arena_bytes": arena_bytes, "notes": P.notes,
+            "arena_bytes": arena_bytes, "memory": "l1" if where.l1 else "l2", "stage_bytes": where.stage_bytes,
+            "notes": P.notes,
             "tensors": {t.name: {"shape": list(t.shape), "scale": t.scale, "zp": t.zp, "dtype": t.dtype,
                                  "offset": t.offset} for t in P.tensors.values()},
             "input": P.input, "output": P.output, "calls": [[c.kernel, c.node] for c in P.calls]}
@@ -103,7 +109,8 @@ def makefile_ctx(target, cores: int, model: str, files) -> dict:
                 flash_sources=[], qemu=q, qemu_extra=" ".join(shlex.quote(a) for a in q.extra) if q else "")
 
 
-def write_project(P: Int8Program, arena_bytes: int, out: Path, target, cores: int, checkpoint: str) -> list[str]:
+def write_project(P: Int8Program, arena_bytes: int, where, out: Path, target, cores: int,
+                  checkpoint: str) -> list[str]:
     from odl.deploy.compile import _env, write_project_dir
 
     def fill(tmp: Path) -> None:
@@ -112,7 +119,7 @@ def write_project(P: Int8Program, arena_bytes: int, out: Path, target, cores: in
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, tmp / rel)
         (tmp / "src").mkdir()
-        render(P, arena_bytes, dict(version=__version__, model=P.model, cores=cores,
+        render(P, arena_bytes, where, dict(version=__version__, model=P.model, cores=cores,
                                     checkpoint=Path(checkpoint).name), tmp / "src")
         (tmp / "Makefile").write_text(_env().get_template("Makefile.j2").render(
             **makefile_ctx(target, cores, P.model, files)))
@@ -124,7 +131,8 @@ def compile_int8(model_spec: str, out_dir: str | Path, init: str | None, target_
     """The int8 project of a QAT checkpoint; returns its figures (weight and arena bytes, calls, notes)."""
     from odl.deploy.compile import check_out_dir
     from odl.deploy.int8.lower import lower
-    from odl.deploy.int8.plan import plan
+    from odl.deploy.int8.plan import place, plan
+    from odl.tile.memory import hierarchy_of
     from odl.deploy.int8.qat_checkpoint import read
     from odl.frontend.trace import default_input_shape, load_model, parse_shape
     from odl.pipeline import prepare
@@ -143,11 +151,15 @@ def compile_int8(model_spec: str, out_dir: str | Path, init: str | None, target_
     ck = read(init, prep.model, prep.name)
     P = lower(prep.graph, prep.model, ck, prep.name)
     arena = plan(P)
-    listing = write_project(P, arena, out, target, cores, init)
-    log(f"odl compile --deploy int8 {prep.name}: {len(P.calls)} kernel calls; weights {P.weight_bytes()} B, arena "
-        f"{arena} B; wrote {out} ({len(listing)} files)")
+    where = place(P, arena, hierarchy_of(target).l1_data_bytes)
+    listing = write_project(P, arena, where, out, target, cores, init)
+    mem = (f"arena {arena} B and a {where.stage_bytes} B buffer for each layer's constants in L1" if where.l1 else
+           f"arena {arena} B in L2 (with the constants' staging buffer it is over the {where.budget} B of L1 beside "
+           f"the stacks: the kernels read L2, whose latency the timing model does not charge)")
+    log(f"odl compile --deploy int8 {prep.name}: {len(P.calls)} kernel calls; weights {P.weight_bytes()} B, {mem}; "
+        f"wrote {out} ({len(listing)} files)")
     for n in P.notes:
         log(f"note: {n}")
     log(f"build: make -C {out}    run: make -C {out} run")
-    return {"weight_bytes": P.weight_bytes(), "arena_bytes": arena, "calls": len(P.calls), "notes": P.notes,
-            "files": listing}
+    return {"weight_bytes": P.weight_bytes(), "arena_bytes": arena, "memory": "l1" if where.l1 else "l2",
+            "stage_bytes": where.stage_bytes, "calls": len(P.calls), "notes": P.notes, "files": listing}
