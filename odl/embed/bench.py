@@ -90,7 +90,7 @@ def predict_table(rows: list[dict]) -> str:
     biases, FP32 multipliers); the arena and the buffer each layer's constants are staged into, in L1 when they fit
     (odl/deploy/int8/plan.py), else the arena in L2."""
     timed = any("predict_timed_cycles" in r for r in rows)
-    out = ["| model | precision | weight bytes | working bytes (L2) | L1 tile bytes | total bytes | predict cycles |"
+    out = ["| model | precision | weight bytes | working bytes (L2) | L1 bytes | total bytes | predict cycles |"
            + (" predict timed cycles |" if timed else ""),
            "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if timed else "")]
     order = {"int8": 0, "fp16": 1, "fp32": 2}
