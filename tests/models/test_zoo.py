@@ -44,11 +44,13 @@ def test_unknown_zoo_name():
 
 
 # Measured on rv32-cluster (docs/frontend.md "Measured on the zoo"), --train auto with --frozen auto: the input each
-# validates at in FP16 (at 2x3x64x64 ShuffleNet-V2 and MNASNet fail a few gradients at 2-3x PyTorch's own FP16
-# error, a conditioning artefact that 96x96 removes), and the ones that do not validate yet, with why.
-FP16_SHAPE = {"torchvision:shufflenet_v2_x0_5": "2x3x96x96", "torchvision:mnasnet0_5": "2x3x96x96"}
-FP16_FAILS = {"timm:ghostnet_050": "4 of 911 batch-norm bias gradients of 4-12 values that nearly cancel, at "
-                                   "2.1-2.2x PyTorch's own FP16 error"}
+# validates at in FP16 (at 2x3x64x64 ShuffleNet-V2, MNASNet and GhostNet fail a few gradients at 2-3x PyTorch's own
+# FP16 error, a conditioning artefact that 96x96 removes: GhostNet's last stage normalises 2x2 maps of 2 samples,
+# 8 values a channel), and the ones that do not validate yet, with why.
+FP16_SHAPE = {"torchvision:shufflenet_v2_x0_5": "2x3x96x96", "torchvision:mnasnet0_5": "2x3x96x96",
+              "timm:ghostnet_050": "2x3x96x96"}
+FP16_FAILS = {"timm:ghostnet_050": "1 of 817 at seed 0: blocks.3.0.bn_dw.bias (36 values) at 2.18x PyTorch's own "
+                                   "FP16 error; seeds 1 and 2 pass (docs/frontend.md)"}
 FP32_FAILS: dict = {}   # none since FP32 batch norm and matmuls sum as accurately as PyTorch's (docs/frontend.md)
 
 

@@ -153,7 +153,8 @@ def compile_int8(model_spec: str, out_dir: str | Path, init: str | None, target_
     arena = plan(P)
     where = place(P, arena, hierarchy_of(target).l1_data_bytes)
     listing = write_project(P, arena, where, out, target, cores, init)
-    mem = (f"arena {arena} B and a {where.stage_bytes} B buffer for each layer's constants in L1" if where.l1 else
+    mem = (f"arena {arena} B and a {where.stage_bytes} B staging buffer (each layer's constants, copied in by DMA) in "
+           f"L1" if where.l1 else
            f"arena {arena} B in L2 (with the constants' staging buffer it is over the {where.budget} B of L1 beside "
            f"the stacks: the kernels read L2, whose latency the timing model does not charge)")
     log(f"odl compile --deploy int8 {prep.name}: {len(P.calls)} kernel calls; weights {P.weight_bytes()} B, {mem}; "
