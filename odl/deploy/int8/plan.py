@@ -1,6 +1,7 @@
 """Arena offsets of an Int8Program's tensors: each lives from the call that writes it to the last call that reads it
 (the FP32 input from odl_predict's normalisation to the quantization), and takes the lowest 4-byte aligned offset
-free over its life (first fit, largest first)."""
+free over its life (first fit, largest first); then where the arena lives (place: L1 with a staging buffer for each
+layer's constants when both fit beside the stacks, else L2)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
