@@ -90,6 +90,25 @@ def test_digits_cnn_int8_agrees_with_fake_quant_model(tmp_path):
 
 
 @needs_qemu
+def test_int8_from_l2_gives_the_l1_layouts_logits(tmp_path):
+    """A model whose arena and staging buffer do not fit L1 keeps the arena in L2 and reads the constants in place
+    (no DMA): forced here with an L1 budget of 0, the same codes as the L1 layout, bit for bit"""
+    ck_path = tmp_path / "qat.pt"
+    torch.manual_seed(0)
+    xn, _, norm = qat_checkpoints.make(DigitsCNN(), ck_path, float_steps=5, qat_steps=3)
+    x_raw = (xn[:4] * norm["std"][0] + norm["mean"][0]).numpy().astype(np.float32)
+    out = {}
+    for name, budget in (("l1", None), ("l2", 0)):
+        info = compile_int8(f"{MODELS / 'digits_cnn.py'}:DigitsCNN", tmp_path / name, str(ck_path),
+                            log=lambda *a: None, l1_budget=budget)
+        assert info["memory"] == name and (info["stage_bytes"] > 0) == (name == "l1")
+        (tmp_path / name / "x").mkdir()
+        out[name] = run_device(tmp_path / name, x_raw, tmp_path / name / "x")
+    assert "odl_dma_start" not in (tmp_path / "l2" / "src" / "odl_model.c").read_text()
+    assert np.array_equal(out["l1"].view(np.uint32), out["l2"].view(np.uint32))
+
+
+@needs_qemu
 def test_dscnn_int8_device_equals_host_build(tmp_path):
     """DS-CNN (QAT a few steps on random data): the target's kernels (the depthwise blocks of whole planes, the gemm
     and pooling in RVV) give the host build's logits bit for bit, 4 samples"""

@@ -127,8 +127,10 @@ def write_project(P: Int8Program, arena_bytes: int, where, out: Path, target, co
 
 
 def compile_int8(model_spec: str, out_dir: str | Path, init: str | None, target_name: str = "rv32-cluster",
-                 cores: int = 8, input_shape: str | None = None, force: bool = False, log=print) -> dict:
-    """The int8 project of a QAT checkpoint; returns its figures (weight and arena bytes, calls, notes)."""
+                 cores: int = 8, input_shape: str | None = None, force: bool = False, log=print,
+                 l1_budget: int | None = None) -> dict:
+    """The int8 project of a QAT checkpoint; returns its figures (weight and arena bytes, calls, notes). l1_budget:
+    the L1 bytes the arena and staging buffer may take (default: the target's L1 beside the stacks)."""
     from odl.deploy.compile import check_out_dir
     from odl.deploy.int8.lower import lower
     from odl.deploy.int8.plan import place, plan
@@ -151,7 +153,7 @@ def compile_int8(model_spec: str, out_dir: str | Path, init: str | None, target_
     ck = read(init, prep.model, prep.name)
     P = lower(prep.graph, prep.model, ck, prep.name)
     arena = plan(P)
-    where = place(P, arena, hierarchy_of(target).l1_data_bytes)
+    where = place(P, arena, hierarchy_of(target).l1_data_bytes if l1_budget is None else l1_budget)
     listing = write_project(P, arena, where, out, target, cores, init)
     mem = (f"arena {arena} B and a {where.stage_bytes} B staging buffer (each layer's constants, copied in by DMA) in "
            f"L1" if where.l1 else
