@@ -152,10 +152,10 @@ static inline __attribute__((always_inline)) void i8_steps(i32x4_t acc[2][8], co
 
 /* 8 output channels (one packed group, wg[t * 8 + r]) x 4 * nv pixels (nv = 1 or 2, a constant once inlined): each
  * step of k loads the group's 8 weights (scalars) and the pixels' codes a word (4 lanes) at a time, widens each word
- * once and accumulates it times each weight into int32 lanes: 32 products per 2 words loaded. The steps run from t0
- * to k and then from 0 to t0 (integer sums: any order gives the same one): each core starts at its own step, so that
- * cores working in step do not read the same L1 bank (the weights and pixels of one step) in the same cycle. Rows past
- * m (the zero weights padding the last group) are computed and not stored. */
+ * once and accumulates it times each weight into int32 lanes: 64 products per 8 weights and 2 words loaded (nv = 2).
+ * The steps run from t0 to k and then from 0 to t0 (integer sums: any order gives the same one): each core starts at
+ * its own step, so that cores working in step do not read the same L1 bank (the weights and pixels of one step) in
+ * the same cycle. Rows past m (the zero weights padding the last group) are computed and not stored. */
 static inline __attribute__((always_inline)) void i8_tile(const odl_i8_gemm_args_t *p, const int8_t *wg, int i, int j,
                                                           int t0, const int nv) {
   i32x4_t acc[2][8];
