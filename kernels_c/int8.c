@@ -272,18 +272,11 @@ static void i8_dw_rows(const odl_i8_dwconv_args_t *p) {
  * image; then kw + 3 codes of slack that the last positions' taps read (for results that are thrown away) */
 static void i8_dw_pad(int8_t *xp, const int8_t *x, int h, int w, int iy0, int nr, int wp, int pl, int kw, int8_t zp) {
   int a = pl < wp ? pl : wp, b = pl + w < wp ? pl + w : wp;   /* the image's columns: [a, b) */
+  i8_fill(xp, zp, nr * wp + kw + 3);   /* the zero point everywhere (one pass of words), then the image's rows */
   for (int r = 0; r < nr; r++) {
     int iy = iy0 + r;
-    int8_t *q = xp + r * wp;
-    if (iy < 0 || iy >= h) {
-      i8_fill(q, zp, wp);
-      continue;
-    }
-    i8_fill(q, zp, a);
-    i8_copy(q + a, x + iy * w - pl + a, b - a);
-    i8_fill(q + b, zp, wp - b);
+    if (iy >= 0 && iy < h) i8_copy(xp + r * wp + a, x + iy * w - pl + a, b - a);
   }
-  i8_fill(xp + nr * wp, zp, kw + 3);
 }
 
 /* yp[j .. j + 3] for j < n (n rounded up to 4): the taps of [kh, kw] (constants once inlined for 3 x 3, so the weights
