@@ -114,15 +114,28 @@ static inline void i8_store(const odl_i8_gemm_args_t *p, int i, int j, int32_t a
   p->y[(size_t)i * p->ldy + j] = i8_requant(acc + p->bias[i], p->mult[i], p->zp, p->lo, p->hi);
 }
 
-/* i8_requant in 4 lanes (the same operations: the product rounded to FP32 on its own, clamped, rounded half to even) */
-static inline odl_i8x4_t i8_requant4(i32x4_t acc, float mult, int zp, int lo, int hi) {
-#if defined(__has_builtin) && __has_builtin(__builtin_elementwise_min) && __has_builtin(__builtin_elementwise_roundeven)
-  float l = (float)(lo - zp), h = (float)(hi - zp);
-  f32x4_t v = __builtin_convertvector(acc, f32x4_t) * mult;
-  v = __builtin_elementwise_min(__builtin_elementwise_max(v, (f32x4_t){l, l, l, l}), (f32x4_t){h, h, h, h});
-  /* round half to even and convert in one instruction on RVV (vfcvt.x.f.v under round-to-nearest-even) */
+#if defined(__has_builtin) && __has_builtin(__builtin_elementwise_min) && __has_builtin(__builtin_elementwise_max) && \
+    __has_builtin(__builtin_elementwise_roundeven)
+#define I8_LANES4 1   /* the 4-lane requantizations below; else their scalar loops */
+/* i8_code's clamp bounds [lo - zp, hi - zp] in 4 lanes (outside a loop that codes many vectors) */
+static inline f32x4_t i8_bound4(int b, int zp) {
+  float f = (float)(b - zp);
+  return (f32x4_t){f, f, f, f};
+}
+
+/* i8_code in 4 lanes: v (each lane already rounded to FP32 on its own) clamped to [l, h] (i8_bound4), rounded half to
+ * even and converted in one instruction on RVV (vfcvt.x.f.v under round-to-nearest-even), plus zp */
+static inline odl_i8x4_t i8_code4(f32x4_t v, f32x4_t l, f32x4_t h, int zp) {
+  v = __builtin_elementwise_min(__builtin_elementwise_max(v, l), h);
   return __builtin_convertvector(__builtin_convertvector(__builtin_elementwise_roundeven(v), i32x4_t) + zp,
                                  odl_i8x4_t);
+}
+#endif
+
+/* i8_requant in 4 lanes (the same operations: the product rounded to FP32 on its own, clamped, rounded half to even) */
+static inline odl_i8x4_t i8_requant4(i32x4_t acc, float mult, int zp, int lo, int hi) {
+#ifdef I8_LANES4
+  return i8_code4(__builtin_convertvector(acc, f32x4_t) * mult, i8_bound4(lo, zp), i8_bound4(hi, zp), zp);
 #else
   odl_i8x4_t q;
   for (int l = 0; l < 4; l++) q[l] = i8_requant(acc[l], mult, zp, lo, hi);
@@ -340,20 +353,18 @@ void odl_i8_add(void *args) {
   int lo, hi;
   odl_split(p->n, &lo, &hi);
   int i = lo;
-#if defined(__has_builtin) && __has_builtin(__builtin_elementwise_max) && __has_builtin(__builtin_elementwise_roundeven)
+#ifdef I8_LANES4
   /* 4 lanes: each product kept apart from the add by a max with -inf (the identity on these finite values, which the
    * compiler may not drop without no-NaNs math), as ODL_ROUNDED keeps the scalar ones */
-  const float ninf = -__builtin_inff(), l = (float)(p->lo - p->zp), h = (float)(p->hi - p->zp);
-  const f32x4_t nv = {ninf, ninf, ninf, ninf}, lv = {l, l, l, l}, hv = {h, h, h, h};
+  const float ninf = -__builtin_inff();
+  const f32x4_t nv = {ninf, ninf, ninf, ninf}, lv = i8_bound4(p->lo, p->zp), hv = i8_bound4(p->hi, p->zp);
   for (; i + 4 <= hi; i += 4) {
     f32x4_t a = __builtin_convertvector(__builtin_convertvector(*(const i8x4_u *)(p->a + i), i32x4_t) - p->za,
                                         f32x4_t) * p->sa;
     f32x4_t b = __builtin_convertvector(__builtin_convertvector(*(const i8x4_u *)(p->b + i), i32x4_t) - p->zb,
                                         f32x4_t) * p->sb;
     f32x4_t v = (__builtin_elementwise_max(a, nv) + __builtin_elementwise_max(b, nv)) * p->inv;
-    v = __builtin_elementwise_min(__builtin_elementwise_max(v, lv), hv);
-    *(i8x4_u *)(p->y + i) = __builtin_convertvector(
-        __builtin_convertvector(__builtin_elementwise_roundeven(v), i32x4_t) + p->zp, odl_i8x4_t);
+    *(i8x4_u *)(p->y + i) = i8_code4(v, lv, hv, p->zp);
   }
 #endif
   for (; i < hi; i++) {
