@@ -33,10 +33,10 @@ void odl_i8_im2col(void *args);
  * ldy codes apart (a conv: M output channels, N output pixels, a = odl_i8_im2col's cols, ldy = N, or the image's
  * pixels when N is a block of its output rows; a linear: N = 1). The weights wt[i, k] are row-major
  * [M, K] when N = 1, else packed in groups of 8 channels, [ceil(M / 8), K, 8] (wt[i, k] at ((i / 8) * K + k) * 8 +
- * i % 8, rows past M zero): a step of k reads its 8 weights from one place (odl.deploy.int8.lower.pack_gemm). The bias holds
- * the layer's bias at scale s_in * s_w[i] and -zp_in * sum_k wt[i, k] (the input's zero point, folded). */
-typedef struct { const int8_t *wt, *a; int8_t *y; const int32_t *bias; const float *mult; int m, n, k, ldy; int zp, lo,
-                 hi; }
+ * i % 8, rows past M zero): a step of k reads its 8 weights from one place (odl.deploy.int8.lower.pack_gemm). The
+ * bias holds the layer's bias at scale s_in * s_w[i] and -zp_in * sum_k wt[i, k] (the input's zero point, folded). */
+typedef struct { const int8_t *wt, *a; int8_t *y; const int32_t *bias; const float *mult; int m, n, k, ldy;
+                 int zp, lo, hi; }
   odl_i8_gemm_args_t;
 void odl_i8_gemm(void *args);
 

@@ -182,8 +182,9 @@ class _Lowering:
         codes, sw = self.weights(n)
         t, bias, mult, lo, hi = self.requant(chain, x, codes, sw, fold_zp=True)
         self.P.call("odl_i8_gemm", n.name, t.name, [x.name],
-                    wt=self.P.const(f"{n.name}_w", self._gemm_weights(codes, 1)), a=Ref("t", x.name), y=Ref("t", t.name), bias=bias, mult=mult, m=codes.shape[0], n=1,
-                    k=codes.shape[1], ldy=1, zp=t.zp, lo=lo, hi=hi)
+                    wt=self.P.const(f"{n.name}_w", self._gemm_weights(codes, 1)), a=Ref("t", x.name),
+                    y=Ref("t", t.name), bias=bias, mult=mult, m=codes.shape[0], n=1, k=codes.shape[1], ldy=1,
+                    zp=t.zp, lo=lo, hi=hi)
         self.done.update(nd.name for nd in chain)
 
     def add(self, n):

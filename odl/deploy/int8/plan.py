@@ -5,6 +5,7 @@ layer's constants when both fit beside the stacks, else L2)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import groupby
 
 from odl.deploy.int8.program import Int8Program, Ref
 
@@ -60,17 +61,14 @@ def place(P: Int8Program, arena_bytes: int, l1_budget: int) -> Placement:
     """Each graph node's constants (in the order its calls name them) at 4-byte aligned offsets from 0 of one staging
     buffer, as large as the largest node's; in L1 when arena (16-byte aligned) + buffer <= l1_budget."""
     offsets, before, size, seen = {}, {}, 0, set()
-    runs = [c.node for i, c in enumerate(P.calls) if i == 0 or P.calls[i - 1].node != c.node]
-    assert len(runs) == len(set(runs)), "int8 program: a node's calls are not contiguous (its staged constants)"
-    for i, c in enumerate(P.calls):
-        if c.node in seen:
-            continue
-        seen.add(c.node)
+    for node, run in groupby(enumerate(P.calls), key=lambda ic: ic[1].node):   # each node's calls, in order
+        assert node not in seen, "int8 program: a node's calls are not contiguous (its staged constants)"
+        seen.add(node)
+        run = list(run)
+        i = run[0][0]
         names = []
-        for d in P.calls[i:]:
-            if d.node != c.node:
-                break
-            names += [v.name for v in d.args.values() if isinstance(v, Ref) and v.kind == "c" and v.name not in names]
+        for _, c in run:
+            names += [v.name for v in c.args.values() if isinstance(v, Ref) and v.kind == "c" and v.name not in names]
         off = 0
         for n in names:
             offsets[n] = off

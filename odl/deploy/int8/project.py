@@ -134,11 +134,11 @@ def compile_int8(model_spec: str, out_dir: str | Path, init: str | None, target_
     from odl.deploy.compile import check_out_dir
     from odl.deploy.int8.lower import lower
     from odl.deploy.int8.plan import place, plan
-    from odl.tile.memory import hierarchy_of
     from odl.deploy.int8.qat_checkpoint import read
     from odl.frontend.trace import default_input_shape, load_model, parse_shape
     from odl.pipeline import prepare
     from odl.target.description import load_target
+    from odl.tile.memory import hierarchy_of
     if not init:
         raise OdlError("--deploy int8 needs --init CKPT.pt: a checkpoint of `odl train --qat int8 --qat-bn frozen`")
     out = Path(out_dir)
