@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -138,11 +139,8 @@ def grad_rel_l2(tensors: list[dict]) -> float | None:
     """The median rel-L2 (against FP64) of the parameter gradients whose reference is not at the noise floor: how
     far the device's step moves the weights' gradients (the worst tensor is often a gradient that is ~0 by
     construction, e.g. a conv bias before a batch norm, whose rel-L2 is noise)."""
-    v = sorted(t["rel_l2"] for t in tensors if t.get("kind") == "param_grad" and not t.get("floor"))
-    if not v:
-        return None
-    m = len(v) // 2
-    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
+    v = [t["rel_l2"] for t in tensors if t.get("kind") == "param_grad" and not t.get("floor")]
+    return statistics.median(v) if v else None
 
 
 def _missing_tools(target_name: str) -> list[str]:
